@@ -1,0 +1,174 @@
+/**
+ * @file cdsm.h
+ * @brief cdsm: a page-based, lazy-release-consistent distributed shared memory over MPI.
+ *
+ * Programming model: SPMD. Every MPI rank calls cdsm_init(), allocates shared memory
+ * (collectively with cdsm_alloc(), or privately with cdsm_malloc()), and synchronises
+ * with cdsm_lock_acquire()/cdsm_lock_release() and cdsm_barrier(). Data races on shared
+ * memory are not allowed: a rank sees another rank's writes only after synchronising
+ * with it (lazy release consistency). One application thread per rank uses the shared
+ * heap; the library runs one service thread of its own per rank.
+ *
+ * Every function returns a cdsm status (0 on success, a negative ::cdsm_status on
+ * error) unless documented otherwise. The reason for an error is logged once, where it
+ * is detected, and can also be read back with cdsm_last_error().
+ *
+ * Shared memory must never be passed to MPI calls (send/receive buffers): MPI's
+ * transports cannot see the library's page protection.
+ */
+#ifndef CDSM_H
+#define CDSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cdsm/status.h"
+#include "cdsm/stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Library version as major*10000 + minor*100 + patch. */
+#define CDSM_VERSION 100
+
+/**
+ * @brief Initialise the DSM: configuration, MPI, shared heap, service thread.
+ *
+ * Collective over MPI_COMM_WORLD. Reads the configuration (CDSM_* environment variables
+ * and the optional file named by CDSM_CONFIG_FILE) before touching MPI, so a bad value
+ * is reported without any MPI side effect. If the program has not initialised MPI,
+ * cdsm_init() calls MPI_Init_thread(MPI_THREAD_MULTIPLE) and cdsm_finalize() will call
+ * MPI_Finalize(). If the program initialised MPI itself, it must have asked for
+ * MPI_THREAD_MULTIPLE. The library communicates on its own duplicate of
+ * MPI_COMM_WORLD and never disturbs the program's use of it.
+ *
+ * Not thread-safe; call once per process, from the thread that will use shared memory.
+ *
+ * @param argc  pointer to main's argc, or NULL
+ * @param argv  pointer to main's argv, or NULL
+ * @return CDSM_OK; CDSM_ERR_CONFIG (bad or unknown CDSM_* value, named in the message);
+ *         CDSM_ERR_STATE (already initialised); CDSM_ERR_MPI_THREAD (MPI initialised
+ *         without MPI_THREAD_MULTIPLE); CDSM_ERR_MPI; CDSM_ERR_HEAP_MAP (the shared heap
+ *         could not be mapped at the same address on every rank); CDSM_ERR_NET (the
+ *         doorbell sockets could not be set up); CDSM_ERR_NOMEM.
+ */
+int cdsm_init(int *argc, char ***argv);
+
+/**
+ * @brief Finish: a final barrier, stop the service thread, release the heap.
+ *
+ * Collective. Prints the statistics if CDSM_STATS >= 1. Calls MPI_Finalize() only if
+ * cdsm_init() initialised MPI. Shared memory must not be used afterwards.
+ * @return CDSM_OK; CDSM_ERR_STATE (not initialised); CDSM_ERR_MPI.
+ */
+int cdsm_finalize(void);
+
+/** @brief This process's rank (0..cdsm_nranks()-1), or -1 before cdsm_init(). Thread-safe. */
+int cdsm_rank(void);
+
+/** @brief Number of ranks running the program, or -1 before cdsm_init(). Thread-safe. */
+int cdsm_nranks(void);
+
+/** @brief The DSM page size in bytes (a multiple of the OS page), or 0 before init. */
+size_t cdsm_page_size(void);
+
+/** @brief Number of lock ids available (valid ids are 0..cdsm_nlocks()-1), or 0 before init. */
+int cdsm_nlocks(void);
+
+/**
+ * @brief Collective allocation from the common arena: the same address on every rank.
+ *
+ * Every rank must call cdsm_alloc() with the same sizes in the same order (as with MPI
+ * collectives); no messages are exchanged. The memory is zero-filled at first use and
+ * 64-byte aligned (page-aligned when @p size is at least one page). With CDSM_CHECK=1 the
+ * sizes are compared across ranks and a mismatch is an error.
+ *
+ * @param size  bytes, > 0
+ * @param out   receives the address
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG (size 0 or out NULL); CDSM_ERR_NO_SPACE (the
+ *         common arena is exhausted); CDSM_ERR_STATE; CDSM_ERR_MISMATCH (CDSM_CHECK=1 and
+ *         ranks asked for different sizes).
+ */
+int cdsm_alloc(size_t size, void **out);
+
+/**
+ * @brief Non-collective allocation from this rank's own arena.
+ *
+ * The address is valid on every rank (a pointer stored in shared memory can be followed
+ * anywhere after synchronisation). Only the allocating rank may free it.
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG; CDSM_ERR_NO_SPACE; CDSM_ERR_STATE.
+ */
+int cdsm_malloc(size_t size, void **out);
+
+/**
+ * @brief Free memory from cdsm_alloc() (collective: every rank frees it, in the same
+ * order) or from cdsm_malloc() (only the rank that allocated it). NULL is ignored.
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG (not the start of a live allocation, or another
+ *         rank's private allocation); CDSM_ERR_STATE.
+ */
+int cdsm_free(void *ptr);
+
+/**
+ * @brief Acquire lock @p id (blocking). Brings in the write notices of every interval
+ *        that happened before the release this acquire follows.
+ *
+ * Locks are not recursive. Not thread-safe (the application thread only).
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG (id out of range, or already held);
+ *         CDSM_ERR_STATE; CDSM_ERR_MPI; CDSM_ERR_NET.
+ */
+int cdsm_lock_acquire(int id);
+
+/**
+ * @brief Release lock @p id, held by this rank.
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG (id out of range or not held); CDSM_ERR_STATE;
+ *         CDSM_ERR_MPI.
+ */
+int cdsm_lock_release(int id);
+
+/**
+ * @brief Global barrier over all ranks: afterwards every rank sees every write made
+ *        before any rank entered it. May run garbage collection of diffs and notices.
+ *
+ * Collective. Not thread-safe (the application thread only).
+ * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_MPI; CDSM_ERR_NET.
+ */
+int cdsm_barrier(void);
+
+/**
+ * @brief Copy this rank's counters into @p out. Thread-safe.
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG (out NULL); CDSM_ERR_STATE.
+ */
+int cdsm_stats_get(cdsm_stats_t *out);
+
+/**
+ * @brief Print this rank's counters, one "name value" line each, to @p f.
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG (f NULL); CDSM_ERR_STATE.
+ */
+int cdsm_stats_print(FILE *f);
+
+/**
+ * @brief Sum @p mine over all ranks into @p total (collective; uses point-to-point
+ *        messages of the library, so it is safe to call at any barrier-like point).
+ * @return CDSM_OK; CDSM_ERR_INVALID_ARG; CDSM_ERR_STATE; CDSM_ERR_MPI.
+ */
+int cdsm_stats_reduce(const cdsm_stats_t *mine, cdsm_stats_t *total);
+
+/** @brief Human-readable text of a status code. Never NULL. Thread-safe. */
+const char *cdsm_strerror(int status);
+
+/** @brief The status code's symbolic name ("CDSM_ERR_CONFIG"), never NULL. Thread-safe. */
+const char *cdsm_status_name(int status);
+
+/**
+ * @brief The message of the last error decided in this process (empty if none), e.g.
+ *        "CDSM_PAGE_SIZE=5000: not a multiple of the OS page size (4096)".
+ */
+const char *cdsm_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CDSM_H */

@@ -1,0 +1,43 @@
+/**
+ * @file cdsm/stats.h
+ * @brief Per-rank counters of the DSM protocol (generated from one table).
+ */
+#ifndef CDSM_STATS_H
+#define CDSM_STATS_H
+
+#include <stdint.h>
+
+/** X(field, help): every counter, in print order. */
+#define CDSM_STATS_TABLE(X)                                                     \
+    X(read_faults, "access misses and read faults on protected pages")         \
+    X(write_faults, "write faults (first write to a page in an interval)")     \
+    X(twins, "twins created")                                                  \
+    X(diffs_created, "diffs encoded from page and twin")                       \
+    X(diff_bytes_created, "bytes of encoded diffs")                            \
+    X(diffs_applied, "diffs applied to local pages")                           \
+    X(diffs_served, "diffs sent to other ranks")                               \
+    X(pages_fetched, "whole pages fetched")                                    \
+    X(pages_served, "whole pages sent to other ranks")                         \
+    X(invalidations, "pages invalidated by write notices")                     \
+    X(intervals, "intervals closed by this rank with writes")                  \
+    X(notices_received, "write notices received from other ranks")             \
+    X(lock_acquires, "lock acquires")                                          \
+    X(lock_acquires_local, "lock acquires served by a cached token")           \
+    X(barriers, "barriers")                                                    \
+    X(gc_runs, "garbage collections of diffs and notices")                     \
+    X(msgs_sent, "protocol messages sent")                                     \
+    X(msgs_recv, "protocol messages received")                                 \
+    X(bytes_sent, "protocol bytes sent (headers included)")                    \
+    X(bytes_recv, "protocol bytes received (headers included)")                \
+    X(doorbells, "doorbell wake-ups of the service thread")                    \
+    X(log_bytes, "bytes of diffs, twins and interval records held now")        \
+    X(log_bytes_peak, "peak of log_bytes")
+
+/** A snapshot of one rank's counters (or their sum over ranks). */
+typedef struct cdsm_stats {
+#define CDSM_X_FIELD(field, help) uint64_t field;
+    CDSM_STATS_TABLE(CDSM_X_FIELD)
+#undef CDSM_X_FIELD
+} cdsm_stats_t;
+
+#endif /* CDSM_STATS_H */

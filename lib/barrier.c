@@ -1,0 +1,288 @@
+/* Barriers through a manager (rank 0): arrivals carry the records the manager may lack,
+ * the manager merges them and sends each rank what it lacks. The same round trip carries
+ * the garbage-collection decision, counters for cdsm_stats_reduce() and the checker's
+ * agreement value. Garbage collection itself runs at the barrier in two phases. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "vclock.h"
+
+#define MANAGER 0
+
+static uint32_t mgr_epoch;  /* manager: epoch of the barrier being collected */
+static int mgr_kind = -1;   /* manager: kind of that barrier */
+static int mgr_has_stats;
+
+int cdsm__barrier_init(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n;
+    g->vc_bar = calloc((size_t)n, 4);
+    if (!g->vc_bar) return cdsm__error(CDSM_ERR_NOMEM, "barrier state");
+    if (g->rank != MANAGER) return CDSM_OK;
+    g->bar_vcs = calloc((size_t)n * (size_t)n, 4);
+    g->bar_recs = calloc((size_t)n, sizeof *g->bar_recs);
+    g->bar_maxidx = calloc((size_t)n, 4);
+    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx) return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
+    return CDSM_OK;
+}
+
+void cdsm__barrier_fini(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->bar_recs)
+        for (int q = 0; q < g->n; q++) cdsm__buf_free(&g->bar_recs[q]);
+    free(g->bar_recs);
+    free(g->bar_vcs);
+    free(g->bar_maxidx);
+    free(g->vc_bar);
+    g->bar_recs = NULL;
+    g->bar_vcs = g->bar_maxidx = g->vc_bar = NULL;
+}
+
+static size_t rec_size(const uint8_t *p)
+{
+    cdsm__wire_iv_t w;
+    memcpy(&w, p, sizeof w);
+    return sizeof w + (size_t)cdsm__g.n * 4 + (size_t)w.npages * 4;
+}
+
+/* Manager: every rank arrived; send each one what it lacks and reset. */
+static void release_all(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n;
+    uint32_t flags = 0;
+    if (mgr_kind == CDSM_BAR_PLAIN && g->bar_mem_max > cdsm__cfg.gc_bound) flags |= CDSM_BAR_GC;
+    if (g->bar_mismatch) flags |= CDSM_BAR_MISMATCH;
+    for (int r = 0; r < n; r++) {
+        const uint32_t *have = &g->bar_vcs[(size_t)r * n];
+        cdsm__buf_t b = {0};
+        uint32_t nrec = 0;
+        cdsm__buf_put_u32(&b, flags);
+        cdsm__buf_put_u32(&b, (uint32_t)mgr_has_stats);
+        if (mgr_has_stats) cdsm__buf_put(&b, g->bar_stats, sizeof g->bar_stats);
+        cdsm__buf_put_u32(&b, 0); /* nrec, patched */
+        size_t nrec_at = b.len - 4;
+        cdsm__buf_put(&b, g->bar_maxidx, (size_t)n * 4); /* the global vector clock */
+        for (int q = 0; q < n; q++) {
+            const uint8_t *p = g->bar_recs[q].p, *end = p + g->bar_recs[q].len;
+            while (p < end) {
+                cdsm__wire_iv_t w;
+                memcpy(&w, p, sizeof w);
+                size_t sz = rec_size(p);
+                if (w.idx > have[q]) {
+                    cdsm__buf_put(&b, p, sz);
+                    nrec++;
+                }
+                p += sz;
+            }
+        }
+        memcpy(b.p + nrec_at, &nrec, 4);
+        cdsm__tp_send(r, CDSM_MSG_BAR_RELEASE, mgr_epoch, b.p, b.len, NULL, 0);
+        cdsm__buf_free(&b);
+    }
+    for (int q = 0; q < n; q++) g->bar_recs[q].len = 0;
+    g->bar_arrived = 0;
+    g->bar_mem_max = 0;
+    g->bar_check_set = g->bar_mismatch = 0;
+    memset(g->bar_stats, 0, sizeof g->bar_stats);
+    mgr_has_stats = 0;
+    mgr_kind = -1;
+}
+
+void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n;
+    uint32_t kind = cdsm__rd_u32(r), has_check = cdsm__rd_u32(r);
+    uint64_t check = cdsm__rd_u64(r), mem = cdsm__rd_u64(r);
+    uint32_t has_stats = cdsm__rd_u32(r);
+    const uint64_t *stats = has_stats ? cdsm__rd_take(r, sizeof g->bar_stats) : NULL;
+    uint32_t nrec = cdsm__rd_u32(r);
+    const uint32_t *vc = cdsm__rd_take(r, (size_t)n * 4);
+    if (r->bad || g->rank != MANAGER) goto bad;
+    if (g->bar_arrived == 0) {
+        mgr_epoch = (uint32_t)h->tag;
+        mgr_kind = (int)kind;
+    }
+    if (h->tag != mgr_epoch || (int)kind != mgr_kind) {
+        cdsm__log(CDSM_LOG_ERROR,
+                  "rank %u entered barrier %llu (kind %u) while others are in barrier %u (kind %d): "
+                  "ranks called different collective operations",
+                  h->src, (unsigned long long)h->tag, kind, mgr_epoch, mgr_kind);
+        cdsm_check(!"mismatched collective calls");
+    }
+    memcpy(&g->bar_vcs[(size_t)h->src * n], vc, (size_t)n * 4);
+    if (mem > g->bar_mem_max) g->bar_mem_max = mem;
+    if (stats) {
+        mgr_has_stats = 1;
+        for (size_t i = 0; i < CDSM_NSTATS; i++) {
+            uint64_t v;
+            memcpy(&v, &stats[i], 8);
+            g->bar_stats[i] += v;
+        }
+    }
+    if (has_check) {
+        if (g->bar_check_set && g->bar_check != check) g->bar_mismatch = 1;
+        g->bar_check = check;
+        g->bar_check_set = 1;
+    }
+    for (uint32_t k = 0; k < nrec; k++) {
+        const uint8_t *p = r->p + r->pos;
+        const cdsm__wire_iv_t *w = cdsm__rd_take(r, sizeof *w);
+        if (!w || w->rank >= n || !cdsm__rd_take(r, (size_t)n * 4 + (size_t)w->npages * 4)) goto bad;
+        if (w->idx <= g->bar_maxidx[w->rank]) continue; /* another rank brought it already */
+        if (w->idx != g->bar_maxidx[w->rank] + 1) goto bad;
+        cdsm__buf_put(&g->bar_recs[w->rank], p, (size_t)(r->p + r->pos - p));
+        g->bar_maxidx[w->rank] = w->idx;
+    }
+    if (r->bad) goto bad;
+    if (++g->bar_arrived == n) release_all();
+    return;
+bad:
+    cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
+    cdsm_check(!"malformed barrier arrival");
+}
+
+int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm_stats_t *sum,
+                       int *flags_out)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n, rc;
+    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "barrier before cdsm_init");
+    pthread_mutex_lock(&g->mu);
+    cdsm__close_interval();
+    uint32_t epoch = ++g->bar_epoch;
+    cdsm__buf_t b = {0};
+    uint64_t mem = g->log_bytes;
+    int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
+    cdsm__buf_put_u32(&b, (uint32_t)kind);
+    cdsm__buf_put_u32(&b, (uint32_t)has_check);
+    cdsm__buf_put(&b, &check, 8);
+    cdsm__buf_put(&b, &mem, 8);
+    cdsm__buf_put_u32(&b, stats != NULL);
+    if (stats) cdsm__buf_put(&b, stats, sizeof *stats);
+    cdsm__buf_put_u32(&b, 0);
+    size_t nrec_at = b.len - 4;
+    cdsm__buf_put(&b, g->vc, (size_t)n * 4);
+    /* Everything up to the previous barrier is known to the manager already. */
+    uint32_t nrec = cdsm__iv_serialize_newer(&b, g->vc_bar);
+    memcpy(b.p + nrec_at, &nrec, 4);
+    rc = cdsm__tp_send(MANAGER, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    if (rc) goto out;
+    cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_BAR_RELEASE, epoch);
+    if (!rep) {
+        rc = cdsm__error(CDSM_ERR_PEER_LOST, "barrier %u: no release", epoch);
+        goto out;
+    }
+    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+    uint32_t flags = cdsm__rd_u32(&rd), has_stats = cdsm__rd_u32(&rd);
+    const void *ssum = has_stats ? cdsm__rd_take(&rd, sizeof(cdsm_stats_t)) : NULL;
+    nrec = cdsm__rd_u32(&rd);
+    const uint32_t *gvc = cdsm__rd_take(&rd, (size_t)n * 4);
+    rc = gvc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
+    if (!rc && rd.bad) rc = CDSM_ERR_PROTOCOL;
+    if (rc) {
+        cdsm__error(rc, "barrier %u: malformed release", epoch);
+        cdsm__reply_free(rep);
+        goto out;
+    }
+    cdsm__vc_merge(g->vc, gvc, n);
+    memcpy(g->vc_bar, g->vc, (size_t)n * 4);
+    if (sum && ssum) memcpy(sum, ssum, sizeof *sum);
+    if (flags_out) *flags_out = (int)flags;
+    cdsm__reply_free(rep);
+    CDSM_STAT_ADD(barriers, 1);
+    if (flags & CDSM_BAR_GC) {
+        pthread_mutex_unlock(&g->mu);
+        rc = cdsm__gc();
+        pthread_mutex_lock(&g->mu);
+    }
+out:
+    pthread_mutex_unlock(&g->mu);
+    if (!rc) rc = cdsm__tp_flush();
+    return rc;
+}
+
+int cdsm_barrier(void)
+{
+    return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
+}
+
+/* ---- garbage collection -------------------------------------------------------------- */
+
+/* The writer of the latest notice keeps the page: every rank names the same one, since at
+ * a barrier all ranks hold the same notices. */
+static const cdsm__interval_t *latest_notice(const cdsm__page_t *p)
+{
+    const cdsm__interval_t *best = NULL;
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (!best || nt->iv->vcsum > best->vcsum ||
+            (nt->iv->vcsum == best->vcsum && nt->iv->rank > best->rank))
+            best = nt->iv;
+    return best;
+}
+
+static int page_current(uint32_t pg)
+{
+    const cdsm__page_t *p = &cdsm__g.pages[pg];
+    if (p->holder >= 0) return 0;
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (!p->applied || p->applied[nt->iv->rank] < nt->iv->idx) return 0;
+    return 1;
+}
+
+/* Called right after a barrier release that asked for it; takes mu itself. */
+int cdsm__gc(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = CDSM_OK;
+    pthread_mutex_lock(&g->mu);
+    /* Phase 1: each page's keeper brings its copy up to date while diffs still exist. */
+    for (uint32_t pg = 0; pg < g->npages && !rc; pg++) {
+        cdsm__page_t *p = &g->pages[pg];
+        if (!p->notices) continue;
+        if (latest_notice(p)->rank == g->rank && !page_current(pg)) {
+            if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
+            rc = cdsm__validate(pg);
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (rc) return rc;
+    /* Phase 2 starts only when every keeper is done. */
+    if ((rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL))) return rc;
+    pthread_mutex_lock(&g->mu);
+    for (uint32_t pg = 0; pg < g->npages; pg++) {
+        cdsm__page_t *p = &g->pages[pg];
+        if (!p->notices) continue;
+        if (!page_current(pg)) {
+            cdsm_check(p->state == CDSM_PG_INVALID);
+            p->holder = (int16_t)latest_notice(p)->rank;
+            memset(p->applied, 0, (size_t)g->n * 4);
+        }
+        if (p->twin) {
+            cdsm__log_bytes_add(-(int64_t)g->page_size);
+            free(p->twin);
+            p->twin = NULL;
+        }
+        for (cdsm__notice_t *nt = p->notices, *nx; nt; nt = nx) {
+            nx = nt->next;
+            free(nt);
+            cdsm__log_bytes_add(-(int64_t)sizeof *nt);
+        }
+        p->notices = NULL;
+    }
+    for (int q = 0; q < g->n; q++) {
+        cdsm__ivlist_t *l = &g->ivs[q];
+        for (uint32_t k = 0; k < l->count; k++) cdsm__iv_free(l->v[k]);
+        cdsm_check(l->base + l->count == g->vc_bar[q]);
+        l->base += l->count;
+        l->count = 0;
+    }
+    CDSM_STAT_ADD(gc_runs, 1);
+    pthread_mutex_unlock(&g->mu);
+    return CDSM_OK;
+}

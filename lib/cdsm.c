@@ -1,0 +1,161 @@
+/* Library life cycle: configuration, MPI, heap, protocol state, service thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+cdsm__state_t cdsm__g = {.rank = -1, .n = -1, .memfd = -1};
+
+int cdsm__stats_print_total(FILE *f, const cdsm_stats_t *total);
+
+int cdsm_rank(void)
+{
+    return cdsm__g.initialized ? cdsm__g.rank : -1;
+}
+
+int cdsm_nranks(void)
+{
+    return cdsm__g.initialized ? cdsm__g.n : -1;
+}
+
+size_t cdsm_page_size(void)
+{
+    return cdsm__g.initialized ? cdsm__g.page_size : 0;
+}
+
+int cdsm_nlocks(void)
+{
+    return cdsm__g.initialized ? (int)cdsm__g.nlocks : 0;
+}
+
+static int init_mpi(int *argc, char ***argv)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int flag = 0, provided = 0;
+    MPI_Initialized(&flag);
+    if (!flag) {
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
+            return cdsm__error(CDSM_ERR_MPI, "MPI_Init_thread failed");
+        g->mpi_owned = 1;
+    } else {
+        MPI_Query_thread(&provided);
+    }
+    if (provided < MPI_THREAD_MULTIPLE)
+        return cdsm__error(CDSM_ERR_MPI_THREAD,
+                           "MPI provides thread level %d; cdsm needs MPI_THREAD_MULTIPLE (%d) for its "
+                           "service thread: call MPI_Init_thread(..., MPI_THREAD_MULTIPLE, ...) or let "
+                           "cdsm_init() initialise MPI",
+                           provided, MPI_THREAD_MULTIPLE);
+    /* Our own communicator: the program's traffic on MPI_COMM_WORLD is never matched by ours. */
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &g->comm) != MPI_SUCCESS)
+        return cdsm__error(CDSM_ERR_MPI, "MPI_Comm_dup failed");
+    MPI_Comm_rank(g->comm, &g->rank);
+    MPI_Comm_size(g->comm, &g->n);
+    if (g->n > 32767) return cdsm__error(CDSM_ERR_INVALID_ARG, "%d ranks: at most 32767 are supported", g->n);
+    return CDSM_OK;
+}
+
+static int init_state(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->vc = calloc((size_t)g->n, 4);
+    g->ivs = calloc((size_t)g->n, sizeof *g->ivs);
+    if (!g->vc || !g->ivs) return cdsm__error(CDSM_ERR_NOMEM, "vector clock");
+    if ((rc = cdsm__heap_init()) || (rc = cdsm__alloc_init()) || (rc = cdsm__locks_init()) ||
+        (rc = cdsm__barrier_init()))
+        return rc;
+    return CDSM_OK;
+}
+
+static void fini_state(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__barrier_fini();
+    cdsm__locks_fini();
+    cdsm__alloc_fini();
+    cdsm__heap_fini();
+    if (g->ivs)
+        for (int q = 0; q < g->n; q++) {
+            for (uint32_t k = 0; k < g->ivs[q].count; k++) cdsm__iv_free(g->ivs[q].v[k]);
+            free(g->ivs[q].v);
+        }
+    while (g->replies) {
+        cdsm__reply_t *r = g->replies;
+        g->replies = r->next;
+        cdsm__reply_free(r);
+    }
+    free(g->ivs);
+    free(g->vc);
+    free(g->dirty);
+    g->ivs = NULL;
+    g->vc = NULL;
+    g->dirty = NULL;
+    g->ndirty = g->dirty_cap = 0;
+}
+
+int cdsm_init(int *argc, char ***argv)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_init called twice");
+    /* Configuration first: a bad value is reported before MPI is touched. */
+    int rc = cdsm__config_load(&cdsm__cfg);
+    if (rc) return rc;
+    cdsm__log_level = (int)cdsm__cfg.log_level;
+    if ((rc = init_mpi(argc, argv))) goto fail_mpi;
+    rc = init_state();
+    /* Start-up is the one place for collectives: all ranks fail together or none. */
+    int all = rc;
+    MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, g->comm);
+    if (all) {
+        if (!rc) rc = cdsm__error(all, "another rank failed to initialise (%s)", cdsm_status_name(all));
+        goto fail_state;
+    }
+    if ((rc = cdsm__tp_init())) goto fail_state;
+    if ((rc = cdsm__fault_install())) goto fail_tp;
+    g->initialized = 1;
+    return CDSM_OK;
+fail_tp:
+    cdsm__tp_fini();
+fail_state:
+    fini_state();
+    MPI_Comm_free(&g->comm);
+fail_mpi:
+    if (g->mpi_owned) MPI_Finalize();
+    g->mpi_owned = 0;
+    g->rank = g->n = -1;
+    return rc;
+}
+
+int cdsm_finalize(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_finalize without cdsm_init");
+    cdsm_stats_t mine, total;
+    cdsm_stats_get(&mine);
+    /* First barrier: everyone is done with shared memory (and the counters are summed). */
+    int rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, cdsm__cfg.stats >= 2 ? &mine : NULL, &total, NULL);
+    if (rc) return rc;
+    __atomic_store_n(&g->finalizing, 1, __ATOMIC_RELEASE);
+    /* Second: everyone knows the others are finishing, so closed doorbells are expected. */
+    if ((rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, NULL, NULL, NULL))) return rc;
+    if (cdsm__cfg.stats >= 1) cdsm_stats_print(stderr);
+    if (cdsm__cfg.stats >= 2 && g->rank == 0) cdsm__stats_print_total(stderr, &total);
+    cdsm__fault_uninstall();
+    cdsm__tp_fini();
+    g->initialized = 0;
+    int rank = g->rank;
+    fini_state();
+    MPI_Comm_free(&g->comm);
+    if (g->mpi_owned && MPI_Finalize() != MPI_SUCCESS) rc = cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed");
+    g->mpi_owned = 0;
+    g->finalizing = 0;
+    (void)rank;
+    g->rank = g->n = -1;
+    memset(&g->st, 0, sizeof g->st);
+    g->bar_epoch = 0;
+    g->log_bytes = 0;
+    return rc;
+}

@@ -1,0 +1,468 @@
+/* The page protocol of lazy release consistency, homeless, multiple writers:
+ *  - write detection: a page is read-only until written in an interval; the first write
+ *    faults, a twin (copy) is made and the page becomes writable;
+ *  - at the end of the interval the written pages become read-only again and get a write
+ *    notice; their diffs are made lazily: when another rank asks, when the page is written
+ *    again in a later interval, or before the page is invalidated;
+ *  - an access miss on an invalid page fetches the diffs it lacks from their writers (or a
+ *    whole copy when many are needed) and applies them in happened-before order.
+ * All of it runs under cdsm__g.mu. Page contents change only on the application thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "diff.h"
+#include "internal.h"
+#include "vclock.h"
+
+uint32_t *cdsm__page_applied(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    if (!p->applied) {
+        p->applied = calloc((size_t)cdsm__g.n, 4);
+        cdsm_check(p->applied != NULL);
+        cdsm__log_bytes_add((int64_t)cdsm__g.n * 4);
+    }
+    return p->applied;
+}
+
+static void twin_free(cdsm__page_t *p)
+{
+    if (!p->twin) return;
+    free(p->twin);
+    p->twin = NULL;
+    cdsm__log_bytes_add(-(int64_t)cdsm__g.page_size);
+}
+
+/* The diff of own interval iv on its j-th page, made now from page and twin if needed. */
+cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
+{
+    if (iv->diffs[j]) return iv->diffs[j];
+    uint32_t pg = iv->pages[j];
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    /* Lazy diffing: the twin of this closed interval is still there, and the page has not
+     * been written since (it is read-only until the next write fault makes this diff). */
+    cdsm_check(p->twin && p->twin_iv == iv->idx);
+    size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__g.page_size, cdsm__g.scratch);
+    cdsm__diffrec_t *d = malloc(sizeof *d + len);
+    cdsm_check(d != NULL);
+    d->len = (uint32_t)len;
+    memcpy(d->data, cdsm__g.scratch, len);
+    iv->diffs[j] = d;
+    CDSM_STAT_ADD(diffs_created, 1);
+    CDSM_STAT_ADD(diff_bytes_created, len);
+    cdsm__log_bytes_add((int64_t)(sizeof *d + len));
+    return d;
+}
+
+/* Make the diff of the closed interval the twin belongs to. */
+static void diff_pending_twin(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    cdsm_check(p->twin_iv != CDSM_IV_OPEN);
+    cdsm__interval_t *iv = cdsm__iv_get(cdsm__g.rank, p->twin_iv);
+    cdsm_check(iv != NULL);
+    int j = cdsm__iv_find_page(iv, pg);
+    cdsm_check(j >= 0);
+    cdsm__own_diff(iv, j);
+}
+
+void cdsm__invalidate(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    cdsm_check(p->state != CDSM_PG_RW); /* intervals are closed before notices come in */
+    if (p->twin) {
+        /* Our own writes must survive the diffs we are about to apply. */
+        diff_pending_twin(pg);
+        twin_free(p);
+    }
+    if (p->state != CDSM_PG_INVALID) {
+        cdsm__page_protect(pg, 1, CDSM_PG_INVALID);
+        CDSM_STAT_ADD(invalidations, 1);
+    }
+}
+
+static void add_notice(uint32_t pg, cdsm__interval_t *iv)
+{
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    cdsm__notice_t *nt = malloc(sizeof *nt);
+    cdsm_check(nt != NULL);
+    nt->iv = iv;
+    nt->next = p->notices;
+    p->notices = nt;
+    cdsm__log_bytes_add((int64_t)sizeof *nt);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Protect pages in runs of consecutive page numbers: one mprotect per run. */
+static void protect_sorted(const uint32_t *pages, size_t n, int state)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && pages[j] == pages[j - 1] + 1) j++;
+        cdsm__page_protect(pages[i], (uint32_t)(j - i), state);
+        i = j;
+    }
+}
+
+void cdsm__close_interval(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->ndirty) return;
+    qsort(g->dirty, g->ndirty, sizeof *g->dirty, cmp_u32);
+    uint32_t idx = ++g->vc[g->rank];
+    cdsm__interval_t *iv = cdsm__iv_new(g->rank, idx, g->vc, (uint32_t)g->ndirty, g->dirty, 1);
+    cdsm__iv_append(iv);
+    for (size_t k = 0; k < g->ndirty; k++) {
+        uint32_t pg = g->dirty[k];
+        cdsm__page_t *p = &g->pages[pg];
+        cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
+        p->dirty = 0;
+        p->twin_iv = idx;
+        cdsm__page_applied(pg)[g->rank] = idx;
+        add_notice(pg, iv);
+    }
+    protect_sorted(g->dirty, g->ndirty, CDSM_PG_RO);
+    g->ndirty = 0;
+    CDSM_STAT_ADD(intervals, 1);
+}
+
+static void mark_dirty(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->ndirty == g->dirty_cap) {
+        size_t nc = g->dirty_cap ? g->dirty_cap * 2 : 1024;
+        uint32_t *nd = realloc(g->dirty, nc * sizeof *nd);
+        cdsm_check(nd != NULL);
+        g->dirty = nd;
+        g->dirty_cap = nc;
+    }
+    g->dirty[g->ndirty++] = pg;
+    g->pages[pg].dirty = 1;
+}
+
+static void write_fault(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    if (p->twin) {
+        /* Written in an earlier interval whose diff nobody asked for yet: make it now,
+         * then the same buffer becomes the twin of the open interval. */
+        diff_pending_twin(pg);
+    } else {
+        p->twin = malloc(cdsm__g.page_size);
+        cdsm_check(p->twin != NULL);
+        cdsm__log_bytes_add((int64_t)cdsm__g.page_size);
+    }
+    memcpy(p->twin, cdsm__sys_page(pg), cdsm__g.page_size);
+    p->twin_iv = CDSM_IV_OPEN;
+    CDSM_STAT_ADD(twins, 1);
+    CDSM_STAT_ADD(write_faults, 1);
+    mark_dirty(pg);
+    cdsm__page_protect(pg, 1, CDSM_PG_RW);
+}
+
+void cdsm__fault(uint32_t pg, int is_write)
+{
+    cdsm__state_t *g = &cdsm__g;
+    pthread_mutex_lock(&g->mu);
+    if (g->pages[pg].state == CDSM_PG_INVALID) {
+        CDSM_STAT_ADD(read_faults, 1);
+        int rc = cdsm__validate(pg);
+        /* A miss that cannot be served leaves the program without the data it reads:
+         * there is no way to return an error from a load instruction. */
+        if (rc) {
+            cdsm__log(CDSM_LOG_ERROR, "access miss on page %u could not be served: %s", pg,
+                      cdsm_strerror(rc));
+            cdsm_check(!"access miss failed");
+        }
+    }
+    if (is_write && g->pages[pg].state == CDSM_PG_RO) write_fault(pg);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ---- access miss ------------------------------------------------------------------ */
+
+/* A diff available to apply during one validation. */
+typedef struct avail {
+    cdsm__interval_t *iv;
+    const uint8_t *data;
+    uint32_t len;
+} avail_t;
+
+typedef struct vstate {
+    uint32_t pg;
+    avail_t *av;
+    size_t nav, capav;
+    cdsm__reply_t **replies;
+    size_t nrep, caprep;
+} vstate_t;
+
+static void av_add(vstate_t *v, cdsm__interval_t *iv, const uint8_t *data, uint32_t len)
+{
+    if (v->nav == v->capav) {
+        v->capav = v->capav ? v->capav * 2 : 16;
+        v->av = realloc(v->av, v->capav * sizeof *v->av);
+        cdsm_check(v->av != NULL);
+    }
+    v->av[v->nav++] = (avail_t){iv, data, len};
+}
+
+static const avail_t *av_find(const vstate_t *v, const cdsm__interval_t *iv)
+{
+    for (size_t i = 0; i < v->nav; i++)
+        if (v->av[i].iv == iv) return &v->av[i];
+    return NULL;
+}
+
+static void keep_reply(vstate_t *v, cdsm__reply_t *r)
+{
+    if (v->nrep == v->caprep) {
+        v->caprep = v->caprep ? v->caprep * 2 : 8;
+        v->replies = realloc(v->replies, v->caprep * sizeof *v->replies);
+        cdsm_check(v->replies != NULL);
+    }
+    v->replies[v->nrep++] = r;
+}
+
+/* Notices of pg whose writes this copy lacks. */
+static size_t missing(uint32_t pg, cdsm__interval_t ***out, size_t *cap)
+{
+    cdsm__page_t *p = &cdsm__g.pages[pg];
+    uint32_t *ap = cdsm__page_applied(pg);
+    size_t k = 0;
+    for (cdsm__notice_t *nt = p->notices; nt; nt = nt->next) {
+        if (nt->iv->idx <= ap[nt->iv->rank]) continue;
+        if (k == *cap) {
+            *cap = *cap ? *cap * 2 : 16;
+            *out = realloc(*out, *cap * sizeof **out);
+            cdsm_check(*out != NULL);
+        }
+        (*out)[k++] = nt->iv;
+    }
+    return k;
+}
+
+static int cmp_hb(const void *a, const void *b)
+{
+    const cdsm__interval_t *x = *(cdsm__interval_t *const *)a, *y = *(cdsm__interval_t *const *)b;
+    if (x->vcsum != y->vcsum) return x->vcsum < y->vcsum ? -1 : 1;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Ask each writer in need[0..k) (skipping those already available) for its diffs: one
+ * request per writer. Returns the number of requests sent; ids are consecutive. */
+static int request_diffs(vstate_t *v, cdsm__interval_t **need, size_t k, uint64_t *first_id,
+                         int *nsent)
+{
+    cdsm__state_t *g = &cdsm__g;
+    *nsent = 0;
+    *first_id = g->next_req;
+    for (int q = 0; q < g->n; q++) {
+        if (q == g->rank) continue;
+        cdsm__buf_t b = {0};
+        uint32_t count = 0;
+        cdsm__buf_put_u32(&b, v->pg);
+        cdsm__buf_put_u32(&b, 0); /* count, patched below */
+        for (size_t i = 0; i < k; i++)
+            if (need[i]->rank == q && !av_find(v, need[i])) {
+                cdsm__buf_put_u32(&b, need[i]->idx);
+                count++;
+            }
+        if (count) {
+            memcpy(b.p + 4, &count, 4);
+            int rc = cdsm__tp_send(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
+            if (rc) {
+                cdsm__buf_free(&b);
+                return rc;
+            }
+            (*nsent)++;
+        }
+        cdsm__buf_free(&b);
+    }
+    return CDSM_OK;
+}
+
+/* Take a DIFF_REP: its diffs become available. */
+static int take_diffs(vstate_t *v, cdsm__reply_t *r)
+{
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    uint32_t pg = cdsm__rd_u32(&rd), count = cdsm__rd_u32(&rd);
+    if (pg != v->pg) return CDSM_ERR_PROTOCOL;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t idx = cdsm__rd_u32(&rd), len = cdsm__rd_u32(&rd);
+        const uint8_t *data = cdsm__rd_take(&rd, len);
+        cdsm__interval_t *iv = cdsm__iv_get(r->hdr.src, idx);
+        if (rd.bad || !iv) return CDSM_ERR_PROTOCOL;
+        av_add(v, iv, data, len);
+    }
+    return rd.bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+/* Install a whole copy: bytes and the vector of writes it holds. */
+static int take_page(vstate_t *v, cdsm__reply_t *r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    uint32_t pg = cdsm__rd_u32(&rd);
+    const uint32_t *ap = cdsm__rd_take(&rd, (size_t)g->n * 4);
+    const void *bytes = cdsm__rd_take(&rd, g->page_size);
+    if (rd.bad || pg != v->pg || rd.pos != rd.len) return CDSM_ERR_PROTOCOL;
+    memcpy(cdsm__sys_page(pg), bytes, g->page_size);
+    memcpy(cdsm__page_applied(pg), ap, (size_t)g->n * 4);
+    g->pages[pg].holder = -1;
+    CDSM_STAT_ADD(pages_fetched, 1);
+    return CDSM_OK;
+}
+
+/* Wait for replies [first, first+count) of the given type and keep them. */
+static int collect(vstate_t *v, int type, uint64_t first, int count)
+{
+    for (int i = 0; i < count; i++) {
+        cdsm__reply_t *r = cdsm__wait_reply(type, first + (uint64_t)i);
+        if (!r) return CDSM_ERR_PEER_LOST;
+        keep_reply(v, r);
+        int rc = type == CDSM_MSG_DIFF_REP ? take_diffs(v, r) : take_page(v, r);
+        if (rc) return rc;
+    }
+    return CDSM_OK;
+}
+
+/* Choose where a whole copy comes from, or -1 for diffs only. */
+static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__interval_t **latest)
+{
+    cdsm__state_t *g = &cdsm__g;
+    *latest = NULL;
+    if (g->pages[pg].holder >= 0) return g->pages[pg].holder;
+    size_t remote = 0;
+    for (size_t i = 0; i < k; i++)
+        if (need[i]->rank != g->rank) {
+            remote++;
+            if (!*latest || cmp_hb(&need[i], latest) > 0) *latest = need[i];
+        }
+    if (!cdsm__cfg.whole_page_notices || remote < cdsm__cfg.whole_page_notices) {
+        *latest = NULL;
+        return -1;
+    }
+    return (*latest)->rank;
+}
+
+int cdsm__validate(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    vstate_t v = {.pg = pg};
+    cdsm__interval_t **need = NULL, *latest = NULL;
+    size_t cap = 0, k = missing(pg, &need, &cap);
+    int rc = CDSM_OK, nsent = 0;
+    uint64_t first = 0;
+
+    int src = whole_source(pg, need, k, &latest);
+    if (src >= 0) {
+        /* A whole copy from the writer of the latest notice holds every write that
+         * happened before it: ask the others only for what is concurrent with it. */
+        uint64_t id = g->next_req++;
+        if ((rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, id, &pg, 4, NULL, 0))) goto out;
+        size_t kk = 0;
+        for (size_t i = 0; i < k; i++)
+            if (need[i]->rank != src && need[i]->rank != g->rank &&
+                !(latest && cdsm__vc_leq(need[i]->vc, latest->vc, g->n)))
+                need[kk++] = need[i];
+        if ((rc = request_diffs(&v, need, kk, &first, &nsent))) goto out;
+        if ((rc = collect(&v, CDSM_MSG_PAGE_REP, id, 1))) goto out;
+        if ((rc = collect(&v, CDSM_MSG_DIFF_REP, first, nsent))) goto out;
+    }
+    /* Fetch until every missing write is at hand: at most one more round after a whole
+     * copy (whose vector may lack writes our old copy had). */
+    for (;;) {
+        k = missing(pg, &need, &cap);
+        for (size_t i = 0; i < k; i++)
+            if (need[i]->rank == g->rank && !av_find(&v, need[i])) {
+                int j = cdsm__iv_find_page(need[i], pg);
+                cdsm_check(j >= 0);
+                cdsm__diffrec_t *d = cdsm__own_diff(need[i], j);
+                av_add(&v, need[i], d->data, d->len);
+            }
+        if ((rc = request_diffs(&v, need, k, &first, &nsent))) goto out;
+        if (!nsent) break;
+        if ((rc = collect(&v, CDSM_MSG_DIFF_REP, first, nsent))) goto out;
+    }
+    k = missing(pg, &need, &cap);
+    qsort(need, k, sizeof *need, cmp_hb);
+    uint32_t *ap = cdsm__page_applied(pg);
+    for (size_t i = 0; i < k; i++) {
+        const avail_t *a = av_find(&v, need[i]);
+        cdsm_check(a != NULL);
+        if (cdsm__diff_apply(cdsm__sys_page(pg), g->page_size, a->data, a->len)) {
+            rc = cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
+                             need[i]->rank, need[i]->idx, pg);
+            goto out;
+        }
+        if (need[i]->idx > ap[need[i]->rank]) ap[need[i]->rank] = need[i]->idx;
+        CDSM_STAT_ADD(diffs_applied, 1);
+    }
+    g->pages[pg].holder = -1;
+    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+out:
+    for (size_t i = 0; i < v.nrep; i++) cdsm__reply_free(v.replies[i]);
+    free(v.replies);
+    free(v.av);
+    free(need);
+    return rc;
+}
+
+/* ---- serving other ranks (service thread) ------------------------------------------ */
+
+void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t pg = cdsm__rd_u32(r), count = cdsm__rd_u32(r);
+    cdsm__buf_t b = {0};
+    if (r->bad || pg >= g->npages) goto bad;
+    cdsm__buf_put_u32(&b, pg);
+    cdsm__buf_put_u32(&b, count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t idx = cdsm__rd_u32(r);
+        cdsm__interval_t *iv = r->bad ? NULL : cdsm__iv_get(g->rank, idx);
+        int j = iv ? cdsm__iv_find_page(iv, pg) : -1;
+        if (j < 0) goto bad;
+        cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
+        cdsm__page_t *p = &g->pages[pg];
+        if (p->twin && p->twin_iv == idx) twin_free(p); /* its diff now exists */
+        cdsm__buf_put_u32(&b, idx);
+        cdsm__buf_put_u32(&b, d->len);
+        cdsm__buf_put(&b, d->data, d->len);
+        CDSM_STAT_ADD(diffs_served, 1);
+    }
+    cdsm__tp_send(h->src, CDSM_MSG_DIFF_REP, h->tag, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return;
+bad:
+    cdsm__buf_free(&b);
+    cdsm__log(CDSM_LOG_ERROR, "bad diff request from rank %u (page %u)", h->src, pg);
+    cdsm_check(!"diff request for a diff this rank never made");
+}
+
+void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t pg = cdsm__rd_u32(r);
+    if (r->bad || pg >= g->npages) {
+        cdsm__log(CDSM_LOG_ERROR, "bad page request from rank %u", h->src);
+        cdsm_check(!"bad page request");
+    }
+    cdsm__page_t *p = &g->pages[pg];
+    cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
+    /* While the page is being written, the twin is the copy as of the last interval end. */
+    const void *src = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, pg);
+    cdsm__buf_put(&b, cdsm__page_applied(pg), (size_t)g->n * 4);
+    cdsm__tp_send(h->src, CDSM_MSG_PAGE_REP, h->tag, b.p, b.len, src, g->page_size);
+    cdsm__buf_free(&b);
+    CDSM_STAT_ADD(pages_served, 1);
+}

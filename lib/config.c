@@ -1,0 +1,217 @@
+/* Configuration tables and their loader. Unknown or malformed values are errors. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cdsm.h"
+#include "log.h"
+
+extern char **environ;
+
+cdsm__config_t cdsm__cfg;
+
+#define OFF(f) offsetof(cdsm__config_t, f)
+
+static const cdsm__cfg_entry_t heap_entries[] = {
+    {"CDSM_HEAP_SIZE", "1G", "size of the shared heap (half common arena, half per-rank arenas); suffix K, M, G, T",
+     CDSM_CFG_SIZE, OFF(heap_size), 1u << 20, 1ull << 40, NULL},
+    {"CDSM_PAGE_SIZE", "4096", "DSM page size in bytes: a multiple of the OS page size",
+     CDSM_CFG_SIZE, OFF(page_size), 4096, 1u << 24, NULL},
+    {"CDSM_HEAP_ADDR", "0x200000000000", "virtual address where the shared heap is mapped on every rank",
+     CDSM_CFG_ADDR, OFF(heap_addr), 1ull << 32, 1ull << 46, NULL},
+};
+
+static const cdsm__cfg_entry_t protocol_entries[] = {
+    {"CDSM_LOCKS", "1024", "number of lock ids (0..N-1)", CDSM_CFG_INT, OFF(locks), 1, 1u << 20, NULL},
+    {"CDSM_GC_BOUND", "256M", "memory of diffs, twins and write notices per rank above which a barrier collects them",
+     CDSM_CFG_SIZE, OFF(gc_bound), 4096, 1ull << 40, NULL},
+    {"CDSM_WHOLE_PAGE_NOTICES", "4", "an access miss needing at least this many diffs fetches the whole page instead (0: never)",
+     CDSM_CFG_INT, OFF(whole_page_notices), 0, 1u << 20, NULL},
+};
+
+static const cdsm__cfg_entry_t diag_entries[] = {
+    {"CDSM_STATS", "0", "0: no statistics; 1: print this rank's counters at finalize; 2: also the sum over ranks (rank 0)",
+     CDSM_CFG_INT, OFF(stats), 0, 2, NULL},
+    {"CDSM_LOG_LEVEL", "warn", "error, warn, info or debug", CDSM_CFG_ENUM, OFF(log_level), 0, 0,
+     "error,warn,info,debug"},
+    {"CDSM_CHECK", "0", "1: run the expensive consistency checker (collective argument checks, page audits at barriers)",
+     CDSM_CFG_BOOL, OFF(check), 0, 1, NULL},
+};
+
+const cdsm__cfg_table_t cdsm__cfg_tables[] = {
+    {"heap", heap_entries, sizeof heap_entries / sizeof heap_entries[0]},
+    {"protocol", protocol_entries, sizeof protocol_entries / sizeof protocol_entries[0]},
+    {"diagnostics", diag_entries, sizeof diag_entries / sizeof diag_entries[0]},
+};
+const size_t cdsm__cfg_ntables = sizeof cdsm__cfg_tables / sizeof cdsm__cfg_tables[0];
+
+/* Names that are read elsewhere and are not settings of a table. */
+static const char *const reserved_names[] = {"CDSM_CONFIG_FILE"};
+
+static const cdsm__cfg_entry_t *find_entry(const char *name)
+{
+    for (size_t t = 0; t < cdsm__cfg_ntables; t++)
+        for (size_t i = 0; i < cdsm__cfg_tables[t].count; i++)
+            if (strcmp(cdsm__cfg_tables[t].entries[i].name, name) == 0)
+                return &cdsm__cfg_tables[t].entries[i];
+    return NULL;
+}
+
+static int parse_u64(const char *s, int allow_suffix, uint64_t *out)
+{
+    if (*s == '\0' || *s == '-' || isspace((unsigned char)*s)) return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s) return -1;
+    uint64_t mult = 1;
+    if (allow_suffix && *end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': mult = 1ull << 10; break;
+        case 'M': mult = 1ull << 20; break;
+        case 'G': mult = 1ull << 30; break;
+        case 'T': mult = 1ull << 40; break;
+        default: return -1;
+        }
+        end++;
+        if (toupper((unsigned char)*end) == 'B' || toupper((unsigned char)*end) == 'I') end++;
+    }
+    if (*end) return -1;
+    if (v > UINT64_MAX / mult) return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int cdsm__config_set(cdsm__config_t *cfg, const char *name, const char *value, const char *origin)
+{
+    const cdsm__cfg_entry_t *e = find_entry(name);
+    if (!e)
+        return cdsm__error(CDSM_ERR_CONFIG, "%s: unknown setting (from %s); see docs/CONFIG.md",
+                           name, origin);
+    uint64_t v = 0;
+    switch (e->type) {
+    case CDSM_CFG_SIZE:
+    case CDSM_CFG_INT:
+    case CDSM_CFG_ADDR:
+        if (parse_u64(value, e->type == CDSM_CFG_SIZE, &v))
+            return cdsm__error(CDSM_ERR_CONFIG, "%s=%s: not a valid %s (from %s)", name, value,
+                               e->type == CDSM_CFG_SIZE ? "size" : "number", origin);
+        if (v < e->min || v > e->max)
+            return cdsm__error(CDSM_ERR_CONFIG,
+                               "%s=%s: out of range [%llu, %llu] (from %s)", name, value,
+                               (unsigned long long)e->min, (unsigned long long)e->max, origin);
+        break;
+    case CDSM_CFG_BOOL:
+        if (!strcmp(value, "1") || !strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "on"))
+            v = 1;
+        else if (!strcmp(value, "0") || !strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "off"))
+            v = 0;
+        else
+            return cdsm__error(CDSM_ERR_CONFIG, "%s=%s: not a boolean (0/1/yes/no/true/false/on/off) (from %s)",
+                               name, value, origin);
+        break;
+    case CDSM_CFG_ENUM: {
+        const char *c = e->choices;
+        uint64_t idx = 0;
+        size_t len = strlen(value);
+        for (;;) {
+            const char *comma = strchr(c, ',');
+            size_t clen = comma ? (size_t)(comma - c) : strlen(c);
+            if (clen == len && strncmp(c, value, len) == 0) break;
+            if (!comma)
+                return cdsm__error(CDSM_ERR_CONFIG, "%s=%s: not one of %s (from %s)", name, value,
+                                   e->choices, origin);
+            c = comma + 1;
+            idx++;
+        }
+        v = idx;
+        break;
+    }
+    }
+    if (!strcmp(name, "CDSM_PAGE_SIZE")) {
+        long os = sysconf(_SC_PAGESIZE);
+        if (v % (uint64_t)os)
+            return cdsm__error(CDSM_ERR_CONFIG, "%s=%s: not a multiple of the OS page size (%ld) (from %s)",
+                               name, value, os, origin);
+    }
+    if (!strcmp(name, "CDSM_HEAP_ADDR") && (v & 0xffff))
+        return cdsm__error(CDSM_ERR_CONFIG, "%s=%s: not 64 KiB aligned (from %s)", name, value, origin);
+    *(uint64_t *)((char *)cfg + e->offset) = v;
+    return CDSM_OK;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    return s;
+}
+
+/* KEY=VALUE lines; '#' starts a comment. */
+static int load_file(cdsm__config_t *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_CONFIG_FILE=%s: cannot open: %s", path, strerror(errno));
+    char line[1024], origin[1100];
+    int lineno = 0, rc = CDSM_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            rc = cdsm__error(CDSM_ERR_CONFIG, "%s:%d: line too long", path, lineno);
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char *s = trim(line);
+        if (!*s) continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = cdsm__error(CDSM_ERR_CONFIG, "%s:%d: expected NAME=VALUE", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        snprintf(origin, sizeof origin, "%s:%d", path, lineno);
+        rc = cdsm__config_set(cfg, trim(s), trim(eq + 1), origin);
+        if (rc) break;
+    }
+    fclose(f);
+    return rc;
+}
+
+int cdsm__config_load(cdsm__config_t *cfg)
+{
+    int rc;
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t t = 0; t < cdsm__cfg_ntables; t++)
+        for (size_t i = 0; i < cdsm__cfg_tables[t].count; i++) {
+            const cdsm__cfg_entry_t *e = &cdsm__cfg_tables[t].entries[i];
+            rc = cdsm__config_set(cfg, e->name, e->def, "default");
+            cdsm_check(rc == CDSM_OK);
+        }
+    const char *file = getenv("CDSM_CONFIG_FILE");
+    if (file && *file && (rc = load_file(cfg, file))) return rc;
+    for (char **env = environ; env && *env; env++) {
+        if (strncmp(*env, "CDSM_", 5)) continue;
+        const char *eq = strchr(*env, '=');
+        if (!eq) continue;
+        char name[128];
+        size_t len = (size_t)(eq - *env);
+        if (len >= sizeof name)
+            return cdsm__error(CDSM_ERR_CONFIG, "%.40s...: unknown setting (environment)", *env);
+        memcpy(name, *env, len);
+        name[len] = '\0';
+        int reserved = 0;
+        for (size_t r = 0; r < sizeof reserved_names / sizeof *reserved_names; r++)
+            if (!strcmp(name, reserved_names[r])) reserved = 1;
+        if (reserved) continue;
+        if ((rc = cdsm__config_set(cfg, name, eq + 1, "environment"))) return rc;
+    }
+    return CDSM_OK;
+}

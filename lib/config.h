@@ -1,0 +1,62 @@
+/* Configuration: tables of {name, default, help}, read from CDSM_* variables (internal). */
+#ifndef CDSM_CONFIG_H
+#define CDSM_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { CDSM_CFG_SIZE, CDSM_CFG_INT, CDSM_CFG_BOOL, CDSM_CFG_ENUM, CDSM_CFG_ADDR } cdsm__cfg_type_t;
+
+typedef struct cdsm__cfg_entry {
+    const char *name;    /* environment variable, CDSM_... */
+    const char *def;     /* default, in the same syntax as the variable */
+    const char *help;    /* one line for the documentation page */
+    cdsm__cfg_type_t type;
+    size_t offset;       /* where the parsed value goes in struct cdsm__config */
+    uint64_t min, max;   /* inclusive bounds for SIZE/INT */
+    const char *choices; /* ENUM: comma-separated names, value is the index */
+} cdsm__cfg_entry_t;
+
+typedef struct cdsm__cfg_table {
+    const char *subsystem;
+    const cdsm__cfg_entry_t *entries;
+    size_t count;
+} cdsm__cfg_table_t;
+
+/* Every setting of the library; filled from defaults, the config file and the environment. */
+typedef struct cdsm__config {
+    /* heap */
+    uint64_t heap_size;
+    uint64_t page_size;
+    uint64_t heap_addr;
+    /* protocol */
+    uint64_t locks;
+    uint64_t gc_bound;
+    uint64_t whole_page_notices;
+    /* diagnostics */
+    uint64_t stats;
+    uint64_t log_level;
+    uint64_t check;
+} cdsm__config_t;
+
+extern cdsm__config_t cdsm__cfg;
+
+/* All tables, for documentation and tests. */
+extern const cdsm__cfg_table_t cdsm__cfg_tables[];
+extern const size_t cdsm__cfg_ntables;
+
+/* Load defaults, then CDSM_CONFIG_FILE (if set), then CDSM_* variables. On error the
+ * message names the variable and the reason; the returned status is CDSM_ERR_CONFIG. */
+int cdsm__config_load(cdsm__config_t *cfg);
+
+/* Parse one value for entry e into cfg (used by the loader and by tests). */
+int cdsm__config_set(cdsm__config_t *cfg, const char *name, const char *value, const char *origin);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

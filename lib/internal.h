@@ -1,0 +1,285 @@
+/* Internal state of libcdsm: one instance per process (never installed). */
+#ifndef CDSM_INTERNAL_H
+#define CDSM_INTERNAL_H
+
+#include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cdsm.h"
+#include "config.h"
+#include "log.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- byte buffers for messages ---------------------------------------------------- */
+
+typedef struct cdsm__buf {
+    uint8_t *p;
+    size_t len, cap;
+} cdsm__buf_t;
+
+void cdsm__buf_reserve(cdsm__buf_t *b, size_t extra);
+void cdsm__buf_put(cdsm__buf_t *b, const void *src, size_t n);
+void cdsm__buf_put_u32(cdsm__buf_t *b, uint32_t v);
+void cdsm__buf_free(cdsm__buf_t *b);
+
+/* A cursor over a received payload; every read is bounds-checked. */
+typedef struct cdsm__rd {
+    const uint8_t *p;
+    size_t len, pos;
+    int bad; /* set when a read ran past the end */
+} cdsm__rd_t;
+
+const void *cdsm__rd_take(cdsm__rd_t *r, size_t n);
+uint32_t cdsm__rd_u32(cdsm__rd_t *r);
+uint64_t cdsm__rd_u64(cdsm__rd_t *r);
+
+/* ---- intervals and write notices -------------------------------------------------- */
+
+typedef struct cdsm__diffrec {
+    uint32_t len; /* encoded bytes (0: the interval wrote the page but changed nothing) */
+    uint8_t data[];
+} cdsm__diffrec_t;
+
+/* One interval of one rank that wrote at least one page. Kept until garbage collection. */
+typedef struct cdsm__interval {
+    uint32_t idx;    /* the rank's interval number, from 1 */
+    uint16_t rank;
+    uint32_t npages;
+    uint64_t vcsum;  /* sum of vc: orders diffs consistently with happened-before */
+    uint32_t *vc;    /* vector timestamp when the interval closed (n entries) */
+    uint32_t *pages; /* sorted page numbers written in the interval */
+    cdsm__diffrec_t **diffs; /* own intervals only: diff per page, NULL until made (lazy) */
+} cdsm__interval_t;
+
+/* The interval records of one rank: v[k] has idx == base + 1 + k. */
+typedef struct cdsm__ivlist {
+    cdsm__interval_t **v;
+    uint32_t base, count, cap;
+} cdsm__ivlist_t;
+
+/* A write notice on a page: the page was written in interval iv. */
+typedef struct cdsm__notice {
+    struct cdsm__notice *next;
+    cdsm__interval_t *iv;
+} cdsm__notice_t;
+
+/* ---- pages ------------------------------------------------------------------------ */
+
+enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2 };
+#define CDSM_IV_OPEN UINT32_MAX
+
+typedef struct cdsm__page {
+    uint8_t state;
+    uint8_t dirty;     /* listed in the open interval's dirty set */
+    int16_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
+    uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
+    void *twin;
+    cdsm__notice_t *notices; /* since the last GC, newest first */
+    uint32_t *applied; /* per rank: last interval whose writes this copy holds (lazy) */
+} cdsm__page_t;
+
+/* ---- locks ------------------------------------------------------------------------ */
+
+enum { CDSM_LK_NONE = 0, CDSM_LK_TOKEN, CDSM_LK_HELD, CDSM_LK_WAITING };
+
+typedef struct cdsm__lock {
+    uint8_t state;
+    int32_t tail;      /* manager only: last requester (token goes there next) */
+    int32_t next;      /* successor waiting for our release, or -1 */
+    uint32_t *next_vc; /* successor's vector clock (n entries) */
+} cdsm__lock_t;
+
+/* ---- messages --------------------------------------------------------------------- */
+
+enum {
+    CDSM_MSG_LOCK_REQ = 1, /* acquirer -> manager: lock, requester, vc */
+    CDSM_MSG_LOCK_FWD,     /* manager -> last requester: same payload */
+    CDSM_MSG_LOCK_GRANT,   /* token holder -> acquirer: lock, vc, interval records */
+    CDSM_MSG_DIFF_REQ,     /* faulting rank -> writer: page, intervals */
+    CDSM_MSG_DIFF_REP,     /* writer -> faulting rank: diffs */
+    CDSM_MSG_PAGE_REQ,     /* faulting rank -> copy holder: page */
+    CDSM_MSG_PAGE_REP,     /* holder -> faulting rank: applied vector, page bytes */
+    CDSM_MSG_BAR_ARRIVE,   /* rank -> barrier manager: vc, records, stats, check value */
+    CDSM_MSG_BAR_RELEASE,  /* manager -> rank: vc, records, flags, stats sum */
+    CDSM_MSG_TYPES
+};
+
+typedef struct cdsm__msg_hdr {
+    uint16_t type;
+    uint16_t src;
+    uint32_t len; /* payload bytes after the header */
+    uint64_t tag; /* request id, lock id or barrier epoch */
+} cdsm__msg_hdr_t;
+_Static_assert(sizeof(cdsm__msg_hdr_t) == 16, "message header is a wire format");
+
+/* Interval record on the wire: header, then vc[n], then pages[npages]. */
+typedef struct cdsm__wire_iv {
+    uint16_t rank;
+    uint16_t pad;
+    uint32_t idx;
+    uint32_t npages;
+} cdsm__wire_iv_t;
+_Static_assert(sizeof(cdsm__wire_iv_t) == 12, "interval record header is a wire format");
+
+/* A reply waiting for the application thread. */
+typedef struct cdsm__reply {
+    struct cdsm__reply *next;
+    cdsm__msg_hdr_t hdr;
+    uint8_t *payload;
+} cdsm__reply_t;
+
+/* Barrier flags in a release. */
+enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2 };
+/* Barrier kinds in an arrival. */
+enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2 };
+
+#define CDSM_NSTATS (sizeof(cdsm_stats_t) / sizeof(uint64_t))
+
+/* ---- the process-wide state ------------------------------------------------------- */
+
+typedef struct cdsm__state {
+    int initialized;
+    int rank, n;
+    int mpi_owned; /* we called MPI_Init_thread, so we call MPI_Finalize */
+    MPI_Comm comm;
+
+    /* heap */
+    char *base;   /* application view: protected per page */
+    char *sys;    /* library view of the same memory: always read-write */
+    int memfd;
+    size_t heap_size, page_size, os_page;
+    uint32_t npages;
+    cdsm__page_t *pages;
+
+    /* protocol state, guarded by mu (application thread and service thread) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t *vc;          /* my vector clock */
+    uint32_t *vc_bar;      /* global vector clock after the last barrier */
+    cdsm__ivlist_t *ivs;   /* interval records per rank */
+    uint32_t *dirty;       /* pages written in the open interval */
+    size_t ndirty, dirty_cap;
+    cdsm__lock_t *locks;
+    uint32_t nlocks;
+    uint64_t next_req;     /* request ids for replies */
+    cdsm__reply_t *replies; /* replies not yet taken by the application thread */
+    int finalizing;
+    uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
+
+    /* barrier: this rank's side */
+    uint32_t bar_epoch;
+    /* barrier: manager's side (rank 0, service thread) */
+    int bar_arrived;
+    uint32_t *bar_vcs;     /* arrival vc of each rank (n*n) */
+    uint64_t bar_mem_max;
+    uint64_t bar_stats[CDSM_NSTATS];
+    uint64_t bar_check;
+    int bar_check_set, bar_mismatch;
+    cdsm__buf_t *bar_recs; /* per rank: serialized records, ordered by idx */
+    uint32_t *bar_maxidx;  /* per rank: highest idx collected */
+
+    /* memory held by diffs, twins and records (for GC) */
+    uint64_t log_bytes;
+
+    /* counters (updated under mu, or atomically by the service thread) */
+    cdsm_stats_t st;
+} cdsm__state_t;
+
+extern cdsm__state_t cdsm__g;
+
+#define CDSM_STAT_ADD(field, v) __atomic_fetch_add(&cdsm__g.st.field, (uint64_t)(v), __ATOMIC_RELAXED)
+
+static inline uint32_t cdsm__page_of(const void *addr)
+{
+    return (uint32_t)(((const char *)addr - cdsm__g.base) / cdsm__g.page_size);
+}
+static inline char *cdsm__sys_page(uint32_t pg)
+{
+    return cdsm__g.sys + (size_t)pg * cdsm__g.page_size;
+}
+static inline char *cdsm__app_page(uint32_t pg)
+{
+    return cdsm__g.base + (size_t)pg * cdsm__g.page_size;
+}
+
+/* ---- modules ---------------------------------------------------------------------- */
+
+/* heap.c */
+int cdsm__heap_init(void);
+void cdsm__heap_fini(void);
+int cdsm__page_protect(uint32_t first, uint32_t count, int state);
+void cdsm__log_bytes_add(int64_t delta);
+
+/* alloc.c */
+int cdsm__alloc_init(void);
+void cdsm__alloc_fini(void);
+
+/* fault.c */
+int cdsm__fault_install(void);
+void cdsm__fault_uninstall(void);
+
+/* interval.c */
+cdsm__interval_t *cdsm__iv_get(int rank, uint32_t idx);
+cdsm__interval_t *cdsm__iv_new(int rank, uint32_t idx, const uint32_t *vc, uint32_t npages,
+                               const uint32_t *pages, int own);
+void cdsm__iv_append(cdsm__interval_t *iv);
+void cdsm__iv_free(cdsm__interval_t *iv);
+void cdsm__iv_serialize(cdsm__buf_t *b, const cdsm__interval_t *iv);
+/* Records this rank knows with idx > have[q]; returns how many were written. */
+uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have);
+/* Parse nrec records, store the ones not yet known, post their notices (invalidating
+ * pages) and return 0; CDSM_ERR_PROTOCOL on malformed input. */
+int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec);
+size_t cdsm__iv_bytes(const cdsm__interval_t *iv);
+int cdsm__iv_find_page(const cdsm__interval_t *iv, uint32_t pg);
+
+/* coherence.c: twins, diffs, validation, interval close */
+void cdsm__fault(uint32_t pg, int is_write);
+void cdsm__close_interval(void);
+void cdsm__invalidate(uint32_t pg);
+cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
+int cdsm__validate(uint32_t pg);
+void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+uint32_t *cdsm__page_applied(uint32_t pg);
+
+/* lock.c */
+int cdsm__locks_init(void);
+void cdsm__locks_fini(void);
+void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+
+/* barrier.c (and gc) */
+int cdsm__barrier_init(void);
+void cdsm__barrier_fini(void);
+int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm_stats_t *sum,
+                       int *flags_out);
+void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+int cdsm__gc(void);
+
+/* transport.c: MPI messages with doorbell sockets, and the service thread */
+int cdsm__tp_init(void);
+void cdsm__tp_fini(void);
+/* Send header+payload (two parts, either may be empty) to dst. Never blocks on the
+ * receiver: the application thread completes its sends in cdsm__tp_flush(). */
+int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2,
+                  size_t l2);
+/* Complete this thread's outstanding sends; call without holding mu. */
+int cdsm__tp_flush(void);
+/* Wait (releasing mu) for a reply of the given type and tag; caller holds mu. */
+cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag);
+void cdsm__reply_free(cdsm__reply_t *r);
+
+/* service.c: dispatch of one received message (service thread) */
+void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *payload);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,200 @@
+/* Locks: a distributed queue in the style of TreadMarks. The manager of lock l is rank
+ * l mod n; it remembers the last requester (the tail) and forwards each request there.
+ * The token stays with the last releaser, so re-acquiring a lock nobody else asked for
+ * needs no message. A grant carries every interval record the acquirer lacks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "vclock.h"
+
+int cdsm__locks_init(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    g->nlocks = (uint32_t)cdsm__cfg.locks;
+    g->locks = calloc(g->nlocks, sizeof *g->locks);
+    if (!g->locks) return cdsm__error(CDSM_ERR_NOMEM, "lock table of %u locks", g->nlocks);
+    for (uint32_t l = 0; l < g->nlocks; l++) {
+        cdsm__lock_t *lk = &g->locks[l];
+        int mgr = (int)(l % (uint32_t)g->n);
+        lk->tail = mgr;
+        lk->next = -1;
+        lk->state = mgr == g->rank ? CDSM_LK_TOKEN : CDSM_LK_NONE;
+    }
+    return CDSM_OK;
+}
+
+void cdsm__locks_fini(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->locks)
+        for (uint32_t l = 0; l < g->nlocks; l++) free(g->locks[l].next_vc);
+    free(g->locks);
+    g->locks = NULL;
+}
+
+/* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). */
+static int send_grant(uint32_t l, int to, const uint32_t *to_vc)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, 0);
+    cdsm__buf_put(&b, g->vc, (size_t)g->n * 4);
+    uint32_t nrec = cdsm__iv_serialize_newer(&b, to_vc);
+    memcpy(b.p, &nrec, 4);
+    int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return rc;
+}
+
+/* The token holder (or the rank about to hold it) learns who comes next. */
+static void on_forward(uint32_t l, int requester, const uint32_t *vc)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__lock_t *lk = &g->locks[l];
+    if (lk->state == CDSM_LK_TOKEN) {
+        lk->state = CDSM_LK_NONE;
+        send_grant(l, requester, vc);
+        return;
+    }
+    cdsm_check(lk->state == CDSM_LK_HELD || lk->state == CDSM_LK_WAITING);
+    cdsm_check(lk->next < 0);
+    if (!lk->next_vc) {
+        lk->next_vc = malloc((size_t)g->n * 4);
+        cdsm_check(lk->next_vc != NULL);
+    }
+    lk->next = requester;
+    memcpy(lk->next_vc, vc, (size_t)g->n * 4);
+}
+
+/* Manager: the requester becomes the tail; the previous tail hands the token on. */
+static void manager_step(uint32_t l, int requester, const uint32_t *vc)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__lock_t *lk = &g->locks[l];
+    int t = lk->tail;
+    lk->tail = requester;
+    if (t == g->rank) {
+        on_forward(l, requester, vc);
+        return;
+    }
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, (uint32_t)requester);
+    cdsm__buf_put(&b, vc, (size_t)g->n * 4);
+    cdsm__tp_send(t, CDSM_MSG_LOCK_FWD, l, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+}
+
+static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, const uint32_t **vc)
+{
+    *req = (int)cdsm__rd_u32(r);
+    *vc = cdsm__rd_take(r, (size_t)cdsm__g.n * 4);
+    if (r->bad || h->tag >= cdsm__g.nlocks || *req < 0 || *req >= cdsm__g.n) {
+        cdsm__log(CDSM_LOG_ERROR, "malformed lock message from rank %u", h->src);
+        return CDSM_ERR_PROTOCOL;
+    }
+    return CDSM_OK;
+}
+
+void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    int req;
+    const uint32_t *vc;
+    if (parse_req(h, r, &req, &vc)) return;
+    cdsm_check(h->tag % (uint64_t)cdsm__g.n == (uint64_t)cdsm__g.rank);
+    manager_step((uint32_t)h->tag, req, vc);
+}
+
+void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    int req;
+    const uint32_t *vc;
+    if (parse_req(h, r, &req, &vc)) return;
+    on_forward((uint32_t)h->tag, req, vc);
+}
+
+static int check_id(const char *what, int id)
+{
+    if (!cdsm__g.initialized) return cdsm__error(CDSM_ERR_STATE, "%s(%d) before cdsm_init", what, id);
+    if (id < 0 || (uint32_t)id >= cdsm__g.nlocks)
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "%s(%d): lock id out of range [0, %u) (CDSM_LOCKS)",
+                           what, id, cdsm__g.nlocks);
+    return CDSM_OK;
+}
+
+int cdsm_lock_acquire(int id)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = check_id("cdsm_lock_acquire", id);
+    if (rc) return rc;
+    pthread_mutex_lock(&g->mu);
+    cdsm__lock_t *lk = &g->locks[id];
+    if (lk->state == CDSM_LK_HELD) {
+        pthread_mutex_unlock(&g->mu);
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
+    }
+    cdsm__close_interval();
+    CDSM_STAT_ADD(lock_acquires, 1);
+    if (lk->state == CDSM_LK_TOKEN) {
+        lk->state = CDSM_LK_HELD;
+        CDSM_STAT_ADD(lock_acquires_local, 1);
+        pthread_mutex_unlock(&g->mu);
+        return CDSM_OK;
+    }
+    lk->state = CDSM_LK_WAITING;
+    int mgr = id % g->n;
+    if (mgr == g->rank) {
+        manager_step((uint32_t)id, g->rank, g->vc);
+    } else {
+        cdsm__buf_t b = {0};
+        cdsm__buf_put_u32(&b, (uint32_t)g->rank);
+        cdsm__buf_put(&b, g->vc, (size_t)g->n * 4);
+        rc = cdsm__tp_send(mgr, CDSM_MSG_LOCK_REQ, (uint64_t)id, b.p, b.len, NULL, 0);
+        cdsm__buf_free(&b);
+        if (rc) goto out;
+    }
+    cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
+    if (!rep) {
+        rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): no grant", id);
+        goto out;
+    }
+    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+    uint32_t nrec = cdsm__rd_u32(&rd);
+    const uint32_t *vc = cdsm__rd_take(&rd, (size_t)g->n * 4);
+    rc = vc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
+    if (rc) {
+        cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
+    } else {
+        cdsm__vc_merge(g->vc, vc, g->n);
+        lk->state = CDSM_LK_HELD;
+    }
+    cdsm__reply_free(rep);
+out:
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+int cdsm_lock_release(int id)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = check_id("cdsm_lock_release", id);
+    if (rc) return rc;
+    pthread_mutex_lock(&g->mu);
+    cdsm__lock_t *lk = &g->locks[id];
+    if (lk->state != CDSM_LK_HELD) {
+        pthread_mutex_unlock(&g->mu);
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_release(%d): not held by this rank", id);
+    }
+    cdsm__close_interval();
+    if (lk->next >= 0) {
+        int to = lk->next;
+        lk->next = -1;
+        lk->state = CDSM_LK_NONE;
+        rc = send_grant((uint32_t)id, to, lk->next_vc);
+    } else {
+        lk->state = CDSM_LK_TOKEN;
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (!rc) rc = cdsm__tp_flush();
+    return rc;
+}
