@@ -10,14 +10,17 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+#define CDSM__STATIC_ASSERT(c, m) static_assert(c, m)
 extern "C" {
+#else
+#define CDSM__STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 
 typedef struct cdsm__diff_run {
     uint32_t offset; /* in 32-bit words from the start of the page */
     uint32_t nwords;
 } cdsm__diff_run_t;
-_Static_assert(sizeof(cdsm__diff_run_t) == 8, "diff run header is a wire format");
+CDSM__STATIC_ASSERT(sizeof(cdsm__diff_run_t) == 8, "diff run header is a wire format");
 
 /* Largest possible encoding of a page of `size` bytes (every other word changed). */
 size_t cdsm__diff_max(size_t size);

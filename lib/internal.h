@@ -10,6 +10,7 @@
 
 #include "cdsm.h"
 #include "config.h"
+#include "diff.h"
 #include "log.h"
 
 #ifdef __cplusplus
@@ -116,7 +117,7 @@ typedef struct cdsm__msg_hdr {
     uint32_t len; /* payload bytes after the header */
     uint64_t tag; /* request id, lock id or barrier epoch */
 } cdsm__msg_hdr_t;
-_Static_assert(sizeof(cdsm__msg_hdr_t) == 16, "message header is a wire format");
+CDSM__STATIC_ASSERT(sizeof(cdsm__msg_hdr_t) == 16, "message header is a wire format");
 
 /* Interval record on the wire: header, then vc[n], then pages[npages]. */
 typedef struct cdsm__wire_iv {
@@ -125,7 +126,7 @@ typedef struct cdsm__wire_iv {
     uint32_t idx;
     uint32_t npages;
 } cdsm__wire_iv_t;
-_Static_assert(sizeof(cdsm__wire_iv_t) == 12, "interval record header is a wire format");
+CDSM__STATIC_ASSERT(sizeof(cdsm__wire_iv_t) == 12, "interval record header is a wire format");
 
 /* A reply waiting for the application thread. */
 typedef struct cdsm__reply {
