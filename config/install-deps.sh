@@ -1,0 +1,14 @@
+#!/bin/bash
+# Install the Debian 12 packages cdsm builds and tests with (only what is missing).
+set -euo pipefail
+PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "cdsm: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
