@@ -55,12 +55,15 @@ static void release_all(void)
     int n = g->n;
     uint32_t flags = 0;
     if (mgr_kind == CDSM_BAR_PLAIN && g->bar_mem_max > cdsm__cfg.gc_bound) flags |= CDSM_BAR_GC;
+    uint32_t bad[3] = {0, 0, 0};
+    if (mgr_kind == CDSM_BAR_AUDIT) cdsm__audit_finish(&bad[0], &bad[1], &bad[2]);
     if (g->bar_mismatch) flags |= CDSM_BAR_MISMATCH;
     for (int r = 0; r < n; r++) {
         const uint32_t *have = &g->bar_vcs[(size_t)r * n];
         cdsm__buf_t b = {0};
         uint32_t nrec = 0;
         cdsm__buf_put_u32(&b, flags);
+        cdsm__buf_put(&b, bad, sizeof bad);
         cdsm__buf_put_u32(&b, (uint32_t)mgr_has_stats);
         if (mgr_has_stats) cdsm__buf_put(&b, g->bar_stats, sizeof g->bar_stats);
         cdsm__buf_put_u32(&b, 0); /* nrec, patched */
@@ -138,7 +141,8 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
         cdsm__buf_put(&g->bar_recs[w->rank], p, (size_t)(r->p + r->pos - p));
         g->bar_maxidx[w->rank] = w->idx;
     }
-    if (r->bad) goto bad;
+    uint32_t nhash = cdsm__rd_u32(r);
+    if (r->bad || (kind == CDSM_BAR_AUDIT && cdsm__audit_collect(h->src, r, nhash))) goto bad;
     if (++g->bar_arrived == n) release_all();
     return;
 bad:
@@ -170,6 +174,11 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     /* Everything up to the previous barrier is known to the manager already. */
     uint32_t nrec = cdsm__iv_serialize_newer(&b, g->vc_bar);
     memcpy(b.p + nrec_at, &nrec, 4);
+    uint32_t nhash = 0;
+    cdsm__buf_put_u32(&b, 0);
+    size_t nhash_at = b.len - 4;
+    if (kind == CDSM_BAR_AUDIT) cdsm__audit_hashes(&b, &nhash);
+    memcpy(b.p + nhash_at, &nhash, 4);
     rc = cdsm__tp_send(MANAGER, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     if (rc) goto out;
@@ -179,7 +188,8 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         goto out;
     }
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
-    uint32_t flags = cdsm__rd_u32(&rd), has_stats = cdsm__rd_u32(&rd);
+    uint32_t flags = cdsm__rd_u32(&rd), bad_pg = cdsm__rd_u32(&rd), bad_a = cdsm__rd_u32(&rd);
+    uint32_t bad_b = cdsm__rd_u32(&rd), has_stats = cdsm__rd_u32(&rd);
     const void *ssum = has_stats ? cdsm__rd_take(&rd, sizeof(cdsm_stats_t)) : NULL;
     nrec = cdsm__rd_u32(&rd);
     const uint32_t *gvc = cdsm__rd_take(&rd, (size_t)n * 4);
@@ -196,9 +206,20 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     if (flags_out) *flags_out = (int)flags;
     cdsm__reply_free(rep);
     CDSM_STAT_ADD(barriers, 1);
-    if (flags & CDSM_BAR_GC) {
+    if (kind == CDSM_BAR_AUDIT && (flags & CDSM_BAR_MISMATCH))
+        rc = cdsm__error(CDSM_ERR_PROTOCOL,
+                         "consistency check: after barrier %u page %u differs between rank %u and rank %u",
+                         epoch, bad_pg, bad_a, bad_b);
+    if (!rc && (flags & CDSM_BAR_GC)) {
         pthread_mutex_unlock(&g->mu);
         rc = cdsm__gc();
+        pthread_mutex_lock(&g->mu);
+    }
+    if (!rc && kind == CDSM_BAR_PLAIN && cdsm__cfg.check) {
+        /* The checker: local invariants, then all valid copies compared across ranks. */
+        rc = cdsm__audit_local();
+        pthread_mutex_unlock(&g->mu);
+        if (!rc) rc = cdsm__barrier_full(CDSM_BAR_AUDIT, 0, NULL, NULL, NULL);
         pthread_mutex_lock(&g->mu);
     }
 out:
@@ -260,10 +281,10 @@ int cdsm__gc(void)
         if (!p->notices) continue;
         if (!page_current(pg)) {
             cdsm_check(p->state == CDSM_PG_INVALID);
-            p->holder = (int16_t)latest_notice(p)->rank;
+            p->holder = latest_notice(p)->rank;
             memset(p->applied, 0, (size_t)g->n * 4);
         }
-        if (p->twin) {
+        if (p->twin && !p->hot) { /* a hot page's twin is its open interval's */
             cdsm__log_bytes_add(-(int64_t)g->page_size);
             free(p->twin);
             p->twin = NULL;

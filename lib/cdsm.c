@@ -74,6 +74,7 @@ static void fini_state(void)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__barrier_fini();
+    cdsm__audit_fini();
     cdsm__locks_fini();
     cdsm__alloc_fini();
     cdsm__heap_fini();

@@ -32,6 +32,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_SIZE, OFF(gc_bound), 4096, 1ull << 40, NULL},
     {"CDSM_WHOLE_PAGE_NOTICES", "4", "an access miss needing at least this many diffs fetches the whole page instead (0: never)",
      CDSM_CFG_INT, OFF(whole_page_notices), 0, 1u << 20, NULL},
+    {"CDSM_HOT_IDLE", "32", "a page written in consecutive intervals stays writable and is diffed at each interval end; after this many intervals without change it is write-protected again (0: always write-protect)",
+     CDSM_CFG_INT, OFF(hot_idle), 0, 250, NULL},
 };
 
 static const cdsm__cfg_entry_t diag_entries[] = {

@@ -37,6 +37,7 @@ typedef struct cdsm__config {
     uint64_t locks;
     uint64_t gc_bound;
     uint64_t whole_page_notices;
+    uint64_t hot_idle;
     /* diagnostics */
     uint64_t stats;
     uint64_t log_level;

@@ -77,9 +77,12 @@ enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2 };
 
 typedef struct cdsm__page {
     uint8_t state;
-    uint8_t dirty;     /* listed in the open interval's dirty set */
-    int16_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
+    uint8_t dirty;     /* listed in the dirty set (the open interval's writes, and hot pages) */
+    uint8_t hot;       /* 0: cold; else kept writable, 1 + intervals it has not changed */
+    uint8_t pad_;
+    int32_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
+    uint32_t dirty_pos; /* index in the dirty set while dirty */
     void *twin;
     cdsm__notice_t *notices; /* since the last GC, newest first */
     uint32_t *applied; /* per rank: last interval whose writes this copy holds (lazy) */
@@ -138,7 +141,7 @@ typedef struct cdsm__reply {
 /* Barrier flags in a release. */
 enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2 };
 /* Barrier kinds in an arrival. */
-enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2 };
+enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AUDIT = 3 };
 
 #define CDSM_NSTATS (sizeof(cdsm_stats_t) / sizeof(uint64_t))
 
@@ -164,7 +167,7 @@ typedef struct cdsm__state {
     uint32_t *vc;          /* my vector clock */
     uint32_t *vc_bar;      /* global vector clock after the last barrier */
     cdsm__ivlist_t *ivs;   /* interval records per rank */
-    uint32_t *dirty;       /* pages written in the open interval */
+    uint32_t *dirty;       /* pages written in the open interval, and hot pages */
     size_t ndirty, dirty_cap;
     cdsm__lock_t *locks;
     uint32_t nlocks;
@@ -263,6 +266,13 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
                        int *flags_out);
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 int cdsm__gc(void);
+
+/* check.c: the consistency checker (CDSM_CHECK=1) */
+int cdsm__audit_local(void);
+void cdsm__audit_hashes(cdsm__buf_t *b, uint32_t *count);
+int cdsm__audit_collect(int src, cdsm__rd_t *r, uint32_t count);
+int cdsm__audit_finish(uint32_t *pg, uint32_t *a, uint32_t *b);
+void cdsm__audit_fini(void);
 
 /* transport.c: MPI messages with doorbell sockets, and the service thread */
 int cdsm__tp_init(void);
