@@ -2,7 +2,9 @@
  * operations they are built from, measured in the same run on exactly 2 ranks.
  *
  *   1. MPI ping-pong round trip (8 B, 4 KiB) and MPI_Barrier, on a duplicate of
- *      MPI_COMM_WORLD made here (cdsm's service thread is idle meanwhile);
+ *      MPI_COMM_WORLD made here (cdsm's service thread is idle meanwhile); for diagnosis
+ *      also a 1-byte TCP ping-pong whose two sides sleep in poll(), as cdsm's service
+ *      thread does (two wake-ups of a sleeping thread per round trip);
  *   2. local write fault on a valid read-only page (fresh page; page written in an earlier
  *      interval), and a write to an already writable page for reference;
  *   3. remote access miss served by one diff;
@@ -10,13 +12,15 @@
  *      missing diffs; checked with the pages_fetched counter);
  *   5. uncontended lock acquire whose token is at the other rank (one request/grant round
  *      trip), the release, and a re-acquire of a cached token;
- *   6. contended lock: both ranks increment one shared counter under one lock;
+ *   6. contended lock: both ranks increment one shared counter under one lock; every
+ *      acquire, and separately those that had to fetch the token from the other rank;
  *   7. cdsm_barrier().
  *
- * Each operation is timed one at a time on rank 0; the table gives median, min and 90th
- * percentile in microseconds, a reference built from the MPI numbers of the same run, the
- * ratio, and whether the performance goal (ratio <= 3) is met. Rank 0 prints; -o FILE
- * also writes the rows as CSV.
+ * Each operation is timed one at a time on rank 0; the table gives median, min, 90th
+ * percentile and mean in microseconds, a reference built from the MPI numbers of the same
+ * run, the ratio of the medians, and whether the performance goal (ratio <= 3) is met.
+ * Rank 0 prints; -o FILE also writes the rows as CSV. Between tests a run of empty
+ * barriers lets adaptive protocol state of the previous test age out.
  *
  * Ranks synchronise only with cdsm_barrier() (around shared-memory phases: under lazy
  * release consistency the other rank's writes become visible only there) and with MPI on
@@ -26,12 +30,18 @@
 #include <getopt.h>
 #include <math.h>
 #include <mpi.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cdsm.h>
 
@@ -86,7 +96,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct summary {
-    double med, min, p90;
+    double med, min, p90, mean;
     int n;
 } summary_t;
 
@@ -94,9 +104,12 @@ typedef struct summary {
  * sample with at least 90% of the samples at or below it. */
 static summary_t summarize(double *v, int n)
 {
-    summary_t s = {NAN, NAN, NAN, n};
+    summary_t s = {NAN, NAN, NAN, NAN, n};
     if (n <= 0) return s;
     qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += v[i];
+    s.mean = sum / n;
     s.min = v[0];
     s.med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
     int k = (int)ceil(0.9 * n) - 1;
@@ -164,23 +177,39 @@ static const char *goal_text(const row_t *r, int csv)
 {
     if (!r->goal) return csv ? "" : "-";
     double ratio = r->s.med / r->ref;
-    if (!isfinite(ratio)) return csv ? "n/a" : "n/a";
+    if (!isfinite(ratio)) return "n/a";
     return ratio <= GOAL_FACTOR ? (csv ? "met" : "goal met") : (csv ? "missed" : "goal missed");
 }
 
 static void print_table(FILE *f)
 {
-    fprintf(f, "\n%-30s %-22s %6s %10s %10s %10s  %-26s %9s %7s  %s\n", "operation", "path", "n",
-            "median_us", "min_us", "p90_us", "reference", "ref_us", "ratio", "goal (ratio<=3)");
+    fprintf(f, "\n%-30s %-28s %5s %9s %9s %9s %9s  %-25s %8s %7s  %s\n", "operation", "path", "n",
+            "median_us", "min_us", "p90_us", "mean_us", "reference", "ref_us", "ratio",
+            "goal (ratio<=3)");
     for (int i = 0; i < nrows; i++) {
         const row_t *r = &rows[i];
-        fprintf(f, "%-30s %-22s %6d %10.2f %10.2f %10.2f  ", r->op, r->path, r->s.n, r->s.med,
-                r->s.min, r->s.p90);
+        fprintf(f, "%-30s %-28s %5d %9.2f %9.2f %9.2f %9.2f  ", r->op, r->path, r->s.n, r->s.med,
+                r->s.min, r->s.p90, r->s.mean);
         if (r->ref_name[0])
-            fprintf(f, "%-26s %9.2f %7.2f  %s\n", r->ref_name, r->ref, r->s.med / r->ref, goal_text(r, 0));
+            fprintf(f, "%-25s %8.2f %7.2f  %s\n", r->ref_name, r->ref, r->s.med / r->ref, goal_text(r, 0));
         else
-            fprintf(f, "%-26s %9s %7s  %s\n", "-", "-", "-", "-");
+            fprintf(f, "%-25s %8s %7s  %s\n", "-", "-", "-", "-");
     }
+}
+
+/* A CSV field, quoted when it needs to be. */
+static void csv_text(FILE *f, const char *t)
+{
+    if (!strpbrk(t, ",\"\n")) {
+        fputs(t, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *t; t++) {
+        if (*t == '"') fputc('"', f);
+        fputc(*t, f);
+    }
+    fputc('"', f);
 }
 
 static int write_csv(const char *path)
@@ -190,14 +219,20 @@ static int write_csv(const char *path)
         fprintf(stderr, "microbench: cannot write %s: %s\n", path, strerror(errno));
         return -1;
     }
-    fprintf(f, "operation,path,reps,median_us,min_us,p90_us,reference,reference_us,ratio,goal_factor,goal\n");
+    fprintf(f, "operation,path,reps,median_us,min_us,p90_us,mean_us,reference,reference_us,ratio,"
+               "goal_factor,goal\n");
     for (int i = 0; i < nrows; i++) {
         const row_t *r = &rows[i];
-        fprintf(f, "%s,%s,%d,%.3f,%.3f,%.3f,", r->op, r->path, r->s.n, r->s.med, r->s.min, r->s.p90);
-        if (r->ref_name[0])
-            fprintf(f, "%s,%.3f,%.3f,", r->ref_name, r->ref, r->s.med / r->ref);
-        else
+        csv_text(f, r->op);
+        fputc(',', f);
+        csv_text(f, r->path);
+        fprintf(f, ",%d,%.3f,%.3f,%.3f,%.3f,", r->s.n, r->s.med, r->s.min, r->s.p90, r->s.mean);
+        if (r->ref_name[0]) {
+            csv_text(f, r->ref_name);
+            fprintf(f, ",%.3f,%.3f,", r->ref, r->s.med / r->ref);
+        } else {
             fprintf(f, ",,,");
+        }
         if (r->goal)
             fprintf(f, "%.1f,%s\n", GOAL_FACTOR, goal_text(r, 1));
         else
@@ -245,6 +280,89 @@ static summary_t mpi_barrier(int reps, int warm)
         if (i >= 0) v[i] = us(t0, t1);
     }
     summary_t s = summarize(v, reps);
+    free(v);
+    return s;
+}
+
+/* A diagnostic reference: 1-byte TCP ping-pong between the ranks where each side sleeps
+ * in poll() until the byte arrives, the way cdsm's service thread waits for a doorbell.
+ * Unlike MPI's busy-polling round trip it includes two wake-ups of a sleeping thread.
+ * Returns n = 0 when the connection cannot be set up. */
+static summary_t wakeup_pingpong(int reps, int warm)
+{
+    summary_t none = {NAN, NAN, NAN, NAN, 0};
+    struct {
+        char host[64];
+        int port;
+        int ok;
+    } addr = {{0}, 0, 0};
+    int fd = -1, lfd = -1, ok = 0;
+    if (me == 1) {
+        struct sockaddr_in sa = {0};
+        socklen_t sl = sizeof sa;
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_ANY);
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        if (lfd >= 0 && !bind(lfd, (struct sockaddr *)&sa, sizeof sa) && !listen(lfd, 1) &&
+            !getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
+            gethostname(addr.host, sizeof addr.host - 1);
+            addr.port = ntohs(sa.sin_port);
+            addr.ok = 1;
+        }
+    }
+    MPI_Bcast(&addr, sizeof addr, MPI_BYTE, 1, bc);
+    if (!addr.ok) return none;
+    if (me == 0) {
+        char host[64], port[16];
+        gethostname(host, sizeof host);
+        host[sizeof host - 1] = '\0';
+        snprintf(port, sizeof port, "%d", addr.port);
+        struct addrinfo hints = {0}, *ai = NULL;
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        if (!getaddrinfo(strcmp(host, addr.host) ? addr.host : "127.0.0.1", port, &hints, &ai)) {
+            fd = socket(AF_INET, SOCK_STREAM, 0);
+            if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen)) {
+                close(fd);
+                fd = -1;
+            }
+            freeaddrinfo(ai);
+        }
+        ok = fd >= 0;
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, bc);
+    if (me == 1) {
+        if (ok) fd = accept(lfd, NULL, NULL);
+        close(lfd);
+        ok = fd >= 0;
+    }
+    int all = 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, bc);
+    if (!all) {
+        if (fd >= 0) close(fd);
+        return none;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    double *v = samples(reps);
+    char c = 1;
+    int bad = 0;
+    MPI_Barrier(bc);
+    for (int i = -warm; i < reps && !bad; i++) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (me == 0) {
+            uint64_t t0 = now_ns();
+            bad |= write(fd, &c, 1) != 1;
+            bad |= poll(&pf, 1, -1) != 1 || read(fd, &c, 1) != 1;
+            uint64_t t1 = now_ns();
+            if (i >= 0) v[i] = us(t0, t1);
+        } else {
+            bad |= poll(&pf, 1, -1) != 1 || read(fd, &c, 1) != 1;
+            bad |= write(fd, &c, 1) != 1;
+        }
+    }
+    close(fd);
+    summary_t s = summarize(v, me == 0 && !bad ? reps : 0);
     free(v);
     return s;
 }
@@ -450,42 +568,88 @@ static locks_t uncontended_locks(int reps, int warm)
 /* ---- 6. contended lock -------------------------------------------------------------- */
 
 typedef struct contended {
-    summary_t acquire, iteration;
-    uint64_t local;
+    summary_t acquire, handoff, iteration;
+    long incs[2];       /* increments per rank */
+    uint64_t local[2];  /* acquires served by a cached token, per rank */
+    long counter;       /* final value seen by rank 0 */
+    double seconds;     /* rank 0's loop */
 } contended_t;
 
-static contended_t contended_lock(size_t ps, int reps, int warm)
+typedef struct shared_counter {
+    long counter;
+    long stop; /* set by rank 0 when it has its samples */
+} shared_counter_t;
+
+/* Both ranks increment one counter (on a page of its own) under one lock until rank 0,
+ * inside the critical section, sets a stop flag; the other rank sees it at its next
+ * acquire (the flag is only touched under the lock, so lazy release consistency makes it
+ * visible there). Rank 0 stops after `handoffs` timed acquires that had to get the token
+ * from rank 1, or after `max_s` seconds. An acquire is local when the token is still here
+ * (nobody asked for it since our release); the handoff row times only the others. */
+static contended_t contended_lock(size_t ps, int handoffs, int warm, double max_s)
 {
     contended_t out;
-    long *counter;
-    CHECK(cdsm_alloc(ps, (void **)&counter)); /* a page of its own */
-    double *va = samples(reps), *vi = samples(reps);
-    int iters = reps + warm;
+    memset(&out, 0, sizeof out);
+    shared_counter_t *sc;
+    CHECK(cdsm_alloc(ps, (void **)&sc));
+    volatile shared_counter_t *c = sc;
+    const int cap = 1 << 18;
+    double *va = samples(me == 0 ? cap : 0), *vh = samples(me == 0 ? cap : 0),
+           *vi = samples(me == 0 ? cap : 0);
+    int na = 0, nh = 0;
+    long mine = 0, iter = 0;
     CHECK(cdsm_barrier());
     cdsm_stats_t a = stats_now();
-    for (int i = 0; i < iters; i++) {
+    uint64_t start = now_ns(), deadline = start + (uint64_t)(max_s * 1e9);
+    for (;; iter++) {
+        cdsm_stats_t x = stats_now();
         uint64_t t0 = now_ns();
         CHECK(cdsm_lock_acquire(LOCK_CONTENDED));
         uint64_t t1 = now_ns();
-        (*(volatile long *)counter)++;
+        cdsm_stats_t y = stats_now();
+        int handoff = DELTA(x, y, lock_acquires_local) == 0;
+        if (c->stop) {
+            CHECK(cdsm_lock_release(LOCK_CONTENDED));
+            break;
+        }
+        if (me == 0 && (nh >= handoffs || na == cap || t1 >= deadline)) {
+            c->stop = 1;
+            CHECK(cdsm_lock_release(LOCK_CONTENDED));
+            break;
+        }
+        c->counter++;
+        mine++;
         CHECK(cdsm_lock_release(LOCK_CONTENDED));
         uint64_t t2 = now_ns();
-        if (i >= warm) {
-            va[i - warm] = us(t0, t1);
-            vi[i - warm] = us(t0, t2);
+        if (me == 0 && iter >= warm) {
+            va[na] = us(t0, t1);
+            vi[na] = us(t0, t2);
+            na++;
+            if (handoff) vh[nh++] = us(t0, t1);
         }
     }
+    out.seconds = (double)(now_ns() - start) / 1e9;
     cdsm_stats_t b = stats_now();
-    out.local = DELTA(a, b, lock_acquires_local);
+    uint64_t local = DELTA(a, b, lock_acquires_local);
     CHECK(cdsm_barrier()); /* every increment is visible after it */
-    if (me == 0) {
-        long want = 2L * iters, got = *(volatile long *)counter;
-        if (got != want) fail("contended lock: counter %ld, want %ld", got, want);
-    }
+    if (me == 0) out.counter = c->counter;
     CHECK(cdsm_barrier());
-    out.acquire = summarize(va, me == 0 ? reps : 0);
-    out.iteration = summarize(vi, me == 0 ? reps : 0);
+    /* An MPI phase: cdsm's service threads are idle. */
+    MPI_Gather(&local, 1, MPI_UINT64_T, out.local, 1, MPI_UINT64_T, 0, bc);
+    MPI_Gather(&mine, 1, MPI_LONG, out.incs, 1, MPI_LONG, 0, bc);
+    if (me == 0) {
+        if (out.counter != out.incs[0] + out.incs[1])
+            fail("contended lock: counter %ld, want %ld (%ld by rank 0 + %ld by rank 1)", out.counter,
+                 out.incs[0] + out.incs[1], out.incs[0], out.incs[1]);
+        if (nh < handoffs)
+            fprintf(stderr, "microbench: contended lock: only %d of %d hand-offs within %.1f s\n",
+                    nh, handoffs, max_s);
+    }
+    out.acquire = summarize(va, me == 0 ? na : 0);
+    out.handoff = summarize(vh, me == 0 ? nh : 0);
+    out.iteration = summarize(vi, me == 0 ? na : 0);
     free(va);
+    free(vh);
     free(vi);
     return out;
 }
@@ -507,15 +671,29 @@ static summary_t cdsm_barriers(int reps, int warm)
     return s;
 }
 
+/* ---- between tests ------------------------------------------------------------------ */
+
+static int settle_barriers = 40;
+
+/* Each test leaves protocol state behind (pages the library keeps writable because they
+ * were written in consecutive intervals, twins, notices). A run of empty intervals lets
+ * such adaptive state age out (CDSM_HOT_IDLE intervals, when the library has it) so that
+ * it does not leak into the next test's timed region. Every rank calls it. */
+static void settle(void)
+{
+    for (int i = 0; i < settle_barriers; i++) CHECK(cdsm_barrier());
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mpiexec -n 2 microbench [-r N] [-m N] [-w N] [-o FILE]\n"
+            "usage: mpiexec -n 2 microbench [-r N] [-m N] [-w N] [-c S] [-o FILE]\n"
             "  -r N   repetitions of the cheap operations (default 2000)\n"
-            "  -m N   repetitions of the expensive ones: remote misses, contended lock\n"
-            "         (default: -r if given, else 1000)\n"
+            "  -m N   repetitions of the expensive ones: remote misses, and the number of\n"
+            "         contended hand-offs to time (default: -r if given, else 1000)\n"
+            "  -c S   at most S seconds for the contended-lock test (default 3)\n"
             "  -w N   intervals per page for the whole-page miss (default: CDSM_WHOLE_PAGE_NOTICES\n"
             "         from the environment, or 4, the library's default; at least 2)\n"
             "  -o F   also write the result rows as CSV to file F\n"
@@ -543,18 +721,19 @@ int main(int argc, char **argv)
     me = cdsm_rank();
     int n = cdsm_nranks();
 
-    int reps = 2000, mreps = -1, wp = -1, bad_usage = 0;
+    int reps = 2000, mreps = -1, wp = -1, bad_usage = 0, csec = 3;
     const char *csv = NULL;
     const char *env_wpn = getenv("CDSM_WHOLE_PAGE_NOTICES");
     int lib_wpn = 4;
     if (env_wpn && parse_int(env_wpn, 0, &lib_wpn)) lib_wpn = 4; /* cdsm_init accepted it */
     int opt;
     opterr = 0;
-    while ((opt = getopt(argc, argv, "r:m:w:o:h")) != -1) {
+    while ((opt = getopt(argc, argv, "r:m:w:c:o:h")) != -1) {
         switch (opt) {
         case 'r': bad_usage |= parse_int(optarg, 1, &reps) != 0; if (mreps < 0) mreps = -2; break;
         case 'm': bad_usage |= parse_int(optarg, 1, &mreps) != 0; break;
         case 'w': bad_usage |= parse_int(optarg, 2, &wp) != 0; break;
+        case 'c': bad_usage |= parse_int(optarg, 1, &csec) != 0; break;
         case 'o': csv = optarg; break;
         case 'h': bad_usage = -1; break;
         default: bad_usage = 1; break;
@@ -578,9 +757,13 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     /* Both ranks parsed the same argv; make sure they agree anyway. */
-    int params[3] = {reps, mreps, wp};
-    MPI_Bcast(params, 3, MPI_INT, 0, bc);
-    reps = params[0], mreps = params[1], wp = params[2];
+    const char *env_hot = getenv("CDSM_HOT_IDLE");
+    int hot_idle;
+    if (env_hot && !parse_int(env_hot, 0, &hot_idle) && hot_idle + 2 > settle_barriers)
+        settle_barriers = hot_idle + 2;
+    int params[5] = {reps, mreps, wp, csec, settle_barriers};
+    MPI_Bcast(params, 5, MPI_INT, 0, bc);
+    reps = params[0], mreps = params[1], wp = params[2], csec = params[3], settle_barriers = params[4];
 
     size_t ps = cdsm_page_size();
     int warm = reps / 10 < 50 ? reps / 10 : 50, mwarm = mreps / 10 < 20 ? mreps / 10 : 20;
@@ -611,16 +794,22 @@ int main(int argc, char **argv)
     summary_t pp8 = mpi_pingpong(8, reps, warm);
     summary_t pp4k = mpi_pingpong(4096, reps, warm);
     summary_t mbar = mpi_barrier(reps, warm);
+    summary_t wake = wakeup_pingpong(reps, warm);
     /* 2. */
     faults_t wf = write_faults(ps, reps, warm);
+    settle();
     /* 3. and 4. */
     char path_diff[64] = "", path_whole[64] = "";
     summary_t miss_diff = remote_miss(ps, mreps, mwarm, 1, path_diff, sizeof path_diff);
+    settle();
     summary_t miss_whole = remote_miss(ps, mreps, mwarm, wp, path_whole, sizeof path_whole);
+    settle();
     /* 5. */
     locks_t lk = uncontended_locks(lreps, lwarm);
+    settle();
     /* 6. */
-    contended_t ct = contended_lock(ps, mreps, mwarm);
+    contended_t ct = contended_lock(ps, mreps, mwarm, csec);
+    settle();
     /* 7. */
     summary_t cbar = cdsm_barriers(reps, warm);
 
@@ -640,6 +829,7 @@ int main(int argc, char **argv)
         add_row("mpi_pingpong_8B", "MPI_Send/Recv", pp8);
         add_row("mpi_pingpong_4KiB", "MPI_Send/Recv", pp4k);
         add_row("mpi_barrier", "MPI_Barrier", mbar);
+        if (wake.n) add_row("wakeup_pingpong_1B", "TCP, both sides in poll()", wake);
         add_row("write_nofault", "page already writable", wf.nofault);
         add_row("write_fault", "fresh page: twin", wf.fresh);
         add_row("write_fault_rewrite", "lazy diff + twin", wf.rewrite);
@@ -653,17 +843,21 @@ int main(int argc, char **argv)
         add_row("lock_release", "local (token kept)", lk.release);
         add_row("lock_acquire_cached", "local (cached token)", lk.cached);
         char cpath[48];
-        snprintf(cpath, sizeof cpath, "%llu/%d local", (unsigned long long)ct.local, mreps + mwarm);
-        r = add_row("lock_acquire_contended", cpath, ct.acquire);
+        snprintf(cpath, sizeof cpath, "all (%llu%% local)",
+                 ct.acquire.n ? (unsigned long long)(100 * (ct.acquire.n - ct.handoff.n) / ct.acquire.n) : 0ull);
+        add_row("lock_acquire_contended", cpath, ct.acquire);
+        r = add_row("lock_acquire_contended_handoff", "token from rank 1", ct.handoff);
         set_ref(r, "mpi_pingpong_8B", pp8.med, 0);
-        r = add_row("lock_iteration_contended", "acq+incr+rel", ct.iteration);
-        set_ref(r, "mpi_pingpong_8B", pp8.med, 0);
+        add_row("lock_iteration_contended", "acq+incr+rel", ct.iteration);
         r = add_row("cdsm_barrier", "via manager rank 0", cbar);
         set_ref(r, "mpi_barrier", mbar.med, 1);
 
         print_table(stdout);
         printf("\ngoals: remote miss <= 3 x (write_fault + pingpong_4KiB); uncontended remote acquire "
                "<= 3 x pingpong_8B; cdsm_barrier <= 3 x MPI_Barrier (medians, this run)\n");
+        printf("contended lock: %.2f s, rank 0 %ld increments (%llu acquires local), rank 1 %ld "
+               "(%llu local), counter %ld\n", ct.seconds, ct.incs[0], (unsigned long long)ct.local[0],
+               ct.incs[1], (unsigned long long)ct.local[1], ct.counter);
         printf("checks: %s\n", failures ? "FAILED (see stderr)" : "all passed (values read back, "
                                                                    "counter, paths, counters)");
         fflush(stdout);
