@@ -134,6 +134,57 @@ static void add_notice(uint32_t pg, cdsm__interval_t *iv)
     cdsm__log_bytes_add((int64_t)sizeof *nt);
 }
 
+/* Keep on a page only the notices that still matter: the ones this copy lacks, and each
+ * rank's newest (the GC keeper and whole-page choices need it). Older applied notices
+ * are implied by the applied vector and by the interval records, so a page accessed
+ * under a lock that moves often does not collect an ever longer list. */
+static void prune_notices(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__page_t *p = &g->pages[pg];
+    uint32_t *newest = g->scratch_n;
+    if (!p->applied) return;
+    memset(newest, 0, (size_t)g->n * 4);
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv->idx > newest[nt->iv->rank]) newest[nt->iv->rank] = nt->iv->idx;
+    for (cdsm__notice_t **pp = &p->notices; *pp;) {
+        cdsm__notice_t *nt = *pp;
+        if (nt->iv->idx < newest[nt->iv->rank] && nt->iv->idx <= p->applied[nt->iv->rank]) {
+            *pp = nt->next;
+            free(nt);
+            cdsm__log_bytes_add(-(int64_t)sizeof *nt);
+        } else {
+            pp = &nt->next;
+        }
+    }
+}
+
+static int has_notice(const cdsm__page_t *p, const cdsm__interval_t *iv)
+{
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv == iv) return 1;
+    return 0;
+}
+
+/* A whole copy was installed: its applied vector may lack writes whose notices were
+ * pruned as applied to our old copy. Bring those notices back from the records. */
+static void refill_notices(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__page_t *p = &g->pages[pg];
+    uint32_t *newest = g->scratch_n;
+    memset(newest, 0, (size_t)g->n * 4);
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv->idx > newest[nt->iv->rank]) newest[nt->iv->rank] = nt->iv->idx;
+    for (int q = 0; q < g->n; q++) {
+        uint32_t from = p->applied[q] > g->ivs[q].base ? p->applied[q] : g->ivs[q].base;
+        for (uint32_t idx = from + 1; idx < newest[q]; idx++) {
+            cdsm__interval_t *iv = cdsm__iv_get(q, idx);
+            if (iv && cdsm__iv_find_page(iv, pg) >= 0 && !has_notice(p, iv)) add_notice(pg, iv);
+        }
+    }
+}
+
 /* Protect pages in runs of consecutive page numbers: one mprotect per run. */
 static void protect_sorted(const uint32_t *pages, size_t n, int state)
 {
@@ -227,6 +278,7 @@ void cdsm__close_interval(void)
             if (!wr[k].diff) g->pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
             cdsm__page_applied(wr[k].pg)[g->rank] = idx;
             add_notice(wr[k].pg, iv);
+            prune_notices(wr[k].pg);
         }
         free(pages);
         CDSM_STAT_ADD(intervals, 1);
@@ -410,6 +462,7 @@ static int take_page(vstate_t *v, cdsm__reply_t *r)
     memcpy(cdsm__sys_page(pg), bytes, g->page_size);
     memcpy(cdsm__page_applied(pg), ap, (size_t)g->n * 4);
     g->pages[pg].holder = -1;
+    refill_notices(pg);
     CDSM_STAT_ADD(pages_fetched, 1);
     return CDSM_OK;
 }
@@ -500,6 +553,7 @@ int cdsm__validate(uint32_t pg)
         CDSM_STAT_ADD(diffs_applied, 1);
     }
     g->pages[pg].holder = -1;
+    prune_notices(pg);
     cdsm__page_protect(pg, 1, CDSM_PG_RO);
 out:
     for (size_t i = 0; i < v.nrep; i++) cdsm__reply_free(v.replies[i]);

@@ -34,6 +34,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_INT, OFF(whole_page_notices), 0, 1u << 20, NULL},
     {"CDSM_HOT_IDLE", "32", "a page written in consecutive intervals stays writable and is diffed at each interval end; after this many intervals without change it is write-protected again (0: always write-protect)",
      CDSM_CFG_INT, OFF(hot_idle), 0, 250, NULL},
+    {"CDSM_SPIN_US", "100", "an application thread waiting for a reply receives messages itself for this long before it sleeps (0: sleep at once)",
+     CDSM_CFG_INT, OFF(spin_us), 0, 1000000, NULL},
 };
 
 static const cdsm__cfg_entry_t diag_entries[] = {

@@ -69,7 +69,8 @@ int cdsm__heap_init(void)
     g->sys = s;
     g->pages = calloc(g->npages, sizeof *g->pages);
     g->scratch = malloc(cdsm__diff_max(g->page_size));
-    if (!g->pages || !g->scratch) {
+    g->scratch_n = malloc((size_t)g->n * 4);
+    if (!g->pages || !g->scratch || !g->scratch_n) {
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", g->npages);
     }
@@ -97,7 +98,9 @@ void cdsm__heap_fini(void)
         g->pages = NULL;
     }
     free(g->scratch);
+    free(g->scratch_n);
     g->scratch = NULL;
+    g->scratch_n = NULL;
     if (g->sys) munmap(g->sys, g->heap_size);
     if (g->base) munmap(g->base, g->heap_size);
     if (g->memfd > 0) close(g->memfd);

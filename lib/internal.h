@@ -175,6 +175,7 @@ typedef struct cdsm__state {
     cdsm__reply_t *replies; /* replies not yet taken by the application thread */
     int finalizing;
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
+    uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
 
     /* barrier: this rank's side */
     uint32_t bar_epoch;
@@ -281,6 +282,9 @@ void cdsm__tp_fini(void);
  * receiver: the application thread completes its sends in cdsm__tp_flush(). */
 int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2,
                   size_t l2);
+/* Receive and dispatch whatever has arrived, without blocking (skipped when another
+ * thread is receiving). Call without holding mu. Returns >0 if doorbells were read. */
+int cdsm__tp_progress(void);
 /* Complete this thread's outstanding sends; call without holding mu. */
 int cdsm__tp_flush(void);
 /* Wait (releasing mu) for a reply of the given type and tag; caller holds mu. */

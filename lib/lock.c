@@ -127,6 +127,10 @@ int cdsm_lock_acquire(int id)
     cdsm__state_t *g = &cdsm__g;
     int rc = check_id("cdsm_lock_acquire", id);
     if (rc) return rc;
+    /* Serve requests that have arrived first: a forwarded request for this lock takes the
+     * cached token away, so a rank re-acquiring in a loop cannot starve the others while
+     * its service thread waits to be scheduled. */
+    cdsm__tp_progress();
     pthread_mutex_lock(&g->mu);
     cdsm__lock_t *lk = &g->locks[id];
     if (lk->state == CDSM_LK_HELD) {

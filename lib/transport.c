@@ -1,9 +1,14 @@
 /* Transport: protocol messages travel as MPI messages on the library's own communicator;
  * each is announced by one byte on a per-peer TCP "doorbell" socket. The service thread
- * sleeps in poll() on the doorbells (it never spins while idle), and when woken receives
+ * sleeps in epoll_wait() on the doorbells (it never spins while idle), and when woken receives
  * exactly as many MPI messages from that peer as bytes arrived: a byte may arrive before
  * its message, so it counts doorbells and receives that many. The same sockets show a
  * dead peer as end-of-file.
+ *
+ * Receiving is shared: the service thread sleeps in epoll_wait(); an application thread
+ * that waits for a reply drains the same doorbells itself for up to CDSM_SPIN_US before
+ * it sleeps, which saves two thread wake-ups per round trip (the service thread's and its
+ * own). Whoever holds rx_mu reads the doorbells and receives; the other finds nothing.
  *
  * Sends are MPI_Isend from a private buffer, so no thread ever blocks on a receiver
  * (two service threads replying to each other cannot deadlock). The application thread
@@ -16,10 +21,12 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -36,6 +43,9 @@ static __thread int in_service;
 static int *bell;          /* per peer: socket we write doorbells to (self: socketpair end) */
 static int self_in = -1;   /* read end of our own doorbell */
 static int stop_pipe[2] = {-1, -1};
+static int epfd = -1;      /* every doorbell we read, and the stop pipe */
+static pthread_mutex_t rx_mu = PTHREAD_MUTEX_INITIALIZER; /* whoever holds it receives */
+static uint64_t *rx_count; /* per peer: doorbells read whose message is not received yet */
 static pthread_t svc;
 static int svc_started;
 
@@ -129,8 +139,11 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     /* Complete our own sends before sleeping: the peer may need them to progress. */
     pthread_mutex_unlock(&g->mu);
     cdsm__tp_flush();
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t spin_ns = cdsm__cfg.spin_us * 1000u;
     pthread_mutex_lock(&g->mu);
-    for (;;) {
+    for (int spinning = spin_ns > 0;;) {
         for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
             cdsm__reply_t *r = *pp;
             if (r->hdr.type == type && r->hdr.tag == tag) {
@@ -138,7 +151,16 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
                 return r;
             }
         }
-        pthread_cond_wait(&g->cv, &g->mu);
+        if (!spinning) {
+            pthread_cond_wait(&g->cv, &g->mu);
+            continue;
+        }
+        /* Receive ourselves for a while: the reply usually comes within a round trip. */
+        pthread_mutex_unlock(&g->mu);
+        if (!cdsm__tp_progress()) sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        spinning = (uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)(t.tv_nsec - t0.tv_nsec) < spin_ns;
+        pthread_mutex_lock(&g->mu);
     }
 }
 
@@ -181,52 +203,71 @@ bad:
     return CDSM_ERR_PROTOCOL;
 }
 
+/* Read the doorbells epoll reported, then receive and dispatch that many messages.
+ * Caller holds rx_mu. Returns 1 if the stop pipe fired. */
+static int rx_drain(const struct epoll_event *ev, int nev)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int stop = 0;
+    for (int i = 0; i < nev; i++) {
+        int p = (int)ev[i].data.u32;
+        if (p == g->n) {
+            stop = 1;
+            continue;
+        }
+        int fd = p == g->rank ? self_in : bell[p];
+        char tmp[256];
+        ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (r > 0) {
+            rx_count[p] += (uint64_t)r;
+            CDSM_STAT_ADD(doorbells, 1);
+        } else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            /* The peer's end closed: at finalize this is expected. */
+            if (!__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE))
+                cdsm__log(CDSM_LOG_WARN, "rank %d closed its doorbell connection (process lost?)", p);
+            epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+        }
+    }
+    for (int p = 0; p < g->n; p++)
+        while (rx_count[p]) {
+            if (recv_one(p)) cdsm_check(!"unreadable protocol message");
+            rx_count[p]--;
+        }
+    return stop;
+}
+
+int cdsm__tp_progress(void)
+{
+    struct epoll_event ev[64];
+    if (epfd < 0 || pthread_mutex_trylock(&rx_mu)) return 0;
+    int nev = epoll_wait(epfd, ev, 64, 0);
+    if (nev > 0) rx_drain(ev, nev);
+    pthread_mutex_unlock(&rx_mu);
+    return nev > 0 ? nev : 0;
+}
+
 static void *service_main(void *arg)
 {
     (void)arg;
-    cdsm__state_t *g = &cdsm__g;
-    int n = g->n;
     in_service = 1;
-    struct pollfd *fds = calloc((size_t)n + 1, sizeof *fds);
-    uint64_t *count = calloc((size_t)n, sizeof *count);
-    cdsm_check(fds && count);
-    for (int p = 0; p < n; p++) {
-        fds[p].fd = p == g->rank ? self_in : bell[p];
-        fds[p].events = POLLIN;
-    }
-    fds[n].fd = stop_pipe[0];
-    fds[n].events = POLLIN;
+    struct epoll_event ev[64];
     for (;;) {
-        int rc = poll(fds, (nfds_t)n + 1, pending ? 1 : -1);
-        if (rc < 0 && errno != EINTR) {
-            cdsm__log(CDSM_LOG_ERROR, "service thread: poll: %s", strerror(errno));
+        /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete. */
+        int nev = epoll_wait(epfd, ev, 64, pending ? 1 : -1);
+        if (nev < 0 && errno != EINTR) {
+            cdsm__log(CDSM_LOG_ERROR, "service thread: epoll_wait: %s", strerror(errno));
             break;
         }
-        if (fds[n].revents) break;
-        for (int p = 0; p < n; p++) {
-            if (!(fds[p].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char tmp[256];
-            ssize_t r = read(fds[p].fd, tmp, sizeof tmp);
-            if (r > 0) {
-                count[p] += (uint64_t)r;
-                CDSM_STAT_ADD(doorbells, 1);
-            } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-                /* The peer's end closed: at finalize this is expected. */
-                if (!__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE))
-                    cdsm__log(CDSM_LOG_WARN, "rank %d closed its doorbell connection (process lost?)", p);
-                fds[p].fd = -1;
-            }
+        int stop = 0;
+        if (nev > 0) {
+            pthread_mutex_lock(&rx_mu);
+            stop = rx_drain(ev, nev);
+            pthread_mutex_unlock(&rx_mu);
         }
-        for (int p = 0; p < n; p++)
-            while (count[p]) {
-                if (recv_one(p)) cdsm_check(!"unreadable protocol message");
-                count[p]--;
-            }
         test_pending();
+        if (stop) break;
     }
     cdsm__tp_flush();
-    free(fds);
-    free(count);
     return NULL;
 }
 
@@ -348,6 +389,15 @@ int cdsm__tp_init(void)
         return rc;
     }
     if (pipe2(stop_pipe, O_CLOEXEC)) return cdsm__error(CDSM_ERR_NET, "pipe: %s", strerror(errno));
+    rx_count = calloc((size_t)g->n, sizeof *rx_count);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (!rx_count || epfd < 0) return cdsm__error(CDSM_ERR_NET, "epoll_create1: %s", strerror(errno));
+    for (int p = 0; p <= g->n; p++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)p};
+        int fd = p == g->n ? stop_pipe[0] : (p == g->rank ? self_in : bell[p]);
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev))
+            return cdsm__error(CDSM_ERR_NET, "epoll_ctl: %s", strerror(errno));
+    }
     if (pthread_create(&svc, NULL, service_main, NULL))
         return cdsm__error(CDSM_ERR_NOMEM, "cannot start the service thread");
     svc_started = 1;
@@ -374,4 +424,8 @@ void cdsm__tp_fini(void)
     }
     if (self_in >= 0) close(self_in);
     self_in = -1;
+    if (epfd >= 0) close(epfd);
+    epfd = -1;
+    free(rx_count);
+    rx_count = NULL;
 }
