@@ -441,6 +441,29 @@ static faults_t write_faults(size_t ps, int reps, int warm)
     return out;
 }
 
+/* ---- partner computing ---------------------------------------------------------------- */
+
+#define TAG_STOP 77
+
+/* Rank 1 computes (its core busy, as a DSM peer usually is) until rank 0 says stop on the
+ * benchmark's own communicator; its service thread then has to preempt the computation
+ * instead of waking an idle core. */
+static void partner_compute(void)
+{
+    volatile double x = 1.0;
+    int flag = 0;
+    while (!flag) {
+        for (int i = 0; i < 2000; i++) x = x * 1.0000001 + 1e-9;
+        MPI_Iprobe(0, TAG_STOP, bc, &flag, MPI_STATUS_IGNORE);
+    }
+    MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, bc, MPI_STATUS_IGNORE);
+}
+
+static void release_partner(void)
+{
+    MPI_Send(NULL, 0, MPI_BYTE, 1, TAG_STOP, bc);
+}
+
 /* ---- 3./4. remote access misses ----------------------------------------------------- */
 
 #define MISS_WORDS 4 /* words rank 1 writes per page and interval, 512 bytes apart */
@@ -454,7 +477,7 @@ static long miss_value(int page, int interval, int word)
  * intervals (closed by acquiring a lock whose token rank 1 holds, so rank 0 sees nothing
  * until the barrier); after one barrier rank 0 reads one word of each page, each read an
  * access miss. `path` receives which path the library took for the timed misses. */
-static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, char *path, size_t pathlen)
+static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int busy, char *path, size_t pathlen)
 {
     int np = reps + warm;
     char *reg;
@@ -504,6 +527,9 @@ static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, char 
         else
             snprintf(path, pathlen, "mixed: %llu pages %llu diffs", (unsigned long long)whole,
                      (unsigned long long)diffs);
+        if (busy) release_partner();
+    } else if (busy) {
+        partner_compute();
     }
     CHECK(cdsm_barrier());
     summary_t s = summarize(v, me == 0 ? reps : 0);
@@ -521,7 +547,7 @@ typedef struct locks {
  * one request/grant round trip each; releases it (local: nobody waits); re-acquires it
  * (local: the token is cached) and releases again. Rank 1 waits in the barrier, its
  * service thread answering. */
-static locks_t uncontended_locks(int reps, int warm)
+static locks_t uncontended_locks(int reps, int warm, int busy, int first)
 {
     locks_t out;
     double *va = samples(reps), *vr = samples(reps), *vc = samples(reps);
@@ -530,7 +556,7 @@ static locks_t uncontended_locks(int reps, int warm)
         cdsm_stats_t a = stats_now(), b;
         for (int i = -warm; i < reps; i++) {
             if (i == 0) a = stats_now();
-            int id = LOCK_FIRST_FREE + 2 * (i + warm);
+            int id = first + 2 * (i + warm);
             uint64_t t0 = now_ns();
             CHECK(cdsm_lock_acquire(id));
             uint64_t t1 = now_ns();
@@ -554,6 +580,9 @@ static locks_t uncontended_locks(int reps, int warm)
         if (DELTA(a, b, msgs_sent) != (uint64_t)reps)
             fail("uncontended locks: %llu messages sent for %d remote acquires",
                  (unsigned long long)DELTA(a, b, msgs_sent), reps);
+        if (busy) release_partner();
+    } else if (busy) {
+        partner_compute();
     }
     CHECK(cdsm_barrier());
     out.remote = summarize(va, me == 0 ? reps : 0);
@@ -768,7 +797,7 @@ int main(int argc, char **argv)
     size_t ps = cdsm_page_size();
     int warm = reps / 10 < 50 ? reps / 10 : 50, mwarm = mreps / 10 < 20 ? mreps / 10 : 20;
     int lreps = reps, lwarm = warm;
-    int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 2; /* odd ids >= LOCK_FIRST_FREE */
+    int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 4; /* odd ids >= LOCK_FIRST_FREE, two runs */
     if (lreps + lwarm > avail) {
         lwarm = avail / 10 < warm ? avail / 10 : warm;
         lreps = avail - lwarm;
@@ -800,12 +829,17 @@ int main(int argc, char **argv)
     settle();
     /* 3. and 4. */
     char path_diff[64] = "", path_whole[64] = "";
-    summary_t miss_diff = remote_miss(ps, mreps, mwarm, 1, path_diff, sizeof path_diff);
+    char path_busy[64] = "";
+    summary_t miss_diff = remote_miss(ps, mreps, mwarm, 1, 0, path_diff, sizeof path_diff);
     settle();
-    summary_t miss_whole = remote_miss(ps, mreps, mwarm, wp, path_whole, sizeof path_whole);
+    summary_t miss_whole = remote_miss(ps, mreps, mwarm, wp, 0, path_whole, sizeof path_whole);
+    settle();
+    summary_t miss_busy = remote_miss(ps, mreps, mwarm, 1, 1, path_busy, sizeof path_busy);
     settle();
     /* 5. */
-    locks_t lk = uncontended_locks(lreps, lwarm);
+    locks_t lk = uncontended_locks(lreps, lwarm, 0, LOCK_FIRST_FREE);
+    settle();
+    locks_t lkb = uncontended_locks(lreps, lwarm, 1, LOCK_FIRST_FREE + 2 * (lreps + lwarm));
     settle();
     /* 6. */
     contended_t ct = contended_lock(ps, mreps, mwarm, csec);
@@ -838,7 +872,11 @@ int main(int argc, char **argv)
         set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
         r = add_row("remote_miss_whole_page", path_whole, miss_whole);
         set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
+        r = add_row("remote_miss_diff_busy", "diff, partner computing", miss_busy);
+        set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
         r = add_row("lock_acquire_remote", "request/grant", lk.remote);
+        set_ref(r, "mpi_pingpong_8B", pp8.med, 1);
+        r = add_row("lock_acquire_remote_busy", "request/grant, partner computing", lkb.remote);
         set_ref(r, "mpi_pingpong_8B", pp8.med, 1);
         add_row("lock_release", "local (token kept)", lk.release);
         add_row("lock_acquire_cached", "local (cached token)", lk.cached);

@@ -1,14 +1,15 @@
 /* Transport: protocol messages travel as MPI messages on the library's own communicator;
- * each is announced by one byte on a per-peer TCP "doorbell" socket. The service thread
- * sleeps in epoll_wait() on the doorbells (it never spins while idle), and when woken receives
- * exactly as many MPI messages from that peer as bytes arrived: a byte may arrive before
- * its message, so it counts doorbells and receives that many. The same sockets show a
+ * each is announced by one byte on a per-peer "doorbell" socket (a Unix socket between
+ * ranks on one host, TCP otherwise). The service thread sleeps in epoll_wait() on the
+ * doorbells (it never spins while idle). A byte may arrive before or after its message,
+ * so each peer has a signed count: doorbell bytes read minus messages received. A thread
+ * blocks in MPI_Mprobe on a peer only while that count is positive (the message is surely
+ * on its way); otherwise it takes only what MPI_Improbe shows. The same sockets show a
  * dead peer as end-of-file.
  *
- * Receiving is shared: the service thread sleeps in epoll_wait(); an application thread
- * that waits for a reply drains the same doorbells itself for up to CDSM_SPIN_US before
- * it sleeps, which saves two thread wake-ups per round trip (the service thread's and its
- * own). Whoever holds rx_mu reads the doorbells and receives; the other finds nothing.
+ * Receiving is shared: an application thread that waits for a reply probes MPI itself for
+ * up to CDSM_SPIN_US before it sleeps, which saves the doorbell's latency and two thread
+ * wake-ups per round trip (the service thread's and its own). Whoever holds rx_mu receives.
  *
  * Sends are MPI_Isend from a private buffer, so no thread ever blocks on a receiver
  * (two service threads replying to each other cannot deadlock). The application thread
@@ -25,7 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,18 +44,21 @@ typedef struct pend {
 static __thread pend_t *pending; /* this thread's incomplete sends */
 static __thread int in_service;
 
-static int *bell;          /* per peer: socket we write doorbells to (self: socketpair end) */
-static int self_in = -1;   /* read end of our own doorbell */
+static int *bell;          /* per peer: socket we write doorbells to (self: an eventfd) */
+static int self_in = -1;   /* our own doorbell: an eventfd (a counter: it cannot fill up) */
+static uint64_t *debt;     /* per peer: doorbells not yet written because its socket was full */
+static int kick_fd = -1;   /* wakes our service thread to pay a debt (an eventfd) */
 static int stop_pipe[2] = {-1, -1};
 static int epfd = -1;      /* every doorbell we read, and the stop pipe */
 static pthread_mutex_t rx_mu = PTHREAD_MUTEX_INITIALIZER; /* whoever holds it receives */
-static uint64_t *rx_count; /* per peer: doorbells read whose message is not received yet */
+static int64_t *rx_count;  /* per peer: doorbell bytes read minus messages received */
 static pthread_t svc;
 static int svc_started;
 
 typedef struct peer_info {
     char host[64];
-    uint32_t port;
+    uint32_t port; /* TCP listener, for ranks on other hosts */
+    uint32_t pid;  /* names the abstract Unix listener, for ranks on this host */
 } peer_info_t;
 
 /* ---- sends ---------------------------------------------------------------------------- */
@@ -73,16 +80,62 @@ static void test_pending(void)
     }
 }
 
+/* Write `count` doorbell bytes to dst without ever blocking: a thread that holds rx_mu may
+ * ring, and the peer that should drain the socket may be waiting for us. A full socket
+ * means the peer has unread doorbells and will wake; the rest is owed, and the service
+ * thread pays it within a millisecond. Returns the bytes written, or -1 if the peer is gone. */
+static ssize_t ring_bytes(int dst, size_t count)
+{
+    char bytes[256];
+    memset(bytes, 1, sizeof bytes);
+    size_t done = 0;
+    while (done < count) {
+        size_t k = count - done < sizeof bytes ? count - done : sizeof bytes;
+        ssize_t w = send(bell[dst], bytes, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        return -1;
+    }
+    return (ssize_t)done;
+}
+
 static int ring(int dst)
 {
-    char c = 1;
-    for (;;) {
-        ssize_t w = send(bell[dst], &c, 1, MSG_NOSIGNAL);
-        if (w == 1) return CDSM_OK;
-        if (w < 0 && errno == EINTR) continue;
-        return cdsm__error(CDSM_ERR_PEER_LOST, "doorbell to rank %d: %s", dst,
-                           w < 0 ? strerror(errno) : "short write");
+    if (dst == cdsm__g.rank) {
+        uint64_t one = 1;
+        return write(self_in, &one, 8) == 8 ? CDSM_OK : cdsm__error(CDSM_ERR_NET, "own doorbell: %s", strerror(errno));
     }
+    ssize_t w = ring_bytes(dst, 1);
+    if (w < 0) return cdsm__error(CDSM_ERR_PEER_LOST, "doorbell to rank %d: %s", dst, strerror(errno));
+    if (w == 0) {
+        /* Owed: our service thread may be asleep, so wake it to pay (a sleeping peer may
+         * be waiting for exactly this doorbell). */
+        uint64_t one = 1;
+        __atomic_fetch_add(&debt[dst], 1, __ATOMIC_RELAXED);
+        if (write(kick_fd, &one, 8) != 8) cdsm__log(CDSM_LOG_WARN, "kicking the service thread: %s", strerror(errno));
+    }
+    return CDSM_OK;
+}
+
+/* Service thread: write owed doorbells. Returns 1 while some are still owed. */
+static int pay_debts(void)
+{
+    int owed = 0;
+    for (int p = 0; p < cdsm__g.n; p++) {
+        uint64_t d = __atomic_exchange_n(&debt[p], 0, __ATOMIC_RELAXED);
+        if (!d) continue;
+        ssize_t w = ring_bytes(p, d);
+        if (w < 0) continue; /* the peer is gone: nothing to wake */
+        if ((uint64_t)w < d) {
+            __atomic_fetch_add(&debt[p], d - (uint64_t)w, __ATOMIC_RELAXED);
+            owed = 1;
+        }
+    }
+    return owed;
 }
 
 int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
@@ -152,6 +205,12 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
             }
         }
         if (!spinning) {
+            if (pending) { /* sent while spinning: complete it before sleeping */
+                pthread_mutex_unlock(&g->mu);
+                cdsm__tp_flush();
+                pthread_mutex_lock(&g->mu);
+                continue;
+            }
             pthread_cond_wait(&g->cv, &g->mu);
             continue;
         }
@@ -173,25 +232,23 @@ void cdsm__reply_free(cdsm__reply_t *r)
 
 /* ---- the service thread ----------------------------------------------------------------- */
 
-static int recv_one(int src)
+/* Receive one probed message and dispatch it. Caller holds rx_mu. */
+static int recv_msg(MPI_Message *m, MPI_Status *st)
 {
-    cdsm__state_t *g = &cdsm__g;
-    MPI_Message m;
-    MPI_Status st;
-    int count = 0;
-    if (MPI_Mprobe(src, MPI_ANY_TAG, g->comm, &m, &st) != MPI_SUCCESS) return CDSM_ERR_MPI;
-    MPI_Get_count(&st, MPI_BYTE, &count);
+    int count = 0, src = st->MPI_SOURCE;
+    MPI_Get_count(st, MPI_BYTE, &count);
     uint8_t *buf = malloc(count > 0 ? (size_t)count : 1);
     cdsm_check(buf != NULL);
-    if (MPI_Mrecv(buf, count, MPI_BYTE, &m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+    if (MPI_Mrecv(buf, count, MPI_BYTE, m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
         free(buf);
         return CDSM_ERR_MPI;
     }
+    rx_count[src]--;
     cdsm__msg_hdr_t h;
     if ((size_t)count < sizeof h) goto bad;
     memcpy(&h, buf, sizeof h);
     if (h.src != src || h.len != (size_t)count - sizeof h || h.type == 0 || h.type >= CDSM_MSG_TYPES ||
-        h.type != st.MPI_TAG)
+        h.type != st->MPI_TAG)
         goto bad;
     CDSM_STAT_ADD(msgs_recv, 1);
     CDSM_STAT_ADD(bytes_recv, count);
@@ -201,6 +258,29 @@ bad:
     free(buf);
     cdsm__log(CDSM_LOG_ERROR, "malformed message of %d bytes from rank %d", count, src);
     return CDSM_ERR_PROTOCOL;
+}
+
+/* Receive what has arrived: everything MPI shows now, and from each peer whose count says
+ * a message is on its way, that message (waiting for it). Caller holds rx_mu. */
+static void rx_messages(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    MPI_Message m;
+    MPI_Status st;
+    for (;;) {
+        int flag = 0;
+        if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, g->comm, &flag, &m, &st) != MPI_SUCCESS) flag = 0;
+        if (flag) {
+            if (recv_msg(&m, &st)) cdsm_check(!"unreadable protocol message");
+            continue;
+        }
+        int p;
+        for (p = 0; p < g->n && rx_count[p] <= 0; p++) {
+        }
+        if (p == g->n) return;
+        if (MPI_Mprobe(p, MPI_ANY_TAG, g->comm, &m, &st) != MPI_SUCCESS || recv_msg(&m, &st))
+            cdsm_check(!"unreadable protocol message");
+    }
 }
 
 /* Read the doorbells epoll reported, then receive and dispatch that many messages.
@@ -215,11 +295,21 @@ static int rx_drain(const struct epoll_event *ev, int nev)
             stop = 1;
             continue;
         }
-        int fd = p == g->rank ? self_in : bell[p];
+        if (p == g->n + 1) { /* a kick: debts are paid by the service loop */
+            uint64_t k;
+            if (read(kick_fd, &k, 8) != 8) k = 0;
+            continue;
+        }
+        if (p == g->rank) {
+            uint64_t rings = 0;
+            if (read(self_in, &rings, 8) == 8) rx_count[p] += (int64_t)rings;
+            continue;
+        }
+        int fd = bell[p];
         char tmp[256];
         ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
         if (r > 0) {
-            rx_count[p] += (uint64_t)r;
+            rx_count[p] += r;
             CDSM_STAT_ADD(doorbells, 1);
         } else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
             /* The peer's end closed: at finalize this is expected. */
@@ -228,22 +318,23 @@ static int rx_drain(const struct epoll_event *ev, int nev)
             epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
         }
     }
-    for (int p = 0; p < g->n; p++)
-        while (rx_count[p]) {
-            if (recv_one(p)) cdsm_check(!"unreadable protocol message");
-            rx_count[p]--;
-        }
+    rx_messages();
     return stop;
 }
 
 int cdsm__tp_progress(void)
 {
-    struct epoll_event ev[64];
     if (epfd < 0 || pthread_mutex_trylock(&rx_mu)) return 0;
-    int nev = epoll_wait(epfd, ev, 64, 0);
-    if (nev > 0) rx_drain(ev, nev);
+    uint64_t before = cdsm__g.st.msgs_recv;
+    /* Doorbells are only for sleepers: a thread that is awake asks MPI directly. */
+    rx_messages();
+    int got = cdsm__g.st.msgs_recv != before;
     pthread_mutex_unlock(&rx_mu);
-    return nev > 0 ? nev : 0;
+    /* Requests served here were answered from this thread: complete those sends before it
+     * sleeps or returns to the program (a large reply needs its sender to progress).
+     * Never while holding rx_mu: the receiver's service thread may need ours to drain. */
+    if (got) cdsm__tp_flush();
+    return got;
 }
 
 static void *service_main(void *arg)
@@ -252,8 +343,10 @@ static void *service_main(void *arg)
     in_service = 1;
     struct epoll_event ev[64];
     for (;;) {
-        /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete. */
-        int nev = epoll_wait(epfd, ev, 64, pending ? 1 : -1);
+        /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete
+         * or doorbells are owed. */
+        int owed = pay_debts();
+        int nev = epoll_wait(epfd, ev, 64, pending || owed ? 1 : -1);
         if (nev < 0 && errno != EINTR) {
             cdsm__log(CDSM_LOG_ERROR, "service thread: epoll_wait: %s", strerror(errno));
             break;
@@ -292,34 +385,50 @@ static int read_full(int fd, void *p, size_t n)
     return 0;
 }
 
+/* Abstract-namespace Unix socket name of a rank's listener (nothing in the file system). */
+static socklen_t uds_addr(struct sockaddr_un *ua, uint32_t pid)
+{
+    memset(ua, 0, sizeof *ua);
+    ua->sun_family = AF_UNIX;
+    int len = snprintf(ua->sun_path + 1, sizeof ua->sun_path - 1, "cdsm-doorbell-%u", pid);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+}
+
+/* Same host: a Unix socket (half the latency of TCP loopback); else TCP to its name. */
 static int connect_to(const peer_info_t *me, const peer_info_t *peer, int peer_rank)
 {
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    char port[16];
-    snprintf(port, sizeof port, "%u", peer->port);
-    /* Same host: loopback, whatever the name resolves to. */
-    const char *host = strcmp(me->host, peer->host) ? peer->host : "127.0.0.1";
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai)
-        return cdsm__error(CDSM_ERR_NET, "resolving %s for rank %d: %s", host, peer_rank, gai_strerror(gai));
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen)) {
-        int e = errno;
-        if (fd >= 0) close(fd);
+    int fd = -1;
+    char where[128];
+    if (!strcmp(me->host, peer->host)) {
+        struct sockaddr_un ua;
+        socklen_t len = uds_addr(&ua, peer->pid);
+        snprintf(where, sizeof where, "local socket of pid %u", peer->pid);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&ua, len)) goto fail;
+    } else {
+        struct addrinfo hints = {0}, *ai = NULL;
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        char port[16];
+        snprintf(port, sizeof port, "%u", peer->port);
+        snprintf(where, sizeof where, "%s:%s", peer->host, port);
+        int gai = getaddrinfo(peer->host, port, &hints, &ai);
+        if (gai)
+            return cdsm__error(CDSM_ERR_NET, "resolving %s for rank %d: %s", peer->host, peer_rank, gai_strerror(gai));
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int bad = fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen);
         freeaddrinfo(ai);
-        return cdsm__error(CDSM_ERR_NET, "connecting to rank %d at %s:%s: %s", peer_rank, host, port, strerror(e));
+        if (bad) goto fail;
+        set_sock_opts(fd);
     }
-    freeaddrinfo(ai);
-    set_sock_opts(fd);
     uint32_t r = (uint32_t)cdsm__g.rank;
-    if (write(fd, &r, 4) != 4) {
-        close(fd);
-        return cdsm__error(CDSM_ERR_NET, "greeting rank %d: %s", peer_rank, strerror(errno));
-    }
+    if (write(fd, &r, 4) != 4) goto fail;
     bell[peer_rank] = fd;
     return CDSM_OK;
+fail:;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    return cdsm__error(CDSM_ERR_NET, "connecting to rank %d at %s: %s", peer_rank, where, strerror(e));
 }
 
 /* Full mesh: connect to lower ranks, accept higher ones (connects complete in the listen
@@ -327,10 +436,11 @@ static int connect_to(const peer_info_t *me, const peer_info_t *peer, int peer_r
 static int mesh(void)
 {
     cdsm__state_t *g = &cdsm__g;
-    int rc = CDSM_OK, lfd = socket(AF_INET, SOCK_STREAM, 0);
-    peer_info_t me = {{0}, 0}, *all = calloc((size_t)g->n, sizeof *all);
-    if (lfd < 0 || !all) {
-        rc = cdsm__error(CDSM_ERR_NET, "listen socket: %s", strerror(errno));
+    int rc = CDSM_OK, lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    peer_info_t me = {{0}, 0, (uint32_t)getpid()}, *all = calloc((size_t)g->n, sizeof *all);
+    if (lfd < 0 || ufd < 0 || !all) {
+        rc = cdsm__error(CDSM_ERR_NET, "listen sockets: %s", strerror(errno));
         goto out;
     }
     set_sock_opts(lfd);
@@ -338,8 +448,11 @@ static int mesh(void)
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_ANY);
     socklen_t sl = sizeof sa;
+    struct sockaddr_un ua;
+    socklen_t ul = uds_addr(&ua, me.pid);
     if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, g->n + 16) ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
+        getsockname(lfd, (struct sockaddr *)&sa, &sl) || bind(ufd, (struct sockaddr *)&ua, ul) ||
+        listen(ufd, g->n + 16)) {
         rc = cdsm__error(CDSM_ERR_NET, "bind/listen: %s", strerror(errno));
         goto out;
     }
@@ -350,26 +463,32 @@ static int mesh(void)
         goto out;
     }
     for (int p = 0; p < g->rank && !rc; p++) rc = connect_to(&me, &all[p], p);
+    /* Higher ranks connect to us, each on the listener for its host. */
     for (int k = g->rank + 1; k < g->n && !rc; k++) {
-        int fd = accept(lfd, NULL, NULL);
+        struct pollfd pf[2] = {{lfd, POLLIN, 0}, {ufd, POLLIN, 0}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR) {
+                k--;
+                continue;
+            }
+            rc = cdsm__error(CDSM_ERR_NET, "waiting for doorbell connections: %s", strerror(errno));
+            break;
+        }
+        int fd = accept4(pf[0].revents ? lfd : ufd, NULL, NULL, SOCK_CLOEXEC);
         uint32_t r;
         if (fd < 0 || read_full(fd, &r, 4) || r <= (uint32_t)g->rank || r >= (uint32_t)g->n || bell[r] >= 0) {
             if (fd >= 0) close(fd);
             rc = cdsm__error(CDSM_ERR_NET, "accepting doorbell connections: %s", fd < 0 ? strerror(errno) : "bad greeting");
             break;
         }
-        set_sock_opts(fd);
+        if (pf[0].revents) set_sock_opts(fd);
         bell[r] = fd;
     }
-    int sp[2];
-    if (!rc && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp))
-        rc = cdsm__error(CDSM_ERR_NET, "socketpair: %s", strerror(errno));
-    else if (!rc) {
-        bell[g->rank] = sp[1];
-        self_in = sp[0];
-    }
+    if (!rc && (self_in = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+        rc = cdsm__error(CDSM_ERR_NET, "eventfd: %s", strerror(errno));
 out:
     if (lfd >= 0) close(lfd);
+    if (ufd >= 0) close(ufd);
     free(all);
     return rc;
 }
@@ -390,11 +509,15 @@ int cdsm__tp_init(void)
     }
     if (pipe2(stop_pipe, O_CLOEXEC)) return cdsm__error(CDSM_ERR_NET, "pipe: %s", strerror(errno));
     rx_count = calloc((size_t)g->n, sizeof *rx_count);
+    debt = calloc((size_t)g->n, sizeof *debt);
+    if (!debt) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!rx_count || epfd < 0) return cdsm__error(CDSM_ERR_NET, "epoll_create1: %s", strerror(errno));
-    for (int p = 0; p <= g->n; p++) {
+    kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (kick_fd < 0) return cdsm__error(CDSM_ERR_NET, "eventfd: %s", strerror(errno));
+    for (int p = 0; p <= g->n + 1; p++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)p};
-        int fd = p == g->n ? stop_pipe[0] : (p == g->rank ? self_in : bell[p]);
+        int fd = p == g->n + 1 ? kick_fd : p == g->n ? stop_pipe[0] : (p == g->rank ? self_in : bell[p]);
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev))
             return cdsm__error(CDSM_ERR_NET, "epoll_ctl: %s", strerror(errno));
     }
@@ -425,7 +548,10 @@ void cdsm__tp_fini(void)
     if (self_in >= 0) close(self_in);
     self_in = -1;
     if (epfd >= 0) close(epfd);
-    epfd = -1;
+    if (kick_fd >= 0) close(kick_fd);
+    epfd = kick_fd = -1;
     free(rx_count);
+    free(debt);
     rx_count = NULL;
+    debt = NULL;
 }
