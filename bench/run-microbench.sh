@@ -10,9 +10,7 @@
 #   -h       this help and the program's options.
 #
 # Environment:
-#   CDSM_BUILD  Meson build directory holding bench/microbench (default: <repo>/build).
-#               It is removed from the environment before the run: cdsm_init() rejects
-#               CDSM_* names that are not library settings.
+#   BUILD_DIR   Meson build directory holding bench/microbench (default: <repo>/build).
 #   CDSM_LOCKS  number of lock ids (library setting); exported as 65536 unless set, since
 #               the uncontended-lock test uses a fresh lock per repetition.
 #   MPIEXEC     launcher (default: mpiexec).
@@ -22,8 +20,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 
-build="${CDSM_BUILD:-$repo/build}"
-unset CDSM_BUILD
+build="${BUILD_DIR:-$repo/build}"
 outdir="$repo/bench/results"
 mpiexec="${MPIEXEC:-mpiexec}"
 
@@ -62,7 +59,7 @@ exe="$build/bench/microbench"
 if [ ! -x "$exe" ]; then
     echo "run-microbench.sh: $exe not found; build first, e.g.:" >&2
     echo "  meson setup \"$build\" \"$repo\" && ninja -C \"$build\"" >&2
-    echo "  (or point CDSM_BUILD at an existing build directory)" >&2
+    echo "  (or point BUILD_DIR at an existing build directory)" >&2
     exit 2
 fi
 

@@ -1,8 +1,8 @@
 #!/bin/bash
-# Configure (once) and build cdsm into $CDSM_BUILD (default: <repo>/build).
+# Configure (once) and build cdsm into $BUILD_DIR (default: <repo>/build).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-build="${CDSM_BUILD:-$root/build}"
+build="${BUILD_DIR:-$root/build}"
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" "$root" >/dev/null
 fi

@@ -6,5 +6,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/config/install-deps.sh"
 "$root/config/build.sh"
-build="${CDSM_BUILD:-$root/build}"
-exec timeout 600 mpiexec -n "${CDSM_RANKS:-4}" "$build/apps/sor" "$@"
+build="${BUILD_DIR:-$root/build}"
+exec timeout 600 mpiexec -n "${NP:-4}" "$build/apps/sor" "$@"

@@ -5,5 +5,5 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/config/install-deps.sh"
 "$root/config/build.sh"
-build="${CDSM_BUILD:-$root/build}"
+build="${BUILD_DIR:-$root/build}"
 exec meson test -C "$build" --print-errorlogs "$@"
