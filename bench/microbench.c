@@ -117,6 +117,14 @@ static summary_t summarize(double *v, int n)
     return s;
 }
 
+/* Rank 0's samples summarized, then freed (other ranks took none). */
+static summary_t take_samples(double *v, int reps)
+{
+    summary_t s = summarize(v, me == 0 ? reps : 0);
+    free(v);
+    return s;
+}
+
 static cdsm_stats_t stats_now(void)
 {
     cdsm_stats_t s;
@@ -373,6 +381,20 @@ typedef struct faults {
     summary_t fresh, nofault, rewrite;
 } faults_t;
 
+/* Write one word at `offset` in each of np pages, timing each write after the first warm. */
+static void time_writes(char *reg, size_t ps, int np, int warm, size_t offset, long base, double *v)
+{
+    for (int i = 0; i < np; i++) {
+        volatile long *w = (volatile long *)(reg + (size_t)i * ps + offset);
+        uint64_t t0 = now_ns();
+        COMPILER_FENCE();
+        *w = base + i;
+        COMPILER_FENCE();
+        uint64_t t1 = now_ns();
+        if (i >= warm) v[i - warm] = us(t0, t1);
+    }
+}
+
 static faults_t write_faults(size_t ps, int reps, int warm)
 {
     faults_t out;
@@ -384,29 +406,13 @@ static faults_t write_faults(size_t ps, int reps, int warm)
     if (me == 0) {
         cdsm_stats_t a = stats_now();
         /* First write to a fresh (valid, zero, read-only) page: fault, twin, mprotect. */
-        for (int i = 0; i < np; i++) {
-            volatile long *w = (volatile long *)(reg + (size_t)i * ps);
-            uint64_t t0 = now_ns();
-            COMPILER_FENCE();
-            *w = i + 1;
-            COMPILER_FENCE();
-            uint64_t t1 = now_ns();
-            if (i >= warm) vf[i - warm] = us(t0, t1);
-        }
+        time_writes(reg, ps, np, warm, 0, 1, vf);
         cdsm_stats_t b = stats_now();
         if (DELTA(a, b, write_faults) != (uint64_t)np)
             fail("write fault: %llu write faults for %d first writes",
                  (unsigned long long)DELTA(a, b, write_faults), np);
         /* The same pages, writable now: no fault. */
-        for (int i = 0; i < np; i++) {
-            volatile long *w = (volatile long *)(reg + (size_t)i * ps + 64);
-            uint64_t t0 = now_ns();
-            COMPILER_FENCE();
-            *w = i + 2;
-            COMPILER_FENCE();
-            uint64_t t1 = now_ns();
-            if (i >= warm) vn[i - warm] = us(t0, t1);
-        }
+        time_writes(reg, ps, np, warm, 64, 2, vn);
         cdsm_stats_t c = stats_now();
         if (DELTA(b, c, write_faults) != 0) fail("fault-free writes took %llu faults",
                                                  (unsigned long long)DELTA(b, c, write_faults));
@@ -416,15 +422,7 @@ static faults_t write_faults(size_t ps, int reps, int warm)
     CHECK(cdsm_barrier());
     if (me == 0) {
         cdsm_stats_t a = stats_now();
-        for (int i = 0; i < np; i++) {
-            volatile long *w = (volatile long *)(reg + (size_t)i * ps + 128);
-            uint64_t t0 = now_ns();
-            COMPILER_FENCE();
-            *w = i + 3;
-            COMPILER_FENCE();
-            uint64_t t1 = now_ns();
-            if (i >= warm) vr[i - warm] = us(t0, t1);
-        }
+        time_writes(reg, ps, np, warm, 128, 3, vr);
         cdsm_stats_t b = stats_now();
         if (DELTA(a, b, write_faults) != (uint64_t)np || DELTA(a, b, diffs_created) != (uint64_t)np)
             fail("rewrite fault: %llu write faults, %llu diffs for %d pages",
@@ -432,12 +430,9 @@ static faults_t write_faults(size_t ps, int reps, int warm)
                  (unsigned long long)DELTA(a, b, diffs_created), np);
     }
     CHECK(cdsm_barrier());
-    out.fresh = summarize(vf, me == 0 ? reps : 0);
-    out.nofault = summarize(vn, me == 0 ? reps : 0);
-    out.rewrite = summarize(vr, me == 0 ? reps : 0);
-    free(vf);
-    free(vn);
-    free(vr);
+    out.fresh = take_samples(vf, reps);
+    out.nofault = take_samples(vn, reps);
+    out.rewrite = take_samples(vr, reps);
     return out;
 }
 
@@ -532,9 +527,7 @@ static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int b
         partner_compute();
     }
     CHECK(cdsm_barrier());
-    summary_t s = summarize(v, me == 0 ? reps : 0);
-    free(v);
-    return s;
+    return take_samples(v, reps);
 }
 
 /* ---- 5. uncontended locks ----------------------------------------------------------- */
@@ -585,12 +578,9 @@ static locks_t uncontended_locks(int reps, int warm, int busy, int first)
         partner_compute();
     }
     CHECK(cdsm_barrier());
-    out.remote = summarize(va, me == 0 ? reps : 0);
-    out.release = summarize(vr, me == 0 ? reps : 0);
-    out.cached = summarize(vc, me == 0 ? reps : 0);
-    free(va);
-    free(vr);
-    free(vc);
+    out.remote = take_samples(va, reps);
+    out.release = take_samples(vr, reps);
+    out.cached = take_samples(vc, reps);
     return out;
 }
 
@@ -695,9 +685,7 @@ static summary_t cdsm_barriers(int reps, int warm)
         uint64_t t1 = now_ns();
         if (i >= 0) v[i] = us(t0, t1);
     }
-    summary_t s = summarize(v, me == 0 ? reps : 0);
-    free(v);
-    return s;
+    return take_samples(v, reps);
 }
 
 /* ---- between tests ------------------------------------------------------------------ */
