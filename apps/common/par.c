@@ -1,0 +1,315 @@
+/* par.c: the three backends of par.h (selected at compile time). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "par.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double par_time(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+#if defined(PAR_CDSM)
+/* ---- cdsm: one participant per MPI rank ------------------------------------------------ */
+#include <cdsm.h>
+#include <mpi.h>
+
+void par_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[rank %d] ", cdsm_rank());
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 3);
+    exit(3);
+}
+
+static void check(int rc, const char *what)
+{
+    if (rc) par_fail("%s: %s: %s", what, cdsm_strerror(rc), cdsm_last_error());
+}
+
+int par_init(int *argc, char ***argv)
+{
+    int rc = cdsm_init(argc, argv);
+    if (rc) {
+        fprintf(stderr, "cdsm_init: %s: %s\n", cdsm_strerror(rc), cdsm_last_error());
+        return 1;
+    }
+    if (cdsm_nlocks() < PAR_NLOCKS) {
+        fprintf(stderr, "CDSM_LOCKS=%d: the apps need at least %d\n", cdsm_nlocks(), PAR_NLOCKS);
+        return 1;
+    }
+    return 0;
+}
+
+void par_run(void (*worker)(void))
+{
+    worker();
+}
+
+int par_rank(void)
+{
+    return cdsm_rank();
+}
+
+int par_nprocs(void)
+{
+    return cdsm_nranks();
+}
+
+void *par_alloc(size_t size)
+{
+    void *p = NULL;
+    check(cdsm_alloc(size, &p), "cdsm_alloc");
+    return p;
+}
+
+void par_barrier(void)
+{
+    check(cdsm_barrier(), "cdsm_barrier");
+}
+
+void par_lock(int id)
+{
+    check(cdsm_lock_acquire(id), "cdsm_lock_acquire");
+}
+
+void par_unlock(int id)
+{
+    check(cdsm_lock_release(id), "cdsm_lock_release");
+}
+
+const char *par_build(void)
+{
+    return "cdsm";
+}
+
+void par_print_stats(FILE *f)
+{
+    cdsm_stats_t mine, total;
+    check(cdsm_stats_get(&mine), "cdsm_stats_get");
+    check(cdsm_stats_reduce(&mine, &total), "cdsm_stats_reduce");
+    if (cdsm_rank() != 0) return;
+    int n = cdsm_nranks();
+    fprintf(f, "  DSM statistics, summed over %d ranks\n", n);
+    fprintf(f, "  %-24s %16s %16s\n", "counter", "total", "per rank");
+#define PAR_X(field, help) \
+    fprintf(f, "  %-24s %16llu %16.1f\n", #field, (unsigned long long)total.field, (double)total.field / n);
+    CDSM_STATS_TABLE(PAR_X)
+#undef PAR_X
+}
+
+int par_finish(int status)
+{
+    int rc = cdsm_finalize();
+    if (rc) {
+        fprintf(stderr, "cdsm_finalize: %s\n", cdsm_strerror(rc));
+        return status ? status : 1;
+    }
+    return status;
+}
+
+#elif defined(PAR_PTHREADS)
+/* ---- pthreads: P threads of one process -------------------------------------------------- */
+#include <pthread.h>
+
+static int nprocs = 2;
+static __thread int my_rank;
+static pthread_barrier_t bar;
+static pthread_mutex_t locks[PAR_NLOCKS];
+static void *alloc_slot;
+static void (*the_worker)(void);
+
+void par_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "[thread %d] ", my_rank);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(3);
+}
+
+int par_init(int *argc, char ***argv)
+{
+    /* Take "-p N" out of argv so the program's own parser never sees it. */
+    char **v = *argv;
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (!strcmp(v[i], "-p") && i + 1 < *argc) {
+            char *end;
+            long p = strtol(v[i + 1], &end, 10);
+            if (*end || p < 1 || p > 1024) {
+                fprintf(stderr, "-p %s: the thread count must be 1..1024\n", v[i + 1]);
+                return 1;
+            }
+            nprocs = (int)p;
+            i++;
+            continue;
+        }
+        v[out++] = v[i];
+    }
+    v[out] = NULL;
+    *argc = out;
+    pthread_barrier_init(&bar, NULL, (unsigned)nprocs);
+    for (int i = 0; i < PAR_NLOCKS; i++) pthread_mutex_init(&locks[i], NULL);
+    return 0;
+}
+
+static void *thread_main(void *arg)
+{
+    my_rank = (int)(intptr_t)arg;
+    the_worker();
+    return NULL;
+}
+
+void par_run(void (*worker)(void))
+{
+    pthread_t *t = malloc((size_t)nprocs * sizeof *t);
+    if (!t) par_fail("out of memory");
+    the_worker = worker;
+    for (int i = 1; i < nprocs; i++)
+        if (pthread_create(&t[i], NULL, thread_main, (void *)(intptr_t)i)) par_fail("pthread_create");
+    thread_main((void *)0);
+    for (int i = 1; i < nprocs; i++) pthread_join(t[i], NULL);
+    free(t);
+}
+
+int par_rank(void)
+{
+    return my_rank;
+}
+
+int par_nprocs(void)
+{
+    return nprocs;
+}
+
+void *par_alloc(size_t size)
+{
+    /* Collective: thread 0 allocates, everyone leaves with the same pointer. */
+    par_barrier();
+    if (my_rank == 0) {
+        alloc_slot = calloc(1, size ? size : 1);
+        if (!alloc_slot) par_fail("calloc(%zu) failed", size);
+    }
+    par_barrier();
+    void *p = alloc_slot;
+    par_barrier();
+    return p;
+}
+
+void par_barrier(void)
+{
+    pthread_barrier_wait(&bar);
+}
+
+void par_lock(int id)
+{
+    pthread_mutex_lock(&locks[id]);
+}
+
+void par_unlock(int id)
+{
+    pthread_mutex_unlock(&locks[id]);
+}
+
+const char *par_build(void)
+{
+    return "pthreads";
+}
+
+void par_print_stats(FILE *f)
+{
+    (void)f;
+}
+
+int par_finish(int status)
+{
+    return status;
+}
+
+#else
+/* ---- sequential: one worker, no synchronisation ------------------------------------------ */
+
+void par_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(3);
+}
+
+int par_init(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+
+void par_run(void (*worker)(void))
+{
+    worker();
+}
+
+int par_rank(void)
+{
+    return 0;
+}
+
+int par_nprocs(void)
+{
+    return 1;
+}
+
+void *par_alloc(size_t size)
+{
+    void *p = calloc(1, size ? size : 1);
+    if (!p) par_fail("calloc(%zu) failed", size);
+    return p;
+}
+
+void par_barrier(void)
+{
+}
+
+void par_lock(int id)
+{
+    (void)id;
+}
+
+void par_unlock(int id)
+{
+    (void)id;
+}
+
+const char *par_build(void)
+{
+    return "seq";
+}
+
+void par_print_stats(FILE *f)
+{
+    (void)f;
+}
+
+int par_finish(int status)
+{
+    return status;
+}
+#endif
