@@ -289,15 +289,19 @@ void cdsm__close_interval(void)
     free(wr);
 }
 
+/* A page written again within this many of our intervals becomes hot. */
+#define HOT_RECENT 3u
+
 static void write_fault(uint32_t pg)
 {
     cdsm__page_t *p = &cdsm__g.pages[pg];
     if (p->twin) {
         /* Written in an earlier interval whose diff nobody asked for yet: make it now,
-         * then the same buffer becomes the twin of the open interval. Written in our
-         * previous interval too: keep it writable from now on (hot), which saves a fault
-         * and two mprotects per interval in iterative codes. */
-        if (p->twin_iv == cdsm__g.vc[cdsm__g.rank] && cdsm__cfg.hot_idle) p->hot = 1;
+         * then the same buffer becomes the twin of the open interval. Written in one of
+         * our last HOT_RECENT intervals too: keep it writable from now on (hot), which
+         * saves a fault and two mprotects per interval in iterative codes (blocked LU
+         * rewrites its blocks every second or third interval). */
+        if (p->twin_iv + HOT_RECENT >= cdsm__g.vc[cdsm__g.rank] && cdsm__cfg.hot_idle) p->hot = 1;
         diff_pending_twin(pg);
     } else {
         p->twin = malloc(cdsm__g.page_size);
