@@ -160,6 +160,15 @@ int cdsm_alloc(size_t size, void **out)
     return CDSM_OK;
 }
 
+/* Non-collective allocation from the common arena, for a program phase in which only this
+ * rank allocates there (the PARMACS layer: rank 0 running main while the others wait). The
+ * other ranks' copies of the common arena do not learn about it, so no other rank may
+ * allocate from the common arena afterwards. */
+int cdsm__alloc_master(size_t size, void **out)
+{
+    return do_alloc(&common, "G_MALLOC", size, out);
+}
+
 int cdsm_malloc(size_t size, void **out)
 {
     return do_alloc(&own, "cdsm_malloc", size, out);

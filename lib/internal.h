@@ -224,6 +224,8 @@ void cdsm__log_bytes_add(int64_t delta);
 /* alloc.c */
 int cdsm__alloc_init(void);
 void cdsm__alloc_fini(void);
+/* Non-collective allocation from the common arena (rank 0 of the PARMACS layer only). */
+int cdsm__alloc_master(size_t size, void **out);
 
 /* fault.c */
 int cdsm__fault_install(void);
