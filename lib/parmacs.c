@@ -85,10 +85,15 @@ static void pm_die(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    pm.dying = 1;
     fflush(stdout);
     fprintf(stderr, "cdsm PARMACS[rank %d]: %s\n", pm.started ? pm.rank : -1, msg);
     fflush(stderr);
+    if (pm.started && !pm.finished && pm.rank == 0 && !pm.in_batch) {
+        /* The other ranks wait for a command: end the job in order (the exit handler stops
+         * them), so the launcher forwards this message before anything is killed. */
+        exit(1);
+    }
+    pm.dying = 1;
     int init = 0, fin = 0;
     MPI_Initialized(&init);
     if (init) MPI_Finalized(&fin);

@@ -1,0 +1,349 @@
+/* radix: parallel least-significant-digit radix sort of n unsigned integer keys, in the
+ * manner of the SPLASH-2 RADIX kernel (written from the published algorithm).
+ *
+ * Each participant owns a contiguous block of the key array, aligned to 4096-byte pages so
+ * that blocks never share a page. One pass per digit of log2(R) bits:
+ *   1. every participant counts the digits of its own block and publishes the counts in its
+ *      own row of a shared histogram matrix (each row on its own pages);          barrier
+ *   2. every participant derives, privately, from all rows where its keys of each digit go:
+ *      after all keys of smaller digits, and after the keys of the same digit held by
+ *      lower-numbered participants (this keeps the sort stable, hence correct);
+ *   3. it scatters its keys to those places in the destination array;             barrier
+ *   4. source and destination swap roles.
+ * Two barriers per pass suffice: the histogram rows of pass k+1 are written only after the
+ * scatter barrier of pass k, by which time every participant has finished reading them,
+ * and the array a pass scatters into was last read before the previous pass's barrier.
+ *
+ * Keys come from a 64-bit linear congruential generator; each participant jumps ahead to
+ * the start of its block, so the input is the same at any participant count.
+ *
+ * Check (rank 0, after the timed section, in private memory): the result is sorted, and
+ * it has the input's count, sum, xor and sum of a mixing hash of the keys (order-
+ * independent fingerprints of the multiset). Answer: a position-dependent hash of the
+ * sorted array, which is unique, so identical in every build. */
+#include "par.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_WRONG 1
+#define EXIT_USAGE 2
+
+/* Keys per 4096-byte page: block and histogram-row granularity, so no two participants
+ * write the same page of the source array or of the histogram matrix. */
+#define PAGE_KEYS 1024u
+
+/* Largest accepted -n: offsets are 32-bit, and 2 arrays of 2^31 keys already need 16 GiB. */
+#define N_MAX (1L << 31)
+#define RADIX_MAX (1L << 16)
+
+/* LCG multiplier and increment (Knuth's MMIX constants); modulus 2^64. */
+#define LCG_A 6364136223846793005ull
+#define LCG_C 1442695040888963407ull
+
+static long opt_n = 4L << 20; /* keys */
+static long opt_radix = 1024; /* digit values per pass */
+static long opt_bits = 32;    /* key width in bits */
+static unsigned long long opt_seed = 12345;
+
+/* Results handed from rank 0's worker to main(). */
+static double t_parallel;
+static uint64_t answer;
+/* Every participant learns the verdict (exit status of every rank); atomic because the
+ * pthreads participants all store it. */
+static _Atomic int verified;
+
+/* ---- keys ------------------------------------------------------------------------- */
+
+/* The LCG state after k steps from x: x_k = A^k x + C (A^k - 1)/(A - 1), computed by
+ * repeated squaring of the affine map (the division never happens, so it is exact). */
+static uint64_t lcg_skip(uint64_t x, uint64_t k)
+{
+    uint64_t mul = 1, add = 0;               /* accumulated map: x -> mul x + add */
+    uint64_t step_mul = LCG_A, step_add = LCG_C; /* the map for 2^j steps */
+    while (k) {
+        if (k & 1) {
+            mul *= step_mul;
+            add = add * step_mul + step_add;
+        }
+        step_add = step_add * step_mul + step_add;
+        step_mul *= step_mul;
+        k >>= 1;
+    }
+    return mul * x + add;
+}
+
+/* Key i is the top `bits` bits of the LCG state after i+1 steps from the seed. */
+static void gen_keys(uint32_t *dst, size_t lo, size_t hi, uint64_t seed, int bits)
+{
+    uint64_t x = lcg_skip(seed, lo);
+    for (size_t i = lo; i < hi; i++) {
+        x = x * LCG_A + LCG_C;
+        dst[i - lo] = (uint32_t)(x >> (64 - bits));
+    }
+}
+
+/* A strong bijective mixer (splitmix64 finaliser): a sum of mixed keys catches far more
+ * multiset differences than the plain sum and xor alone. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    uint64_t count, sum, xor, mixsum;
+} fingerprint_t;
+
+static void fp_add(fingerprint_t *f, const uint32_t *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        f->count++;
+        f->sum += k[i];
+        f->xor ^= k[i];
+        f->mixsum += mix64(k[i]);
+    }
+}
+
+/* ---- the parallel sort -------------------------------------------------------------- */
+
+static size_t round_up(size_t x, size_t m)
+{
+    return (x + m - 1) / m * m;
+}
+
+static void *xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (!p) par_fail("radix: out of memory (%zu bytes)", size);
+    return p;
+}
+
+/* Charge the time since *last to step i. */
+static void lap(double *ph, int i, double *last)
+{
+    const double now = par_time();
+    ph[i] += now - *last;
+    *last = now;
+}
+
+static void worker(void)
+{
+    const int me = par_rank(), np = par_nprocs();
+    const size_t n = (size_t)opt_n, radix = (size_t)opt_radix;
+    const int keybits = (int)opt_bits;
+    int dbits = 0;
+    while ((1ul << dbits) < radix) dbits++;
+    const int passes = (keybits + dbits - 1) / dbits;
+
+    /* Blocks of whole pages; the last participants may get fewer keys or none. */
+    const size_t chunk = round_up((n + (size_t)np - 1) / (size_t)np, PAGE_KEYS);
+    const size_t lo = (size_t)me * chunk < n ? (size_t)me * chunk : n;
+    const size_t hi = lo + chunk < n ? lo + chunk : n;
+    /* Histogram rows padded to whole pages so each participant writes only its own. */
+    const size_t row = round_up(radix, PAGE_KEYS);
+
+    uint32_t *a = par_alloc(n * sizeof *a);
+    uint32_t *b = par_alloc(n * sizeof *b);
+    uint32_t *hist = par_alloc((size_t)np * row * sizeof *hist);
+    int *verdict = par_alloc(sizeof *verdict);
+
+    uint32_t *count = xmalloc(radix * sizeof *count);
+    uint32_t *offset = xmalloc(radix * sizeof *offset);
+
+    gen_keys(a + lo, lo, hi, opt_seed, keybits);
+    par_barrier();
+
+    /* Time per step, waits at barriers apart (rank 0 prints its own): where a slow run
+     * loses its time. */
+    double ph[4] = {0}, tp = par_time();
+    const double t0 = tp;
+    uint32_t *src = a, *dst = b;
+    for (int pass = 0; pass < passes; pass++) {
+        const int shift = pass * dbits;
+        const uint32_t mask = (uint32_t)(radix - 1);
+
+        /* 1. Local histogram, published in this participant's row. */
+        memset(count, 0, radix * sizeof *count);
+        for (size_t i = lo; i < hi; i++) count[(src[i] >> shift) & mask]++;
+        memcpy(hist + (size_t)me * row, count, radix * sizeof *count);
+        lap(ph, 0, &tp);
+        par_barrier();
+        lap(ph, 1, &tp);
+
+        /* 2. Destination of this participant's first key of each digit: the keys of all
+         *    smaller digits, plus those of this digit held by participants before it.
+         *    `count` is reused for the digit totals over all participants. */
+        memset(offset, 0, radix * sizeof *offset);
+        memset(count, 0, radix * sizeof *count);
+        for (int p = 0; p < np; p++) {
+            const uint32_t *h = hist + (size_t)p * row;
+            if (p < me)
+                for (size_t d = 0; d < radix; d++) offset[d] += h[d];
+            for (size_t d = 0; d < radix; d++) count[d] += h[d];
+        }
+        uint32_t run = 0;
+        for (size_t d = 0; d < radix; d++) {
+            offset[d] += run;
+            run += count[d];
+        }
+
+        /* 3. Stable scatter of this participant's keys. */
+        for (size_t i = lo; i < hi; i++) {
+            const uint32_t k = src[i];
+            dst[offset[(k >> shift) & mask]++] = k;
+        }
+        lap(ph, 2, &tp);
+        par_barrier();
+        lap(ph, 3, &tp);
+
+        uint32_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    const double t1 = par_time();
+
+    free(offset);
+    free(count);
+
+    /* Check on rank 0, privately: fingerprints of a freshly generated input against
+     * those of the result, and sortedness. */
+    if (me == 0) {
+        fingerprint_t in = {0}, out = {0};
+        const size_t blk = 1u << 16;
+        uint32_t *tmp = xmalloc(blk * sizeof *tmp);
+        for (size_t s = 0; s < n; s += blk) {
+            const size_t e = s + blk < n ? s + blk : n;
+            gen_keys(tmp, s, e, opt_seed, keybits);
+            fp_add(&in, tmp, e - s);
+        }
+        free(tmp);
+        fp_add(&out, src, n);
+        size_t unsorted = 0;
+        uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a offset basis, one step per key */
+        for (size_t i = 0; i < n; i++) {
+            if (i && src[i - 1] > src[i]) unsorted++;
+            h = (h ^ src[i]) * 0x100000001b3ull;
+        }
+        const int same = in.count == out.count && in.sum == out.sum && in.xor == out.xor &&
+                         in.mixsum == out.mixsum;
+        if (unsorted) fprintf(stderr, "radix: %zu adjacent pairs out of order\n", unsorted);
+        if (!same) fprintf(stderr, "radix: output is not a permutation of the input (fingerprints differ)\n");
+        t_parallel = t1 - t0;
+        answer = h;
+        *verdict = !unsorted && same;
+    }
+    par_barrier();
+    const int ok = *verdict;
+    verified = ok;
+    if (me == 0) {
+        printf("app: radix\n");
+        printf("build: %s\n", par_build());
+        printf("procs: %d\n", np);
+        printf("keys: %zu, %d-bit, radix %zu (%d passes of %d bits), seed %llu\n", n, keybits, radix,
+               passes, dbits, opt_seed);
+        printf("time: %.6f s\n", t_parallel);
+        printf("rank 0 steps: histogram %.4f s, wait %.4f s, offsets+scatter %.4f s, wait %.4f s\n", ph[0], ph[1],
+               ph[2], ph[3]);
+        printf("answer: %016" PRIx64 "\n", answer);
+        printf(ok ? "result: VERIFIED\n" : "result: WRONG (see stderr)\n");
+        fflush(stdout);
+    }
+    par_print_stats(stdout);
+    fflush(stdout);
+}
+
+/* ---- options ---------------------------------------------------------------------- */
+
+static void usage(FILE *f, const char *prog)
+{
+    fprintf(f,
+            "usage: %s [-n N] [-r R] [-m BITS] [-s SEED] [-T] [-h]\n"
+            "  -n N      number of keys, 1..%ld (default 4194304)\n"
+            "  -r R      radix, a power of two in 2..%ld (default 1024)\n"
+            "  -m BITS   key width in bits, 1..32 (default 32)\n"
+            "  -s SEED   generator seed, a non-negative integer (default 12345)\n"
+            "  -T        small test input (65536 keys)\n"
+            "  -h        this help\n",
+            prog, N_MAX, RADIX_MAX);
+}
+
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (par_init(&argc, &argv)) return 3;
+    const int root = par_rank() == 0;
+    int bad = 0, help = 0, test = 0, opt, n_set = 0;
+    opterr = 0; /* our own messages, from rank 0 only */
+    while (!bad && (opt = getopt(argc, argv, ":n:r:m:s:Th")) != -1) {
+        long v;
+        switch (opt) {
+        case 'n':
+            if (parse_long(optarg, &v) || v < 1 || v > N_MAX) {
+                if (root) fprintf(stderr, "radix: -n %s: the key count must be an integer in 1..%ld\n", optarg, N_MAX);
+                bad = 1;
+            }
+            opt_n = v;
+            n_set = 1;
+            break;
+        case 'r':
+            if (parse_long(optarg, &v) || v < 2 || v > RADIX_MAX || (v & (v - 1))) {
+                if (root) fprintf(stderr, "radix: -r %s: the radix must be a power of two in 2..%ld\n", optarg, RADIX_MAX);
+                bad = 1;
+            }
+            opt_radix = v;
+            break;
+        case 'm':
+            if (parse_long(optarg, &v) || v < 1 || v > 32) {
+                if (root) fprintf(stderr, "radix: -m %s: the key width must be an integer in 1..32\n", optarg);
+                bad = 1;
+            }
+            opt_bits = v;
+            break;
+        case 's':
+            if (parse_long(optarg, &v) || v < 0) {
+                if (root) fprintf(stderr, "radix: -s %s: the seed must be a non-negative integer\n", optarg);
+                bad = 1;
+            }
+            opt_seed = (unsigned long long)v;
+            break;
+        case 'T': test = 1; break;
+        case 'h': help = 1; break;
+        case ':':
+            if (root) fprintf(stderr, "radix: option -%c needs a value\n", optopt);
+            bad = 1;
+            break;
+        default:
+            if (root) fprintf(stderr, "radix: unknown option -%c\n", optopt);
+            bad = 1;
+            break;
+        }
+    }
+    if (!bad && optind < argc) {
+        if (root) fprintf(stderr, "radix: unexpected argument '%s'\n", argv[optind]);
+        bad = 1;
+    }
+    if (bad || help) {
+        if (root) usage(bad ? stderr : stdout, argv[0]);
+        return par_finish(bad ? EXIT_USAGE : 0);
+    }
+    if (test && !n_set) opt_n = 1L << 16;
+
+    par_run(worker);
+    return par_finish(verified ? 0 : EXIT_WRONG);
+}
