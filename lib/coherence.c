@@ -244,6 +244,16 @@ void cdsm__close_interval(void)
         uint32_t pg = g->dirty[k];
         cdsm__page_t *p = &g->pages[pg];
         cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
+        if (p->spec) {
+            /* Made writable ahead of time: written only if it changed. */
+            p->spec = 0;
+            if (!memcmp(cdsm__sys_page(pg), p->twin, g->page_size)) {
+                p->dirty = 0;
+                twin_free(p);
+                prot[nprot++] = pg;
+                continue;
+            }
+        }
         if (!p->hot) {
             p->dirty = 0;
             wr[nw++] = (written_t){pg, NULL};
@@ -289,6 +299,32 @@ void cdsm__close_interval(void)
     free(wr);
 }
 
+/* Fault-around: after a write fault on the page before `first`, twin the following valid
+ * pages nobody has twinned yet and let the caller unprotect them with it in one mprotect,
+ * so a sequential writer (transposes, scatters, initialisation) takes one fault per
+ * CDSM_FAULT_AROUND pages. Pages that turn out unchanged get no notice (close compares).
+ * Returns how many pages were added. */
+static uint32_t fault_around(uint32_t first)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t k = 0;
+    while (k + 1 < cdsm__cfg.fault_around && first + k < g->npages) {
+        uint32_t pg = first + k;
+        cdsm__page_t *p = &g->pages[pg];
+        if (p->state != CDSM_PG_RO || p->dirty || p->twin || p->holder >= 0) break;
+        p->twin = malloc(g->page_size);
+        cdsm_check(p->twin != NULL);
+        cdsm__log_bytes_add((int64_t)g->page_size);
+        memcpy(p->twin, cdsm__sys_page(pg), g->page_size);
+        p->twin_iv = CDSM_IV_OPEN;
+        p->spec = 1;
+        mark_dirty(pg);
+        k++;
+    }
+    CDSM_STAT_ADD(fault_around, k);
+    return k;
+}
+
 /* A page written again within this many of our intervals becomes hot. */
 #define HOT_RECENT 3u
 
@@ -313,7 +349,7 @@ static void write_fault(uint32_t pg)
     CDSM_STAT_ADD(twins, 1);
     CDSM_STAT_ADD(write_faults, 1);
     mark_dirty(pg);
-    cdsm__page_protect(pg, 1, CDSM_PG_RW);
+    cdsm__page_protect(pg, 1 + fault_around(pg + 1), CDSM_PG_RW);
 }
 
 void cdsm__fault(uint32_t pg, int is_write)
@@ -350,6 +386,12 @@ typedef struct vstate {
     size_t nav, capav;
     cdsm__reply_t **replies;
     size_t nrep, caprep;
+    cdsm__interval_t **need; /* scratch for missing() */
+    size_t capneed;
+    /* requests sent by v_start, answered in v_finish */
+    int page_req;            /* a whole copy was asked for (id page_id) */
+    uint64_t page_id, first;
+    int nsent;
 } vstate_t;
 
 static void av_add(vstate_t *v, cdsm__interval_t *iv, const uint8_t *data, uint32_t len)
@@ -503,67 +545,118 @@ static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__in
     return (*latest)->rank;
 }
 
-int cdsm__validate(uint32_t pg)
+/* Send the requests that bring page v->pg up to date; v_finish() takes the replies. A
+ * whole copy is asked for only when allowed (the faulting page, not a prefetched one). */
+static int v_start(vstate_t *v, int allow_whole)
 {
     cdsm__state_t *g = &cdsm__g;
-    vstate_t v = {.pg = pg};
-    cdsm__interval_t **need = NULL, *latest = NULL;
-    size_t cap = 0, k = missing(pg, &need, &cap);
-    int rc = CDSM_OK, nsent = 0;
-    uint64_t first = 0;
+    cdsm__interval_t *latest = NULL;
+    size_t k = missing(v->pg, &v->need, &v->capneed);
+    int src = allow_whole ? whole_source(v->pg, v->need, k, &latest) : -1;
+    if (src < 0) return request_diffs(v, v->need, k, &v->first, &v->nsent);
+    /* A whole copy from the writer of the latest notice holds every write that happened
+     * before it: ask the others only for what is concurrent with it. */
+    v->page_req = 1;
+    v->page_id = g->next_req++;
+    int rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
+    if (rc) return rc;
+    size_t kk = 0;
+    for (size_t i = 0; i < k; i++)
+        if (v->need[i]->rank != src && v->need[i]->rank != g->rank &&
+            !(latest && cdsm__vc_leq(v->need[i]->vc, latest->vc, g->n)))
+            v->need[kk++] = v->need[i];
+    return request_diffs(v, v->need, kk, &v->first, &v->nsent);
+}
 
-    int src = whole_source(pg, need, k, &latest);
-    if (src >= 0) {
-        /* A whole copy from the writer of the latest notice holds every write that
-         * happened before it: ask the others only for what is concurrent with it. */
-        uint64_t id = g->next_req++;
-        if ((rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, id, &pg, 4, NULL, 0))) goto out;
-        size_t kk = 0;
-        for (size_t i = 0; i < k; i++)
-            if (need[i]->rank != src && need[i]->rank != g->rank &&
-                !(latest && cdsm__vc_leq(need[i]->vc, latest->vc, g->n)))
-                need[kk++] = need[i];
-        if ((rc = request_diffs(&v, need, kk, &first, &nsent))) goto out;
-        if ((rc = collect(&v, CDSM_MSG_PAGE_REP, id, 1))) goto out;
-        if ((rc = collect(&v, CDSM_MSG_DIFF_REP, first, nsent))) goto out;
-    }
+/* Take the replies to v_start's requests, fetch what is still missing, apply the diffs in
+ * happened-before order and make the page readable. */
+static int v_finish(vstate_t *v)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t pg = v->pg;
+    int rc;
+    if (v->page_req && (rc = collect(v, CDSM_MSG_PAGE_REP, v->page_id, 1))) return rc;
+    if ((rc = collect(v, CDSM_MSG_DIFF_REP, v->first, v->nsent))) return rc;
     /* Fetch until every missing write is at hand: at most one more round after a whole
      * copy (whose vector may lack writes our old copy had). */
+    size_t k;
     for (;;) {
-        k = missing(pg, &need, &cap);
+        k = missing(pg, &v->need, &v->capneed);
         for (size_t i = 0; i < k; i++)
-            if (need[i]->rank == g->rank && !av_find(&v, need[i])) {
-                int j = cdsm__iv_find_page(need[i], pg);
+            if (v->need[i]->rank == g->rank && !av_find(v, v->need[i])) {
+                int j = cdsm__iv_find_page(v->need[i], pg);
                 cdsm_check(j >= 0);
-                cdsm__diffrec_t *d = cdsm__own_diff(need[i], j);
-                av_add(&v, need[i], d->data, d->len);
+                cdsm__diffrec_t *d = cdsm__own_diff(v->need[i], j);
+                av_add(v, v->need[i], d->data, d->len);
             }
-        if ((rc = request_diffs(&v, need, k, &first, &nsent))) goto out;
-        if (!nsent) break;
-        if ((rc = collect(&v, CDSM_MSG_DIFF_REP, first, nsent))) goto out;
+        if ((rc = request_diffs(v, v->need, k, &v->first, &v->nsent))) return rc;
+        if (!v->nsent) break;
+        if ((rc = collect(v, CDSM_MSG_DIFF_REP, v->first, v->nsent))) return rc;
     }
-    k = missing(pg, &need, &cap);
-    qsort(need, k, sizeof *need, cmp_hb);
+    k = missing(pg, &v->need, &v->capneed);
+    qsort(v->need, k, sizeof *v->need, cmp_hb);
     uint32_t *ap = cdsm__page_applied(pg);
     for (size_t i = 0; i < k; i++) {
-        const avail_t *a = av_find(&v, need[i]);
+        const avail_t *a = av_find(v, v->need[i]);
         cdsm_check(a != NULL);
-        if (cdsm__diff_apply(cdsm__sys_page(pg), g->page_size, a->data, a->len)) {
-            rc = cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
-                             need[i]->rank, need[i]->idx, pg);
-            goto out;
-        }
-        if (need[i]->idx > ap[need[i]->rank]) ap[need[i]->rank] = need[i]->idx;
+        if (cdsm__diff_apply(cdsm__sys_page(pg), g->page_size, a->data, a->len))
+            return cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
+                               v->need[i]->rank, v->need[i]->idx, pg);
+        if (v->need[i]->idx > ap[v->need[i]->rank]) ap[v->need[i]->rank] = v->need[i]->idx;
         CDSM_STAT_ADD(diffs_applied, 1);
     }
     g->pages[pg].holder = -1;
     prune_notices(pg);
     cdsm__page_protect(pg, 1, CDSM_PG_RO);
-out:
-    for (size_t i = 0; i < v.nrep; i++) cdsm__reply_free(v.replies[i]);
-    free(v.replies);
-    free(v.av);
-    free(need);
+    return CDSM_OK;
+}
+
+/* A following page worth validating in the same round trip: invalid, and its missing
+ * writes come as diffs (no whole copy needed). */
+static int prefetchable(uint32_t pg, vstate_t *scratch)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (pg >= g->npages || g->pages[pg].state != CDSM_PG_INVALID || g->pages[pg].holder >= 0) return 0;
+    cdsm__interval_t *latest;
+    size_t k = missing(pg, &scratch->need, &scratch->capneed);
+    return k > 0 && whole_source(pg, scratch->need, k, &latest) < 0;
+}
+
+/* An access miss on pg: bring it up to date, and with it the following invalid pages (up
+ * to CDSM_PREFETCH in all) when misses come in sequence; their requests travel before
+ * anyone waits, so a sequential reader pays one round trip per run of pages. */
+int cdsm__validate(uint32_t pg)
+{
+    enum { MAXV = 64 };
+    /* Readahead: prefetch only along a sequential stream of misses, with a window that
+     * doubles while the stream goes on (strided readers would fetch pages they skip). */
+    static uint32_t next_expected = UINT32_MAX, window = 1;
+    window = pg == next_expected ? window * 2 : 1;
+    uint32_t cap = cdsm__cfg.prefetch < MAXV ? (uint32_t)cdsm__cfg.prefetch : MAXV;
+    if (window > cap) window = cap;
+    vstate_t v[MAXV];
+    uint32_t nv = 1, limit = window;
+    int rc = CDSM_OK;
+    memset(v, 0, sizeof v);
+    v[0].pg = pg;
+    while (nv < limit && prefetchable(pg + nv, &v[nv])) {
+        v[nv].pg = pg + nv;
+        nv++;
+    }
+    CDSM_STAT_ADD(prefetched, nv - 1);
+    next_expected = pg + nv;
+    for (uint32_t i = 0; i < nv && !rc; i++) rc = v_start(&v[i], i == 0);
+    for (uint32_t i = 0; i < nv; i++) {
+        /* After a failure, still take the replies already asked for, then give up. */
+        int r = rc ? collect(&v[i], CDSM_MSG_DIFF_REP, v[i].first, v[i].nsent) : v_finish(&v[i]);
+        if (!rc) rc = r;
+    }
+    for (uint32_t i = 0; i < nv; i++) {
+        for (size_t j = 0; j < v[i].nrep; j++) cdsm__reply_free(v[i].replies[j]);
+        free(v[i].replies);
+        free(v[i].av);
+        free(v[i].need);
+    }
     return rc;
 }
 

@@ -34,6 +34,10 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_INT, OFF(whole_page_notices), 0, 1u << 20, NULL},
     {"CDSM_HOT_IDLE", "32", "a page written in consecutive intervals stays writable and is diffed at each interval end; after this many intervals without change it is write-protected again (0: always write-protect)",
      CDSM_CFG_INT, OFF(hot_idle), 0, 250, NULL},
+    {"CDSM_FAULT_AROUND", "8", "a write fault also makes writable (with twins) the following valid pages, up to this many pages in all (1: off)",
+     CDSM_CFG_INT, OFF(fault_around), 1, 1024, NULL},
+    {"CDSM_PREFETCH", "8", "an access miss also validates the following invalid pages in the same round trip, up to this many pages in all (1: off)",
+     CDSM_CFG_INT, OFF(prefetch), 1, 64, NULL},
     {"CDSM_SPIN_US", "100", "an application thread waiting for a reply receives messages itself for this long before it sleeps (0: sleep at once)",
      CDSM_CFG_INT, OFF(spin_us), 0, 1000000, NULL},
 };

@@ -38,6 +38,8 @@ typedef struct cdsm__config {
     uint64_t gc_bound;
     uint64_t whole_page_notices;
     uint64_t hot_idle;
+    uint64_t fault_around;
+    uint64_t prefetch;
     uint64_t spin_us;
     /* diagnostics */
     uint64_t stats;

@@ -79,7 +79,7 @@ typedef struct cdsm__page {
     uint8_t state;
     uint8_t dirty;     /* listed in the dirty set (the open interval's writes, and hot pages) */
     uint8_t hot;       /* 0: cold; else kept writable, 1 + intervals it has not changed */
-    uint8_t pad_;
+    uint8_t spec;      /* made writable ahead of a write (fault-around), not known written */
     int32_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */

@@ -12,11 +12,13 @@
     X(read_faults, "access misses and read faults on protected pages")         \
     X(write_faults, "write faults (first write to a page in an interval)")     \
     X(twins, "twins created")                                                  \
+    X(fault_around, "pages made writable ahead of a sequential write fault")   \
     X(diffs_created, "diffs encoded from page and twin")                       \
     X(diff_bytes_created, "bytes of encoded diffs")                            \
     X(diffs_applied, "diffs applied to local pages")                           \
     X(diffs_served, "diffs sent to other ranks")                               \
     X(pages_fetched, "whole pages fetched")                                    \
+    X(prefetched, "invalid pages validated with the miss before them")         \
     X(pages_served, "whole pages sent to other ranks")                         \
     X(invalidations, "pages invalidated by write notices")                     \
     X(intervals, "intervals closed by this rank with writes")                  \
