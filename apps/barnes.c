@@ -31,7 +31,6 @@
  * direct sum on sample bodies (must be < 0.1 rms) and reports the energy drift. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -81,7 +80,6 @@ typedef struct {
 /* Options (every participant parses the same argv). */
 static long opt_n = N_DEFAULT, opt_s = S_DEFAULT;
 static double opt_theta = THETA_DEFAULT;
-static int status_out = 0;
 
 /* ---- initial conditions ------------------------------------------------------------- */
 
@@ -398,22 +396,12 @@ static void advance(body_t *body, vel_t *vel, double *e0, double *e1, long lo, l
 
 /* ---- the parallel program ------------------------------------------------------------ */
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t len)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < len; i++) {
-        h ^= c[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static uint64_t checksum(const body_t *b, const vel_t *v, long n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h = PAR_FNV_INIT;
     for (long i = 0; i < n; i++) {
-        h = fnv1a(h, b[i].x, sizeof b[i].x);
-        h = fnv1a(h, v[i].v, sizeof v[i].v);
+        h = par_fnv1a(h, b[i].x, sizeof b[i].x);
+        h = par_fnv1a(h, v[i].v, sizeof v[i].v);
     }
     return h;
 }
@@ -436,8 +424,7 @@ static void *xmalloc(size_t size)
 typedef struct {
     double t_force, t_build;
     long inter, nb_min, nb_max;
-    int verdict;
-    char pad[64 - 2 * sizeof(double) - 3 * sizeof(long) - sizeof(int)];
+    char pad[64 - 2 * sizeof(double) - 3 * sizeof(long)];
 } slot_t;
 
 /* Costzones-like partition (Singh et al., SPLASH): participant me gets chunks
@@ -576,6 +563,7 @@ static void worker(void)
     free(acc);
     par_barrier();
 
+    int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         /* The check: the same simulation again, sequentially in private memory. */
         world_t pv = {.n = n, .s = s, .cap = cap};
@@ -637,12 +625,10 @@ static void worker(void)
             if (slot[r].nb_max > bmax) bmax = slot[r].nb_max;
         }
 
-        printf("app: barnes\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", np);
+        par_report_head("barnes");
         printf("bodies: %ld, steps: %ld, theta %g, dt %g, eps %g, cells %ld (pool %ld)\n", n, s, theta, DT, EPS,
                tree.ncell, cap);
-        printf("time: %.6f s\n", t_par);
+        par_report_time(t_par);
         printf("tree build (rank 0, serial): %.6f s; force walks per participant: min %.6f max %.6f s\n",
                t_build, fmin_, fmax_);
         printf("interactions: %ld (%.1f per body per step), per participant min %ld max %ld\n", itot,
@@ -651,16 +637,13 @@ static void worker(void)
         printf("sequential check on rank 0: %.6f s\n", t_check);
         printf("energy: start %.10e end %.10e (drift %.2e)\n", E0, E1, drift);
         printf("force error vs direct sum (%ld bodies, final positions): rms relative %.2e\n", ns, ferr);
-        printf("answer: fnv=%016llx energy=%.6e\n", (unsigned long long)h, E1);
+        par_report_answer("fnv=%016llx energy=%.6e", (unsigned long long)h, E1);
         int ok = bad < 0 && ferr < 0.1;
-        if (ok)
-            printf("result: VERIFIED\n");
-        else if (bad >= 0)
-            printf("result: WRONG (body %ld differs from the sequential recomputation)\n", bad);
+        if (bad >= 0)
+            par_report_result(ok, "body %ld differs from the sequential recomputation", bad);
         else
-            printf("result: WRONG (tree force error %.2e vs direct sum exceeds 0.1)\n", ferr);
-        fflush(stdout);
-        for (int r = 0; r < np; r++) slot[r].verdict = ok ? 0 : 1;
+            par_report_result(ok, "tree force error %.2e vs direct sum exceeds 0.1", ferr);
+        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
         free(pphi);
         free(pacc);
         free(pv.leaf);
@@ -670,12 +653,7 @@ static void worker(void)
         free(pv.vel);
         free(pv.body);
     }
-    par_barrier();
-    /* Every participant exits with rank 0's verdict (threads share status_out: one writer). */
-#ifdef PAR_PTHREADS
-    if (me == 0)
-#endif
-        status_out = slot[me].verdict;
+    par_share_status(status);
     free(pool);
     par_print_stats(stdout);
 }
@@ -695,74 +673,27 @@ static void usage(FILE *f, const char *prog)
             prog, N_MAX, N_DEFAULT, S_MAX, S_DEFAULT, THETA_MAX, THETA_DEFAULT, N_TEST);
 }
 
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    FILE *err = par_rank() == 0 ? stderr : NULL;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
     int bad = 0, help = 0, test = 0, n_given = 0, opt;
     opterr = 0; /* our own messages, from rank 0 only */
     while (!bad && !help && (opt = getopt(argc, argv, ":n:s:t:Th")) != -1) {
         switch (opt) {
         case 'n':
-            if (parse_long(optarg, &opt_n) || opt_n < 2 || opt_n > N_MAX) {
-                if (err) fprintf(err, "barnes: -n %s: bodies must be an integer in [2, %ld]\n", optarg, N_MAX);
-                bad = 1;
-            }
+            bad = par_opt_long("barnes", opt, optarg, 2, N_MAX, "bodies", &opt_n);
             n_given = 1;
             break;
-        case 's':
-            if (parse_long(optarg, &opt_s) || opt_s < 1 || opt_s > S_MAX) {
-                if (err) fprintf(err, "barnes: -s %s: steps must be an integer in [1, %ld]\n", optarg, S_MAX);
-                bad = 1;
-            }
-            break;
-        case 't':
-            if (parse_double(optarg, &opt_theta) || opt_theta < 0 || opt_theta > THETA_MAX) {
-                if (err) fprintf(err, "barnes: -t %s: theta must be a number in [0, %g]\n", optarg, THETA_MAX);
-                bad = 1;
-            }
-            break;
+        case 's': bad = par_opt_long("barnes", opt, optarg, 1, S_MAX, "steps", &opt_s); break;
+        case 't': bad = par_opt_double("barnes", opt, optarg, 0, THETA_MAX, "theta", &opt_theta); break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (err) fprintf(err, "barnes: -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (err) fprintf(err, "barnes: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("barnes", opt); break;
         }
     }
-    if (!bad && !help && optind < argc) {
-        if (err) fprintf(err, "barnes: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (par_rank() == 0) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? 2 : 0);
-    }
+    if (!bad && !help) bad = par_opt_rest("barnes", argc, argv);
+    if (bad || help) return par_usage(usage, argv[0], bad);
     if (test && !n_given) opt_n = N_TEST;
     par_run(worker);
-    return par_finish(status_out);
+    return par_finish(par_exit_status());
 }

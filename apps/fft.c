@@ -20,16 +20,12 @@
  * bytes) is identical everywhere. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define EXIT_WRONG 1
-#define EXIT_USAGE 2
 
 #define M_MAX 30
 /* The private reference FFT (participant 0) runs up to this m; it needs 3 arrays of n. */
@@ -46,17 +42,6 @@ typedef struct {
 static int m = 20;
 static long n, rn; /* points, and the matrix edge sqrt(n) */
 
-static int exit_status;
-
-/* Written once per process (rank 0's thread under pthreads, where it is shared). */
-static void set_status(int s)
-{
-#ifdef PAR_PTHREADS
-    if (par_rank() != 0) return;
-#endif
-    exit_status = s;
-}
-
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
@@ -65,24 +50,6 @@ static void usage(FILE *f, const char *prog)
             "  -T     small test input (-m 10)\n"
             "  -h     this help\n",
             prog, M_MAX);
-}
-
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-static uint64_t fnv1a(const void *p, size_t len)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
 }
 
 /* Input point j: a hash of j mapped to [-1, 1) for both parts, so anyone can regenerate it. */
@@ -207,10 +174,6 @@ static void six_step(cplx *a, cplx *b, const cplx *src, const struct priv *p, in
     par_barrier();
 }
 
-struct control {
-    int verdict;
-};
-
 static void worker(void)
 {
     struct priv p;
@@ -227,7 +190,6 @@ static void worker(void)
     cplx *x = par_alloc((size_t)n * sizeof *x);
     cplx *y = par_alloc((size_t)n * sizeof *y);
     cplx *z = par_alloc((size_t)n * sizeof *z);
-    struct control *ctl = par_alloc(sizeof *ctl);
 
     /* Private set-up, not timed (as in SPLASH-2): roots, own twiddles, own input rows. */
     p.w = malloc((size_t)(rn / 2 + 1) * sizeof *p.w);
@@ -252,6 +214,7 @@ static void worker(void)
     six_step(z, x, y, &p, 1); /* inverse, unscaled: y -> z (y kept, x is scratch) */
     const double t_inv = par_time() - t0;
 
+    int status = PAR_EXIT_VERIFIED;
     if (p.me == 0) {
         /* Answer: sums of the output and a hash of its bytes (bit-identical everywhere). */
         double sre = 0.0, sim = 0.0, ymax = 0.0;
@@ -260,7 +223,7 @@ static void worker(void)
             sim += y[k].im;
             ymax = fmax(ymax, fmax(fabs(y[k].re), fabs(y[k].im)));
         }
-        const uint64_t hash = fnv1a(y, (size_t)n * sizeof *y);
+        const uint64_t hash = par_fnv1a(PAR_FNV_INIT, y, (size_t)n * sizeof *y);
         /* Inverse / n against the input. */
         double inv_err = 0.0;
         for (long j = 0; j < n; j++) {
@@ -285,7 +248,7 @@ static void worker(void)
             free(w);
         }
         const int verified = inv_err < TOLERANCE && (ref_err < 0 || ref_err < TOLERANCE);
-        ctl->verdict = verified ? 0 : EXIT_WRONG;
+        status = verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
 
         printf("fft: six-step complex FFT (%s build)\n", par_build());
         printf("  points          2^%d = %ld (a %ld x %ld matrix), %.1f MiB shared\n", m, n, rn, rn,
@@ -300,19 +263,12 @@ static void worker(void)
                    TOLERANCE);
         else
             printf("  reference error not computed (m > %d)\n", REF_M_MAX);
-        printf("app: fft\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", p.np);
-        printf("time: %.6f s\n", t_fwd);
-        printf("answer: sum %.6e %.6e fnv1a 0x%016llx\n", sre, sim, (unsigned long long)hash);
-        if (verified)
-            printf("result: VERIFIED\n");
-        else
-            printf("result: WRONG (inverse error %.3e, reference error %.3e)\n", inv_err, ref_err);
-        fflush(stdout);
+        par_report_head("fft");
+        par_report_time(t_fwd);
+        par_report_answer("sum %.6e %.6e fnv1a 0x%016llx", sre, sim, (unsigned long long)hash);
+        par_report_result(verified, "inverse error %.3e, reference error %.3e", inv_err, ref_err);
     }
-    par_barrier();
-    set_status(ctl->verdict);
+    par_share_status(status);
     par_print_stats(stdout);
     fflush(stdout);
     free(p.w);
@@ -323,8 +279,7 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    FILE *err = par_rank() == 0 ? stderr : NULL;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
 
     long m_opt = m;
     int help = 0, bad = 0, test = 0, m_set = 0, opt;
@@ -332,39 +287,23 @@ int main(int argc, char **argv)
     while (!bad && !help && (opt = getopt(argc, argv, ":m:Th")) != -1) {
         switch (opt) {
         case 'm':
-            if (parse_long(optarg, &m_opt) || m_opt < 2 || m_opt > M_MAX || m_opt % 2 != 0) {
-                if (err)
-                    fprintf(err, "fft: -m %s: log2 of the points must be an even integer in [2, %d]\n", optarg,
-                            M_MAX);
-                bad = 1;
-            }
+            if (par_parse_long(optarg, &m_opt) || m_opt < 2 || m_opt > M_MAX || m_opt % 2 != 0)
+                bad = par_opt_error("fft", "-m %s: log2 of the points must be an even integer in [2, %d]", optarg,
+                                    M_MAX);
             m_set = 1;
             break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (err) fprintf(err, "fft: -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (err) fprintf(err, "fft: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("fft", opt); break;
         }
     }
-    if (!bad && !help && optind < argc) {
-        if (err) fprintf(err, "fft: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (par_rank() == 0) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? EXIT_USAGE : 0);
-    }
+    if (!bad && !help) bad = par_opt_rest("fft", argc, argv);
+    if (bad || help) return par_usage(usage, argv[0], bad);
     if (test && !m_set) m_opt = 10;
     m = (int)m_opt;
     n = 1L << m;
     rn = 1L << (m / 2);
 
     par_run(worker);
-    return par_finish(exit_status);
+    return par_finish(par_exit_status());
 }

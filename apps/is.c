@@ -35,16 +35,11 @@
  * published ranks are checked too. Answer: a hash of the sorted keys and the final ranks. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define EXIT_WRONG 1
-#define EXIT_USAGE 2
 
 /* uint32 words per 4096-byte page: block and row granularity. */
 #define PAGE_WORDS 1024u
@@ -63,9 +58,6 @@
 static long opt_n = 1L << 22;
 static long opt_b = 19;
 static long opt_iters = 10;
-
-static double t_parallel;
-static _Atomic int verified;
 
 /* NAS classes whose published partial-verification data we can check as well. */
 typedef struct {
@@ -354,7 +346,6 @@ static void worker(void)
     c.kb2 = par_alloc(c.n * sizeof *c.kb2);
     c.rankbuf = par_alloc(c.bmax * sizeof *c.rankbuf);
     c.bcount = par_alloc((size_t)c.np * c.row * sizeof *c.bcount);
-    int *verdict = par_alloc(sizeof *verdict);
     c.cnt = xmalloc(c.nb * sizeof *c.cnt);
     c.tot = xmalloc(c.nb * sizeof *c.tot);
     c.dstp = xmalloc(c.nb * sizeof *c.dstp);
@@ -412,29 +403,24 @@ static void worker(void)
     }
     par_barrier();
 
+    int status = PAR_EXIT_VERIFIED;
     if (c.me == 0) {
         uint64_t answer = 0;
-        *verdict = check(&c, tidx, tval, pv, cls, &answer);
-        t_parallel = t1 - t0;
-        printf("app: is\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", c.np);
+        const int ok = check(&c, tidx, tval, pv, cls, &answer);
+        const double t_parallel = t1 - t0;
+        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+        par_report_head("is");
         printf("keys: %zu in [0, 2^%ld), %zu buckets, %zu iterations%s%c\n", c.n, opt_b, c.nb, c.iters,
                cls ? ", NAS class " : "", cls ? cls->name : ' ');
-        printf("time: %.6f s\n", t_parallel);
+        par_report_time(t_parallel);
         printf("rank 0 steps: count %.4f s, wait %.4f s, scatter %.4f s, wait %.4f s, rank %.4f s, wait %.4f s\n",
                c.ph[0], c.ph[1], c.ph[2], c.ph[3], c.ph[4], c.ph[5]);
         printf("mops: %.2f\n", t_parallel > 0 ? (double)c.iters * (double)c.n / t_parallel * 1e-6 : 0.0);
-        printf("answer: %016" PRIx64 "\n", answer);
+        par_report_answer("%016" PRIx64, answer);
+        par_report_result(ok, "see stderr");
         free(pv);
     }
-    par_barrier();
-    const int ok = *verdict;
-    verified = ok;
-    if (c.me == 0) {
-        printf(ok ? "result: VERIFIED\n" : "result: WRONG (see stderr)\n");
-        fflush(stdout);
-    }
+    par_share_status(status);
     free(c.bstart);
     free(c.mine);
     free(c.dstp);
@@ -460,82 +446,39 @@ static void usage(FILE *f, const char *prog)
             prog, 4, N_MAX, B_MIN, B_MAX);
 }
 
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    const int root = par_rank() == 0;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
     int bad = 0, help = 0, test = 0, n_set = 0, b_set = 0, opt;
     opterr = 0; /* our own messages, from rank 0 only */
     while (!bad && (opt = getopt(argc, argv, ":n:b:i:Th")) != -1) {
-        long v;
         switch (opt) {
         case 'n':
-            if (parse_long(optarg, &v) || v < 4 || v > N_MAX) {
-                if (root) fprintf(stderr, "is: -n %s: the key count must be an integer in 4..%ld\n", optarg, N_MAX);
-                bad = 1;
-            }
-            opt_n = v;
+            bad = par_opt_long("is", opt, optarg, 4, N_MAX, "the key count", &opt_n);
             n_set = 1;
             break;
         case 'b':
-            if (parse_long(optarg, &v) || v < B_MIN || v > B_MAX) {
-                if (root) fprintf(stderr, "is: -b %s: log2 of the key range must be an integer in %d..%d\n", optarg, B_MIN, B_MAX);
-                bad = 1;
-            }
-            opt_b = v;
+            bad = par_opt_long("is", opt, optarg, B_MIN, B_MAX, "log2 of the key range", &opt_b);
             b_set = 1;
             break;
-        case 'i':
-            if (parse_long(optarg, &v) || v < 1 || v > 1000000) {
-                if (root) fprintf(stderr, "is: -i %s: the iteration count must be an integer in 1..1000000\n", optarg);
-                bad = 1;
-            }
-            opt_iters = v;
-            break;
+        case 'i': bad = par_opt_long("is", opt, optarg, 1, 1000000, "the iteration count", &opt_iters); break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (root) fprintf(stderr, "is: option -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (root) fprintf(stderr, "is: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("is", opt); break;
         }
     }
-    if (!bad && optind < argc) {
-        if (root) fprintf(stderr, "is: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
+    if (!bad) bad = par_opt_rest("is", argc, argv);
     if (!bad && test) {
         if (!n_set) opt_n = 1L << 16;
         if (!b_set) opt_b = 11;
     }
     /* NAS writes keys i and i+ITERS for i <= ITERS, and the key values i and Bmax-i. */
-    if (!bad && opt_n < 2 * opt_iters + 2) {
-        if (root) fprintf(stderr, "is: -n %ld: needs more than 2*ITERS+1 = %ld keys\n", opt_n, 2 * opt_iters + 1);
-        bad = 1;
-    }
-    if (!bad && opt_iters >= (1L << opt_b)) {
-        if (root) fprintf(stderr, "is: -i %ld: needs fewer iterations than 2^LOG2BMAX = %ld\n", opt_iters, 1L << opt_b);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (root) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? EXIT_USAGE : 0);
-    }
+    if (!bad && opt_n < 2 * opt_iters + 2)
+        bad = par_opt_error("is", "-n %ld: needs more than 2*ITERS+1 = %ld keys", opt_n, 2 * opt_iters + 1);
+    if (!bad && opt_iters >= (1L << opt_b))
+        bad = par_opt_error("is", "-i %ld: needs fewer iterations than 2^LOG2BMAX = %ld", opt_iters, 1L << opt_b);
+    if (bad || help) return par_usage(usage, argv[0], bad);
 
     par_run(worker);
-    return par_finish(verified ? 0 : EXIT_WRONG);
+    return par_finish(par_exit_status());
 }

@@ -25,16 +25,12 @@
  * against the regenerated matrix, done privately by participant 0. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define EXIT_WRONG 1
-#define EXIT_USAGE 2
 
 #define N_MAX 65536L
 #define B_MAX 1024L
@@ -55,17 +51,6 @@ static int pr, pc;       /* participant grid */
 static size_t *blk_off;  /* nb*nb: offset of block (I, J) in doubles from the matrix base */
 static size_t mat_elems; /* doubles in the shared allocation (owner regions, page-padded) */
 
-static int exit_status;
-
-/* Written once per process (rank 0's thread under pthreads, where it is shared). */
-static void set_status(int s)
-{
-#ifdef PAR_PTHREADS
-    if (par_rank() != 0) return;
-#endif
-    exit_status = s;
-}
-
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
@@ -77,23 +62,6 @@ static void usage(FILE *f, const char *prog)
             prog, N_MAX, B_MAX);
 }
 
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t len)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < len; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-#define FNV_INIT 0xcbf29ce484222325ull
 
 /* The matrix, as a function of (i, j): a hash of the position mapped to [-1, 1), plus n on
  * the diagonal. Any participant (and the check) can regenerate any element. */
@@ -253,16 +221,11 @@ static double residual(const double *f)
 
 /* ---- the parallel program ------------------------------------------------------------------- */
 
-struct control {
-    int verdict;
-};
-
 static void worker(void)
 {
     const int me = par_rank(), np = par_nprocs();
     const long b = bs;
     double *mat = par_alloc(mat_elems * sizeof *mat);
-    struct control *ctl = par_alloc(sizeof *ctl);
 #define BLK(I, J) (mat + blk_off[(size_t)(I) * (size_t)nb + (size_t)(J)])
 
     /* Each owner generates its own blocks, so they start out in its memory. */
@@ -297,6 +260,7 @@ static void worker(void)
     par_barrier();
     const double t_par = par_time() - t0;
 
+    int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         /* Gather the factors into a private row-major copy: the hash and the residual are
          * then independent of the layout (which depends on the participant count). */
@@ -308,7 +272,7 @@ static void worker(void)
                 for (long i = 0; i < b; i++)
                     memcpy(f + (I * b + i) * n + J * b, blk + i * b, (size_t)b * sizeof *f);
             }
-        const uint64_t hash = fnv1a(FNV_INIT, f, (size_t)n * (size_t)n * sizeof *f);
+        const uint64_t hash = par_fnv1a(PAR_FNV_INIT, f, (size_t)n * (size_t)n * sizeof *f);
         double udiag = 0.0;
         for (long i = 0; i < n; i++) udiag += fabs(f[i * n + i]);
         const double t1 = par_time();
@@ -316,7 +280,7 @@ static void worker(void)
         const double t_check = par_time() - t1;
         free(f);
         const int verified = res < TOLERANCE; /* also false for NaN */
-        ctl->verdict = verified ? 0 : EXIT_WRONG;
+        status = verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
 
         printf("lu: blocked LU without pivoting (%s build)\n", par_build());
         printf("  matrix          %ld x %ld, blocks %ld x %ld (%ld x %ld of them), %.1f MiB shared\n", n, n, b,
@@ -327,19 +291,12 @@ static void worker(void)
         printf("  sum |U_ii|      %.6e\n", udiag);
         printf("  residual        %.3e (||LU - A||max / ||A||max%s, tolerance %.0e, %.3f s)\n", res,
                n <= FULL_CHECK_MAX ? "" : " via 3 vectors", TOLERANCE, t_check);
-        printf("app: lu\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", np);
-        printf("time: %.6f s\n", t_par);
-        printf("answer: fnv1a 0x%016llx\n", (unsigned long long)hash);
-        if (verified)
-            printf("result: VERIFIED\n");
-        else
-            printf("result: WRONG (residual %.3e above %.0e)\n", res, TOLERANCE);
-        fflush(stdout);
+        par_report_head("lu");
+        par_report_time(t_par);
+        par_report_answer("fnv1a 0x%016llx", (unsigned long long)hash);
+        par_report_result(verified, "residual %.3e above %.0e", res, TOLERANCE);
     }
-    par_barrier();
-    set_status(ctl->verdict);
+    par_share_status(status);
     par_print_stats(stdout);
     fflush(stdout);
 #undef BLK
@@ -347,61 +304,38 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    FILE *err = par_rank() == 0 ? stderr : NULL;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
 
     int help = 0, bad = 0, test = 0, n_set = 0, b_set = 0, opt;
     opterr = 0;
     while (!bad && !help && (opt = getopt(argc, argv, ":n:b:Th")) != -1) {
         switch (opt) {
         case 'n':
-            if (parse_long(optarg, &n) || n < 1 || n > N_MAX) {
-                if (err) fprintf(err, "lu: -n %s: matrix order must be an integer in [1, %ld]\n", optarg, N_MAX);
-                bad = 1;
-            }
+            bad = par_opt_long("lu", opt, optarg, 1, N_MAX, "matrix order", &n);
             n_set = 1;
             break;
         case 'b':
-            if (parse_long(optarg, &bs) || bs < 1 || bs > B_MAX) {
-                if (err) fprintf(err, "lu: -b %s: block size must be an integer in [1, %ld]\n", optarg, B_MAX);
-                bad = 1;
-            }
+            bad = par_opt_long("lu", opt, optarg, 1, B_MAX, "block size", &bs);
             b_set = 1;
             break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (err) fprintf(err, "lu: -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (err) fprintf(err, "lu: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("lu", opt); break;
         }
     }
-    if (!bad && !help && optind < argc) {
-        if (err) fprintf(err, "lu: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
+    if (!bad && !help) bad = par_opt_rest("lu", argc, argv);
     if (!bad && !help) {
         if (test && !n_set) n = 128;
         if (test && !b_set) bs = 16;
-        if (n % bs != 0) {
-            if (err)
-                fprintf(err, "lu: -n %ld: the matrix order must be a multiple of the block size %ld (-b)\n", n,
-                        bs);
-            bad = 1;
-        }
+        if (n % bs != 0)
+            bad = par_opt_error("lu", "-n %ld: the matrix order must be a multiple of the block size %ld (-b)", n,
+                                bs);
     }
-    if (bad || help) {
-        if (par_rank() == 0) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? EXIT_USAGE : 0);
-    }
+    if (bad || help) return par_usage(usage, argv[0], bad);
     nb = n / bs;
     if (layout(par_nprocs())) par_fail("lu: out of memory");
 
     par_run(worker);
     free(blk_off);
-    return par_finish(exit_status);
+    return par_finish(par_exit_status());
 }

@@ -23,16 +23,12 @@
  * sorted array, which is unique, so identical in every build. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <stdatomic.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define EXIT_WRONG 1
-#define EXIT_USAGE 2
 
 /* Keys per 4096-byte page: block and histogram-row granularity, so no two participants
  * write the same page of the source array or of the histogram matrix. */
@@ -50,13 +46,6 @@ static long opt_n = 4L << 20; /* keys */
 static long opt_radix = 1024; /* digit values per pass */
 static long opt_bits = 32;    /* key width in bits */
 static unsigned long long opt_seed = 12345;
-
-/* Results handed from rank 0's worker to main(). */
-static double t_parallel;
-static uint64_t answer;
-/* Every participant learns the verdict (exit status of every rank); atomic because the
- * pthreads participants all store it. */
-static _Atomic int verified;
 
 /* ---- keys ------------------------------------------------------------------------- */
 
@@ -152,7 +141,6 @@ static void worker(void)
     uint32_t *a = par_alloc(n * sizeof *a);
     uint32_t *b = par_alloc(n * sizeof *b);
     uint32_t *hist = par_alloc((size_t)np * row * sizeof *hist);
-    int *verdict = par_alloc(sizeof *verdict);
 
     uint32_t *count = xmalloc(radix * sizeof *count);
     uint32_t *offset = xmalloc(radix * sizeof *offset);
@@ -214,6 +202,7 @@ static void worker(void)
 
     /* Check on rank 0, privately: fingerprints of a freshly generated input against
      * those of the result, and sortedness. */
+    int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         fingerprint_t in = {0}, out = {0};
         const size_t blk = 1u << 16;
@@ -235,26 +224,19 @@ static void worker(void)
                          in.mixsum == out.mixsum;
         if (unsorted) fprintf(stderr, "radix: %zu adjacent pairs out of order\n", unsorted);
         if (!same) fprintf(stderr, "radix: output is not a permutation of the input (fingerprints differ)\n");
-        t_parallel = t1 - t0;
-        answer = h;
-        *verdict = !unsorted && same;
-    }
-    par_barrier();
-    const int ok = *verdict;
-    verified = ok;
-    if (me == 0) {
-        printf("app: radix\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", np);
+        const int ok = !unsorted && same;
+        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+
+        par_report_head("radix");
         printf("keys: %zu, %d-bit, radix %zu (%d passes of %d bits), seed %llu\n", n, keybits, radix,
                passes, dbits, opt_seed);
-        printf("time: %.6f s\n", t_parallel);
+        par_report_time(t1 - t0);
         printf("rank 0 steps: histogram %.4f s, wait %.4f s, offsets+scatter %.4f s, wait %.4f s\n", ph[0], ph[1],
                ph[2], ph[3]);
-        printf("answer: %016" PRIx64 "\n", answer);
-        printf(ok ? "result: VERIFIED\n" : "result: WRONG (see stderr)\n");
-        fflush(stdout);
+        par_report_answer("%016" PRIx64, h);
+        par_report_result(ok, "see stderr");
     }
+    par_share_status(status);
     par_print_stats(stdout);
     fflush(stdout);
 }
@@ -274,76 +256,35 @@ static void usage(FILE *f, const char *prog)
             prog, N_MAX, RADIX_MAX);
 }
 
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end) return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    const int root = par_rank() == 0;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
     int bad = 0, help = 0, test = 0, opt, n_set = 0;
+    long seed = (long)opt_seed;
     opterr = 0; /* our own messages, from rank 0 only */
     while (!bad && (opt = getopt(argc, argv, ":n:r:m:s:Th")) != -1) {
-        long v;
         switch (opt) {
         case 'n':
-            if (parse_long(optarg, &v) || v < 1 || v > N_MAX) {
-                if (root) fprintf(stderr, "radix: -n %s: the key count must be an integer in 1..%ld\n", optarg, N_MAX);
-                bad = 1;
-            }
-            opt_n = v;
+            bad = par_opt_long("radix", opt, optarg, 1, N_MAX, "the key count", &opt_n);
             n_set = 1;
             break;
         case 'r':
-            if (parse_long(optarg, &v) || v < 2 || v > RADIX_MAX || (v & (v - 1))) {
-                if (root) fprintf(stderr, "radix: -r %s: the radix must be a power of two in 2..%ld\n", optarg, RADIX_MAX);
-                bad = 1;
-            }
-            opt_radix = v;
+            if (par_parse_long(optarg, &opt_radix) || opt_radix < 2 || opt_radix > RADIX_MAX ||
+                (opt_radix & (opt_radix - 1)))
+                bad = par_opt_error("radix", "-r %s: the radix must be a power of two in [2, %ld]", optarg, RADIX_MAX);
             break;
-        case 'm':
-            if (parse_long(optarg, &v) || v < 1 || v > 32) {
-                if (root) fprintf(stderr, "radix: -m %s: the key width must be an integer in 1..32\n", optarg);
-                bad = 1;
-            }
-            opt_bits = v;
-            break;
-        case 's':
-            if (parse_long(optarg, &v) || v < 0) {
-                if (root) fprintf(stderr, "radix: -s %s: the seed must be a non-negative integer\n", optarg);
-                bad = 1;
-            }
-            opt_seed = (unsigned long long)v;
-            break;
+        case 'm': bad = par_opt_long("radix", opt, optarg, 1, 32, "the key width", &opt_bits); break;
+        case 's': bad = par_opt_long("radix", opt, optarg, 0, LONG_MAX, "the seed", &seed); break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (root) fprintf(stderr, "radix: option -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (root) fprintf(stderr, "radix: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("radix", opt); break;
         }
     }
-    if (!bad && optind < argc) {
-        if (root) fprintf(stderr, "radix: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (root) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? EXIT_USAGE : 0);
-    }
+    if (!bad) bad = par_opt_rest("radix", argc, argv);
+    if (bad || help) return par_usage(usage, argv[0], bad);
     if (test && !n_set) opt_n = 1L << 16;
+    opt_seed = (unsigned long long)seed;
 
     par_run(worker);
-    return par_finish(verified ? 0 : EXIT_WRONG);
+    return par_finish(par_exit_status());
 }

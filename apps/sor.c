@@ -11,9 +11,8 @@
  * build and the number of participants: the answer is a hash of the grid's bytes. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +21,6 @@
 #ifdef PAR_CDSM
 #include <cdsm.h> /* only for -s: per-rank counters (par.h prints sums only) */
 #endif
-
-#define EXIT_WRONG 1
-#define EXIT_USAGE 2
 
 /* Largest N accepted on the command line: keeps N*N*sizeof(double) far from overflowing
  * size_t; the shared arena refuses much smaller grids anyway (par_fail). */
@@ -38,18 +34,6 @@ static long iters = 50;
 static double omega = 1.25;
 static int per_rank_stats;
 
-/* Exit status of this process: written once per process (by rank 0's thread under pthreads,
- * where all participants share the variable), after the verdict was shared by a barrier. */
-static int exit_status;
-
-static void set_status(int s)
-{
-#ifdef PAR_PTHREADS
-    if (par_rank() != 0) return;
-#endif
-    exit_status = s;
-}
-
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
@@ -61,35 +45,6 @@ static void usage(FILE *f, const char *prog)
             "  -T        small test input (-n 66 -i 10)\n"
             "  -h        this help\n",
             prog, N_MAX);
-}
-
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end != '\0' || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-/* FNV-1a (64 bit) of a byte range: the answer, identical whenever the grids are. */
-static uint64_t fnv1a(const void *p, size_t len)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
 }
 
 /* Deterministic boundary: top row 1.0, left column 0.5 (below the top row), the rest 0. */
@@ -136,11 +91,6 @@ static int compare(const double *shared, const double *ref)
     return 1;
 }
 
-/* What participant 0 decides and the others must learn (through a barrier). */
-struct control {
-    int verdict; /* exit status */
-};
-
 static void worker(void)
 {
     const int me = par_rank(), np = par_nprocs();
@@ -152,7 +102,6 @@ static void worker(void)
     const size_t hi = lo + q + (r < extra ? 1 : 0);
 
     double *grid = par_alloc(n * n * sizeof *grid);
-    struct control *ctl = par_alloc(sizeof *ctl);
 
     /* Each participant initialises its own rows, so its pages start out local. */
     init_rows(grid, lo, hi);
@@ -171,8 +120,9 @@ static void worker(void)
     }
     const double t_par = par_time() - t0;
 
-    /* Participant 0 checks alone while the others wait in the barrier (cdsm's and pthreads'
-     * barriers block rather than spin), so its sequential time is not inflated. */
+    /* Participant 0 checks alone while the others wait in par_share_status() (cdsm's and
+     * pthreads' barriers block rather than spin), so its sequential time is not inflated. */
+    int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         double *ref = malloc(n * n * sizeof *ref);
         if (!ref) par_fail("sor: cannot allocate %zu bytes for the sequential grid", n * n * sizeof *ref);
@@ -180,9 +130,9 @@ static void worker(void)
         sor_sequential(ref);
         const double t_seq = par_time() - t1;
         const int verified = compare(grid, ref);
-        const uint64_t hash = fnv1a(grid, n * n * sizeof *grid);
+        const uint64_t hash = par_fnv1a(PAR_FNV_INIT, grid, n * n * sizeof *grid);
         free(ref);
-        ctl->verdict = verified ? 0 : EXIT_WRONG;
+        status = verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
 
         printf("sor: red-black SOR (%s build)\n", par_build());
         printf("  grid            %zu x %zu (%zu x %zu interior), %.1f MiB shared\n", n, n, rows, rows,
@@ -193,19 +143,12 @@ static void worker(void)
         printf("  sequential time %.6f s\n", t_seq);
         printf("  speedup         %.3f\n", t_par > 0 ? t_seq / t_par : 0.0);
         printf("  check           %s\n", verified ? "bit-identical to the sequential run" : "MISMATCH");
-        printf("app: sor\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", np);
-        printf("time: %.6f s\n", t_par);
-        printf("answer: fnv1a 0x%016llx\n", (unsigned long long)hash);
-        if (verified)
-            printf("result: VERIFIED\n");
-        else
-            printf("result: WRONG (the shared grid differs from the sequential run)\n");
-        fflush(stdout);
+        par_report_head("sor");
+        par_report_time(t_par);
+        par_report_answer("fnv1a 0x%016llx", (unsigned long long)hash);
+        par_report_result(verified, "the shared grid differs from the sequential run");
     }
-    par_barrier();
-    set_status(ctl->verdict);
+    par_share_status(status);
 
     /* Collective: counters of the whole run (init, sweeps, check). */
     par_print_stats(stdout);
@@ -228,9 +171,7 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    /* Every participant sees the same argv and reaches the same verdict; only rank 0 speaks. */
-    FILE *err = par_rank() == 0 ? stderr : NULL;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
 
     long n_opt = (long)n;
     int help = 0, bad = 0, test = 0, n_set = 0, i_set = 0, opt;
@@ -238,51 +179,30 @@ int main(int argc, char **argv)
     while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:sTh")) != -1) {
         switch (opt) {
         case 'n':
-            if (parse_long(optarg, &n_opt) || n_opt < 4 || n_opt > N_MAX) {
-                if (err) fprintf(err, "sor: -n %s: grid size must be an integer in [4, %ld]\n", optarg, N_MAX);
-                bad = 1;
-            }
+            bad = par_opt_long("sor", opt, optarg, 4, N_MAX, "grid size", &n_opt);
             n_set = 1;
             break;
         case 'i':
-            if (parse_long(optarg, &iters) || iters < 1) {
-                if (err) fprintf(err, "sor: -i %s: iterations must be an integer >= 1\n", optarg);
-                bad = 1;
-            }
+            bad = par_opt_long("sor", opt, optarg, 1, LONG_MAX, "iterations", &iters);
             i_set = 1;
             break;
         case 'w':
-            if (parse_double(optarg, &omega) || !(omega > 0.0 && omega < 2.0)) {
-                if (err) fprintf(err, "sor: -w %s: omega must be a number with 0 < omega < 2\n", optarg);
-                bad = 1;
-            }
+            if (par_parse_double(optarg, &omega) || !(omega > 0.0 && omega < 2.0))
+                bad = par_opt_error("sor", "-w %s: omega must be a number with 0 < omega < 2", optarg);
             break;
         case 's': per_rank_stats = 1; break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (err) fprintf(err, "sor: -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (err) fprintf(err, "sor: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("sor", opt); break;
         }
     }
-    if (!bad && !help && optind < argc) {
-        if (err) fprintf(err, "sor: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (par_rank() == 0) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? EXIT_USAGE : 0);
-    }
+    if (!bad && !help) bad = par_opt_rest("sor", argc, argv);
+    if (bad || help) return par_usage(usage, argv[0], bad);
     /* -T gives the small input, but explicit -n / -i still win. */
     if (test && !n_set) n_opt = 66;
     if (test && !i_set) iters = 10;
     n = (size_t)n_opt;
 
     par_run(worker);
-    return par_finish(exit_status);
+    return par_finish(par_exit_status());
 }

@@ -19,7 +19,6 @@
  * strictly larger than the best length, so that every optimal tour is reached. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -71,8 +70,6 @@ typedef struct {
     tour_t prefix;       /* city[0..depth-1] and the length along them */
 } job_t;
 
-static _Thread_local int status_out; /* thread-local: main() reads participant 0's */
-
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
@@ -83,16 +80,6 @@ static void usage(FILE *f, const char *prog)
             "  -T        small test input (n = 10, depth 3)\n"
             "  -h        this help\n",
             prog, N_MIN, N_MAX, DEPTH_MAX);
-}
-
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0') return -1;
-    *out = v;
-    return 0;
 }
 
 /* Cities from the seed (splitmix64), distances, and the data the bound and the search use. */
@@ -291,7 +278,7 @@ static void tour_string(char *buf, size_t size, const unsigned char *c)
 
 static void worker(void)
 {
-    const int me = par_rank(), np = par_nprocs();
+    const int me = par_rank();
     unsigned char p[MAXN] = {0};
     const int njobs = make_jobs(NULL, p, 1, 0, 1, all_rest(), 0);
 
@@ -299,7 +286,6 @@ static void worker(void)
     job_t *jobs = par_alloc((size_t)njobs * sizeof *jobs);
     queue_ctl_t *queue = par_alloc(PAGE);
     best_t *best = par_alloc(PAGE);
-    int *verdict = par_alloc(PAGE);
 
     /* Rank 0 fills the queue; everyone else reads it after the barrier. */
     if (me == 0) {
@@ -337,6 +323,7 @@ static void worker(void)
     par_barrier();
     double t_par = par_time() - t0;
 
+    int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         tour_t got = best->best;
         char path[4 * MAXN + 8];
@@ -365,77 +352,39 @@ static void worker(void)
             if (ref.len != got.len || memcmp(ref.city, got.city, (size_t)n)) ok = 0, why = "brute force differs";
         }
 
-        printf("app: tsp\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", np);
+        par_report_head("tsp");
         printf("cities: %d, seed %lu, prefix depth %d, jobs %d, search nodes %ld\n", n, seed, depth, njobs,
                best->nodes);
-        printf("time: %.6f s\n", t_par);
+        par_report_time(t_par);
         printf("check: %s\n", method);
-        printf("answer: length=%d tour=%s\n", got.len, path);
-        if (ok)
-            printf("result: VERIFIED\n");
-        else
-            printf("result: WRONG (%s)\n", why);
-        fflush(stdout);
-        *verdict = ok ? 0 : 1;
+        par_report_answer("length=%d tour=%s", got.len, path);
+        par_report_result(ok, "%s", why);
+        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
     }
-    par_barrier();
-    status_out = *verdict;
+    par_share_status(status);
     par_print_stats(stdout);
 }
 
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    FILE *err = par_rank() == 0 ? stderr : NULL;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
     long n_opt = 18, d_opt = 3, r_opt = 1;
     int test = 0, help = 0, bad = 0, opt;
     opterr = 0;
     while (!bad && !help && (opt = getopt(argc, argv, ":n:d:r:Th")) != -1) {
         switch (opt) {
-        case 'n':
-            if (parse_long(optarg, &n_opt) || n_opt < N_MIN || n_opt > N_MAX) {
-                if (err) fprintf(err, "tsp: -n %s: cities must be an integer in [%d, %d]\n", optarg, N_MIN, N_MAX);
-                bad = 1;
-            }
-            break;
-        case 'd':
-            if (parse_long(optarg, &d_opt) || d_opt < 2 || d_opt > DEPTH_MAX) {
-                if (err) fprintf(err, "tsp: -d %s: depth must be an integer in [2, %d]\n", optarg, DEPTH_MAX);
-                bad = 1;
-            }
-            break;
-        case 'r':
-            if (parse_long(optarg, &r_opt) || r_opt < 0) {
-                if (err) fprintf(err, "tsp: -r %s: seed must be an integer >= 0\n", optarg);
-                bad = 1;
-            }
-            break;
+        case 'n': bad = par_opt_long("tsp", opt, optarg, N_MIN, N_MAX, "cities", &n_opt); break;
+        case 'd': bad = par_opt_long("tsp", opt, optarg, 2, DEPTH_MAX, "depth", &d_opt); break;
+        case 'r': bad = par_opt_long("tsp", opt, optarg, 0, LONG_MAX, "seed", &r_opt); break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (err) fprintf(err, "tsp: -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (err) fprintf(err, "tsp: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("tsp", opt); break;
         }
     }
-    if (!bad && !help && optind < argc) {
-        if (err) fprintf(err, "tsp: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
-    if (!bad && !help && !test && d_opt >= n_opt) {
-        if (err) fprintf(err, "tsp: -d %ld: depth must be smaller than the number of cities (%ld)\n", d_opt, n_opt);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (par_rank() == 0) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? 2 : 0);
-    }
+    if (!bad && !help) bad = par_opt_rest("tsp", argc, argv);
+    if (!bad && !help && !test && d_opt >= n_opt)
+        bad = par_opt_error("tsp", "-d %ld: depth must be smaller than the number of cities (%ld)", d_opt, n_opt);
+    if (bad || help) return par_usage(usage, argv[0], bad);
     if (test) {
         n_opt = 10;
         d_opt = 3;
@@ -445,5 +394,5 @@ int main(int argc, char **argv)
     seed = (unsigned long)r_opt;
     make_cities();
     par_run(worker);
-    return par_finish(status_out);
+    return par_finish(par_exit_status());
 }

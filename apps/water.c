@@ -19,7 +19,6 @@
  * rank 0 within a relative tolerance, and checks energy and momentum conservation. */
 #include "par.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -47,10 +46,6 @@ static double box, rc, rc2, u_rc, g_rc; /* g_rc: -dU/dr at the cutoff */
  * so the writes to one owner's block never share a page with another block. */
 #define NSUM 8 /* doubles per participant slot of the energy sums (64 bytes) */
 
-/* Exit status; thread-local because under pthreads every thread sets its own, and main()
- * (which is participant 0's thread) reads participant 0's. */
-static _Thread_local int status_out;
-
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
@@ -60,16 +55,6 @@ static void usage(FILE *f, const char *prog)
             "  -T        small test input (n = 256, 10 steps)\n"
             "  -h        this help\n",
             prog, N_MAX, S_MAX);
-}
-
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0') return -1;
-    *out = v;
-    return 0;
 }
 
 /* Block partition: the first n % P participants take one extra molecule. */
@@ -259,7 +244,6 @@ static void worker(void)
     double *frc_s = par_alloc(region);
     double *sums_s = par_alloc((size_t)np * NSUM * sizeof(double));    /* end: U, K, momentum */
     double *energy0_s = par_alloc((size_t)np * NSUM * sizeof(double)); /* start: U + K */
-    int *verdict_s = par_alloc(PAGE); /* rank 0's exit status, read by all after a barrier */
     double *my_x = pos_s + blk_stride * (size_t)me;
     const double *my_fs = frc_s + blk_stride * (size_t)me;
 
@@ -337,6 +321,7 @@ static void worker(void)
     par_barrier();
     double t_par = par_time() - t0;
 
+    int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         /* Sum the participants' shares in rank order. */
         double u = 0, kin = 0, p[3] = {0, 0, 0}, e0 = 0;
@@ -373,26 +358,19 @@ static void worker(void)
         int ok_ref = d_e <= REF_TOL && d_k <= REF_TOL && d_e0 <= REF_TOL && dx <= REF_TOL;
         int ok_cons = drift_rel <= DRIFT_TOL && pnorm <= 1e-10;
 
-        printf("app: water\n");
-        printf("build: %s\n", par_build());
-        printf("procs: %d\n", np);
+        par_report_head("water");
         printf("molecules: %ld, steps: %ld, box %.4f, cutoff %.4f, dt %g\n", n, steps, box, rc, DT);
-        printf("time: %.6f s\n", t_par);
+        par_report_time(t_par);
         printf("energy: start %.10e end %.10e (drift %.2e), kinetic %.10e, |momentum| %.2e\n", e0, etot,
                drift_rel, kin, pnorm);
         printf("vs sequential: energy %.1e, kinetic %.1e, positions %.1e (tolerance %g)\n", d_e, d_k, dx,
                REF_TOL);
-        printf("answer: etot=%.5e ekin=%.5e\n", etot, kin);
-        if (ok_ref && ok_cons)
-            printf("result: VERIFIED\n");
-        else
-            printf("result: WRONG (%s%s)\n", ok_ref ? "" : "differs from sequential; ",
-                   ok_cons ? "" : "energy or momentum not conserved");
-        fflush(stdout);
-        *verdict_s = ok_ref && ok_cons ? 0 : 1;
+        par_report_answer("etot=%.5e ekin=%.5e", etot, kin);
+        par_report_result(ok_ref && ok_cons, "%s%s", ok_ref ? "" : "differs from sequential; ",
+                          ok_cons ? "" : "energy or momentum not conserved");
+        status = ok_ref && ok_cons ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
     }
-    par_barrier();
-    status_out = *verdict_s;
+    par_share_status(status);
     par_print_stats(stdout);
     free(x);
     free(f);
@@ -401,45 +379,21 @@ static void worker(void)
 
 int main(int argc, char **argv)
 {
-    if (par_init(&argc, &argv)) return 3;
-    FILE *err = par_rank() == 0 ? stderr : NULL;
+    if (par_init(&argc, &argv)) return PAR_EXIT_FAILURE;
     long n_opt = 4000, s_opt = 20;
     int test = 0, help = 0, bad = 0, opt;
     opterr = 0;
     while (!bad && !help && (opt = getopt(argc, argv, ":n:s:Th")) != -1) {
         switch (opt) {
-        case 'n':
-            if (parse_long(optarg, &n_opt) || n_opt < 8 || n_opt > N_MAX) {
-                if (err) fprintf(err, "water: -n %s: molecules must be an integer in [8, %ld]\n", optarg, N_MAX);
-                bad = 1;
-            }
-            break;
-        case 's':
-            if (parse_long(optarg, &s_opt) || s_opt < 1 || s_opt > S_MAX) {
-                if (err) fprintf(err, "water: -s %s: steps must be an integer in [1, %ld]\n", optarg, S_MAX);
-                bad = 1;
-            }
-            break;
+        case 'n': bad = par_opt_long("water", opt, optarg, 8, N_MAX, "molecules", &n_opt); break;
+        case 's': bad = par_opt_long("water", opt, optarg, 1, S_MAX, "steps", &s_opt); break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
-        case ':':
-            if (err) fprintf(err, "water: -%c needs a value\n", optopt);
-            bad = 1;
-            break;
-        default:
-            if (err) fprintf(err, "water: unknown option -%c\n", optopt);
-            bad = 1;
-            break;
+        default: bad = par_opt_other("water", opt); break;
         }
     }
-    if (!bad && !help && optind < argc) {
-        if (err) fprintf(err, "water: unexpected argument '%s'\n", argv[optind]);
-        bad = 1;
-    }
-    if (bad || help) {
-        if (par_rank() == 0) usage(bad ? stderr : stdout, argv[0]);
-        return par_finish(bad ? 2 : 0);
-    }
+    if (!bad && !help) bad = par_opt_rest("water", argc, argv);
+    if (bad || help) return par_usage(usage, argv[0], bad);
     if (test) {
         n_opt = 256;
         s_opt = 10;
@@ -447,12 +401,12 @@ int main(int argc, char **argv)
     n = n_opt;
     steps = s_opt;
     if (par_nprocs() > n) {
-        if (err) fprintf(err, "water: -n %ld: needs at least one molecule per participant (%d)\n", n, par_nprocs());
-        return par_finish(2);
+        par_opt_error("water", "-n %ld: needs at least one molecule per participant (%d)", n, par_nprocs());
+        return par_finish(PAR_EXIT_USAGE);
     }
     if (par_nprocs() > PAR_NLOCKS) {
-        if (err) fprintf(err, "water: at most %d participants (one lock per block)\n", PAR_NLOCKS);
-        return par_finish(2);
+        par_opt_error("water", "at most %d participants (one lock per block)", PAR_NLOCKS);
+        return par_finish(PAR_EXIT_USAGE);
     }
     /* The box holds the whole fcc lattice at density RHO; when n is not 4 k^3 the extra
      * sites stay empty, so the density is a little lower but no pair starts too close. */
@@ -463,5 +417,5 @@ int main(int argc, char **argv)
     u_rc = 4.0 * s6 * (s6 - 1.0);
     g_rc = 24.0 * s6 * (2.0 * s6 - 1.0) / rc;
     par_run(worker);
-    return par_finish(status_out);
+    return par_finish(par_exit_status());
 }

@@ -4,17 +4,162 @@
 #endif
 #include "par.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+/* ---- shared by the three backends ------------------------------------------------------- */
+
+/* Rank 0's verdict, handed to every participant by the backend's broadcast_status(). */
+static int broadcast_status(int status);
+
 double par_time(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+unsigned long long par_fnv1a(unsigned long long h, const void *p, size_t len)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < len; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static int exit_status;
+
+int par_share_status(int status)
+{
+    const int s = broadcast_status(status);
+#ifdef PAR_PTHREADS
+    if (par_rank() == 0) /* the threads share exit_status: one writer */
+#endif
+        exit_status = s;
+    return s;
+}
+
+int par_exit_status(void)
+{
+    return exit_status;
+}
+
+int par_parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0') return -1;
+    *out = v;
+    return 0;
+}
+
+int par_parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+int par_opt_error(const char *app, const char *fmt, ...)
+{
+    if (par_rank() != 0) return -1; /* the others reach the same verdict silently */
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", app);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return -1;
+}
+
+int par_opt_long(const char *app, int opt, const char *arg, long lo, long hi, const char *what, long *out)
+{
+    long v;
+    if (!par_parse_long(arg, &v) && v >= lo && v <= hi) {
+        *out = v;
+        return 0;
+    }
+    if (hi == LONG_MAX) return par_opt_error(app, "-%c %s: %s must be an integer >= %ld", opt, arg, what, lo);
+    return par_opt_error(app, "-%c %s: %s must be an integer in [%ld, %ld]", opt, arg, what, lo, hi);
+}
+
+int par_opt_double(const char *app, int opt, const char *arg, double lo, double hi, const char *what,
+                   double *out)
+{
+    double v;
+    if (!par_parse_double(arg, &v) && v >= lo && v <= hi) {
+        *out = v;
+        return 0;
+    }
+    return par_opt_error(app, "-%c %s: %s must be a number in [%g, %g]", opt, arg, what, lo, hi);
+}
+
+int par_opt_other(const char *app, int c)
+{
+    if (c == ':') return par_opt_error(app, "-%c needs a value", optopt);
+    return par_opt_error(app, "unknown option -%c", optopt);
+}
+
+int par_opt_rest(const char *app, int argc, char **argv)
+{
+    if (optind >= argc) return 0;
+    return par_opt_error(app, "unexpected argument '%s'", argv[optind]);
+}
+
+int par_usage(void (*usage)(FILE *f, const char *prog), const char *prog, int bad)
+{
+    if (par_rank() == 0) usage(bad ? stderr : stdout, prog);
+    return par_finish(bad ? PAR_EXIT_USAGE : 0);
+}
+
+void par_report_head(const char *app)
+{
+    if (par_rank() != 0) return;
+    printf("app: %s\n", app);
+    printf("build: %s\n", par_build());
+    printf("procs: %d\n", par_nprocs());
+}
+
+void par_report_time(double seconds)
+{
+    if (par_rank() == 0) printf("time: %.6f s\n", seconds);
+}
+
+void par_report_answer(const char *fmt, ...)
+{
+    if (par_rank() != 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("answer: ", stdout);
+    vprintf(fmt, ap);
+    putchar('\n');
+    va_end(ap);
+}
+
+void par_report_result(int verified, const char *why, ...)
+{
+    if (par_rank() != 0) return;
+    if (verified) {
+        printf("result: VERIFIED\n");
+    } else {
+        va_list ap;
+        va_start(ap, why);
+        fputs("result: WRONG (", stdout);
+        vprintf(why, ap);
+        fputs(")\n", stdout);
+        va_end(ap);
+    }
+    fflush(stdout);
 }
 
 #if defined(PAR_CDSM)
@@ -31,8 +176,8 @@ void par_fail(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 3);
-    exit(3);
+    MPI_Abort(MPI_COMM_WORLD, PAR_EXIT_FAILURE);
+    exit(PAR_EXIT_FAILURE);
 }
 
 static void check(int rc, const char *what)
@@ -96,6 +241,19 @@ const char *par_build(void)
     return "cdsm";
 }
 
+static int broadcast_status(int status)
+{
+    /* Through the DSM, not an MPI collective: after start-up nothing in a cdsm run may
+     * depend on every rank being alive for an MPI collective (recovery replaces ranks). */
+    int *slot = par_alloc(sizeof *slot);
+    if (par_rank() == 0) *slot = status;
+    par_barrier();
+    int s = *slot;
+    par_barrier(); /* everyone has read it before the slot could be reused */
+    check(cdsm_free(slot), "cdsm_free");
+    return s;
+}
+
 void par_print_stats(FILE *f)
 {
     cdsm_stats_t mine, total;
@@ -140,7 +298,7 @@ void par_fail(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
-    exit(3);
+    exit(PAR_EXIT_FAILURE);
 }
 
 int par_init(int *argc, char ***argv)
@@ -232,6 +390,17 @@ const char *par_build(void)
     return "pthreads";
 }
 
+static int status_slot;
+
+static int broadcast_status(int status)
+{
+    if (my_rank == 0) status_slot = status;
+    par_barrier();
+    const int s = status_slot;
+    par_barrier(); /* a later call rewrites the slot only after everyone has read it */
+    return s;
+}
+
 void par_print_stats(FILE *f)
 {
     (void)f;
@@ -252,7 +421,7 @@ void par_fail(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
-    exit(3);
+    exit(PAR_EXIT_FAILURE);
 }
 
 int par_init(int *argc, char ***argv)
@@ -301,6 +470,11 @@ void par_unlock(int id)
 const char *par_build(void)
 {
     return "seq";
+}
+
+static int broadcast_status(int status)
+{
+    return status;
 }
 
 void par_print_stats(FILE *f)
