@@ -72,27 +72,49 @@ typedef struct cdsm_parmacs_condvar {
 typedef void (*cdsm_parmacs_fn_t)(void);
 
 /* The functions behind the macros (in libcdsm; call them only through the macros). */
+/** @brief Start the layer (MAIN_ENV constructor): ASLR off, cdsm_init, hold ranks > 0. Fatal on error (message, job ends). */
 void cdsm__parmacs_start(void);
+/** @brief MAIN_INITENV: start the layer if the MAIN_ENV constructor did not. */
 void cdsm__parmacs_main_initenv(void);
+/** @brief MAIN_END (rank 0): stop the other ranks, cdsm_finalize(), exit(0). */
 void cdsm__parmacs_main_end(void) __attribute__((noreturn));
+/** @brief CREATE: nprocs > 0 is Splash-3's form (start all, run fn here), 0 SPLASH-2's (one worker per call). Rank 0 only; fatal if the counts do not match the ranks. */
 void cdsm__parmacs_create(cdsm_parmacs_fn_t fn, long nprocs);
+/** @brief WAIT_FOR_END: the barrier that ends a batch of workers (rank 0). */
 void cdsm__parmacs_wait_for_end(long n);
+/** @brief G_MALLOC/NU_MALLOC: common arena in main, the rank's own arena in a worker; valid on every rank. Fatal when the heap is exhausted. */
 void *cdsm__parmacs_malloc(size_t size);
+/** @brief G_FREE/NU_FREE: memory is kept (no-op). */
 void cdsm__parmacs_free(void *ptr);
+/** @brief CLOCK: wall-clock microseconds. Thread-safe. */
 unsigned long cdsm__parmacs_clock(void);
+/** @brief LOCKINIT: the next free lock id (shared counter, ids from cdsm_nlocks()/2). */
 int cdsm__parmacs_lock_new(void);
+/** @brief ALOCKINIT: n lock ids into locks[]. */
 void cdsm__parmacs_alock_init(cdsm_parmacs_lock_t *locks, long n);
+/** @brief LOCK/ALOCK: cdsm_lock_acquire(id); fatal on error. */
 void cdsm__parmacs_lock(int id);
+/** @brief UNLOCK/AULOCK: cdsm_lock_release(id); fatal on error. */
 void cdsm__parmacs_unlock(int id);
+/** @brief BARRIER(b, n): cdsm_barrier(); n must equal the number of ranks. */
 void cdsm__parmacs_barrier(long n);
+/** @brief PAUSEINIT: a cleared flag with a lock id of its own (p in shared memory). */
 void cdsm__parmacs_pause_init(cdsm_parmacs_pause_t *p);
+/** @brief SETPAUSE: set the flag under its lock. */
 void cdsm__parmacs_pause_set(cdsm_parmacs_pause_t *p);
+/** @brief CLEARPAUSE: clear the flag under its lock. */
 void cdsm__parmacs_pause_clear(cdsm_parmacs_pause_t *p);
+/** @brief WAITPAUSE: poll the flag under its lock (yielding, then short sleeps) until set. */
 void cdsm__parmacs_pause_wait(cdsm_parmacs_pause_t *p);
+/** @brief CONDVARINIT: generation 0 with a lock id of its own (c in shared memory). */
 void cdsm__parmacs_cond_init(cdsm_parmacs_condvar_t *c);
+/** @brief CONDVARWAIT: release lock, wait for a new generation, re-acquire lock. */
 void cdsm__parmacs_cond_wait(cdsm_parmacs_condvar_t *c, int lock);
+/** @brief CONDVARSIGNAL/CONDVARBCAST: start a new generation (wakes every waiter). */
 void cdsm__parmacs_cond_signal(cdsm_parmacs_condvar_t *c);
+/** @brief SPLASH3_ROI_BEGIN: record the time on this rank. */
 void cdsm__parmacs_roi_begin(void);
+/** @brief SPLASH3_ROI_END: record the time on this rank. */
 void cdsm__parmacs_roi_end(void);
 
 /** @brief Microseconds between the last SPLASH3_ROI_BEGIN and SPLASH3_ROI_END on this rank
