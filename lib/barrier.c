@@ -281,7 +281,7 @@ int cdsm__gc(void)
         if (!p->notices) continue;
         if (!page_current(pg)) {
             cdsm_check(p->state == CDSM_PG_INVALID);
-            p->holder = latest_notice(p)->rank;
+            p->holder = (int16_t)latest_notice(p)->rank;
             memset(p->applied, 0, (size_t)g->n * 4);
         }
         if (p->twin && !p->hot) { /* a hot page's twin is its open interval's */

@@ -9,6 +9,7 @@
  * All of it runs under cdsm__g.mu. Page contents change only on the application thread. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "diff.h"
 #include "internal.h"
@@ -232,10 +233,43 @@ static cdsm__diffrec_t *diff_hot(uint32_t pg)
  * a lazy diff. Hot pages stay writable and are diffed now; one that has not changed for
  * CDSM_HOT_IDLE intervals goes back to write detection by protection. Every page that
  * was written gets a notice in the interval's record. */
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* What comparing one unchanged page with its twin costs here (measured once). */
+static uint64_t page_compare_ns(void)
+{
+    size_t ps = cdsm__g.page_size;
+    char *a = calloc(2, ps);
+    cdsm_check(a != NULL);
+    uint64_t t0 = now_ns();
+    int same = 0;
+    for (int i = 0; i < 16; i++) same += !memcmp(a, a + ps, ps);
+    uint64_t ns = (now_ns() - t0) / 16 + (same != 16);
+    free(a);
+    return ns ? ns : 1;
+}
+
 void cdsm__close_interval(void)
 {
     cdsm__state_t *g = &cdsm__g;
-    if (!g->ndirty) return;
+    /* Hot pages cost a comparison at every interval end. When the last end spent more than
+     * a quarter of the interval before it on that, intervals are short (locks in a loop)
+     * and unchanged hot pages go back to write protection now, not after CDSM_HOT_IDLE. */
+    static uint64_t last_end, last_waste, cmp_ns;
+    uint64_t start = now_ns();
+    int pressure = last_end && last_waste * 4 > start - last_end;
+    if (!g->ndirty) {
+        last_end = start;
+        last_waste = 0;
+        return;
+    }
+    if (!cmp_ns) cmp_ns = page_compare_ns();
+    size_t nidle = 0;
     written_t *wr = malloc(g->ndirty * sizeof *wr);
     uint32_t *prot = malloc(g->ndirty * sizeof *prot);
     cdsm_check(wr && prot);
@@ -264,7 +298,9 @@ void cdsm__close_interval(void)
         if (d) {
             p->hot = 1;
             wr[nw++] = (written_t){pg, d};
-        } else if (++p->hot > cdsm__cfg.hot_idle) {
+        } else if (nidle++, ++p->hot > cdsm__cfg.hot_idle ||
+                   (pressure && p->sticky != CDSM_STICKY_IMMUNE)) {
+            p->sticky = p->hot > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
             p->hot = 0;
             p->dirty = 0;
             twin_free(p);
@@ -297,6 +333,8 @@ void cdsm__close_interval(void)
     protect_sorted(prot, nprot, CDSM_PG_RO);
     free(prot);
     free(wr);
+    last_end = now_ns();
+    last_waste = nidle * cmp_ns;
 }
 
 /* Fault-around: after a write fault on the page before `first`, twin the following valid
@@ -343,6 +381,11 @@ static void write_fault(uint32_t pg)
         p->twin = malloc(cdsm__g.page_size);
         cdsm_check(p->twin != NULL);
         cdsm__log_bytes_add((int64_t)cdsm__g.page_size);
+        if (p->sticky == CDSM_STICKY_COOLED && cdsm__cfg.hot_idle) {
+            /* Cooled under pressure, yet written again: it belongs to the hot set. */
+            p->hot = 1;
+            p->sticky = CDSM_STICKY_IMMUNE;
+        }
     }
     memcpy(p->twin, cdsm__sys_page(pg), cdsm__g.page_size);
     p->twin_iv = CDSM_IV_OPEN;

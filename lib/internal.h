@@ -74,13 +74,18 @@ typedef struct cdsm__notice {
 
 enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2 };
 #define CDSM_IV_OPEN UINT32_MAX
+/* Hot-page pressure: a page cooled under pressure that is written again becomes hot and
+ * immune to pressure (it really is rewritten every few intervals). */
+enum { CDSM_STICKY_NONE = 0, CDSM_STICKY_IMMUNE = 1, CDSM_STICKY_COOLED = 2 };
 
 typedef struct cdsm__page {
     uint8_t state;
     uint8_t dirty;     /* listed in the dirty set (the open interval's writes, and hot pages) */
     uint8_t hot;       /* 0: cold; else kept writable, 1 + intervals it has not changed */
     uint8_t spec;      /* made writable ahead of a write (fault-around), not known written */
-    int32_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
+    int16_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
+    uint8_t sticky;    /* CDSM_STICKY_*: how the hot-page pressure rule treats this page */
+    uint8_t pad_;
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     void *twin;
