@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install the Debian 12 packages cdsm builds and tests with (only what is missing).
 set -euo pipefail
-PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3 m4)
+PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3 m4 libhdf5-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

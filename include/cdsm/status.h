@@ -20,7 +20,8 @@
     X(CDSM_ERR_MISMATCH, -10, "ranks disagree on a collective call's arguments")          \
     X(CDSM_ERR_PROTOCOL, -11, "malformed or unexpected protocol message")                 \
     X(CDSM_ERR_PEER_LOST, -12, "a peer rank was lost")                                    \
-    X(CDSM_ERR_IO, -13, "file input/output error")
+    X(CDSM_ERR_IO, -13, "file input/output error")                                        \
+    X(CDSM_ERR_CORRUPT, -14, "checkpoint file is corrupt or foreign")
 
 /** Status codes: 0 is success, every error is negative. */
 typedef enum cdsm_status {
