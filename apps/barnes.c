@@ -467,6 +467,20 @@ typedef struct {
     long n, s, cap;
 } world_t;
 
+/* The arrays of a world of n bodies and cap cells, from `alloc`: par_alloc for the shared
+ * world, xmalloc for rank 0's private re-run (same shapes, so the check compares like with like). */
+static world_t world_new(long n, long s, long cap, void *(*alloc)(size_t))
+{
+    world_t w = {.n = n, .s = s, .cap = cap};
+    w.body = alloc((size_t)n * sizeof *w.body);
+    w.vel = alloc((size_t)n * sizeof *w.vel);
+    w.e0 = alloc((size_t)n * sizeof *w.e0);
+    w.e1 = alloc((size_t)n * sizeof *w.e1);
+    w.cell = alloc((size_t)cap * sizeof *w.cell);
+    w.leaf = alloc((size_t)n * sizeof *w.leaf);
+    return w;
+}
+
 /* The whole simulation, sequentially, in private memory (rank 0's check); leaves the final
  * state, energies and last accelerations in w/acc. */
 static void simulate_private(world_t *w, double (*acc)[3], double *phi, bnode_t *pool, double theta)
@@ -493,13 +507,7 @@ static void worker(void)
     const long cap = 2 * n + 64;
 
     /* Collective allocations, same order everywhere. */
-    world_t sh = {.n = n, .s = s, .cap = cap};
-    sh.body = par_alloc((size_t)n * sizeof *sh.body);
-    sh.vel = par_alloc((size_t)n * sizeof *sh.vel);
-    sh.e0 = par_alloc((size_t)n * sizeof *sh.e0);
-    sh.e1 = par_alloc((size_t)n * sizeof *sh.e1);
-    sh.cell = par_alloc((size_t)cap * sizeof *sh.cell);
-    sh.leaf = par_alloc((size_t)n * sizeof *sh.leaf);
+    world_t sh = world_new(n, s, cap, par_alloc);
     slot_t *slot = par_alloc((size_t)np * sizeof *slot);
 
     /* Contiguous blocks of whole BLOCK_ALIGN-body chunks (page-aligned starts), balanced
@@ -566,13 +574,7 @@ static void worker(void)
     int status = PAR_EXIT_VERIFIED;
     if (me == 0) {
         /* The check: the same simulation again, sequentially in private memory. */
-        world_t pv = {.n = n, .s = s, .cap = cap};
-        pv.body = xmalloc((size_t)n * sizeof *pv.body);
-        pv.vel = xmalloc((size_t)n * sizeof *pv.vel);
-        pv.e0 = xmalloc((size_t)n * sizeof *pv.e0);
-        pv.e1 = xmalloc((size_t)n * sizeof *pv.e1);
-        pv.cell = xmalloc((size_t)cap * sizeof *pv.cell);
-        pv.leaf = xmalloc((size_t)n * sizeof *pv.leaf);
+        world_t pv = world_new(n, s, cap, xmalloc);
         double(*pacc)[3] = xmalloc((size_t)n * sizeof *pacc);
         double *pphi = xmalloc((size_t)n * sizeof *pphi);
         const double tc = par_time();
