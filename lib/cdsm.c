@@ -147,13 +147,11 @@ int cdsm_finalize(void)
     cdsm__fault_uninstall();
     cdsm__tp_fini();
     g->initialized = 0;
-    int rank = g->rank;
     fini_state();
     MPI_Comm_free(&g->comm);
     if (g->mpi_owned && MPI_Finalize() != MPI_SUCCESS) rc = cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed");
     g->mpi_owned = 0;
     g->finalizing = 0;
-    (void)rank;
     g->rank = g->n = -1;
     memset(&g->st, 0, sizeof g->st);
     g->bar_epoch = 0;

@@ -42,7 +42,6 @@ typedef struct pend {
 } pend_t;
 
 static __thread pend_t *pending; /* this thread's incomplete sends */
-static __thread int in_service;
 
 static int *bell;          /* per peer: socket we write doorbells to (self: an eventfd) */
 static int self_in = -1;   /* our own doorbell: an eventfd (a counter: it cannot fill up) */
@@ -340,7 +339,6 @@ int cdsm__tp_progress(void)
 static void *service_main(void *arg)
 {
     (void)arg;
-    in_service = 1;
     struct epoll_event ev[64];
     for (;;) {
         /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete
