@@ -57,33 +57,50 @@ def fmt(v, spec):
     return format(v, spec) if v is not None else "-"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+def find_apps(appdir, subset, who):
+    """Apps built with all three builds (sequential, pthreads, cdsm), or the subset asked for."""
+    apps = sorted(f[:-4] for f in os.listdir(appdir) if f.endswith("-seq") and
+                  os.path.exists(os.path.join(appdir, f[:-4])) and
+                  os.path.exists(os.path.join(appdir, f[:-4] + "-pthreads")))
+    if subset:
+        want = subset.split(",")
+        missing = [x for x in want if x not in apps]
+        if missing:
+            sys.exit(who + ": not built: " + ", ".join(missing))
+        apps = want
+    if not apps:
+        sys.exit(who + ": no apps built in " + appdir)
+    return apps
+
+
+def add_common_args(ap):
+    """Options every apps benchmark takes."""
     ap.add_argument("--build", default=os.environ.get("BUILD_DIR", "build"))
-    ap.add_argument("--procs", default="1,2,4")
-    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--apps", default="", help="comma-separated subset")
     ap.add_argument("--args", action="append", default=[], help="APP=ARGS for one app's options")
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("-o", "--outdir", default="bench/results")
+
+
+def parse_app_args(specs):
+    """--args APP=ARGS options into {app: [args]}."""
+    extra = {}
+    for s in specs:
+        name, _, rest = s.partition("=")
+        extra[name] = rest.split()
+    return extra
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--procs", default="1,2,4")
+    ap.add_argument("--reps", type=int, default=3)
+    add_common_args(ap)
     a = ap.parse_args()
 
     appdir = os.path.join(a.build, "apps")
-    apps = sorted(f[:-4] for f in os.listdir(appdir) if f.endswith("-seq") and
-                  os.path.exists(os.path.join(appdir, f[:-4])) and
-                  os.path.exists(os.path.join(appdir, f[:-4] + "-pthreads")))
-    if a.apps:
-        want = a.apps.split(",")
-        missing = [x for x in want if x not in apps]
-        if missing:
-            sys.exit("apps_table: not built: " + ", ".join(missing))
-        apps = want
-    if not apps:
-        sys.exit("apps_table: no apps built in " + appdir)
-    extra = {}
-    for s in a.args:
-        name, _, rest = s.partition("=")
-        extra[name] = rest.split()
+    apps = find_apps(appdir, a.apps, "apps_table")
+    extra = parse_app_args(a.args)
     procs = [int(p) for p in a.procs.split(",")]
     os.makedirs(a.outdir, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

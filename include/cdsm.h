@@ -137,6 +137,36 @@ int cdsm_lock_release(int id);
 int cdsm_barrier(void);
 
 /**
+ * @brief Register a private region of the program (not in the shared heap) to be saved
+ *        in every checkpoint of this rank, under @p name.
+ *
+ * Checkpoints are taken at barriers (CDSM_CKPT_DIR and the CDSM_CKPT_* policy, see
+ * docs/CONFIG.md). A program that wants to resume from one registers, with the shared
+ * heap that checkpoints hold anyway, every private variable it needs to continue after
+ * a barrier: its registered regions must describe, at each cdsm_barrier(), where it goes
+ * on from there (e.g. the next iteration number, updated before the barrier). The bytes
+ * are copied at the checkpoint; the region must stay valid until cdsm_unprotect() or
+ * cdsm_finalize(). Not thread-safe (the application thread only).
+ * @param name  1..255 bytes, no '/', not starting with '.'; unique among registered regions
+ * @return CDSM_OK; CDSM_ERR_STATE (not initialised); CDSM_ERR_INVALID_ARG (bad or
+ *         duplicate name, NULL pointer, size 0, region inside the shared heap); CDSM_ERR_NOMEM.
+ */
+int cdsm_protect(const char *name, void *ptr, size_t size);
+
+/**
+ * @brief Stop saving the region registered under @p name.
+ * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_INVALID_ARG (no region of that name).
+ */
+int cdsm_unprotect(const char *name);
+
+/**
+ * @brief The folder this run writes its checkpoint files to
+ *        (<CDSM_CKPT_DIR>/job-<16 hex digits>), or NULL when checkpoints are off or the
+ *        library is not initialised. The string stays valid until cdsm_finalize().
+ */
+const char *cdsm_checkpoint_dir(void);
+
+/**
  * @brief Copy this rank's counters into @p out. Thread-safe.
  * @return CDSM_OK; CDSM_ERR_INVALID_ARG (out NULL); CDSM_ERR_STATE.
  */

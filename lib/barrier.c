@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "recovery.h"
 #include "vclock.h"
 
 #define MANAGER 0
@@ -13,6 +14,9 @@
 static uint32_t mgr_epoch;  /* manager: epoch of the barrier being collected */
 static int mgr_kind = -1;   /* manager: kind of that barrier */
 static int mgr_has_stats;
+static int mgr_has_log;         /* manager: arrivals carry checkpoint positions */
+static cdsm__ckpt_pos_t *mgr_pos; /* manager: last committed checkpoint of each rank */
+static int gc_warned; /* the archiving note is logged once */
 
 int cdsm__barrier_init(void)
 {
@@ -24,7 +28,9 @@ int cdsm__barrier_init(void)
     g->bar_vcs = calloc((size_t)n * (size_t)n, 4);
     g->bar_recs = calloc((size_t)n, sizeof *g->bar_recs);
     g->bar_maxidx = calloc((size_t)n, 4);
-    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx) return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
+    mgr_pos = calloc((size_t)n, sizeof *mgr_pos);
+    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx || !mgr_pos)
+        return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
     return CDSM_OK;
 }
 
@@ -37,6 +43,9 @@ void cdsm__barrier_fini(void)
     free(g->bar_vcs);
     free(g->bar_maxidx);
     free(g->vc_bar);
+    free(mgr_pos);
+    mgr_pos = NULL;
+    gc_warned = 0;
     g->bar_recs = NULL;
     g->bar_vcs = g->bar_maxidx = g->vc_bar = NULL;
 }
@@ -54,9 +63,22 @@ static void release_all(void)
     cdsm__state_t *g = &cdsm__g;
     int n = g->n;
     uint32_t flags = 0;
-    if (mgr_kind == CDSM_BAR_PLAIN && g->bar_mem_max > cdsm__cfg.gc_bound) flags |= CDSM_BAR_GC;
-    uint32_t bad[3] = {0, 0, 0};
-    if (mgr_kind == CDSM_BAR_AUDIT) cdsm__audit_finish(&bad[0], &bad[1], &bad[2]);
+    if (mgr_kind == CDSM_BAR_PLAIN && g->bar_mem_max > cdsm__cfg.gc_bound) {
+        /* Recovery stays possible: with checkpoints every rank commits one at this
+         * barrier first; without, each rank archives its own diffs (cdsm__gc). */
+        flags |= CDSM_BAR_GC;
+        if (cdsm__archive_needed() && !gc_warned++)
+            cdsm__log(CDSM_LOG_INFO,
+                      "collecting diffs and records (a rank holds %llu bytes, CDSM_GC_BOUND=%llu); with "
+                      "logging on and no checkpoints (CDSM_CKPT_DIR empty) each rank keeps its own diffs "
+                      "for the whole run (counter archive_bytes)",
+                      (unsigned long long)g->bar_mem_max, (unsigned long long)cdsm__cfg.gc_bound);
+    }
+    uint32_t bad[3] = {0, 0, 0}, det_bad[4] = {0, 0, 0, 0};
+    if (mgr_kind == CDSM_BAR_AUDIT) {
+        cdsm__audit_finish(&bad[0], &bad[1], &bad[2]);
+        if (mgr_has_log && cdsm__det_audit_finish(det_bad)) flags |= CDSM_BAR_DETLOST;
+    }
     if (g->bar_mismatch) flags |= CDSM_BAR_MISMATCH;
     for (int r = 0; r < n; r++) {
         const uint32_t *have = &g->bar_vcs[(size_t)r * n];
@@ -64,6 +86,9 @@ static void release_all(void)
         uint32_t nrec = 0;
         cdsm__buf_put_u32(&b, flags);
         cdsm__buf_put(&b, bad, sizeof bad);
+        cdsm__buf_put(&b, det_bad, sizeof det_bad);
+        cdsm__buf_put_u32(&b, (uint32_t)mgr_has_log);
+        if (mgr_has_log) cdsm__buf_put(&b, mgr_pos, (size_t)n * sizeof *mgr_pos);
         cdsm__buf_put_u32(&b, (uint32_t)mgr_has_stats);
         if (mgr_has_stats) cdsm__buf_put(&b, g->bar_stats, sizeof g->bar_stats);
         cdsm__buf_put_u32(&b, 0); /* nrec, patched */
@@ -92,6 +117,7 @@ static void release_all(void)
     g->bar_check_set = g->bar_mismatch = 0;
     memset(g->bar_stats, 0, sizeof g->bar_stats);
     mgr_has_stats = 0;
+    mgr_has_log = 0;
     mgr_kind = -1;
 }
 
@@ -101,6 +127,8 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     int n = g->n;
     uint32_t kind = cdsm__rd_u32(r), has_check = cdsm__rd_u32(r);
     uint64_t check = cdsm__rd_u64(r), mem = cdsm__rd_u64(r);
+    uint32_t has_log = cdsm__rd_u32(r);
+    const void *cpos = has_log ? cdsm__rd_take(r, sizeof(cdsm__ckpt_pos_t)) : NULL;
     uint32_t has_stats = cdsm__rd_u32(r);
     const uint64_t *stats = has_stats ? cdsm__rd_take(r, sizeof g->bar_stats) : NULL;
     uint32_t nrec = cdsm__rd_u32(r);
@@ -119,6 +147,10 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     }
     memcpy(&g->bar_vcs[(size_t)h->src * n], vc, (size_t)n * 4);
     if (mem > g->bar_mem_max) g->bar_mem_max = mem;
+    if (cpos) {
+        mgr_has_log = 1;
+        memcpy(&mgr_pos[h->src], cpos, sizeof *mgr_pos);
+    }
     if (stats) {
         mgr_has_stats = 1;
         for (size_t i = 0; i < CDSM_NSTATS; i++) {
@@ -143,6 +175,7 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     }
     uint32_t nhash = cdsm__rd_u32(r);
     if (r->bad || (kind == CDSM_BAR_AUDIT && cdsm__audit_collect(h->src, r, nhash))) goto bad;
+    if (kind == CDSM_BAR_AUDIT && has_log && cdsm__det_audit_collect(h->src, r)) goto bad;
     if (++g->bar_arrived == n) release_all();
     return;
 bad:
@@ -159,13 +192,23 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     pthread_mutex_lock(&g->mu);
     cdsm__close_interval();
     uint32_t epoch = ++g->bar_epoch;
+    g->sync_seq++;
     cdsm__buf_t b = {0};
-    uint64_t mem = g->log_bytes;
+    uint64_t mem = g->log_bytes - g->archive_bytes; /* what a collection can free */
     int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
+    int has_log = cdsm__det_enabled();
     cdsm__buf_put_u32(&b, (uint32_t)kind);
     cdsm__buf_put_u32(&b, (uint32_t)has_check);
     cdsm__buf_put(&b, &check, 8);
     cdsm__buf_put(&b, &mem, 8);
+    cdsm__buf_put_u32(&b, (uint32_t)has_log);
+    if (has_log) {
+        /* Piggyback: this rank's last committed checkpoint, so that the others can drop
+         * the determinants its replay can no longer need. */
+        cdsm__ckpt_pos_t cp = cdsm__ckpt_committed();
+        cdsm__buf_put(&b, &cp, sizeof cp);
+        CDSM_STAT_ADD(piggyback_bytes, 4 + sizeof cp);
+    }
     cdsm__buf_put_u32(&b, stats != NULL);
     if (stats) cdsm__buf_put(&b, stats, sizeof *stats);
     cdsm__buf_put_u32(&b, 0);
@@ -179,6 +222,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     size_t nhash_at = b.len - 4;
     if (kind == CDSM_BAR_AUDIT) cdsm__audit_hashes(&b, &nhash);
     memcpy(b.p + nhash_at, &nhash, 4);
+    if (kind == CDSM_BAR_AUDIT && has_log) cdsm__det_audit_put(&b);
     rc = cdsm__tp_send(MANAGER, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     if (rc) goto out;
@@ -189,7 +233,12 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     }
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
     uint32_t flags = cdsm__rd_u32(&rd), bad_pg = cdsm__rd_u32(&rd), bad_a = cdsm__rd_u32(&rd);
-    uint32_t bad_b = cdsm__rd_u32(&rd), has_stats = cdsm__rd_u32(&rd);
+    uint32_t bad_b = cdsm__rd_u32(&rd), det_bad[4];
+    for (int i = 0; i < 4; i++) det_bad[i] = cdsm__rd_u32(&rd);
+    uint32_t rel_log = cdsm__rd_u32(&rd);
+    const cdsm__ckpt_pos_t *rel_pos = rel_log ? cdsm__rd_take(&rd, (size_t)n * sizeof *rel_pos) : NULL;
+    if (rel_log) CDSM_STAT_ADD(piggyback_bytes, 4 + (size_t)n * sizeof *rel_pos);
+    uint32_t has_stats = cdsm__rd_u32(&rd);
     const void *ssum = has_stats ? cdsm__rd_take(&rd, sizeof(cdsm_stats_t)) : NULL;
     nrec = cdsm__rd_u32(&rd);
     const uint32_t *gvc = cdsm__rd_take(&rd, (size_t)n * 4);
@@ -202,6 +251,15 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     }
     cdsm__vc_merge(g->vc, gvc, n);
     memcpy(g->vc_bar, g->vc, (size_t)n * 4);
+    if (rel_pos && has_log) {
+        cdsm__ckpt_pos_t *cp = malloc((size_t)n * sizeof *cp);
+        cdsm_check(cp != NULL);
+        memcpy(cp, rel_pos, (size_t)n * sizeof *cp); /* the payload may be unaligned */
+        cdsm__det_trim(cp);
+        free(cp);
+        /* Every rank logs every barrier's global vector clock. */
+        cdsm__det_log(CDSM_DET_BARRIER, (uint32_t)g->rank, epoch, g->sync_seq, 0, g->vc);
+    }
     if (sum && ssum) memcpy(sum, ssum, sizeof *sum);
     if (flags_out) *flags_out = (int)flags;
     cdsm__reply_free(rep);
@@ -210,10 +268,18 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         rc = cdsm__error(CDSM_ERR_PROTOCOL,
                          "consistency check: after barrier %u page %u differs between rank %u and rank %u",
                          epoch, bad_pg, bad_a, bad_b);
+    if (!rc && (flags & CDSM_BAR_DETLOST))
+        rc = cdsm__error(CDSM_ERR_PROTOCOL,
+                         "logging audit: after barrier %u the determinant of rank %u's synchronisation %u "
+                         "(granter %d, lock or epoch %u) is not held where a replay needs it",
+                         epoch, det_bad[0], det_bad[2], det_bad[1] == UINT32_MAX ? -1 : (int)det_bad[1],
+                         det_bad[3]);
     if (!rc && (flags & CDSM_BAR_GC)) {
         pthread_mutex_unlock(&g->mu);
         rc = cdsm__gc();
         pthread_mutex_lock(&g->mu);
+    } else if (!rc && kind == CDSM_BAR_PLAIN) {
+        rc = cdsm__ckpt_policy();
     }
     if (!rc && kind == CDSM_BAR_PLAIN && cdsm__cfg.check) {
         /* The checker: local invariants, then all valid copies compared across ranks. */
@@ -261,21 +327,34 @@ int cdsm__gc(void)
 {
     cdsm__state_t *g = &cdsm__g;
     int rc = CDSM_OK;
+    int ckpt = cdsm__ckpt_enabled();
     pthread_mutex_lock(&g->mu);
-    /* Phase 1: each page's keeper brings its copy up to date while diffs still exist. */
+    /* Phase 1: each page's keeper brings its copy up to date while diffs still exist. With
+     * checkpoints, every rank does so for every stale copy, and commits a full checkpoint
+     * before anyone drops a diff: no replay may start before this barrier afterwards, and
+     * the checkpoint must not depend on another rank's copy. */
     for (uint32_t pg = 0; pg < g->npages && !rc; pg++) {
         cdsm__page_t *p = &g->pages[pg];
         if (!p->notices) continue;
-        if (latest_notice(p)->rank == g->rank && !page_current(pg)) {
+        if ((ckpt || latest_notice(p)->rank == g->rank) && !page_current(pg)) {
             if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
             rc = cdsm__validate(pg);
         }
     }
+    if (!rc && ckpt) rc = cdsm__ckpt_take(1, 1);
     pthread_mutex_unlock(&g->mu);
     if (rc) return rc;
     /* Phase 2 starts only when every keeper is done. */
     if ((rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL))) return rc;
     pthread_mutex_lock(&g->mu);
+    if (cdsm__archive_needed()) {
+        /* Before twins go: a replay from the start needs every diff this rank made. */
+        cdsm__ivlist_t *own = &g->ivs[g->rank];
+        for (uint32_t k = 0; k < own->count; k++) {
+            cdsm__archive_keep(own->v[k]);
+            own->v[k] = NULL;
+        }
+    }
     for (uint32_t pg = 0; pg < g->npages; pg++) {
         cdsm__page_t *p = &g->pages[pg];
         if (!p->notices) continue;

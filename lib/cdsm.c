@@ -1,8 +1,11 @@
 /* Library life cycle: configuration, MPI, heap, protocol state, service thread. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
+#include "recovery.h"
 
 cdsm__state_t cdsm__g = {.rank = -1, .n = -1, .memfd = -1};
 
@@ -55,6 +58,24 @@ static int init_mpi(int *argc, char ***argv)
     return CDSM_OK;
 }
 
+/* One id for the run, chosen by rank 0 (checkpoint files carry it and their folder is
+ * named after it): the Slurm job and step when there is one, else time and process id. */
+static void agree_job_id(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint64_t id = 0;
+    if (g->rank == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        id = ((uint64_t)ts.tv_sec << 32) ^ ((uint64_t)ts.tv_nsec << 8) ^ (uint64_t)getpid();
+        const char *job = getenv("SLURM_JOB_ID"), *step = getenv("SLURM_STEP_ID");
+        if (job && *job) id = (strtoull(job, NULL, 10) << 24) ^ (step ? strtoull(step, NULL, 10) << 8 : 0) ^ (id & 0xff);
+        if (!id) id = 1;
+    }
+    MPI_Bcast(&id, 1, MPI_UINT64_T, 0, g->comm);
+    g->job_id = id;
+}
+
 static int init_state(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -65,7 +86,7 @@ static int init_state(void)
     g->ivs = calloc((size_t)g->n, sizeof *g->ivs);
     if (!g->vc || !g->ivs) return cdsm__error(CDSM_ERR_NOMEM, "vector clock");
     if ((rc = cdsm__heap_init()) || (rc = cdsm__alloc_init()) || (rc = cdsm__locks_init()) ||
-        (rc = cdsm__barrier_init()))
+        (rc = cdsm__barrier_init()) || (rc = cdsm__det_init()) || (rc = cdsm__ckpt_init()))
         return rc;
     return CDSM_OK;
 }
@@ -73,6 +94,10 @@ static int init_state(void)
 static void fini_state(void)
 {
     cdsm__state_t *g = &cdsm__g;
+    cdsm__ckpt_fini();
+    cdsm__protect_fini();
+    cdsm__det_fini();
+    cdsm__archive_fini();
     cdsm__barrier_fini();
     cdsm__audit_fini();
     cdsm__locks_fini();
@@ -106,6 +131,7 @@ int cdsm_init(int *argc, char ***argv)
     if (rc) return rc;
     cdsm__log_level = (int)cdsm__cfg.log_level;
     if ((rc = init_mpi(argc, argv))) goto fail_mpi;
+    agree_job_id();
     rc = init_state();
     /* Start-up is the one place for collectives: all ranks fail together or none. */
     int all = rc;
@@ -135,6 +161,10 @@ int cdsm_finalize(void)
     cdsm__state_t *g = &cdsm__g;
     if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_finalize without cdsm_init");
     cdsm_stats_t mine, total;
+    /* A checkpoint still being written is finished first (its counters belong here). */
+    pthread_mutex_lock(&g->mu);
+    cdsm__ckpt_take_drain();
+    pthread_mutex_unlock(&g->mu);
     cdsm_stats_get(&mine);
     /* First barrier: everyone is done with shared memory (and the counters are summed). */
     int rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, cdsm__cfg.stats >= 2 ? &mine : NULL, &total, NULL);
@@ -155,6 +185,9 @@ int cdsm_finalize(void)
     g->rank = g->n = -1;
     memset(&g->st, 0, sizeof g->st);
     g->bar_epoch = 0;
+    g->sync_seq = 0;
+    g->job_id = 0;
     g->log_bytes = 0;
+    g->archive_bytes = 0;
     return rc;
 }

@@ -42,6 +42,21 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_INT, OFF(spin_us), 0, 1000000, NULL},
 };
 
+static const cdsm__cfg_entry_t recovery_entries[] = {
+    {"CDSM_LOGGING", "1", "causal logging of the determinants a replay needs (vector clocks of lock grants and barriers); 0 turns it off (no recovery possible)",
+     CDSM_CFG_BOOL, OFF(logging), 0, 1, NULL},
+    {"CDSM_CKPT_DIR", "", "folder for checkpoint files (one HDF5 file per rank and checkpoint); empty: no checkpoints",
+     CDSM_CFG_STR, OFF(ckpt_dir), 0, CDSM_CFG_PATH_MAX, NULL},
+    {"CDSM_CKPT_BARRIERS", "0", "checkpoint at every N-th barrier (0: not by barrier count)",
+     CDSM_CFG_INT, OFF(ckpt_barriers), 0, 1u << 30, NULL},
+    {"CDSM_CKPT_SECONDS", "60", "checkpoint at the first barrier this many seconds after the previous checkpoint (or the start) (0: not by time)",
+     CDSM_CFG_INT, OFF(ckpt_seconds), 0, 1u << 30, NULL},
+    {"CDSM_CKPT_LOG_SIZE", "64M", "checkpoint at the first barrier after the rank's logs (diffs, twins, records, determinants) pass this size (0: not by size)",
+     CDSM_CFG_SIZE, OFF(ckpt_log_size), 0, 1ull << 40, NULL},
+    {"CDSM_CKPT_FULL_EVERY", "8", "every N-th checkpoint is full, the others hold only the pages changed since the previous one (1: always full)",
+     CDSM_CFG_INT, OFF(ckpt_full_every), 1, 1u << 20, NULL},
+};
+
 static const cdsm__cfg_entry_t diag_entries[] = {
     {"CDSM_STATS", "0", "0: no statistics; 1: print this rank's counters at finalize; 2: also the sum over ranks (rank 0)",
      CDSM_CFG_INT, OFF(stats), 0, 2, NULL},
@@ -54,6 +69,7 @@ static const cdsm__cfg_entry_t diag_entries[] = {
 const cdsm__cfg_table_t cdsm__cfg_tables[] = {
     {"heap", heap_entries, sizeof heap_entries / sizeof heap_entries[0]},
     {"protocol", protocol_entries, sizeof protocol_entries / sizeof protocol_entries[0]},
+    {"recovery", recovery_entries, sizeof recovery_entries / sizeof recovery_entries[0]},
     {"diagnostics", diag_entries, sizeof diag_entries / sizeof diag_entries[0]},
 };
 const size_t cdsm__cfg_ntables = sizeof cdsm__cfg_tables / sizeof cdsm__cfg_tables[0];
@@ -102,6 +118,14 @@ int cdsm__config_set(cdsm__config_t *cfg, const char *name, const char *value, c
         return cdsm__error(CDSM_ERR_CONFIG, "%s: unknown setting (from %s); see docs/CONFIG.md",
                            name, origin);
     uint64_t v = 0;
+    if (e->type == CDSM_CFG_STR) {
+        size_t len = strlen(value);
+        if (len >= e->max)
+            return cdsm__error(CDSM_ERR_CONFIG, "%s: value of %zu bytes is too long (at most %llu) (from %s)",
+                               name, len, (unsigned long long)(e->max - 1), origin);
+        memcpy((char *)cfg + e->offset, value, len + 1);
+        return CDSM_OK;
+    }
     switch (e->type) {
     case CDSM_CFG_SIZE:
     case CDSM_CFG_INT:
@@ -123,6 +147,7 @@ int cdsm__config_set(cdsm__config_t *cfg, const char *name, const char *value, c
             return cdsm__error(CDSM_ERR_CONFIG, "%s=%s: not a boolean (0/1/yes/no/true/false/on/off) (from %s)",
                                name, value, origin);
         break;
+    case CDSM_CFG_STR: break; /* handled above */
     case CDSM_CFG_ENUM: {
         const char *c = e->choices;
         uint64_t idx = 0;

@@ -9,7 +9,10 @@
 extern "C" {
 #endif
 
-typedef enum { CDSM_CFG_SIZE, CDSM_CFG_INT, CDSM_CFG_BOOL, CDSM_CFG_ENUM, CDSM_CFG_ADDR } cdsm__cfg_type_t;
+/* STR: a string of at most max-1 bytes copied into a char array at offset. */
+typedef enum { CDSM_CFG_SIZE, CDSM_CFG_INT, CDSM_CFG_BOOL, CDSM_CFG_ENUM, CDSM_CFG_ADDR, CDSM_CFG_STR } cdsm__cfg_type_t;
+
+#define CDSM_CFG_PATH_MAX 1024
 
 typedef struct cdsm__cfg_entry {
     const char *name;    /* environment variable, CDSM_... */
@@ -41,6 +44,13 @@ typedef struct cdsm__config {
     uint64_t fault_around;
     uint64_t prefetch;
     uint64_t spin_us;
+    /* recovery */
+    uint64_t logging;
+    char ckpt_dir[CDSM_CFG_PATH_MAX];
+    uint64_t ckpt_barriers;
+    uint64_t ckpt_seconds;
+    uint64_t ckpt_log_size;
+    uint64_t ckpt_full_every;
     /* diagnostics */
     uint64_t stats;
     uint64_t log_level;

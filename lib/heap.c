@@ -116,6 +116,9 @@ int cdsm__page_protect(uint32_t first, uint32_t count, int state)
         cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
         cdsm_check(!"mprotect failed");
     }
-    for (uint32_t i = 0; i < count; i++) cdsm__g.pages[first + i].state = (uint8_t)state;
+    for (uint32_t i = 0; i < count; i++) {
+        cdsm__g.pages[first + i].state = (uint8_t)state;
+        cdsm__g.pages[first + i].ckflags = 3; /* changed since the last checkpoint */
+    }
     return CDSM_OK;
 }

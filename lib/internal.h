@@ -85,7 +85,7 @@ typedef struct cdsm__page {
     uint8_t spec;      /* made writable ahead of a write (fault-around), not known written */
     int16_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
     uint8_t sticky;    /* CDSM_STICKY_*: how the hot-page pressure rule treats this page */
-    uint8_t pad_;
+    uint8_t ckflags;   /* bit 0: changed since the last checkpoint; bit 1: ever changed */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     void *twin;
@@ -102,6 +102,7 @@ typedef struct cdsm__lock {
     int32_t tail;      /* manager only: last requester (token goes there next) */
     int32_t next;      /* successor waiting for our release, or -1 */
     uint32_t *next_vc; /* successor's vector clock (n entries) */
+    uint32_t next_seq; /* successor's synchronisation number (causal logging) */
 } cdsm__lock_t;
 
 /* ---- messages --------------------------------------------------------------------- */
@@ -144,7 +145,7 @@ typedef struct cdsm__reply {
 } cdsm__reply_t;
 
 /* Barrier flags in a release. */
-enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2 };
+enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2, CDSM_BAR_DETLOST = 4 };
 /* Barrier kinds in an arrival. */
 enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AUDIT = 3 };
 
@@ -181,6 +182,8 @@ typedef struct cdsm__state {
     int finalizing;
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
     uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
+    uint32_t sync_seq;     /* synchronisation operations (acquire, release, barrier) so far */
+    uint64_t job_id;       /* the run, agreed at init (checkpoint files carry it) */
 
     /* barrier: this rank's side */
     uint32_t bar_epoch;
@@ -194,8 +197,10 @@ typedef struct cdsm__state {
     cdsm__buf_t *bar_recs; /* per rank: serialized records, ordered by idx */
     uint32_t *bar_maxidx;  /* per rank: highest idx collected */
 
-    /* memory held by diffs, twins and records (for GC) */
+    /* memory held by diffs, twins and records (for GC), and by archived diffs (in
+     * log_bytes too, but not collectable) */
     uint64_t log_bytes;
+    uint64_t archive_bytes;
 
     /* counters (updated under mu, or atomically by the service thread) */
     cdsm_stats_t st;

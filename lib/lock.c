@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "recovery.h"
 #include "vclock.h"
 
 int cdsm__locks_init(void)
@@ -33,13 +34,18 @@ void cdsm__locks_fini(void)
     g->locks = NULL;
 }
 
-/* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). */
-static int send_grant(uint32_t l, int to, const uint32_t *to_vc)
+/* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). The
+ * grant is a determinant of the acquirer's acquire number to_seq: logged here (SENT) and by
+ * the acquirer (RECV); it carries this rank's synchronisation number. */
+static int send_grant(uint32_t l, int to, const uint32_t *to_vc, uint32_t to_seq)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, 0);
+    cdsm__buf_put_u32(&b, g->sync_seq);
     cdsm__buf_put(&b, g->vc, (size_t)g->n * 4);
+    cdsm__det_log(CDSM_DET_SENT, (uint32_t)to, l, to_seq, g->sync_seq, g->vc);
+    CDSM_STAT_ADD(piggyback_bytes, 4);
     uint32_t nrec = cdsm__iv_serialize_newer(&b, to_vc);
     memcpy(b.p, &nrec, 4);
     int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
@@ -48,13 +54,13 @@ static int send_grant(uint32_t l, int to, const uint32_t *to_vc)
 }
 
 /* The token holder (or the rank about to hold it) learns who comes next. */
-static void on_forward(uint32_t l, int requester, const uint32_t *vc)
+static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__lock_t *lk = &g->locks[l];
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_NONE;
-        send_grant(l, requester, vc);
+        send_grant(l, requester, vc, seq);
         return;
     }
     cdsm_check(lk->state == CDSM_LK_HELD || lk->state == CDSM_LK_WAITING);
@@ -64,30 +70,34 @@ static void on_forward(uint32_t l, int requester, const uint32_t *vc)
         cdsm_check(lk->next_vc != NULL);
     }
     lk->next = requester;
+    lk->next_seq = seq;
     memcpy(lk->next_vc, vc, (size_t)g->n * 4);
 }
 
 /* Manager: the requester becomes the tail; the previous tail hands the token on. */
-static void manager_step(uint32_t l, int requester, const uint32_t *vc)
+static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__lock_t *lk = &g->locks[l];
     int t = lk->tail;
     lk->tail = requester;
     if (t == g->rank) {
-        on_forward(l, requester, vc);
+        on_forward(l, requester, vc, seq);
         return;
     }
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, (uint32_t)requester);
+    cdsm__buf_put_u32(&b, seq);
     cdsm__buf_put(&b, vc, (size_t)g->n * 4);
+    CDSM_STAT_ADD(piggyback_bytes, 4);
     cdsm__tp_send(t, CDSM_MSG_LOCK_FWD, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }
 
-static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, const uint32_t **vc)
+static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, uint32_t *seq, const uint32_t **vc)
 {
     *req = (int)cdsm__rd_u32(r);
+    *seq = cdsm__rd_u32(r);
     *vc = cdsm__rd_take(r, (size_t)cdsm__g.n * 4);
     if (r->bad || h->tag >= cdsm__g.nlocks || *req < 0 || *req >= cdsm__g.n) {
         cdsm__log(CDSM_LOG_ERROR, "malformed lock message from rank %u", h->src);
@@ -99,18 +109,20 @@ static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, const ui
 void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     int req;
+    uint32_t seq;
     const uint32_t *vc;
-    if (parse_req(h, r, &req, &vc)) return;
+    if (parse_req(h, r, &req, &seq, &vc)) return;
     cdsm_check(h->tag % (uint64_t)cdsm__g.n == (uint64_t)cdsm__g.rank);
-    manager_step((uint32_t)h->tag, req, vc);
+    manager_step((uint32_t)h->tag, req, vc, seq);
 }
 
 void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     int req;
+    uint32_t seq;
     const uint32_t *vc;
-    if (parse_req(h, r, &req, &vc)) return;
-    on_forward((uint32_t)h->tag, req, vc);
+    if (parse_req(h, r, &req, &seq, &vc)) return;
+    on_forward((uint32_t)h->tag, req, vc, seq);
 }
 
 static int check_id(const char *what, int id)
@@ -138,6 +150,7 @@ int cdsm_lock_acquire(int id)
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
     cdsm__close_interval();
+    uint32_t seq = ++g->sync_seq;
     CDSM_STAT_ADD(lock_acquires, 1);
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_HELD;
@@ -148,11 +161,13 @@ int cdsm_lock_acquire(int id)
     lk->state = CDSM_LK_WAITING;
     int mgr = id % g->n;
     if (mgr == g->rank) {
-        manager_step((uint32_t)id, g->rank, g->vc);
+        manager_step((uint32_t)id, g->rank, g->vc, seq);
     } else {
         cdsm__buf_t b = {0};
         cdsm__buf_put_u32(&b, (uint32_t)g->rank);
+        cdsm__buf_put_u32(&b, seq);
         cdsm__buf_put(&b, g->vc, (size_t)g->n * 4);
+        CDSM_STAT_ADD(piggyback_bytes, 4);
         rc = cdsm__tp_send(mgr, CDSM_MSG_LOCK_REQ, (uint64_t)id, b.p, b.len, NULL, 0);
         cdsm__buf_free(&b);
         if (rc) goto out;
@@ -163,12 +178,13 @@ int cdsm_lock_acquire(int id)
         goto out;
     }
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
-    uint32_t nrec = cdsm__rd_u32(&rd);
+    uint32_t nrec = cdsm__rd_u32(&rd), grant_seq = cdsm__rd_u32(&rd);
     const uint32_t *vc = cdsm__rd_take(&rd, (size_t)g->n * 4);
     rc = vc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
     if (rc) {
         cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
     } else {
+        cdsm__det_log(CDSM_DET_RECV, rep->hdr.src, (uint32_t)id, seq, grant_seq, vc);
         cdsm__vc_merge(g->vc, vc, g->n);
         lk->state = CDSM_LK_HELD;
     }
@@ -190,11 +206,12 @@ int cdsm_lock_release(int id)
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_release(%d): not held by this rank", id);
     }
     cdsm__close_interval();
+    g->sync_seq++;
     if (lk->next >= 0) {
         int to = lk->next;
         lk->next = -1;
         lk->state = CDSM_LK_NONE;
-        rc = send_grant((uint32_t)id, to, lk->next_vc);
+        rc = send_grant((uint32_t)id, to, lk->next_vc, lk->next_seq);
     } else {
         lk->state = CDSM_LK_TOKEN;
     }

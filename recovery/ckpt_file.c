@@ -197,7 +197,7 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
-static int region_name_ok(const char *s)
+int cdsm__ckpt_region_name_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
     return n > 0 && n <= CDSM_CKPT_NAME_MAX && s[0] != '.' && !strchr(s, '/');
@@ -304,7 +304,7 @@ static int validate(ctx_t *x, const cdsm__ckpt_t *c)
         if (c->page_index[i] <= c->page_index[i - 1])
             return fail(x, CDSM_ERR_INVALID_ARG, "page numbers not strictly increasing at entry %" PRIu32, i);
     for (uint32_t i = 0; i < c->nregions; i++) {
-        if (!region_name_ok(c->regions[i].name))
+        if (!cdsm__ckpt_region_name_ok(c->regions[i].name))
             return fail(x, CDSM_ERR_INVALID_ARG, "private region %" PRIu32 ": bad name", i);
         for (uint32_t k = 0; k < i; k++)
             if (!strcmp(c->regions[i].name, c->regions[k].name))
@@ -570,7 +570,7 @@ static herr_t region_visit(hid_t g, const char *name, const H5L_info_t *info, vo
     (void)info;
     region_it_t *it = data;
     cdsm__ckpt_t *c = it->c;
-    if (!region_name_ok(name)) {
+    if (!cdsm__ckpt_region_name_ok(name)) {
         fail(it->x, CDSM_ERR_CORRUPT, "private region with a bad name");
         return -1;
     }

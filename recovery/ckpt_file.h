@@ -64,6 +64,9 @@ typedef struct cdsm__ckpt {
     cdsm__ckpt_region_t *regions; /* [nregions], names unique */
 } cdsm__ckpt_t;
 
+/* Whether s is a valid private region name (see cdsm__ckpt_region_t). */
+int cdsm__ckpt_region_name_ok(const char *s);
+
 /* CRC-32C (Castagnoli) of n bytes, chained: crc32c(crc32c(0, a), b) == crc32c(0, a||b).
  * Uses the SSE4.2 instruction where the CPU has it. The _sw variant is the table version. */
 uint32_t cdsm__ckpt_crc32c(uint32_t crc, const void *buf, size_t n);

@@ -10,20 +10,7 @@
 
 #include <cdsm.h>
 
-namespace {
-
-class AbortOnFailure : public ::testing::EmptyTestEventListener {
-    void OnTestPartResult(const ::testing::TestPartResult &r) override
-    {
-        if (!r.failed()) return;
-        fprintf(stderr, "[rank %d] FAILED at %s:%d: %s\n", cdsm_rank(), r.file_name() ? r.file_name() : "?",
-                r.line_number(), r.summary());
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-};
-
-} // namespace
+#include "abort_on_failure.h"
 
 int main(int argc, char **argv)
 {

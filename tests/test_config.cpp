@@ -129,6 +129,40 @@ TEST(Config, FileIsReadAndCheckedLineByLine)
     clear_env();
 }
 
+TEST(Config, RecoverySettings)
+{
+    clear_env();
+    cdsm__config_t c;
+    ASSERT_EQ(cdsm__config_load(&c), CDSM_OK);
+    EXPECT_EQ(c.logging, 1u);
+    EXPECT_STREQ(c.ckpt_dir, "");
+    EXPECT_EQ(c.ckpt_log_size, 64ull << 20);
+    setenv("CDSM_LOGGING", "off", 1);
+    setenv("CDSM_CKPT_DIR", "/scratch/run 1", 1);
+    setenv("CDSM_CKPT_BARRIERS", "5", 1);
+    setenv("CDSM_CKPT_FULL_EVERY", "1", 1);
+    ASSERT_EQ(cdsm__config_load(&c), CDSM_OK);
+    EXPECT_EQ(c.logging, 0u);
+    EXPECT_STREQ(c.ckpt_dir, "/scratch/run 1");
+    EXPECT_EQ(c.ckpt_barriers, 5u);
+    EXPECT_EQ(c.ckpt_full_every, 1u);
+    // A path too long for the setting is refused, never truncated.
+    std::string longdir(CDSM_CFG_PATH_MAX, 'd');
+    setenv("CDSM_CKPT_DIR", longdir.c_str(), 1);
+    EXPECT_EQ(cdsm__config_load(&c), CDSM_ERR_CONFIG);
+    EXPECT_NE(std::string(cdsm_last_error()).find("CDSM_CKPT_DIR"), std::string::npos);
+    EXPECT_NE(std::string(cdsm_last_error()).find("too long"), std::string::npos);
+    setenv("CDSM_CKPT_DIR", "", 1);
+    setenv("CDSM_CKPT_FULL_EVERY", "0", 1);
+    EXPECT_EQ(cdsm__config_load(&c), CDSM_ERR_CONFIG);
+    EXPECT_NE(std::string(cdsm_last_error()).find("CDSM_CKPT_FULL_EVERY=0"), std::string::npos);
+    setenv("CDSM_CKPT_FULL_EVERY", "2", 1);
+    setenv("CDSM_LOGGING", "sometimes", 1);
+    EXPECT_EQ(cdsm__config_load(&c), CDSM_ERR_CONFIG);
+    EXPECT_NE(std::string(cdsm_last_error()).find("CDSM_LOGGING=sometimes"), std::string::npos);
+    clear_env();
+}
+
 TEST(Config, EverySettingIsDocumented)
 {
     std::ifstream doc(CDSM_SOURCE_ROOT "/docs/CONFIG.md");

@@ -33,7 +33,19 @@
     X(bytes_recv, "protocol bytes received (headers included)")                \
     X(doorbells, "doorbell wake-ups of the service thread")                    \
     X(log_bytes, "bytes of diffs, twins and interval records held now")        \
-    X(log_bytes_peak, "peak of log_bytes")
+    X(log_bytes_peak, "peak of log_bytes")                                     \
+    X(archive_bytes, "own diffs kept after GC for a replay from the start (no checkpoints)") \
+    X(det_logged, "determinants logged (grants sent and received, barriers)")  \
+    X(det_bytes, "bytes of determinants held now")                             \
+    X(det_bytes_peak, "peak of det_bytes")                                     \
+    X(piggyback_bytes, "bytes of logging data piggybacked on protocol messages") \
+    X(ckpts, "checkpoints committed")                                          \
+    X(ckpts_full, "full checkpoints committed")                                \
+    X(ckpt_pages, "pages written to checkpoints")                              \
+    X(ckpt_bytes, "bytes of committed checkpoint files")                       \
+    X(ckpt_stall_us, "microseconds the program waited for checkpoints (copy)") \
+    X(ckpt_write_us, "microseconds the writer thread spent writing files")     \
+    X(ckpt_files_removed, "checkpoint files removed by garbage collection")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -1,0 +1,56 @@
+/* The diff archive: a rank's own interval records with their diffs, kept after garbage
+ * collection when a replay must start from the beginning (causal logging on, no
+ * checkpoints: DESIGN.md, "two ways back"). Garbage collection still clears the protocol's
+ * state (notices, other ranks' records, twins), so a long run does not slow down; only
+ * the diffs this rank created stay, outside the live protocol, for a replacement to fetch.
+ * Their memory is the counter archive_bytes, not part of what triggers collection. */
+#include <stdlib.h>
+
+#include "recovery.h"
+
+static cdsm__interval_t **arch;
+static size_t narch, cap;
+
+int cdsm__archive_needed(void)
+{
+    return cdsm__det_enabled() && !cdsm__ckpt_enabled();
+}
+
+void cdsm__archive_keep(cdsm__interval_t *iv)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm_check(iv->rank == g->rank && iv->diffs);
+    /* Lazy diffs still pending are made now, while their twins exist. */
+    for (uint32_t j = 0; j < iv->npages; j++) cdsm__own_diff(iv, j);
+    if (narch == cap) {
+        cap = cap ? cap * 2 : 1024;
+        cdsm__interval_t **v = realloc(arch, cap * sizeof *v);
+        cdsm_check(v != NULL); /* out of memory: the run could no longer be replayed */
+        arch = v;
+    }
+    arch[narch++] = iv;
+    uint64_t bytes = cdsm__iv_bytes(iv);
+    for (uint32_t j = 0; j < iv->npages; j++) bytes += sizeof(cdsm__diffrec_t) + iv->diffs[j]->len;
+    g->archive_bytes += bytes;
+    g->st.archive_bytes = g->archive_bytes;
+}
+
+const cdsm__interval_t *cdsm__archive_find(uint32_t idx)
+{
+    /* Kept in increasing idx order. */
+    size_t lo = 0, hi = narch;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (arch[mid]->idx < idx) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < narch && arch[lo]->idx == idx ? arch[lo] : NULL;
+}
+
+void cdsm__archive_fini(void)
+{
+    for (size_t i = 0; i < narch; i++) cdsm__iv_free(arch[i]);
+    free(arch);
+    arch = NULL;
+    narch = cap = 0;
+}

@@ -1,0 +1,416 @@
+/* Checkpoints at barriers: the policy, the snapshot, the writer thread, the registry of
+ * private regions (cdsm_protect) and the garbage collection of checkpoint files.
+ *
+ * The program's thread only copies: the pages changed since the previous checkpoint (or
+ * every page ever changed, for a full one), their states and applied vectors, the vector
+ * clock, counters, lock states and the registered private regions. A writer thread, asleep
+ * on a condition variable when idle, turns that copy into an HDF5 file (recovery/
+ * ckpt_file.c: temporary name, fsync, rename). One checkpoint is in flight at a time: a
+ * snapshot due while the previous one is still being written waits for it, and that wait
+ * is counted as stall. Files of this run go to <CDSM_CKPT_DIR>/job-<job id>/. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt_file.h"
+#include "recovery.h"
+
+/* Layout of the checkpoint's interval counters and log positions (docs/CHECKPOINT_FORMAT.md). */
+enum { IV_OWN = 0, IV_SYNC = 1, IV_EPOCH = 2, IV_BASES = 3 };
+enum { LP_SYNC = 0, LP_EPOCH = 1, LP_DET_LOGGED = 2, LP_COUNT = 3 };
+
+typedef struct region {
+    char *name;
+    void *ptr;
+    size_t size;
+} region_t;
+
+static struct {
+    int on;
+    char dir[CDSM_CFG_PATH_MAX + 64];
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, stop;
+    cdsm__ckpt_t *job;         /* snapshot waiting for or being written */
+    int busy;                  /* a snapshot is queued or being written */
+    int last_failed;           /* the last write failed: the next one is full */
+    uint64_t next_seq;         /* sequence number of the next checkpoint */
+    uint64_t committed_seq;    /* last committed, 0: none */
+    uint64_t chain_first;      /* the full checkpoint the committed chain starts at */
+    uint64_t oldest_file;      /* lowest seq that may still exist on disk */
+    cdsm__ckpt_pos_t committed;
+    /* policy (program thread) */
+    uint64_t barriers_since;
+    uint64_t last_ns;
+    uint64_t log_at_last;
+    uint64_t taken;
+} W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .next_seq = 1, .oldest_file = 1};
+
+static region_t *regions;
+static size_t nregions;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int cdsm__ckpt_enabled(void)
+{
+    return W.on;
+}
+
+/* ---- the writer thread ------------------------------------------------------------- */
+
+static void snapshot_free(cdsm__ckpt_t *c)
+{
+    cdsm__ckpt_free(c); /* NULL-safe; frees what the snapshot allocated */
+    free(c);
+}
+
+/* Files older than the committed chain are no longer needed by anyone: a replay starts at
+ * the last committed checkpoint, and determinants older than it are dropped by the others
+ * once they learn of it. */
+static void remove_old_files(void)
+{
+    char path[sizeof W.dir + 64];
+    for (uint64_t s = W.oldest_file; s < W.chain_first; s++) {
+        if (cdsm__ckpt_path(path, sizeof path, W.dir, (uint32_t)cdsm__g.rank, s)) continue;
+        if (unlink(path) == 0)
+            CDSM_STAT_ADD(ckpt_files_removed, 1);
+        else if (errno != ENOENT)
+            cdsm__log(CDSM_LOG_WARN, "checkpoint garbage collection: cannot remove %s: %s", path, strerror(errno));
+    }
+    if (W.chain_first > W.oldest_file) W.oldest_file = W.chain_first;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&W.mu);
+    for (;;) {
+        while (!W.job && !W.stop) pthread_cond_wait(&W.cv, &W.mu);
+        if (!W.job) break;
+        cdsm__ckpt_t *c = W.job;
+        pthread_mutex_unlock(&W.mu);
+        uint64_t t0 = now_ns();
+        int rc = cdsm__ckpt_write(W.dir, c);
+        uint64_t us = (now_ns() - t0) / 1000;
+        char path[sizeof W.dir + 64];
+        struct stat sb;
+        if (!rc && !cdsm__ckpt_path(path, sizeof path, W.dir, c->rank, c->seq) && !stat(path, &sb))
+            CDSM_STAT_ADD(ckpt_bytes, (uint64_t)sb.st_size);
+        CDSM_STAT_ADD(ckpt_write_us, us);
+        pthread_mutex_lock(&W.mu);
+        if (rc) {
+            /* Logged by the file layer; the previous checkpoint stays the committed one. */
+            W.last_failed = 1;
+        } else {
+            W.last_failed = 0;
+            W.committed_seq = c->seq;
+            if (!c->base_seq) W.chain_first = c->seq;
+            W.committed.sync_seq = (uint32_t)c->log_pos[LP_SYNC];
+            W.committed.epoch = (uint32_t)c->log_pos[LP_EPOCH];
+            CDSM_STAT_ADD(ckpts, 1);
+            if (!c->base_seq) CDSM_STAT_ADD(ckpts_full, 1);
+            CDSM_STAT_ADD(ckpt_pages, c->npages);
+            remove_old_files();
+        }
+        W.job = NULL;
+        W.busy = 0;
+        pthread_cond_broadcast(&W.cv);
+        pthread_mutex_unlock(&W.mu);
+        snapshot_free(c);
+        pthread_mutex_lock(&W.mu);
+    }
+    pthread_mutex_unlock(&W.mu);
+    return NULL;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[sizeof W.dir];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0777) && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0777) && errno != EEXIST ? -1 : 0;
+}
+
+int cdsm__ckpt_init(void)
+{
+    W.on = cdsm__cfg.ckpt_dir[0] != '\0';
+    W.last_ns = now_ns();
+    if (!W.on) return CDSM_OK;
+    snprintf(W.dir, sizeof W.dir, "%s/job-%016" PRIx64, cdsm__cfg.ckpt_dir, cdsm__g.job_id);
+    if (mkdir_p(W.dir))
+        return cdsm__error(CDSM_ERR_IO, "CDSM_CKPT_DIR=%s: cannot create %s: %s", cdsm__cfg.ckpt_dir, W.dir,
+                           strerror(errno));
+    if (access(W.dir, W_OK | X_OK))
+        return cdsm__error(CDSM_ERR_IO, "CDSM_CKPT_DIR=%s: %s is not writable: %s", cdsm__cfg.ckpt_dir, W.dir,
+                           strerror(errno));
+    if (pthread_create(&W.th, NULL, writer_main, NULL))
+        return cdsm__error(CDSM_ERR_NOMEM, "checkpoint writer thread");
+    W.started = 1;
+    return CDSM_OK;
+}
+
+/* Wait until the writer is idle; returns the microseconds waited. Caller holds W.mu. */
+static uint64_t wait_idle(void)
+{
+    if (!W.busy) return 0;
+    uint64_t t0 = now_ns();
+    while (W.busy) pthread_cond_wait(&W.cv, &W.mu);
+    return (now_ns() - t0) / 1000;
+}
+
+void cdsm__ckpt_take_drain(void)
+{
+    if (!W.started) return;
+    pthread_mutex_lock(&W.mu);
+    wait_idle();
+    pthread_mutex_unlock(&W.mu);
+}
+
+void cdsm__ckpt_fini(void)
+{
+    if (W.started) {
+        pthread_mutex_lock(&W.mu);
+        wait_idle();
+        W.stop = 1;
+        pthread_cond_broadcast(&W.cv);
+        pthread_mutex_unlock(&W.mu);
+        pthread_join(W.th, NULL);
+    }
+    int on = W.on;
+    memset(&W.dir, 0, sizeof W.dir);
+    W.on = W.started = W.stop = W.busy = W.last_failed = 0;
+    W.next_seq = W.oldest_file = 1;
+    W.committed_seq = W.chain_first = W.barriers_since = W.log_at_last = W.taken = 0;
+    W.committed = (cdsm__ckpt_pos_t){0, 0};
+    (void)on;
+}
+
+cdsm__ckpt_pos_t cdsm__ckpt_committed(void)
+{
+    pthread_mutex_lock(&W.mu);
+    cdsm__ckpt_pos_t p = W.committed;
+    pthread_mutex_unlock(&W.mu);
+    return p;
+}
+
+/* ---- the snapshot -------------------------------------------------------------------- */
+
+static int want_page(const cdsm__page_t *p, int full)
+{
+    if (full) return (p->ckflags & 2) != 0;
+    return (p->ckflags & 1) || p->state == CDSM_PG_RW; /* hot pages are written without faults */
+}
+
+static cdsm__ckpt_t *snapshot(int full)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n;
+    cdsm__ckpt_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->job_id = g->job_id;
+    c->rank = (uint32_t)g->rank;
+    c->nranks = (uint32_t)n;
+    c->seq = W.next_seq;
+    c->base_seq = full ? 0 : W.committed_seq;
+    c->epoch = g->bar_epoch;
+    c->page_size = (uint32_t)g->page_size;
+    c->vc = malloc((size_t)n * 4);
+    c->nintervals = IV_BASES + (uint32_t)n;
+    c->intervals = malloc(c->nintervals * 4);
+    c->nlocks = g->nlocks;
+    c->lock_state = malloc(g->nlocks);
+    c->nlog = LP_COUNT;
+    c->log_pos = malloc(LP_COUNT * 8);
+    uint32_t np = 0;
+    for (uint32_t pg = 0; pg < g->npages; pg++) np += want_page(&g->pages[pg], full);
+    c->npages = np;
+    c->page_index = malloc((size_t)np * 4 + 4);
+    c->page_state = malloc((size_t)np + 1);
+    c->page_data = malloc((size_t)np * g->page_size + 1);
+    c->applied = calloc((size_t)np * (size_t)n + 1, 4);
+    c->nregions = (uint32_t)nregions;
+    c->regions = calloc(nregions + 1, sizeof *c->regions);
+    if (!c->vc || !c->intervals || !c->lock_state || !c->log_pos || !c->page_index || !c->page_state ||
+        !c->page_data || !c->applied || !c->regions)
+        goto nomem;
+    memcpy(c->vc, g->vc, (size_t)n * 4);
+    c->intervals[IV_OWN] = g->vc[g->rank];
+    c->intervals[IV_SYNC] = g->sync_seq;
+    c->intervals[IV_EPOCH] = g->bar_epoch;
+    for (int q = 0; q < n; q++) c->intervals[IV_BASES + q] = g->ivs[q].base;
+    for (uint32_t l = 0; l < g->nlocks; l++) c->lock_state[l] = g->locks[l].state;
+    c->log_pos[LP_SYNC] = g->sync_seq;
+    c->log_pos[LP_EPOCH] = g->bar_epoch;
+    c->log_pos[LP_DET_LOGGED] = g->st.det_logged;
+    uint32_t k = 0;
+    for (uint32_t pg = 0; pg < g->npages; pg++) {
+        cdsm__page_t *p = &g->pages[pg];
+        if (!want_page(p, full)) continue;
+        c->page_index[k] = pg;
+        c->page_state[k] = p->state;
+        memcpy(c->page_data + (size_t)k * g->page_size, cdsm__sys_page(pg), g->page_size);
+        if (p->applied) memcpy(c->applied + (size_t)k * n, p->applied, (size_t)n * 4);
+        k++;
+    }
+    for (size_t i = 0; i < nregions; i++) {
+        c->regions[i].name = strdup(regions[i].name);
+        c->regions[i].data = malloc(regions[i].size + 1);
+        c->regions[i].size = regions[i].size;
+        if (!c->regions[i].name || !c->regions[i].data) goto nomem;
+        memcpy(c->regions[i].data, regions[i].ptr, regions[i].size);
+    }
+    /* Only now: a snapshot that could not be made leaves the change marks in place. */
+    for (uint32_t pg = 0; pg < g->npages; pg++) g->pages[pg].ckflags &= (uint8_t)~1u;
+    return c;
+nomem:
+    snapshot_free(c);
+    return NULL;
+}
+
+int cdsm__ckpt_take(int full, int sync)
+{
+    if (!W.on) return CDSM_OK;
+    uint64_t t0 = now_ns();
+    /* Wait for the previous checkpoint without holding mu: the service thread goes on
+     * serving the other ranks meanwhile. Only this thread queues snapshots. */
+    pthread_mutex_lock(&W.mu);
+    if (W.busy) {
+        pthread_mutex_unlock(&cdsm__g.mu);
+        wait_idle();
+        pthread_mutex_unlock(&W.mu);
+        pthread_mutex_lock(&cdsm__g.mu);
+        pthread_mutex_lock(&W.mu);
+    }
+    if (W.last_failed || !W.committed_seq || W.taken % cdsm__cfg.ckpt_full_every == 0) full = 1;
+    cdsm__ckpt_t *c = snapshot(full);
+    if (!c) {
+        pthread_mutex_unlock(&W.mu);
+        return cdsm__error(CDSM_ERR_NOMEM, "checkpoint %" PRIu64 ": no memory for the snapshot", W.next_seq);
+    }
+    W.next_seq++;
+    W.taken++;
+    W.job = c;
+    W.busy = 1;
+    pthread_cond_broadcast(&W.cv);
+    int rc = CDSM_OK;
+    if (sync) {
+        pthread_mutex_unlock(&W.mu);
+        pthread_mutex_unlock(&cdsm__g.mu);
+        pthread_mutex_lock(&W.mu);
+        wait_idle();
+        pthread_mutex_unlock(&W.mu);
+        pthread_mutex_lock(&cdsm__g.mu);
+        pthread_mutex_lock(&W.mu);
+        if (W.last_failed)
+            rc = cdsm__error(CDSM_ERR_IO, "checkpoint %" PRIu64 " of rank %d could not be written",
+                             W.next_seq - 1, cdsm__g.rank);
+    }
+    pthread_mutex_unlock(&W.mu);
+    CDSM_STAT_ADD(ckpt_stall_us, (now_ns() - t0) / 1000);
+    W.barriers_since = 0;
+    W.last_ns = now_ns();
+    W.log_at_last = cdsm__g.log_bytes;
+    return rc;
+}
+
+int cdsm__ckpt_policy(void)
+{
+    if (!W.on) return CDSM_OK;
+    W.barriers_since++;
+    const cdsm__config_t *cf = &cdsm__cfg;
+    uint64_t grown = cdsm__g.log_bytes > W.log_at_last ? cdsm__g.log_bytes - W.log_at_last : 0;
+    int due = (cf->ckpt_barriers && W.barriers_since >= cf->ckpt_barriers) ||
+              (cf->ckpt_seconds && now_ns() - W.last_ns >= cf->ckpt_seconds * 1000000000ull) ||
+              (cf->ckpt_log_size && grown + cdsm__g.st.det_bytes >= cf->ckpt_log_size);
+    return due ? cdsm__ckpt_take(0, 0) : CDSM_OK;
+}
+
+const char *cdsm_checkpoint_dir(void)
+{
+    return cdsm__g.initialized && W.on ? W.dir : NULL;
+}
+
+/* ---- cdsm_protect ---------------------------------------------------------------------- */
+
+static region_t *find_region(const char *name)
+{
+    for (size_t i = 0; i < nregions; i++)
+        if (!strcmp(regions[i].name, name)) return &regions[i];
+    return NULL;
+}
+
+int cdsm_protect(const char *name, void *ptr, size_t size)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_protect before cdsm_init");
+    if (!cdsm__ckpt_region_name_ok(name))
+        return cdsm__error(CDSM_ERR_INVALID_ARG,
+                           "cdsm_protect(\"%.64s\"): a name is 1..%d bytes, without '/', not starting with '.'",
+                           name ? name : "(null)", CDSM_CKPT_NAME_MAX);
+    if (!ptr || !size) return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_protect(\"%s\"): NULL pointer or size 0", name);
+    const char *a = ptr;
+    if (a < g->base + g->heap_size && a + size > g->base)
+        return cdsm__error(CDSM_ERR_INVALID_ARG,
+                           "cdsm_protect(\"%s\"): %p..+%zu is in the shared heap, which checkpoints hold already",
+                           name, ptr, size);
+    pthread_mutex_lock(&g->mu);
+    int rc = CDSM_OK;
+    if (find_region(name)) {
+        rc = cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_protect(\"%s\"): name registered already", name);
+        goto out;
+    }
+    region_t *v = realloc(regions, (nregions + 1) * sizeof *v);
+    char *nm = strdup(name);
+    if (v) regions = v;
+    if (!v || !nm) {
+        free(nm);
+        rc = cdsm__error(CDSM_ERR_NOMEM, "cdsm_protect(\"%s\")", name);
+        goto out;
+    }
+    regions[nregions++] = (region_t){nm, ptr, size};
+out:
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+int cdsm_unprotect(const char *name)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_unprotect before cdsm_init");
+    if (!name) return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_unprotect(NULL)");
+    pthread_mutex_lock(&g->mu);
+    region_t *r = find_region(name);
+    int rc = CDSM_OK;
+    if (!r) {
+        rc = cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_unprotect(\"%s\"): no region of that name", name);
+    } else {
+        free(r->name);
+        *r = regions[--nregions];
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+void cdsm__protect_fini(void)
+{
+    for (size_t i = 0; i < nregions; i++) free(regions[i].name);
+    free(regions);
+    regions = NULL;
+    nregions = 0;
+}

@@ -1,0 +1,104 @@
+/* Causal logging of determinants and checkpoints at barriers (internal, never installed).
+ *
+ * What a replay of rank r needs, beyond r's checkpoint and the diffs the writers keep:
+ * the vector clock r received at each acquire that took a grant from another rank, and
+ * the global vector clock of each barrier. Interval records and diffs follow from those
+ * vector clocks (a race-free program's access misses fetch exactly the diffs of the
+ * intervals the vector clock covers), so they are not logged a second time.
+ *
+ * Every grant is logged twice, by the protocol's own message and no extra one: the granter
+ * keeps a SENT entry (needed when the acquirer fails), the acquirer a RECV entry (needed to
+ * rebuild the granter's SENT entries after the granter fails, so that a later failure is
+ * covered too). Piggybacked: the acquirer's synchronisation number on the lock request and
+ * its forward (4 bytes), the granter's on the grant (4 bytes), each rank's last committed
+ * checkpoint on barrier arrivals (8 bytes) and all of them on releases (8 bytes per rank). */
+#ifndef CDSM_RECOVERY_H
+#define CDSM_RECOVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { CDSM_DET_SENT = 1, CDSM_DET_RECV = 2, CDSM_DET_BARRIER = 3 };
+
+/* One determinant; vc[n] follows (the grant's vector clock, or the barrier's global one). */
+typedef struct cdsm__det {
+    uint32_t kind;    /* CDSM_DET_* */
+    uint32_t peer;    /* SENT: acquirer; RECV: granter; BARRIER: this rank */
+    uint32_t id;      /* lock id, or barrier epoch */
+    uint32_t acq_seq; /* the acquirer's synchronisation number of the acquire (BARRIER: this rank's) */
+    uint32_t grant_seq; /* the granter's synchronisation number when it granted (BARRIER: 0) */
+    uint32_t vc[];
+} cdsm__det_t;
+CDSM__STATIC_ASSERT(sizeof(cdsm__det_t) == 20, "determinant header is a log and audit format");
+
+/* Last committed checkpoint of a rank, as reported at barriers. */
+typedef struct cdsm__ckpt_pos {
+    uint32_t sync_seq; /* synchronisation number at the checkpoint (0: none) */
+    uint32_t epoch;    /* barrier epoch of the checkpoint (0: none) */
+} cdsm__ckpt_pos_t;
+CDSM__STATIC_ASSERT(sizeof(cdsm__ckpt_pos_t) == 8, "checkpoint position is a wire format");
+
+/* ---- detlog.c: the determinant log (caller holds mu unless said otherwise) ----------- */
+int cdsm__det_init(void);
+void cdsm__det_fini(void);
+int cdsm__det_enabled(void);
+/* Log one determinant. */
+void cdsm__det_log(uint32_t kind, uint32_t peer, uint32_t id, uint32_t acq_seq, uint32_t grant_seq,
+                   const uint32_t *vc);
+/* New checkpoint positions of every rank (from a barrier release): drop what no replay
+ * can need any more. */
+void cdsm__det_trim(const cdsm__ckpt_pos_t *pos);
+/* The positions last received (n entries), for checks and tests. */
+const cdsm__ckpt_pos_t *cdsm__det_positions(void);
+size_t cdsm__det_count(void);
+/* Tests only: forget the newest determinant of a kind (1 if there was one). */
+int cdsm__det_drop_newest(uint32_t kind);
+/* Visit each determinant held, oldest first. */
+void cdsm__det_foreach(void (*fn)(const cdsm__det_t *d, void *arg), void *arg);
+
+/* Debug audit (CDSM_CHECK=1), in the checker's barrier round: every rank sends digests
+ * of its SENT and RECV entries and the barrier epochs it holds; the manager checks that
+ * each grant that a replay could need is held by both its granter and its acquirer, and
+ * every barrier since the oldest checkpoint by every rank. */
+void cdsm__det_audit_put(cdsm__buf_t *b);
+int cdsm__det_audit_collect(int src, cdsm__rd_t *r);
+/* Manager, when all have arrived: 0 if complete, else 1 and what is missing in out[4]
+ * (acquirer, granter, acquire number, lock or epoch). Resets the round. */
+int cdsm__det_audit_finish(uint32_t out[4]);
+
+/* ---- archive.c: own diffs kept after garbage collection for a replay from the start -- */
+/* Whether collected intervals must be archived (logging on, no checkpoints). */
+int cdsm__archive_needed(void);
+/* Take over one of this rank's interval records at garbage collection (its pending diffs
+ * are made first); caller holds mu and no longer frees it. */
+void cdsm__archive_keep(cdsm__interval_t *iv);
+/* The archived record of this rank's interval idx, or NULL. */
+const cdsm__interval_t *cdsm__archive_find(uint32_t idx);
+void cdsm__archive_fini(void);
+
+/* ---- ckpt.c: checkpoints at barriers ------------------------------------------------ */
+int cdsm__ckpt_init(void);
+/* Wait for the writer and stop it. */
+void cdsm__ckpt_fini(void);
+int cdsm__ckpt_enabled(void);
+/* After a barrier release, caller holds mu: take a checkpoint if the policy says so. */
+int cdsm__ckpt_policy(void);
+/* Take a checkpoint now; caller holds mu, released while waiting for the writer. full: not incremental; sync: return only when
+ * it is committed (garbage collection drops diffs only after every rank has one). */
+int cdsm__ckpt_take(int full, int sync);
+/* Wait until no checkpoint is being written. */
+void cdsm__ckpt_take_drain(void);
+/* This rank's last committed checkpoint (thread-safe). */
+cdsm__ckpt_pos_t cdsm__ckpt_committed(void);
+void cdsm__protect_fini(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
