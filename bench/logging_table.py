@@ -2,7 +2,8 @@
 """The cost of causal logging and checkpoints, per app (issue 4's benchmark).
 
 Every app built in <build>/apps runs under mpiexec at P ranks in four modes, interleaved
-within each repetition so that the noise of this machine hits them alike (median kept):
+within each repetition in a rotating order so that the noise of this machine hits them
+alike (median kept):
   off       CDSM_LOGGING=0
   log       CDSM_LOGGING=1 (the default)
   log+ckpt  logging and checkpoints at the default policy (CDSM_CKPT_DIR set, nothing else)
@@ -101,8 +102,10 @@ def main():
         for app in apps:
             cmd = ["mpiexec", "-n", str(a.np), os.path.join(appdir, app)] + extra.get(app, [])
             runs = {m[0]: [] for m in MODES}
-            for _ in range(a.reps):
-                for name, env_add, ckpt in MODES:
+            for rep in range(a.reps):
+                # Rotate the order: whichever mode runs first or after the checkpointing one
+                # (file system work) is not always the same.
+                for name, env_add, ckpt in MODES[rep % len(MODES):] + MODES[:rep % len(MODES)]:
                     env = dict(base_env, **env_add)
                     if ckpt:
                         env["CDSM_CKPT_DIR"] = scratch

@@ -137,6 +137,15 @@ int cdsm_lock_release(int id);
 int cdsm_barrier(void);
 
 /**
+ * Exit status of a process whose access miss needed a rank that was lost (its process
+ * exited or was killed) when no spare can take its place: a load instruction cannot
+ * return an error, so the process ends with a message naming the lost rank. API calls
+ * in the same situation return CDSM_ERR_PEER_LOST instead (cdsm_finalize() too, without
+ * calling MPI_Finalize, which would wait forever for the dead process).
+ */
+#define CDSM_EXIT_PEER_LOST 75
+
+/**
  * @brief Register a private region of the program (not in the shared heap) to be saved
  *        in every checkpoint of this rank, under @p name.
  *

@@ -228,7 +228,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     if (rc) goto out;
     cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_BAR_RELEASE, epoch);
     if (!rep) {
-        rc = cdsm__error(CDSM_ERR_PEER_LOST, "barrier %u: no release", epoch);
+        rc = cdsm__error(CDSM_ERR_PEER_LOST, "barrier %u: rank %d was lost", epoch, cdsm__lost());
         goto out;
     }
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};

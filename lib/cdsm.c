@@ -7,7 +7,7 @@
 #include "internal.h"
 #include "recovery.h"
 
-cdsm__state_t cdsm__g = {.rank = -1, .n = -1, .memfd = -1};
+cdsm__state_t cdsm__g = {.rank = -1, .n = -1, .memfd = -1, .lost_rank = -1};
 
 int cdsm__stats_print_total(FILE *f, const cdsm_stats_t *total);
 
@@ -143,6 +143,8 @@ int cdsm_init(int *argc, char ***argv)
     if ((rc = cdsm__tp_init())) goto fail_state;
     if ((rc = cdsm__fault_install())) goto fail_tp;
     g->initialized = 1;
+    cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p", g->rank,
+              g->n, (int)getpid(), (unsigned long long)g->job_id, g->heap_size >> 20, (void *)g->base);
     return CDSM_OK;
 fail_tp:
     cdsm__tp_fini();
@@ -166,7 +168,9 @@ int cdsm_finalize(void)
     cdsm__ckpt_take_drain();
     pthread_mutex_unlock(&g->mu);
     cdsm_stats_get(&mine);
-    /* First barrier: everyone is done with shared memory (and the counters are summed). */
+    /* First barrier: everyone is done with shared memory (and the counters are summed).
+     * After a lost rank it fails, and MPI_Finalize is not called: it would wait forever
+     * for the dead process. */
     int rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, cdsm__cfg.stats >= 2 ? &mine : NULL, &total, NULL);
     if (rc) return rc;
     __atomic_store_n(&g->finalizing, 1, __ATOMIC_RELEASE);

@@ -9,6 +9,7 @@
  * All of it runs under cdsm__g.mu. Page contents change only on the application thread. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "diff.h"
@@ -404,6 +405,12 @@ void cdsm__fault(uint32_t pg, int is_write)
         int rc = cdsm__validate(pg);
         /* A miss that cannot be served leaves the program without the data it reads:
          * there is no way to return an error from a load instruction. */
+        if (rc && cdsm__lost() >= 0) {
+            /* The documented fatal path: the data is gone with the lost rank. */
+            cdsm__log(CDSM_LOG_ERROR, "access miss on page %u needs rank %d, which was lost: exiting with status %d",
+                      pg, cdsm__lost(), CDSM_EXIT_PEER_LOST);
+            _exit(CDSM_EXIT_PEER_LOST);
+        }
         if (rc) {
             cdsm__log(CDSM_LOG_ERROR, "access miss on page %u could not be served: %s", pg,
                       cdsm_strerror(rc));

@@ -180,6 +180,7 @@ typedef struct cdsm__state {
     uint64_t next_req;     /* request ids for replies */
     cdsm__reply_t *replies; /* replies not yet taken by the application thread */
     int finalizing;
+    int lost_rank;         /* first rank found dead (doorbell closed), or -1 (atomic) */
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
     uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
     uint32_t sync_seq;     /* synchronisation operations (acquire, release, barrier) so far */
@@ -299,9 +300,19 @@ int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, co
 int cdsm__tp_progress(void);
 /* Complete this thread's outstanding sends; call without holding mu. */
 int cdsm__tp_flush(void);
-/* Wait (releasing mu) for a reply of the given type and tag; caller holds mu. */
+/* Wait (releasing mu) for a reply of the given type and tag; caller holds mu. Returns
+ * NULL when a rank was lost (no reply may ever come: recovery is not there yet). */
 cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag);
 void cdsm__reply_free(cdsm__reply_t *r);
+
+/* A peer was found dead (its doorbell connection closed outside finalize): remember the
+ * first one, log it once and wake every waiting thread. Any thread. */
+void cdsm__peer_lost(int rank, const char *why);
+/* The first lost rank, or -1. */
+static inline int cdsm__lost(void)
+{
+    return __atomic_load_n(&cdsm__g.lost_rank, __ATOMIC_ACQUIRE);
+}
 
 /* service.c: dispatch of one received message (service thread) */
 void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *payload);

@@ -174,7 +174,7 @@ int cdsm_lock_acquire(int id)
     }
     cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
     if (!rep) {
-        rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): no grant", id);
+        rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
         goto out;
     }
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};

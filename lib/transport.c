@@ -109,7 +109,10 @@ static int ring(int dst)
         return write(self_in, &one, 8) == 8 ? CDSM_OK : cdsm__error(CDSM_ERR_NET, "own doorbell: %s", strerror(errno));
     }
     ssize_t w = ring_bytes(dst, 1);
-    if (w < 0) return cdsm__error(CDSM_ERR_PEER_LOST, "doorbell to rank %d: %s", dst, strerror(errno));
+    if (w < 0) {
+        cdsm__peer_lost(dst, strerror(errno));
+        return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d was lost (its doorbell: %s)", dst, strerror(errno));
+    }
     if (w == 0) {
         /* Owed: our service thread may be asleep, so wake it to pay (a sleeping peer may
          * be waiting for exactly this doorbell). */
@@ -183,6 +186,23 @@ int cdsm__tp_flush(void)
     return CDSM_OK;
 }
 
+/* ---- lost peers ---------------------------------------------------------------------------- */
+
+void cdsm__peer_lost(int rank, const char *why)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int none = -1;
+    if (!__atomic_compare_exchange_n(&g->lost_rank, &none, rank, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return; /* the first loss was reported already */
+    cdsm__log(CDSM_LOG_ERROR,
+              "rank %d lost (%s): the process exited or was killed; no spare rank takes its place, so "
+              "every operation that waits for another rank now fails with CDSM_ERR_PEER_LOST",
+              rank, why);
+    pthread_mutex_lock(&g->mu);
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* ---- replies to the application thread ------------------------------------------------- */
 
 cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
@@ -196,6 +216,7 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     uint64_t spin_ns = cdsm__cfg.spin_us * 1000u;
     pthread_mutex_lock(&g->mu);
     for (int spinning = spin_ns > 0;;) {
+        if (cdsm__lost() >= 0) return NULL;
         for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
             cdsm__reply_t *r = *pp;
             if (r->hdr.type == type && r->hdr.tag == tag) {
@@ -311,9 +332,10 @@ static int rx_drain(const struct epoll_event *ev, int nev)
             rx_count[p] += r;
             CDSM_STAT_ADD(doorbells, 1);
         } else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            /* The peer's end closed: at finalize this is expected. */
+            /* The peer's end closed: at finalize this is expected, else the peer is dead
+             * (the kernel closes a killed process's sockets at once). */
             if (!__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE))
-                cdsm__log(CDSM_LOG_WARN, "rank %d closed its doorbell connection (process lost?)", p);
+                cdsm__peer_lost(p, r == 0 ? "its doorbell connection closed" : strerror(errno));
             epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
         }
     }
