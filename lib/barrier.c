@@ -17,6 +17,9 @@ static int mgr_has_stats;
 static int mgr_has_log;         /* manager: arrivals carry checkpoint positions */
 static cdsm__ckpt_pos_t *mgr_pos; /* manager: last committed checkpoint of each rank */
 static int gc_warned; /* the archiving note is logged once */
+static uint8_t *mgr_arrived;     /* manager: which ranks arrived at the barrier being collected */
+static cdsm__buf_t *mgr_last;    /* manager: each rank's release of the last barrier */
+static uint32_t mgr_last_epoch;  /* manager: epoch of the last barrier released */
 
 int cdsm__barrier_init(void)
 {
@@ -29,7 +32,9 @@ int cdsm__barrier_init(void)
     g->bar_recs = calloc((size_t)n, sizeof *g->bar_recs);
     g->bar_maxidx = calloc((size_t)n, 4);
     mgr_pos = calloc((size_t)n, sizeof *mgr_pos);
-    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx || !mgr_pos)
+    mgr_arrived = calloc((size_t)n, 1);
+    mgr_last = calloc((size_t)n, sizeof *mgr_last);
+    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx || !mgr_pos || !mgr_arrived || !mgr_last)
         return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
     return CDSM_OK;
 }
@@ -45,6 +50,13 @@ void cdsm__barrier_fini(void)
     free(g->vc_bar);
     free(mgr_pos);
     mgr_pos = NULL;
+    if (mgr_last)
+        for (int q = 0; q < g->n; q++) cdsm__buf_free(&mgr_last[q]);
+    free(mgr_last);
+    free(mgr_arrived);
+    mgr_last = NULL;
+    mgr_arrived = NULL;
+    mgr_last_epoch = 0;
     gc_warned = 0;
     g->bar_recs = NULL;
     g->bar_vcs = g->bar_maxidx = g->vc_bar = NULL;
@@ -109,8 +121,12 @@ static void release_all(void)
         }
         memcpy(b.p + nrec_at, &nrec, 4);
         cdsm__tp_send(r, CDSM_MSG_BAR_RELEASE, mgr_epoch, b.p, b.len, NULL, 0);
-        cdsm__buf_free(&b);
+        /* Kept until the next release: a rank replaced after it was sent asks again. */
+        cdsm__buf_free(&mgr_last[r]);
+        mgr_last[r] = b;
     }
+    mgr_last_epoch = mgr_epoch;
+    memset(mgr_arrived, 0, (size_t)g->n);
     for (int q = 0; q < n; q++) g->bar_recs[q].len = 0;
     g->bar_arrived = 0;
     g->bar_mem_max = 0;
@@ -134,6 +150,11 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     uint32_t nrec = cdsm__rd_u32(r);
     const uint32_t *vc = cdsm__rd_take(r, (size_t)n * 4);
     if (r->bad || g->rank != MANAGER) goto bad;
+    if (h->tag == mgr_last_epoch && mgr_last_epoch) {
+        /* A replacement arrives again at a barrier released while its process died. */
+        cdsm__tp_send(h->src, CDSM_MSG_BAR_RELEASE, h->tag, mgr_last[h->src].p, mgr_last[h->src].len, NULL, 0);
+        return;
+    }
     if (g->bar_arrived == 0) {
         mgr_epoch = (uint32_t)h->tag;
         mgr_kind = (int)kind;
@@ -176,7 +197,10 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     uint32_t nhash = cdsm__rd_u32(r);
     if (r->bad || (kind == CDSM_BAR_AUDIT && cdsm__audit_collect(h->src, r, nhash))) goto bad;
     if (kind == CDSM_BAR_AUDIT && has_log && cdsm__det_audit_collect(h->src, r)) goto bad;
-    if (++g->bar_arrived == n) release_all();
+    if (!mgr_arrived[h->src]) { /* a replacement may arrive again where its process had */
+        mgr_arrived[h->src] = 1;
+        if (++g->bar_arrived == n) release_all();
+    }
     return;
 bad:
     cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
@@ -193,6 +217,23 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     cdsm__close_interval();
     uint32_t epoch = ++g->bar_epoch;
     g->sync_seq++;
+    if (g->replaying) {
+        uint32_t rflags = 0;
+        if (cdsm__replay_barrier(epoch, &rflags)) {
+            /* Logged: the survivors passed it; take its outcome without messages. */
+            cdsm__det_log(CDSM_DET_BARRIER, (uint32_t)g->rank, epoch, g->sync_seq, rflags, g->vc);
+            CDSM_STAT_ADD(barriers, 1);
+            cdsm__replay_serve_deferred();
+            pthread_mutex_unlock(&g->mu);
+            rc = cdsm__tp_flush();
+            if (!rc && (rflags & CDSM_BAR_GC)) rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL);
+            if (!rc && kind == CDSM_BAR_PLAIN && cdsm__cfg.check)
+                rc = cdsm__barrier_full(CDSM_BAR_AUDIT, 0, NULL, NULL, NULL);
+            if (flags_out) *flags_out = (int)rflags;
+            return rc;
+        }
+        cdsm__replay_finish(); /* the first barrier the log does not hold: live again */
+    }
     cdsm__buf_t b = {0};
     uint64_t mem = g->log_bytes - g->archive_bytes; /* what a collection can free */
     int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
@@ -258,7 +299,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         cdsm__det_trim(cp);
         free(cp);
         /* Every rank logs every barrier's global vector clock. */
-        cdsm__det_log(CDSM_DET_BARRIER, (uint32_t)g->rank, epoch, g->sync_seq, 0, g->vc);
+        cdsm__det_log(CDSM_DET_BARRIER, (uint32_t)g->rank, epoch, g->sync_seq, flags, g->vc);
     }
     if (sum && ssum) memcpy(sum, ssum, sizeof *sum);
     if (flags_out) *flags_out = (int)flags;
@@ -297,6 +338,15 @@ out:
 int cdsm_barrier(void)
 {
     return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
+}
+
+void cdsm__barrier_adopt(const uint32_t *vc, uint32_t epoch)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->rank != MANAGER) return;
+    memcpy(g->bar_maxidx, vc, (size_t)g->n * 4);
+    mgr_last_epoch = 0; /* its releases were lost with the process */
+    (void)epoch;
 }
 
 /* ---- garbage collection -------------------------------------------------------------- */

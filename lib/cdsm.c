@@ -52,10 +52,15 @@ static int init_mpi(int *argc, char ***argv)
     /* Our own communicator: the program's traffic on MPI_COMM_WORLD is never matched by ours. */
     if (MPI_Comm_dup(MPI_COMM_WORLD, &g->comm) != MPI_SUCCESS)
         return cdsm__error(CDSM_ERR_MPI, "MPI_Comm_dup failed");
-    MPI_Comm_rank(g->comm, &g->rank);
-    MPI_Comm_size(g->comm, &g->n);
-    if (g->n > 32767) return cdsm__error(CDSM_ERR_INVALID_ARG, "%d ranks: at most 32767 are supported", g->n);
-    return CDSM_OK;
+    int wrank, wn;
+    MPI_Comm_rank(g->comm, &wrank);
+    MPI_Comm_size(g->comm, &wn);
+    if (wn > 32767) return cdsm__error(CDSM_ERR_INVALID_ARG, "%d processes: at most 32767 are supported", wn);
+    if (cdsm__cfg.spares >= (uint64_t)wn)
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_SPARES=%llu leaves no working rank in a job of %d processes",
+                           (unsigned long long)cdsm__cfg.spares, wn);
+    /* The last CDSM_SPARES processes are spares; the program sees the others. */
+    return cdsm__map_init(wrank, wn, wn - (int)cdsm__cfg.spares);
 }
 
 /* One id for the run, chosen by rank 0 (checkpoint files carry it and their folder is
@@ -74,6 +79,32 @@ static void agree_job_id(void)
     }
     MPI_Bcast(&id, 1, MPI_UINT64_T, 0, g->comm);
     g->job_id = id;
+}
+
+static int init_state(void);
+
+/* A spare: asleep until it replaces a lost rank (then it returns, as that rank, to run the
+ * program from its start in replay) or until the run ends (then it finishes here: the
+ * documented exit of a spare that was never needed, status 0). */
+static void spare(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__log(CDSM_LOG_INFO, "spare process %d of %d waiting (pid %d)", g->wrank, g->wn, (int)getpid());
+    int r = cdsm__spare_wait();
+    if (r < 0) {
+        cdsm__tp_fini();
+        if (g->mpi_owned && !__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE)) MPI_Finalize();
+        exit(0);
+    }
+    g->rank = r;
+    int rc = init_state();
+    if (rc) {
+        cdsm__log(CDSM_LOG_ERROR, "spare process %d cannot take the place of rank %d: exiting with status %d",
+                  g->wrank, r, CDSM_EXIT_PEER_LOST);
+        _exit(CDSM_EXIT_PEER_LOST);
+    }
+    g->replaying_start = 1;
+    cdsm__log(CDSM_LOG_WARN, "spare process %d (pid %d) takes the place of rank %d", g->wrank, (int)getpid(), r);
 }
 
 static int init_state(void)
@@ -132,7 +163,7 @@ int cdsm_init(int *argc, char ***argv)
     cdsm__log_level = (int)cdsm__cfg.log_level;
     if ((rc = init_mpi(argc, argv))) goto fail_mpi;
     agree_job_id();
-    rc = init_state();
+    rc = g->rank >= 0 ? init_state() : CDSM_OK; /* a spare's state is made when it takes over */
     /* Start-up is the one place for collectives: all ranks fail together or none. */
     int all = rc;
     MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, g->comm);
@@ -141,10 +172,18 @@ int cdsm_init(int *argc, char ***argv)
         goto fail_state;
     }
     if ((rc = cdsm__tp_init())) goto fail_state;
+    if (g->rank < 0) spare(); /* returns only as the replacement of a lost rank */
     if ((rc = cdsm__fault_install())) goto fail_tp;
     g->initialized = 1;
     cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p", g->rank,
               g->n, (int)getpid(), (unsigned long long)g->job_id, g->heap_size >> 20, (void *)g->base);
+    if (g->replaying_start && (rc = cdsm__replay_begin())) {
+        /* The documented fatal path of a replacement that cannot replay. */
+        cdsm__log(CDSM_LOG_ERROR, "the replacement of rank %d cannot replay it: exiting with status %d", g->rank,
+                  CDSM_EXIT_PEER_LOST);
+        _exit(CDSM_EXIT_PEER_LOST);
+    }
+    cdsm__proto_ready();
     return CDSM_OK;
 fail_tp:
     cdsm__tp_fini();
@@ -153,6 +192,7 @@ fail_state:
     MPI_Comm_free(&g->comm);
 fail_mpi:
     if (g->mpi_owned) MPI_Finalize();
+    cdsm__map_fini();
     g->mpi_owned = 0;
     g->rank = g->n = -1;
     return rc;
@@ -176,20 +216,32 @@ int cdsm_finalize(void)
     __atomic_store_n(&g->finalizing, 1, __ATOMIC_RELEASE);
     /* Second: everyone knows the others are finishing, so closed doorbells are expected. */
     if ((rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, NULL, NULL, NULL))) return rc;
+    if (g->rank == 0) cdsm__retire_spares();
     if (cdsm__cfg.stats >= 1) cdsm_stats_print(stderr);
     if (cdsm__cfg.stats >= 2 && g->rank == 0) cdsm__stats_print_total(stderr, &total);
     cdsm__fault_uninstall();
     cdsm__tp_fini();
     g->initialized = 0;
     fini_state();
-    MPI_Comm_free(&g->comm);
-    if (g->mpi_owned && MPI_Finalize() != MPI_SUCCESS) rc = cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed");
+    if (__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE)) {
+        /* A process died in this run: MPI_Finalize (and freeing the communicator) would
+         * wait for it forever. The run's answer is still good: its rank was replayed. */
+        cdsm__log(CDSM_LOG_INFO, "a process died during the run: MPI_Finalize is skipped (it would wait for it)");
+    } else {
+        MPI_Comm_free(&g->comm);
+        if (g->mpi_owned && MPI_Finalize() != MPI_SUCCESS) rc = cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed");
+    }
+    cdsm__map_fini();
     g->mpi_owned = 0;
     g->finalizing = 0;
     g->rank = g->n = -1;
     memset(&g->st, 0, sizeof g->st);
     g->bar_epoch = 0;
     g->sync_seq = 0;
+    g->replaying = g->replaying_start = 0;
+    g->recovered = 0;
+    g->remap_gen = 0;
+    g->lost_rank = -1;
     g->job_id = 0;
     g->log_bytes = 0;
     g->archive_bytes = 0;

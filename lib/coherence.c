@@ -14,6 +14,7 @@
 
 #include "diff.h"
 #include "internal.h"
+#include "recovery.h"
 #include "vclock.h"
 
 uint32_t *cdsm__page_applied(uint32_t pg)
@@ -291,8 +292,15 @@ void cdsm__close_interval(void)
         }
         if (!p->hot) {
             p->dirty = 0;
-            wr[nw++] = (written_t){pg, NULL};
             prot[nprot++] = pg;
+            /* Only pages whose bytes changed get a notice, as for hot and fault-around
+             * pages: which pages an interval wrote then depends on the program alone, so
+             * a replay makes the same intervals (and the same interval numbers). */
+            if (!memcmp(cdsm__sys_page(pg), p->twin, g->page_size)) {
+                twin_free(p);
+                continue;
+            }
+            wr[nw++] = (written_t){pg, NULL};
             continue;
         }
         cdsm__diffrec_t *d = diff_hot(pg);
@@ -588,7 +596,9 @@ static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__in
             remote++;
             if (!*latest || cmp_hb(&need[i], latest) > 0) *latest = need[i];
         }
-    if (!cdsm__cfg.whole_page_notices || remote < cdsm__cfg.whole_page_notices) {
+    /* A replay takes diffs only: another rank's copy holds writes after the logged
+     * vector clock, including the lost rank's own, which the replay makes again. */
+    if (!cdsm__cfg.whole_page_notices || remote < cdsm__cfg.whole_page_notices || g->replaying) {
         *latest = NULL;
         return -1;
     }
@@ -715,6 +725,7 @@ int cdsm__validate(uint32_t pg)
 void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     cdsm__state_t *g = &cdsm__g;
+    if (cdsm__replay_defer(h, r)) return; /* a replacement has not made them again yet */
     uint32_t pg = cdsm__rd_u32(r), count = cdsm__rd_u32(r);
     cdsm__buf_t b = {0};
     if (r->bad || pg >= g->npages) goto bad;
@@ -723,6 +734,7 @@ void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     for (uint32_t i = 0; i < count; i++) {
         uint32_t idx = cdsm__rd_u32(r);
         cdsm__interval_t *iv = r->bad ? NULL : cdsm__iv_get(g->rank, idx);
+        if (!r->bad && !iv) iv = (cdsm__interval_t *)cdsm__archive_find(idx); /* a replay asks */
         int j = iv ? cdsm__iv_find_page(iv, pg) : -1;
         if (j < 0) goto bad;
         cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
@@ -745,6 +757,7 @@ bad:
 void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     cdsm__state_t *g = &cdsm__g;
+    if (cdsm__replay_defer(h, r)) return; /* a replacement's copy is current once it is live */
     uint32_t pg = cdsm__rd_u32(r);
     if (r->bad || pg >= g->npages) {
         cdsm__log(CDSM_LOG_ERROR, "bad page request from rank %u", h->src);

@@ -43,6 +43,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
 };
 
 static const cdsm__cfg_entry_t recovery_entries[] = {
+    {"CDSM_SPARES", "0", "the last N processes of the job are spares: they wait inside cdsm_init and replace lost ranks (the program sees the others)",
+     CDSM_CFG_INT, OFF(spares), 0, 1024, NULL},
     {"CDSM_LOGGING", "1", "causal logging of the determinants a replay needs (vector clocks of lock grants and barriers); 0 turns it off (no recovery possible)",
      CDSM_CFG_BOOL, OFF(logging), 0, 1, NULL},
     {"CDSM_CKPT_DIR", "", "folder for checkpoint files (one HDF5 file per rank and checkpoint); empty: no checkpoints",

@@ -45,6 +45,7 @@ typedef struct cdsm__config {
     uint64_t prefetch;
     uint64_t spin_us;
     /* recovery */
+    uint64_t spares;
     uint64_t logging;
     char ckpt_dir[CDSM_CFG_PATH_MAX];
     uint64_t ckpt_barriers;

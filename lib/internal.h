@@ -117,6 +117,10 @@ enum {
     CDSM_MSG_PAGE_REP,     /* holder -> faulting rank: applied vector, page bytes */
     CDSM_MSG_BAR_ARRIVE,   /* rank -> barrier manager: vc, records, stats, check value */
     CDSM_MSG_BAR_RELEASE,  /* manager -> rank: vc, records, flags, stats sum */
+    CDSM_MSG_TAKEOVER,     /* coordinator -> spare: become rank r (and the rank map) */
+    CDSM_MSG_REPLAY_REQ,   /* replacement -> survivor: what replaying rank r needs */
+    CDSM_MSG_REPLAY_REP,   /* survivor -> replacement: barrier log, own records, epochs */
+    CDSM_MSG_RETIRE,       /* rank 0 -> unused spare at the end: finish */
     CDSM_MSG_TYPES
 };
 
@@ -155,7 +159,15 @@ enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AU
 
 typedef struct cdsm__state {
     int initialized;
-    int rank, n;
+    int rank, n;       /* logical rank (the program's) and number of working ranks */
+    int wrank, wn;     /* this process and all processes in the communicator (spares too) */
+    int *phys;         /* logical rank -> world rank (n entries) */
+    int *logical;      /* world rank -> logical rank, or -1 for a spare (wn entries) */
+    uint8_t *wdead;    /* world ranks found dead */
+    int replaying;     /* this process is a replacement replaying a lost rank */
+    int replaying_start; /* this process took over a rank in cdsm_init: replay begins */
+    int recovered;     /* a process died in this run (MPI_Finalize would wait for it) (atomic) */
+    uint32_t remap_gen; /* bumped when a logical rank moves to a spare (atomic) */
     int mpi_owned; /* we called MPI_Init_thread, so we call MPI_Finalize */
     MPI_Comm comm;
 
@@ -280,6 +292,9 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
                        int *flags_out);
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 int cdsm__gc(void);
+/* A replacement of the barrier manager takes the manager's view as of the last logged
+ * barrier (its global vector clock and epoch). Caller holds mu. */
+void cdsm__barrier_adopt(const uint32_t *vc, uint32_t epoch);
 
 /* check.c: the consistency checker (CDSM_CHECK=1) */
 int cdsm__audit_local(void);
@@ -295,6 +310,9 @@ void cdsm__tp_fini(void);
  * receiver: the application thread completes its sends in cdsm__tp_flush(). */
 int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2,
                   size_t l2);
+/* The same to a world rank (spares, before they have a logical rank). */
+int cdsm__tp_send_world(int wdst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2,
+                        size_t l2);
 /* Receive and dispatch whatever has arrived, without blocking (skipped when another
  * thread is receiving). Call without holding mu. Returns >0 if doorbells were read. */
 int cdsm__tp_progress(void);
@@ -313,6 +331,23 @@ static inline int cdsm__lost(void)
 {
     return __atomic_load_n(&cdsm__g.lost_rank, __ATOMIC_ACQUIRE);
 }
+
+/* recovery/recover.c: hooks of the transport and the dispatcher into online recovery */
+/* The process of world rank w died (its doorbell stream ended). Returns 1 if a spare takes
+ * its rank's place (or it held no rank), 0 if the run has lost the rank for good. Service
+ * thread or a receiving thread, never with mu held. */
+int cdsm__world_lost(int w, const char *why);
+/* Process w sent a message as logical rank r: 1 if it is (or has just become) r. */
+int cdsm__recover_adopt(int r, int w);
+/* Process w died or is dying and its rank is (or will be) replayed by a spare. Any thread. */
+int cdsm__world_recoverable(int w);
+/* Messages reaching a spare before its protocol state exists are kept for later (1). */
+int cdsm__hold_early(const cdsm__msg_hdr_t *h, uint8_t *buf);
+void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+void cdsm__on_retire(void);
+void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+/* A replacement still replaying keeps requests it cannot serve yet (1). Caller holds mu. */
+int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r);
 
 /* service.c: dispatch of one received message (service thread) */
 void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *payload);

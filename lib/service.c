@@ -9,7 +9,14 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
     cdsm__state_t *g = &cdsm__g;
     cdsm__rd_t rd = {buf + sizeof *h, h->len, 0, 0};
     pthread_mutex_lock(&g->mu);
+    if (cdsm__hold_early(h, buf)) { /* a spare being set up: dispatched once it is ready */
+        pthread_mutex_unlock(&g->mu);
+        return;
+    }
     switch (h->type) {
+    case CDSM_MSG_TAKEOVER: cdsm__on_takeover(h, &rd); break;
+    case CDSM_MSG_RETIRE: cdsm__on_retire(); break;
+    case CDSM_MSG_REPLAY_REQ: cdsm__serve_replay(h, &rd); break;
     case CDSM_MSG_LOCK_REQ: cdsm__lock_on_req(h, &rd); break;
     case CDSM_MSG_LOCK_FWD: cdsm__lock_on_fwd(h, &rd); break;
     case CDSM_MSG_DIFF_REQ: cdsm__serve_diffs(h, &rd); break;

@@ -39,10 +39,13 @@ typedef struct pend {
     struct pend *next;
     MPI_Request req;
     void *buf;
+    int w; /* destination process */
 } pend_t;
 
 static __thread pend_t *pending; /* this thread's incomplete sends */
 
+/* Sockets, counts and debts are per process of the communicator (world rank: spares
+ * included); protocol messages name logical ranks, mapped by cdsm__g.phys. */
 static int *bell;          /* per peer: socket we write doorbells to (self: an eventfd) */
 static int self_in = -1;   /* our own doorbell: an eventfd (a counter: it cannot fill up) */
 static uint64_t *debt;     /* per peer: doorbells not yet written because its socket was full */
@@ -51,6 +54,7 @@ static int stop_pipe[2] = {-1, -1};
 static int epfd = -1;      /* every doorbell we read, and the stop pipe */
 static pthread_mutex_t rx_mu = PTHREAD_MUTEX_INITIALIZER; /* whoever holds it receives */
 static int64_t *rx_count;  /* per peer: doorbell bytes read minus messages received */
+static uint8_t *ended;     /* per peer: its doorbell stream has ended (read under rx_mu) */
 static pthread_t svc;
 static int svc_started;
 
@@ -62,12 +66,27 @@ typedef struct peer_info {
 
 /* ---- sends ---------------------------------------------------------------------------- */
 
+/* A send to a dead process may never complete (a large message waits for its receiver):
+ * let MPI have the request and keep its buffer forever (a small, one-off leak). */
+static int abandon_if_dead(pend_t *d)
+{
+    if (!cdsm__g.wdead || !__atomic_load_n(&cdsm__g.wdead[d->w], __ATOMIC_ACQUIRE)) return 0;
+    MPI_Request_free(&d->req);
+    free(d);
+    return 1;
+}
+
 static void test_pending(void)
 {
     pend_t **pp = &pending;
     while (*pp) {
         int done = 0;
         MPI_Test(&(*pp)->req, &done, MPI_STATUS_IGNORE);
+        pend_t *next = (*pp)->next;
+        if (!done && abandon_if_dead(*pp)) { /* freed it */
+            *pp = next;
+            continue;
+        }
         if (done) {
             pend_t *d = *pp;
             *pp = d->next;
@@ -104,14 +123,18 @@ static ssize_t ring_bytes(int dst, size_t count)
 
 static int ring(int dst)
 {
-    if (dst == cdsm__g.rank) {
+    if (dst == cdsm__g.wrank) {
         uint64_t one = 1;
         return write(self_in, &one, 8) == 8 ? CDSM_OK : cdsm__error(CDSM_ERR_NET, "own doorbell: %s", strerror(errno));
     }
     ssize_t w = ring_bytes(dst, 1);
     if (w < 0) {
-        cdsm__peer_lost(dst, strerror(errno));
-        return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d was lost (its doorbell: %s)", dst, strerror(errno));
+        /* Dead. The service thread handles the loss when it reads the end of the stream
+         * (this thread may hold mu); if a spare takes the rank's place, requests are sent
+         * again to it, so this is no error. */
+        int e = errno;
+        if (cdsm__world_recoverable(dst)) return CDSM_OK;
+        return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d was lost (its doorbell: %s)", cdsm__g.logical[dst], strerror(e));
     }
     if (w == 0) {
         /* Owed: our service thread may be asleep, so wake it to pay (a sleeping peer may
@@ -127,7 +150,7 @@ static int ring(int dst)
 static int pay_debts(void)
 {
     int owed = 0;
-    for (int p = 0; p < cdsm__g.n; p++) {
+    for (int p = 0; p < cdsm__g.wn; p++) {
         uint64_t d = __atomic_exchange_n(&debt[p], 0, __ATOMIC_RELAXED);
         if (!d) continue;
         ssize_t w = ring_bytes(p, d);
@@ -140,37 +163,135 @@ static int pay_debts(void)
     return owed;
 }
 
-int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+/* Requests the application thread sent and still waits a reply for: when their
+ * destination moves to a spare they are sent again (the dead process may have lost them). */
+typedef struct resend {
+    struct resend *next;
+    int dst, wdst; /* logical destination, and the process it was sent to */
+    uint16_t type;
+    uint64_t tag;
+    size_t len;
+    uint8_t *msg;  /* header and payload */
+} resend_t;
+static __thread resend_t *resends;
+
+static int is_request(int type)
+{
+    return type == CDSM_MSG_LOCK_REQ || type == CDSM_MSG_DIFF_REQ || type == CDSM_MSG_PAGE_REQ ||
+           type == CDSM_MSG_BAR_ARRIVE;
+}
+
+static int request_of(int reply)
+{
+    switch (reply) {
+    case CDSM_MSG_LOCK_GRANT: return CDSM_MSG_LOCK_REQ;
+    case CDSM_MSG_DIFF_REP: return CDSM_MSG_DIFF_REQ;
+    case CDSM_MSG_PAGE_REP: return CDSM_MSG_PAGE_REQ;
+    case CDSM_MSG_BAR_RELEASE: return CDSM_MSG_BAR_ARRIVE;
+    default: return 0;
+    }
+}
+
+/* Send a built message (header included) to process w; takes buf. */
+static int post(int w, int type, uint8_t *buf, size_t total)
+{
+    cdsm__state_t *g = &cdsm__g;
+    pend_t *pe = malloc(sizeof *pe);
+    if (!pe) {
+        free(buf);
+        return cdsm__error(CDSM_ERR_NOMEM, "message buffer of %zu bytes", total);
+    }
+    int mrc = MPI_Isend(buf, (int)total, MPI_BYTE, w, type, g->comm, &pe->req);
+    if (mrc != MPI_SUCCESS) {
+        free(pe);
+        free(buf);
+        return cdsm__error(CDSM_ERR_MPI, "MPI_Isend of %zu bytes to process %d failed (%d)", total, w, mrc);
+    }
+    pe->buf = buf;
+    pe->w = w;
+    pe->next = pending;
+    pending = pe;
+    CDSM_STAT_ADD(msgs_sent, 1);
+    CDSM_STAT_ADD(bytes_sent, total);
+    int rc = ring(w);
+    test_pending();
+    return rc;
+}
+
+static int send_to(int w, int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
 {
     cdsm__state_t *g = &cdsm__g;
     size_t total = sizeof(cdsm__msg_hdr_t) + l1 + l2;
     if (total > INT32_MAX)
         return cdsm__error(CDSM_ERR_PROTOCOL, "message of %zu bytes to rank %d is too large", total, dst);
-    pend_t *pe = malloc(sizeof *pe);
     uint8_t *buf = malloc(total);
-    if (!pe || !buf) {
-        free(pe);
-        free(buf);
-        return cdsm__error(CDSM_ERR_NOMEM, "message buffer of %zu bytes", total);
-    }
+    if (!buf) return cdsm__error(CDSM_ERR_NOMEM, "message buffer of %zu bytes", total);
     cdsm__msg_hdr_t h = {(uint16_t)type, (uint16_t)g->rank, (uint32_t)(l1 + l2), tag};
     memcpy(buf, &h, sizeof h);
     if (l1) memcpy(buf + sizeof h, p1, l1);
     if (l2) memcpy(buf + sizeof h + l1, p2, l2);
-    int mrc = MPI_Isend(buf, (int)total, MPI_BYTE, dst, type, g->comm, &pe->req);
-    if (mrc != MPI_SUCCESS) {
-        free(pe);
-        free(buf);
-        return cdsm__error(CDSM_ERR_MPI, "MPI_Isend of %zu bytes to rank %d failed (%d)", total, dst, mrc);
+    if (dst >= 0 && w != g->wrank && is_request(type)) {
+        resend_t *e = malloc(sizeof *e);
+        uint8_t *copy = malloc(total);
+        cdsm_check(e && copy);
+        memcpy(copy, buf, total);
+        *e = (resend_t){resends, dst, w, (uint16_t)type, tag, total, copy};
+        resends = e;
     }
-    pe->buf = buf;
-    pe->next = pending;
-    pending = pe;
-    CDSM_STAT_ADD(msgs_sent, 1);
-    CDSM_STAT_ADD(bytes_sent, total);
-    int rc = ring(dst);
-    test_pending();
-    return rc;
+    return post(w, type, buf, total);
+}
+
+int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int w = dst == g->rank ? g->wrank : g->phys[dst];
+    return send_to(w, dst, type, tag, p1, l1, p2, l2);
+}
+
+int cdsm__tp_send_world(int wdst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+    return send_to(wdst, -1, type, tag, p1, l1, p2, l2);
+}
+
+/* The reply to one of our requests arrived: forget the request. */
+static void resend_done(int reply_type, uint64_t tag)
+{
+    int req = request_of(reply_type);
+    for (resend_t **pp = &resends; *pp; pp = &(*pp)->next)
+        if ((*pp)->type == req && (*pp)->tag == tag) {
+            resend_t *e = *pp;
+            *pp = e->next;
+            free(e->msg);
+            free(e);
+            return;
+        }
+}
+
+static void resend_clear(void)
+{
+    while (resends) {
+        resend_t *e = resends;
+        resends = e->next;
+        free(e->msg);
+        free(e);
+    }
+}
+
+/* Send again every waiting request whose destination now lives in another process. */
+static void resend_moved(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (resend_t *e = resends; e; e = e->next) {
+        int w = g->phys[e->dst];
+        if (w == e->wdst) continue;
+        uint8_t *copy = malloc(e->len);
+        cdsm_check(copy != NULL);
+        memcpy(copy, e->msg, e->len);
+        e->wdst = w;
+        cdsm__log(CDSM_LOG_INFO, "request (type %u, tag %llu) to rank %d sent again to its replacement",
+                  e->type, (unsigned long long)e->tag, e->dst);
+        post(w, e->type, copy, e->len);
+    }
 }
 
 int cdsm__tp_flush(void)
@@ -178,7 +299,22 @@ int cdsm__tp_flush(void)
     while (pending) {
         pend_t *d = pending;
         pending = d->next;
-        int mrc = MPI_Wait(&d->req, MPI_STATUS_IGNORE);
+        int mrc = MPI_SUCCESS;
+        if (!__atomic_load_n(&cdsm__g.recovered, __ATOMIC_ACQUIRE)) {
+            mrc = MPI_Wait(&d->req, MPI_STATUS_IGNORE);
+        } else {
+            /* A process died: its sends must not hold us forever. */
+            for (int done = 0;;) {
+                mrc = MPI_Test(&d->req, &done, MPI_STATUS_IGNORE);
+                if (done || mrc != MPI_SUCCESS) break;
+                if (abandon_if_dead(d)) {
+                    d = NULL;
+                    break;
+                }
+                sched_yield();
+            }
+            if (!d) continue;
+        }
         free(d->buf);
         free(d);
         if (mrc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "MPI_Wait on a send failed (%d)", mrc);
@@ -215,14 +351,28 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     uint64_t spin_ns = cdsm__cfg.spin_us * 1000u;
     pthread_mutex_lock(&g->mu);
+    uint32_t gen = __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE);
     for (int spinning = spin_ns > 0;;) {
-        if (cdsm__lost() >= 0) return NULL;
+        if (cdsm__lost() >= 0) {
+            resend_clear();
+            return NULL;
+        }
         for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
             cdsm__reply_t *r = *pp;
             if (r->hdr.type == type && r->hdr.tag == tag) {
                 *pp = r->next;
+                resend_done(type, tag);
                 return r;
             }
+        }
+        if (gen != __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE)) {
+            /* A rank moved to a spare: what we asked of it may be lost. */
+            gen = __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE);
+            pthread_mutex_unlock(&g->mu);
+            resend_moved();
+            cdsm__tp_flush();
+            pthread_mutex_lock(&g->mu);
+            continue;
         }
         if (!spinning) {
             if (pending) { /* sent while spinning: complete it before sleeping */
@@ -267,9 +417,9 @@ static int recv_msg(MPI_Message *m, MPI_Status *st)
     cdsm__msg_hdr_t h;
     if ((size_t)count < sizeof h) goto bad;
     memcpy(&h, buf, sizeof h);
-    if (h.src != src || h.len != (size_t)count - sizeof h || h.type == 0 || h.type >= CDSM_MSG_TYPES ||
-        h.type != st->MPI_TAG)
+    if (h.len != (size_t)count - sizeof h || h.type == 0 || h.type >= CDSM_MSG_TYPES || h.type != st->MPI_TAG)
         goto bad;
+    if (cdsm__g.logical[src] != h.src && !cdsm__recover_adopt(h.src, src)) goto bad;
     CDSM_STAT_ADD(msgs_recv, 1);
     CDSM_STAT_ADD(bytes_recv, count);
     cdsm__dispatch(&h, buf);
@@ -280,8 +430,33 @@ bad:
     return CDSM_ERR_PROTOCOL;
 }
 
+/* Read p's waiting doorbell bytes into its count. Returns -1 once p's stream has ended
+ * (p died, or finishes), after handling that; else the bytes read. Caller holds rx_mu. */
+static int bell_read(int p)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (bell[p] < 0 || ended[p]) return -1;
+    char tmp[256];
+    ssize_t r = recv(bell[p], tmp, sizeof tmp, MSG_DONTWAIT);
+    if (r > 0) {
+        rx_count[p] += r;
+        return (int)r;
+    }
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    /* The peer's end closed: at finalize this is expected, else the peer is dead (the
+     * kernel closes a killed process's sockets at once). */
+    int e = errno;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, bell[p], NULL);
+    ended[p] = 1; /* the socket stays open (closed at finalize): no fd number is reused under a ringer */
+    rx_count[p] = 0; /* what it rang for and did not send will never come */
+    if (!__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE))
+        cdsm__world_lost(p, r == 0 ? "its doorbell connection closed" : strerror(e));
+    return -1;
+}
+
 /* Receive what has arrived: everything MPI shows now, and from each peer whose count says
- * a message is on its way, that message (waiting for it). Caller holds rx_mu. */
+ * a message is on its way, that message (waiting for it, unless the peer dies first: a
+ * process killed right after ringing may never have sent it). Caller holds rx_mu. */
 static void rx_messages(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -295,11 +470,27 @@ static void rx_messages(void)
             continue;
         }
         int p;
-        for (p = 0; p < g->n && rx_count[p] <= 0; p++) {
+        for (p = 0; p < g->wn && rx_count[p] <= 0; p++) {
         }
-        if (p == g->n) return;
-        if (MPI_Mprobe(p, MPI_ANY_TAG, g->comm, &m, &st) != MPI_SUCCESS || recv_msg(&m, &st))
-            cdsm_check(!"unreadable protocol message");
+        if (p == g->wn) return;
+        if (!__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE) && !cdsm__cfg.spares) {
+            /* Nobody can die unnoticed here: wait inside MPI. */
+            if (MPI_Mprobe(p, MPI_ANY_TAG, g->comm, &m, &st) != MPI_SUCCESS || recv_msg(&m, &st))
+                cdsm_check(!"unreadable protocol message");
+            continue;
+        }
+        /* The message is normally microseconds away; the peer's end of stream says it
+         * will never come. */
+        for (;;) {
+            flag = 0;
+            if (MPI_Improbe(p, MPI_ANY_TAG, g->comm, &flag, &m, &st) != MPI_SUCCESS) flag = 0;
+            if (flag) {
+                if (recv_msg(&m, &st)) cdsm_check(!"unreadable protocol message");
+                break;
+            }
+            if (bell_read(p) < 0 || rx_count[p] <= 0) break;
+            sched_yield();
+        }
     }
 }
 
@@ -311,33 +502,21 @@ static int rx_drain(const struct epoll_event *ev, int nev)
     int stop = 0;
     for (int i = 0; i < nev; i++) {
         int p = (int)ev[i].data.u32;
-        if (p == g->n) {
+        if (p == g->wn) {
             stop = 1;
             continue;
         }
-        if (p == g->n + 1) { /* a kick: debts are paid by the service loop */
+        if (p == g->wn + 1) { /* a kick: debts are paid by the service loop */
             uint64_t k;
             if (read(kick_fd, &k, 8) != 8) k = 0;
             continue;
         }
-        if (p == g->rank) {
+        if (p == g->wrank) {
             uint64_t rings = 0;
             if (read(self_in, &rings, 8) == 8) rx_count[p] += (int64_t)rings;
             continue;
         }
-        int fd = bell[p];
-        char tmp[256];
-        ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
-        if (r > 0) {
-            rx_count[p] += r;
-            CDSM_STAT_ADD(doorbells, 1);
-        } else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            /* The peer's end closed: at finalize this is expected, else the peer is dead
-             * (the kernel closes a killed process's sockets at once). */
-            if (!__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE))
-                cdsm__peer_lost(p, r == 0 ? "its doorbell connection closed" : strerror(errno));
-            epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-        }
+        if (bell_read(p) > 0) CDSM_STAT_ADD(doorbells, 1);
     }
     rx_messages();
     return stop;
@@ -441,7 +620,7 @@ static int connect_to(const peer_info_t *me, const peer_info_t *peer, int peer_r
         if (bad) goto fail;
         set_sock_opts(fd);
     }
-    uint32_t r = (uint32_t)cdsm__g.rank;
+    uint32_t r = (uint32_t)cdsm__g.wrank;
     if (write(fd, &r, 4) != 4) goto fail;
     bell[peer_rank] = fd;
     return CDSM_OK;
@@ -458,7 +637,7 @@ static int mesh(void)
     cdsm__state_t *g = &cdsm__g;
     int rc = CDSM_OK, lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    peer_info_t me = {{0}, 0, (uint32_t)getpid()}, *all = calloc((size_t)g->n, sizeof *all);
+    peer_info_t me = {{0}, 0, (uint32_t)getpid()}, *all = calloc((size_t)g->wn, sizeof *all);
     if (lfd < 0 || ufd < 0 || !all) {
         rc = cdsm__error(CDSM_ERR_NET, "listen sockets: %s", strerror(errno));
         goto out;
@@ -470,9 +649,9 @@ static int mesh(void)
     socklen_t sl = sizeof sa;
     struct sockaddr_un ua;
     socklen_t ul = uds_addr(&ua, me.pid);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, g->n + 16) ||
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, g->wn + 16) ||
         getsockname(lfd, (struct sockaddr *)&sa, &sl) || bind(ufd, (struct sockaddr *)&ua, ul) ||
-        listen(ufd, g->n + 16)) {
+        listen(ufd, g->wn + 16)) {
         rc = cdsm__error(CDSM_ERR_NET, "bind/listen: %s", strerror(errno));
         goto out;
     }
@@ -482,9 +661,9 @@ static int mesh(void)
         rc = cdsm__error(CDSM_ERR_MPI, "exchanging doorbell addresses");
         goto out;
     }
-    for (int p = 0; p < g->rank && !rc; p++) rc = connect_to(&me, &all[p], p);
+    for (int p = 0; p < g->wrank && !rc; p++) rc = connect_to(&me, &all[p], p);
     /* Higher ranks connect to us, each on the listener for its host. */
-    for (int k = g->rank + 1; k < g->n && !rc; k++) {
+    for (int k = g->wrank + 1; k < g->wn && !rc; k++) {
         struct pollfd pf[2] = {{lfd, POLLIN, 0}, {ufd, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
             if (errno == EINTR) {
@@ -496,7 +675,7 @@ static int mesh(void)
         }
         int fd = accept4(pf[0].revents ? lfd : ufd, NULL, NULL, SOCK_CLOEXEC);
         uint32_t r;
-        if (fd < 0 || read_full(fd, &r, 4) || r <= (uint32_t)g->rank || r >= (uint32_t)g->n || bell[r] >= 0) {
+        if (fd < 0 || read_full(fd, &r, 4) || r <= (uint32_t)g->wrank || r >= (uint32_t)g->wn || bell[r] >= 0) {
             if (fd >= 0) close(fd);
             rc = cdsm__error(CDSM_ERR_NET, "accepting doorbell connections: %s", fd < 0 ? strerror(errno) : "bad greeting");
             break;
@@ -516,9 +695,9 @@ out:
 int cdsm__tp_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
-    bell = malloc((size_t)g->n * sizeof *bell);
+    bell = malloc((size_t)g->wn * sizeof *bell);
     if (!bell) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
-    for (int p = 0; p < g->n; p++) bell[p] = -1;
+    for (int p = 0; p < g->wn; p++) bell[p] = -1;
     int rc = mesh();
     /* Every rank must agree before anyone relies on the mesh. */
     int all = rc;
@@ -528,16 +707,17 @@ int cdsm__tp_init(void)
         return rc;
     }
     if (pipe2(stop_pipe, O_CLOEXEC)) return cdsm__error(CDSM_ERR_NET, "pipe: %s", strerror(errno));
-    rx_count = calloc((size_t)g->n, sizeof *rx_count);
-    debt = calloc((size_t)g->n, sizeof *debt);
-    if (!debt) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
+    rx_count = calloc((size_t)g->wn, sizeof *rx_count);
+    ended = calloc((size_t)g->wn, 1);
+    debt = calloc((size_t)g->wn, sizeof *debt);
+    if (!debt || !ended) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!rx_count || epfd < 0) return cdsm__error(CDSM_ERR_NET, "epoll_create1: %s", strerror(errno));
     kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (kick_fd < 0) return cdsm__error(CDSM_ERR_NET, "eventfd: %s", strerror(errno));
-    for (int p = 0; p <= g->n + 1; p++) {
+    for (int p = 0; p <= g->wn + 1; p++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)p};
-        int fd = p == g->n + 1 ? kick_fd : p == g->n ? stop_pipe[0] : (p == g->rank ? self_in : bell[p]);
+        int fd = p == g->wn + 1 ? kick_fd : p == g->wn ? stop_pipe[0] : (p == g->wrank ? self_in : bell[p]);
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev))
             return cdsm__error(CDSM_ERR_NET, "epoll_ctl: %s", strerror(errno));
     }
@@ -560,7 +740,7 @@ void cdsm__tp_fini(void)
         if (stop_pipe[i] >= 0) close(stop_pipe[i]);
     stop_pipe[0] = stop_pipe[1] = -1;
     if (bell) {
-        for (int p = 0; p < cdsm__g.n; p++)
+        for (int p = 0; p < cdsm__g.wn; p++)
             if (bell[p] >= 0) close(bell[p]);
         free(bell);
         bell = NULL;
@@ -571,7 +751,9 @@ void cdsm__tp_fini(void)
     if (kick_fd >= 0) close(kick_fd);
     epfd = kick_fd = -1;
     free(rx_count);
+    free(ended);
     free(debt);
+    ended = NULL;
     rx_count = NULL;
     debt = NULL;
 }

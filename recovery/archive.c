@@ -47,6 +47,16 @@ const cdsm__interval_t *cdsm__archive_find(uint32_t idx)
     return lo < narch && arch[lo]->idx == idx ? arch[lo] : NULL;
 }
 
+uint32_t cdsm__archive_count(void)
+{
+    return (uint32_t)narch;
+}
+
+void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), void *arg)
+{
+    for (size_t i = 0; i < narch; i++) fn(arch[i], arg);
+}
+
 void cdsm__archive_fini(void)
 {
     for (size_t i = 0; i < narch; i++) cdsm__iv_free(arch[i]);

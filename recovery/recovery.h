@@ -82,6 +82,29 @@ void cdsm__archive_keep(cdsm__interval_t *iv);
 const cdsm__interval_t *cdsm__archive_find(uint32_t idx);
 void cdsm__archive_fini(void);
 
+/* Number of archived records, and a visit of each in increasing idx. */
+uint32_t cdsm__archive_count(void);
+void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), void *arg);
+
+/* ---- recover.c: spares, the rank map, takeover and replay ------------------------------ */
+/* Rank map for wn processes of which the first n work. */
+int cdsm__map_init(int wrank, int wn, int n);
+void cdsm__map_fini(void);
+/* Spare: sleep until a takeover (returns the rank to become) or the end of the run (-1). */
+int cdsm__spare_wait(void);
+/* Rank 0 at finalize: release the spares that were never needed. */
+void cdsm__retire_spares(void);
+/* The protocol state exists: dispatch the messages held until now. Call without mu. */
+void cdsm__proto_ready(void);
+/* Replacement, after its state is initialised: gather what the replay needs. */
+int cdsm__replay_begin(void);
+/* In a barrier of epoch `epoch` (caller holds mu): 1 if it is replayed from the log (its
+ * records incorporated, vector clock taken, release flags in *flags), 0 if it is live. */
+int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags);
+void cdsm__replay_serve_deferred(void);
+/* The first live barrier: serve what waited, drop the store. Caller holds mu. */
+void cdsm__replay_finish(void);
+
 /* ---- ckpt.c: checkpoints at barriers ------------------------------------------------ */
 int cdsm__ckpt_init(void);
 /* Wait for the writer and stop it. */

@@ -45,7 +45,11 @@
     X(ckpt_bytes, "bytes of committed checkpoint files")                       \
     X(ckpt_stall_us, "microseconds the program waited for checkpoints (copy)") \
     X(ckpt_write_us, "microseconds the writer thread spent writing files")     \
-    X(ckpt_files_removed, "checkpoint files removed by garbage collection")
+    X(ckpt_files_removed, "checkpoint files removed by garbage collection")    \
+    X(ranks_lost, "lost ranks seen by this rank that a spare took over")          \
+    X(replays, "replays of a lost rank this process made (as its replacement)") \
+    X(replay_us, "microseconds of replay until the rank was live again")       \
+    X(replayed_barriers, "barriers replayed from the log")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""One online-recovery experiment under Slurm direct launch, and its report.
+
+Runs an app failure-free on NP ranks (srun --mpi=pmi2), then again with spares, kills the
+process of rank VICTIM with kill -9 at FRACTION of the failure-free time (counted from the
+moment every rank is initialised), and reports: detection time (kill -> the first survivor
+names the rank), replay time and barriers replayed (the replacement's own measure), total
+recovery (kill -> the replacement is live), the failure-free time of the replayed work
+(replayed barriers / all barriers x failure-free time), the run's time against the
+failure-free time (the survivors' slowdown), what a whole-job restart from the start would
+have cost (the time up to the kill plus a failure-free run, launch included), and whether
+the answer is bit-identical and verified. Needs the one-node Slurm (config/slurm-up.sh)
+and SLURM_CONF in the environment. Importable: run_experiment() returns the figures.
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+
+def clean_env(extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDSM_")}
+    env.update(extra)
+    return env
+
+
+def srun(np_, app, args, env):
+    return ["srun", "-O", "--mpi=pmi2", "-n", str(np_), app] + list(args)
+
+
+def parse_common(out):
+    r = {}
+    m = re.search(r"^answer: (.*)$", out, re.M)
+    r["answer"] = m.group(1).strip() if m else None
+    m = re.search(r"^time:\s*([0-9.eE+-]+)\s*s", out, re.M)
+    r["time"] = float(m.group(1)) if m else None
+    r["verified"] = re.search(r"^result: VERIFIED", out, re.M) is not None
+    m = re.search(r"^cdsm\[all\] barriers\s+(\d+)", out, re.M)
+    r["barriers_all"] = int(m.group(1)) if m else None
+    return r
+
+
+def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300):
+    app = os.path.abspath(app)
+    t0 = time.time()
+    ref = subprocess.run(srun(np_, app, args, None), capture_output=True, text=True, timeout=timeout,
+                         env=clean_env({"CDSM_STATS": "2"}))
+    ref_wall = time.time() - t0
+    rr = parse_common(ref.stdout + ref.stderr)
+    if ref.returncode != 0 or not rr["answer"]:
+        raise RuntimeError("failure-free run failed:\n" + (ref.stdout + ref.stderr)[-2000:])
+    env = clean_env({"CDSM_SPARES": str(spares), "CDSM_LOG_LEVEL": "info", "CDSM_STATS": "2"})
+    start = time.time()
+    p = subprocess.Popen(srun(np_ + spares, app, args, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=env)
+    lines = []
+    pids = {}
+    up_at = None
+    killed_at = None
+    pat = re.compile(r"^cdsm\[(\d+)\] info: initialised: rank (\d+) of \d+, pid (\d+)")
+    fd = p.stdout.fileno()
+    os.set_blocking(fd, False)
+    buf = ""
+
+    def read_some():
+        try:
+            return os.read(fd, 65536).decode(errors="replace")
+        except BlockingIOError:
+            return ""
+
+    while True:
+        chunk = read_some()
+        if chunk:
+            buf += chunk
+            while "\n" in buf:
+                line, buf = buf.split("\n", 1)
+                lines.append(line)
+                m = pat.match(line)
+                if m:
+                    pids[int(m.group(2))] = int(m.group(3))
+                    if len(pids) == np_ and up_at is None:
+                        up_at = time.time()
+        if up_at is not None and killed_at is None and time.time() >= up_at + fraction * rr["time"]:
+            try:
+                os.kill(pids[victim], signal.SIGKILL)
+                killed_at = time.time()
+            except ProcessLookupError:
+                killed_at = -1.0
+        if p.poll() is not None:
+            os.set_blocking(fd, True)
+            rest = p.stdout.read().decode(errors="replace")
+            if rest:
+                buf += rest
+            lines.extend(buf.split("\n"))
+            break
+        if time.time() - start > timeout:
+            p.kill()
+            raise RuntimeError("the run with a failure did not end within %d s" % timeout)
+        time.sleep(0.002)
+    wall = time.time() - start
+    out = "\n".join(lines)
+    fr = parse_common(out)
+    lost = [float(x) for x in re.findall(r"rank %d lost \([^)]*\) at ([0-9.]+)" % victim, out)]
+    m = re.search(r"rank %d: replay of (\d+) barriers done in ([0-9.]+) s at ([0-9.]+)" % victim, out)
+    res = {
+        "app": os.path.basename(app), "procs": np_, "spares": spares, "victim": victim, "fraction": fraction,
+        "failure_free_s": rr["time"], "failure_free_wall_s": ref_wall,
+        "run_s": fr["time"], "run_wall_s": wall, "srun_exit": p.returncode,
+        "killed": killed_at is not None and killed_at > 0,
+        "detection_ms": (min(lost) - killed_at) * 1000 if lost and killed_at and killed_at > 0 else None,
+        "replayed_barriers": int(m.group(1)) if m else None,
+        "replay_s": float(m.group(2)) if m else None,
+        "recovery_s": float(m.group(3)) - killed_at if m and killed_at and killed_at > 0 else None,
+        "restore_s": 0.0,  # replay from the start: no checkpoint to read
+        "answer": fr["answer"], "failure_free_answer": rr["answer"],
+        "identical": fr["answer"] == rr["answer"], "verified": fr["verified"],
+    }
+    bar_per_rank = rr["barriers_all"] / np_ if rr["barriers_all"] else None
+    res["replayed_work_s"] = (rr["time"] * res["replayed_barriers"] / bar_per_rank
+                              if bar_per_rank and res["replayed_barriers"] is not None else None)
+    res["replay_ratio"] = (res["replay_s"] / res["replayed_work_s"]
+                           if res["replay_s"] is not None and res["replayed_work_s"] else None)
+    res["slowdown"] = fr["time"] / rr["time"] if fr["time"] and rr["time"] else None
+    res["whole_job_restart_s"] = (killed_at - start) + ref_wall if res["killed"] else None
+    res["output"] = out
+    return res
+
+
+def fmt(v, spec, unit=""):
+    return format(v, spec) + unit if v is not None else "-"
+
+
+def report(r, f=sys.stdout):
+    p = lambda *a: print(*a, file=f)
+    p("== cdsm online recovery: %s on %d ranks + %d spare(s), rank %d killed (kill -9) at %.0f%% of the run =="
+      % (r["app"], r["procs"], r["spares"], r["victim"], 100 * r["fraction"]))
+    p("  failure-free run        %s  answer %s" % (fmt(r["failure_free_s"], ".3f", " s"), r["failure_free_answer"]))
+    p("  detection               %s  (kill -> a survivor names rank %d)" % (fmt(r["detection_ms"], ".1f", " ms"), r["victim"]))
+    p("  checkpoint restore      %s  (replay from the program's start)" % fmt(r["restore_s"], ".3f", " s"))
+    p("  replay                  %s  (%s barriers; their failure-free time %s, ratio %s)" % (
+        fmt(r["replay_s"], ".3f", " s"), fmt(r["replayed_barriers"], "d"), fmt(r["replayed_work_s"], ".3f", " s"),
+        fmt(r["replay_ratio"], ".2f")))
+    p("  total recovery          %s  (kill -> the replacement is live)" % fmt(r["recovery_s"], ".3f", " s"))
+    p("  run with the failure    %s  (%s x failure-free; survivors never rolled back)" % (
+        fmt(r["run_s"], ".3f", " s"), fmt(r["slowdown"], ".2f")))
+    p("  whole-job restart       %s  (work lost up to the kill + a new failure-free job, launch included)"
+      % fmt(r["whole_job_restart_s"], ".3f", " s"))
+    p("  answer                  %s  %s, %s" % (r["answer"], "identical to the failure-free run" if r["identical"]
+                                                 else "DIFFERENT from the failure-free run",
+                                                 "VERIFIED" if r["verified"] else "NOT verified"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s APP [options] [-- APP ARGS...]")
+    ap.add_argument("app")
+    ap.add_argument("--np", type=int, default=4)
+    ap.add_argument("--spares", type=int, default=1)
+    ap.add_argument("--victim", type=int, default=1)
+    ap.add_argument("--at", type=float, default=0.5, help="kill at this fraction of the failure-free time")
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--show-output", action="store_true", help="print the run's output (DSM statistics)")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = ap.parse_args(argv[:cut])
+    args = argv[cut + 1:]  # the app's arguments, after --
+    r = run_experiment(a.app, a.np, a.spares, a.victim, a.at, args)
+    if a.show_output:
+        print("\n".join(l for l in r["output"].split("\n") if not l.startswith("cdsm[") or "[all]" in l
+                        or " lost " in l or "replay" in l or "takes the place" in l))
+    report(r)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({k: v for k, v in r.items() if k != "output"}, f, indent=1)
+    return 0 if r["identical"] and r["verified"] and r["killed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

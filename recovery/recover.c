@@ -1,0 +1,572 @@
+/* Online recovery: spares, the rank map, takeover, and the replay of a lost rank.
+ *
+ * A job runs N working ranks and CDSM_SPARES spares (the last processes). Spares wait in
+ * cdsm_init. When the service thread of a survivor reads end-of-file on a working
+ * process's doorbell (the kernel closes a killed process's sockets at once), every
+ * survivor maps that rank to the lowest live unused spare (the same choice everywhere),
+ * sends again the requests it still waits on, and the lowest surviving rank sends the
+ * spare a TAKEOVER with the rank map. The spare becomes the rank: it initialises the
+ * rank's state from scratch, asks every survivor for what a replay needs (the barrier
+ * log: epoch, release flags and global vector clock of every barrier; each survivor's own
+ * interval records, archived ones included), and returns from cdsm_init into the
+ * program, which runs again from its start. Each barrier the survivors have passed is
+ * replayed from the log without messages (its records incorporated, its vector clock
+ * taken); access misses fetch the diffs those vector clocks name from their writers (who
+ * keep them: writer-based logging). Requests for the lost rank's own diffs wait until the
+ * replay has made them again. At the first barrier the log does not hold, the replacement
+ * goes live. Survivors never roll back.
+ *
+ * Replay from the start needs every determinant and diff since the start: logging on and
+ * no checkpoints (then collected diffs are archived). Lock grants are not replayed yet:
+ * the replay of a rank that took a lock from another rank stops with a clear error. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "recovery.h"
+#include "vclock.h"
+
+static pthread_mutex_t map_mu = PTHREAD_MUTEX_INITIALIZER;
+static int *replaced;            /* per world rank: it died and a spare took its rank */
+static int takeover_rank = -1;   /* spare: the rank it was asked to become */
+static int retired;              /* spare: released at the end of the run */
+static int proto_ready;          /* protocol state exists: messages may be dispatched */
+
+/* Messages that arrived before the protocol state existed (a spare being set up). */
+typedef struct held {
+    struct held *next;
+    cdsm__msg_hdr_t hdr;
+    uint8_t *buf;
+} held_t;
+static held_t *held;
+
+/* The replay store (replacement only). */
+typedef struct bar_rec {
+    uint32_t flags;
+    uint32_t *vc;
+} bar_rec_t;
+static bar_rec_t *bars;     /* index epoch - 1 */
+static uint32_t nbars;      /* last logged epoch */
+static cdsm__buf_t *recs;   /* per rank: its own records as sent, increasing idx */
+static size_t *rec_pos;     /* per rank: offset of the first record not incorporated */
+static uint32_t grants_for_me;
+static int replay_saw_gc;
+static uint64_t replay_t0;
+
+/* Requests the replacement cannot serve yet (their diffs are not made again yet). */
+typedef struct deferred {
+    struct deferred *next;
+    cdsm__msg_hdr_t hdr;
+    uint8_t *payload;
+} deferred_t;
+static deferred_t *deferred;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Wall-clock seconds: recovery messages carry them so that a script that killed a
+ * process can measure detection and recovery times. */
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the rank map ---------------------------------------------------------------------- */
+
+int cdsm__map_init(int wrank, int wn, int n)
+{
+    cdsm__state_t *g = &cdsm__g;
+    g->wrank = wrank;
+    g->wn = wn;
+    g->n = n;
+    g->phys = malloc((size_t)n * sizeof *g->phys);
+    g->logical = malloc((size_t)wn * sizeof *g->logical);
+    g->wdead = calloc((size_t)wn, 1);
+    replaced = calloc((size_t)wn, sizeof *replaced);
+    if (!g->phys || !g->logical || !g->wdead || !replaced) return cdsm__error(CDSM_ERR_NOMEM, "rank map");
+    for (int q = 0; q < n; q++) g->phys[q] = q;
+    for (int w = 0; w < wn; w++) g->logical[w] = w < n ? w : -1;
+    g->rank = wrank < n ? wrank : -1;
+    proto_ready = 0;
+    return CDSM_OK;
+}
+
+void cdsm__map_fini(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    free(g->phys);
+    free(g->logical);
+    free(g->wdead);
+    free(replaced);
+    g->phys = g->logical = NULL;
+    g->wdead = NULL;
+    replaced = NULL;
+    takeover_rank = -1;
+    retired = 0;
+    proto_ready = 0;
+    while (held) {
+        held_t *h = held;
+        held = h->next;
+        free(h->buf);
+        free(h);
+    }
+}
+
+static int pick_spare(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (int w = 0; w < g->wn; w++)
+        if (g->logical[w] == -1 && !g->wdead[w]) return w;
+    return -1;
+}
+
+int cdsm__world_recoverable(int w)
+{
+    pthread_mutex_lock(&map_mu);
+    int ok = cdsm__g.logical && (replaced[w] || (!cdsm__g.wdead[w] && pick_spare() >= 0 &&
+                                                 cdsm__cfg.logging && !cdsm__cfg.ckpt_dir[0]));
+    pthread_mutex_unlock(&map_mu);
+    return ok;
+}
+
+/* Lowest surviving logical rank other than the lost r: it sends the TAKEOVER. */
+static int coordinator(int r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (int q = 0; q < g->n; q++)
+        if (q != r && !g->wdead[g->phys[q]]) return q;
+    return -1;
+}
+
+static void send_takeover(int r, int spare)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, (uint32_t)r);
+    cdsm__buf_put_u32(&b, (uint32_t)g->n);
+    for (int q = 0; q < g->n; q++) cdsm__buf_put_u32(&b, (uint32_t)g->phys[q]);
+    cdsm__tp_send_world(spare, CDSM_MSG_TAKEOVER, (uint64_t)r, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+}
+
+int cdsm__world_lost(int w, const char *why)
+{
+    cdsm__state_t *g = &cdsm__g;
+    pthread_mutex_lock(&map_mu);
+    if (g->wdead[w]) {
+        int ok = replaced[w];
+        pthread_mutex_unlock(&map_mu);
+        return ok;
+    }
+    __atomic_store_n(&g->wdead[w], 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
+    int r = g->logical[w];
+    if (r < 0 || g->rank < 0) {
+        /* A spare died, or this process is a spare: nothing to take over here. */
+        if (r == -1 && g->rank >= 0)
+            cdsm__log(CDSM_LOG_WARN, "spare process %d lost (%s): one spare fewer", w, why);
+        pthread_mutex_unlock(&map_mu);
+        return 1;
+    }
+    int spare = pick_spare();
+    if (spare < 0 || !cdsm__cfg.logging || cdsm__cfg.ckpt_dir[0]) {
+        pthread_mutex_unlock(&map_mu);
+        if (spare >= 0)
+            cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: %s", r,
+                      !cdsm__cfg.logging ? "causal logging is off (CDSM_LOGGING=0)"
+                                         : "restart from checkpoints is not implemented yet (CDSM_CKPT_DIR is set)");
+        else if (cdsm__cfg.spares)
+            cdsm__log(CDSM_LOG_ERROR, "rank %d lost and no spare is left (CDSM_SPARES=%llu used up)", r,
+                      (unsigned long long)cdsm__cfg.spares);
+        cdsm__peer_lost(r, why);
+        return 0;
+    }
+    g->logical[w] = -2;
+    g->logical[spare] = r;
+    g->phys[r] = spare;
+    replaced[w] = 1;
+    int coord = coordinator(r);
+    pthread_mutex_unlock(&map_mu);
+    cdsm__log(CDSM_LOG_ERROR, "rank %d lost (%s) at %.6f: spare process %d takes its place and replays it", r, why,
+              wall_s(), spare);
+    CDSM_STAT_ADD(ranks_lost, 1);
+    if (coord == g->rank) send_takeover(r, spare);
+    __atomic_fetch_add(&g->remap_gen, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_lock(&g->mu);
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    return 1;
+}
+
+int cdsm__recover_adopt(int r, int w)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (r < 0 || r >= g->n || w < 0 || w >= g->wn) return 0;
+    if (g->rank < 0) {
+        /* A spare keeps no map of earlier takeovers (the TAKEOVER brings it): whoever
+         * speaks as r is r. */
+        pthread_mutex_lock(&map_mu);
+        g->phys[r] = w;
+        g->logical[w] = r;
+        pthread_mutex_unlock(&map_mu);
+        return 1;
+    }
+    /* A replacement spoke before this process read the lost rank's end of stream. */
+    if (g->logical[w] == -1 && !g->wdead[w]) cdsm__world_lost(g->phys[r], "its replacement spoke first");
+    return g->logical[w] == r;
+}
+
+/* ---- spares ------------------------------------------------------------------------------ */
+
+void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t r = cdsm__rd_u32(rd), n = cdsm__rd_u32(rd);
+    if (rd->bad || n != (uint32_t)g->n || r >= n || g->rank >= 0) goto bad;
+    pthread_mutex_lock(&map_mu);
+    for (uint32_t q = 0; q < n; q++) {
+        uint32_t w = cdsm__rd_u32(rd);
+        if (rd->bad || w >= (uint32_t)g->wn) {
+            pthread_mutex_unlock(&map_mu);
+            goto bad;
+        }
+        g->phys[q] = (int)w;
+    }
+    for (int w = 0; w < g->wn; w++)
+        if (g->logical[w] >= 0) g->logical[w] = g->wdead[w] ? -2 : -1;
+    for (uint32_t q = 0; q < n; q++) {
+        if (g->logical[g->phys[q]] == -1) g->logical[g->phys[q]] = (int)q;
+    }
+    for (int w = 0; w < g->wn; w++)
+        if (g->logical[w] == -1 && w < g->n) { /* an original process no longer in the map */
+            g->logical[w] = -2;
+            replaced[w] = 1;
+        }
+    pthread_mutex_unlock(&map_mu);
+    takeover_rank = (int)r;
+    pthread_cond_broadcast(&g->cv); /* caller holds mu */
+    return;
+bad:
+    cdsm__log(CDSM_LOG_ERROR, "malformed takeover message from rank %u", h->src);
+}
+
+void cdsm__on_retire(void)
+{
+    retired = 1;
+    __atomic_store_n(&cdsm__g.finalizing, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&cdsm__g.cv); /* caller holds mu */
+}
+
+int cdsm__spare_wait(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    pthread_mutex_lock(&g->mu);
+    while (takeover_rank < 0 && !retired) pthread_cond_wait(&g->cv, &g->mu);
+    int r = retired ? -1 : takeover_rank;
+    pthread_mutex_unlock(&g->mu);
+    return r;
+}
+
+void cdsm__retire_spares(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (int w = 0; w < g->wn; w++)
+        if (g->logical[w] == -1 && !g->wdead[w]) cdsm__tp_send_world(w, CDSM_MSG_RETIRE, 0, NULL, 0, NULL, 0);
+}
+
+/* ---- messages before the protocol state exists ----------------------------------------- */
+
+int cdsm__hold_early(const cdsm__msg_hdr_t *h, uint8_t *buf)
+{
+    if (proto_ready || h->type == CDSM_MSG_TAKEOVER || h->type == CDSM_MSG_RETIRE ||
+        h->type == CDSM_MSG_REPLAY_REP)
+        return 0;
+    held_t *e = malloc(sizeof *e), **pp = &held;
+    cdsm_check(e != NULL);
+    e->next = NULL;
+    e->hdr = *h;
+    e->buf = buf;
+    while (*pp) pp = &(*pp)->next;
+    *pp = e;
+    return 1;
+}
+
+void cdsm__proto_ready(void)
+{
+    proto_ready = 1;
+    while (held) { /* caller holds no lock: dispatch takes mu */
+        held_t *e = held;
+        held = e->next;
+        cdsm__dispatch(&e->hdr, e->buf);
+        free(e);
+    }
+}
+
+/* ---- survivors: what a replay needs --------------------------------------------------- */
+
+static void put_barrier(const cdsm__det_t *d, void *arg)
+{
+    if (d->kind != CDSM_DET_BARRIER) return;
+    cdsm__buf_t *b = arg;
+    cdsm__buf_put_u32(b, d->id);
+    cdsm__buf_put_u32(b, d->grant_seq); /* the release flags */
+    cdsm__buf_put(b, d->vc, (size_t)cdsm__g.n * 4);
+}
+
+static void count_barrier(const cdsm__det_t *d, void *arg)
+{
+    if (d->kind == CDSM_DET_BARRIER) (*(uint32_t *)arg)++;
+}
+
+struct grant_count {
+    uint32_t r, count;
+};
+
+static void count_grants(const cdsm__det_t *d, void *arg)
+{
+    struct grant_count *gc = arg;
+    if (d->kind == CDSM_DET_SENT && d->peer == gc->r) gc->count++;
+}
+
+static void put_record(const cdsm__interval_t *iv, void *arg)
+{
+    cdsm__iv_serialize(arg, iv);
+}
+
+void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
+{
+    cdsm__state_t *g = &cdsm__g;
+    (void)rd;
+    cdsm__buf_t b = {0};
+    uint32_t nbar = 0;
+    cdsm__det_foreach(count_barrier, &nbar);
+    cdsm__buf_put_u32(&b, nbar);
+    cdsm__det_foreach(put_barrier, &b);
+    struct grant_count gc = {h->src, 0};
+    cdsm__det_foreach(count_grants, &gc);
+    cdsm__buf_put_u32(&b, gc.count);
+    /* This rank's own records since the start: archived ones, then the live ones. */
+    cdsm__ivlist_t *own = &g->ivs[g->rank];
+    uint32_t nrec = cdsm__archive_count() + own->count;
+    cdsm__buf_put_u32(&b, nrec);
+    cdsm__archive_foreach(put_record, &b);
+    for (uint32_t k = 0; k < own->count; k++) cdsm__iv_serialize(&b, own->v[k]);
+    cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+}
+
+/* ---- the replacement -------------------------------------------------------------------- */
+
+static size_t wire_size(const uint8_t *p)
+{
+    cdsm__wire_iv_t w;
+    memcpy(&w, p, sizeof w);
+    return sizeof w + (size_t)cdsm__g.n * 4 + (size_t)w.npages * 4;
+}
+
+/* Parse one survivor's answer into the store. Caller holds mu. */
+static int take_replay_rep(int q, cdsm__rd_t *rd)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n;
+    uint32_t nbar = cdsm__rd_u32(rd);
+    size_t ent = 8 + (size_t)n * 4;
+    const uint8_t *barp = cdsm__rd_take(rd, (size_t)nbar * ent);
+    uint32_t ngrants = cdsm__rd_u32(rd), nrec = cdsm__rd_u32(rd);
+    if (rd->bad) return CDSM_ERR_PROTOCOL;
+    grants_for_me += ngrants;
+    if (nbar > nbars) { /* every survivor logs every barrier: keep the longest log */
+        for (uint32_t i = 0; i < nbars; i++) free(bars[i].vc);
+        free(bars);
+        bars = calloc(nbar, sizeof *bars);
+        cdsm_check(bars != NULL);
+        for (uint32_t i = 0; i < nbar; i++) {
+            uint32_t epoch, flags;
+            memcpy(&epoch, barp + i * ent, 4);
+            memcpy(&flags, barp + i * ent + 4, 4);
+            if (epoch != i + 1) return CDSM_ERR_PROTOCOL; /* the log starts at the first barrier */
+            bars[i].flags = flags;
+            bars[i].vc = malloc((size_t)n * 4);
+            cdsm_check(bars[i].vc != NULL);
+            memcpy(bars[i].vc, barp + i * ent + 8, (size_t)n * 4);
+        }
+        nbars = nbar;
+    }
+    size_t start = rd->pos;
+    for (uint32_t k = 0; k < nrec; k++) {
+        const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
+        if (!w || w->rank != (uint32_t)q || w->idx != k + 1 ||
+            !cdsm__rd_take(rd, (size_t)n * 4 + (size_t)w->npages * 4))
+            return CDSM_ERR_PROTOCOL;
+    }
+    cdsm__buf_put(&recs[q], rd->p + start, rd->pos - start);
+    return CDSM_OK;
+}
+
+int cdsm__replay_begin(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n, rc = CDSM_OK;
+    replay_t0 = now_ns();
+    recs = calloc((size_t)n, sizeof *recs);
+    rec_pos = calloc((size_t)n, sizeof *rec_pos);
+    if (!recs || !rec_pos) return cdsm__error(CDSM_ERR_NOMEM, "replay store");
+    pthread_mutex_lock(&g->mu);
+    for (int q = 0; q < n && !rc; q++)
+        if (q != g->rank) rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0);
+    for (int q = 0; q < n && !rc; q++) {
+        if (q == g->rank) continue;
+        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_REPLAY_REP, (uint64_t)q);
+        if (!rep) {
+            rc = cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: rank %d was lost too", g->rank, cdsm__lost());
+            break;
+        }
+        cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+        rc = take_replay_rep(q, &rd);
+        if (rc) cdsm__error(rc, "replaying rank %d: malformed replay data from rank %d", g->rank, q);
+        cdsm__reply_free(rep);
+    }
+    if (!rc && grants_for_me)
+        rc = cdsm__error(CDSM_ERR_STATE,
+                         "replaying rank %d: it took %u lock grants from other ranks, and the replay of lock "
+                         "grants is not implemented yet",
+                         g->rank, grants_for_me);
+    if (!rc) {
+        g->replaying = 1;
+        /* The barrier manager's view as of the last logged barrier (survivors' arrivals
+         * for the next one carry records newer than it). */
+        if (nbars) cdsm__barrier_adopt(bars[nbars - 1].vc, nbars);
+        cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers", g->rank, nbars);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+/* Records of every other rank with idx <= vc[q], not incorporated yet. Caller holds mu. */
+static int incorporate_upto(const uint32_t *vc)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__buf_t b = {0};
+    uint32_t nrec = 0;
+    for (int q = 0; q < g->n; q++) {
+        if (q == g->rank) continue;
+        while (rec_pos[q] < recs[q].len) {
+            const uint8_t *p = recs[q].p + rec_pos[q];
+            cdsm__wire_iv_t w;
+            memcpy(&w, p, sizeof w);
+            if (w.idx > vc[q]) break;
+            size_t sz = wire_size(p);
+            cdsm__buf_put(&b, p, sz);
+            rec_pos[q] += sz;
+            nrec++;
+        }
+    }
+    cdsm__rd_t rd = {b.p, b.len, 0, 0};
+    int rc = nrec ? cdsm__iv_incorporate(&rd, nrec) : CDSM_OK;
+    cdsm__buf_free(&b);
+    return rc;
+}
+
+int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->replaying || epoch > nbars) return 0;
+    const bar_rec_t *br = &bars[epoch - 1];
+    if (br->vc[g->rank] != g->vc[g->rank]) {
+        cdsm__log(CDSM_LOG_ERROR,
+                  "replay of rank %d diverged at barrier %u: it has made %u intervals, the lost process had "
+                  "made %u (the program is not piecewise deterministic, or has a data race)",
+                  g->rank, epoch, g->vc[g->rank], br->vc[g->rank]);
+        cdsm_check(!"replay diverged");
+    }
+    int rc = incorporate_upto(br->vc);
+    cdsm_check(rc == CDSM_OK);
+    cdsm__vc_merge(g->vc, br->vc, g->n);
+    memcpy(g->vc_bar, g->vc, (size_t)g->n * 4);
+    *flags = br->flags;
+    if (br->flags & CDSM_BAR_GC) replay_saw_gc = 1;
+    return 1;
+}
+
+static int servable(const deferred_t *d)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (d->hdr.type == CDSM_MSG_PAGE_REQ) return !g->replaying;
+    cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
+    cdsm__rd_u32(&rd);
+    uint32_t count = cdsm__rd_u32(&rd);
+    for (uint32_t i = 0; i < count && !rd.bad; i++)
+        if (cdsm__rd_u32(&rd) > g->vc[g->rank]) return 0;
+    return 1;
+}
+
+int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->replaying) return 0;
+    deferred_t d = {NULL, *h, (uint8_t *)r->p};
+    if (servable(&d)) return 0;
+    deferred_t *e = malloc(sizeof *e), **pp = &deferred;
+    uint8_t *copy = malloc(h->len + 1);
+    cdsm_check(e && copy);
+    memcpy(copy, r->p, h->len);
+    *e = (deferred_t){NULL, *h, copy};
+    while (*pp) pp = &(*pp)->next;
+    *pp = e;
+    return 1;
+}
+
+/* Serve the deferred requests that can be served now. Caller holds mu. */
+void cdsm__replay_serve_deferred(void)
+{
+    for (deferred_t **pp = &deferred; *pp;) {
+        deferred_t *d = *pp;
+        if (!servable(d)) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
+        if (d->hdr.type == CDSM_MSG_PAGE_REQ)
+            cdsm__serve_page(&d->hdr, &rd);
+        else
+            cdsm__serve_diffs(&d->hdr, &rd);
+        free(d->payload);
+        free(d);
+    }
+}
+
+void cdsm__replay_finish(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    g->replaying = 0;
+    /* After a collection some survivors fetch whole pages from this rank as their
+     * keeper: make every copy current first. */
+    if (replay_saw_gc)
+        for (uint32_t pg = 0; pg < g->npages; pg++)
+            if (g->pages[pg].notices && g->pages[pg].state == CDSM_PG_INVALID) cdsm__validate(pg);
+    cdsm__replay_serve_deferred();
+    if (deferred)
+        cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", g->rank);
+    cdsm__log(CDSM_LOG_WARN, "rank %d: replay of %u barriers done in %.3f s at %.6f; the rank is live again", g->rank,
+              nbars, (double)(now_ns() - replay_t0) / 1e9, wall_s());
+    CDSM_STAT_ADD(replays, 1);
+    CDSM_STAT_ADD(replay_us, (now_ns() - replay_t0) / 1000);
+    CDSM_STAT_ADD(replayed_barriers, nbars);
+    for (uint32_t i = 0; i < nbars; i++) free(bars[i].vc);
+    free(bars);
+    bars = NULL;
+    nbars = 0;
+    if (recs)
+        for (int q = 0; q < g->n; q++) cdsm__buf_free(&recs[q]);
+    free(recs);
+    free(rec_pos);
+    recs = NULL;
+    rec_pos = NULL;
+}

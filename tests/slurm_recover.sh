@@ -1,0 +1,79 @@
+#!/bin/bash
+# Online recovery under Slurm direct launch (srun --mpi=pmi2, the one-node Slurm of
+# config/slurm-up.sh): an app runs on NTASKS working ranks plus SPARES spares; each
+# victim rank is killed with kill -9 at a moment drawn from SEED within the failure-free
+# run's time, one at a time (the next after the previous replacement is live). The final
+# answer must be bit-identical to the failure-free run's, verified, every lost rank named,
+# and no surviving task may exit with an error.
+# With EXPECT_NO_SPARE=1 in the environment there are more victims than spares: the run
+# must instead end with a failing status and a message that no spare is left.
+# Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
+#   VICTIMS: comma-separated ranks, e.g. "1" or "0,2"
+set -u
+root="$1" app="$2" ntasks="$3" spares="$4" victims="$5" seed="$6"
+shift 6
+eval "$("$root/config/slurm-up.sh")" || { echo "slurm_recover: the one-node Slurm did not start" >&2; exit 1; }
+ref="$(mktemp)" out="$(mktemp)"
+trap 'rm -f "$ref" "$out"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null' EXIT
+
+srun -O --mpi=pmi2 -n "$ntasks" -J cdsm-ref "$app" "$@" > "$ref" 2>&1 || { echo "slurm_recover: failure-free run failed"; cat "$ref"; exit 1; }
+want="$(sed -n 's/^answer: //p' "$ref")"
+reftime="$(sed -n 's/^time: \([0-9.]*\) s/\1/p' "$ref")"
+[ -n "$want" ] && [ -n "$reftime" ] || { echo "slurm_recover: no answer in the failure-free run"; cat "$ref"; exit 1; }
+echo "slurm_recover: failure-free answer $want in $reftime s"
+
+CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) -J cdsm-recover \
+    "$app" "$@" > "$out" 2>&1 &
+spid=$!
+# pid of the process that holds rank r now (its last "initialised" line).
+holder() { sed -n "s/^cdsm\[$1\] info: initialised: rank $1 of [0-9]*, pid \([0-9]*\),.*/\1/p" "$out" | tail -1; }
+RANDOM=$seed
+k=0
+for v in ${victims//,/ }; do
+    # Wait until every rank is up (and, after a kill, until the replacement is live).
+    for _ in $(seq 600); do
+        up=$(grep -c "info: initialised: rank" "$out")
+        live=$(grep -c "the rank is live again" "$out")
+        [ "$up" -ge $((ntasks + k)) ] && [ "$live" -ge "$k" ] && break
+        kill -0 "$spid" 2>/dev/null || break
+        sleep 0.05
+    done
+    # A moment within the failure-free run's time (the start-up is already behind us),
+    # within its share of it when there are several victims, so that all of them die.
+    nv=$(echo "$victims" | tr ',' ' ' | wc -w)
+    delay=$(awk -v r=$RANDOM -v t="$reftime" -v nv="$nv" 'BEGIN { printf "%.3f", (r % 1000) / 1000.0 * t * 0.8 / nv }')
+    sleep "$delay"
+    pid="$(holder "$v")"
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        echo "slurm_recover: rank $v has no live process to kill (the run ended after ${delay} s?)"
+        break
+    fi
+    echo "slurm_recover: kill -9 rank $v (pid $pid) ${delay} s into the run"
+    kill -9 "$pid"
+    k=$((k + 1))
+done
+wait "$spid"
+rc=$?
+spid=""
+grep -vE '^(cdsm\[[a-z0-9-]+\] |  )[a-z_]+ +[0-9]+' "$out"
+echo "slurm_recover: srun exit status $rc"
+fail=0
+if [ "${EXPECT_NO_SPARE:-0}" = 1 ]; then
+    grep -q "no spare is left" "$out" || { echo "slurm_recover: FAIL: no message that no spare is left"; fail=1; }
+    grep -q '^result: VERIFIED' "$out" && { echo "slurm_recover: FAIL: a run that lost a rank for good verified"; fail=1; }
+    [ "$rc" -ne 0 ] || { echo "slurm_recover: FAIL: exit status 0 after losing a rank for good"; fail=1; }
+    exit $fail
+fi
+got="$(sed -n 's/^answer: //p' "$out")"
+[ "$got" = "$want" ] || { echo "slurm_recover: FAIL: answer '$got', failure-free '$want'"; fail=1; }
+grep -q '^result: VERIFIED' "$out" || { echo "slurm_recover: FAIL: the answer was not verified"; fail=1; }
+for v in ${victims//,/ }; do
+    if grep -q "rank $v lost" "$out"; then :; elif [ "$k" -gt 0 ]; then
+        echo "slurm_recover: FAIL: rank $v was not named as lost"; fail=1
+    fi
+done
+if grep -E 'Exited with exit code|error: .*task [0-9]+: (Segmentation|Aborted)' "$out"; then
+    echo "slurm_recover: FAIL: a surviving task failed"; fail=1
+fi
+[ "$k" -gt 0 ] || { echo "slurm_recover: FAIL: nothing was killed"; fail=1; }
+exit $fail
