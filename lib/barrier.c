@@ -18,6 +18,9 @@ static int mgr_has_log;         /* manager: arrivals carry checkpoint positions 
 static cdsm__ckpt_pos_t *mgr_pos; /* manager: last committed checkpoint of each rank */
 static int gc_warned; /* the archiving note is logged once */
 static uint8_t *mgr_arrived;     /* manager: which ranks arrived at the barrier being collected */
+static uint8_t *mgr_gone;        /* manager: ranks lost during finalize (FINAL barriers skip them) */
+static int mgr_died;             /* manager: a rank died during finalize (releases say so) */
+static int mgr_finals;           /* manager: FINAL barriers released */
 static cdsm__buf_t *mgr_last;    /* manager: each rank's release of the last barrier */
 static uint32_t mgr_last_epoch;  /* manager: epoch of the last barrier released */
 
@@ -33,8 +36,9 @@ int cdsm__barrier_init(void)
     g->bar_maxidx = calloc((size_t)n, 4);
     mgr_pos = calloc((size_t)n, sizeof *mgr_pos);
     mgr_arrived = calloc((size_t)n, 1);
+    mgr_gone = calloc((size_t)n, 1);
     mgr_last = calloc((size_t)n, sizeof *mgr_last);
-    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx || !mgr_pos || !mgr_arrived || !mgr_last)
+    if (!g->bar_vcs || !g->bar_recs || !g->bar_maxidx || !mgr_pos || !mgr_arrived || !mgr_last || !mgr_gone)
         return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
     return CDSM_OK;
 }
@@ -54,8 +58,11 @@ void cdsm__barrier_fini(void)
         for (int q = 0; q < g->n; q++) cdsm__buf_free(&mgr_last[q]);
     free(mgr_last);
     free(mgr_arrived);
+    free(mgr_gone);
+    mgr_died = mgr_finals = 0;
     mgr_last = NULL;
     mgr_arrived = NULL;
+    mgr_gone = NULL;
     mgr_last_epoch = 0;
     gc_warned = 0;
     g->bar_recs = NULL;
@@ -92,6 +99,7 @@ static void release_all(void)
         if (mgr_has_log && cdsm__det_audit_finish(det_bad)) flags |= CDSM_BAR_DETLOST;
     }
     if (g->bar_mismatch) flags |= CDSM_BAR_MISMATCH;
+    if (mgr_died) flags |= CDSM_BAR_DIED;
     for (int r = 0; r < n; r++) {
         const uint32_t *have = &g->bar_vcs[(size_t)r * n];
         cdsm__buf_t b = {0};
@@ -126,6 +134,7 @@ static void release_all(void)
         mgr_last[r] = b;
     }
     mgr_last_epoch = mgr_epoch;
+    if (mgr_kind == CDSM_BAR_FINAL) mgr_finals++;
     memset(mgr_arrived, 0, (size_t)g->n);
     for (int q = 0; q < n; q++) g->bar_recs[q].len = 0;
     g->bar_arrived = 0;
@@ -135,6 +144,30 @@ static void release_all(void)
     mgr_has_stats = 0;
     mgr_has_log = 0;
     mgr_kind = -1;
+}
+
+/* Manager: every rank arrived (at a FINAL barrier, ranks lost during finalize need not). */
+static int collected(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->bar_arrived) return 0;
+    int k = 0;
+    for (int q = 0; q < g->n; q++) k += mgr_arrived[q] || (mgr_gone[q] && mgr_kind == CDSM_BAR_FINAL);
+    return k == g->n;
+}
+
+void cdsm__bar_gone(int r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->rank != MANAGER || !mgr_gone) return;
+    /* A rank that closes after arriving at the barrier being collected, or after the
+     * last one was released, just finished. */
+    if (mgr_finals >= 2 || (g->bar_arrived && mgr_kind == CDSM_BAR_FINAL && mgr_arrived[r])) return;
+    mgr_gone[r] = 1;
+    mgr_died = 1;
+    __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
+    cdsm__log(CDSM_LOG_WARN, "rank %d lost during finalize (all its work was done): finishing without it", r);
+    if (collected()) release_all();
 }
 
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
@@ -199,8 +232,9 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     if (kind == CDSM_BAR_AUDIT && has_log && cdsm__det_audit_collect(h->src, r)) goto bad;
     if (!mgr_arrived[h->src]) { /* a replacement may arrive again where its process had */
         mgr_arrived[h->src] = 1;
-        if (++g->bar_arrived == n) release_all();
+        ++g->bar_arrived;
     }
+    if (collected()) release_all();
     return;
 bad:
     cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
@@ -292,6 +326,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     }
     cdsm__vc_merge(g->vc, gvc, n);
     memcpy(g->vc_bar, g->vc, (size_t)n * 4);
+    if (flags & CDSM_BAR_DIED) __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
     if (rel_pos && has_log) {
         cdsm__ckpt_pos_t *cp = malloc((size_t)n * sizeof *cp);
         cdsm_check(cp != NULL);

@@ -214,8 +214,12 @@ int cdsm_finalize(void)
     int rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, cdsm__cfg.stats >= 2 ? &mine : NULL, &total, NULL);
     if (rc) return rc;
     __atomic_store_n(&g->finalizing, 1, __ATOMIC_RELEASE);
-    /* Second: everyone knows the others are finishing, so closed doorbells are expected. */
-    if ((rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, NULL, NULL, NULL))) return rc;
+    /* Second: everyone knows the others are finishing, so closed doorbells are expected.
+     * A rank lost now had done all its work: the barrier completes without it. */
+    if ((rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, NULL, NULL, NULL)) &&
+        !__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE))
+        return rc;
+    rc = CDSM_OK;
     if (g->rank == 0) cdsm__retire_spares();
     if (cdsm__cfg.stats >= 1) cdsm_stats_print(stderr);
     if (cdsm__cfg.stats >= 2 && g->rank == 0) cdsm__stats_print_total(stderr, &total);
@@ -234,6 +238,7 @@ int cdsm_finalize(void)
     cdsm__map_fini();
     g->mpi_owned = 0;
     g->finalizing = 0;
+    g->final_mgr_gone = 0;
     g->rank = g->n = -1;
     memset(&g->st, 0, sizeof g->st);
     g->bar_epoch = 0;

@@ -149,7 +149,7 @@ typedef struct cdsm__reply {
 } cdsm__reply_t;
 
 /* Barrier flags in a release. */
-enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2, CDSM_BAR_DETLOST = 4 };
+enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2, CDSM_BAR_DETLOST = 4, CDSM_BAR_DIED = 8 };
 /* Barrier kinds in an arrival. */
 enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AUDIT = 3 };
 
@@ -192,6 +192,7 @@ typedef struct cdsm__state {
     uint64_t next_req;     /* request ids for replies */
     cdsm__reply_t *replies; /* replies not yet taken by the application thread */
     int finalizing;
+    int final_mgr_gone;    /* rank 0's process ended while this rank finalizes (atomic) */
     int lost_rank;         /* first rank found dead (doorbell closed), or -1 (atomic) */
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
     uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
@@ -337,6 +338,12 @@ static inline int cdsm__lost(void)
  * its rank's place (or it held no rank), 0 if the run has lost the rank for good. Service
  * thread or a receiving thread, never with mu held. */
 int cdsm__world_lost(int w, const char *why);
+/* Process w ended while this rank finalizes (every rank had finished its work): the last
+ * barrier goes on without it. Same threads as cdsm__world_lost. */
+void cdsm__final_lost(int w);
+/* Barrier manager (caller holds mu): rank r is gone during finalize; its arrival at a
+ * FINAL barrier is no longer waited for. */
+void cdsm__bar_gone(int r);
 /* Process w sent a message as logical rank r: 1 if it is (or has just become) r. */
 int cdsm__recover_adopt(int r, int w);
 /* Process w died or is dying and its rank is (or will be) replayed by a spare. Any thread. */
@@ -344,7 +351,7 @@ int cdsm__world_recoverable(int w);
 /* Messages reaching a spare before its protocol state exists are kept for later (1). */
 int cdsm__hold_early(const cdsm__msg_hdr_t *h, uint8_t *buf);
 void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
-void cdsm__on_retire(void);
+void cdsm__on_retire(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 /* A replacement still replaying keeps requests it cannot serve yet (1). Caller holds mu. */
 int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r);

@@ -15,7 +15,7 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
     }
     switch (h->type) {
     case CDSM_MSG_TAKEOVER: cdsm__on_takeover(h, &rd); break;
-    case CDSM_MSG_RETIRE: cdsm__on_retire(); break;
+    case CDSM_MSG_RETIRE: cdsm__on_retire(h, &rd); break;
     case CDSM_MSG_REPLAY_REQ: cdsm__serve_replay(h, &rd); break;
     case CDSM_MSG_LOCK_REQ: cdsm__lock_on_req(h, &rd); break;
     case CDSM_MSG_LOCK_FWD: cdsm__lock_on_fwd(h, &rd); break;

@@ -353,10 +353,6 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     pthread_mutex_lock(&g->mu);
     uint32_t gen = __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE);
     for (int spinning = spin_ns > 0;;) {
-        if (cdsm__lost() >= 0) {
-            resend_clear();
-            return NULL;
-        }
         for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
             cdsm__reply_t *r = *pp;
             if (r->hdr.type == type && r->hdr.tag == tag) {
@@ -364,6 +360,24 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
                 resend_done(type, tag);
                 return r;
             }
+        }
+        if (cdsm__lost() >= 0) {
+            resend_clear();
+            return NULL;
+        }
+        if (type == CDSM_MSG_BAR_RELEASE && __atomic_load_n(&g->final_mgr_gone, __ATOMIC_ACQUIRE)) {
+            /* Finalizing, and rank 0 is gone: a release it sent before is received by now
+             * (its sends complete before it closes); without one, it died first. */
+            pthread_mutex_unlock(&g->mu);
+            cdsm__tp_progress();
+            pthread_mutex_lock(&g->mu);
+            int found = 0;
+            for (cdsm__reply_t *r = g->replies; r; r = r->next) found |= r->hdr.type == type && r->hdr.tag == tag;
+            if (found) continue;
+            __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
+            cdsm__log(CDSM_LOG_WARN, "rank 0 lost during finalize (all work was done): finishing without it");
+            resend_clear();
+            return NULL;
         }
         if (gen != __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE)) {
             /* A rank moved to a spare: what we asked of it may be lost. */
@@ -451,6 +465,8 @@ static int bell_read(int p)
     rx_count[p] = 0; /* what it rang for and did not send will never come */
     if (!__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE))
         cdsm__world_lost(p, r == 0 ? "its doorbell connection closed" : strerror(e));
+    else
+        cdsm__final_lost(p); /* done with shared memory: only the last barrier misses it */
     return -1;
 }
 

@@ -165,8 +165,10 @@ int cdsm__world_lost(int w, const char *why)
         return ok;
     }
     __atomic_store_n(&g->wdead[w], 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
     int r = g->logical[w];
+    /* A spare cannot tell a death from a rank that finished before its RETIRE came: the
+     * RETIRE says whether anyone died (its TAKEOVER, that it must take over). */
+    if (g->rank >= 0) __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
     if (r < 0 || g->rank < 0) {
         /* A spare died, or this process is a spare: nothing to take over here. */
         if (r == -1 && g->rank >= 0)
@@ -202,6 +204,27 @@ int cdsm__world_lost(int w, const char *why)
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     return 1;
+}
+
+void cdsm__final_lost(int w)
+{
+    cdsm__state_t *g = &cdsm__g;
+    pthread_mutex_lock(&map_mu);
+    int first = !g->wdead[w];
+    __atomic_store_n(&g->wdead[w], 1, __ATOMIC_RELEASE);
+    int r = g->logical[w];
+    pthread_mutex_unlock(&map_mu);
+    /* Ranks close their sockets as they finish: only the barrier manager can tell a rank
+     * that died before arriving at the last barrier (its release then says so to all),
+     * and only a rank still waiting for that release can tell that the manager died. */
+    if (!first || r < 0 || g->rank < 0) return;
+    pthread_mutex_lock(&g->mu);
+    if (g->rank == 0)
+        cdsm__bar_gone(r);
+    else if (r == 0) /* the waiting thread decides: its release may be queued already */
+        __atomic_store_n(&g->final_mgr_gone, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
 }
 
 int cdsm__recover_adopt(int r, int w)
@@ -250,14 +273,18 @@ void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         }
     pthread_mutex_unlock(&map_mu);
     takeover_rank = (int)r;
+    __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE); /* someone died */
     pthread_cond_broadcast(&g->cv); /* caller holds mu */
     return;
 bad:
     cdsm__log(CDSM_LOG_ERROR, "malformed takeover message from rank %u", h->src);
 }
 
-void cdsm__on_retire(void)
+void cdsm__on_retire(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
+    uint32_t died = cdsm__rd_u32(rd);
+    if (rd->bad) cdsm__log(CDSM_LOG_ERROR, "malformed retire message from rank %u", h->src);
+    __atomic_store_n(&cdsm__g.recovered, died ? 1 : 0, __ATOMIC_RELEASE);
     retired = 1;
     __atomic_store_n(&cdsm__g.finalizing, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&cdsm__g.cv); /* caller holds mu */
@@ -276,8 +303,9 @@ int cdsm__spare_wait(void)
 void cdsm__retire_spares(void)
 {
     cdsm__state_t *g = &cdsm__g;
+    uint32_t died = __atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE) != 0;
     for (int w = 0; w < g->wn; w++)
-        if (g->logical[w] == -1 && !g->wdead[w]) cdsm__tp_send_world(w, CDSM_MSG_RETIRE, 0, NULL, 0, NULL, 0);
+        if (g->logical[w] == -1 && !g->wdead[w]) cdsm__tp_send_world(w, CDSM_MSG_RETIRE, 0, &died, 4, NULL, 0);
 }
 
 /* ---- messages before the protocol state exists ----------------------------------------- */
