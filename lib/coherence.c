@@ -378,13 +378,16 @@ static uint32_t fault_around(uint32_t first)
 static void write_fault(uint32_t pg)
 {
     cdsm__page_t *p = &cdsm__g.pages[pg];
+    /* Written in one of our last HOT_RECENT intervals too (whether or not its bytes
+     * changed then): keep it writable from now on (hot), which saves a fault and two
+     * mprotects per interval in iterative codes (blocked LU rewrites its blocks every
+     * second or third interval; SOR rewrites pages whose values do not move yet). */
+    uint32_t now = cdsm__g.vc[cdsm__g.rank] + 1;
+    if (p->last_wr && p->last_wr + HOT_RECENT >= now && cdsm__cfg.hot_idle) p->hot = 1;
+    p->last_wr = now;
     if (p->twin) {
         /* Written in an earlier interval whose diff nobody asked for yet: make it now,
-         * then the same buffer becomes the twin of the open interval. Written in one of
-         * our last HOT_RECENT intervals too: keep it writable from now on (hot), which
-         * saves a fault and two mprotects per interval in iterative codes (blocked LU
-         * rewrites its blocks every second or third interval). */
-        if (p->twin_iv + HOT_RECENT >= cdsm__g.vc[cdsm__g.rank] && cdsm__cfg.hot_idle) p->hot = 1;
+         * then the same buffer becomes the twin of the open interval. */
         diff_pending_twin(pg);
     } else {
         p->twin = malloc(cdsm__g.page_size);

@@ -88,6 +88,7 @@ typedef struct cdsm__page {
     uint8_t ckflags;   /* bit 0: changed since the last checkpoint; bit 1: ever changed */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
+    uint32_t last_wr;  /* our interval count when the page was last write-faulted (+1; 0: never) */
     void *twin;
     cdsm__notice_t *notices; /* since the last GC, newest first */
     uint32_t *applied; /* per rank: last interval whose writes this copy holds (lazy) */
