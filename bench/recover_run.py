@@ -86,8 +86,9 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300):
                         up_at = time.time()
         if up_at is not None and killed_at is None and time.time() >= up_at + fraction * rr["time"]:
             try:
+                t_kill = time.time()  # before the call: the survivors may notice before it returns
                 os.kill(pids[victim], signal.SIGKILL)
-                killed_at = time.time()
+                killed_at = t_kill
             except ProcessLookupError:
                 killed_at = -1.0
         if p.poll() is not None:

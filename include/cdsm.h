@@ -44,6 +44,14 @@ extern "C" {
  * MPI_THREAD_MULTIPLE. The library communicates on its own duplicate of
  * MPI_COMM_WORLD and never disturbs the program's use of it.
  *
+ * Spares (CDSM_SPARES=k): the last k processes of the job do not return from
+ * cdsm_init() while the run goes well. When a working rank's process dies, one of them
+ * returns as that rank (cdsm_rank()), and the program runs again from its start while
+ * the library replays the lost rank's synchronisations from the survivors' logs (the
+ * program must be piecewise deterministic and race-free). A spare never needed ends
+ * inside cdsm_init() with exit status 0 when the run ends (the documented exit of this
+ * call); a spare that cannot take over ends with CDSM_EXIT_PEER_LOST.
+ *
  * Not thread-safe; call once per process, from the thread that will use shared memory.
  *
  * @param argc  pointer to main's argc, or NULL
