@@ -4,11 +4,7 @@
 # bench/results/. Options go to bench/apps_table.py (--procs, --reps, --apps, --args APP=ARGS).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-"$root/config/install-deps.sh"
-command -v gnuplot >/dev/null || {
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
-}
+"$root/config/install-deps.sh" gnuplot-nox
 BUILD_DIR="${BUILD_DIR:-$root/build}" "$root/config/build.sh"
 cd "$root"
 exec python3 bench/apps_table.py --build "${BUILD_DIR:-$root/build}" -o "$root/bench/results" "$@"

@@ -6,11 +6,7 @@
 # and a PNG plot go to bench/results/. Options go to bench/recovery_table.py.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-"$root/config/install-deps.sh"
-command -v gnuplot >/dev/null || {
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
-}
+"$root/config/install-deps.sh" gnuplot-nox
 BUILD_DIR="${BUILD_DIR:-$root/build}" "$root/config/build.sh"
 eval "$("$root/config/slurm-up.sh")"
 cd "$root"

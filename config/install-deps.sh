@@ -2,8 +2,9 @@
 # Install the Debian 12 packages cdsm builds and tests with (only what is missing); Slurm
 # and munge are for the one-node Slurm the failure tests run under (config/slurm-up.sh).
 set -euo pipefail
+# Extra package names given as arguments are installed too (gnuplot-nox for the plots).
 PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3 m4 libhdf5-dev
-      slurm-wlm munge)
+      slurm-wlm munge "$@")
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
