@@ -311,8 +311,8 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     uint32_t bad_b = cdsm__rd_u32(&rd), det_bad[4];
     for (int i = 0; i < 4; i++) det_bad[i] = cdsm__rd_u32(&rd);
     uint32_t rel_log = cdsm__rd_u32(&rd);
-    const cdsm__ckpt_pos_t *rel_pos = rel_log ? cdsm__rd_take(&rd, (size_t)n * sizeof *rel_pos) : NULL;
-    if (rel_log) CDSM_STAT_ADD(piggyback_bytes, 4 + (size_t)n * sizeof *rel_pos);
+    const void *rel_pos = rel_log ? cdsm__rd_take(&rd, (size_t)n * sizeof(cdsm__ckpt_pos_t)) : NULL;
+    if (rel_log) CDSM_STAT_ADD(piggyback_bytes, 4 + (size_t)n * sizeof(cdsm__ckpt_pos_t));
     uint32_t has_stats = cdsm__rd_u32(&rd);
     const void *ssum = has_stats ? cdsm__rd_take(&rd, sizeof(cdsm_stats_t)) : NULL;
     nrec = cdsm__rd_u32(&rd);
@@ -328,11 +328,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     memcpy(g->vc_bar, g->vc, (size_t)n * 4);
     if (flags & CDSM_BAR_DIED) __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
     if (rel_pos && has_log) {
-        cdsm__ckpt_pos_t *cp = malloc((size_t)n * sizeof *cp);
-        cdsm_check(cp != NULL);
-        memcpy(cp, rel_pos, (size_t)n * sizeof *cp); /* the payload may be unaligned */
-        cdsm__det_trim(cp);
-        free(cp);
+        cdsm__det_trim(rel_pos);
         /* Every rank logs every barrier's global vector clock. */
         cdsm__det_log(CDSM_DET_BARRIER, (uint32_t)g->rank, epoch, g->sync_seq, flags, g->vc);
     }
@@ -375,13 +371,12 @@ int cdsm_barrier(void)
     return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
 }
 
-void cdsm__barrier_adopt(const uint32_t *vc, uint32_t epoch)
+void cdsm__barrier_adopt(const uint32_t *vc)
 {
     cdsm__state_t *g = &cdsm__g;
     if (g->rank != MANAGER) return;
     memcpy(g->bar_maxidx, vc, (size_t)g->n * 4);
     mgr_last_epoch = 0; /* its releases were lost with the process */
-    (void)epoch;
 }
 
 /* ---- garbage collection -------------------------------------------------------------- */

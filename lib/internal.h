@@ -295,8 +295,8 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 int cdsm__gc(void);
 /* A replacement of the barrier manager takes the manager's view as of the last logged
- * barrier (its global vector clock and epoch). Caller holds mu. */
-void cdsm__barrier_adopt(const uint32_t *vc, uint32_t epoch);
+ * barrier (its global vector clock). Caller holds mu. */
+void cdsm__barrier_adopt(const uint32_t *vc);
 
 /* check.c: the consistency checker (CDSM_CHECK=1) */
 int cdsm__audit_local(void);

@@ -352,6 +352,7 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     uint64_t spin_ns = cdsm__cfg.spin_us * 1000u;
     pthread_mutex_lock(&g->mu);
     uint32_t gen = __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE);
+    int drained = 0;
     for (int spinning = spin_ns > 0;;) {
         for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
             cdsm__reply_t *r = *pp;
@@ -366,14 +367,16 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
             return NULL;
         }
         if (type == CDSM_MSG_BAR_RELEASE && __atomic_load_n(&g->final_mgr_gone, __ATOMIC_ACQUIRE)) {
-            /* Finalizing, and rank 0 is gone: a release it sent before is received by now
-             * (its sends complete before it closes); without one, it died first. */
-            pthread_mutex_unlock(&g->mu);
-            cdsm__tp_progress();
-            pthread_mutex_lock(&g->mu);
-            int found = 0;
-            for (cdsm__reply_t *r = g->replies; r; r = r->next) found |= r->hdr.type == type && r->hdr.tag == tag;
-            if (found) continue;
+            /* Finalizing, and rank 0 is gone: a release it sent before is received after
+             * one more drain (its sends complete before it closes); without one, it died
+             * first. */
+            if (!drained) {
+                drained = 1;
+                pthread_mutex_unlock(&g->mu);
+                cdsm__tp_progress();
+                pthread_mutex_lock(&g->mu);
+                continue; /* look at the replies again */
+            }
             __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
             cdsm__log(CDSM_LOG_WARN, "rank 0 lost during finalize (all work was done): finishing without it");
             resend_clear();

@@ -192,13 +192,11 @@ void cdsm__ckpt_fini(void)
         pthread_mutex_unlock(&W.mu);
         pthread_join(W.th, NULL);
     }
-    int on = W.on;
     memset(&W.dir, 0, sizeof W.dir);
     W.on = W.started = W.stop = W.busy = W.last_failed = 0;
     W.next_seq = W.oldest_file = 1;
     W.committed_seq = W.chain_first = W.barriers_since = W.log_at_last = W.taken = 0;
     W.committed = (cdsm__ckpt_pos_t){0, 0};
-    (void)on;
 }
 
 cdsm__ckpt_pos_t cdsm__ckpt_committed(void)
@@ -258,6 +256,15 @@ static cdsm__ckpt_t *snapshot(int full)
     c->log_pos[LP_SYNC] = g->sync_seq;
     c->log_pos[LP_EPOCH] = g->bar_epoch;
     c->log_pos[LP_DET_LOGGED] = g->st.det_logged;
+    for (size_t i = 0; i < nregions; i++) {
+        c->regions[i].name = strdup(regions[i].name);
+        c->regions[i].data = malloc(regions[i].size + 1);
+        c->regions[i].size = regions[i].size;
+        if (!c->regions[i].name || !c->regions[i].data) goto nomem;
+        memcpy(c->regions[i].data, regions[i].ptr, regions[i].size);
+    }
+    /* Nothing can fail from here: the change marks are cleared as the pages are copied
+     * (every marked page is copied: a mark implies "ever changed" as well). */
     uint32_t k = 0;
     for (uint32_t pg = 0; pg < g->npages; pg++) {
         cdsm__page_t *p = &g->pages[pg];
@@ -266,17 +273,9 @@ static cdsm__ckpt_t *snapshot(int full)
         c->page_state[k] = p->state;
         memcpy(c->page_data + (size_t)k * g->page_size, cdsm__sys_page(pg), g->page_size);
         if (p->applied) memcpy(c->applied + (size_t)k * n, p->applied, (size_t)n * 4);
+        p->ckflags &= (uint8_t)~1u;
         k++;
     }
-    for (size_t i = 0; i < nregions; i++) {
-        c->regions[i].name = strdup(regions[i].name);
-        c->regions[i].data = malloc(regions[i].size + 1);
-        c->regions[i].size = regions[i].size;
-        if (!c->regions[i].name || !c->regions[i].data) goto nomem;
-        memcpy(c->regions[i].data, regions[i].ptr, regions[i].size);
-    }
-    /* Only now: a snapshot that could not be made leaves the change marks in place. */
-    for (uint32_t pg = 0; pg < g->npages; pg++) g->pages[pg].ckflags &= (uint8_t)~1u;
     return c;
 nomem:
     snapshot_free(c);

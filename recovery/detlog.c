@@ -102,7 +102,7 @@ static int needed(const cdsm__det_t *d)
     }
 }
 
-void cdsm__det_trim(const cdsm__ckpt_pos_t *np)
+void cdsm__det_trim(const void *np)
 {
     memcpy(pos, np, (size_t)cdsm__g.n * sizeof *pos);
     size_t k = 0;
@@ -114,16 +114,6 @@ void cdsm__det_trim(const cdsm__ckpt_pos_t *np)
     }
     log_n = k;
     account();
-}
-
-const cdsm__ckpt_pos_t *cdsm__det_positions(void)
-{
-    return pos;
-}
-
-size_t cdsm__det_count(void)
-{
-    return log_n;
 }
 
 void cdsm__det_foreach(void (*fn)(const cdsm__det_t *d, void *arg), void *arg)

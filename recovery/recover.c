@@ -118,6 +118,13 @@ void cdsm__map_fini(void)
     }
 }
 
+/* A spare can replay a lost rank: from the start, which needs the logs and no
+ * checkpoint-based garbage collection. */
+static int replay_possible(void)
+{
+    return cdsm__cfg.logging && !cdsm__cfg.ckpt_dir[0];
+}
+
 static int pick_spare(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -129,8 +136,7 @@ static int pick_spare(void)
 int cdsm__world_recoverable(int w)
 {
     pthread_mutex_lock(&map_mu);
-    int ok = cdsm__g.logical && (replaced[w] || (!cdsm__g.wdead[w] && pick_spare() >= 0 &&
-                                                 cdsm__cfg.logging && !cdsm__cfg.ckpt_dir[0]));
+    int ok = cdsm__g.logical && (replaced[w] || (!cdsm__g.wdead[w] && pick_spare() >= 0 && replay_possible()));
     pthread_mutex_unlock(&map_mu);
     return ok;
 }
@@ -177,7 +183,7 @@ int cdsm__world_lost(int w, const char *why)
         return 1;
     }
     int spare = pick_spare();
-    if (spare < 0 || !cdsm__cfg.logging || cdsm__cfg.ckpt_dir[0]) {
+    if (spare < 0 || !replay_possible()) {
         pthread_mutex_unlock(&map_mu);
         if (spare >= 0)
             cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: %s", r,
@@ -469,7 +475,7 @@ int cdsm__replay_begin(void)
         g->replaying = 1;
         /* The barrier manager's view as of the last logged barrier (survivors' arrivals
          * for the next one carry records newer than it). */
-        if (nbars) cdsm__barrier_adopt(bars[nbars - 1].vc, nbars);
+        if (nbars) cdsm__barrier_adopt(bars[nbars - 1].vc);
         cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers", g->rank, nbars);
     }
     pthread_mutex_unlock(&g->mu);

@@ -32,7 +32,7 @@ typedef struct cdsm__det {
     uint32_t peer;    /* SENT: acquirer; RECV: granter; BARRIER: this rank */
     uint32_t id;      /* lock id, or barrier epoch */
     uint32_t acq_seq; /* the acquirer's synchronisation number of the acquire (BARRIER: this rank's) */
-    uint32_t grant_seq; /* the granter's synchronisation number when it granted (BARRIER: 0) */
+    uint32_t grant_seq; /* the granter's synchronisation number when it granted (BARRIER: the release flags) */
     uint32_t vc[];
 } cdsm__det_t;
 CDSM__STATIC_ASSERT(sizeof(cdsm__det_t) == 20, "determinant header is a log and audit format");
@@ -51,12 +51,9 @@ int cdsm__det_enabled(void);
 /* Log one determinant. */
 void cdsm__det_log(uint32_t kind, uint32_t peer, uint32_t id, uint32_t acq_seq, uint32_t grant_seq,
                    const uint32_t *vc);
-/* New checkpoint positions of every rank (from a barrier release): drop what no replay
- * can need any more. */
-void cdsm__det_trim(const cdsm__ckpt_pos_t *pos);
-/* The positions last received (n entries), for checks and tests. */
-const cdsm__ckpt_pos_t *cdsm__det_positions(void);
-size_t cdsm__det_count(void);
+/* New checkpoint positions of every rank (n cdsm__ckpt_pos_t, as a barrier release
+ * carries them: possibly unaligned): drop what no replay can need any more. */
+void cdsm__det_trim(const void *pos);
 /* Tests only: forget the newest determinant of a kind (1 if there was one). */
 int cdsm__det_drop_newest(uint32_t kind);
 /* Visit each determinant held, oldest first. */
