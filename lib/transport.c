@@ -230,7 +230,8 @@ static int send_to(int w, int dst, int type, uint64_t tag, const void *p1, size_
     memcpy(buf, &h, sizeof h);
     if (l1) memcpy(buf + sizeof h, p1, l1);
     if (l2) memcpy(buf + sizeof h + l1, p2, l2);
-    if (dst >= 0 && w != g->wrank && is_request(type)) {
+    /* Kept only where a spare can take the destination's place (else never sent again). */
+    if (cdsm__cfg.spares && dst >= 0 && w != g->wrank && is_request(type)) {
         resend_t *e = malloc(sizeof *e);
         uint8_t *copy = malloc(total);
         cdsm_check(e && copy);
