@@ -20,41 +20,66 @@ import time
 COUNTERS = ["read_faults", "write_faults", "diffs_created", "msgs_sent", "bytes_sent"]
 
 
-def run(cmd, timeout):
-    t0 = time.time()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        out, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), 124
-    res = {"rc": rc, "wall": time.time() - t0, "out": out}
+def parse_result(out):
+    """What every app prints: its time, its answer line, and whether it verified."""
     m = re.search(r"^\s*time:\s*([0-9.eE+-]+)\s*s", out, re.M)
-    res["time"] = float(m.group(1)) if m else None
-    m = re.search(r"^\s*answer:\s*(.*)$", out, re.M)
-    res["answer"] = m.group(1).strip() if m else None
-    res["verified"] = rc == 0 and re.search(r"^\s*result:\s*VERIFIED", out, re.M) is not None
-    for c in COUNTERS:
-        m = re.search(r"^\s*%s\s+(\d+)\s" % c, out, re.M)
+    a = re.search(r"^\s*answer:\s*(.*)$", out, re.M)
+    return {"time": float(m.group(1)) if m else None, "answer": a.group(1).strip() if a else None,
+            "result_verified": re.search(r"^\s*result:\s*VERIFIED", out, re.M) is not None}
+
+
+def counters(out, names, prefix=r"\s*"):
+    """DSM counters from CDSM_STATS output: the first line `<prefix>name value` of each."""
+    res = {}
+    for c in names:
+        m = re.search(r"^%s%s\s+(\d+)\s" % (prefix, c), out, re.M)
         res[c] = int(m.group(1)) if m else None
     return res
 
 
-def median_run(cmd, reps, timeout):
-    runs = [run(cmd, timeout) for _ in range(reps)]
+def run(cmd, timeout, env=None, names=COUNTERS, prefix=r"\s*"):
+    """One run: exit status, wall time, output, parse_result() and the counters asked for."""
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        out, rc = p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), 124
+    res = {"rc": rc, "wall": time.time() - t0, "out": out}
+    res.update(parse_result(out))
+    res["verified"] = rc == 0 and res["result_verified"]
+    res.update(counters(out, names, prefix))
+    return res
+
+
+def median_of(runs):
+    """The run closest to the median time of the good ones, with that median time;
+    verified only if every run verified."""
     ok = [r for r in runs if r["time"] is not None and r["rc"] == 0]
     best = dict(runs[-1])
     if ok:
         t = statistics.median(r["time"] for r in ok)
-        best = min(ok, key=lambda r: abs(r["time"] - t))
-        best = dict(best)
+        best = dict(min(ok, key=lambda r: abs(r["time"] - t)))
         best["time"] = t
     best["verified"] = all(r["verified"] for r in runs)
+    return best
+
+
+def median_run(cmd, reps, timeout):
+    runs = [run(cmd, timeout) for _ in range(reps)]
+    best = median_of(runs)
     best["answers"] = {r["answer"] for r in runs}
     return best
 
 
-def fmt(v, spec):
-    return format(v, spec) if v is not None else "-"
+def fmt(v, spec, unit=""):
+    return format(v, spec) + unit if v is not None else "-"
+
+
+def gnuplot(script):
+    """Run a gnuplot script; None if it worked, else gnuplot's complaint."""
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    return None if r.returncode == 0 else (r.stderr.strip() or "exit status %d" % r.returncode)
 
 
 def find_apps(appdir, subset, who):
@@ -177,9 +202,9 @@ set key top left
 set grid ytics
 plot '{data}' using 2:xtic(1) title columnheader(2){''.join(f", '' using {i + 2} title columnheader({i + 2})" for i in range(1, len(procs)))}, 1 with lines lw 2 lc rgb 'black' title 'parity'
 """
-    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
-    if r.returncode:
-        print("png: gnuplot failed: " + r.stderr.strip())
+    err = gnuplot(script)
+    if err:
+        print("png: gnuplot failed: " + err)
         return None
     return png
 

@@ -19,15 +19,13 @@ import argparse
 import csv
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from apps_table import add_common_args, find_apps, parse_app_args
+from apps_table import add_common_args, find_apps, fmt, median_of, parse_app_args, run
 
 STATS = ["msgs_sent", "barriers", "det_logged", "det_bytes_peak", "piggyback_bytes", "log_bytes_peak",
          "ckpts", "ckpts_full", "ckpt_bytes", "ckpt_write_us", "ckpt_stall_us", "gc_runs"]
@@ -39,43 +37,12 @@ MODES = [
 ]
 
 
-def run(cmd, env, timeout):
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        out, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired:
-        out, rc = "", 124
-    r = {"rc": rc, "out": out}
-    m = re.search(r"^\s*time:\s*([0-9.eE+-]+)\s*s", out, re.M)
-    r["time"] = float(m.group(1)) if m else None
-    r["verified"] = rc == 0 and re.search(r"^\s*result:\s*VERIFIED", out, re.M) is not None
-    for s in STATS:
-        m = re.search(r"^cdsm\[all\] %s\s+(\d+)" % s, out, re.M)
-        r[s] = int(m.group(1)) if m else None
-    return r
-
-
-def median_of(runs):
-    ok = [r for r in runs if r["time"] is not None and r["rc"] == 0]
-    if not ok:
-        return dict(runs[-1], verified=False)
-    t = statistics.median(r["time"] for r in ok)
-    best = dict(min(ok, key=lambda r: abs(r["time"] - t)))
-    best["time"] = t
-    best["verified"] = all(r["verified"] for r in runs)
-    return best
-
-
 def pct(a, b):
     return 100.0 * (a - b) / b if a is not None and b else None
 
 
 def div(a, b):
     return a / b if a is not None and b else None
-
-
-def fmt(v, spec):
-    return format(v, spec) if v is not None else "-"
 
 
 def main():
@@ -109,7 +76,7 @@ def main():
                     env = dict(base_env, **env_add)
                     if ckpt:
                         env["CDSM_CKPT_DIR"] = scratch
-                    runs[name].append(run(cmd, env, a.timeout))
+                    runs[name].append(run(cmd, a.timeout, env, STATS, r"cdsm\[all\] "))
                     if ckpt:  # each run's files go; the disk stays clean between runs
                         for d in os.listdir(scratch):
                             shutil.rmtree(os.path.join(scratch, d), ignore_errors=True)

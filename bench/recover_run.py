@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from apps_table import counters, fmt, parse_result
+
 
 def clean_env(extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSM_")}
@@ -33,14 +35,11 @@ def srun(np_, app, args, env):
 
 
 def parse_common(out):
-    r = {}
-    m = re.search(r"^answer: (.*)$", out, re.M)
-    r["answer"] = m.group(1).strip() if m else None
-    m = re.search(r"^time:\s*([0-9.eE+-]+)\s*s", out, re.M)
-    r["time"] = float(m.group(1)) if m else None
-    r["verified"] = re.search(r"^result: VERIFIED", out, re.M) is not None
-    m = re.search(r"^cdsm\[all\] barriers\s+(\d+)", out, re.M)
-    r["barriers_all"] = int(m.group(1)) if m else None
+    """The app's result (verified: its own check passed; srun's status is that of the killed
+    task) and the barriers summed over ranks."""
+    r = parse_result(out)
+    r["verified"] = r["result_verified"]
+    r["barriers_all"] = counters(out, ["barriers"], r"cdsm\[all\] ")["barriers"]
     return r
 
 
@@ -129,10 +128,6 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300):
     res["whole_job_restart_s"] = (killed_at - start) + ref_wall if res["killed"] else None
     res["output"] = out
     return res
-
-
-def fmt(v, spec, unit=""):
-    return format(v, spec) + unit if v is not None else "-"
 
 
 def report(r, f=sys.stdout):

@@ -13,21 +13,16 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 
-from apps_table import add_common_args, find_apps, parse_app_args
+from apps_table import add_common_args, find_apps, fmt, gnuplot, parse_app_args
 from recover_run import run_experiment
 
 # The apps whose replay is supported (barriers only; lock grants are not replayed yet).
 SUPPORTED = ["sor", "lu", "fft", "radix", "is", "barnes"]
 COLS = ["detection_ms", "restore_s", "replay_s", "replayed_barriers", "replayed_work_s", "replay_ratio",
         "recovery_s", "failure_free_s", "run_s", "slowdown", "whole_job_restart_s"]
-
-
-def fmt(v, spec):
-    return format(v, spec) if v is not None else "-"
 
 
 def main():
@@ -118,8 +113,7 @@ set key top left
 set grid ytics
 plot '{data}' using 2:xtic(1) title 'online recovery', '' using 3 title 'whole-job restart'
 """
-    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
-    return png if r.returncode == 0 else None
+    return None if gnuplot(script) else png
 
 
 if __name__ == "__main__":
