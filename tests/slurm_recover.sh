@@ -53,6 +53,21 @@ for v in ${victims//,/ }; do
     kill -9 "$pid"
     k=$((k + 1))
 done
+# A hung recovery must not end as a bare meson timeout: after a deadline well past any
+# recovery, show what each remaining process is doing and what the run printed.
+limit=$(awk -v t="$reftime" 'BEGIN { l = 30 * t; if (l < 90) l = 90; printf "%d", l }')
+if ! timeout "$limit" tail --pid="$spid" -f /dev/null; then
+    echo "slurm_recover: FAIL: the run did not end within $limit s; its output so far:"
+    cat "$out"
+    for p in $(pgrep -f "$(basename "$app")" | grep -v "^$$\$"); do
+        [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$app")" ] || continue
+        echo "== pid $p: $(tr '\0' ' ' < "/proc/$p/environ" 2>/dev/null | grep -o 'SLURM_PROCID=[0-9]*')"
+        command -v gdb >/dev/null && timeout 30 gdb -p "$p" -batch -ex 'thread apply all bt' 2>/dev/null | grep -E '^(#|Thread)'
+    done
+    scancel -n cdsm-recover 2>/dev/null
+    kill "$spid" 2>/dev/null
+    exit 1
+fi
 wait "$spid"
 rc=$?
 spid=""
