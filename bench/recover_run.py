@@ -39,7 +39,8 @@ def parse_common(out):
     task) and the barriers summed over ranks."""
     r = parse_result(out)
     r["verified"] = r["result_verified"]
-    r["barriers_all"] = counters(out, ["barriers"], r"cdsm\[all\] ")["barriers"]
+    c = counters(out, ["barriers", "lock_acquires"], r"cdsm\[all\] ")
+    r["barriers_all"], r["acquires_all"] = c["barriers"], c["lock_acquires"]
     return r
 
 
@@ -105,7 +106,8 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300):
     out = "\n".join(lines)
     fr = parse_common(out)
     lost = [float(x) for x in re.findall(r"rank %d lost \([^)]*\) at ([0-9.]+)" % victim, out)]
-    m = re.search(r"rank %d: replay of (\d+) barriers done in ([0-9.]+) s at ([0-9.]+)" % victim, out)
+    m = re.search(r"rank %d: replay of (\d+) barriers and (\d+) lock grants done in ([0-9.]+) s at ([0-9.]+) "
+                  r"\(synchronisation (\d+)\)" % victim, out)
     res = {
         "app": os.path.basename(app), "procs": np_, "spares": spares, "victim": victim, "fraction": fraction,
         "failure_free_s": rr["time"], "failure_free_wall_s": ref_wall,
@@ -113,15 +115,18 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300):
         "killed": killed_at is not None and killed_at > 0,
         "detection_ms": (min(lost) - killed_at) * 1000 if lost and killed_at and killed_at > 0 else None,
         "replayed_barriers": int(m.group(1)) if m else None,
-        "replay_s": float(m.group(2)) if m else None,
-        "recovery_s": float(m.group(3)) - killed_at if m and killed_at and killed_at > 0 else None,
+        "replayed_grants": int(m.group(2)) if m else None,
+        "replay_s": float(m.group(3)) if m else None,
+        "recovery_s": float(m.group(4)) - killed_at if m and killed_at and killed_at > 0 else None,
         "restore_s": 0.0,  # replay from the start: no checkpoint to read
         "answer": fr["answer"], "failure_free_answer": rr["answer"],
         "identical": fr["answer"] == rr["answer"], "verified": fr["verified"],
     }
-    bar_per_rank = rr["barriers_all"] / np_ if rr["barriers_all"] else None
-    res["replayed_work_s"] = (rr["time"] * res["replayed_barriers"] / bar_per_rank
-                              if bar_per_rank and res["replayed_barriers"] is not None else None)
+    # The failure-free time of the replayed work: the run's time in proportion to the
+    # synchronisation operations (acquire, release, barrier) replayed, of a rank's share.
+    sync_per_rank = ((rr["barriers_all"] or 0) + 2 * (rr["acquires_all"] or 0)) / np_
+    res["replayed_work_s"] = (rr["time"] * min(1.0, int(m.group(5)) / sync_per_rank)
+                              if m and sync_per_rank and rr["time"] else None)
     res["replay_ratio"] = (res["replay_s"] / res["replayed_work_s"]
                            if res["replay_s"] is not None and res["replayed_work_s"] else None)
     res["slowdown"] = fr["time"] / rr["time"] if fr["time"] and rr["time"] else None
@@ -137,9 +142,9 @@ def report(r, f=sys.stdout):
     p("  failure-free run        %s  answer %s" % (fmt(r["failure_free_s"], ".3f", " s"), r["failure_free_answer"]))
     p("  detection               %s  (kill -> a survivor names rank %d)" % (fmt(r["detection_ms"], ".1f", " ms"), r["victim"]))
     p("  checkpoint restore      %s  (replay from the program's start)" % fmt(r["restore_s"], ".3f", " s"))
-    p("  replay                  %s  (%s barriers; their failure-free time %s, ratio %s)" % (
-        fmt(r["replay_s"], ".3f", " s"), fmt(r["replayed_barriers"], "d"), fmt(r["replayed_work_s"], ".3f", " s"),
-        fmt(r["replay_ratio"], ".2f")))
+    p("  replay                  %s  (%s barriers, %s lock grants; their failure-free time %s, ratio %s)" % (
+        fmt(r["replay_s"], ".3f", " s"), fmt(r["replayed_barriers"], "d"), fmt(r["replayed_grants"], "d"),
+        fmt(r["replayed_work_s"], ".3f", " s"), fmt(r["replay_ratio"], ".2f")))
     p("  total recovery          %s  (kill -> the replacement is live)" % fmt(r["recovery_s"], ".3f", " s"))
     p("  run with the failure    %s  (%s x failure-free; survivors never rolled back)" % (
         fmt(r["run_s"], ".3f", " s"), fmt(r["slowdown"], ".2f")))

@@ -19,9 +19,8 @@ import time
 from apps_table import add_common_args, find_apps, fmt, gnuplot, parse_app_args
 from recover_run import run_experiment
 
-# The apps whose replay is supported (barriers only; lock grants are not replayed yet).
-SUPPORTED = ["sor", "lu", "fft", "radix", "is", "barnes"]
-COLS = ["detection_ms", "restore_s", "replay_s", "replayed_barriers", "replayed_work_s", "replay_ratio",
+SUPPORTED = ["sor", "lu", "fft", "radix", "is", "barnes", "water", "tsp"]
+COLS = ["detection_ms", "restore_s", "replay_s", "replayed_barriers", "replayed_grants", "replayed_work_s", "replay_ratio",
         "recovery_s", "failure_free_s", "run_s", "slowdown", "whole_job_restart_s"]
 
 
@@ -39,8 +38,8 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
     print("P=%d working ranks + 1 spare, srun --mpi=pmi2 on the one-node Slurm; times in s unless marked" % a.np)
-    print("%-7s %2s %4s %8s %7s %7s %5s %8s %6s %8s %8s %8s %6s %9s %s" % (
-        "app", "rk", "at", "detect_ms", "restore", "replay", "bars", "work_ff", "ratio", "recovery", "ff_run",
+    print("%-7s %2s %4s %8s %7s %7s %5s %6s %8s %6s %8s %8s %8s %6s %9s %s" % (
+        "app", "rk", "at", "detect_ms", "restore", "replay", "bars", "grants", "work_ff", "ratio", "recovery", "ff_run",
         "run", "slow", "restart", "answer"))
     for app in apps:
         for victim in [int(v) for v in a.victims.split(",")]:
@@ -55,9 +54,10 @@ def main():
                 row = {"app": app, "victim": victim, "fraction": at, "ok": ok}
                 row.update({c: r[c] for c in COLS})
                 rows.append(row)
-                print("%-7s %2d %4.1f %8s %7s %7s %5s %8s %6s %8s %8s %8s %6s %9s %s" % (
+                print("%-7s %2d %4.1f %8s %7s %7s %5s %6s %8s %6s %8s %8s %8s %6s %9s %s" % (
                     app, victim, at, fmt(r["detection_ms"], ".1f"), fmt(r["restore_s"], ".3f"),
-                    fmt(r["replay_s"], ".3f"), fmt(r["replayed_barriers"], "d"), fmt(r["replayed_work_s"], ".3f"),
+                    fmt(r["replay_s"], ".3f"), fmt(r["replayed_barriers"], "d"), fmt(r["replayed_grants"], "d"),
+                    fmt(r["replayed_work_s"], ".3f"),
                     fmt(r["replay_ratio"], ".2f"), fmt(r["recovery_s"], ".3f"), fmt(r["failure_free_s"], ".3f"),
                     fmt(r["run_s"], ".3f"), fmt(r["slowdown"], ".2f"), fmt(r["whole_job_restart_s"], ".3f"),
                     "identical, verified" if ok else "NOT OK"), flush=True)

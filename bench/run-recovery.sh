@@ -1,6 +1,6 @@
 #!/bin/bash
-# The recovery benchmark: for each app whose replay is supported (the barrier programs),
-# kill rank 1 (and rank 0, the barrier manager) at 30% and 70% of the failure-free run and
+# The recovery benchmark: for each app, kill rank 1 (and rank 0, the barrier manager) at
+# 30% and 70% of the failure-free run and
 # print detection, restore, replay and total recovery times, the failure-free time of the
 # replayed work, the survivors' slowdown and a whole-job restart for comparison; CSV, JSON
 # and a PNG plot go to bench/results/. Options go to bench/recovery_table.py.

@@ -266,7 +266,11 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
             if (flags_out) *flags_out = (int)rflags;
             return rc;
         }
-        cdsm__replay_finish(); /* the first barrier the log does not hold: live again */
+        /* The first barrier the log does not hold: live again. */
+        if ((rc = cdsm__replay_finish())) {
+            pthread_mutex_unlock(&g->mu);
+            return rc;
+        }
     }
     cdsm__buf_t b = {0};
     uint64_t mem = g->log_bytes - g->archive_bytes; /* what a collection can free */

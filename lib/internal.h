@@ -104,6 +104,9 @@ typedef struct cdsm__lock {
     int32_t next;      /* successor waiting for our release, or -1 */
     uint32_t *next_vc; /* successor's vector clock (n entries) */
     uint32_t next_seq; /* successor's synchronisation number (causal logging) */
+    uint32_t req_seq;  /* WAITING: the synchronisation number of our acquire */
+    int32_t last_to;   /* the last rank we granted this lock to, or -1 (recovery) */
+    uint32_t last_to_seq; /* and its acquire's synchronisation number */
 } cdsm__lock_t;
 
 /* ---- messages --------------------------------------------------------------------- */
@@ -122,6 +125,9 @@ enum {
     CDSM_MSG_REPLAY_REQ,   /* replacement -> survivor: what replaying rank r needs */
     CDSM_MSG_REPLAY_REP,   /* survivor -> replacement: barrier log, own records, epochs */
     CDSM_MSG_RETIRE,       /* rank 0 -> unused spare at the end: finish */
+    CDSM_MSG_LK_FREEZE,    /* replacement -> survivor: stop linking lock queues, report them */
+    CDSM_MSG_LK_STATE,     /* survivor -> replacement: lock states and lock message counts */
+    CDSM_MSG_LK_REBUILD,   /* replacement -> survivor: the rebuilt queues; link again */
     CDSM_MSG_TYPES
 };
 
@@ -198,6 +204,8 @@ typedef struct cdsm__state {
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
     uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
     uint32_t sync_seq;     /* synchronisation operations (acquire, release, barrier) so far */
+    int lk_frozen;         /* a lock rebuild is under way: requests and forwards wait */
+    uint32_t *lk_sent, *lk_recv; /* lock messages sent to / received from each process (atomic, wn) */
     uint64_t job_id;       /* the run, agreed at init (checkpoint files carry it) */
 
     /* barrier: this rank's side */
@@ -265,6 +273,8 @@ void cdsm__iv_free(cdsm__interval_t *iv);
 void cdsm__iv_serialize(cdsm__buf_t *b, const cdsm__interval_t *iv);
 /* Records this rank knows with idx > have[q]; returns how many were written. */
 uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have);
+/* Those with have[q] < idx <= upto[q] (a grant carries what its vector clock covers). */
+uint32_t cdsm__iv_serialize_between(cdsm__buf_t *b, const uint32_t *have, const uint32_t *upto);
 /* Parse nrec records, store the ones not yet known, post their notices (invalidating
  * pages) and return 0; CDSM_ERR_PROTOCOL on malformed input. */
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec);
@@ -286,6 +296,23 @@ int cdsm__locks_init(void);
 void cdsm__locks_fini(void);
 void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+/* Build and send a grant of lock l to `to` for its acquire to_seq (vc: the granter's). */
+int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq, const uint32_t *vc,
+                         const uint32_t *to_vc);
+/* Recovery: a rebuild placed (requester, seq) in lock l's queue; later copies are dropped. */
+void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq);
+/* Recovery: requester (acquire seq, vector clock vc) comes after us in lock l's queue. */
+void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq);
+/* Requests and forwards kept while a replay or rebuild runs: visit; do them now. */
+void cdsm__lock_waiting_foreach(void (*fn)(int type, uint32_t l, int req, uint32_t seq, void *arg), void *arg);
+void cdsm__lock_resume(void);
+/* Replacement, at acquire seq of lock l: take it as the lost process did (0, state HELD),
+ * or go live here (0, state HELD if the token is here, else WAITING for its grant). */
+int cdsm__replay_acquire(uint32_t l, uint32_t seq);
+static inline int cdsm__is_lock_msg(int type)
+{
+    return type == CDSM_MSG_LOCK_REQ || type == CDSM_MSG_LOCK_FWD || type == CDSM_MSG_LOCK_GRANT;
+}
 
 /* barrier.c (and gc) */
 int cdsm__barrier_init(void);

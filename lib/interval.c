@@ -92,6 +92,21 @@ void cdsm__iv_serialize(cdsm__buf_t *b, const cdsm__interval_t *iv)
     cdsm__buf_put(b, iv->pages, (size_t)iv->npages * 4);
 }
 
+uint32_t cdsm__iv_serialize_between(cdsm__buf_t *b, const uint32_t *have, const uint32_t *upto)
+{
+    uint32_t count = 0;
+    for (int q = 0; q < cdsm__g.n; q++) {
+        cdsm__ivlist_t *l = &cdsm__g.ivs[q];
+        cdsm_check(have[q] >= l->base);
+        uint32_t last = l->base + l->count < upto[q] ? l->base + l->count : upto[q];
+        for (uint32_t i = have[q] + 1; i <= last; i++) {
+            cdsm__iv_serialize(b, l->v[i - l->base - 1]);
+            count++;
+        }
+    }
+    return count;
+}
+
 uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have)
 {
     uint32_t count = 0;

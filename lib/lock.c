@@ -1,13 +1,30 @@
 /* Locks: a distributed queue in the style of TreadMarks. The manager of lock l is rank
  * l mod n; it remembers the last requester (the tail) and forwards each request there.
  * The token stays with the last releaser, so re-acquiring a lock nobody else asked for
- * needs no message. A grant carries every interval record the acquirer lacks. */
+ * needs no message. A grant carries every interval record the acquirer lacks.
+ *
+ * Recovery (recovery/lockrebuild.c): while a replacement replays or rebuilds the queues,
+ * requests and forwards wait here (nothing links a queue); afterwards a request or forward
+ * the rebuild already placed in a queue is recognised by its (requester, acquire number)
+ * and dropped. A grant names the acquire it answers, so a grant that a replay already
+ * took from the log is never taken twice. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 #include "recovery.h"
 #include "vclock.h"
+
+/* Requests and forwards that wait for the end of a replay or a rebuild. */
+typedef struct lk_wait {
+    struct lk_wait *next;
+    uint16_t type;
+    uint32_t lock, req, seq;
+    uint32_t vc[];
+} lk_wait_t;
+static lk_wait_t *waiting, **waiting_end = &waiting;
+/* After a rebuild: per lock and rank, the highest acquire number placed in a queue. */
+static uint32_t *seen;
 
 int cdsm__locks_init(void)
 {
@@ -20,6 +37,7 @@ int cdsm__locks_init(void)
         int mgr = (int)(l % (uint32_t)g->n);
         lk->tail = mgr;
         lk->next = -1;
+        lk->last_to = -1;
         lk->state = mgr == g->rank ? CDSM_LK_TOKEN : CDSM_LK_NONE;
     }
     return CDSM_OK;
@@ -32,6 +50,14 @@ void cdsm__locks_fini(void)
         for (uint32_t l = 0; l < g->nlocks; l++) free(g->locks[l].next_vc);
     free(g->locks);
     g->locks = NULL;
+    while (waiting) {
+        lk_wait_t *w = waiting;
+        waiting = w->next;
+        free(w);
+    }
+    waiting_end = &waiting;
+    free(seen);
+    seen = NULL;
 }
 
 /* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). The
@@ -40,17 +66,44 @@ void cdsm__locks_fini(void)
 static int send_grant(uint32_t l, int to, const uint32_t *to_vc, uint32_t to_seq)
 {
     cdsm__state_t *g = &cdsm__g;
+    cdsm__det_log(CDSM_DET_SENT, (uint32_t)to, l, to_seq, g->sync_seq, g->vc);
+    g->locks[l].last_to = to;
+    g->locks[l].last_to_seq = to_seq;
+    return cdsm__lock_grant_msg(l, to, to_seq, g->sync_seq, g->vc, to_vc);
+}
+
+int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq, const uint32_t *vc,
+                         const uint32_t *to_vc)
+{
+    cdsm__state_t *g = &cdsm__g;
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, 0);
-    cdsm__buf_put_u32(&b, g->sync_seq);
-    cdsm__buf_put(&b, g->vc, (size_t)g->n * 4);
-    cdsm__det_log(CDSM_DET_SENT, (uint32_t)to, l, to_seq, g->sync_seq, g->vc);
-    CDSM_STAT_ADD(piggyback_bytes, 4);
-    uint32_t nrec = cdsm__iv_serialize_newer(&b, to_vc);
+    cdsm__buf_put_u32(&b, grant_seq);
+    cdsm__buf_put_u32(&b, to_seq);
+    cdsm__buf_put(&b, vc, (size_t)g->n * 4);
+    CDSM_STAT_ADD(piggyback_bytes, 8);
+    uint32_t nrec = cdsm__iv_serialize_between(&b, to_vc, vc);
     memcpy(b.p, &nrec, 4);
     int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
+}
+
+/* A request or forward a rebuild has already placed in a queue (never before one). */
+static int placed(uint32_t l, int requester, uint32_t seq)
+{
+    return seen && seq <= seen[(size_t)l * (size_t)cdsm__g.n + (size_t)requester];
+}
+
+void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!seen) {
+        seen = calloc((size_t)g->nlocks * (size_t)g->n, 4);
+        cdsm_check(seen != NULL);
+    }
+    uint32_t *s = &seen[(size_t)l * (size_t)g->n + (size_t)requester];
+    if (seq > *s) *s = seq;
 }
 
 /* The token holder (or the rank about to hold it) learns who comes next. */
@@ -72,6 +125,15 @@ static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t s
     lk->next = requester;
     lk->next_seq = seq;
     memcpy(lk->next_vc, vc, (size_t)g->n * 4);
+}
+
+void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
+{
+    cdsm__lock_t *lk = &cdsm__g.locks[l];
+    if (lk->next == requester && lk->next_seq == seq) return;
+    if (lk->last_to == requester && lk->last_to_seq == seq) return; /* granted since the report */
+    lk->next = -1;
+    on_forward(l, requester, vc, seq);
 }
 
 /* Manager: the requester becomes the tail; the previous tail hands the token on. */
@@ -106,6 +168,27 @@ static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, uint32_t
     return CDSM_OK;
 }
 
+/* A request (REQ: manager step) or forward: dropped if a rebuild placed it already, kept
+ * while nothing may link a queue, else done. Caller holds mu. */
+static void lock_step(int type, uint32_t l, int req, const uint32_t *vc, uint32_t seq)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (placed(l, req, seq)) return;
+    if (g->lk_frozen || g->replaying) {
+        lk_wait_t *w = malloc(sizeof *w + (size_t)g->n * 4);
+        cdsm_check(w != NULL);
+        *w = (lk_wait_t){NULL, (uint16_t)type, l, (uint32_t)req, seq};
+        memcpy(w->vc, vc, (size_t)g->n * 4);
+        *waiting_end = w;
+        waiting_end = &w->next;
+        return;
+    }
+    if (type == CDSM_MSG_LOCK_REQ)
+        manager_step(l, req, vc, seq);
+    else
+        on_forward(l, req, vc, seq);
+}
+
 void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     int req;
@@ -113,7 +196,7 @@ void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     const uint32_t *vc;
     if (parse_req(h, r, &req, &seq, &vc)) return;
     cdsm_check(h->tag % (uint64_t)cdsm__g.n == (uint64_t)cdsm__g.rank);
-    manager_step((uint32_t)h->tag, req, vc, seq);
+    lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)h->tag, req, vc, seq);
 }
 
 void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
@@ -122,7 +205,25 @@ void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     uint32_t seq;
     const uint32_t *vc;
     if (parse_req(h, r, &req, &seq, &vc)) return;
-    on_forward((uint32_t)h->tag, req, vc, seq);
+    lock_step(CDSM_MSG_LOCK_FWD, (uint32_t)h->tag, req, vc, seq);
+}
+
+void cdsm__lock_waiting_foreach(void (*fn)(int type, uint32_t l, int req, uint32_t seq, void *arg), void *arg)
+{
+    for (lk_wait_t *w = waiting; w; w = w->next) fn(w->type, w->lock, (int)w->req, w->seq, arg);
+}
+
+void cdsm__lock_resume(void)
+{
+    lk_wait_t *w = waiting;
+    waiting = NULL;
+    waiting_end = &waiting;
+    while (w) {
+        lk_wait_t *nx = w->next;
+        lock_step(w->type, w->lock, (int)w->req, w->vc, w->seq);
+        free(w);
+        w = nx;
+    }
 }
 
 static int check_id(const char *what, int id)
@@ -149,15 +250,17 @@ int cdsm_lock_acquire(int id)
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
-    if (g->replaying) {
-        pthread_mutex_unlock(&g->mu);
-        return cdsm__error(CDSM_ERR_STATE,
-                           "cdsm_lock_acquire(%d) while replaying rank %d: the replay of locks is not implemented yet",
-                           id, g->rank);
-    }
     cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
     CDSM_STAT_ADD(lock_acquires, 1);
+    if (g->replaying) {
+        /* The lost process passed this acquire (from the log, or by itself), or this is
+         * where it stopped: then the rank is live again and the rebuilt queue decides. */
+        rc = cdsm__replay_acquire((uint32_t)id, seq);
+        if (rc || lk->state == CDSM_LK_HELD) goto out;
+        cdsm_check(lk->state == CDSM_LK_WAITING);
+        goto wait;
+    }
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_HELD;
         CDSM_STAT_ADD(lock_acquires_local, 1);
@@ -165,9 +268,10 @@ int cdsm_lock_acquire(int id)
         return CDSM_OK;
     }
     lk->state = CDSM_LK_WAITING;
+    lk->req_seq = seq;
     int mgr = id % g->n;
     if (mgr == g->rank) {
-        manager_step((uint32_t)id, g->rank, g->vc, seq);
+        lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, g->rank, g->vc, seq);
     } else {
         cdsm__buf_t b = {0};
         cdsm__buf_put_u32(&b, (uint32_t)g->rank);
@@ -178,23 +282,31 @@ int cdsm_lock_acquire(int id)
         cdsm__buf_free(&b);
         if (rc) goto out;
     }
-    cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
-    if (!rep) {
-        rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
-        goto out;
+wait:
+    for (;;) {
+        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
+        if (!rep) {
+            rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
+            goto out;
+        }
+        cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+        uint32_t nrec = cdsm__rd_u32(&rd), grant_seq = cdsm__rd_u32(&rd), to_seq = cdsm__rd_u32(&rd);
+        const uint32_t *vc = cdsm__rd_take(&rd, (size_t)g->n * 4);
+        if (vc && to_seq != seq) { /* a grant a replay took from the log already */
+            cdsm__reply_free(rep);
+            continue;
+        }
+        rc = vc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
+        if (rc) {
+            cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
+        } else {
+            cdsm__det_log(CDSM_DET_RECV, rep->hdr.src, (uint32_t)id, seq, grant_seq, vc);
+            cdsm__vc_merge(g->vc, vc, g->n);
+            lk->state = CDSM_LK_HELD;
+        }
+        cdsm__reply_free(rep);
+        break;
     }
-    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
-    uint32_t nrec = cdsm__rd_u32(&rd), grant_seq = cdsm__rd_u32(&rd);
-    const uint32_t *vc = cdsm__rd_take(&rd, (size_t)g->n * 4);
-    rc = vc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
-    if (rc) {
-        cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
-    } else {
-        cdsm__det_log(CDSM_DET_RECV, rep->hdr.src, (uint32_t)id, seq, grant_seq, vc);
-        cdsm__vc_merge(g->vc, vc, g->n);
-        lk->state = CDSM_LK_HELD;
-    }
-    cdsm__reply_free(rep);
 out:
     pthread_mutex_unlock(&g->mu);
     return rc;
@@ -213,7 +325,10 @@ int cdsm_lock_release(int id)
     }
     cdsm__close_interval();
     g->sync_seq++;
-    if (lk->next >= 0) {
+    if (g->replaying) {
+        /* Whether the lost process passed the token on is known to the rebuild. */
+        lk->state = CDSM_LK_NONE;
+    } else if (lk->next >= 0) {
         int to = lk->next;
         lk->next = -1;
         lk->state = CDSM_LK_NONE;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "recovery.h"
 
 void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
 {
@@ -19,6 +20,8 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
     case CDSM_MSG_REPLAY_REQ: cdsm__serve_replay(h, &rd); break;
     case CDSM_MSG_LOCK_REQ: cdsm__lock_on_req(h, &rd); break;
     case CDSM_MSG_LOCK_FWD: cdsm__lock_on_fwd(h, &rd); break;
+    case CDSM_MSG_LK_FREEZE: cdsm__lk_on_freeze(h, &rd); break;
+    case CDSM_MSG_LK_REBUILD: cdsm__lk_on_rebuild(h, &rd); break;
     case CDSM_MSG_DIFF_REQ: cdsm__serve_diffs(h, &rd); break;
     case CDSM_MSG_PAGE_REQ: cdsm__serve_page(h, &rd); break;
     case CDSM_MSG_BAR_ARRIVE: cdsm__bar_on_arrive(h, &rd); break;

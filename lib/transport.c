@@ -207,6 +207,7 @@ static int post(int w, int type, uint8_t *buf, size_t total)
         free(buf);
         return cdsm__error(CDSM_ERR_MPI, "MPI_Isend of %zu bytes to process %d failed (%d)", total, w, mrc);
     }
+    if (cdsm__is_lock_msg(type)) __atomic_fetch_add(&g->lk_sent[w], 1, __ATOMIC_RELAXED);
     pe->buf = buf;
     pe->w = w;
     pe->next = pending;
@@ -436,6 +437,7 @@ static int recv_msg(MPI_Message *m, MPI_Status *st)
     if (h.len != (size_t)count - sizeof h || h.type == 0 || h.type >= CDSM_MSG_TYPES || h.type != st->MPI_TAG)
         goto bad;
     if (cdsm__g.logical[src] != h.src && !cdsm__recover_adopt(h.src, src)) goto bad;
+    if (cdsm__is_lock_msg(h.type)) __atomic_fetch_add(&cdsm__g.lk_recv[src], 1, __ATOMIC_RELAXED);
     CDSM_STAT_ADD(msgs_recv, 1);
     CDSM_STAT_ADD(bytes_recv, count);
     cdsm__dispatch(&h, buf);

@@ -17,8 +17,11 @@
  * goes live. Survivors never roll back.
  *
  * Replay from the start needs every determinant and diff since the start: logging on and
- * no checkpoints (then collected diffs are archived). Lock grants are not replayed yet:
- * the replay of a rank that took a lock from another rank stops with a clear error. */
+ * no checkpoints (then collected diffs are archived). Each acquire that took a grant from
+ * another rank takes the logged grant's vector clock and records instead; one that took
+ * none was done with a token the lost process held. Where the log ends (the first barrier
+ * it does not hold, or an acquire the lost process never got), the lock queues are
+ * rebuilt (lockrebuild.c) and the replacement is live. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,7 +52,15 @@ static bar_rec_t *bars;     /* index epoch - 1 */
 static uint32_t nbars;      /* last logged epoch */
 static cdsm__buf_t *recs;   /* per rank: its own records as sent, increasing idx */
 static size_t *rec_pos;     /* per rank: offset of the first record not incorporated */
-static uint32_t grants_for_me;
+/* Grants the lost process took from other ranks (their SENT entries). */
+typedef struct grant_rec {
+    uint32_t lock, acq_seq, grant_seq;
+    int granter;
+    uint32_t *vc;
+} grant_rec_t;
+static grant_rec_t *grants;
+static uint32_t ngrants, grants_cap;
+static uint32_t granted_last; /* synchronisation number of the lost process's last grant to another rank */
 static int replay_saw_gc;
 static uint64_t replay_t0;
 
@@ -89,7 +100,10 @@ int cdsm__map_init(int wrank, int wn, int n)
     g->logical = malloc((size_t)wn * sizeof *g->logical);
     g->wdead = calloc((size_t)wn, 1);
     replaced = calloc((size_t)wn, sizeof *replaced);
-    if (!g->phys || !g->logical || !g->wdead || !replaced) return cdsm__error(CDSM_ERR_NOMEM, "rank map");
+    g->lk_sent = calloc((size_t)wn, 4);
+    g->lk_recv = calloc((size_t)wn, 4);
+    if (!g->phys || !g->logical || !g->wdead || !replaced || !g->lk_sent || !g->lk_recv)
+        return cdsm__error(CDSM_ERR_NOMEM, "rank map");
     for (int q = 0; q < n; q++) g->phys[q] = q;
     for (int w = 0; w < wn; w++) g->logical[w] = w < n ? w : -1;
     g->rank = wrank < n ? wrank : -1;
@@ -104,6 +118,9 @@ void cdsm__map_fini(void)
     free(g->logical);
     free(g->wdead);
     free(replaced);
+    free(g->lk_sent);
+    free(g->lk_recv);
+    g->lk_sent = g->lk_recv = NULL;
     g->phys = g->logical = NULL;
     g->wdead = NULL;
     replaced = NULL;
@@ -358,14 +375,33 @@ static void count_barrier(const cdsm__det_t *d, void *arg)
     if (d->kind == CDSM_DET_BARRIER) (*(uint32_t *)arg)++;
 }
 
-struct grant_count {
-    uint32_t r, count;
+/* Grants between this rank and the lost rank r, of one kind: SENT (r took them: its
+ * replay needs them) or RECV (r made them: its new log needs them). */
+struct grant_put {
+    cdsm__buf_t *b;
+    uint32_t r, kind, count;
 };
 
-static void count_grants(const cdsm__det_t *d, void *arg)
+static void put_grant(const cdsm__det_t *d, void *arg)
 {
-    struct grant_count *gc = arg;
-    if (d->kind == CDSM_DET_SENT && d->peer == gc->r) gc->count++;
+    struct grant_put *gp = arg;
+    if (d->kind != gp->kind || d->peer != gp->r) return;
+    if (gp->b) {
+        cdsm__buf_put_u32(gp->b, d->id);
+        cdsm__buf_put_u32(gp->b, d->acq_seq);
+        cdsm__buf_put_u32(gp->b, d->grant_seq);
+        cdsm__buf_put(gp->b, d->vc, (size_t)cdsm__g.n * 4);
+    }
+    gp->count++;
+}
+
+static void put_grants(cdsm__buf_t *b, uint32_t r, uint32_t kind)
+{
+    struct grant_put gp = {NULL, r, kind, 0};
+    cdsm__det_foreach(put_grant, &gp);
+    cdsm__buf_put_u32(b, gp.count);
+    gp.b = b;
+    cdsm__det_foreach(put_grant, &gp);
 }
 
 static void put_record(const cdsm__interval_t *iv, void *arg)
@@ -382,9 +418,8 @@ void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     cdsm__det_foreach(count_barrier, &nbar);
     cdsm__buf_put_u32(&b, nbar);
     cdsm__det_foreach(put_barrier, &b);
-    struct grant_count gc = {h->src, 0};
-    cdsm__det_foreach(count_grants, &gc);
-    cdsm__buf_put_u32(&b, gc.count);
+    put_grants(&b, h->src, CDSM_DET_SENT);
+    put_grants(&b, h->src, CDSM_DET_RECV);
     /* This rank's own records since the start: archived ones, then the live ones. */
     cdsm__ivlist_t *own = &g->ivs[g->rank];
     uint32_t nrec = cdsm__archive_count() + own->count;
@@ -412,9 +447,30 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
     uint32_t nbar = cdsm__rd_u32(rd);
     size_t ent = 8 + (size_t)n * 4;
     const uint8_t *barp = cdsm__rd_take(rd, (size_t)nbar * ent);
-    uint32_t ngrants = cdsm__rd_u32(rd), nrec = cdsm__rd_u32(rd);
+    for (int kind = CDSM_DET_SENT; kind <= CDSM_DET_RECV; kind++) {
+        uint32_t count = cdsm__rd_u32(rd);
+        for (uint32_t i = 0; i < count && !rd->bad; i++) {
+            uint32_t lock = cdsm__rd_u32(rd), acq_seq = cdsm__rd_u32(rd), grant_seq = cdsm__rd_u32(rd);
+            const uint32_t *vc = cdsm__rd_take(rd, (size_t)n * 4);
+            if (rd->bad || lock >= g->nlocks) return CDSM_ERR_PROTOCOL;
+            if (kind == CDSM_DET_RECV) { /* a grant the lost process made: its log had it */
+                cdsm__det_log(CDSM_DET_SENT, (uint32_t)q, lock, acq_seq, grant_seq, vc);
+                if (grant_seq > granted_last) granted_last = grant_seq;
+                continue;
+            }
+            if (ngrants == grants_cap) {
+                grants_cap = grants_cap ? 2 * grants_cap : 64;
+                grants = realloc(grants, grants_cap * sizeof *grants);
+                cdsm_check(grants != NULL);
+            }
+            uint32_t *copy = malloc((size_t)n * 4);
+            cdsm_check(copy != NULL);
+            memcpy(copy, vc, (size_t)n * 4);
+            grants[ngrants++] = (grant_rec_t){lock, acq_seq, grant_seq, q, copy};
+        }
+    }
+    uint32_t nrec = cdsm__rd_u32(rd);
     if (rd->bad) return CDSM_ERR_PROTOCOL;
-    grants_for_me += ngrants;
     if (nbar > nbars) { /* every survivor logs every barrier: keep the longest log */
         for (uint32_t i = 0; i < nbars; i++) free(bars[i].vc);
         free(bars);
@@ -466,17 +522,12 @@ int cdsm__replay_begin(void)
         if (rc) cdsm__error(rc, "replaying rank %d: malformed replay data from rank %d", g->rank, q);
         cdsm__reply_free(rep);
     }
-    if (!rc && grants_for_me)
-        rc = cdsm__error(CDSM_ERR_STATE,
-                         "replaying rank %d: it took %u lock grants from other ranks, and the replay of lock "
-                         "grants is not implemented yet",
-                         g->rank, grants_for_me);
     if (!rc) {
         g->replaying = 1;
         /* The barrier manager's view as of the last logged barrier (survivors' arrivals
          * for the next one carry records newer than it). */
         if (nbars) cdsm__barrier_adopt(bars[nbars - 1].vc);
-        cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers", g->rank, nbars);
+        cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers and %u lock grants", g->rank, nbars, ngrants);
     }
     pthread_mutex_unlock(&g->mu);
     return rc;
@@ -528,6 +579,51 @@ int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
     return 1;
 }
 
+/* Drop an unread grant for our acquire seq of lock l (the replay took it from the log). */
+static void drop_unread_grant(uint32_t l, uint32_t seq)
+{
+    for (cdsm__reply_t **pp = &cdsm__g.replies; *pp; pp = &(*pp)->next) {
+        cdsm__reply_t *r = *pp;
+        uint32_t to_seq;
+        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l || r->hdr.len < 12) continue;
+        memcpy(&to_seq, r->payload + 8, 4);
+        if (to_seq != seq) continue;
+        *pp = r->next;
+        cdsm__reply_free(r);
+        return;
+    }
+}
+
+int cdsm__replay_acquire(uint32_t l, uint32_t seq)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__lock_t *lk = &g->locks[l];
+    /* The lost process got further if its next barrier is logged, or a later grant it
+     * took or made (then the survivors may know its intervals from after this point). */
+    int later = g->bar_epoch < nbars || granted_last > seq;
+    for (uint32_t i = 0; i < ngrants; i++) {
+        const grant_rec_t *gr = &grants[i];
+        if (gr->acq_seq > seq) later = 1;
+        if (gr->lock != l || gr->acq_seq != seq) continue;
+        int rc = incorporate_upto(gr->vc);
+        cdsm_check(rc == CDSM_OK);
+        cdsm__det_log(CDSM_DET_RECV, (uint32_t)gr->granter, l, seq, gr->grant_seq, gr->vc);
+        cdsm__vc_merge(g->vc, gr->vc, g->n);
+        drop_unread_grant(l, seq);
+        lk->state = CDSM_LK_HELD;
+        return CDSM_OK;
+    }
+    if (later) { /* taken without a grant: the lost process had the token */
+        lk->state = CDSM_LK_HELD;
+        CDSM_STAT_ADD(lock_acquires_local, 1);
+        return CDSM_OK;
+    }
+    /* Where the lost process stopped (or was about to ask): live again from here. */
+    lk->state = CDSM_LK_WAITING;
+    lk->req_seq = seq;
+    return cdsm__replay_finish();
+}
+
 static int servable(const deferred_t *d)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -576,9 +672,10 @@ void cdsm__replay_serve_deferred(void)
     }
 }
 
-void cdsm__replay_finish(void)
+int cdsm__replay_finish(void)
 {
     cdsm__state_t *g = &cdsm__g;
+    g->lk_frozen = 1; /* lock requests keep waiting until the queues are rebuilt */
     g->replaying = 0;
     /* After a collection some survivors fetch whole pages from this rank as their
      * keeper: make every copy current first. */
@@ -588,8 +685,12 @@ void cdsm__replay_finish(void)
     cdsm__replay_serve_deferred();
     if (deferred)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", g->rank);
-    cdsm__log(CDSM_LOG_WARN, "rank %d: replay of %u barriers done in %.3f s at %.6f; the rank is live again", g->rank,
-              nbars, (double)(now_ns() - replay_t0) / 1e9, wall_s());
+    int rc = cdsm__lock_rebuild();
+    if (rc) return rc;
+    cdsm__log(CDSM_LOG_WARN,
+              "rank %d: replay of %u barriers and %u lock grants done in %.3f s at %.6f (synchronisation %u); the "
+              "rank is live again",
+              g->rank, nbars, ngrants, (double)(now_ns() - replay_t0) / 1e9, wall_s(), g->sync_seq);
     CDSM_STAT_ADD(replays, 1);
     CDSM_STAT_ADD(replay_us, (now_ns() - replay_t0) / 1000);
     CDSM_STAT_ADD(replayed_barriers, nbars);
@@ -603,4 +704,9 @@ void cdsm__replay_finish(void)
     free(rec_pos);
     recs = NULL;
     rec_pos = NULL;
+    for (uint32_t i = 0; i < ngrants; i++) free(grants[i].vc);
+    free(grants);
+    grants = NULL;
+    ngrants = grants_cap = granted_last = 0;
+    return CDSM_OK;
 }

@@ -99,8 +99,16 @@ int cdsm__replay_begin(void);
  * records incorporated, vector clock taken, release flags in *flags), 0 if it is live. */
 int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags);
 void cdsm__replay_serve_deferred(void);
-/* The first live barrier: serve what waited, drop the store. Caller holds mu. */
-void cdsm__replay_finish(void);
+/* Where the log ends (the first live barrier or acquire): serve what waited, rebuild the
+ * lock queues, drop the store. Caller holds mu. */
+int cdsm__replay_finish(void);
+
+/* ---- lockrebuild.c: the lock queues after a loss (caller holds mu) ------------------- */
+/* Replacement going live: freeze the survivors' queues, rebuild them, let them go on. */
+int cdsm__lock_rebuild(void);
+/* Survivor: freeze and report (LK_FREEZE); take the rebuilt queues (LK_REBUILD). */
+void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 
 /* ---- ckpt.c: checkpoints at barriers ------------------------------------------------ */
 int cdsm__ckpt_init(void);
