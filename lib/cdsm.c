@@ -85,12 +85,19 @@ static int init_state(void);
 
 /* A spare: asleep until it replaces a lost rank (then it returns, as that rank, to run the
  * program from its start in replay) or until the run ends (then it finishes here: the
- * documented exit of a spare that was never needed, status 0). */
+ * documented exit of a spare that was never needed, status 0, or of one whose job failed
+ * without it, status CDSM_EXIT_PEER_LOST). */
 static void spare(void)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__log(CDSM_LOG_INFO, "spare process %d of %d waiting (pid %d)", g->wrank, g->wn, (int)getpid());
     int r = cdsm__spare_wait();
+    if (r == -2) {
+        /* The documented exit of a spare whose job failed around it. */
+        cdsm__log(CDSM_LOG_ERROR, "spare process %d: every working rank is gone and no takeover came: exiting with "
+                  "status %d", g->wrank, CDSM_EXIT_PEER_LOST);
+        _exit(CDSM_EXIT_PEER_LOST);
+    }
     if (r < 0) {
         cdsm__tp_fini();
         if (g->mpi_owned && !__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE)) MPI_Finalize();

@@ -128,6 +128,8 @@ enum {
     CDSM_MSG_LK_FREEZE,    /* replacement -> survivor: stop linking lock queues, report them */
     CDSM_MSG_LK_STATE,     /* survivor -> replacement: lock states and lock message counts */
     CDSM_MSG_LK_REBUILD,   /* replacement -> survivor: the rebuilt queues; link again */
+    CDSM_MSG_KNOW_REQ,     /* replacement -> survivor: how many intervals of mine do you know? */
+    CDSM_MSG_KNOW_REP,     /* survivor -> replacement: that number (grants not yet read included) */
     CDSM_MSG_TYPES
 };
 

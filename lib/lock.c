@@ -106,33 +106,51 @@ void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
     if (seq > *s) *s = seq;
 }
 
+static void set_next(cdsm__lock_t *lk, int requester, const uint32_t *vc, uint32_t seq)
+{
+    size_t bytes = (size_t)cdsm__g.n * 4;
+    if (!lk->next_vc) {
+        lk->next_vc = malloc(bytes);
+        cdsm_check(lk->next_vc != NULL);
+    }
+    lk->next = requester;
+    lk->next_seq = seq;
+    memcpy(lk->next_vc, vc, bytes);
+}
+
 /* The token holder (or the rank about to hold it) learns who comes next. */
 static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
-    cdsm__state_t *g = &cdsm__g;
-    cdsm__lock_t *lk = &g->locks[l];
+    cdsm__lock_t *lk = &cdsm__g.locks[l];
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_NONE;
         send_grant(l, requester, vc, seq);
         return;
     }
+    if ((lk->state != CDSM_LK_HELD && lk->state != CDSM_LK_WAITING) || lk->next >= 0)
+        cdsm__log(CDSM_LOG_ERROR, "lock %u: forward of rank %d (acquire %u) in state %d with successor %d (acquire %u)",
+                  l, requester, seq, lk->state, lk->next, lk->next_seq);
     cdsm_check(lk->state == CDSM_LK_HELD || lk->state == CDSM_LK_WAITING);
     cdsm_check(lk->next < 0);
-    if (!lk->next_vc) {
-        lk->next_vc = malloc((size_t)g->n * 4);
-        cdsm_check(lk->next_vc != NULL);
-    }
-    lk->next = requester;
-    lk->next_seq = seq;
-    memcpy(lk->next_vc, vc, (size_t)g->n * 4);
+    set_next(lk, requester, vc, seq);
 }
 
 void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
     cdsm__lock_t *lk = &cdsm__g.locks[l];
+    if (requester < 0) { /* the end of the queue */
+        lk->next = -1;
+        return;
+    }
     if (lk->next == requester && lk->next_seq == seq) return;
     if (lk->last_to == requester && lk->last_to_seq == seq) return; /* granted since the report */
     lk->next = -1;
+    if (lk->state == CDSM_LK_NONE) {
+        /* A replacement queued for an acquire its lost process asked for and it has not
+         * reached again: it passes the token on after that acquire. */
+        set_next(lk, requester, vc, seq);
+        return;
+    }
     on_forward(l, requester, vc, seq);
 }
 
@@ -183,10 +201,14 @@ static void lock_step(int type, uint32_t l, int req, const uint32_t *vc, uint32_
         waiting_end = &w->next;
         return;
     }
-    if (type == CDSM_MSG_LOCK_REQ)
+    if (type == CDSM_MSG_LOCK_REQ) {
+        /* Where a rank can be replaced, remember each request taken: the replacement may
+         * ask again for an acquire its lost process had asked for. */
+        if (cdsm__cfg.spares) cdsm__lock_placed(l, req, seq);
         manager_step(l, req, vc, seq);
-    else
+    } else {
         on_forward(l, req, vc, seq);
+    }
 }
 
 void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)

@@ -22,6 +22,7 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
     case CDSM_MSG_LOCK_FWD: cdsm__lock_on_fwd(h, &rd); break;
     case CDSM_MSG_LK_FREEZE: cdsm__lk_on_freeze(h, &rd); break;
     case CDSM_MSG_LK_REBUILD: cdsm__lk_on_rebuild(h, &rd); break;
+    case CDSM_MSG_KNOW_REQ: cdsm__serve_know(h, &rd); break;
     case CDSM_MSG_DIFF_REQ: cdsm__serve_diffs(h, &rd); break;
     case CDSM_MSG_PAGE_REQ: cdsm__serve_page(h, &rd); break;
     case CDSM_MSG_BAR_ARRIVE: cdsm__bar_on_arrive(h, &rd); break;

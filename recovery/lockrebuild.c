@@ -23,6 +23,7 @@
  *    forward arriving later is dropped, and goes on.
  *
  * Caller holds mu throughout; no MPI collective is used. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -84,7 +85,10 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         const cdsm__lock_t *lk = &g->locks[l];
         int mgr = (int)(l % (uint32_t)n) == g->rank;
         int to_r = lk->last_to == r;
-        if (lk->state == CDSM_LK_NONE && lk->next < 0 && !to_r && !(mgr && lk->tail != g->rank)) continue;
+        /* (For a lock the lost rank managed, our last request: a copy of it sent again to
+         * the replacement after it was answered must be dropped.) */
+        int asked_r = (int)(l % (uint32_t)n) == r && lk->req_seq;
+        if (lk->state == CDSM_LK_NONE && lk->next < 0 && !to_r && !asked_r && !(mgr && lk->tail != g->rank)) continue;
         uint32_t st = report_state(lk, l);
         cdsm__buf_put_u32(&b, l);
         cdsm__buf_put_u32(&b, st);
@@ -93,7 +97,7 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         cdsm__buf_put_u32(&b, lk->next_seq);
         cdsm__buf_put_u32(&b, to_r ? lk->last_to_seq : 0);
         cdsm__buf_put_u32(&b, (uint32_t)(mgr ? lk->tail : -1));
-        if (st == ST_WAITING) cdsm__buf_put(&b, g->vc, (size_t)n * 4);
+        if (st == ST_WAITING || st == ST_GRANTED) cdsm__buf_put(&b, g->vc, (size_t)n * 4);
         count++;
     }
     memcpy(b.p + count_at, &count, 4);
@@ -148,6 +152,7 @@ void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         if ((int)(l % (uint32_t)n) == g->rank) g->locks[l].tail = tail;
         for (uint32_t i = 0; i + 1 < k; i++)
             if (rank[i] == g->rank) cdsm__lock_link(l, rank[i + 1], vc[i + 1], seq[i + 1]);
+        if (k > 0 && rank[k - 1] == g->rank) cdsm__lock_link(l, -1, NULL, 0);
         if (from == g->rank && k > 0 && vc[0]) {
             struct regrant rg = {l, seq[0], rank[0], vc[0], 0};
             cdsm__det_foreach(regrant_one, &rg);
@@ -158,6 +163,7 @@ void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     if (rd->bad) cdsm__log(CDSM_LOG_ERROR, "malformed lock rebuild from rank %u", h->src);
     g->lk_frozen = 0;
     cdsm__lock_resume();
+    cdsm__recover_done(h->src); /* the replacement is live */
 }
 
 /* ---- the replacement ------------------------------------------------------------------ */
@@ -166,6 +172,7 @@ typedef struct node {
     uint32_t st, seq, nseq, to_r_seq;
     int next, tail;
     const uint32_t *vc;
+    int virt; /* the replacement, queued for an acquire it has not reached again */
 } node_t;
 
 typedef struct report {
@@ -215,7 +222,7 @@ static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
         nd->nseq = cdsm__rd_u32(rd);
         nd->to_r_seq = cdsm__rd_u32(rd);
         nd->tail = (int)cdsm__rd_u32(rd);
-        if (nd->st == ST_WAITING) nd->vc = cdsm__rd_take(rd, (size_t)n * 4);
+        if (nd->st == ST_WAITING || nd->st == ST_GRANTED) nd->vc = cdsm__rd_take(rd, (size_t)n * 4);
         if (nd->st > ST_GRANTED || nd->next >= n || nd->tail >= n) return CDSM_ERR_PROTOCOL;
     }
     uint32_t nfwd = cdsm__rd_u32(rd);
@@ -275,8 +282,19 @@ static int rebuild_one(uint32_t l, node_t *nd, int *chain, int *regrant)
     cdsm__state_t *g = &cdsm__g;
     int n = g->n, me = g->rank, holder = -1, holders = 0;
     *regrant = -1;
+    /* A link to this rank for an acquire beyond where its replay stands: its lost process
+     * asked for it (having passed this point with tokens it held); the replacement will
+     * ask again there, and the request stays queued meanwhile. */
+    if (nd[me].st == ST_NONE)
+        for (int x = 0; x < n; x++)
+            if (x != me && nd[x].next == me && nd[x].nseq > g->sync_seq) {
+                nd[me].st = ST_WAITING;
+                nd[me].seq = nd[x].nseq;
+                nd[me].virt = 1;
+            }
     for (int q = 0; q < n; q++) {
-        if (q != me && nd[me].st == ST_WAITING && nd[q].to_r_seq && nd[q].to_r_seq == nd[me].seq) *regrant = q;
+        if (q != me && nd[me].st == ST_WAITING && !nd[me].virt && nd[q].to_r_seq && nd[q].to_r_seq == nd[me].seq)
+            *regrant = q;
         if (nd[q].st == ST_TOKEN || nd[q].st == ST_HELD || nd[q].st == ST_GRANTED) {
             holder = q;
             holders++;
@@ -293,6 +311,10 @@ static int rebuild_one(uint32_t l, node_t *nd, int *chain, int *regrant)
     if (holder < 0) { /* with the lost process, or its grant never left it */
         holder = me;
         if (nd[me].st == ST_NONE) nd[me].st = ST_TOKEN;
+        if (nd[me].virt) { /* it holds the token and asked again later: a contradiction */
+            cdsm__log(CDSM_LOG_ERROR, "lock %u: nobody holds its token, yet rank %d's lost process asked for it", l, me);
+            return -1;
+        }
     }
     int k = 0;
     uint8_t in[n];
@@ -347,7 +369,7 @@ int cdsm__lock_rebuild(void)
             rp[rep->hdr.src].rep = rep;
         }
         if (rc) goto out;
-        for (size_t i = 0; i < nn; i++) nodes[i] = (node_t){ST_NONE, 0, 0, 0, -1, -1, NULL};
+        for (size_t i = 0; i < nn; i++) nodes[i] = (node_t){ST_NONE, 0, 0, 0, -1, -1, NULL, 0};
         for (int q = 0; q < n && !rc; q++) {
             if (q == me) continue;
             cdsm__rd_t rd = {rp[q].rep->payload, rp[q].rep->hdr.len, 0, 0};
@@ -379,6 +401,9 @@ int cdsm__lock_rebuild(void)
             break;
         }
         int mgr = (int)(l % (uint32_t)n), tail = chain[k - 1];
+        if (mgr == me) /* requests its lost process took (the queue below places the open ones) */
+            for (int q = 0; q < n; q++)
+                if (q != me && nd[q].seq) cdsm__lock_placed(l, q, nd[q].seq);
         /* The replacement's own part. */
         cdsm__lock_t *lk = &g->locks[l];
         if (chain[0] == me) {
@@ -389,7 +414,9 @@ int cdsm__lock_rebuild(void)
         }
         if (mgr == me) lk->tail = tail;
         int mtail = nd[mgr].tail >= 0 ? nd[mgr].tail : mgr; /* a manager reports a tail other than itself */
-        if (k < 2 && regrant < 0 && (mgr == me || mtail == tail)) continue;
+        int stale = nd[tail].next >= 0; /* the last one's successor link leads nowhere: cut it */
+        if (tail == me && stale) cdsm__lock_link(l, -1, NULL, 0);
+        if (k < 2 && regrant < 0 && !stale && (mgr == me || mtail == tail)) continue;
         cdsm__buf_put_u32(&b, l);
         cdsm__buf_put_u32(&b, (uint32_t)tail);
         cdsm__buf_put_u32(&b, (uint32_t)regrant);
@@ -403,6 +430,12 @@ int cdsm__lock_rebuild(void)
             if (w) cdsm__buf_put(&b, x->vc, (size_t)n * 4);
         }
         nent++;
+        char line[256];
+        int len = snprintf(line, sizeof line, "lock %u: queue", l);
+        for (int i = 0; i < k && len < (int)sizeof line - 24; i++)
+            len += snprintf(line + len, sizeof line - (size_t)len, " %d%s(%u)", chain[i],
+                            i == 0 ? (regrant >= 0 ? "*regrant" : "*") : nd[chain[i]].virt ? "~" : "", nd[chain[i]].seq);
+        cdsm__log(CDSM_LOG_INFO, "%s, tail %d (manager %d had %d)", line, tail, mgr, mtail);
         for (int i = 0; i < k; i++)
             if (waits(&nd[chain[i]])) cdsm__lock_placed(l, chain[i], nd[chain[i]].seq);
         for (int i = 0; i + 1 < k; i++)

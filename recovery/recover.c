@@ -33,7 +33,9 @@ static pthread_mutex_t map_mu = PTHREAD_MUTEX_INITIALIZER;
 static int *replaced;            /* per world rank: it died and a spare took its rank */
 static int takeover_rank = -1;   /* spare: the rank it was asked to become */
 static int retired;              /* spare: released at the end of the run */
+static int orphaned;             /* spare: every working process is gone, no takeover came */
 static int proto_ready;          /* protocol state exists: messages may be dispatched */
+static int recovering = -1;      /* the rank being recovered (until its lock rebuild), or -1 (atomic) */
 
 /* Messages that arrived before the protocol state existed (a spare being set up). */
 typedef struct held {
@@ -61,6 +63,8 @@ typedef struct grant_rec {
 static grant_rec_t *grants;
 static uint32_t ngrants, grants_cap;
 static uint32_t granted_last; /* synchronisation number of the lost process's last grant to another rank */
+static uint32_t known_ivs;    /* intervals of the lost process the survivors know of (asked at a frontier) */
+static uint32_t know_round;
 static int replay_saw_gc;
 static uint64_t replay_t0;
 
@@ -125,7 +129,7 @@ void cdsm__map_fini(void)
     g->wdead = NULL;
     replaced = NULL;
     takeover_rank = -1;
-    retired = 0;
+    retired = orphaned = 0;
     proto_ready = 0;
     while (held) {
         held_t *h = held;
@@ -193,11 +197,45 @@ int cdsm__world_lost(int w, const char *why)
      * RETIRE says whether anyone died (its TAKEOVER, that it must take over). */
     if (g->rank >= 0) __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
     if (r < 0 || g->rank < 0) {
-        /* A spare died, or this process is a spare: nothing to take over here. */
+        /* A spare died, or this process is a spare: nothing to take over here. A spare
+         * follows the survivors' choice of spares so that it can tell when every working
+         * process is gone (a failed job that will never retire it). */
         if (r == -1 && g->rank >= 0)
             cdsm__log(CDSM_LOG_WARN, "spare process %d lost (%s): one spare fewer", w, why);
+        int gone = 0;
+        if (g->rank < 0 && !g->initialized) {
+            if (r >= 0) {
+                int spare = pick_spare();
+                g->logical[w] = -2;
+                if (spare >= 0) {
+                    g->logical[spare] = r;
+                    g->phys[r] = spare;
+                }
+            }
+            gone = 1; /* (a rank mapped to this spare has nobody left to hand it over) */
+            for (int q = 0; q < g->n; q++)
+                if (!g->wdead[g->phys[q]] && g->phys[q] != g->wrank) gone = 0;
+        }
         pthread_mutex_unlock(&map_mu);
+        if (gone) {
+            pthread_mutex_lock(&g->mu);
+            orphaned = 1;
+            pthread_cond_broadcast(&g->cv);
+            pthread_mutex_unlock(&g->mu);
+        }
         return 1;
+    }
+    int busy = __atomic_load_n(&recovering, __ATOMIC_ACQUIRE);
+    if (busy >= 0 && busy != r) {
+        /* Its replay would need what the replacement has not made again (and the
+         * replacement, what the lost process held). */
+        pthread_mutex_unlock(&map_mu);
+        cdsm__log(CDSM_LOG_ERROR,
+                  "rank %d lost (%s) while rank %d is being recovered: a second failure during a recovery is not "
+                  "survived",
+                  r, why, busy);
+        cdsm__peer_lost(r, why);
+        return 0;
     }
     int spare = pick_spare();
     if (spare < 0 || !replay_possible()) {
@@ -212,6 +250,7 @@ int cdsm__world_lost(int w, const char *why)
         cdsm__peer_lost(r, why);
         return 0;
     }
+    __atomic_store_n(&recovering, r, __ATOMIC_RELEASE);
     g->logical[w] = -2;
     g->logical[spare] = r;
     g->phys[r] = spare;
@@ -248,6 +287,12 @@ void cdsm__final_lost(int w)
         __atomic_store_n(&g->final_mgr_gone, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
+}
+
+void cdsm__recover_done(int r)
+{
+    int busy = r;
+    __atomic_compare_exchange_n(&recovering, &busy, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 int cdsm__recover_adopt(int r, int w)
@@ -296,6 +341,7 @@ void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         }
     pthread_mutex_unlock(&map_mu);
     takeover_rank = (int)r;
+    __atomic_store_n(&recovering, (int)r, __ATOMIC_RELEASE);
     __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE); /* someone died */
     pthread_cond_broadcast(&g->cv); /* caller holds mu */
     return;
@@ -317,8 +363,8 @@ int cdsm__spare_wait(void)
 {
     cdsm__state_t *g = &cdsm__g;
     pthread_mutex_lock(&g->mu);
-    while (takeover_rank < 0 && !retired) pthread_cond_wait(&g->cv, &g->mu);
-    int r = retired ? -1 : takeover_rank;
+    while (takeover_rank < 0 && !retired && !orphaned) pthread_cond_wait(&g->cv, &g->mu);
+    int r = retired ? -1 : takeover_rank >= 0 ? takeover_rank : -2;
     pthread_mutex_unlock(&g->mu);
     return r;
 }
@@ -594,6 +640,40 @@ static void drop_unread_grant(uint32_t l, uint32_t seq)
     }
 }
 
+void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
+{
+    cdsm__state_t *g = &cdsm__g;
+    (void)rd;
+    uint32_t r = h->src, known = g->vc[r];
+    /* A grant not read yet carries its granter's knowledge too (the lost process's own
+     * grant among them). */
+    for (cdsm__reply_t *rep = g->replies; rep; rep = rep->next) {
+        uint32_t v;
+        if (rep->hdr.type != CDSM_MSG_LOCK_GRANT || rep->hdr.len < 12 + (size_t)g->n * 4) continue;
+        memcpy(&v, rep->payload + 12 + (size_t)r * 4, 4);
+        if (v > known) known = v;
+    }
+    cdsm__tp_send((int)r, CDSM_MSG_KNOW_REP, h->tag, &known, 4, NULL, 0);
+}
+
+/* The most intervals of this rank any survivor knows of. Caller holds mu. */
+static uint32_t ask_known(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t round = ++know_round, known = 0;
+    for (int q = 0; q < g->n; q++)
+        if (q != g->rank && cdsm__tp_send(q, CDSM_MSG_KNOW_REQ, round, NULL, 0, NULL, 0)) return 0;
+    for (int i = 0; i < g->n - 1; i++) {
+        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_KNOW_REP, round);
+        if (!rep) return 0;
+        uint32_t v = 0;
+        if (rep->hdr.len >= 4) memcpy(&v, rep->payload, 4);
+        if (v > known) known = v;
+        cdsm__reply_free(rep);
+    }
+    return known;
+}
+
 int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -613,6 +693,12 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
         lk->state = CDSM_LK_HELD;
         return CDSM_OK;
     }
+    if (!later && known_ivs <= g->vc[g->rank]) {
+        /* Nothing logged says the lost process got further; but a survivor may know of
+         * intervals it made after this point (a grant it made and nobody has read yet). */
+        known_ivs = ask_known();
+    }
+    if (known_ivs > g->vc[g->rank]) later = 1;
     if (later) { /* taken without a grant: the lost process had the token */
         lk->state = CDSM_LK_HELD;
         CDSM_STAT_ADD(lock_acquires_local, 1);
@@ -687,6 +773,7 @@ int cdsm__replay_finish(void)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", g->rank);
     int rc = cdsm__lock_rebuild();
     if (rc) return rc;
+    cdsm__recover_done(g->rank);
     cdsm__log(CDSM_LOG_WARN,
               "rank %d: replay of %u barriers and %u lock grants done in %.3f s at %.6f (synchronisation %u); the "
               "rank is live again",
@@ -707,6 +794,6 @@ int cdsm__replay_finish(void)
     for (uint32_t i = 0; i < ngrants; i++) free(grants[i].vc);
     free(grants);
     grants = NULL;
-    ngrants = grants_cap = granted_last = 0;
+    ngrants = grants_cap = granted_last = known_ivs = 0;
     return CDSM_OK;
 }

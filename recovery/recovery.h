@@ -87,7 +87,8 @@ void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), vo
 /* Rank map for wn processes of which the first n work. */
 int cdsm__map_init(int wrank, int wn, int n);
 void cdsm__map_fini(void);
-/* Spare: sleep until a takeover (returns the rank to become) or the end of the run (-1). */
+/* Spare: sleep until a takeover (returns the rank to become), the end of the run (-1), or
+ * every working process is gone with no takeover (-2). */
 int cdsm__spare_wait(void);
 /* Rank 0 at finalize: release the spares that were never needed. */
 void cdsm__retire_spares(void);
@@ -102,6 +103,11 @@ void cdsm__replay_serve_deferred(void);
 /* Where the log ends (the first live barrier or acquire): serve what waited, rebuild the
  * lock queues, drop the store. Caller holds mu. */
 int cdsm__replay_finish(void);
+
+/* Survivor: how many of the asking rank's intervals this rank knows (KNOW_REQ). */
+void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+/* Rank r's replacement is live (its lock rebuild came): a later loss can be recovered. */
+void cdsm__recover_done(int r);
 
 /* ---- lockrebuild.c: the lock queues after a loss (caller holds mu) ------------------- */
 /* Replacement going live: freeze the survivors' queues, rebuild them, let them go on. */

@@ -8,6 +8,8 @@
 # With EXPECT_FAILURE="text" in the environment the run cannot recover (more victims than
 # spares; a lock program, whose replay is not there yet): it must instead end by itself
 # with a failing status and a message containing the text.
+# With CONCURRENT=1 each victim after the first is killed at once, while the previous one
+# is still being recovered (with EXPECT_FAILURE: a second failure during a recovery).
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
 #   VICTIMS: comma-separated ranks, e.g. "1" or "0,2"
 set -u
@@ -23,7 +25,7 @@ reftime="$(sed -n 's/^time: \([0-9.]*\) s/\1/p' "$ref")"
 [ -n "$want" ] && [ -n "$reftime" ] || { echo "slurm_recover: no answer in the failure-free run"; cat "$ref"; exit 1; }
 echo "slurm_recover: failure-free answer $want in $reftime s"
 
-CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) -J cdsm-recover \
+CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) -J "cdsm-recover-$$" \
     "$app" "$@" > "$out" 2>&1 &
 spid=$!
 # pid of the process that holds rank r now (its last "initialised" line).
@@ -35,14 +37,15 @@ for v in ${victims//,/ }; do
     for _ in $(seq 600); do
         up=$(grep -c "info: initialised: rank" "$out")
         live=$(grep -c "the rank is live again" "$out")
-        [ "$up" -ge $((ntasks + k)) ] && [ "$live" -ge "$k" ] && break
+        [ "$up" -ge $((ntasks + k)) ] && { [ "$live" -ge "$k" ] || [ "${CONCURRENT:-0}" = 1 ]; } && break
         kill -0 "$spid" 2>/dev/null || break
         sleep 0.05
     done
     # A moment within the failure-free run's time (the start-up is already behind us),
     # within its share of it when there are several victims, so that all of them die.
     nv=$(echo "$victims" | tr ',' ' ' | wc -w)
-    delay=$(awk -v r=$RANDOM -v t="$reftime" -v nv="$nv" 'BEGIN { printf "%.3f", (r % 1000) / 1000.0 * t * 0.8 / nv }')
+    delay=$(awk -v r=$RANDOM -v t="$reftime" -v nv="$nv" 'BEGIN { printf "%.3f", (r % 1000) / 1000.0 * t * 0.6 / nv }')
+    [ "${CONCURRENT:-0}" = 1 ] && [ "$k" -gt 0 ] && delay=0
     sleep "$delay"
     pid="$(holder "$v")"
     if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
@@ -64,7 +67,7 @@ if ! timeout "$limit" tail --pid="$spid" -f /dev/null; then
         echo "== pid $p: $(tr '\0' ' ' < "/proc/$p/environ" 2>/dev/null | grep -o 'SLURM_PROCID=[0-9]*')"
         command -v gdb >/dev/null && timeout 30 gdb -p "$p" -batch -ex 'thread apply all bt' 2>/dev/null | grep -E '^(#|Thread)'
     done
-    scancel -n cdsm-recover 2>/dev/null
+    scancel -n "cdsm-recover-$$" 2>/dev/null
     kill "$spid" 2>/dev/null
     exit 1
 fi
