@@ -24,6 +24,15 @@ static int mgr_finals;           /* manager: FINAL barriers released */
 static cdsm__buf_t *mgr_last;    /* manager: each rank's release of the last barrier */
 static uint32_t mgr_last_epoch;  /* manager: epoch of the last barrier released */
 
+/* A replacement manager keeps arrivals until its replay has passed their barrier: a
+ * survivor may wait for the release of a barrier the lost manager released to others only. */
+typedef struct bar_wait {
+    struct bar_wait *next;
+    cdsm__msg_hdr_t hdr;
+    uint8_t *payload;
+} bar_wait_t;
+static bar_wait_t *bar_waiting;
+
 int cdsm__barrier_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -65,6 +74,12 @@ void cdsm__barrier_fini(void)
     mgr_gone = NULL;
     mgr_last_epoch = 0;
     gc_warned = 0;
+    while (bar_waiting) {
+        bar_wait_t *e = bar_waiting;
+        bar_waiting = e->next;
+        free(e->payload);
+        free(e);
+    }
     g->bar_recs = NULL;
     g->bar_vcs = g->bar_maxidx = g->vc_bar = NULL;
 }
@@ -183,6 +198,16 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     uint32_t nrec = cdsm__rd_u32(r);
     const uint32_t *vc = cdsm__rd_take(r, (size_t)n * 4);
     if (r->bad || g->rank != MANAGER) goto bad;
+    if (g->replaying) {
+        bar_wait_t *e = malloc(sizeof *e), **pp = &bar_waiting;
+        uint8_t *copy = malloc(h->len + 1);
+        cdsm_check(e && copy);
+        memcpy(copy, r->p, h->len);
+        *e = (bar_wait_t){NULL, *h, copy};
+        while (*pp) pp = &(*pp)->next;
+        *pp = e;
+        return;
+    }
     if (h->tag == mgr_last_epoch && mgr_last_epoch) {
         /* A replacement arrives again at a barrier released while its process died. */
         cdsm__tp_send(h->src, CDSM_MSG_BAR_RELEASE, h->tag, mgr_last[h->src].p, mgr_last[h->src].len, NULL, 0);
@@ -256,6 +281,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         if (cdsm__replay_barrier(epoch, &rflags)) {
             /* Logged: the survivors passed it; take its outcome without messages. */
             cdsm__det_log(CDSM_DET_BARRIER, (uint32_t)g->rank, epoch, g->sync_seq, rflags, g->vc);
+            cdsm__barrier_replayed(epoch, rflags);
             CDSM_STAT_ADD(barriers, 1);
             cdsm__replay_serve_deferred();
             pthread_mutex_unlock(&g->mu);
@@ -373,6 +399,69 @@ out:
 int cdsm_barrier(void)
 {
     return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
+}
+
+/* Replacement manager, its replay past barrier `epoch` (flags, global vector clock gvc):
+ * release the survivors that arrived there and never got the release. Caller holds mu. */
+static void release_replayed(uint32_t epoch, uint32_t flags, const uint32_t *gvc)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int n = g->n;
+    for (bar_wait_t **pp = &bar_waiting; *pp;) {
+        bar_wait_t *e = *pp;
+        if (e->hdr.tag != epoch) {
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        /* The arrival's vector clock says which records it lacks. */
+        cdsm__rd_t rd = {e->payload, e->hdr.len, 0, 0};
+        cdsm__rd_u32(&rd), cdsm__rd_u32(&rd), cdsm__rd_u64(&rd), cdsm__rd_u64(&rd);
+        if (cdsm__rd_u32(&rd)) cdsm__rd_take(&rd, sizeof(cdsm__ckpt_pos_t));
+        if (cdsm__rd_u32(&rd)) cdsm__rd_take(&rd, sizeof g->bar_stats);
+        cdsm__rd_u32(&rd);
+        const uint32_t *have = cdsm__rd_take(&rd, (size_t)n * 4);
+        if (have) {
+            uint32_t zero[7] = {0}, nrec;
+            cdsm__buf_t b = {0};
+            cdsm__buf_put_u32(&b, flags);
+            cdsm__buf_put(&b, zero, sizeof zero); /* no audit outcome */
+            cdsm__buf_put_u32(&b, 0);            /* no checkpoint positions */
+            cdsm__buf_put_u32(&b, 0);            /* no counters */
+            size_t nrec_at = b.len;
+            cdsm__buf_put_u32(&b, 0);
+            cdsm__buf_put(&b, gvc, (size_t)n * 4);
+            nrec = cdsm__iv_serialize_between(&b, have, gvc);
+            memcpy(b.p + nrec_at, &nrec, 4);
+            cdsm__tp_send(e->hdr.src, CDSM_MSG_BAR_RELEASE, epoch, b.p, b.len, NULL, 0);
+            cdsm__buf_free(&mgr_last[e->hdr.src]);
+            mgr_last[e->hdr.src] = b;
+            mgr_last_epoch = epoch;
+            cdsm__log(CDSM_LOG_INFO, "barrier %u: released rank %u, whose release was lost with the manager", epoch,
+                      e->hdr.src);
+        } else {
+            cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", e->hdr.src);
+        }
+        free(e->payload);
+        free(e);
+    }
+}
+
+void cdsm__barrier_replayed(uint32_t epoch, uint32_t flags)
+{
+    if (cdsm__g.rank == MANAGER) release_replayed(epoch, flags, cdsm__g.vc);
+}
+
+void cdsm__barrier_resume(void)
+{
+    while (bar_waiting) { /* live again: the next barrier is collected as usual */
+        bar_wait_t *e = bar_waiting;
+        bar_waiting = e->next;
+        cdsm__rd_t rd = {e->payload, e->hdr.len, 0, 0};
+        cdsm__bar_on_arrive(&e->hdr, &rd);
+        free(e->payload);
+        free(e);
+    }
 }
 
 void cdsm__barrier_adopt(const uint32_t *vc)

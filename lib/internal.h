@@ -326,6 +326,11 @@ int cdsm__gc(void);
 /* A replacement of the barrier manager takes the manager's view as of the last logged
  * barrier (its global vector clock). Caller holds mu. */
 void cdsm__barrier_adopt(const uint32_t *vc);
+/* A replacement's replay passed logged barrier `epoch`: as the manager, release the ranks
+ * whose arrival there waited (their release was lost). Caller holds mu. */
+void cdsm__barrier_replayed(uint32_t epoch, uint32_t flags);
+/* The replacement is live: arrivals that waited are collected as usual. Caller holds mu. */
+void cdsm__barrier_resume(void);
 
 /* check.c: the consistency checker (CDSM_CHECK=1) */
 int cdsm__audit_local(void);

@@ -771,6 +771,7 @@ int cdsm__replay_finish(void)
     cdsm__replay_serve_deferred();
     if (deferred)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", g->rank);
+    cdsm__barrier_resume();
     int rc = cdsm__lock_rebuild();
     if (rc) return rc;
     cdsm__recover_done(g->rank);
