@@ -38,11 +38,13 @@ attempt() {
     RANDOM=$seed
     k=0
     for v in ${victims//,/ }; do
-        # Wait until every rank is up (and, after a kill, until the replacement is live).
+        # Wait until every rank is up (and, after a kill, until the replacement is live;
+        # with CONCURRENT=1 the next victim dies at once, within the first one's recovery).
         for _ in $(seq 600); do
+            [ "$k" -gt 0 ] && [ "${CONCURRENT:-0}" = 1 ] && break
             up=$(grep -c "info: initialised: rank" "$out")
             live=$(grep -c "the rank is live again" "$out")
-            [ "$up" -ge $((ntasks + k)) ] && { [ "$live" -ge "$k" ] || [ "${CONCURRENT:-0}" = 1 ]; } && break
+            [ "$up" -ge $((ntasks + k)) ] && [ "$live" -ge "$k" ] && break
             kill -0 "$spid" 2>/dev/null || break
             sleep 0.05
         done
