@@ -13,7 +13,8 @@ static size_t narch, cap;
 
 int cdsm__archive_needed(void)
 {
-    return cdsm__det_enabled() && !cdsm__ckpt_enabled();
+    /* With spares, a replacement replays from the start: checkpoints do not bound the log. */
+    return cdsm__det_enabled() && (!cdsm__ckpt_enabled() || cdsm__cfg.spares);
 }
 
 void cdsm__archive_keep(cdsm__interval_t *iv)

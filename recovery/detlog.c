@@ -105,6 +105,7 @@ static int needed(const cdsm__det_t *d)
 void cdsm__det_trim(const void *np)
 {
     memcpy(pos, np, (size_t)cdsm__g.n * sizeof *pos);
+    if (cdsm__cfg.spares) return; /* a replacement replays from the start: keep them all */
     size_t k = 0;
     for (size_t i = 0; i < log_n; i++) {
         const cdsm__det_t *d = (const cdsm__det_t *)(log_v + i * esz);

@@ -139,11 +139,11 @@ void cdsm__map_fini(void)
     }
 }
 
-/* A spare can replay a lost rank: from the start, which needs the logs and no
- * checkpoint-based garbage collection. */
+/* A spare can replay a lost rank: from the start, which needs the logs (with spares,
+ * checkpoints do not trim them: they serve a restart of the whole job). */
 static int replay_possible(void)
 {
-    return cdsm__cfg.logging && !cdsm__cfg.ckpt_dir[0];
+    return cdsm__cfg.logging != 0;
 }
 
 static int pick_spare(void)
@@ -241,9 +241,8 @@ int cdsm__world_lost(int w, const char *why)
     if (spare < 0 || !replay_possible()) {
         pthread_mutex_unlock(&map_mu);
         if (spare >= 0)
-            cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: %s", r,
-                      !cdsm__cfg.logging ? "causal logging is off (CDSM_LOGGING=0)"
-                                         : "restart from checkpoints is not implemented yet (CDSM_CKPT_DIR is set)");
+            cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: causal logging is off (CDSM_LOGGING=0)",
+                      r);
         else if (cdsm__cfg.spares)
             cdsm__log(CDSM_LOG_ERROR, "rank %d lost and no spare is left (CDSM_SPARES=%llu used up)", r,
                       (unsigned long long)cdsm__cfg.spares);

@@ -10,6 +10,8 @@
 # with a failing status and a message containing the text.
 # With CONCURRENT=1 each victim after the first is killed at once, while the previous one
 # is still being recovered (with EXPECT_FAILURE: a second failure during a recovery).
+# With CKPT_EVERY=N the run with kills also checkpoints every N barriers (into a temporary
+# folder): kills then land in checkpoint writes, and the script says which did.
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
 #   VICTIMS: comma-separated ranks, e.g. "1" or "0,2"
 set -u
@@ -17,7 +19,8 @@ root="$1" app="$2" ntasks="$3" spares="$4" victims="$5" seed="$6"
 shift 6
 eval "$("$root/config/slurm-up.sh")" || { echo "slurm_recover: the one-node Slurm did not start" >&2; exit 1; }
 ref="$(mktemp)" out="$(mktemp)"
-trap 'rm -f "$ref" "$out"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null' EXIT
+ckdir=""
+trap 'rm -f "$ref" "$out"; [ -n "$ckdir" ] && rm -rf "$ckdir"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null' EXIT
 
 srun -O --mpi=pmi2 -n "$ntasks" -J cdsm-ref "$app" "$@" > "$ref" 2>&1 || { echo "slurm_recover: failure-free run failed"; cat "$ref"; exit 1; }
 want="$(sed -n 's/^answer: //p' "$ref")"
@@ -28,6 +31,11 @@ echo "slurm_recover: failure-free answer $want in $reftime s"
 # One run with the kills. scale shrinks the kill moments (a retry after a kill that came
 # only when the run had ended: on a loaded machine the run can be faster than its reference).
 appargs=("$@")
+if [ -n "${CKPT_EVERY:-}" ]; then
+    ckdir="$(mktemp -d)"
+    export CDSM_CKPT_DIR="$ckdir" CDSM_CKPT_BARRIERS="$CKPT_EVERY"
+fi
+killed=()
 attempt() {
     local scale="$1"
     CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) -J "cdsm-recover-$$" \
@@ -61,6 +69,7 @@ attempt() {
         fi
         echo "slurm_recover: kill -9 rank $v (pid $pid) ${delay} s into the run"
         kill -9 "$pid"
+        killed+=("$v:$pid")
         k=$((k + 1))
     done
     # A hung recovery must not end as a bare meson timeout: after a deadline well past any
@@ -92,6 +101,13 @@ for scale in 1 0.5 0.25; do
     break
 done
 grep -vE '^(cdsm\[[a-z0-9-]+\] |  )[a-z_]+ +[0-9]+' "$out"
+if [ -n "$ckdir" ]; then
+    echo "slurm_recover: checkpoint files written: $(find "$ckdir" -name 'rank*.h5' | wc -l)"
+    for vp in "${killed[@]}"; do
+        part="$(find "$ckdir" -name ".rank${vp%%:*}.ckpt*.h5.tmp${vp##*:}" | head -1)"
+        [ -n "$part" ] && echo "slurm_recover: rank ${vp%%:*} died in the middle of a checkpoint write ($(basename "$part"), $(stat -c %s "$part") bytes)"
+    done
+fi
 echo "slurm_recover: srun exit status $rc"
 fail=0
 if [ -n "${EXPECT_FAILURE:-}" ]; then
