@@ -346,12 +346,15 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     cdsm__state_t *g = &cdsm__g;
     /* Complete our own sends before sleeping: the peer may need them to progress. */
     pthread_mutex_unlock(&g->mu);
+    /* A rank may have moved to a spare between our request and this wait (the loop
+     * below sees only later moves): send again what went to a dead process. */
+    uint32_t gen = __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE);
+    if (resends) resend_moved();
     cdsm__tp_flush();
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     uint64_t spin_ns = cdsm__cfg.spin_us * 1000u;
     pthread_mutex_lock(&g->mu);
-    uint32_t gen = __atomic_load_n(&g->remap_gen, __ATOMIC_ACQUIRE);
     int drained = 0;
     for (int spinning = spin_ns > 0;;) {
         for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
@@ -500,18 +503,28 @@ static void rx_messages(void)
             continue;
         }
         /* The message is normally microseconds away; the peer's end of stream says it
-         * will never come. */
-        for (;;) {
+         * will never come. Meanwhile other peers' messages are taken (a replacement's
+         * request must not wait behind it), and after a while the caller naps instead. */
+        for (int tries = 0;; tries++) {
             flag = 0;
-            if (MPI_Improbe(p, MPI_ANY_TAG, g->comm, &flag, &m, &st) != MPI_SUCCESS) flag = 0;
+            if (MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, g->comm, &flag, &m, &st) != MPI_SUCCESS) flag = 0;
             if (flag) {
                 if (recv_msg(&m, &st)) cdsm_check(!"unreadable protocol message");
                 break;
             }
             if (bell_read(p) < 0 || rx_count[p] <= 0) break;
+            if (tries >= 1000) return;
             sched_yield();
         }
     }
+}
+
+/* A doorbell rang for a message not received yet (the service thread naps, not sleeps). */
+static int rx_owed(void)
+{
+    for (int p = 0; p < cdsm__g.wn; p++)
+        if (rx_count[p] > 0) return 1;
+    return 0;
 }
 
 /* Read the doorbells epoll reported, then receive and dispatch that many messages.
@@ -562,18 +575,22 @@ static void *service_main(void *arg)
     (void)arg;
     struct epoll_event ev[64];
     for (;;) {
-        /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete
-         * or doorbells are owed. */
+        /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete,
+         * doorbells are owed, or a message rung for has not arrived yet. */
         int owed = pay_debts();
-        int nev = epoll_wait(epfd, ev, 64, pending || owed ? 1 : -1);
+        int late = rx_owed();
+        int nev = epoll_wait(epfd, ev, 64, pending || owed || late ? 1 : -1);
         if (nev < 0 && errno != EINTR) {
             cdsm__log(CDSM_LOG_ERROR, "service thread: epoll_wait: %s", strerror(errno));
             break;
         }
         int stop = 0;
-        if (nev > 0) {
+        if (nev > 0 || late) {
             pthread_mutex_lock(&rx_mu);
-            stop = rx_drain(ev, nev);
+            if (nev > 0)
+                stop = rx_drain(ev, nev);
+            else
+                rx_messages();
             pthread_mutex_unlock(&rx_mu);
         }
         test_pending();

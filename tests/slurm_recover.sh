@@ -8,8 +8,8 @@
 # With EXPECT_FAILURE="text" in the environment the run cannot recover (more victims than
 # spares; a lock program, whose replay is not there yet): it must instead end by itself
 # with a failing status and a message containing the text.
-# With CONCURRENT=1 each victim after the first is killed at once, while the previous one
-# is still being recovered (with EXPECT_FAILURE: a second failure during a recovery).
+# With CONCURRENT=1 all victims are killed at once, so that the later deaths come during
+# the first one's recovery (with EXPECT_FAILURE: a second failure during a recovery).
 # With CKPT_EVERY=N the run with kills also checkpoints every N barriers (into a temporary
 # folder): kills then land in checkpoint writes, and the script says which did.
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
@@ -46,10 +46,8 @@ attempt() {
     RANDOM=$seed
     k=0
     for v in ${victims//,/ }; do
-        # Wait until every rank is up (and, after a kill, until the replacement is live;
-        # with CONCURRENT=1 the next victim dies at once, within the first one's recovery).
+        # Wait until every rank is up (and, after a kill, until the replacement is live).
         for _ in $(seq 600); do
-            [ "$k" -gt 0 ] && [ "${CONCURRENT:-0}" = 1 ] && break
             up=$(grep -c "info: initialised: rank" "$out")
             live=$(grep -c "the rank is live again" "$out")
             [ "$up" -ge $((ntasks + k)) ] && [ "$live" -ge "$k" ] && break
@@ -60,11 +58,22 @@ attempt() {
         # within its share of it when there are several victims, so that all of them die.
         nv=$(echo "$victims" | tr ',' ' ' | wc -w)
         delay=$(awk -v r=$RANDOM -v t="$reftime" -v nv="$nv" -v s="$scale" 'BEGIN { printf "%.3f", (r % 1000) / 1000.0 * t * 0.6 / nv * s }')
-        [ "${CONCURRENT:-0}" = 1 ] && [ "$k" -gt 0 ] && delay=0
         sleep "$delay"
         pid="$(holder "$v")"
         if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
             echo "slurm_recover: rank $v has no live process to kill (the run ended after ${delay} s?)"
+            break
+        fi
+        if [ "${CONCURRENT:-0}" = 1 ]; then
+            # Every victim at once: the later deaths are seen within the first's recovery.
+            pids=()
+            for w in ${victims//,/ }; do
+                pids+=("$(holder "$w")")
+                killed+=("$w:${pids[-1]}")
+                k=$((k + 1))
+            done
+            echo "slurm_recover: kill -9 ranks $victims (pids ${pids[*]}) at once, ${delay} s into the run"
+            kill -9 "${pids[@]}"
             break
         fi
         echo "slurm_recover: kill -9 rank $v (pid $pid) ${delay} s into the run"
