@@ -24,14 +24,29 @@ static int mgr_finals;           /* manager: FINAL barriers released */
 static cdsm__buf_t *mgr_last;    /* manager: each rank's release of the last barrier */
 static uint32_t mgr_last_epoch;  /* manager: epoch of the last barrier released */
 
-/* A replacement manager keeps arrivals until its replay has passed their barrier: a
- * survivor may wait for the release of a barrier the lost manager released to others only. */
-typedef struct bar_wait {
-    struct bar_wait *next;
-    cdsm__msg_hdr_t hdr;
-    uint8_t *payload;
-} bar_wait_t;
-static bar_wait_t *bar_waiting;
+/* The head of a barrier arrival, up to the arriving rank's vector clock. */
+typedef struct arrival {
+    uint32_t kind, has_check, has_log, has_stats, nrec;
+    uint64_t check, mem;
+    const void *cpos;
+    const uint64_t *stats;
+    const uint32_t *vc;
+} arrival_t;
+
+static int parse_arrival(cdsm__rd_t *r, arrival_t *a)
+{
+    a->kind = cdsm__rd_u32(r);
+    a->has_check = cdsm__rd_u32(r);
+    a->check = cdsm__rd_u64(r);
+    a->mem = cdsm__rd_u64(r);
+    a->has_log = cdsm__rd_u32(r);
+    a->cpos = a->has_log ? cdsm__rd_take(r, sizeof(cdsm__ckpt_pos_t)) : NULL;
+    a->has_stats = cdsm__rd_u32(r);
+    a->stats = a->has_stats ? cdsm__rd_take(r, sizeof cdsm__g.bar_stats) : NULL;
+    a->nrec = cdsm__rd_u32(r);
+    a->vc = cdsm__rd_take(r, (size_t)cdsm__g.n * 4);
+    return r->bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
 
 int cdsm__barrier_init(void)
 {
@@ -74,12 +89,6 @@ void cdsm__barrier_fini(void)
     mgr_gone = NULL;
     mgr_last_epoch = 0;
     gc_warned = 0;
-    while (bar_waiting) {
-        bar_wait_t *e = bar_waiting;
-        bar_waiting = e->next;
-        free(e->payload);
-        free(e);
-    }
     g->bar_recs = NULL;
     g->bar_vcs = g->bar_maxidx = g->vc_bar = NULL;
 }
@@ -189,25 +198,13 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     cdsm__state_t *g = &cdsm__g;
     int n = g->n;
-    uint32_t kind = cdsm__rd_u32(r), has_check = cdsm__rd_u32(r);
-    uint64_t check = cdsm__rd_u64(r), mem = cdsm__rd_u64(r);
-    uint32_t has_log = cdsm__rd_u32(r);
-    const void *cpos = has_log ? cdsm__rd_take(r, sizeof(cdsm__ckpt_pos_t)) : NULL;
-    uint32_t has_stats = cdsm__rd_u32(r);
-    const uint64_t *stats = has_stats ? cdsm__rd_take(r, sizeof g->bar_stats) : NULL;
-    uint32_t nrec = cdsm__rd_u32(r);
-    const uint32_t *vc = cdsm__rd_take(r, (size_t)n * 4);
-    if (r->bad || g->rank != MANAGER) goto bad;
-    if (g->replaying) {
-        bar_wait_t *e = malloc(sizeof *e), **pp = &bar_waiting;
-        uint8_t *copy = malloc(h->len + 1);
-        cdsm_check(e && copy);
-        memcpy(copy, r->p, h->len);
-        *e = (bar_wait_t){NULL, *h, copy};
-        while (*pp) pp = &(*pp)->next;
-        *pp = e;
-        return;
-    }
+    /* A replacement manager keeps arrivals until its replay has passed their barrier: a
+     * survivor may wait for the release of a barrier the lost manager released to others
+     * only (cdsm__barrier_replayed). */
+    if (cdsm__replay_defer(h, r)) return;
+    arrival_t a;
+    if (parse_arrival(r, &a) || g->rank != MANAGER) goto bad;
+    uint32_t kind = a.kind, has_log = a.has_log, nrec = a.nrec;
     if (h->tag == mgr_last_epoch && mgr_last_epoch) {
         /* A replacement arrives again at a barrier released while its process died. */
         cdsm__tp_send(h->src, CDSM_MSG_BAR_RELEASE, h->tag, mgr_last[h->src].p, mgr_last[h->src].len, NULL, 0);
@@ -224,23 +221,23 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
                   h->src, (unsigned long long)h->tag, kind, mgr_epoch, mgr_kind);
         cdsm_check(!"mismatched collective calls");
     }
-    memcpy(&g->bar_vcs[(size_t)h->src * n], vc, (size_t)n * 4);
-    if (mem > g->bar_mem_max) g->bar_mem_max = mem;
-    if (cpos) {
+    memcpy(&g->bar_vcs[(size_t)h->src * n], a.vc, (size_t)n * 4);
+    if (a.mem > g->bar_mem_max) g->bar_mem_max = a.mem;
+    if (a.cpos) {
         mgr_has_log = 1;
-        memcpy(&mgr_pos[h->src], cpos, sizeof *mgr_pos);
+        memcpy(&mgr_pos[h->src], a.cpos, sizeof *mgr_pos);
     }
-    if (stats) {
+    if (a.stats) {
         mgr_has_stats = 1;
         for (size_t i = 0; i < CDSM_NSTATS; i++) {
             uint64_t v;
-            memcpy(&v, &stats[i], 8);
+            memcpy(&v, &a.stats[i], 8);
             g->bar_stats[i] += v;
         }
     }
-    if (has_check) {
-        if (g->bar_check_set && g->bar_check != check) g->bar_mismatch = 1;
-        g->bar_check = check;
+    if (a.has_check) {
+        if (g->bar_check_set && g->bar_check != a.check) g->bar_mismatch = 1;
+        g->bar_check = a.check;
         g->bar_check_set = 1;
     }
     for (uint32_t k = 0; k < nrec; k++) {
@@ -401,67 +398,46 @@ int cdsm_barrier(void)
     return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
 }
 
-/* Replacement manager, its replay past barrier `epoch` (flags, global vector clock gvc):
- * release the survivors that arrived there and never got the release. Caller holds mu. */
-static void release_replayed(uint32_t epoch, uint32_t flags, const uint32_t *gvc)
+/* Replacement manager, its replay past a logged barrier: release one survivor that
+ * arrived there and never got the release (the logged flags, the global vector clock
+ * gvc, the records its arrival's clock lacks). Caller holds mu. */
+struct replayed {
+    uint32_t flags;
+    const uint32_t *gvc;
+};
+
+static void release_replayed(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *arg)
 {
-    cdsm__state_t *g = &cdsm__g;
-    int n = g->n;
-    for (bar_wait_t **pp = &bar_waiting; *pp;) {
-        bar_wait_t *e = *pp;
-        if (e->hdr.tag != epoch) {
-            pp = &e->next;
-            continue;
-        }
-        *pp = e->next;
-        /* The arrival's vector clock says which records it lacks. */
-        cdsm__rd_t rd = {e->payload, e->hdr.len, 0, 0};
-        cdsm__rd_u32(&rd), cdsm__rd_u32(&rd), cdsm__rd_u64(&rd), cdsm__rd_u64(&rd);
-        if (cdsm__rd_u32(&rd)) cdsm__rd_take(&rd, sizeof(cdsm__ckpt_pos_t));
-        if (cdsm__rd_u32(&rd)) cdsm__rd_take(&rd, sizeof g->bar_stats);
-        cdsm__rd_u32(&rd);
-        const uint32_t *have = cdsm__rd_take(&rd, (size_t)n * 4);
-        if (have) {
-            uint32_t zero[7] = {0}, nrec;
-            cdsm__buf_t b = {0};
-            cdsm__buf_put_u32(&b, flags);
-            cdsm__buf_put(&b, zero, sizeof zero); /* no audit outcome */
-            cdsm__buf_put_u32(&b, 0);            /* no checkpoint positions */
-            cdsm__buf_put_u32(&b, 0);            /* no counters */
-            size_t nrec_at = b.len;
-            cdsm__buf_put_u32(&b, 0);
-            cdsm__buf_put(&b, gvc, (size_t)n * 4);
-            nrec = cdsm__iv_serialize_between(&b, have, gvc);
-            memcpy(b.p + nrec_at, &nrec, 4);
-            cdsm__tp_send(e->hdr.src, CDSM_MSG_BAR_RELEASE, epoch, b.p, b.len, NULL, 0);
-            cdsm__buf_free(&mgr_last[e->hdr.src]);
-            mgr_last[e->hdr.src] = b;
-            mgr_last_epoch = epoch;
-            cdsm__log(CDSM_LOG_INFO, "barrier %u: released rank %u, whose release was lost with the manager", epoch,
-                      e->hdr.src);
-        } else {
-            cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", e->hdr.src);
-        }
-        free(e->payload);
-        free(e);
+    const struct replayed *rp = arg;
+    int n = cdsm__g.n;
+    uint32_t epoch = (uint32_t)h->tag;
+    arrival_t a;
+    if (parse_arrival(r, &a)) {
+        cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
+        return;
     }
+    uint32_t zero[7] = {0}, nrec;
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, rp->flags);
+    cdsm__buf_put(&b, zero, sizeof zero); /* no audit outcome */
+    cdsm__buf_put_u32(&b, 0);            /* no checkpoint positions */
+    cdsm__buf_put_u32(&b, 0);            /* no counters */
+    size_t nrec_at = b.len;
+    cdsm__buf_put_u32(&b, 0);
+    cdsm__buf_put(&b, rp->gvc, (size_t)n * 4);
+    nrec = cdsm__iv_serialize_between(&b, a.vc, rp->gvc);
+    memcpy(b.p + nrec_at, &nrec, 4);
+    cdsm__tp_send(h->src, CDSM_MSG_BAR_RELEASE, epoch, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&mgr_last[h->src]);
+    mgr_last[h->src] = b;
+    mgr_last_epoch = epoch;
+    cdsm__log(CDSM_LOG_INFO, "barrier %u: released rank %u, whose release was lost with the manager", epoch, h->src);
 }
 
 void cdsm__barrier_replayed(uint32_t epoch, uint32_t flags)
 {
-    if (cdsm__g.rank == MANAGER) release_replayed(epoch, flags, cdsm__g.vc);
-}
-
-void cdsm__barrier_resume(void)
-{
-    while (bar_waiting) { /* live again: the next barrier is collected as usual */
-        bar_wait_t *e = bar_waiting;
-        bar_waiting = e->next;
-        cdsm__rd_t rd = {e->payload, e->hdr.len, 0, 0};
-        cdsm__bar_on_arrive(&e->hdr, &rd);
-        free(e->payload);
-        free(e);
-    }
+    struct replayed rp = {flags, cdsm__g.vc};
+    if (cdsm__g.rank == MANAGER) cdsm__replay_take(CDSM_MSG_BAR_ARRIVE, epoch, release_replayed, &rp);
 }
 
 void cdsm__barrier_adopt(const uint32_t *vc)

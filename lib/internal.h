@@ -301,6 +301,9 @@ void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 /* Build and send a grant of lock l to `to` for its acquire to_seq (vc: the granter's). */
 int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq, const uint32_t *vc,
                          const uint32_t *to_vc);
+/* The link to the unread grant of lock l for our acquire seq in the reply queue, or NULL.
+ * Caller holds mu. */
+cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq);
 /* Recovery: a rebuild placed (requester, seq) in lock l's queue; later copies are dropped. */
 void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq);
 /* Recovery: requester (acquire seq, vector clock vc) comes after us in lock l's queue. */
@@ -329,8 +332,10 @@ void cdsm__barrier_adopt(const uint32_t *vc);
 /* A replacement's replay passed logged barrier `epoch`: as the manager, release the ranks
  * whose arrival there waited (their release was lost). Caller holds mu. */
 void cdsm__barrier_replayed(uint32_t epoch, uint32_t flags);
-/* The replacement is live: arrivals that waited are collected as usual. Caller holds mu. */
-void cdsm__barrier_resume(void);
+/* A replacement still replaying: take out the kept messages of this type and tag and hand
+ * each to fn (its payload is freed afterwards). Caller holds mu. */
+void cdsm__replay_take(int type, uint64_t tag, void (*fn)(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *arg),
+                       void *arg);
 
 /* check.c: the consistency checker (CDSM_CHECK=1) */
 int cdsm__audit_local(void);
@@ -388,7 +393,9 @@ int cdsm__hold_early(const cdsm__msg_hdr_t *h, uint8_t *buf);
 void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 void cdsm__on_retire(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
-/* A replacement still replaying keeps requests it cannot serve yet (1). Caller holds mu. */
+/* A replacement still replaying keeps requests it cannot serve yet (1): diff requests
+ * until it has made their diffs again, page requests and barrier arrivals until it is
+ * live. Caller holds mu. */
 int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r);
 
 /* service.c: dispatch of one received message (service thread) */

@@ -95,6 +95,18 @@ static int placed(uint32_t l, int requester, uint32_t seq)
     return seen && seq <= seen[(size_t)l * (size_t)cdsm__g.n + (size_t)requester];
 }
 
+cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq)
+{
+    for (cdsm__reply_t **pp = &cdsm__g.replies; *pp; pp = &(*pp)->next) {
+        const cdsm__reply_t *r = *pp;
+        uint32_t to_seq; /* after nrec and the granter's number */
+        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l || r->hdr.len < 12) continue;
+        memcpy(&to_seq, r->payload + 8, 4);
+        if (to_seq == seq) return pp;
+    }
+    return NULL;
+}
+
 void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;

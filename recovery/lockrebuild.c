@@ -33,21 +33,9 @@
 enum { ST_NONE = CDSM_LK_NONE, ST_TOKEN = CDSM_LK_TOKEN, ST_HELD = CDSM_LK_HELD, ST_WAITING = CDSM_LK_WAITING,
        ST_GRANTED = 4 };
 
-/* Whether the grant for our waiting acquire of lock l is unread in the reply queue. */
-static int grant_unread(uint32_t l, uint32_t seq)
-{
-    for (cdsm__reply_t *r = cdsm__g.replies; r; r = r->next) {
-        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l || r->hdr.len < 12) continue;
-        uint32_t to_seq;
-        memcpy(&to_seq, r->payload + 8, 4);
-        if (to_seq == seq) return 1;
-    }
-    return 0;
-}
-
 static uint32_t report_state(const cdsm__lock_t *lk, uint32_t l)
 {
-    if (lk->state == CDSM_LK_WAITING && grant_unread(l, lk->req_seq)) return ST_GRANTED;
+    if (lk->state == CDSM_LK_WAITING && cdsm__lock_unread_grant(l, lk->req_seq)) return ST_GRANTED;
     return lk->state;
 }
 
@@ -373,7 +361,6 @@ int cdsm__lock_rebuild(void)
         for (int q = 0; q < n && !rc; q++) {
             if (q == me) continue;
             cdsm__rd_t rd = {rp[q].rep->payload, rp[q].rep->hdr.len, 0, 0};
-            for (uint32_t l = 0; l < g->nlocks; l++) nodes[(size_t)l * (size_t)n + (size_t)q].tail = -1;
             if (take_report(q, &rd, &rp[q], nodes))
                 rc = cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: malformed report from rank %d", q);
         }

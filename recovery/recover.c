@@ -624,21 +624,6 @@ int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
     return 1;
 }
 
-/* Drop an unread grant for our acquire seq of lock l (the replay took it from the log). */
-static void drop_unread_grant(uint32_t l, uint32_t seq)
-{
-    for (cdsm__reply_t **pp = &cdsm__g.replies; *pp; pp = &(*pp)->next) {
-        cdsm__reply_t *r = *pp;
-        uint32_t to_seq;
-        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l || r->hdr.len < 12) continue;
-        memcpy(&to_seq, r->payload + 8, 4);
-        if (to_seq != seq) continue;
-        *pp = r->next;
-        cdsm__reply_free(r);
-        return;
-    }
-}
-
 void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -688,7 +673,12 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
         cdsm_check(rc == CDSM_OK);
         cdsm__det_log(CDSM_DET_RECV, (uint32_t)gr->granter, l, seq, gr->grant_seq, gr->vc);
         cdsm__vc_merge(g->vc, gr->vc, g->n);
-        drop_unread_grant(l, seq);
+        cdsm__reply_t **unread = cdsm__lock_unread_grant(l, seq); /* the replay took it from the log */
+        if (unread) {
+            cdsm__reply_t *r = *unread;
+            *unread = r->next;
+            cdsm__reply_free(r);
+        }
         lk->state = CDSM_LK_HELD;
         return CDSM_OK;
     }
@@ -712,7 +702,7 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 static int servable(const deferred_t *d)
 {
     cdsm__state_t *g = &cdsm__g;
-    if (d->hdr.type == CDSM_MSG_PAGE_REQ) return !g->replaying;
+    if (d->hdr.type != CDSM_MSG_DIFF_REQ) return !g->replaying;
     cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
     cdsm__rd_u32(&rd);
     uint32_t count = cdsm__rd_u32(&rd);
@@ -750,8 +740,27 @@ void cdsm__replay_serve_deferred(void)
         cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
         if (d->hdr.type == CDSM_MSG_PAGE_REQ)
             cdsm__serve_page(&d->hdr, &rd);
+        else if (d->hdr.type == CDSM_MSG_BAR_ARRIVE)
+            cdsm__bar_on_arrive(&d->hdr, &rd); /* live: collected as usual */
         else
             cdsm__serve_diffs(&d->hdr, &rd);
+        free(d->payload);
+        free(d);
+    }
+}
+
+void cdsm__replay_take(int type, uint64_t tag, void (*fn)(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *arg),
+                       void *arg)
+{
+    for (deferred_t **pp = &deferred; *pp;) {
+        deferred_t *d = *pp;
+        if (d->hdr.type != type || d->hdr.tag != tag) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
+        fn(&d->hdr, &rd, arg);
         free(d->payload);
         free(d);
     }
@@ -770,7 +779,6 @@ int cdsm__replay_finish(void)
     cdsm__replay_serve_deferred();
     if (deferred)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", g->rank);
-    cdsm__barrier_resume();
     int rc = cdsm__lock_rebuild();
     if (rc) return rc;
     cdsm__recover_done(g->rank);
