@@ -33,14 +33,17 @@ static size_t n = 1026;
 static long iters = 50;
 static double omega = 1.25;
 static int per_rank_stats;
+static int resumable; /* -r: register the loop state and resume from checkpoints */
 
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s [-n N] [-i ITERS] [-w OMEGA] [-s] [-T] [-h]\n"
+            "usage: %s [-n N] [-i ITERS] [-w OMEGA] [-r] [-s] [-T] [-h]\n"
             "  -n N      grid rows = columns, boundary included (4..%ld, default 1026)\n"
             "  -i ITERS  red-black iterations (>= 1, default 50)\n"
             "  -w OMEGA  relaxation factor, 0 < OMEGA < 2 (default 1.25)\n"
+            "  -r        resumable: a replacement restarts from its rank's checkpoint (cdsm\n"
+            "            build; CDSM_CKPT_DIR), each iteration ends at a resume point\n"
             "  -s        also print every rank's own DSM statistics (cdsm build)\n"
             "  -T        small test input (-n 66 -i 10)\n"
             "  -h        this help\n",
@@ -103,20 +106,38 @@ static void worker(void)
 
     double *grid = par_alloc(n * n * sizeof *grid);
 
-    /* Each participant initialises its own rows, so its pages start out local. */
-    init_rows(grid, lo, hi);
-    if (me == 0) {
-        init_rows(grid, 0, 1);
-        init_rows(grid, n - 1, n);
+    /* With -r, where the loop goes on after a resume point, and the parallel seconds spent
+     * before it, are all the private state a resumed rank needs (the grid is shared). */
+    long it = 0;
+    double done = 0.0;
+    int resumed = 0;
+    if (resumable) {
+        par_protect("iteration", &it, sizeof it);
+        par_protect("seconds", &done, sizeof done);
+        resumed = par_resume();
     }
-    par_barrier();
+    if (!resumed) {
+        /* Each participant initialises its own rows, so its pages start out local. */
+        init_rows(grid, lo, hi);
+        if (me == 0) {
+            init_rows(grid, 0, 1);
+            init_rows(grid, n - 1, n);
+        }
+        par_barrier();
+    }
 
-    const double t0 = par_time();
-    for (long it = 0; it < iters; it++) {
+    const double t0 = par_time() - done;
+    while (it < iters) {
         sweep(grid, lo, hi, RED, omega);
         par_barrier();
         sweep(grid, lo, hi, BLACK, omega);
-        par_barrier();
+        it++;
+        if (resumable) {
+            done = par_time() - t0;
+            par_resume_point();
+        } else {
+            par_barrier();
+        }
     }
     const double t_par = par_time() - t0;
 
@@ -176,7 +197,7 @@ int main(int argc, char **argv)
     long n_opt = (long)n;
     int help = 0, bad = 0, test = 0, n_set = 0, i_set = 0, opt;
     opterr = 0; /* our own messages, from rank 0 only */
-    while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:sTh")) != -1) {
+    while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:rsTh")) != -1) {
         switch (opt) {
         case 'n':
             bad = par_opt_long("sor", opt, optarg, 4, N_MAX, "grid size", &n_opt);
@@ -190,6 +211,7 @@ int main(int argc, char **argv)
             if (par_parse_double(optarg, &omega) || !(omega > 0.0 && omega < 2.0))
                 bad = par_opt_error("sor", "-w %s: omega must be a number with 0 < omega < 2", optarg);
             break;
+        case 'r': resumable = 1; break;
         case 's': per_rank_stats = 1; break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;

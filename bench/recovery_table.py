@@ -14,12 +14,16 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 from apps_table import add_common_args, find_apps, fmt, gnuplot, parse_app_args
 from recover_run import run_experiment
 
 SUPPORTED = ["sor", "lu", "fft", "radix", "is", "barnes", "water", "tsp"]
+# The second way back: the same program in resume mode (cdsm_resume), checkpointing at its
+# resume points; its replacement restores the last checkpoint instead of starting over.
+VARIANTS = {"sor-resume": ("sor", ["-r"], {"CDSM_CKPT_BARRIERS": "10"})}
 COLS = ["detection_ms", "restore_s", "replay_s", "replayed_barriers", "replayed_grants", "replayed_work_s", "replay_ratio",
         "recovery_s", "failure_free_s", "run_s", "slowdown", "whole_job_restart_s"]
 
@@ -34,18 +38,26 @@ def main():
     appdir = os.path.join(a.build, "apps")
     apps = [x for x in find_apps(appdir, a.apps, "recovery_table") if x in SUPPORTED]
     extra = parse_app_args(a.args)
+    runs = []  # (name, binary, args, environment)
+    for app in apps:
+        runs.append((app, app, extra.get(app, []), {}))
+        for name, (base, vargs, venv) in VARIANTS.items():
+            if base == app:
+                runs.append((name, base, extra.get(app, []) + vargs, venv))
     os.makedirs(a.outdir, exist_ok=True)
+    ckroot = tempfile.mkdtemp(prefix="cdsm-bench-ckpt-")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
     print("P=%d working ranks + 1 spare, srun --mpi=pmi2 on the one-node Slurm; times in s unless marked" % a.np)
     print("%-7s %2s %4s %8s %7s %7s %5s %6s %8s %6s %8s %8s %8s %6s %9s %s" % (
         "app", "rk", "at", "detect_ms", "restore", "replay", "bars", "grants", "work_ff", "ratio", "recovery", "ff_run",
         "run", "slow", "restart", "answer"))
-    for app in apps:
+    for app, binary, args, venv in runs:
         for victim in [int(v) for v in a.victims.split(",")]:
             for at in [float(x) for x in a.at.split(",")]:
+                env = dict(venv, CDSM_CKPT_DIR=ckroot) if venv else {}
                 try:
-                    r = run_experiment(os.path.join(appdir, app), a.np, 1, victim, at, extra.get(app, []), a.timeout)
+                    r = run_experiment(os.path.join(appdir, binary), a.np, 1, victim, at, args, a.timeout, env)
                 except Exception as e:  # one failed experiment must not hide the others
                     print("%-7s %2d %4.1f FAILED: %s" % (app, victim, at, str(e)[-300:]))
                     rows.append({"app": app, "victim": victim, "fraction": at, "ok": False})
@@ -61,6 +73,7 @@ def main():
                     fmt(r["replay_ratio"], ".2f"), fmt(r["recovery_s"], ".3f"), fmt(r["failure_free_s"], ".3f"),
                     fmt(r["run_s"], ".3f"), fmt(r["slowdown"], ".2f"), fmt(r["whole_job_restart_s"], ".3f"),
                     "identical, verified" if ok else "NOT OK"), flush=True)
+    shutil.rmtree(ckroot, ignore_errors=True)
     good = [r for r in rows if r.get("ok")]
     if good:
         det = [r["detection_ms"] for r in good if r["detection_ms"] is not None]

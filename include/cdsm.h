@@ -171,6 +171,46 @@ int cdsm_barrier(void);
 int cdsm_protect(const char *name, void *ptr, size_t size);
 
 /**
+ * @brief Declare that this program can resume from a checkpoint, and resume if this process
+ *        is the replacement of a lost rank that has one.
+ *
+ * Call it once on every rank, after the shared allocations (cdsm_alloc()) and the
+ * cdsm_protect() registrations of the state the program needs to go on, and before any
+ * other synchronisation or access to shared memory. From then on, checkpoints and garbage
+ * collection happen only at cdsm_resume_point() calls; a checkpoint there also makes every
+ * page of the rank current, so that it depends on no diff held elsewhere, and the logs
+ * older than every rank's last checkpoint are dropped (with spares too: the replacement
+ * starts at the checkpoint, not at the program's start).
+ *
+ * In the replacement of a lost rank whose last checkpoint is usable, the shared heap, the
+ * library's state and the registered regions are restored as they were at that
+ * cdsm_resume_point(), *resumed is set to 1, and the program must go on from the point its
+ * registered regions describe (skipping its initialisation); the rest of the lost rank's
+ * work is replayed from the survivors' logs as usual. Everywhere else *resumed is 0 and
+ * the program starts normally.
+ *
+ * Not thread-safe (the application thread only).
+ * @return CDSM_OK; CDSM_ERR_STATE (not initialised, called twice); CDSM_ERR_INVALID_ARG
+ *         (resumed NULL; a region registered under a different size than the checkpoint's,
+ *         or missing); CDSM_ERR_PROTOCOL (shared memory written before it in a replacement);
+ *         CDSM_ERR_PEER_LOST.
+ */
+int cdsm_resume(int *resumed);
+
+/**
+ * @brief A barrier (as cdsm_barrier()) that is also a point the program can resume from:
+ *        the regions it registered with cdsm_protect() must say, when it is called, where
+ *        the program goes on after it (e.g. the next iteration number, updated before the
+ *        call). After cdsm_resume(), checkpoints are taken only here, when this rank's
+ *        CDSM_CKPT_* policy says one is due (any rank's wish makes a garbage collection at
+ *        which every rank commits one) or when a rank's log passes CDSM_GC_BOUND.
+ *
+ * Collective. Not thread-safe (the application thread only).
+ * @return as cdsm_barrier(); CDSM_ERR_STATE also when cdsm_resume() was not called.
+ */
+int cdsm_resume_point(void);
+
+/**
  * @brief Stop saving the region registered under @p name.
  * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_INVALID_ARG (no region of that name).
  */

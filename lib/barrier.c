@@ -17,6 +17,7 @@ static int mgr_has_stats;
 static int mgr_has_log;         /* manager: arrivals carry checkpoint positions */
 static cdsm__ckpt_pos_t *mgr_pos; /* manager: last committed checkpoint of each rank */
 static int gc_warned; /* the archiving note is logged once */
+static uint32_t mgr_bits;        /* manager: CDSM_BAR_IN_RESUME / _WANT_CKPT of any arrival */
 static uint8_t *mgr_arrived;     /* manager: which ranks arrived at the barrier being collected */
 static uint8_t *mgr_gone;        /* manager: ranks lost during finalize (FINAL barriers skip them) */
 static int mgr_died;             /* manager: a rank died during finalize (releases say so) */
@@ -26,7 +27,7 @@ static uint32_t mgr_last_epoch;  /* manager: epoch of the last barrier released 
 
 /* The head of a barrier arrival, up to the arriving rank's vector clock. */
 typedef struct arrival {
-    uint32_t kind, has_check, has_log, has_stats, nrec;
+    uint32_t kind, bits, has_check, has_log, has_stats, nrec;
     uint64_t check, mem;
     const void *cpos;
     const uint64_t *stats;
@@ -35,7 +36,9 @@ typedef struct arrival {
 
 static int parse_arrival(cdsm__rd_t *r, arrival_t *a)
 {
-    a->kind = cdsm__rd_u32(r);
+    uint32_t raw = cdsm__rd_u32(r);
+    a->kind = raw & CDSM_BAR_KIND_MASK;
+    a->bits = raw & ~(uint32_t)CDSM_BAR_KIND_MASK;
     a->has_check = cdsm__rd_u32(r);
     a->check = cdsm__rd_u64(r);
     a->mem = cdsm__rd_u64(r);
@@ -106,7 +109,11 @@ static void release_all(void)
     cdsm__state_t *g = &cdsm__g;
     int n = g->n;
     uint32_t flags = 0;
-    if (mgr_kind == CDSM_BAR_PLAIN && g->bar_mem_max > cdsm__cfg.gc_bound) {
+    /* A program in resume mode is collected only at its resume points, where every rank
+     * commits a checkpoint it can be restarted from (and any rank may ask for one). */
+    int gc_here = (mgr_kind == CDSM_BAR_PLAIN && !(mgr_bits & CDSM_BAR_IN_RESUME)) || mgr_kind == CDSM_BAR_RESUME;
+    int want = mgr_kind == CDSM_BAR_RESUME && (mgr_bits & CDSM_BAR_WANT_CKPT);
+    if (gc_here && (g->bar_mem_max > cdsm__cfg.gc_bound || want)) {
         /* Recovery stays possible: with checkpoints every rank commits one at this
          * barrier first; without, each rank archives its own diffs (cdsm__gc). */
         flags |= CDSM_BAR_GC;
@@ -167,6 +174,7 @@ static void release_all(void)
     memset(g->bar_stats, 0, sizeof g->bar_stats);
     mgr_has_stats = 0;
     mgr_has_log = 0;
+    mgr_bits = 0;
     mgr_kind = -1;
 }
 
@@ -222,6 +230,7 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
         cdsm_check(!"mismatched collective calls");
     }
     memcpy(&g->bar_vcs[(size_t)h->src * n], a.vc, (size_t)n * 4);
+    mgr_bits |= a.bits;
     if (a.mem > g->bar_mem_max) g->bar_mem_max = a.mem;
     if (a.cpos) {
         mgr_has_log = 1;
@@ -270,6 +279,15 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     int n = g->n, rc;
     if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "barrier before cdsm_init");
     pthread_mutex_lock(&g->mu);
+    if (g->fast_forward) {
+        /* A replacement that will restore a checkpoint in cdsm_resume(): the program's
+         * allocation barriers before it change nothing the checkpoint does not replace. */
+        g->bar_epoch++;
+        g->sync_seq++;
+        if (flags_out) *flags_out = 0;
+        pthread_mutex_unlock(&g->mu);
+        return CDSM_OK;
+    }
     cdsm__close_interval();
     uint32_t epoch = ++g->bar_epoch;
     g->sync_seq++;
@@ -283,8 +301,15 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
             cdsm__replay_serve_deferred();
             pthread_mutex_unlock(&g->mu);
             rc = cdsm__tp_flush();
-            if (!rc && (rflags & CDSM_BAR_GC)) rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL);
-            if (!rc && kind == CDSM_BAR_PLAIN && cdsm__cfg.check)
+            /* A collection the survivors have not finished (its second barrier is not
+             * logged) waits for this rank's part: without archived diffs (resume mode)
+             * nothing of it may be skipped. Otherwise only its second barrier is replayed
+             * (the diffs it dropped are archived). */
+            if (!rc && (rflags & CDSM_BAR_GC) && g->resume_mode && !cdsm__replay_logged(epoch + 1))
+                rc = cdsm__gc();
+            else if (!rc && (rflags & CDSM_BAR_GC))
+                rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL);
+            if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME) && cdsm__cfg.check)
                 rc = cdsm__barrier_full(CDSM_BAR_AUDIT, 0, NULL, NULL, NULL);
             if (flags_out) *flags_out = (int)rflags;
             return rc;
@@ -299,7 +324,9 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     uint64_t mem = g->log_bytes - g->archive_bytes; /* what a collection can free */
     int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
     int has_log = cdsm__det_enabled();
-    cdsm__buf_put_u32(&b, (uint32_t)kind);
+    uint32_t kword = (uint32_t)kind | (g->resume_mode ? CDSM_BAR_IN_RESUME : 0u);
+    if (kind == CDSM_BAR_RESUME && cdsm__ckpt_due()) kword |= CDSM_BAR_WANT_CKPT;
+    cdsm__buf_put_u32(&b, kword);
     cdsm__buf_put_u32(&b, (uint32_t)has_check);
     cdsm__buf_put(&b, &check, 8);
     cdsm__buf_put(&b, &mem, 8);
@@ -377,10 +404,10 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         pthread_mutex_unlock(&g->mu);
         rc = cdsm__gc();
         pthread_mutex_lock(&g->mu);
-    } else if (!rc && kind == CDSM_BAR_PLAIN) {
+    } else if (!rc && kind == CDSM_BAR_PLAIN && !g->resume_mode) {
         rc = cdsm__ckpt_policy();
     }
-    if (!rc && kind == CDSM_BAR_PLAIN && cdsm__cfg.check) {
+    if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME) && cdsm__cfg.check) {
         /* The checker: local invariants, then all valid copies compared across ranks. */
         rc = cdsm__audit_local();
         pthread_mutex_unlock(&g->mu);
@@ -396,6 +423,15 @@ out:
 int cdsm_barrier(void)
 {
     return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
+}
+
+int cdsm_resume_point(void)
+{
+    if (!cdsm__g.initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_resume_point before cdsm_init");
+    if (!cdsm__g.resume_mode)
+        return cdsm__error(CDSM_ERR_STATE, "cdsm_resume_point without cdsm_resume: the program must first say it can "
+                                           "resume (after its allocations and cdsm_protect calls)");
+    return cdsm__barrier_full(CDSM_BAR_RESUME, 0, NULL, NULL, NULL);
 }
 
 /* Replacement manager, its replay past a logged barrier: release one survivor that

@@ -160,7 +160,10 @@ typedef struct cdsm__reply {
 /* Barrier flags in a release. */
 enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2, CDSM_BAR_DETLOST = 4, CDSM_BAR_DIED = 8 };
 /* Barrier kinds in an arrival. */
-enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AUDIT = 3 };
+enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AUDIT = 3, CDSM_BAR_RESUME = 4 };
+/* Bits above the kind in an arrival's kind word: the rank is in resume mode; its
+ * checkpoint policy wants a checkpoint at this resume point. */
+enum { CDSM_BAR_KIND_MASK = 0xff, CDSM_BAR_IN_RESUME = 0x100, CDSM_BAR_WANT_CKPT = 0x200 };
 
 #define CDSM_NSTATS (sizeof(cdsm_stats_t) / sizeof(uint64_t))
 
@@ -175,6 +178,9 @@ typedef struct cdsm__state {
     uint8_t *wdead;    /* world ranks found dead */
     int replaying;     /* this process is a replacement replaying a lost rank */
     int replaying_start; /* this process took over a rank in cdsm_init: replay begins */
+    int resume_mode;   /* the program called cdsm_resume(): checkpoints only at resume points */
+    int fast_forward;  /* replacement before cdsm_resume() restores a checkpoint: the
+                        * program's allocation barriers are passed without effect */
     int recovered;     /* a process died in this run (MPI_Finalize would wait for it) (atomic) */
     uint32_t remap_gen; /* bumped when a logical rank moves to a spare (atomic) */
     int mpi_owned; /* we called MPI_Init_thread, so we call MPI_Finalize */

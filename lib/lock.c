@@ -274,6 +274,9 @@ int cdsm_lock_acquire(int id)
     cdsm__state_t *g = &cdsm__g;
     int rc = check_id("cdsm_lock_acquire", id);
     if (rc) return rc;
+    if (g->fast_forward)
+        return cdsm__error(CDSM_ERR_STATE, "cdsm_lock_acquire(%d) before cdsm_resume in a program that resumes from "
+                                           "checkpoints (only allocations and cdsm_protect may come before it)", id);
     /* Serve requests that have arrived first: a forwarded request for this lock takes the
      * cached token away, so a rank re-acquiring in a loop cannot starve the others while
      * its service thread waits to be scheduled. */

@@ -13,8 +13,10 @@ static size_t narch, cap;
 
 int cdsm__archive_needed(void)
 {
-    /* With spares, a replacement replays from the start: checkpoints do not bound the log. */
-    return cdsm__det_enabled() && (!cdsm__ckpt_enabled() || cdsm__cfg.spares);
+    /* With spares, a replacement of an unmodified program replays from the start:
+     * checkpoints do not bound the log. A program in resume mode is restored from its
+     * checkpoints, taken at every collection. */
+    return cdsm__det_enabled() && (!cdsm__ckpt_enabled() || (cdsm__cfg.spares && !cdsm__g.resume_mode));
 }
 
 void cdsm__archive_keep(cdsm__interval_t *iv)

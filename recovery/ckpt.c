@@ -22,7 +22,7 @@
 
 /* Layout of the checkpoint's interval counters and log positions (docs/CHECKPOINT_FORMAT.md). */
 enum { IV_OWN = 0, IV_SYNC = 1, IV_EPOCH = 2, IV_BASES = 3 };
-enum { LP_SYNC = 0, LP_EPOCH = 1, LP_DET_LOGGED = 2, LP_COUNT = 3 };
+enum { LP_SYNC = 0, LP_EPOCH = 1, LP_DET_LOGGED = 2, LP_RESUME = 3, LP_COUNT = 4 };
 
 typedef struct region {
     char *name;
@@ -43,6 +43,7 @@ static struct {
     uint64_t next_seq;         /* sequence number of the next checkpoint */
     uint64_t committed_seq;    /* last committed, 0: none */
     uint64_t chain_first;      /* the full checkpoint the committed chain starts at */
+    uint64_t prev_chain_first; /* the chain before it (kept in resume mode, see remove_old_files) */
     uint64_t oldest_file;      /* lowest seq that may still exist on disk */
     cdsm__ckpt_pos_t committed;
     /* policy (program thread) */
@@ -54,6 +55,10 @@ static struct {
 
 static region_t *regions;
 static size_t nregions;
+
+/* Replacement: the lost rank's checkpoint that cdsm_resume() restores. */
+static cdsm__ckpt_t *restore_ck;
+static uint64_t restore_seq, restore_read_ns;
 
 static uint64_t now_ns(void)
 {
@@ -77,18 +82,21 @@ static void snapshot_free(cdsm__ckpt_t *c)
 
 /* Files older than the committed chain are no longer needed by anyone: a replay starts at
  * the last committed checkpoint, and determinants older than it are dropped by the others
- * once they learn of it. */
+ * once they learn of it. In resume mode the chain before it is kept too: a replacement
+ * restores a checkpoint only once the collection it was taken at has ended everywhere, and
+ * this rank may die before that. */
 static void remove_old_files(void)
 {
     char path[sizeof W.dir + 64];
-    for (uint64_t s = W.oldest_file; s < W.chain_first; s++) {
+    uint64_t keep = __atomic_load_n(&cdsm__g.resume_mode, __ATOMIC_RELAXED) ? W.prev_chain_first : W.chain_first;
+    for (uint64_t s = W.oldest_file; s < keep; s++) {
         if (cdsm__ckpt_path(path, sizeof path, W.dir, (uint32_t)cdsm__g.rank, s)) continue;
         if (unlink(path) == 0)
             CDSM_STAT_ADD(ckpt_files_removed, 1);
         else if (errno != ENOENT)
             cdsm__log(CDSM_LOG_WARN, "checkpoint garbage collection: cannot remove %s: %s", path, strerror(errno));
     }
-    if (W.chain_first > W.oldest_file) W.oldest_file = W.chain_first;
+    if (keep > W.oldest_file) W.oldest_file = keep;
 }
 
 static void *writer_main(void *arg)
@@ -115,9 +123,16 @@ static void *writer_main(void *arg)
         } else {
             W.last_failed = 0;
             W.committed_seq = c->seq;
-            if (!c->base_seq) W.chain_first = c->seq;
-            W.committed.sync_seq = (uint32_t)c->log_pos[LP_SYNC];
-            W.committed.epoch = (uint32_t)c->log_pos[LP_EPOCH];
+            if (!c->base_seq) {
+                W.prev_chain_first = W.chain_first;
+                W.chain_first = c->seq;
+            }
+            /* With spares, only a checkpoint a replacement can start from lets the others
+             * drop determinants (an unmodified program is replayed from its start). */
+            if (!cdsm__cfg.spares || c->log_pos[LP_RESUME]) {
+                W.committed.sync_seq = (uint32_t)c->log_pos[LP_SYNC];
+                W.committed.epoch = (uint32_t)c->log_pos[LP_EPOCH];
+            }
             CDSM_STAT_ADD(ckpts, 1);
             if (!c->base_seq) CDSM_STAT_ADD(ckpts_full, 1);
             CDSM_STAT_ADD(ckpt_pages, c->npages);
@@ -195,7 +210,10 @@ void cdsm__ckpt_fini(void)
     memset(&W.dir, 0, sizeof W.dir);
     W.on = W.started = W.stop = W.busy = W.last_failed = 0;
     W.next_seq = W.oldest_file = 1;
-    W.committed_seq = W.chain_first = W.barriers_since = W.log_at_last = W.taken = 0;
+    W.committed_seq = W.chain_first = W.prev_chain_first = W.barriers_since = W.log_at_last = W.taken = 0;
+    if (restore_ck) snapshot_free(restore_ck);
+    restore_ck = NULL;
+    restore_seq = 0;
     W.committed = (cdsm__ckpt_pos_t){0, 0};
 }
 
@@ -256,6 +274,7 @@ static cdsm__ckpt_t *snapshot(int full)
     c->log_pos[LP_SYNC] = g->sync_seq;
     c->log_pos[LP_EPOCH] = g->bar_epoch;
     c->log_pos[LP_DET_LOGGED] = g->st.det_logged;
+    c->log_pos[LP_RESUME] = (uint64_t)g->resume_mode; /* taken at a resume point (collections only) */
     for (size_t i = 0; i < nregions; i++) {
         c->regions[i].name = strdup(regions[i].name);
         c->regions[i].data = malloc(regions[i].size + 1);
@@ -328,16 +347,147 @@ int cdsm__ckpt_take(int full, int sync)
     return rc;
 }
 
-int cdsm__ckpt_policy(void)
+int cdsm__ckpt_due(void)
 {
-    if (!W.on) return CDSM_OK;
+    if (!W.on) return 0;
     W.barriers_since++;
     const cdsm__config_t *cf = &cdsm__cfg;
     uint64_t grown = cdsm__g.log_bytes > W.log_at_last ? cdsm__g.log_bytes - W.log_at_last : 0;
-    int due = (cf->ckpt_barriers && W.barriers_since >= cf->ckpt_barriers) ||
-              (cf->ckpt_seconds && now_ns() - W.last_ns >= cf->ckpt_seconds * 1000000000ull) ||
-              (cf->ckpt_log_size && grown + cdsm__g.st.det_bytes >= cf->ckpt_log_size);
-    return due ? cdsm__ckpt_take(0, 0) : CDSM_OK;
+    return (cf->ckpt_barriers && W.barriers_since >= cf->ckpt_barriers) ||
+           (cf->ckpt_seconds && now_ns() - W.last_ns >= cf->ckpt_seconds * 1000000000ull) ||
+           (cf->ckpt_log_size && grown + cdsm__g.st.det_bytes >= cf->ckpt_log_size);
+}
+
+int cdsm__ckpt_policy(void)
+{
+    return cdsm__ckpt_due() ? cdsm__ckpt_take(0, 0) : CDSM_OK;
+}
+
+/* ---- a replacement: the lost rank's checkpoints ----------------------------------------- */
+
+int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
+{
+    cdsm__state_t *g = &cdsm__g;
+    *seq_out = 0;
+    if (!W.on) return CDSM_OK;
+    uint64_t latest = 0, t0 = now_ns();
+    /* The lost process's files stay: this process goes on numbering after them, and the
+     * temporary file of a write it was killed in is removed. */
+    int rc = cdsm__ckpt_latest(W.dir, (uint32_t)g->rank, &latest);
+    if (!rc) rc = cdsm__ckpt_remove_temps(W.dir, (uint32_t)g->rank, NULL);
+    if (rc) return rc;
+    W.next_seq = latest + 1;
+    W.oldest_file = 1;
+    char path[sizeof W.dir + 64];
+    for (uint64_t s = latest; s >= 1; s--) {
+        if (cdsm__ckpt_path(path, sizeof path, W.dir, (uint32_t)g->rank, s) || access(path, F_OK)) break;
+        cdsm__ckpt_t *c = calloc(1, sizeof *c);
+        if (!c) return cdsm__error(CDSM_ERR_NOMEM, "checkpoint %" PRIu64 " of rank %d", s, g->rank);
+        rc = cdsm__ckpt_restore_chain(W.dir, (uint32_t)g->rank, g->job_id, s, c);
+        if (rc) {
+            free(c);
+            return rc; /* named by the file layer: a corrupt or foreign file is not skipped */
+        }
+        /* A resume point whose collection every rank finished (its second barrier is
+         * logged): nobody can still ask the lost process for a diff from before it. */
+        if (c->nlog > LP_RESUME && c->log_pos[LP_RESUME] && c->epoch + 1 <= last_epoch) {
+            if (c->nranks != (uint32_t)g->n || c->page_size != g->page_size || c->nlocks != g->nlocks ||
+                c->nintervals != IV_BASES + (uint32_t)g->n) {
+                snapshot_free(c);
+                return cdsm__error(CDSM_ERR_CORRUPT, "%s: made for another configuration (ranks, page size or locks)",
+                                   path);
+            }
+            restore_ck = c;
+            restore_seq = s;
+            restore_read_ns = now_ns() - t0;
+            *seq_out = s;
+            return CDSM_OK;
+        }
+        snapshot_free(c);
+    }
+    return CDSM_OK;
+}
+
+static region_t *find_region(const char *name);
+
+/* The checkpoint's private regions and the program's registrations must match one to
+ * one; then copy them. Nothing is changed when they do not. */
+static int restore_regions(const cdsm__ckpt_t *c)
+{
+    for (uint32_t i = 0; i < c->nregions; i++) {
+        const region_t *r = find_region(c->regions[i].name);
+        if (!r)
+            return cdsm__error(CDSM_ERR_INVALID_ARG,
+                               "cdsm_resume: checkpoint %" PRIu64 " holds private region \"%s\", which the program "
+                               "did not register (cdsm_protect) before cdsm_resume",
+                               restore_seq, c->regions[i].name);
+        if (r->size != c->regions[i].size)
+            return cdsm__error(CDSM_ERR_INVALID_ARG,
+                               "cdsm_resume: private region \"%s\" is registered with %zu bytes, checkpoint %" PRIu64
+                               " holds %" PRIu64,
+                               r->name, r->size, restore_seq, c->regions[i].size);
+    }
+    if (c->nregions != nregions)
+        return cdsm__error(CDSM_ERR_INVALID_ARG,
+                           "cdsm_resume: %zu private regions are registered, checkpoint %" PRIu64 " holds %u",
+                           nregions, restore_seq, c->nregions);
+    for (uint32_t i = 0; i < c->nregions; i++)
+        memcpy(find_region(c->regions[i].name)->ptr, c->regions[i].data, c->regions[i].size);
+    return CDSM_OK;
+}
+
+int cdsm__ckpt_restore(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__ckpt_t *c = restore_ck;
+    int n = g->n, rc;
+    uint64_t t0 = now_ns();
+    cdsm_check(c != NULL);
+    if (g->ndirty)
+        return cdsm__error(CDSM_ERR_PROTOCOL,
+                           "cdsm_resume: the replacement of rank %d wrote shared page %u before cdsm_resume (a "
+                           "program that resumes may only allocate and register regions before it)",
+                           g->rank, g->dirty[0]);
+    for (uint32_t k = 0; k < c->npages; k++)
+        if (c->page_index[k] >= g->npages)
+            return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint %" PRIu64 " of rank %d: page %u is beyond the heap",
+                               restore_seq, g->rank, c->page_index[k]);
+    if ((rc = restore_regions(c))) return rc;
+    for (uint32_t k = 0; k < c->npages; k++) {
+        uint32_t pg = c->page_index[k];
+        memcpy(cdsm__sys_page(pg), c->page_data + (size_t)k * g->page_size, g->page_size);
+        memcpy(cdsm__page_applied(pg), c->applied + (size_t)k * n, (size_t)n * 4);
+        cdsm__page_protect(pg, 1, c->page_state[k] == CDSM_PG_INVALID ? CDSM_PG_INVALID : CDSM_PG_RO);
+    }
+    /* Taken at a collection where every copy was made current: the records up to its
+     * clock are applied everywhere, so each rank's list starts after them. */
+    memcpy(g->vc, c->vc, (size_t)n * 4);
+    memcpy(g->vc_bar, c->vc, (size_t)n * 4);
+    for (int q = 0; q < n; q++) {
+        cdsm_check(g->ivs[q].count == 0);
+        g->ivs[q].base = c->vc[q];
+    }
+    g->sync_seq = c->intervals[IV_SYNC];
+    g->bar_epoch = c->intervals[IV_EPOCH];
+    for (uint32_t l = 0; l < g->nlocks; l++) g->locks[l].state = c->lock_state[l];
+    pthread_mutex_lock(&W.mu);
+    W.committed_seq = W.chain_first = W.prev_chain_first = restore_seq;
+    W.committed.sync_seq = (uint32_t)c->log_pos[LP_SYNC];
+    W.committed.epoch = (uint32_t)c->log_pos[LP_EPOCH];
+    W.taken = 1;
+    W.barriers_since = 0;
+    W.last_ns = now_ns();
+    pthread_mutex_unlock(&W.mu);
+    uint64_t ns = now_ns() - t0 + restore_read_ns;
+    CDSM_STAT_ADD(ckpt_restores, 1);
+    CDSM_STAT_ADD(ckpt_restore_us, ns / 1000);
+    cdsm__log(CDSM_LOG_WARN,
+              "rank %d: restored checkpoint %" PRIu64 " (barrier %" PRIu64 ", synchronisation %u, %u pages, %u private "
+              "regions) in %.3f s",
+              g->rank, restore_seq, c->epoch, g->sync_seq, c->npages, c->nregions, (double)ns / 1e9);
+    snapshot_free(c);
+    restore_ck = NULL;
+    return CDSM_OK;
 }
 
 const char *cdsm_checkpoint_dir(void)

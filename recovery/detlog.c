@@ -105,7 +105,9 @@ static int needed(const cdsm__det_t *d)
 void cdsm__det_trim(const void *np)
 {
     memcpy(pos, np, (size_t)cdsm__g.n * sizeof *pos);
-    if (cdsm__cfg.spares) return; /* a replacement replays from the start: keep them all */
+    /* With spares, only checkpoints a replacement can start from bound the log (those of a
+     * program in resume mode; an unmodified one is replayed from its start). */
+    if (cdsm__cfg.spares && !cdsm__g.resume_mode) return;
     size_t k = 0;
     for (size_t i = 0; i < log_n; i++) {
         const cdsm__det_t *d = (const cdsm__det_t *)(log_v + i * esz);

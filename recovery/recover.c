@@ -50,10 +50,12 @@ typedef struct bar_rec {
     uint32_t flags;
     uint32_t *vc;
 } bar_rec_t;
-static bar_rec_t *bars;     /* index epoch - 1 */
-static uint32_t nbars;      /* last logged epoch */
+static bar_rec_t *bars;     /* index epoch - bar0 */
+static uint32_t bar0 = 1;   /* first logged epoch (later ones once checkpoints trimmed the logs) */
+static uint32_t nbars;      /* last logged epoch (0: none) */
 static cdsm__buf_t *recs;   /* per rank: its own records as sent, increasing idx */
 static size_t *rec_pos;     /* per rank: offset of the first record not incorporated */
+static uint32_t *rec_first; /* per rank: idx of its first record sent (1 unless collected) */
 /* Grants the lost process took from other ranks (their SENT entries). */
 typedef struct grant_rec {
     uint32_t lock, acq_seq, grant_seq;
@@ -66,6 +68,7 @@ static uint32_t granted_last; /* synchronisation number of the lost process's la
 static uint32_t known_ivs;    /* intervals of the lost process the survivors know of (asked at a frontier) */
 static uint32_t know_round;
 static int replay_saw_gc;
+static uint32_t replayed, grants_taken; /* barriers and grants replayed from the log */
 static uint64_t replay_t0;
 
 /* Requests the replacement cannot serve yet (their diffs are not made again yet). */
@@ -516,8 +519,12 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
     }
     uint32_t nrec = cdsm__rd_u32(rd);
     if (rd->bad) return CDSM_ERR_PROTOCOL;
-    if (nbar > nbars) { /* every survivor logs every barrier: keep the longest log */
-        for (uint32_t i = 0; i < nbars; i++) free(bars[i].vc);
+    uint32_t first = 0;
+    if (nbar) memcpy(&first, barp, 4);
+    /* Every survivor logs every barrier (from its oldest still needed): keep the log that
+     * reaches furthest, and of those the one that starts earliest. */
+    if (nbar && (first + nbar - 1 > nbars || (first + nbar - 1 == nbars && first < bar0))) {
+        for (uint32_t i = 0; nbars && i <= nbars - bar0; i++) free(bars[i].vc);
         free(bars);
         bars = calloc(nbar, sizeof *bars);
         cdsm_check(bars != NULL);
@@ -525,18 +532,20 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
             uint32_t epoch, flags;
             memcpy(&epoch, barp + i * ent, 4);
             memcpy(&flags, barp + i * ent + 4, 4);
-            if (epoch != i + 1) return CDSM_ERR_PROTOCOL; /* the log starts at the first barrier */
+            if (epoch != first + i || !first) return CDSM_ERR_PROTOCOL; /* consecutive epochs */
             bars[i].flags = flags;
             bars[i].vc = malloc((size_t)n * 4);
             cdsm_check(bars[i].vc != NULL);
             memcpy(bars[i].vc, barp + i * ent + 8, (size_t)n * 4);
         }
-        nbars = nbar;
+        bar0 = first;
+        nbars = first + nbar - 1;
     }
     size_t start = rd->pos;
     for (uint32_t k = 0; k < nrec; k++) {
         const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
-        if (!w || w->rank != (uint32_t)q || w->idx != k + 1 ||
+        if (w && k == 0) rec_first[q] = w->idx;
+        if (!w || w->rank != (uint32_t)q || w->idx != rec_first[q] + k ||
             !cdsm__rd_take(rd, (size_t)n * 4 + (size_t)w->npages * 4))
             return CDSM_ERR_PROTOCOL;
     }
@@ -551,7 +560,9 @@ int cdsm__replay_begin(void)
     replay_t0 = now_ns();
     recs = calloc((size_t)n, sizeof *recs);
     rec_pos = calloc((size_t)n, sizeof *rec_pos);
-    if (!recs || !rec_pos) return cdsm__error(CDSM_ERR_NOMEM, "replay store");
+    rec_first = calloc((size_t)n, sizeof *rec_first);
+    if (!recs || !rec_pos || !rec_first) return cdsm__error(CDSM_ERR_NOMEM, "replay store");
+    for (int q = 0; q < n; q++) rec_first[q] = 1;
     pthread_mutex_lock(&g->mu);
     for (int q = 0; q < n && !rc; q++)
         if (q != g->rank) rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0);
@@ -567,12 +578,28 @@ int cdsm__replay_begin(void)
         if (rc) cdsm__error(rc, "replaying rank %d: malformed replay data from rank %d", g->rank, q);
         cdsm__reply_free(rep);
     }
+    uint64_t ck = 0;
+    if (!rc) rc = cdsm__ckpt_takeover(nbars, &ck);
+    if (!rc && !ck) {
+        /* From the program's start: every barrier and every record must still be held. */
+        int q = 0;
+        while (q < n && rec_first[q] == 1) q++;
+        if (bar0 != 1 || q < n)
+            rc = cdsm__error(CDSM_ERR_STATE,
+                             "replaying rank %d: no checkpoint of it can be restored (CDSM_CKPT_DIR %s) and the "
+                             "logs of its start were collected (the oldest barrier held is %u, rank %d's oldest "
+                             "record %u)",
+                             g->rank, cdsm__ckpt_enabled() ? "holds none usable" : "is not set", bar0,
+                             q < n ? q : 0, q < n ? rec_first[q] : 1);
+    }
     if (!rc) {
         g->replaying = 1;
+        g->fast_forward = ck != 0; /* until cdsm_resume() restores it */
         /* The barrier manager's view as of the last logged barrier (survivors' arrivals
          * for the next one carry records newer than it). */
-        if (nbars) cdsm__barrier_adopt(bars[nbars - 1].vc);
-        cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers and %u lock grants", g->rank, nbars, ngrants);
+        if (nbars) cdsm__barrier_adopt(bars[nbars - bar0].vc);
+        cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers and %u lock grants%s", g->rank,
+                  nbars ? nbars - bar0 + 1 : 0, ngrants, ck ? " after its last checkpoint" : "");
     }
     pthread_mutex_unlock(&g->mu);
     return rc;
@@ -603,11 +630,31 @@ static int incorporate_upto(const uint32_t *vc)
     return rc;
 }
 
+int cdsm__replay_logged(uint32_t epoch)
+{
+    return nbars && epoch >= bar0 && epoch <= nbars;
+}
+
+void cdsm__replay_restored(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (int q = 0; q < g->n; q++) {
+        if (q == g->rank) continue;
+        while (rec_pos[q] < recs[q].len) {
+            cdsm__wire_iv_t w;
+            memcpy(&w, recs[q].p + rec_pos[q], sizeof w);
+            if (w.idx > g->vc[q]) break;
+            rec_pos[q] += wire_size(recs[q].p + rec_pos[q]);
+        }
+    }
+}
+
 int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
 {
     cdsm__state_t *g = &cdsm__g;
     if (!g->replaying || epoch > nbars) return 0;
-    const bar_rec_t *br = &bars[epoch - 1];
+    cdsm_check(epoch >= bar0); /* earlier ones are replaced by the restored checkpoint */
+    const bar_rec_t *br = &bars[epoch - bar0];
     if (br->vc[g->rank] != g->vc[g->rank]) {
         cdsm__log(CDSM_LOG_ERROR,
                   "replay of rank %d diverged at barrier %u: it has made %u intervals, the lost process had "
@@ -621,6 +668,7 @@ int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
     memcpy(g->vc_bar, g->vc, (size_t)g->n * 4);
     *flags = br->flags;
     if (br->flags & CDSM_BAR_GC) replay_saw_gc = 1;
+    replayed++;
     return 1;
 }
 
@@ -680,6 +728,7 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
             cdsm__reply_free(r);
         }
         lk->state = CDSM_LK_HELD;
+        grants_taken++;
         return CDSM_OK;
     }
     if (!later && known_ivs <= g->vc[g->rank]) {
@@ -785,23 +834,26 @@ int cdsm__replay_finish(void)
     cdsm__log(CDSM_LOG_WARN,
               "rank %d: replay of %u barriers and %u lock grants done in %.3f s at %.6f (synchronisation %u); the "
               "rank is live again",
-              g->rank, nbars, ngrants, (double)(now_ns() - replay_t0) / 1e9, wall_s(), g->sync_seq);
+              g->rank, replayed, grants_taken, (double)(now_ns() - replay_t0) / 1e9, wall_s(), g->sync_seq);
     CDSM_STAT_ADD(replays, 1);
     CDSM_STAT_ADD(replay_us, (now_ns() - replay_t0) / 1000);
-    CDSM_STAT_ADD(replayed_barriers, nbars);
-    for (uint32_t i = 0; i < nbars; i++) free(bars[i].vc);
+    CDSM_STAT_ADD(replayed_barriers, replayed);
+    for (uint32_t i = 0; nbars && i <= nbars - bar0; i++) free(bars[i].vc);
     free(bars);
     bars = NULL;
     nbars = 0;
+    bar0 = 1;
     if (recs)
         for (int q = 0; q < g->n; q++) cdsm__buf_free(&recs[q]);
     free(recs);
     free(rec_pos);
+    free(rec_first);
     recs = NULL;
     rec_pos = NULL;
+    rec_first = NULL;
     for (uint32_t i = 0; i < ngrants; i++) free(grants[i].vc);
     free(grants);
     grants = NULL;
-    ngrants = grants_cap = granted_last = known_ivs = 0;
+    ngrants = grants_cap = granted_last = known_ivs = replayed = grants_taken = 0;
     return CDSM_OK;
 }

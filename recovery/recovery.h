@@ -100,6 +100,10 @@ int cdsm__replay_begin(void);
  * records incorporated, vector clock taken, release flags in *flags), 0 if it is live. */
 int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags);
 void cdsm__replay_serve_deferred(void);
+/* Whether barrier `epoch` is in the replay store's log (the survivors passed it). */
+int cdsm__replay_logged(uint32_t epoch);
+/* A checkpoint was restored (cdsm_resume): records up to its clock are applied. */
+void cdsm__replay_restored(void);
 /* Where the log ends (the first live barrier or acquire): serve what waited, rebuild the
  * lock queues, drop the store. Caller holds mu. */
 int cdsm__replay_finish(void);
@@ -123,6 +127,17 @@ void cdsm__ckpt_fini(void);
 int cdsm__ckpt_enabled(void);
 /* After a barrier release, caller holds mu: take a checkpoint if the policy says so. */
 int cdsm__ckpt_policy(void);
+/* Whether this rank's policy wants a checkpoint now (counts one barrier). Caller holds mu. */
+int cdsm__ckpt_due(void);
+/* Replacement (caller holds mu): number its checkpoints after the lost process's, and find
+ * the lost process's newest checkpoint a resume can start from: taken at a resume point
+ * whose collection ended (epoch + 1 <= last_epoch, the log's last barrier). It is read and
+ * verified now and kept for cdsm__ckpt_restore(); *seq = 0 when there is none. A corrupt
+ * or foreign file is an error (named), never skipped. */
+int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq);
+/* Replacement in cdsm_resume() (caller holds mu): restore that checkpoint into the DSM
+ * state (pages, clocks, counters, locks) and the registered private regions. */
+int cdsm__ckpt_restore(void);
 /* Take a checkpoint now; caller holds mu, released while waiting for the writer. full: not incremental; sync: return only when
  * it is committed (garbage collection drops diffs only after every rank has one). */
 int cdsm__ckpt_take(int full, int sync);

@@ -12,6 +12,8 @@
 # the first one's recovery (with EXPECT_FAILURE: a second failure during a recovery).
 # With CKPT_EVERY=N the run with kills also checkpoints every N barriers (into a temporary
 # folder): kills then land in checkpoint writes, and the script says which did.
+# With EXPECT_RESTORE=1 (a program in resume mode, cdsm_resume) a replacement must have
+# restarted from its rank's checkpoint, not from the program's start.
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
 #   VICTIMS: comma-separated ranks, e.g. "1" or "0,2"
 set -u
@@ -137,4 +139,7 @@ if grep -E 'Exited with exit code|error: .*task [0-9]+: (Segmentation|Aborted)' 
     echo "slurm_recover: FAIL: a surviving task failed"; fail=1
 fi
 [ "$k" -gt 0 ] || { echo "slurm_recover: FAIL: nothing was killed"; fail=1; }
+if [ "${EXPECT_RESTORE:-0}" = 1 ] && ! grep -q "restored checkpoint" "$out"; then
+    echo "slurm_recover: FAIL: no replacement restarted from a checkpoint"; fail=1
+fi
 exit $fail

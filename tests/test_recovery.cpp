@@ -269,6 +269,83 @@ TEST(Recovery, LogsAndCheckpointFilesStayBounded)
     ASSERT_EQ(cdsm_barrier(), CDSM_OK);
 }
 
+// Resume mode (cdsm_resume) is for the rest of the run: this test comes last in the file,
+// and alone in the variant with a spare (GTEST_FILTER).
+TEST(RecoveryResume, CheckpointsOnlyAtResumePointsAndLogsBounded)
+{
+    const int n = cdsm_nranks(), me = cdsm_rank();
+    const size_t ps = cdsm_page_size(), words = ps / 4, per_rank = 4;
+    int resumed = -1;
+    EXPECT_EQ(cdsm_resume_point(), CDSM_ERR_STATE) << "a resume point before cdsm_resume";
+    EXPECT_EQ(cdsm_resume(nullptr), CDSM_ERR_INVALID_ARG);
+    uint32_t *a = nullptr;
+    ASSERT_EQ(cdsm_alloc(per_rank * n * ps, (void **)&a), CDSM_OK);
+    uint32_t it = 0;
+    ASSERT_EQ(cdsm_protect("resume-iter", &it, sizeof it), CDSM_OK);
+    ASSERT_EQ(cdsm_resume(&resumed), CDSM_OK) << cdsm_last_error();
+    EXPECT_EQ(resumed, 0) << "no process of this run was lost";
+    EXPECT_EQ(cdsm_resume(&resumed), CDSM_ERR_STATE) << "cdsm_resume twice";
+    cdsm_stats_t s0, s;
+    cdsm__ckpt_take_drain();
+    ASSERT_EQ(cdsm_stats_get(&s0), CDSM_OK);
+    const size_t mine = per_rank * words * (size_t)me, slice = per_rank * words;
+    const uint32_t iters = 60;
+    while (it < iters) {
+        for (size_t i = 0; i < slice; i++) a[mine + i] = word_value(it, (uint32_t)(mine + i));
+        cdsm__ckpt_take_drain(); // (the earlier tests' last checkpoint may still be written)
+        ASSERT_EQ(cdsm_stats_get(&s), CDSM_OK);
+        const uint64_t ck = s.ckpts;
+        ASSERT_EQ(cdsm_barrier(), CDSM_OK);
+        cdsm__ckpt_take_drain();
+        ASSERT_EQ(cdsm_stats_get(&s), CDSM_OK);
+        ASSERT_EQ(s.ckpts, ck) << "a checkpoint at a plain barrier in resume mode (iteration " << it << ")";
+        size_t other = per_rank * words * (size_t)((me + 1) % n);
+        for (size_t i = 0; i < slice; i += 61) ASSERT_EQ(a[other + i], word_value(it, (uint32_t)(other + i)));
+        it++;
+        ASSERT_EQ(cdsm_resume_point(), CDSM_OK) << cdsm_last_error();
+    }
+    cdsm__ckpt_take_drain();
+    ASSERT_EQ(cdsm_stats_get(&s), CDSM_OK);
+    const size_t esz = sizeof(cdsm__det_t) + (size_t)n * 4;
+    if (cdsm_checkpoint_dir() && cdsm__cfg.ckpt_barriers) {
+        // Every checkpoint is a full one taken at a collection (any rank's wish makes one).
+        EXPECT_GE(s.ckpts - s0.ckpts, (uint64_t)iters / cdsm__cfg.ckpt_barriers - 1);
+        EXPECT_EQ(s.ckpts_full - s0.ckpts_full, s.ckpts - s0.ckpts);
+        EXPECT_GE(s.gc_runs - s0.gc_runs, s.ckpts - s0.ckpts);
+        EXPECT_EQ(s.archive_bytes, 0u) << "resume mode archives nothing, spares or not";
+        if (cdsm__cfg.logging) {
+            EXPECT_LE(s.det_bytes, (uint64_t)(8 * cdsm__cfg.ckpt_barriers + 8) * esz)
+                << "determinants older than every rank's checkpoint are dropped (spares: " << cdsm__cfg.spares << ")";
+        }
+        // The newest file is a resume point: its region says where to go on, and the
+        // heap it holds is the one of that resume point.
+        uint64_t latest = 0;
+        ASSERT_EQ(cdsm__ckpt_latest(cdsm_checkpoint_dir(), (uint32_t)me, &latest), CDSM_OK);
+        cdsm__ckpt_t c{};
+        ASSERT_EQ(cdsm__ckpt_restore_chain(cdsm_checkpoint_dir(), (uint32_t)me, CDSM_CKPT_ANY_JOB, latest, &c), CDSM_OK)
+            << cdsm_last_error();
+        ASSERT_GE(c.nlog, 4u);
+        EXPECT_EQ(c.log_pos[3], 1u) << "marked as a resume point";
+        const cdsm__ckpt_region_t *r = region(c, "resume-iter");
+        ASSERT_NE(r, nullptr);
+        uint32_t at = 0;
+        memcpy(&at, r->data, 4);
+        ASSERT_GE(at, 1u);
+        size_t checked = 0;
+        for (uint32_t k = 0; k < c.npages; k++) {
+            const char *pg_addr = cdsm__app_page(c.page_index[k]);
+            if (pg_addr < (const char *)(a + mine) || pg_addr >= (const char *)(a + mine + slice)) continue;
+            const uint32_t *w = (const uint32_t *)(c.page_data + (size_t)k * ps);
+            size_t off = (size_t)((const uint32_t *)pg_addr - a);
+            EXPECT_EQ(w[0], word_value(at - 1, (uint32_t)off)) << "page " << c.page_index[k];
+            checked++;
+        }
+        EXPECT_EQ(checked, per_rank) << "every page of this rank's slice is in the checkpoint";
+        cdsm__ckpt_free(&c);
+    }
+    ASSERT_EQ(cdsm_unprotect("resume-iter"), CDSM_OK);
+}
+
 int main(int argc, char **argv)
 {
     ::testing::InitGoogleTest(&argc, argv);

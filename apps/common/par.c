@@ -226,6 +226,23 @@ void par_barrier(void)
     check(cdsm_barrier(), "cdsm_barrier");
 }
 
+void par_protect(const char *name, void *p, size_t size)
+{
+    check(cdsm_protect(name, p, size), "cdsm_protect");
+}
+
+int par_resume(void)
+{
+    int resumed = 0;
+    check(cdsm_resume(&resumed), "cdsm_resume");
+    return resumed;
+}
+
+void par_resume_point(void)
+{
+    check(cdsm_resume_point(), "cdsm_resume_point");
+}
+
 void par_lock(int id)
 {
     check(cdsm_lock_acquire(id), "cdsm_lock_acquire");
@@ -485,5 +502,25 @@ void par_print_stats(FILE *f)
 int par_finish(int status)
 {
     return status;
+}
+#endif
+
+#if !defined(PAR_CDSM)
+/* Nothing to resume from: threads and a sequential run share one fate. */
+void par_protect(const char *name, void *p, size_t size)
+{
+    (void)name;
+    (void)p;
+    (void)size;
+}
+
+int par_resume(void)
+{
+    return 0;
+}
+
+void par_resume_point(void)
+{
+    par_barrier();
 }
 #endif

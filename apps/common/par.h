@@ -54,6 +54,16 @@ void par_barrier(void);
 void par_lock(int id);
 void par_unlock(int id);
 
+/* Resuming from checkpoints (cdsm build; the others have nothing to resume): register the
+ * private state that says where the program goes on after a resume point, then call
+ * par_resume() once, after the allocations and before any other synchronisation: it
+ * returns 1 in a replacement restored from its rank's checkpoint (skip the initialisation
+ * and go on from the registered state), else 0. par_resume_point() is a barrier from
+ * which the program can be resumed (update the registered state before calling it). */
+void par_protect(const char *name, void *p, size_t size);
+int par_resume(void);
+void par_resume_point(void);
+
 /* Wall-clock seconds. */
 double par_time(void);
 

@@ -46,6 +46,8 @@
     X(ckpt_stall_us, "microseconds the program waited for checkpoints (copy)") \
     X(ckpt_write_us, "microseconds the writer thread spent writing files")     \
     X(ckpt_files_removed, "checkpoint files removed by garbage collection")    \
+    X(ckpt_restores, "checkpoints restored by cdsm_resume (as a replacement)")  \
+    X(ckpt_restore_us, "microseconds to read and restore them")                \
     X(ranks_lost, "lost ranks seen by this rank that a spare took over")          \
     X(replays, "replays of a lost rank this process made (as its replacement)") \
     X(replay_us, "microseconds of replay until the rank was live again")       \
