@@ -39,6 +39,7 @@
 /* Problem, set by main() before par_run(). */
 static long n;
 static long steps;
+static int resumable; /* -r: register the step's state and resume from checkpoints */
 static double box, rc, rc2, u_rc, g_rc; /* g_rc: -dU/dr at the cutoff */
 
 /* Shared data comes from par_alloc() inside the worker. Positions and forces of molecule m
@@ -49,9 +50,11 @@ static double box, rc, rc2, u_rc, g_rc; /* g_rc: -dU/dr at the cutoff */
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s [-n N] [-s STEPS] [-T] [-h]\n"
+            "usage: %s [-n N] [-s STEPS] [-r] [-T] [-h]\n"
             "  -n N      molecules (8..%ld, default 4000)\n"
             "  -s STEPS  time steps (1..%ld, default 20)\n"
+            "  -r        resumable: a replacement restarts from its rank's checkpoint (cdsm\n"
+            "            build; CDSM_CKPT_DIR), each step ends at a resume point\n"
             "  -T        small test input (n = 256, 10 steps)\n"
             "  -h        this help\n",
             prog, N_MAX, S_MAX);
@@ -258,12 +261,26 @@ static void worker(void)
 
     /* Every participant computes the same initial state and keeps its own block. */
     initial_state(x, v);
-    memcpy(my_x, x + 3 * lo, 3 * (size_t)cnt * sizeof *x);
-    par_barrier();
-    double t0 = par_time();
+    /* With -r, what a resumed rank needs after a step: the next step, its block's
+     * velocities, the kinetic sums and the seconds spent (positions and forces are shared;
+     * everything else is recomputed in each step). */
+    long s = 0;
+    double ek[4] = {0, 0, 0, 0}, pe = 0, done = 0.0;
+    int resumed = 0;
+    if (resumable) {
+        par_protect("step", &s, sizeof s);
+        par_protect("velocities", my_v, 3 * (size_t)cnt * sizeof *my_v);
+        par_protect("kinetic", ek, sizeof ek);
+        par_protect("seconds", &done, sizeof done);
+        resumed = par_resume();
+    }
+    if (!resumed) {
+        memcpy(my_x, x + 3 * lo, 3 * (size_t)cnt * sizeof *x);
+        par_barrier();
+    }
+    double t0 = par_time() - done;
 
-    double ek[4] = {0, 0, 0, 0}, pe = 0;
-    for (long s = 0; s <= steps; s++) {
+    while (s <= steps) {
         const double stamp = (double)(s + 1); /* never 0, the value of a fresh block */
         /* Force phase: read every block's positions into private memory, once. */
         for (int r = 0; r < np; r++) {
@@ -313,7 +330,13 @@ static void worker(void)
         } else {
             integrate(my_x, my_v, my_f, cnt, drift, ek);
         }
-        par_barrier();
+        s++;
+        if (resumable) {
+            done = par_time() - t0;
+            par_resume_point();
+        } else {
+            par_barrier();
+        }
     }
     /* pe and ek are this participant's shares at the end of the last step. */
     sums_s[NSUM * me] = pe;
@@ -383,10 +406,11 @@ int main(int argc, char **argv)
     long n_opt = 4000, s_opt = 20;
     int test = 0, help = 0, bad = 0, opt;
     opterr = 0;
-    while (!bad && !help && (opt = getopt(argc, argv, ":n:s:Th")) != -1) {
+    while (!bad && !help && (opt = getopt(argc, argv, ":n:s:rTh")) != -1) {
         switch (opt) {
         case 'n': bad = par_opt_long("water", opt, optarg, 8, N_MAX, "molecules", &n_opt); break;
         case 's': bad = par_opt_long("water", opt, optarg, 1, S_MAX, "steps", &s_opt); break;
+        case 'r': resumable = 1; break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;
         default: bad = par_opt_other("water", opt); break;
