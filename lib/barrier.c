@@ -202,6 +202,26 @@ void cdsm__bar_gone(int r)
     if (collected()) release_all();
 }
 
+void cdsm__bar_lost(int r)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->rank != MANAGER || !mgr_arrived || !g->resume_mode || !g->bar_arrived || mgr_kind != CDSM_BAR_GC_DONE ||
+        !mgr_arrived[r])
+        return;
+    /* Released on the lost process's arrival, this barrier would let the others drop the
+     * diffs a replacement restored from an earlier checkpoint needs (resume mode keeps no
+     * archive): it waits for the replacement's arrival instead. */
+    mgr_arrived[r] = 0;
+    g->bar_arrived--;
+    cdsm__log(CDSM_LOG_INFO, "barrier %u (end of a collection): the arrival of lost rank %d no longer counts", mgr_epoch,
+              r);
+}
+
+uint32_t cdsm__bar_released(void)
+{
+    return cdsm__g.rank == MANAGER ? mgr_last_epoch : 0;
+}
+
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     cdsm__state_t *g = &cdsm__g;

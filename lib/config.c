@@ -55,6 +55,10 @@ static const cdsm__cfg_entry_t recovery_entries[] = {
      CDSM_CFG_INT, OFF(ckpt_seconds), 0, 1u << 30, NULL},
     {"CDSM_CKPT_LOG_SIZE", "64M", "checkpoint at the first barrier after the rank's logs (diffs, twins, records, determinants) pass this size (0: not by size)",
      CDSM_CFG_SIZE, OFF(ckpt_log_size), 0, 1ull << 40, NULL},
+    {"CDSM_HEARTBEAT_MS", "200", "the service thread writes a heartbeat byte to every other process this often (0: no heartbeats, only a closed connection tells a death)",
+     CDSM_CFG_INT, OFF(heartbeat_ms), 0, 60000, NULL},
+    {"CDSM_HEARTBEAT_TIMEOUT", "2000", "milliseconds of silence (no heartbeat, no doorbell) after which a process is declared lost and fenced (at least twice CDSM_HEARTBEAT_MS)",
+     CDSM_CFG_INT, OFF(heartbeat_timeout_ms), 1, 3600000, NULL},
     {"CDSM_CKPT_FULL_EVERY", "8", "every N-th checkpoint is full, the others hold only the pages changed since the previous one (1: always full)",
      CDSM_CFG_INT, OFF(ckpt_full_every), 1, 1u << 20, NULL},
 };

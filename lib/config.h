@@ -52,6 +52,8 @@ typedef struct cdsm__config {
     uint64_t ckpt_seconds;
     uint64_t ckpt_log_size;
     uint64_t ckpt_full_every;
+    uint64_t heartbeat_ms;
+    uint64_t heartbeat_timeout_ms;
     /* diagnostics */
     uint64_t stats;
     uint64_t log_level;

@@ -390,6 +390,11 @@ void cdsm__final_lost(int w);
 /* Barrier manager (caller holds mu): rank r is gone during finalize; its arrival at a
  * FINAL barrier is no longer waited for. */
 void cdsm__bar_gone(int r);
+/* Barrier manager (caller holds mu): rank r's process died and a spare takes its place; in
+ * resume mode its arrival at the end of a collection no longer counts. */
+void cdsm__bar_lost(int r);
+/* Barrier manager: the epoch of the last barrier it released (0 elsewhere). */
+uint32_t cdsm__bar_released(void);
 /* Process w sent a message as logical rank r: 1 if it is (or has just become) r. */
 int cdsm__recover_adopt(int r, int w);
 /* Process w died or is dying and its rank is (or will be) replayed by a spare. Any thread. */

@@ -25,6 +25,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <poll.h>
@@ -57,6 +58,24 @@ static int64_t *rx_count;  /* per peer: doorbell bytes read minus messages recei
 static uint8_t *ended;     /* per peer: its doorbell stream has ended (read under rx_mu) */
 static pthread_t svc;
 static int svc_started;
+
+/* The failure detector's second half (the first is end-of-file on a doorbell stream): a
+ * heartbeat byte on every doorbell socket each CDSM_HEARTBEAT_MS, from the service thread,
+ * which wakes for nothing else when idle. A peer silent for CDSM_HEARTBEAT_TIMEOUT (a
+ * frozen process, a lost node, a cut link) is declared lost, and fenced: killed when it
+ * runs on this host, its sockets shut down in any case, so that it can never act on shared
+ * state again once a spare has its rank. Doorbell bytes are 1, heartbeats 2. */
+enum { BELL_BYTE = 1, BEAT_BYTE = 2 };
+static uint64_t *heard_ns;  /* per peer: when a byte of it last arrived (under rx_mu) */
+static uint64_t next_beat_ns;
+static pid_t *peer_pid;     /* per peer: its pid, when it runs on this host (else 0) */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 typedef struct peer_info {
     char host[64];
@@ -105,7 +124,7 @@ static void test_pending(void)
 static ssize_t ring_bytes(int dst, size_t count)
 {
     char bytes[256];
-    memset(bytes, 1, sizeof bytes);
+    memset(bytes, BELL_BYTE, sizeof bytes);
     size_t done = 0;
     while (done < count) {
         size_t k = count - done < sizeof bytes ? count - done : sizeof bytes;
@@ -460,8 +479,11 @@ static int bell_read(int p)
     char tmp[256];
     ssize_t r = recv(bell[p], tmp, sizeof tmp, MSG_DONTWAIT);
     if (r > 0) {
-        rx_count[p] += r;
-        return (int)r;
+        int rings = 0;
+        for (ssize_t i = 0; i < r; i++) rings += tmp[i] == BELL_BYTE;
+        heard_ns[p] = mono_ns();
+        rx_count[p] += rings;
+        return rings;
     }
     if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     /* The peer's end closed: at finalize this is expected, else the peer is dead (the
@@ -570,27 +592,73 @@ int cdsm__tp_progress(void)
     return got;
 }
 
+/* Service thread: send heartbeats when due; return the milliseconds until the next. */
+static int beat(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint64_t period = cdsm__cfg.heartbeat_ms * 1000000ull, now = mono_ns();
+    if (now >= next_beat_ns) {
+        char b = BEAT_BYTE;
+        for (int p = 0; p < g->wn; p++)
+            if (p != g->wrank && bell[p] >= 0 && !__atomic_load_n(&g->wdead[p], __ATOMIC_ACQUIRE))
+                (void)send(bell[p], &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT); /* full: it has bytes to read */
+        next_beat_ns = now + period;
+    }
+    return (int)((next_beat_ns - now + 999999) / 1000000);
+}
+
+/* Service thread, holding rx_mu: declare the peers silent for too long lost. */
+static void check_silence(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint64_t limit = cdsm__cfg.heartbeat_timeout_ms * 1000000ull, now = mono_ns();
+    if (__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE)) return; /* peers close as they finish */
+    for (int p = 0; p < g->wn; p++) {
+        if (p == g->wrank || bell[p] < 0 || ended[p] || now - heard_ns[p] <= limit) continue;
+        char why[96];
+        snprintf(why, sizeof why, "no heartbeat for %.0f ms", (double)(now - heard_ns[p]) / 1e6);
+        /* Fence first: a frozen process must never wake up to write shared state. */
+        if (peer_pid[p] > 0 && kill(peer_pid[p], SIGKILL) == 0)
+            snprintf(why + strlen(why), sizeof why - strlen(why), "; pid %d killed", (int)peer_pid[p]);
+        cdsm__log(CDSM_LOG_ERROR, "process %d (rank %d) declared lost: %s", p, g->logical ? g->logical[p] : -1, why);
+        shutdown(bell[p], SHUT_RDWR);
+        epoll_ctl(epfd, EPOLL_CTL_DEL, bell[p], NULL);
+        ended[p] = 1;
+        rx_count[p] = 0;
+        CDSM_STAT_ADD(heartbeat_losses, 1);
+        cdsm__world_lost(p, why);
+    }
+}
+
 static void *service_main(void *arg)
 {
     (void)arg;
     struct epoll_event ev[64];
+    int hb = cdsm__cfg.heartbeat_ms > 0;
     for (;;) {
-        /* Asleep until a doorbell rings; 1 ms naps only while our own sends are incomplete,
-         * doorbells are owed, or a message rung for has not arrived yet. */
+        /* Asleep until a doorbell rings or a heartbeat is due; 1 ms naps only while our
+         * own sends are incomplete, doorbells are owed, or a message rung for has not
+         * arrived yet. */
         int owed = pay_debts();
         int late = rx_owed();
-        int nev = epoll_wait(epfd, ev, 64, pending || owed || late ? 1 : -1);
+        int to = pending || owed || late ? 1 : -1;
+        if (hb) {
+            int next = beat();
+            if (to < 0 || next < to) to = next;
+        }
+        int nev = epoll_wait(epfd, ev, 64, to);
         if (nev < 0 && errno != EINTR) {
             cdsm__log(CDSM_LOG_ERROR, "service thread: epoll_wait: %s", strerror(errno));
             break;
         }
         int stop = 0;
-        if (nev > 0 || late) {
+        if (nev > 0 || late || hb) {
             pthread_mutex_lock(&rx_mu);
             if (nev > 0)
                 stop = rx_drain(ev, nev);
-            else
+            else if (late)
                 rx_messages();
+            if (hb && !stop) check_silence();
             pthread_mutex_unlock(&rx_mu);
         }
         test_pending();
@@ -698,6 +766,7 @@ static int mesh(void)
         rc = cdsm__error(CDSM_ERR_MPI, "exchanging doorbell addresses");
         goto out;
     }
+    for (int p = 0; p < g->wn; p++) peer_pid[p] = p != g->wrank && !strcmp(me.host, all[p].host) ? (pid_t)all[p].pid : 0;
     for (int p = 0; p < g->wrank && !rc; p++) rc = connect_to(&me, &all[p], p);
     /* Higher ranks connect to us, each on the listener for its host. */
     for (int k = g->wrank + 1; k < g->wn && !rc; k++) {
@@ -733,7 +802,15 @@ int cdsm__tp_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
     bell = malloc((size_t)g->wn * sizeof *bell);
-    if (!bell) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
+    peer_pid = calloc((size_t)g->wn, sizeof *peer_pid);
+    heard_ns = calloc((size_t)g->wn, sizeof *heard_ns);
+    if (!bell || !peer_pid || !heard_ns) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
+    if (cdsm__cfg.heartbeat_ms && cdsm__cfg.heartbeat_timeout_ms < 2 * cdsm__cfg.heartbeat_ms)
+        return cdsm__error(CDSM_ERR_CONFIG,
+                           "CDSM_HEARTBEAT_TIMEOUT=%llu ms: must be at least twice CDSM_HEARTBEAT_MS=%llu (else a peer "
+                           "is declared lost between two of its heartbeats)",
+                           (unsigned long long)cdsm__cfg.heartbeat_timeout_ms,
+                           (unsigned long long)cdsm__cfg.heartbeat_ms);
     for (int p = 0; p < g->wn; p++) bell[p] = -1;
     int rc = mesh();
     /* Every rank must agree before anyone relies on the mesh. */
@@ -758,6 +835,9 @@ int cdsm__tp_init(void)
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev))
             return cdsm__error(CDSM_ERR_NET, "epoll_ctl: %s", strerror(errno));
     }
+    uint64_t now = mono_ns(); /* silence is counted from here */
+    for (int p = 0; p < g->wn; p++) heard_ns[p] = now;
+    next_beat_ns = now;
     if (pthread_create(&svc, NULL, service_main, NULL))
         return cdsm__error(CDSM_ERR_NOMEM, "cannot start the service thread");
     svc_started = 1;
@@ -790,6 +870,10 @@ void cdsm__tp_fini(void)
     free(rx_count);
     free(ended);
     free(debt);
+    free(peer_pid);
+    free(heard_ns);
+    peer_pid = NULL;
+    heard_ns = NULL;
     ended = NULL;
     rx_count = NULL;
     debt = NULL;

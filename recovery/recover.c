@@ -69,6 +69,7 @@ static uint32_t known_ivs;    /* intervals of the lost process the survivors kno
 static uint32_t know_round;
 static int replay_saw_gc;
 static uint32_t replayed, grants_taken; /* barriers and grants replayed from the log */
+static uint32_t released_max; /* the last barrier the manager said it released */
 static uint64_t replay_t0;
 
 /* Requests the replacement cannot serve yet (their diffs are not made again yet). */
@@ -265,6 +266,7 @@ int cdsm__world_lost(int w, const char *why)
     if (coord == g->rank) send_takeover(r, spare);
     __atomic_fetch_add(&g->remap_gen, 1, __ATOMIC_ACQ_REL);
     pthread_mutex_lock(&g->mu);
+    cdsm__bar_lost(r);
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     return 1;
@@ -474,6 +476,9 @@ void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     cdsm__buf_put_u32(&b, nrec);
     cdsm__archive_foreach(put_record, &b);
     for (uint32_t k = 0; k < own->count; k++) cdsm__iv_serialize(&b, own->v[k]);
+    /* The barrier manager: the last barrier it released (its release may still be on its
+     * way to the others, whose logs then end before it). */
+    cdsm__buf_put_u32(&b, cdsm__bar_released());
     cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }
@@ -550,6 +555,9 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
             return CDSM_ERR_PROTOCOL;
     }
     cdsm__buf_put(&recs[q], rd->p + start, rd->pos - start);
+    uint32_t released = cdsm__rd_u32(rd);
+    if (rd->bad) return CDSM_ERR_PROTOCOL;
+    if (released > released_max) released_max = released;
     return CDSM_OK;
 }
 
@@ -579,7 +587,7 @@ int cdsm__replay_begin(void)
         cdsm__reply_free(rep);
     }
     uint64_t ck = 0;
-    if (!rc) rc = cdsm__ckpt_takeover(nbars, &ck);
+    if (!rc) rc = cdsm__ckpt_takeover(nbars > released_max ? nbars : released_max, &ck);
     if (!rc && !ck) {
         /* From the program's start: every barrier and every record must still be held. */
         int q = 0;
@@ -854,6 +862,6 @@ int cdsm__replay_finish(void)
     for (uint32_t i = 0; i < ngrants; i++) free(grants[i].vc);
     free(grants);
     grants = NULL;
-    ngrants = grants_cap = granted_last = known_ivs = replayed = grants_taken = 0;
+    ngrants = grants_cap = granted_last = known_ivs = replayed = grants_taken = released_max = 0;
     return CDSM_OK;
 }

@@ -12,6 +12,9 @@
 # the first one's recovery (with EXPECT_FAILURE: a second failure during a recovery).
 # With CKPT_EVERY=N the run with kills also checkpoints every N barriers (into a temporary
 # folder): kills then land in checkpoint writes, and the script says which did.
+# With SIGNAL=STOP the victims are frozen (kill -STOP) instead of killed: nothing closes
+# their sockets, as with a lost node; the survivors must notice the missing heartbeats,
+# fence the frozen process (kill it) and recover as from a death.
 # With EXPECT_RESTORE=1 (a program in resume mode, cdsm_resume) a replacement must have
 # restarted from its rank's checkpoint, not from the program's start.
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
@@ -78,8 +81,8 @@ attempt() {
             kill -9 "${pids[@]}"
             break
         fi
-        echo "slurm_recover: kill -9 rank $v (pid $pid) ${delay} s into the run"
-        kill -9 "$pid"
+        echo "slurm_recover: kill -${SIGNAL:-9} rank $v (pid $pid) ${delay} s into the run"
+        kill -"${SIGNAL:-9}" "$pid"
         killed+=("$v:$pid")
         k=$((k + 1))
     done
@@ -139,6 +142,12 @@ if grep -E 'Exited with exit code|error: .*task [0-9]+: (Segmentation|Aborted)' 
     echo "slurm_recover: FAIL: a surviving task failed"; fail=1
 fi
 [ "$k" -gt 0 ] || { echo "slurm_recover: FAIL: nothing was killed"; fail=1; }
+if [ "${SIGNAL:-9}" = STOP ]; then
+    grep -q "no heartbeat for" "$out" || { echo "slurm_recover: FAIL: the frozen process was not declared lost by heartbeat"; fail=1; }
+    for vp in "${killed[@]}"; do
+        ! kill -0 "${vp##*:}" 2>/dev/null || { echo "slurm_recover: FAIL: frozen pid ${vp##*:} still exists (not fenced)"; kill -9 "${vp##*:}"; fail=1; }
+    done
+fi
 if [ "${EXPECT_RESTORE:-0}" = 1 ] && ! grep -q "restored checkpoint" "$out"; then
     echo "slurm_recover: FAIL: no replacement restarted from a checkpoint"; fail=1
 fi
