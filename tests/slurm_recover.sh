@@ -59,6 +59,15 @@ attempt() {
             kill -0 "$spid" 2>/dev/null || break
             sleep 0.05
         done
+        # Restart from a checkpoint expected: wait until the victim has committed two (the
+        # first then certainly ended its collection), however slow the machine is today.
+        if [ "${EXPECT_RESTORE:-0}" = 1 ] && [ -n "$ckdir" ]; then
+            for _ in $(seq 1200); do
+                find "$ckdir" -name "rank$v.ckpt*.h5" ! -name "rank$v.ckpt1.h5" | grep -q . && break
+                kill -0 "$spid" 2>/dev/null || break
+                sleep 0.05
+            done
+        fi
         # A moment within the failure-free run's time (the start-up is already behind us),
         # within its share of it when there are several victims, so that all of them die.
         nv=$(echo "$victims" | tr ',' ' ' | wc -w)
