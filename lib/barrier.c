@@ -549,8 +549,10 @@ int cdsm__gc(void)
     if (!rc && ckpt) rc = cdsm__ckpt_take(1, 1);
     pthread_mutex_unlock(&g->mu);
     if (rc) return rc;
-    /* Phase 2 starts only when every keeper is done. */
+    /* Phase 2 starts only when every keeper is done (and every checkpoint committed: in
+     * resume mode that makes a restart manifest). */
     if ((rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL))) return rc;
+    if (ckpt && g->resume_mode) cdsm__ckpt_manifest();
     pthread_mutex_lock(&g->mu);
     if (cdsm__archive_needed()) {
         /* Before twins go: a replay from the start needs every diff this rank made. */

@@ -48,6 +48,7 @@ typedef struct cdsm__config {
     uint64_t spares;
     uint64_t logging;
     char ckpt_dir[CDSM_CFG_PATH_MAX];
+    char restart[CDSM_CFG_PATH_MAX];
     uint64_t ckpt_barriers;
     uint64_t ckpt_seconds;
     uint64_t ckpt_log_size;

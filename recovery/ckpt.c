@@ -59,6 +59,7 @@ static size_t nregions;
 /* Replacement: the lost rank's checkpoint that cdsm_resume() restores. */
 static cdsm__ckpt_t *restore_ck;
 static uint64_t restore_seq, restore_read_ns;
+static int restore_is_restart; /* restore_ck comes from CDSM_RESTART (another job's folder) */
 
 static uint64_t now_ns(void)
 {
@@ -162,10 +163,16 @@ static int mkdir_p(const char *path)
     return mkdir(tmp, 0777) && errno != EEXIST ? -1 : 0;
 }
 
+static int restart_prepare(void);
+
 int cdsm__ckpt_init(void)
 {
     W.on = cdsm__cfg.ckpt_dir[0] != '\0';
     W.last_ns = now_ns();
+    if (cdsm__cfg.restart[0]) {
+        int rc = restart_prepare();
+        if (rc) return rc;
+    }
     if (!W.on) return CDSM_OK;
     snprintf(W.dir, sizeof W.dir, "%s/job-%016" PRIx64, cdsm__cfg.ckpt_dir, cdsm__g.job_id);
     if (mkdir_p(W.dir))
@@ -214,6 +221,7 @@ void cdsm__ckpt_fini(void)
     if (restore_ck) snapshot_free(restore_ck);
     restore_ck = NULL;
     restore_seq = 0;
+    restore_is_restart = 0;
     W.committed = (cdsm__ckpt_pos_t){0, 0};
 }
 
@@ -365,10 +373,68 @@ int cdsm__ckpt_policy(void)
 
 /* ---- a replacement: the lost rank's checkpoints ----------------------------------------- */
 
+/* Whole-job restart (cdsm_init, CDSM_RESTART): read the manifest of the earlier job and
+ * this rank's checkpoint of its barrier; cdsm_resume() restores it on every rank. */
+static int restart_prepare(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    const char *dir = cdsm__cfg.restart;
+    cdsm__manifest_t m;
+    uint64_t t0 = now_ns(), latest = 0;
+    int rc = cdsm__manifest_read(dir, &m);
+    if (rc) return rc;
+    if (m.nranks != (uint32_t)g->n)
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_RESTART=%s: its manifest is of a job of %u ranks, this one has %d", dir,
+                           m.nranks, g->n);
+    if ((rc = cdsm__ckpt_latest(dir, (uint32_t)g->rank, &latest))) return rc;
+    char path[CDSM_CFG_PATH_MAX + 64];
+    for (uint64_t s = latest; s >= 1; s--) {
+        if (cdsm__ckpt_path(path, sizeof path, dir, (uint32_t)g->rank, s) || access(path, F_OK)) break;
+        cdsm__ckpt_t *c = calloc(1, sizeof *c);
+        if (!c) return cdsm__error(CDSM_ERR_NOMEM, "restart: checkpoint %s", path);
+        if ((rc = cdsm__ckpt_restore_chain(dir, (uint32_t)g->rank, m.job, s, c))) {
+            free(c);
+            return rc; /* a foreign or damaged file, named */
+        }
+        if (c->epoch == m.epoch && c->nlog > LP_RESUME && c->log_pos[LP_RESUME]) {
+            if (c->nranks != (uint32_t)g->n || c->page_size != g->page_size || c->nlocks != g->nlocks ||
+                c->nintervals != IV_BASES + (uint32_t)g->n) {
+                snapshot_free(c);
+                return cdsm__error(CDSM_ERR_CONFIG, "CDSM_RESTART: %s was made with another page size or lock count",
+                                   path);
+            }
+            restore_ck = c;
+            restore_seq = s;
+            restore_read_ns = now_ns() - t0;
+            restore_is_restart = 1;
+            g->fast_forward = 1; /* until cdsm_resume() */
+            return CDSM_OK;
+        }
+        uint64_t e = c->epoch;
+        snapshot_free(c);
+        if (e < m.epoch) break;
+    }
+    return cdsm__error(CDSM_ERR_CORRUPT, "CDSM_RESTART=%s: rank %d has no checkpoint of barrier %u, which the manifest names",
+                       dir, g->rank, m.epoch);
+}
+
+void cdsm__ckpt_manifest(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!W.on || g->rank != 0) return;
+    /* Called after the barrier that ends a resume point's collection: every rank has
+     * committed its checkpoint of the barrier before it. */
+    cdsm__manifest_t m = {g->job_id, (uint32_t)g->n, g->bar_epoch - 1};
+    if (cdsm__manifest_write(W.dir, &m) == CDSM_OK) CDSM_STAT_ADD(manifests, 1);
+}
+
 int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
 {
     cdsm__state_t *g = &cdsm__g;
     *seq_out = 0;
+    /* In a restarted job, a rank with no checkpoint of its own yet starts where the whole
+     * job restarted (its collection ended in this job: its second barrier is logged). */
+    if (restore_ck && restore_is_restart && restore_ck->epoch + 1 <= last_epoch) *seq_out = restore_seq;
     if (!W.on) return CDSM_OK;
     uint64_t latest = 0, t0 = now_ns();
     /* The lost process's files stay: this process goes on numbering after them, and the
@@ -397,6 +463,8 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
                 return cdsm__error(CDSM_ERR_CORRUPT, "%s: made for another configuration (ranks, page size or locks)",
                                    path);
             }
+            if (restore_ck) snapshot_free(restore_ck);
+            restore_is_restart = 0;
             restore_ck = c;
             restore_seq = s;
             restore_read_ns = now_ns() - t0;
@@ -470,10 +538,15 @@ int cdsm__ckpt_restore(void)
     g->sync_seq = c->intervals[IV_SYNC];
     g->bar_epoch = c->intervals[IV_EPOCH];
     for (uint32_t l = 0; l < g->nlocks; l++) g->locks[l].state = c->lock_state[l];
+    /* A whole job restarting: the barrier manager's view starts at the checkpoint (a
+     * replacement took a later one from the log already). */
+    if (restore_is_restart) cdsm__barrier_adopt(c->vc);
     pthread_mutex_lock(&W.mu);
-    W.committed_seq = W.chain_first = W.prev_chain_first = restore_seq;
-    W.committed.sync_seq = (uint32_t)c->log_pos[LP_SYNC];
-    W.committed.epoch = (uint32_t)c->log_pos[LP_EPOCH];
+    if (!restore_is_restart) { /* the lost process's files are this job's */
+        W.committed_seq = W.chain_first = W.prev_chain_first = restore_seq;
+        W.committed.sync_seq = (uint32_t)c->log_pos[LP_SYNC];
+        W.committed.epoch = (uint32_t)c->log_pos[LP_EPOCH];
+    }
     W.taken = 1;
     W.barriers_since = 0;
     W.last_ns = now_ns();
@@ -482,11 +555,13 @@ int cdsm__ckpt_restore(void)
     CDSM_STAT_ADD(ckpt_restores, 1);
     CDSM_STAT_ADD(ckpt_restore_us, ns / 1000);
     cdsm__log(CDSM_LOG_WARN,
-              "rank %d: restored checkpoint %" PRIu64 " (barrier %" PRIu64 ", synchronisation %u, %u pages, %u private "
-              "regions) in %.3f s",
-              g->rank, restore_seq, c->epoch, g->sync_seq, c->npages, c->nregions, (double)ns / 1e9);
+              "rank %d: restored checkpoint %" PRIu64 "%s%s (barrier %" PRIu64 ", synchronisation %u, %u pages, %u "
+              "private regions) in %.3f s",
+              g->rank, restore_seq, restore_is_restart ? " of " : "", restore_is_restart ? cdsm__cfg.restart : "",
+              c->epoch, g->sync_seq, c->npages, c->nregions, (double)ns / 1e9);
     snapshot_free(c);
     restore_ck = NULL;
+    restore_is_restart = 0;
     return CDSM_OK;
 }
 

@@ -373,7 +373,7 @@ out:
     return rc;
 }
 
-static int fsync_path(const char *path, int dir)
+int cdsm__fsync_path(const char *path, int dir)
 {
     int fd = open(path, (dir ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -414,7 +414,7 @@ int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c)
         if (H5Fclose(f) < 0) fail_h5(&x, CDSM_ERR_IO, "cannot close the temporary file");
     }
     h5_restore(&q);
-    if (!x.status && fsync_path(tmp, 0))
+    if (!x.status && cdsm__fsync_path(tmp, 0))
         fail(&x, CDSM_ERR_IO, "fsync of %s: %s", tmp, strerror(errno));
     if (!x.status && rename(tmp, path))
         fail(&x, CDSM_ERR_IO, "rename from %s: %s", tmp, strerror(errno));
@@ -422,7 +422,7 @@ int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c)
         unlink(tmp);
         return cdsm__error(x.status, "checkpoint %s: %s", path, x.why);
     }
-    if (fsync_path(dir, 1))
+    if (cdsm__fsync_path(dir, 1))
         return cdsm__error(CDSM_ERR_IO, "checkpoint %s: fsync of folder %s: %s", path, dir, strerror(errno));
     return CDSM_OK;
 }

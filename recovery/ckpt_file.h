@@ -90,6 +90,23 @@ int cdsm__ckpt_read(const char *path, int expect_rank, uint64_t expect_job, cdsm
 
 void cdsm__ckpt_free(cdsm__ckpt_t *c);
 
+/* fsync a file (dir 0) or a folder (dir 1); -1 with errno on failure. */
+int cdsm__fsync_path(const char *path, int dir);
+
+/* The whole-job restart manifest, <job folder>/manifest (recovery/manifest.c): written by
+ * rank 0 once every rank has committed its checkpoint of one resume point (the end of
+ * that collection proves it), by temporary file, fsync, rename and fsync of the folder. */
+typedef struct cdsm__manifest {
+    uint64_t job;    /* the job whose checkpoints it names */
+    uint32_t nranks;
+    uint32_t epoch;  /* every rank's checkpoint taken at this barrier */
+} cdsm__manifest_t;
+int cdsm__manifest_write(const char *dir, const cdsm__manifest_t *m);
+/* Read and verify <dir>/manifest. Errors name the file: CDSM_ERR_IO (none: the job never
+ * committed a checkpoint on every rank at one resume point, or dir is not a job folder),
+ * CDSM_ERR_CORRUPT (malformed, checksum). */
+int cdsm__manifest_read(const char *dir, cdsm__manifest_t *m);
+
 /* The highest SEQ of a committed file rank<rank>.ckpt<SEQ>.h5 in dir, by name only
  * (temporary files and other names are ignored); *seq = 0 when there is none. */
 int cdsm__ckpt_latest(const char *dir, uint32_t rank, uint64_t *seq);

@@ -138,6 +138,9 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq);
 /* Replacement in cdsm_resume() (caller holds mu): restore that checkpoint into the DSM
  * state (pages, clocks, counters, locks) and the registered private regions. */
 int cdsm__ckpt_restore(void);
+/* Rank 0, after the barrier that ends a resume point's collection: commit the restart
+ * manifest naming that resume point (every rank has its checkpoint of it). */
+void cdsm__ckpt_manifest(void);
 /* Take a checkpoint now; caller holds mu, released while waiting for the writer. full: not incremental; sync: return only when
  * it is committed (garbage collection drops diffs only after every rank has one). */
 int cdsm__ckpt_take(int full, int sync);

@@ -31,13 +31,14 @@ int cdsm_resume(int *resumed)
     }
     int rc = cdsm__ckpt_restore();
     g->fast_forward = 0;
-    if (!rc) {
+    if (!rc && g->replaying) {
         cdsm__replay_restored();
         cdsm__replay_serve_deferred();
     }
     pthread_mutex_unlock(&g->mu);
     /* The checkpoint was taken inside a collection: its second barrier follows (logged,
-     * since only a checkpoint whose collection ended is restored). */
+     * since only a checkpoint whose collection ended is restored; in a whole-job restart
+     * every rank passes it live). */
     if (!rc) rc = cdsm__barrier_full(CDSM_BAR_GC_DONE, 0, NULL, NULL, NULL);
     if (!rc) *resumed = 1;
     return rc;

@@ -1,0 +1,61 @@
+#!/bin/bash
+# Whole-job restart with real Slurm jobs: an app in resume mode runs as a batch job
+# (config/slurm/app.sbatch) with checkpoints; once its first restart manifest is committed
+# the job is cancelled with scancel; a second job restarts it from that manifest
+# (cdsmrun --restart) and must end COMPLETED with the answer of an uninterrupted run.
+# Bad input is refused with a clear message: a restart from a folder with no manifest,
+# and one with another rank count.
+# Usage: sbatch_restart.sh SOURCE_ROOT APP NTASKS [APP ARGS...]
+set -u
+root="$(readlink -f "$1")" app="$(readlink -f "$2")" ntasks="$3"
+shift 3
+eval "$("$root/config/slurm-up.sh")" || { echo "sbatch_restart: the one-node Slurm did not start" >&2; exit 1; }
+out1="$(mktemp)" out2="$(mktemp)" ref="$(mktemp)" ck="$(mktemp -d)" ck2="$(mktemp -d)"
+job=""
+trap 'rm -f "$out1" "$out2" "$ref"; rm -rf "$ck" "$ck2"; [ -n "$job" ] && scancel "$job" 2>/dev/null' EXIT
+srun -O --mpi=pmi2 -n "$ntasks" "$app" "$@" > "$ref" 2>&1 || { echo "sbatch_restart: uninterrupted run failed"; cat "$ref"; exit 1; }
+want="$(sed -n 's/^answer: //p' "$ref")"
+echo "sbatch_restart: uninterrupted answer $want"
+state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1; }
+fail=0
+# 1. The job, cancelled once a manifest exists.
+sub="$(CDSMRUN_ROOT="$root" sbatch -O -n "$ntasks" -J "cdsm-restart-$$" --chdir "$root" -o "$out1" \
+    "$root/config/slurm/app.sbatch" -n "$ntasks" --ckpt-dir "$ck" --ckpt-every 20 "$app" "$@")"
+job="$(echo "$sub" | sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p')"
+[ -n "$job" ] || { echo "sbatch_restart: FAIL: no job: $sub"; exit 1; }
+for _ in $(seq 1200); do
+    ls "$ck"/job-*/manifest >/dev/null 2>&1 && break
+    case "$(state "$job")" in JobState=PENDING|JobState=RUNNING|JobState=CONFIGURING) ;; *) break ;; esac
+    sleep 0.05
+done
+[ -n "$(ls "$ck"/job-*/manifest 2>/dev/null)" ] || { echo "sbatch_restart: FAIL: no manifest was committed"; cat "$out1"; exit 1; }
+scancel "$job"
+for _ in $(seq 600); do
+    case "$(state "$job")" in JobState=PENDING|JobState=RUNNING|JobState=COMPLETING|JobState=CONFIGURING) sleep 0.05 ;; *) break ;; esac
+done
+s1="$(state "$job")"
+job=""
+echo "sbatch_restart: first job after scancel: $s1; manifest: $(tr '\n' ' ' < "$ck"/job-*/manifest)"
+[ "$s1" = JobState=CANCELLED ] || { echo "sbatch_restart: FAIL: the first job was not cancelled (it ended $s1 before scancel?)"; fail=1; }
+grep -q '^answer: ' "$out1" && { echo "sbatch_restart: FAIL: the cancelled job printed an answer (it ended first)"; fail=1; }
+# 2. The restart.
+sub="$(CDSMRUN_ROOT="$root" timeout 300 sbatch --wait -O -n "$ntasks" -J "cdsm-restart-$$" --chdir "$root" -o "$out2" \
+    "$root/config/slurm/app.sbatch" -n "$ntasks" --ckpt-dir "$ck2" --ckpt-every 20 --restart "$ck" "$app" "$@" 2>&1)"
+rc=$?
+job2="$(echo "$sub" | sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p')"
+grep -vE '^(cdsm\[[a-z0-9-]+\] |  )[a-z_]+ +[0-9]+' "$out2"
+s2="$(state "$job2")"
+echo "sbatch_restart: restarted job $job2: $s2 (sbatch exit status $rc)"
+[ "$s2" = JobState=COMPLETED ] && [ "$rc" -eq 0 ] || { echo "sbatch_restart: FAIL: the restarted job did not complete"; fail=1; }
+n="$(grep -c 'restored checkpoint .* of ' "$out2")"
+[ "$n" -eq "$ntasks" ] || { echo "sbatch_restart: FAIL: $n ranks restored a checkpoint, not $ntasks"; fail=1; }
+got="$(sed -n 's/^answer: //p' "$out2")"
+[ "$got" = "$want" ] || { echo "sbatch_restart: FAIL: answer '$got', uninterrupted '$want'"; fail=1; }
+grep -q '^result: VERIFIED' "$out2" || { echo "sbatch_restart: FAIL: not verified"; fail=1; }
+# 3. Bad input.
+msg="$("$root/config/cdsmrun" -n "$ntasks" --restart "$ck2/nonexistent" "$app" "$@" 2>&1)"
+echo "$msg" | grep -q "no restart manifest\|No such file" || { echo "sbatch_restart: FAIL: a restart with no manifest: $msg"; fail=1; }
+msg="$("$root/config/cdsmrun" -n $((ntasks + 1)) --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
+echo "$msg" | grep -q "its manifest is of a job of $ntasks ranks, this one has $((ntasks + 1))" && [ "$rc" -ne 0 ] ||
+    { echo "sbatch_restart: FAIL: a restart with another rank count: $msg"; fail=1; }
+exit $fail
