@@ -3,7 +3,7 @@
 # and munge are for the one-node Slurm the failure tests run under (config/slurm-up.sh).
 set -euo pipefail
 # Extra package names given as arguments are installed too (gnuplot-nox for the plots).
-PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3 m4 libhdf5-dev
+PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3 m4 libhdf5-dev libhwloc-dev
       slurm-wlm munge "$@")
 missing=()
 for p in "${PKGS[@]}"; do

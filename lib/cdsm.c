@@ -179,11 +179,13 @@ int cdsm_init(int *argc, char ***argv)
         goto fail_state;
     }
     if ((rc = cdsm__tp_init())) goto fail_state;
+    if ((rc = cdsm__place(cdsm__tp_service_thread()))) goto fail_tp;
     if (g->rank < 0) spare(); /* returns only as the replacement of a lost rank */
     if ((rc = cdsm__fault_install())) goto fail_tp;
     g->initialized = 1;
-    cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p", g->rank,
-              g->n, (int)getpid(), (unsigned long long)g->job_id, g->heap_size >> 20, (void *)g->base);
+    cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p; %s", g->rank,
+              g->n, (int)getpid(), (unsigned long long)g->job_id, g->heap_size >> 20, (void *)g->base,
+              cdsm__placement());
     if (g->replaying_start && (rc = cdsm__replay_begin())) {
         /* The documented fatal path of a replacement that cannot replay. */
         cdsm__log(CDSM_LOG_ERROR, "the replacement of rank %d cannot replay it: exiting with status %d", g->rank,

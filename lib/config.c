@@ -38,6 +38,10 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_INT, OFF(fault_around), 1, 1024, NULL},
     {"CDSM_PREFETCH", "8", "an access miss also validates the following invalid pages in the same round trip, up to this many pages in all (1: off)",
      CDSM_CFG_INT, OFF(prefetch), 1, 64, NULL},
+    {"CDSM_BIND", "auto", "placement of each process on the node's cores (hwloc): core, auto (core only when every process gets a core of its own) or none",
+     CDSM_CFG_ENUM, OFF(bind), 0, 0, "auto,core,none"},
+    {"CDSM_BIND_SERVICE", "auto", "where the service thread runs: auto (another PU of the process's cores when it has one, else with the program thread), same, or apart (another PU, the next core's if need be)",
+     CDSM_CFG_ENUM, OFF(bind_service), 0, 0, "auto,same,apart"},
     {"CDSM_SPIN_US", "100", "an application thread waiting for a reply receives messages itself for this long before it sleeps (0: sleep at once)",
      CDSM_CFG_INT, OFF(spin_us), 0, 1000000, NULL},
 };

@@ -44,6 +44,8 @@ typedef struct cdsm__config {
     uint64_t fault_around;
     uint64_t prefetch;
     uint64_t spin_us;
+    uint64_t bind;
+    uint64_t bind_service;
     /* recovery */
     uint64_t spares;
     uint64_t logging;

@@ -409,6 +409,13 @@ void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
  * live. Caller holds mu. */
 int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r);
 
+/* placement.c: bind this process's threads by the topology (CDSM_BIND, start-up, collective) */
+int cdsm__place(pthread_t service);
+/* What placement did, for the run's header. */
+const char *cdsm__placement(void);
+/* transport.c: the service thread */
+pthread_t cdsm__tp_service_thread(void);
+
 /* service.c: dispatch of one received message (service thread) */
 void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *payload);
 

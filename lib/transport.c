@@ -798,6 +798,11 @@ out:
     return rc;
 }
 
+pthread_t cdsm__tp_service_thread(void)
+{
+    return svc;
+}
+
 int cdsm__tp_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
