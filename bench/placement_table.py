@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The placement table: what binding ranks and service threads by the topology changes.
 
-Runs each app with mpiexec at each process count under three placements (CDSM_BIND=none;
-core, with the service thread placed by CDSM_BIND_SERVICE=auto; core with the service
-thread apart on another core) and prints the median time of --reps runs, its ratio to the
+Runs each app with mpiexec at each process count under four placements (CDSM_BIND=none;
+core, with the service thread placed by CDSM_BIND_SERVICE=auto; core with it on the
+program thread's PU; core with it apart on another core) and prints the median time of --reps runs, its ratio to the
 unbound run of the same count (measured in this one invocation, so the machine's noise is
 shared), and the placement each run reported; writes CSV and JSON. A count larger than
 the node's cores is left unbound by CDSM_BIND=auto, so the default placement changes
@@ -22,6 +22,7 @@ from apps_table import add_common_args, find_apps, fmt, parse_app_args, run
 
 PLACEMENTS = [("none", {"CDSM_BIND": "none"}),
               ("core", {"CDSM_BIND": "core", "CDSM_BIND_SERVICE": "auto"}),
+              ("core+same", {"CDSM_BIND": "core", "CDSM_BIND_SERVICE": "same"}),
               ("core+apart", {"CDSM_BIND": "core", "CDSM_BIND_SERVICE": "apart"})]
 
 

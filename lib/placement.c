@@ -6,9 +6,9 @@
  * k > c); auto does the same only when every process gets a core of its own, since binding
  * an oversubscribed node only forbids the kernel to balance it. The application thread is
  * bound to the first PU of the process's set. CDSM_BIND_SERVICE places the service thread:
- * apart on another PU of the set when it has one (auto), else with the application
- * thread; "apart" forces another PU even outside the set (the next core), "same" keeps it
- * with the application thread. The outcome is logged at start-up (the run's header). */
+ * auto on another PU of the set when it has one, else unbound (free to run where a PU is
+ * idle); "apart" on another PU even outside the set (the next core), "same" with the
+ * application thread. The outcome is logged at start-up (the run's header). */
 #include <hwloc.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,8 +73,12 @@ int cdsm__place(pthread_t service)
     int first = hwloc_bitmap_first(set);
     hwloc_bitmap_only(app, (unsigned)first);
     int other = hwloc_bitmap_next(set, first);
-    if (svc_mode == SVC_SAME || (svc_mode == SVC_AUTO && other < 0)) {
+    if (svc_mode == SVC_SAME) {
         hwloc_bitmap_copy(svc, app);
+    } else if (svc_mode == SVC_AUTO && other < 0) {
+        /* No PU of its own: measured, pinning it beside the program thread cost up to 18 %
+         * (bench/run-placement.sh); left free, the kernel runs it where a PU is idle. */
+        hwloc_bitmap_copy(svc, hwloc_topology_get_topology_cpuset(topo));
     } else if (other >= 0) {
         hwloc_bitmap_only(svc, (unsigned)other);
     } else { /* apart, and the set has one PU: the next core's first PU */
