@@ -34,16 +34,20 @@ static long iters = 50;
 static double omega = 1.25;
 static int per_rank_stats;
 static int resumable; /* -r: register the loop state and resume from checkpoints */
+static int print_iters;         /* -P: a committed output line per iteration and rank */
+static const char *out_prefix;  /* -O PREFIX: each rank appends a line per iteration to PREFIX.rank<R> */
 
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s [-n N] [-i ITERS] [-w OMEGA] [-r] [-s] [-T] [-h]\n"
+            "usage: %s [-n N] [-i ITERS] [-w OMEGA] [-r] [-P] [-O PREFIX] [-s] [-T] [-h]\n"
             "  -n N      grid rows = columns, boundary included (4..%ld, default 1026)\n"
             "  -i ITERS  red-black iterations (>= 1, default 50)\n"
             "  -w OMEGA  relaxation factor, 0 < OMEGA < 2 (default 1.25)\n"
             "  -r        resumable: a replacement restarts from its rank's checkpoint (cdsm\n"
             "            build; CDSM_CKPT_DIR), each iteration ends at a resume point\n"
+            "  -P        print a line per iteration and rank (committed output)\n"
+            "  -O PREFIX each rank appends a line per iteration to PREFIX.rank<R> (committed)\n"
             "  -s        also print every rank's own DSM statistics (cdsm build)\n"
             "  -T        small test input (-n 66 -i 10)\n"
             "  -h        this help\n",
@@ -132,6 +136,13 @@ static void worker(void)
         par_barrier();
         sweep(grid, lo, hi, BLACK, omega);
         it++;
+        if (print_iters) par_out("sor: rank %d finished iteration %ld\n", me, it);
+        if (out_prefix) {
+            char path[512], line[64];
+            snprintf(path, sizeof path, "%s.rank%d", out_prefix, me);
+            int len = snprintf(line, sizeof line, "iteration %ld\n", it);
+            par_out_file(path, line, (size_t)len);
+        }
         if (resumable) {
             done = par_time() - t0;
             par_resume_point();
@@ -197,7 +208,7 @@ int main(int argc, char **argv)
     long n_opt = (long)n;
     int help = 0, bad = 0, test = 0, n_set = 0, i_set = 0, opt;
     opterr = 0; /* our own messages, from rank 0 only */
-    while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:rsTh")) != -1) {
+    while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:rPO:sTh")) != -1) {
         switch (opt) {
         case 'n':
             bad = par_opt_long("sor", opt, optarg, 4, N_MAX, "grid size", &n_opt);
@@ -212,6 +223,8 @@ int main(int argc, char **argv)
                 bad = par_opt_error("sor", "-w %s: omega must be a number with 0 < omega < 2", optarg);
             break;
         case 'r': resumable = 1; break;
+        case 'P': print_iters = 1; break;
+        case 'O': out_prefix = optarg; break;
         case 's': per_rank_stats = 1; break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;

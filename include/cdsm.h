@@ -224,6 +224,32 @@ int cdsm_unprotect(const char *name);
 const char *cdsm_checkpoint_dir(void);
 
 /**
+ * @brief printf to the job's standard output, committed: the text is held until the
+ *        interval that produced it can no longer be redone (a restart manifest past it, or
+ *        the end of a run that went well) and a replay never makes it appear twice.
+ *
+ * Each rank's outputs keep their order. With CDSM_OUTPUT_TAGS=1 (set by config/cdsmrun)
+ * each output goes as one tagged line that the launcher prints exactly once; without, the
+ * text is written as is, and a replacement replaying from before a release may print it
+ * again. Not thread-safe (the application thread only).
+ * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_INVALID_ARG (fmt NULL or bad); CDSM_ERR_NOMEM.
+ */
+int cdsm_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/**
+ * @brief Append @p len bytes to the file at @p path, committed as cdsm_printf() output:
+ *        they are written (pwrite at their offset, so that writing them again changes
+ *        nothing) only once the interval that produced them can no longer be redone.
+ *
+ * The file is this rank's own (another rank must use another path); it is created, or
+ * emptied, at this rank's first cdsm_fwrite() to it. At most 31 files per rank.
+ * Not thread-safe (the application thread only).
+ * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_INVALID_ARG (NULL, empty or long path, too many
+ *         files); CDSM_ERR_IO (the file cannot be created); CDSM_ERR_NOMEM.
+ */
+int cdsm_fwrite(const char *path, const void *data, size_t len);
+
+/**
  * @brief Copy this rank's counters into @p out. Thread-safe.
  * @return CDSM_OK; CDSM_ERR_INVALID_ARG (out NULL); CDSM_ERR_STATE.
  */

@@ -18,6 +18,7 @@ static int mgr_has_log;         /* manager: arrivals carry checkpoint positions 
 static cdsm__ckpt_pos_t *mgr_pos; /* manager: last committed checkpoint of each rank */
 static int gc_warned; /* the archiving note is logged once */
 static uint32_t mgr_bits;        /* manager: CDSM_BAR_IN_RESUME / _WANT_CKPT of any arrival */
+static uint32_t mgr_manifest;    /* manager: epoch of the last restart manifest committed (0: none) */
 static uint8_t *mgr_arrived;     /* manager: which ranks arrived at the barrier being collected */
 static uint8_t *mgr_gone;        /* manager: ranks lost during finalize (FINAL barriers skip them) */
 static int mgr_died;             /* manager: a rank died during finalize (releases say so) */
@@ -136,6 +137,7 @@ static void release_all(void)
         cdsm__buf_t b = {0};
         uint32_t nrec = 0;
         cdsm__buf_put_u32(&b, flags);
+        cdsm__buf_put_u32(&b, mgr_manifest);
         cdsm__buf_put(&b, bad, sizeof bad);
         cdsm__buf_put(&b, det_bad, sizeof det_bad);
         cdsm__buf_put_u32(&b, (uint32_t)mgr_has_log);
@@ -215,6 +217,11 @@ void cdsm__bar_lost(int r)
     g->bar_arrived--;
     cdsm__log(CDSM_LOG_INFO, "barrier %u (end of a collection): the arrival of lost rank %d no longer counts", mgr_epoch,
               r);
+}
+
+void cdsm__bar_manifest(uint32_t epoch)
+{
+    if (cdsm__g.rank == MANAGER) mgr_manifest = epoch;
 }
 
 uint32_t cdsm__bar_released(void)
@@ -341,6 +348,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         }
     }
     cdsm__buf_t b = {0};
+    uint32_t manifest = 0;
     uint64_t mem = g->log_bytes - g->archive_bytes; /* what a collection can free */
     int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
     int has_log = cdsm__det_enabled();
@@ -381,7 +389,9 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
         goto out;
     }
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
-    uint32_t flags = cdsm__rd_u32(&rd), bad_pg = cdsm__rd_u32(&rd), bad_a = cdsm__rd_u32(&rd);
+    uint32_t flags = cdsm__rd_u32(&rd);
+    manifest = cdsm__rd_u32(&rd); /* outputs before it can no longer be redone */
+    uint32_t bad_pg = cdsm__rd_u32(&rd), bad_a = cdsm__rd_u32(&rd);
     uint32_t bad_b = cdsm__rd_u32(&rd), det_bad[4];
     for (int i = 0; i < 4; i++) det_bad[i] = cdsm__rd_u32(&rd);
     uint32_t rel_log = cdsm__rd_u32(&rd);
@@ -437,6 +447,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
 out:
     pthread_mutex_unlock(&g->mu);
     if (!rc) rc = cdsm__tp_flush();
+    if (!rc && manifest) cdsm__output_release(manifest);
     return rc;
 }
 
@@ -475,6 +486,7 @@ static void release_replayed(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *arg)
     uint32_t zero[7] = {0}, nrec;
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, rp->flags);
+    cdsm__buf_put_u32(&b, mgr_manifest);
     cdsm__buf_put(&b, zero, sizeof zero); /* no audit outcome */
     cdsm__buf_put_u32(&b, 0);            /* no checkpoint positions */
     cdsm__buf_put_u32(&b, 0);            /* no counters */

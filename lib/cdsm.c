@@ -133,6 +133,7 @@ static void fini_state(void)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__ckpt_fini();
+    cdsm__output_fini();
     cdsm__protect_fini();
     cdsm__det_fini();
     cdsm__archive_fini();
@@ -183,6 +184,7 @@ int cdsm_init(int *argc, char ***argv)
     if (g->rank < 0) spare(); /* returns only as the replacement of a lost rank */
     if ((rc = cdsm__fault_install())) goto fail_tp;
     g->initialized = 1;
+    if ((rc = cdsm__output_init())) goto fail_tp;
     cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p; %s", g->rank,
               g->n, (int)getpid(), (unsigned long long)g->job_id, g->heap_size >> 20, (void *)g->base,
               cdsm__placement());
@@ -222,6 +224,7 @@ int cdsm_finalize(void)
      * for the dead process. */
     int rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, cdsm__cfg.stats >= 2 ? &mine : NULL, &total, NULL);
     if (rc) return rc;
+    cdsm__output_release(UINT32_MAX); /* the run's work is done: no output can be redone */
     __atomic_store_n(&g->finalizing, 1, __ATOMIC_RELEASE);
     /* Second: everyone knows the others are finishing, so closed doorbells are expected.
      * A rank lost now had done all its work: the barrier completes without it. */

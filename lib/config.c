@@ -70,6 +70,8 @@ static const cdsm__cfg_entry_t recovery_entries[] = {
 };
 
 static const cdsm__cfg_entry_t diag_entries[] = {
+    {"CDSM_OUTPUT_TAGS", "0", "1: committed standard output (cdsm_printf) goes as tagged lines (rank, offset, text) that a launcher prints once (cdsmrun sets it); 0: as is",
+     CDSM_CFG_BOOL, OFF(output_tags), 0, 1, NULL},
     {"CDSM_STATS", "0", "0: no statistics; 1: print this rank's counters at finalize; 2: also the sum over ranks (rank 0)",
      CDSM_CFG_INT, OFF(stats), 0, 2, NULL},
     {"CDSM_LOG_LEVEL", "warn", "error, warn, info or debug", CDSM_CFG_ENUM, OFF(log_level), 0, 0,

@@ -59,6 +59,7 @@ typedef struct cdsm__config {
     uint64_t heartbeat_timeout_ms;
     /* diagnostics */
     uint64_t stats;
+    uint64_t output_tags;
     uint64_t log_level;
     uint64_t check;
 } cdsm__config_t;

@@ -395,6 +395,8 @@ void cdsm__bar_gone(int r);
 void cdsm__bar_lost(int r);
 /* Barrier manager: the epoch of the last barrier it released (0 elsewhere). */
 uint32_t cdsm__bar_released(void);
+/* Barrier manager: a restart manifest of barrier epoch was committed; later releases say so. */
+void cdsm__bar_manifest(uint32_t epoch);
 /* Process w sent a message as logical rank r: 1 if it is (or has just become) r. */
 int cdsm__recover_adopt(int r, int w);
 /* Process w died or is dying and its rank is (or will be) replayed by a spare. Any thread. */

@@ -420,7 +420,22 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
                 pthread_mutex_lock(&g->mu);
                 continue;
             }
-            pthread_cond_wait(&g->cv, &g->mu);
+            /* Asleep, but MPI is progressed every 100 ms: a send counted complete may still
+             * wait in MPI for its connection to the peer to be set up, which needs this
+             * process to progress (seen: a spare's first request to a rank, never
+             * delivered while both slept). */
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            dl.tv_nsec += 100000000L;
+            if (dl.tv_nsec >= 1000000000L) {
+                dl.tv_sec++;
+                dl.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT) {
+                pthread_mutex_unlock(&g->mu);
+                cdsm__tp_progress();
+                pthread_mutex_lock(&g->mu);
+            }
             continue;
         }
         /* Receive ourselves for a while: the reply usually comes within a round trip. */
@@ -656,8 +671,8 @@ static void *service_main(void *arg)
             pthread_mutex_lock(&rx_mu);
             if (nev > 0)
                 stop = rx_drain(ev, nev);
-            else if (late)
-                rx_messages();
+            else
+                rx_messages(); /* a heartbeat's wake-up also progresses MPI (see cdsm__wait_reply) */
             if (hb && !stop) check_silence();
             pthread_mutex_unlock(&rx_mu);
         }

@@ -425,7 +425,10 @@ void cdsm__ckpt_manifest(void)
     /* Called after the barrier that ends a resume point's collection: every rank has
      * committed its checkpoint of the barrier before it. */
     cdsm__manifest_t m = {g->job_id, (uint32_t)g->n, g->bar_epoch - 1};
-    if (cdsm__manifest_write(W.dir, &m) == CDSM_OK) CDSM_STAT_ADD(manifests, 1);
+    if (cdsm__manifest_write(W.dir, &m) == CDSM_OK) {
+        CDSM_STAT_ADD(manifests, 1);
+        cdsm__bar_manifest(m.epoch);
+    }
 }
 
 int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)

@@ -120,6 +120,14 @@ int cdsm__lock_rebuild(void);
 void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 
+/* ---- output.c: output commit (cdsm_printf, cdsm_fwrite) ----------------------------- */
+/* Register the output offsets as a private region (cdsm_init, every process). */
+int cdsm__output_init(void);
+/* Emit the outputs produced before barrier epoch upto (UINT32_MAX: all; the run ended
+ * well). Application thread, without mu. */
+void cdsm__output_release(uint32_t upto);
+void cdsm__output_fini(void);
+
 /* ---- ckpt.c: checkpoints at barriers ------------------------------------------------ */
 int cdsm__ckpt_init(void);
 /* Wait for the writer and stop it. */

@@ -43,7 +43,7 @@ sub="$(CDSMRUN_ROOT="$root" timeout 300 sbatch --wait -O -n "$ntasks" -J "cdsm-r
     "$root/config/slurm/app.sbatch" -n "$ntasks" --ckpt-dir "$ck2" --ckpt-every 20 --restart "$ck" "$app" "$@" 2>&1)"
 rc=$?
 job2="$(echo "$sub" | sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p')"
-grep -vE '^(cdsm\[[a-z0-9-]+\] |  )[a-z_]+ +[0-9]+' "$out2"
+grep -vE '^(cdsm\[[a-z0-9-]+\] |  )[a-z_]+ +[0-9]+|finished iteration' "$out2"
 s2="$(state "$job2")"
 echo "sbatch_restart: restarted job $job2: $s2 (sbatch exit status $rc)"
 [ "$s2" = JobState=COMPLETED ] && [ "$rc" -eq 0 ] || { echo "sbatch_restart: FAIL: the restarted job did not complete"; fail=1; }
@@ -52,6 +52,18 @@ n="$(grep -c 'restored checkpoint .* of ' "$out2")"
 got="$(sed -n 's/^answer: //p' "$out2")"
 [ "$got" = "$want" ] || { echo "sbatch_restart: FAIL: answer '$got', uninterrupted '$want'"; fail=1; }
 grep -q '^result: VERIFIED' "$out2" || { echo "sbatch_restart: FAIL: not verified"; fail=1; }
+# Committed output (-P): lines after the manifest were held in the cancelled job, so that
+# the two jobs together print every iteration of every rank exactly once.
+if printf '%s\n' "$@" | grep -qx -- -P; then
+    iters="$(printf '%s\n' "$@" | grep -A1 -x -- -i | tail -1)"
+    for r in $(seq 0 $((ntasks - 1))); do
+        n="$(cat "$out1" "$out2" | grep -c "^sor: rank $r finished iteration")"
+        u="$(cat "$out1" "$out2" | grep "^sor: rank $r finished iteration" | sort -u | wc -l)"
+        [ "$n" -eq "$iters" ] && [ "$u" -eq "$iters" ] ||
+            { echo "sbatch_restart: FAIL: rank $r printed $n iteration lines ($u distinct) over both jobs, want $iters"; fail=1; }
+    done
+    echo "sbatch_restart: cancelled job printed $(grep -c 'finished iteration' "$out1") committed lines, the restart $(grep -c 'finished iteration' "$out2")"
+fi
 # 3. Bad input.
 msg="$("$root/config/cdsmrun" -n "$ntasks" --restart "$ck2/nonexistent" "$app" "$@" 2>&1)"
 echo "$msg" | grep -q "no restart manifest\|No such file" || { echo "sbatch_restart: FAIL: a restart with no manifest: $msg"; fail=1; }

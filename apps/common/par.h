@@ -64,6 +64,12 @@ void par_protect(const char *name, void *p, size_t size);
 int par_resume(void);
 void par_resume_point(void);
 
+/* Committed output (cdsm build: cdsm_printf / cdsm_fwrite, released once the work that
+ * produced it can no longer be redone, never twice; the others write at once): a line to
+ * standard output, and bytes appended to this participant's own file. */
+void par_out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void par_out_file(const char *path, const void *data, size_t len);
+
 /* Wall-clock seconds. */
 double par_time(void);
 

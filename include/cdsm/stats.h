@@ -47,6 +47,8 @@
     X(ckpt_write_us, "microseconds the writer thread spent writing files")     \
     X(ckpt_files_removed, "checkpoint files removed by garbage collection")    \
     X(manifests, "restart manifests committed (rank 0)")                       \
+    X(output_held, "bytes of committed output produced (cdsm_printf, cdsm_fwrite)") \
+    X(output_bytes, "bytes of committed output released to their sinks")       \
     X(ckpt_restores, "checkpoints restored by cdsm_resume (as a replacement)")  \
     X(ckpt_restore_us, "microseconds to read and restore them")                \
     X(ranks_lost, "lost ranks seen by this rank that a spare took over")          \
