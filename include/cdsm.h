@@ -228,10 +228,12 @@ const char *cdsm_checkpoint_dir(void);
  *        interval that produced it can no longer be redone (a restart manifest past it, or
  *        the end of a run that went well) and a replay never makes it appear twice.
  *
- * Each rank's outputs keep their order. With CDSM_OUTPUT_TAGS=1 (set by config/cdsmrun)
- * each output goes as one tagged line that the launcher prints exactly once; without, the
- * text is written as is, and a replacement replaying from before a release may print it
- * again. Not thread-safe (the application thread only).
+ * Each rank's outputs keep their order. A replacement restores a checkpoint at or after the
+ * last manifest its lost process released output for (a program that does not resume
+ * releases only at the end), so its replay never produces released output again. With
+ * CDSM_OUTPUT_TAGS=1 (set by config/cdsmrun) each output also goes as one tagged line that
+ * the launcher prints exactly once, dropping any repeat; without, the text is written as
+ * is. Not thread-safe (the application thread only).
  * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_INVALID_ARG (fmt NULL or bad); CDSM_ERR_NOMEM.
  */
 int cdsm_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

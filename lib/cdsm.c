@@ -100,7 +100,9 @@ static void spare(void)
     }
     if (r < 0) {
         cdsm__tp_fini();
-        if (g->mpi_owned && !__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE)) MPI_Finalize();
+        /* Also when the program initialised MPI itself: it never gets control back here,
+         * and a process ending without MPI_Finalize makes mpiexec kill the job. */
+        if (!__atomic_load_n(&g->recovered, __ATOMIC_ACQUIRE)) MPI_Finalize();
         exit(0);
     }
     g->rank = r;

@@ -8,11 +8,13 @@
  * region, so a restored checkpoint carries them. Outputs wait in memory until the job has
  * a restart manifest past the barrier they came before (a whole-job restart can no longer
  * redo them; online recovery never loses them), or until cdsm_finalize() ends the run
- * well. Files get the bytes with pwrite() at their offset: writing them again changes
- * nothing. Standard output cannot be rewritten: with CDSM_OUTPUT_TAGS=1 each output goes
- * as one tagged line (rank, offset, escaped text) that a launcher prints once (cdsmrun
- * drops repeats); without, it is written as is (a replacement that replays from before a
- * release may then print it again: say so to users of plain srun). */
+ * well. A replacement restores a checkpoint at or after the last manifest its lost process
+ * could have released output for (a manifest of barrier E is written only once every rank,
+ * the replacement included, passed E + 1), so a replay never produces released output
+ * again. Files also get the bytes with pwrite() at their offset, so that writing them again
+ * would change nothing; standard output cannot be rewritten: with CDSM_OUTPUT_TAGS=1 each
+ * output goes as one tagged line (rank, offset, escaped text) and a launcher prints each
+ * place once (cdsmrun drops repeats, and counts them: the tests require none). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
