@@ -368,6 +368,8 @@ int cdsm__tp_flush(void);
 /* Wait (releasing mu) for a reply of the given type and tag; caller holds mu. Returns
  * NULL when a rank was lost (no reply may ever come: recovery is not there yet). */
 cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag);
+/* The same, giving up after about timeout_ms (0: never) with *timed_out set. */
+cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out);
 void cdsm__reply_free(cdsm__reply_t *r);
 
 /* A peer was found dead (its doorbell connection closed outside finalize): remember the

@@ -362,7 +362,13 @@ void cdsm__peer_lost(int rank, const char *why)
 
 cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
 {
+    return cdsm__wait_reply_for(type, tag, 0, NULL);
+}
+
+cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out)
+{
     cdsm__state_t *g = &cdsm__g;
+    if (timed_out) *timed_out = 0;
     /* Complete our own sends before sleeping: the peer may need them to progress. */
     pthread_mutex_unlock(&g->mu);
     /* A rank may have moved to a spare between our request and this wait (the loop
@@ -435,6 +441,12 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
                 pthread_mutex_unlock(&g->mu);
                 cdsm__tp_progress();
                 pthread_mutex_lock(&g->mu);
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                if (timeout_ms && (uint64_t)(t.tv_sec - t0.tv_sec) * 1000u + (uint64_t)(t.tv_nsec - t0.tv_nsec) / 1000000 >=
+                                      timeout_ms) {
+                    if (timed_out) *timed_out = 1;
+                    return NULL;
+                }
             }
             continue;
         }

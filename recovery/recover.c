@@ -576,7 +576,15 @@ int cdsm__replay_begin(void)
         if (q != g->rank) rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0);
     for (int q = 0; q < n && !rc; q++) {
         if (q == g->rank) continue;
-        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_REPLAY_REP, (uint64_t)q);
+        int late = 0;
+        cdsm__reply_t *rep;
+        /* Asked again after a second without an answer (a request once sat undelivered
+         * inside MPI for 30 s; serving it twice is harmless). */
+        while (!(rep = cdsm__wait_reply_for(CDSM_MSG_REPLAY_REP, (uint64_t)q, 1000, &late)) && late) {
+            cdsm__log(CDSM_LOG_WARN, "replaying rank %d: no replay data from rank %d after 1 s: asking again", g->rank, q);
+            if ((rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0))) break;
+        }
+        if (rc) break;
         if (!rep) {
             rc = cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: rank %d was lost too", g->rank, cdsm__lost());
             break;
