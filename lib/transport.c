@@ -639,7 +639,9 @@ static void check_silence(void)
 {
     cdsm__state_t *g = &cdsm__g;
     uint64_t limit = cdsm__cfg.heartbeat_timeout_ms * 1000000ull, now = mono_ns();
-    if (__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE)) return; /* peers close as they finish */
+    /* Peers close as they finish; and a spare never fences anyone (it acts on no shared
+     * state, and ends when the working processes' connections close). */
+    if (__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE) || g->rank < 0) return;
     for (int p = 0; p < g->wn; p++) {
         if (p == g->wrank || bell[p] < 0 || ended[p] || now - heard_ns[p] <= limit) continue;
         char why[96];
@@ -867,6 +869,20 @@ int cdsm__tp_init(void)
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev))
             return cdsm__error(CDSM_ERR_NET, "epoll_ctl: %s", strerror(errno));
     }
+    /* Connect every pair of processes now, in both directions: a first message between
+     * two processes later (a spare's first requests after a takeover) sometimes stayed
+     * inside MPI for good, both sides progressing (seen under a full test round). */
+    int *one = malloc((size_t)g->wn * sizeof *one), *got = malloc((size_t)g->wn * sizeof *got);
+    if (!one || !got) {
+        free(one);
+        free(got);
+        return cdsm__error(CDSM_ERR_NOMEM, "connection warm-up");
+    }
+    for (int p = 0; p < g->wn; p++) one[p] = g->wrank;
+    int wrc = MPI_Alltoall(one, 1, MPI_INT, got, 1, MPI_INT, g->comm);
+    free(one);
+    free(got);
+    if (wrc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "connecting every pair of processes (MPI_Alltoall)");
     uint64_t now = mono_ns(); /* silence is counted from here */
     for (int p = 0; p < g->wn; p++) heard_ns[p] = now;
     next_beat_ns = now;
