@@ -9,6 +9,7 @@ every run verified with the sequential answer. Writes CSV and a PNG plot (gnuplo
 """
 import argparse
 import csv
+import json
 import os
 import re
 import shutil
@@ -70,6 +71,17 @@ def median_run(cmd, reps, timeout):
     best = median_of(runs)
     best["answers"] = {r["answer"] for r in runs}
     return best
+
+
+def write_results(base, rows, doc):
+    """rows as base.csv (one column per key of the first row) and doc as base.json; says where."""
+    with open(base + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    with open(base + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+    print("csv: %s.csv\njson: %s.json" % (base, base))
 
 
 def fmt(v, spec, unit=""):

@@ -16,8 +16,6 @@ every run verified. Writes CSV and JSON to the output folder. Goals (issue 4): m
 logging overhead <= 3%, none above 8%; checkpoints at the default policy <= 5% more.
 """
 import argparse
-import csv
-import json
 import os
 import shutil
 import statistics
@@ -25,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from apps_table import add_common_args, find_apps, fmt, median_of, parse_app_args, run
+from apps_table import add_common_args, find_apps, fmt, median_of, parse_app_args, run, write_results
 
 STATS = ["msgs_sent", "barriers", "det_logged", "det_bytes_peak", "piggyback_bytes", "log_bytes_peak",
          "ckpts", "ckpts_full", "ckpt_bytes", "ckpt_write_us", "ckpt_stall_us", "gc_runs"]
@@ -127,13 +125,7 @@ def main():
     print("(ckpts column: checkpoints taken at the default policy / every 10 barriers, summed over ranks;"
           " file size, write and stall times are per checkpoint of the every-10-barriers run)")
     base = os.path.join(a.outdir, "logging-%s" % stamp)
-    with open(base + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    with open(base + ".json", "w") as f:
-        json.dump({"procs": a.np, "reps": a.reps, "rows": rows}, f, indent=1)
-    print("csv: %s.csv\njson: %s.json" % (base, base))
+    write_results(base, rows, {"procs": a.np, "reps": a.reps, "rows": rows})
     return 0 if all(r["verified"] for r in rows) else 1
 
 

@@ -10,15 +10,13 @@ the node's cores is left unbound by CDSM_BIND=auto, so the default placement cha
 nothing there.
 """
 import argparse
-import csv
-import json
 import os
 import re
 import statistics
 import sys
 import time
 
-from apps_table import add_common_args, find_apps, fmt, parse_app_args, run
+from apps_table import add_common_args, find_apps, fmt, parse_app_args, run, write_results
 
 PLACEMENTS = [("none", {"CDSM_BIND": "none"}),
               ("core", {"CDSM_BIND": "core", "CDSM_BIND_SERVICE": "auto"}),
@@ -59,13 +57,7 @@ def main():
                                                      where), flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = os.path.join(a.outdir, "placement-%s" % stamp)
-    with open(path + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    with open(path + ".json", "w") as f:
-        json.dump(rows, f, indent=1)
-    print("csv: %s.csv\njson: %s.json" % (path, path))
+    write_results(path, rows, rows)
     return 0 if all(r["ok"] for r in rows) else 1
 
 

@@ -373,6 +373,44 @@ int cdsm__ckpt_policy(void)
 
 /* ---- a replacement: the lost rank's checkpoints ----------------------------------------- */
 
+/* The newest committed checkpoint of this rank in dir, from `latest` down, taken at a resume
+ * point: of barrier `epoch` exactly (exact), or one whose collection ended (its epoch + 1
+ * <= epoch). Every file read is verified (a corrupt or foreign one is an error, named by
+ * the file layer, never skipped) and the one found must fit this run's shape (else
+ * `bad_shape`). *out is NULL when there is none. */
+static int find_resume(const char *dir, uint64_t job, uint64_t latest, uint32_t epoch, int exact, int bad_shape,
+                       cdsm__ckpt_t **out, uint64_t *seq)
+{
+    cdsm__state_t *g = &cdsm__g;
+    char path[CDSM_CFG_PATH_MAX + 64];
+    *out = NULL;
+    for (uint64_t s = latest; s >= 1; s--) {
+        if (cdsm__ckpt_path(path, sizeof path, dir, (uint32_t)g->rank, s) || access(path, F_OK)) break;
+        cdsm__ckpt_t *c = calloc(1, sizeof *c);
+        if (!c) return cdsm__error(CDSM_ERR_NOMEM, "checkpoint %s", path);
+        int rc = cdsm__ckpt_restore_chain(dir, (uint32_t)g->rank, job, s, c);
+        if (rc) {
+            free(c);
+            return rc;
+        }
+        int resume = c->nlog > LP_RESUME && c->log_pos[LP_RESUME];
+        if (resume && (exact ? c->epoch == epoch : c->epoch + 1 <= epoch)) {
+            if (c->nranks != (uint32_t)g->n || c->page_size != g->page_size || c->nlocks != g->nlocks ||
+                c->nintervals != IV_BASES + (uint32_t)g->n) {
+                snapshot_free(c);
+                return cdsm__error(bad_shape, "%s: made for another configuration (ranks, page size or locks)", path);
+            }
+            *out = c;
+            *seq = s;
+            return CDSM_OK;
+        }
+        uint64_t e = c->epoch;
+        snapshot_free(c);
+        if (exact && e < epoch) break; /* older ones come before it */
+    }
+    return CDSM_OK;
+}
+
 /* Whole-job restart (cdsm_init, CDSM_RESTART): read the manifest of the earlier job and
  * this rank's checkpoint of its barrier; cdsm_resume() restores it on every rank. */
 static int restart_prepare(void)
@@ -380,42 +418,26 @@ static int restart_prepare(void)
     cdsm__state_t *g = &cdsm__g;
     const char *dir = cdsm__cfg.restart;
     cdsm__manifest_t m;
-    uint64_t t0 = now_ns(), latest = 0;
+    uint64_t t0 = now_ns(), latest = 0, s = 0;
+    cdsm__ckpt_t *c;
     int rc = cdsm__manifest_read(dir, &m);
     if (rc) return rc;
     if (m.nranks != (uint32_t)g->n)
         return cdsm__error(CDSM_ERR_CONFIG, "CDSM_RESTART=%s: its manifest is of a job of %u ranks, this one has %d", dir,
                            m.nranks, g->n);
-    if ((rc = cdsm__ckpt_latest(dir, (uint32_t)g->rank, &latest))) return rc;
-    char path[CDSM_CFG_PATH_MAX + 64];
-    for (uint64_t s = latest; s >= 1; s--) {
-        if (cdsm__ckpt_path(path, sizeof path, dir, (uint32_t)g->rank, s) || access(path, F_OK)) break;
-        cdsm__ckpt_t *c = calloc(1, sizeof *c);
-        if (!c) return cdsm__error(CDSM_ERR_NOMEM, "restart: checkpoint %s", path);
-        if ((rc = cdsm__ckpt_restore_chain(dir, (uint32_t)g->rank, m.job, s, c))) {
-            free(c);
-            return rc; /* a foreign or damaged file, named */
-        }
-        if (c->epoch == m.epoch && c->nlog > LP_RESUME && c->log_pos[LP_RESUME]) {
-            if (c->nranks != (uint32_t)g->n || c->page_size != g->page_size || c->nlocks != g->nlocks ||
-                c->nintervals != IV_BASES + (uint32_t)g->n) {
-                snapshot_free(c);
-                return cdsm__error(CDSM_ERR_CONFIG, "CDSM_RESTART: %s was made with another page size or lock count",
-                                   path);
-            }
-            restore_ck = c;
-            restore_seq = s;
-            restore_read_ns = now_ns() - t0;
-            restore_is_restart = 1;
-            g->fast_forward = 1; /* until cdsm_resume() */
-            return CDSM_OK;
-        }
-        uint64_t e = c->epoch;
-        snapshot_free(c);
-        if (e < m.epoch) break;
-    }
-    return cdsm__error(CDSM_ERR_CORRUPT, "CDSM_RESTART=%s: rank %d has no checkpoint of barrier %u, which the manifest names",
-                       dir, g->rank, m.epoch);
+    if ((rc = cdsm__ckpt_latest(dir, (uint32_t)g->rank, &latest)) ||
+        (rc = find_resume(dir, m.job, latest, m.epoch, 1, CDSM_ERR_CONFIG, &c, &s)))
+        return rc;
+    if (!c)
+        return cdsm__error(CDSM_ERR_CORRUPT,
+                           "CDSM_RESTART=%s: rank %d has no checkpoint of barrier %u, which the manifest names", dir,
+                           g->rank, m.epoch);
+    restore_ck = c;
+    restore_seq = s;
+    restore_read_ns = now_ns() - t0;
+    restore_is_restart = 1;
+    g->fast_forward = 1; /* until cdsm_resume() */
+    return CDSM_OK;
 }
 
 void cdsm__ckpt_manifest(void)
@@ -439,7 +461,8 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
      * job restarted (its collection ended in this job: its second barrier is logged). */
     if (restore_ck && restore_is_restart && restore_ck->epoch + 1 <= last_epoch) *seq_out = restore_seq;
     if (!W.on) return CDSM_OK;
-    uint64_t latest = 0, t0 = now_ns();
+    uint64_t latest = 0, t0 = now_ns(), s = 0;
+    cdsm__ckpt_t *c;
     /* The lost process's files stay: this process goes on numbering after them, and the
      * temporary file of a write it was killed in is removed. */
     int rc = cdsm__ckpt_latest(W.dir, (uint32_t)g->rank, &latest);
@@ -447,35 +470,15 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
     if (rc) return rc;
     W.next_seq = latest + 1;
     W.oldest_file = 1;
-    char path[sizeof W.dir + 64];
-    for (uint64_t s = latest; s >= 1; s--) {
-        if (cdsm__ckpt_path(path, sizeof path, W.dir, (uint32_t)g->rank, s) || access(path, F_OK)) break;
-        cdsm__ckpt_t *c = calloc(1, sizeof *c);
-        if (!c) return cdsm__error(CDSM_ERR_NOMEM, "checkpoint %" PRIu64 " of rank %d", s, g->rank);
-        rc = cdsm__ckpt_restore_chain(W.dir, (uint32_t)g->rank, g->job_id, s, c);
-        if (rc) {
-            free(c);
-            return rc; /* named by the file layer: a corrupt or foreign file is not skipped */
-        }
-        /* A resume point whose collection every rank finished (its second barrier is
-         * logged): nobody can still ask the lost process for a diff from before it. */
-        if (c->nlog > LP_RESUME && c->log_pos[LP_RESUME] && c->epoch + 1 <= last_epoch) {
-            if (c->nranks != (uint32_t)g->n || c->page_size != g->page_size || c->nlocks != g->nlocks ||
-                c->nintervals != IV_BASES + (uint32_t)g->n) {
-                snapshot_free(c);
-                return cdsm__error(CDSM_ERR_CORRUPT, "%s: made for another configuration (ranks, page size or locks)",
-                                   path);
-            }
-            if (restore_ck) snapshot_free(restore_ck);
-            restore_is_restart = 0;
-            restore_ck = c;
-            restore_seq = s;
-            restore_read_ns = now_ns() - t0;
-            *seq_out = s;
-            return CDSM_OK;
-        }
-        snapshot_free(c);
-    }
+    /* A resume point whose collection every rank finished (its second barrier is logged):
+     * nobody can still ask the lost process for a diff from before it. */
+    if ((rc = find_resume(W.dir, g->job_id, latest, last_epoch, 0, CDSM_ERR_CORRUPT, &c, &s)) || !c) return rc;
+    if (restore_ck) snapshot_free(restore_ck);
+    restore_is_restart = 0;
+    restore_ck = c;
+    restore_seq = s;
+    restore_read_ns = now_ns() - t0;
+    *seq_out = s;
     return CDSM_OK;
 }
 
