@@ -121,7 +121,7 @@ enum {
     CDSM_MSG_PAGE_REP,     /* holder -> faulting rank: applied vector, page bytes */
     CDSM_MSG_BAR_ARRIVE,   /* rank -> barrier manager: vc, records, stats, check value */
     CDSM_MSG_BAR_RELEASE,  /* manager -> rank: vc, records, flags, stats sum */
-    CDSM_MSG_TAKEOVER,     /* coordinator -> spare: become rank r (and the rank map) */
+    CDSM_MSG_TAKEOVER,     /* leader -> every process: the rank map (a spare named in it takes over) */
     CDSM_MSG_REPLAY_REQ,   /* replacement -> survivor: what replaying rank r needs */
     CDSM_MSG_REPLAY_REP,   /* survivor -> replacement: barrier log, own records, epochs */
     CDSM_MSG_RETIRE,       /* rank 0 -> unused spare at the end: finish */

@@ -2,10 +2,13 @@
  *
  * A job runs N working ranks and CDSM_SPARES spares (the last processes). Spares wait in
  * cdsm_init. When the service thread of a survivor reads end-of-file on a working
- * process's doorbell (the kernel closes a killed process's sockets at once), every
- * survivor maps that rank to the lowest live unused spare (the same choice everywhere),
- * sends again the requests it still waits on, and the lowest surviving rank sends the
- * spare a TAKEOVER with the rank map. The spare becomes the rank: it initialises the
+ * process's doorbell (the kernel closes a killed process's sockets at once) or misses its
+ * heartbeats, it marks the rank as waiting for a spare. The leader (the lowest rank alive
+ * and not itself being replayed) names the lowest live unused spare for each such rank,
+ * lowest rank first, and sends the numbered rank map to every live process; the others
+ * apply it (or adopt a replacement that speaks first) and send again the requests they
+ * still wait on. One leader, so that several deaths at once (a node) seen in different
+ * orders still give one map. The spare named in a map becomes the rank: it initialises the
  * rank's state from scratch, asks every survivor for what a replay needs (the barrier
  * log: epoch, release flags and global vector clock of every barrier; each survivor's own
  * interval records, archived ones included), and returns from cdsm_init into the
@@ -15,6 +18,15 @@
  * keep them: writer-based logging). Requests for the lost rank's own diffs wait until the
  * replay has made them again. At the first barrier the log does not hold, the replacement
  * goes live. Survivors never roll back.
+ *
+ * Ranks lost together (a node) are replayed at the same time, each by its own spare. A
+ * replacement asked for replay data says it is replayed too; the records of such a rank
+ * then come from the survivors (every survivor sends the records it holds of every rank;
+ * the list reaching furthest is kept), and its diffs from its replacement, which serves
+ * each once its replay has made it again: what one replay needs of the other happened
+ * before, so neither waits for the other in a cycle. Barrier determinants are held by
+ * every rank, so on every node. A lock grant between two ranks lost together is not held
+ * elsewhere: such a replay ends with an error naming it.
  *
  * Replay from the start needs every determinant and diff since the start: logging on and
  * no checkpoints (then collected diffs are archived). Each acquire that took a grant from
@@ -35,7 +47,12 @@ static int takeover_rank = -1;   /* spare: the rank it was asked to become */
 static int retired;              /* spare: released at the end of the run */
 static int orphaned;             /* spare: every working process is gone, no takeover came */
 static int proto_ready;          /* protocol state exists: messages may be dispatched */
-static int recovering = -1;      /* the rank being recovered (until its lock rebuild), or -1 (atomic) */
+/* Per logical rank (under map_mu): its process died and no spare is named for it yet
+ * (this process's view), and: a spare replays it (until its lock rebuild). */
+static uint8_t *pending, *in_recovery;
+static double *lost_at;          /* per logical rank: when this process saw its process die */
+static char (*lost_why)[96];
+static uint32_t map_ver;         /* the last rank map applied (the leader numbers them) */
 
 /* Messages that arrived before the protocol state existed (a spare being set up). */
 typedef struct held {
@@ -56,6 +73,11 @@ static uint32_t nbars;      /* last logged epoch (0: none) */
 static cdsm__buf_t *recs;   /* per rank: its own records as sent, increasing idx */
 static size_t *rec_pos;     /* per rank: offset of the first record not incorporated */
 static uint32_t *rec_first; /* per rank: idx of its first record sent (1 unless collected) */
+/* Ranks replayed at the same time as this one (lost with it: a node), and per rank the
+ * furthest-reaching list of its records a survivor holds: theirs come from those. */
+static uint8_t *co_lost;
+static cdsm__buf_t *alt;
+static uint32_t *alt_first, *alt_last;
 /* Grants the lost process took from other ranks (their SENT entries). */
 typedef struct grant_rec {
     uint32_t lock, acq_seq, grant_seq;
@@ -108,9 +130,15 @@ int cdsm__map_init(int wrank, int wn, int n)
     g->logical = malloc((size_t)wn * sizeof *g->logical);
     g->wdead = calloc((size_t)wn, 1);
     replaced = calloc((size_t)wn, sizeof *replaced);
+    pending = calloc((size_t)n, 1);
+    in_recovery = calloc((size_t)n, 1);
+    lost_at = calloc((size_t)n, sizeof *lost_at);
+    lost_why = calloc((size_t)n, sizeof *lost_why);
+    map_ver = 0;
     g->lk_sent = calloc((size_t)wn, 4);
     g->lk_recv = calloc((size_t)wn, 4);
-    if (!g->phys || !g->logical || !g->wdead || !replaced || !g->lk_sent || !g->lk_recv)
+    if (!g->phys || !g->logical || !g->wdead || !replaced || !pending || !in_recovery || !lost_at || !lost_why ||
+        !g->lk_sent || !g->lk_recv)
         return cdsm__error(CDSM_ERR_NOMEM, "rank map");
     for (int q = 0; q < n; q++) g->phys[q] = q;
     for (int w = 0; w < wn; w++) g->logical[w] = w < n ? w : -1;
@@ -126,6 +154,13 @@ void cdsm__map_fini(void)
     free(g->logical);
     free(g->wdead);
     free(replaced);
+    free(pending);
+    free(in_recovery);
+    free(lost_at);
+    free(lost_why);
+    pending = in_recovery = NULL;
+    lost_at = NULL;
+    lost_why = NULL;
     free(g->lk_sent);
     free(g->lk_recv);
     g->lk_sent = g->lk_recv = NULL;
@@ -161,29 +196,133 @@ static int pick_spare(void)
 int cdsm__world_recoverable(int w)
 {
     pthread_mutex_lock(&map_mu);
-    int ok = cdsm__g.logical && (replaced[w] || (!cdsm__g.wdead[w] && pick_spare() >= 0 && replay_possible()));
+    int ok = 0;
+    if (cdsm__g.logical) {
+        int r = cdsm__g.logical[w];
+        ok = replaced[w] ||
+             ((!cdsm__g.wdead[w] || (r >= 0 && pending[r])) && pick_spare() >= 0 && replay_possible());
+    }
     pthread_mutex_unlock(&map_mu);
     return ok;
 }
 
-/* Lowest surviving logical rank other than the lost r: it sends the TAKEOVER. */
-static int coordinator(int r)
+/* The process that names spares: the lowest rank whose process is alive and not being
+ * replayed. Every process applies the maps it numbers, so all agree on who is who even
+ * when several processes die at once (a node) and are seen in different orders. Caller
+ * holds map_mu. */
+static int leader(void)
 {
     cdsm__state_t *g = &cdsm__g;
     for (int q = 0; q < g->n; q++)
-        if (q != r && !g->wdead[g->phys[q]]) return q;
+        if (!pending[q] && !in_recovery[q] && !g->wdead[g->phys[q]]) return q;
     return -1;
 }
 
-static void send_takeover(int r, int spare)
+/* Rank q now lives in process w (caller holds map_mu): the process it left is dead. */
+static void move_rank(int q, int w)
 {
     cdsm__state_t *g = &cdsm__g;
+    int old = g->phys[q];
+    if (old != w) {
+        __atomic_store_n(&g->wdead[old], 1, __ATOMIC_RELEASE);
+        g->logical[old] = -2;
+        replaced[old] = 1;
+    }
+    g->logical[w] = q;
+    g->phys[q] = w;
+    pending[q] = 0;
+    in_recovery[q] = 1;
+}
+
+static void log_move(int q, int w, int named_by)
+{
+    if (lost_at[q] > 0)
+        cdsm__log(CDSM_LOG_ERROR, "rank %d lost (%s) at %.6f: spare process %d takes its place and replays it", q,
+                  lost_why[q], lost_at[q], w);
+    else
+        cdsm__log(CDSM_LOG_ERROR, "rank %d lost (named by rank %d) at %.6f: spare process %d takes its place and replays it",
+                  q, named_by, wall_s(), w);
+    lost_at[q] = 0;
+    CDSM_STAT_ADD(ranks_lost, 1);
+}
+
+/* The rank map as the leader sends it: version, n, then per rank its process and whether
+ * it is being replayed. Caller holds map_mu. */
+static void put_map(cdsm__buf_t *b)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__buf_put_u32(b, map_ver);
+    cdsm__buf_put_u32(b, (uint32_t)g->n);
+    for (int q = 0; q < g->n; q++) {
+        cdsm__buf_put_u32(b, (uint32_t)g->phys[q]);
+        cdsm__buf_put_u32(b, in_recovery[q]);
+    }
+}
+
+/* Leader (caller holds map_mu): name a spare for every rank whose process died, lowest rank
+ * first. Returns the ranks moved (a bit set in moved[]), or -1-q when no spare is left for q. */
+static int name_spares(uint8_t *moved)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int count = 0;
+    for (int q = 0; q < g->n; q++) {
+        if (!pending[q]) continue;
+        int spare = pick_spare();
+        if (spare < 0) return -1 - q;
+        move_rank(q, spare);
+        log_move(q, spare, g->rank);
+        moved[q] = 1;
+        count++;
+    }
+    if (count) map_ver++;
+    return count;
+}
+
+/* After a map change (caller holds no lock): waiters send again what went to the dead
+ * processes, and the barrier manager stops counting their arrivals where it must. */
+static void after_moves(const uint8_t *moved, int have_mu)
+{
+    cdsm__state_t *g = &cdsm__g;
+    __atomic_fetch_add(&g->remap_gen, 1, __ATOMIC_ACQ_REL);
+    if (!have_mu) pthread_mutex_lock(&g->mu);
+    if (g->rank >= 0 && g->ivs) /* (a spare has no protocol state yet) */
+        for (int q = 0; q < g->n; q++)
+            if (moved[q] && q != g->rank) cdsm__bar_lost(q);
+    pthread_cond_broadcast(&g->cv);
+    if (!have_mu) pthread_mutex_unlock(&g->mu);
+}
+
+/* Leader: send the map to every live process (the spares it names take over). */
+static void send_map(const cdsm__buf_t *b)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (int w = 0; w < g->wn; w++)
+        if (w != g->wrank && !__atomic_load_n(&g->wdead[w], __ATOMIC_ACQUIRE))
+            cdsm__tp_send_world(w, CDSM_MSG_TAKEOVER, 0, b->p, b->len, NULL, 0);
+}
+
+/* If this process leads and ranks wait for a spare: name them and send the map. Called
+ * with map_mu held; returns with it released. Returns 0, or -1 - q if q cannot be
+ * recovered (no spare left). */
+static int lead_unlock(int have_mu)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint8_t moved[g->n];
+    memset(moved, 0, sizeof moved);
+    if (g->rank < 0 || leader() != g->rank) {
+        pthread_mutex_unlock(&map_mu);
+        return 0;
+    }
+    int k = name_spares(moved);
     cdsm__buf_t b = {0};
-    cdsm__buf_put_u32(&b, (uint32_t)r);
-    cdsm__buf_put_u32(&b, (uint32_t)g->n);
-    for (int q = 0; q < g->n; q++) cdsm__buf_put_u32(&b, (uint32_t)g->phys[q]);
-    cdsm__tp_send_world(spare, CDSM_MSG_TAKEOVER, (uint64_t)r, b.p, b.len, NULL, 0);
+    if (k > 0) put_map(&b);
+    pthread_mutex_unlock(&map_mu);
+    if (k > 0) {
+        send_map(&b);
+        after_moves(moved, have_mu);
+    }
     cdsm__buf_free(&b);
+    return k < 0 ? k : 0;
 }
 
 int cdsm__world_lost(int w, const char *why)
@@ -191,32 +330,26 @@ int cdsm__world_lost(int w, const char *why)
     cdsm__state_t *g = &cdsm__g;
     pthread_mutex_lock(&map_mu);
     if (g->wdead[w]) {
-        int ok = replaced[w];
+        int r = g->logical[w];
+        int ok = replaced[w] || (r >= 0 && pending[r]);
         pthread_mutex_unlock(&map_mu);
         return ok;
     }
     __atomic_store_n(&g->wdead[w], 1, __ATOMIC_RELEASE);
     int r = g->logical[w];
     /* A spare cannot tell a death from a rank that finished before its RETIRE came: the
-     * RETIRE says whether anyone died (its TAKEOVER, that it must take over). */
+     * RETIRE says whether anyone died (the map, that it must take over). */
     if (g->rank >= 0) __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
     if (r < 0 || g->rank < 0) {
         /* A spare died, or this process is a spare: nothing to take over here. A spare
-         * follows the survivors' choice of spares so that it can tell when every working
-         * process is gone (a failed job that will never retire it). */
+         * can tell when every working process is gone (a failed job that will never
+         * retire it): no rank's process is alive and no map named one. */
         if (r == -1 && g->rank >= 0)
             cdsm__log(CDSM_LOG_WARN, "spare process %d lost (%s): one spare fewer", w, why);
         int gone = 0;
         if (g->rank < 0 && !g->initialized) {
-            if (r >= 0) {
-                int spare = pick_spare();
-                g->logical[w] = -2;
-                if (spare >= 0) {
-                    g->logical[spare] = r;
-                    g->phys[r] = spare;
-                }
-            }
-            gone = 1; /* (a rank mapped to this spare has nobody left to hand it over) */
+            if (r >= 0) g->logical[w] = -2;
+            gone = takeover_rank < 0;
             for (int q = 0; q < g->n; q++)
                 if (!g->wdead[g->phys[q]] && g->phys[q] != g->wrank) gone = 0;
         }
@@ -229,46 +362,30 @@ int cdsm__world_lost(int w, const char *why)
         }
         return 1;
     }
-    int busy = __atomic_load_n(&recovering, __ATOMIC_ACQUIRE);
-    if (busy >= 0 && busy != r) {
-        /* Its replay would need what the replacement has not made again (and the
-         * replacement, what the lost process held). */
+    if (pick_spare() < 0 || !replay_possible()) {
         pthread_mutex_unlock(&map_mu);
-        cdsm__log(CDSM_LOG_ERROR,
-                  "rank %d lost (%s) while rank %d is being recovered: a second failure during a recovery is not "
-                  "survived",
-                  r, why, busy);
-        cdsm__peer_lost(r, why);
-        return 0;
-    }
-    int spare = pick_spare();
-    if (spare < 0 || !replay_possible()) {
-        pthread_mutex_unlock(&map_mu);
-        if (spare >= 0)
-            cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: causal logging is off (CDSM_LOGGING=0)",
-                      r);
-        else if (cdsm__cfg.spares)
+        if (replay_possible() || !cdsm__cfg.spares)
             cdsm__log(CDSM_LOG_ERROR, "rank %d lost and no spare is left (CDSM_SPARES=%llu used up)", r,
                       (unsigned long long)cdsm__cfg.spares);
+        else
+            cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: causal logging is off (CDSM_LOGGING=0)",
+                      r);
         cdsm__peer_lost(r, why);
         return 0;
     }
-    __atomic_store_n(&recovering, r, __ATOMIC_RELEASE);
-    g->logical[w] = -2;
-    g->logical[spare] = r;
-    g->phys[r] = spare;
-    replaced[w] = 1;
-    int coord = coordinator(r);
-    pthread_mutex_unlock(&map_mu);
-    cdsm__log(CDSM_LOG_ERROR, "rank %d lost (%s) at %.6f: spare process %d takes its place and replays it", r, why,
-              wall_s(), spare);
-    CDSM_STAT_ADD(ranks_lost, 1);
-    if (coord == g->rank) send_takeover(r, spare);
-    __atomic_fetch_add(&g->remap_gen, 1, __ATOMIC_ACQ_REL);
-    pthread_mutex_lock(&g->mu);
-    cdsm__bar_lost(r);
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
+    pending[r] = 1;
+    lost_at[r] = wall_s();
+    snprintf(lost_why[r], sizeof lost_why[r], "%s", why);
+    /* The leader names the spare (the lowest rank alive: the next one if this loss was
+     * the leader's); the others wait for its map. */
+    int k = lead_unlock(0);
+    if (k < 0) {
+        int q = -1 - k;
+        cdsm__log(CDSM_LOG_ERROR, "rank %d lost and no spare is left (CDSM_SPARES=%llu used up)", q,
+                  (unsigned long long)cdsm__cfg.spares);
+        cdsm__peer_lost(q, why);
+        return 0;
+    }
     return 1;
 }
 
@@ -295,26 +412,50 @@ void cdsm__final_lost(int w)
 
 void cdsm__recover_done(int r)
 {
-    int busy = r;
-    __atomic_compare_exchange_n(&recovering, &busy, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&map_mu);
+    if (in_recovery && r >= 0 && r < cdsm__g.n) in_recovery[r] = 0;
+    /* A rank that leads again may owe a map (a loss seen while no live rank led). Caller
+     * holds mu. */
+    lead_unlock(1);
+}
+
+int cdsm__recover_others(int r)
+{
+    pthread_mutex_lock(&map_mu);
+    int k = 0;
+    for (int q = 0; q < cdsm__g.n; q++) k += q != r && (in_recovery[q] || pending[q]);
+    pthread_mutex_unlock(&map_mu);
+    return k;
 }
 
 int cdsm__recover_adopt(int r, int w)
 {
     cdsm__state_t *g = &cdsm__g;
     if (r < 0 || r >= g->n || w < 0 || w >= g->wn) return 0;
+    pthread_mutex_lock(&map_mu);
     if (g->rank < 0) {
-        /* A spare keeps no map of earlier takeovers (the TAKEOVER brings it): whoever
-         * speaks as r is r. */
-        pthread_mutex_lock(&map_mu);
+        /* A spare keeps no map of earlier takeovers (the map brings it): whoever speaks
+         * as r is r. */
         g->phys[r] = w;
         g->logical[w] = r;
         pthread_mutex_unlock(&map_mu);
         return 1;
     }
-    /* A replacement spoke before this process read the lost rank's end of stream. */
-    if (g->logical[w] == -1 && !g->wdead[w]) cdsm__world_lost(g->phys[r], "its replacement spoke first");
-    return g->logical[w] == r;
+    /* A replacement spoke before the leader's map reached this process: the leader named
+     * it, so it is r. */
+    int ok = g->logical[w] == r;
+    if (g->logical[w] == -1 && !g->wdead[w]) {
+        uint8_t moved[g->n];
+        memset(moved, 0, sizeof moved);
+        if (lost_at[r] > 0 || !g->wdead[g->phys[r]]) log_move(r, w, -1);
+        move_rank(r, w);
+        moved[r] = 1;
+        pthread_mutex_unlock(&map_mu);
+        after_moves(moved, 0);
+        return 1;
+    }
+    pthread_mutex_unlock(&map_mu);
+    return ok;
 }
 
 /* ---- spares ------------------------------------------------------------------------------ */
@@ -322,35 +463,54 @@ int cdsm__recover_adopt(int r, int w)
 void cdsm__on_takeover(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
     cdsm__state_t *g = &cdsm__g;
-    uint32_t r = cdsm__rd_u32(rd), n = cdsm__rd_u32(rd);
-    if (rd->bad || n != (uint32_t)g->n || r >= n || g->rank >= 0) goto bad;
-    pthread_mutex_lock(&map_mu);
+    uint32_t ver = cdsm__rd_u32(rd), n = cdsm__rd_u32(rd);
+    if (rd->bad || n != (uint32_t)g->n) {
+        cdsm__log(CDSM_LOG_ERROR, "malformed rank map from rank %u", h->src);
+        return;
+    }
+    uint32_t phys[n], rec[n];
     for (uint32_t q = 0; q < n; q++) {
-        uint32_t w = cdsm__rd_u32(rd);
-        if (rd->bad || w >= (uint32_t)g->wn) {
-            pthread_mutex_unlock(&map_mu);
-            goto bad;
+        phys[q] = cdsm__rd_u32(rd);
+        rec[q] = cdsm__rd_u32(rd);
+        if (rd->bad || phys[q] >= (uint32_t)g->wn) {
+            cdsm__log(CDSM_LOG_ERROR, "malformed rank map from rank %u", h->src);
+            return;
         }
-        g->phys[q] = (int)w;
     }
-    for (int w = 0; w < g->wn; w++)
-        if (g->logical[w] >= 0) g->logical[w] = g->wdead[w] ? -2 : -1;
+    uint8_t moved[n];
+    memset(moved, 0, sizeof moved);
+    pthread_mutex_lock(&map_mu);
+    if (ver <= map_ver) { /* an older map (a replacement was adopted from its messages first) */
+        pthread_mutex_unlock(&map_mu);
+        return;
+    }
+    map_ver = ver;
     for (uint32_t q = 0; q < n; q++) {
-        if (g->logical[g->phys[q]] == -1) g->logical[g->phys[q]] = (int)q;
+        int w = (int)phys[q];
+        if (g->phys[q] != w && !g->wdead[w]) {
+            if (g->rank >= 0) log_move((int)q, w, (int)h->src);
+            move_rank((int)q, w);
+            moved[q] = 1;
+        } else if (g->rank < 0) { /* a spare knows only what maps told it */
+            in_recovery[q] = rec[q] != 0;
+        }
     }
+    /* A process that held a rank now elsewhere is gone (a spare learns of earlier
+     * takeovers only from the map). */
     for (int w = 0; w < g->wn; w++)
-        if (g->logical[w] == -1 && w < g->n) { /* an original process no longer in the map */
+        if (g->logical[w] >= 0 && g->phys[g->logical[w]] != w) {
             g->logical[w] = -2;
             replaced[w] = 1;
+            __atomic_store_n(&g->wdead[w], 1, __ATOMIC_RELEASE);
         }
+    int mine = g->rank < 0 ? g->logical[g->wrank] : -1;
     pthread_mutex_unlock(&map_mu);
-    takeover_rank = (int)r;
-    __atomic_store_n(&recovering, (int)r, __ATOMIC_RELEASE);
-    __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE); /* someone died */
-    pthread_cond_broadcast(&g->cv); /* caller holds mu */
-    return;
-bad:
-    cdsm__log(CDSM_LOG_ERROR, "malformed takeover message from rank %u", h->src);
+    if (mine >= 0 && takeover_rank < 0) {
+        takeover_rank = mine;
+        __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE); /* someone died */
+    }
+    if (g->rank >= 0) __atomic_store_n(&g->recovered, 1, __ATOMIC_RELEASE);
+    after_moves(moved, 1); /* caller holds mu */
 }
 
 void cdsm__on_retire(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
@@ -385,8 +545,10 @@ void cdsm__retire_spares(void)
 
 int cdsm__hold_early(const cdsm__msg_hdr_t *h, uint8_t *buf)
 {
+    /* (A replacement answers another replacement's REPLAY_REQ at once, while both gather:
+     * it says it is replayed too, and neither waits for the other.) */
     if (proto_ready || h->type == CDSM_MSG_TAKEOVER || h->type == CDSM_MSG_RETIRE ||
-        h->type == CDSM_MSG_REPLAY_REP)
+        h->type == CDSM_MSG_REPLAY_REP || (h->type == CDSM_MSG_REPLAY_REQ && cdsm__g.rank >= 0 && cdsm__g.ivs))
         return 0;
     held_t *e = malloc(sizeof *e), **pp = &held;
     cdsm_check(e != NULL);
@@ -459,23 +621,46 @@ static void put_record(const cdsm__interval_t *iv, void *arg)
     cdsm__iv_serialize(arg, iv);
 }
 
+/* Whether rank r is being replayed (its replacement is not live yet). */
+static int replayed_now(int r)
+{
+    pthread_mutex_lock(&map_mu);
+    int k = in_recovery && in_recovery[r];
+    pthread_mutex_unlock(&map_mu);
+    return k;
+}
+
 void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
     cdsm__state_t *g = &cdsm__g;
     (void)rd;
     cdsm__buf_t b = {0};
+    if (replayed_now(g->rank)) {
+        /* Lost together with the asking rank (a node): it holds no log of the run yet, and
+         * the others' knowledge of its records serves instead. */
+        cdsm__buf_put_u32(&b, 1);
+        cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
+        cdsm__buf_free(&b);
+        return;
+    }
+    cdsm__buf_put_u32(&b, 0);
     uint32_t nbar = 0;
     cdsm__det_foreach(count_barrier, &nbar);
     cdsm__buf_put_u32(&b, nbar);
     cdsm__det_foreach(put_barrier, &b);
     put_grants(&b, h->src, CDSM_DET_SENT);
     put_grants(&b, h->src, CDSM_DET_RECV);
-    /* This rank's own records since the start: archived ones, then the live ones. */
-    cdsm__ivlist_t *own = &g->ivs[g->rank];
-    uint32_t nrec = cdsm__archive_count() + own->count;
-    cdsm__buf_put_u32(&b, nrec);
-    cdsm__archive_foreach(put_record, &b);
-    for (uint32_t k = 0; k < own->count; k++) cdsm__iv_serialize(&b, own->v[k]);
+    /* This rank's own records since the start: archived ones, then the live ones; then the
+     * records of every other rank it holds (a rank lost at the same time, with the same
+     * node, cannot send its own). */
+    for (int x = 0; x < g->n; x++) {
+        if (x == (int)h->src) continue;
+        cdsm__ivlist_t *l = &g->ivs[x];
+        uint32_t nrec = l->count + (x == g->rank ? cdsm__archive_count() : 0);
+        cdsm__buf_put_u32(&b, nrec);
+        if (x == g->rank) cdsm__archive_foreach(put_record, &b);
+        for (uint32_t k = 0; k < l->count; k++) cdsm__iv_serialize(&b, l->v[k]);
+    }
     /* The barrier manager: the last barrier it released (its release may still be on its
      * way to the others, whose logs then end before it). */
     cdsm__buf_put_u32(&b, cdsm__bar_released());
@@ -497,6 +682,12 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
 {
     cdsm__state_t *g = &cdsm__g;
     int n = g->n;
+    uint32_t status = cdsm__rd_u32(rd);
+    if (rd->bad || status > 1) return CDSM_ERR_PROTOCOL;
+    if (status == 1) { /* replayed too: its records come from the others */
+        co_lost[q] = 1;
+        return CDSM_OK;
+    }
     uint32_t nbar = cdsm__rd_u32(rd);
     size_t ent = 8 + (size_t)n * 4;
     const uint8_t *barp = cdsm__rd_take(rd, (size_t)nbar * ent);
@@ -522,7 +713,6 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
             grants[ngrants++] = (grant_rec_t){lock, acq_seq, grant_seq, q, copy};
         }
     }
-    uint32_t nrec = cdsm__rd_u32(rd);
     if (rd->bad) return CDSM_ERR_PROTOCOL;
     uint32_t first = 0;
     if (nbar) memcpy(&first, barp, 4);
@@ -546,15 +736,36 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
         bar0 = first;
         nbars = first + nbar - 1;
     }
-    size_t start = rd->pos;
-    for (uint32_t k = 0; k < nrec; k++) {
-        const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
-        if (w && k == 0) rec_first[q] = w->idx;
-        if (!w || w->rank != (uint32_t)q || w->idx != rec_first[q] + k ||
-            !cdsm__rd_take(rd, (size_t)n * 4 + (size_t)w->npages * 4))
-            return CDSM_ERR_PROTOCOL;
+    for (int x = 0; x < n; x++) {
+        if (x == g->rank) continue;
+        uint32_t nrec = cdsm__rd_u32(rd);
+        if (rd->bad) return CDSM_ERR_PROTOCOL;
+        size_t start = rd->pos;
+        uint32_t first = 0;
+        int gap = 0;
+        for (uint32_t k = 0; k < nrec; k++) {
+            const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
+            if (w && k == 0) first = w->idx;
+            if (!w || w->rank != (uint32_t)x || !cdsm__rd_take(rd, (size_t)n * 4 + (size_t)w->npages * 4))
+                return CDSM_ERR_PROTOCOL;
+            if (w->idx != first + k) gap = 1;
+        }
+        if (x == q) { /* its own: complete since its start (or its last collection) */
+            if (gap) return CDSM_ERR_PROTOCOL;
+            if (nrec) rec_first[q] = first;
+            cdsm__buf_put(&recs[q], rd->p + start, rd->pos - start);
+            continue;
+        }
+        /* Another rank's, as this survivor knows them: kept if they reach furthest, in
+         * case that rank cannot answer (lost with this one). */
+        if (gap || !nrec) continue;
+        uint32_t last = first + nrec - 1;
+        if (alt[x].len && (last < alt_last[x] || (last == alt_last[x] && first >= alt_first[x]))) continue;
+        alt[x].len = 0;
+        cdsm__buf_put(&alt[x], rd->p + start, rd->pos - start);
+        alt_first[x] = first;
+        alt_last[x] = last;
     }
-    cdsm__buf_put(&recs[q], rd->p + start, rd->pos - start);
     uint32_t released = cdsm__rd_u32(rd);
     if (rd->bad) return CDSM_ERR_PROTOCOL;
     if (released > released_max) released_max = released;
@@ -569,9 +780,15 @@ int cdsm__replay_begin(void)
     recs = calloc((size_t)n, sizeof *recs);
     rec_pos = calloc((size_t)n, sizeof *rec_pos);
     rec_first = calloc((size_t)n, sizeof *rec_first);
-    if (!recs || !rec_pos || !rec_first) return cdsm__error(CDSM_ERR_NOMEM, "replay store");
+    co_lost = calloc((size_t)n, 1);
+    alt = calloc((size_t)n, sizeof *alt);
+    alt_first = calloc((size_t)n, 4);
+    alt_last = calloc((size_t)n, 4);
+    if (!recs || !rec_pos || !rec_first || !co_lost || !alt || !alt_first || !alt_last)
+        return cdsm__error(CDSM_ERR_NOMEM, "replay store");
     for (int q = 0; q < n; q++) rec_first[q] = 1;
     pthread_mutex_lock(&g->mu);
+    /* Every other rank is asked; one replayed at the same time answers that it is. */
     for (int q = 0; q < n && !rc; q++)
         if (q != g->rank) rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0);
     for (int q = 0; q < n && !rc; q++) {
@@ -594,6 +811,29 @@ int cdsm__replay_begin(void)
         if (rc) cdsm__error(rc, "replaying rank %d: malformed replay data from rank %d", g->rank, q);
         cdsm__reply_free(rep);
     }
+    int ncolost = 0;
+    for (int x = 0; x < n && !rc; x++) {
+        if (!co_lost[x]) continue;
+        /* Lost at the same time: its records as the survivors know them (its diffs, its
+         * replacement makes again, and serves once made). */
+        ncolost++;
+        recs[x].len = 0;
+        if (alt[x].len) {
+            cdsm__buf_put(&recs[x], alt[x].p, alt[x].len);
+            rec_first[x] = alt_first[x];
+        }
+        cdsm__log(CDSM_LOG_WARN, "replaying rank %d: rank %d is replayed at the same time; its records %u..%u come from "
+                  "the survivors", g->rank, x, alt[x].len ? alt_first[x] : 0, alt[x].len ? alt_last[x] : 0);
+    }
+    for (int x = 0; x < n; x++) cdsm__buf_free(&alt[x]);
+    free(alt);
+    free(alt_first);
+    free(alt_last);
+    alt = NULL;
+    alt_first = alt_last = NULL;
+    if (!rc && ncolost == n - 1)
+        rc = cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: every other rank is being replayed too: no log survived",
+                         g->rank);
     uint64_t ck = 0;
     if (!rc) rc = cdsm__ckpt_takeover(nbars > released_max ? nbars : released_max, &ck);
     if (!rc && !ck) {
@@ -753,6 +993,16 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
         known_ivs = ask_known();
     }
     if (known_ivs > g->vc[g->rank]) later = 1;
+    for (int x = 0; later && co_lost && x < g->n; x++)
+        if (co_lost[x]) {
+            /* The grant may have come from a rank lost at the same time: both its copies
+             * died with them (lock grants are not logged on a third rank). */
+            cdsm__log(CDSM_LOG_ERROR,
+                      "replaying rank %d: lock %u acquire %u has no logged grant, and rank %d was lost at the same time "
+                      "(it may have granted it): a lock program cannot survive losing two ranks at once",
+                      g->rank, l, seq, x);
+            return CDSM_ERR_PEER_LOST;
+        }
     if (later) { /* taken without a grant: the lost process had the token */
         lk->state = CDSM_LK_HELD;
         CDSM_STAT_ADD(lock_acquires_local, 1);
@@ -864,6 +1114,8 @@ int cdsm__replay_finish(void)
     free(recs);
     free(rec_pos);
     free(rec_first);
+    free(co_lost);
+    co_lost = NULL;
     recs = NULL;
     rec_pos = NULL;
     rec_first = NULL;
