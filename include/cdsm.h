@@ -154,6 +154,16 @@ int cdsm_barrier(void);
 #define CDSM_EXIT_PEER_LOST 75
 
 /**
+ * Exit status of a working process that fenced itself: for three quarters of
+ * CDSM_HEARTBEAT_TIMEOUT it heard no heartbeat from at least half of the other live
+ * processes (its node's link was cut, or it was frozen), so the others, the majority,
+ * are about to declare it lost and replay its rank on a spare. It ends at once, from its
+ * service thread, so that it can never again write shared state the others see (no split
+ * brain). A tie (exactly half) is won by the side that hears the lowest live process.
+ */
+#define CDSM_EXIT_FENCED 76
+
+/**
  * @brief Register a private region of the program (not in the shared heap) to be saved
  *        in every checkpoint of this rank, under @p name.
  *

@@ -1,4 +1,6 @@
 /* Library life cycle: configuration, MPI, heap, protocol state, service thread. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -211,6 +213,60 @@ fail_mpi:
     return rc;
 }
 
+/* A watchdog for the end of MPI: every rank has passed the last barrier, so the run's
+ * work and output are complete; if MPI_Finalize hangs (UCX endpoint close over TCP does,
+ * sometimes, between nodes), the process ends with status 0 rather than never. */
+static pthread_mutex_t fin_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fin_cv = PTHREAD_COND_INITIALIZER;
+static int fin_done;
+
+static void *finalize_watchdog(void *arg)
+{
+    uint64_t ms = *(uint64_t *)arg;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += (time_t)(ms / 1000);
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&fin_mu);
+    int rc = 0;
+    while (!fin_done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&fin_cv, &fin_mu, &dl);
+    int done = fin_done;
+    pthread_mutex_unlock(&fin_mu);
+    if (done) return NULL;
+    cdsm__log(CDSM_LOG_WARN,
+              "MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint close over "
+              "TCP): every rank had finished, so this process ends now with status 0",
+              (unsigned long long)ms);
+    fflush(NULL);
+    _exit(0);
+}
+
+/* Free the communicator and finalize MPI (if the library initialised it), bounded by
+ * CDSM_FINALIZE_TIMEOUT. */
+static int finalize_mpi(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint64_t ms = cdsm__cfg.finalize_timeout_ms;
+    pthread_t wd;
+    int watched = 0;
+    fin_done = 0;
+    if (ms && g->mpi_owned) watched = pthread_create(&wd, NULL, finalize_watchdog, &ms) == 0;
+    MPI_Comm_free(&g->comm);
+    int rc = g->mpi_owned && MPI_Finalize() != MPI_SUCCESS ? cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed") : CDSM_OK;
+    if (watched) {
+        pthread_mutex_lock(&fin_mu);
+        fin_done = 1;
+        pthread_cond_signal(&fin_cv);
+        pthread_mutex_unlock(&fin_mu);
+        pthread_join(wd, NULL);
+    }
+    return rc;
+}
+
 int cdsm_finalize(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -246,8 +302,7 @@ int cdsm_finalize(void)
          * wait for it forever. The run's answer is still good: its rank was replayed. */
         cdsm__log(CDSM_LOG_INFO, "a process died during the run: MPI_Finalize is skipped (it would wait for it)");
     } else {
-        MPI_Comm_free(&g->comm);
-        if (g->mpi_owned && MPI_Finalize() != MPI_SUCCESS) rc = cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed");
+        rc = finalize_mpi();
     }
     cdsm__map_fini();
     g->mpi_owned = 0;

@@ -57,6 +57,7 @@ typedef struct cdsm__config {
     uint64_t ckpt_full_every;
     uint64_t heartbeat_ms;
     uint64_t heartbeat_timeout_ms;
+    uint64_t finalize_timeout_ms;
     /* diagnostics */
     uint64_t stats;
     uint64_t output_tags;

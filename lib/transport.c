@@ -634,6 +634,33 @@ static int beat(void)
     return (int)((next_beat_ns - now + 999999) / 1000000);
 }
 
+/* Service thread: a working process that hears from less than half of the live processes
+ * (itself included) is the one cut off: it stops itself before the majority declares it
+ * lost (at the full timeout), so that it never writes shared state again once a spare
+ * replays its rank. Exactly half: the side that hears the lowest live process goes on. */
+static void fence_self_if_cut_off(uint64_t now, uint64_t limit)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint64_t self_limit = limit / 4 * 3;
+    int live = 1, heard = 1, lowest = g->wrank, lowest_heard = 1;
+    for (int p = 0; p < g->wn; p++) {
+        if (p == g->wrank || bell[p] < 0 || ended[p] || __atomic_load_n(&g->wdead[p], __ATOMIC_ACQUIRE)) continue;
+        int h = now - heard_ns[p] <= self_limit;
+        live++;
+        heard += h;
+        if (p < lowest) {
+            lowest = p;
+            lowest_heard = h;
+        }
+    }
+    if (2 * heard > live || (2 * heard == live && lowest_heard)) return;
+    cdsm__log(CDSM_LOG_ERROR,
+              "rank %d cut off: it heard no heartbeat from %d of the %d other live processes for %.0f ms; it fences "
+              "itself (exit status %d) before the others replay it on a spare",
+              g->rank, live - heard, live - 1, (double)self_limit / 1e6, CDSM_EXIT_FENCED);
+    _exit(CDSM_EXIT_FENCED);
+}
+
 /* Service thread, holding rx_mu: declare the peers silent for too long lost. */
 static void check_silence(void)
 {
@@ -642,6 +669,7 @@ static void check_silence(void)
     /* Peers close as they finish; and a spare never fences anyone (it acts on no shared
      * state, and ends when the working processes' connections close). */
     if (__atomic_load_n(&g->finalizing, __ATOMIC_ACQUIRE) || g->rank < 0) return;
+    fence_self_if_cut_off(now, limit);
     for (int p = 0; p < g->wn; p++) {
         if (p == g->wrank || bell[p] < 0 || ended[p] || now - heard_ns[p] <= limit) continue;
         char why[96];
