@@ -207,8 +207,22 @@ kill_ns() {
 
 cmd_down() {
     [ -d "$S" ] || return 0
-    local ns f
-    for f in "$S"/nodes/*/slurmd.pid "$S/slurmctld.pid"; do [ -e "$f" ] && stop_pid "$f"; done
+    local ns f pids=""
+    # The daemons get SIGTERM together and 2 s (slurmd takes seconds to stop on its own);
+    # then everything left in the namespaces gets kill -9.
+    for f in "$S"/nodes/*/slurmd.pid "$S/slurmctld.pid"; do
+        [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && pids+=" $(cat "$f")"
+        rm -f "$f"
+    done
+    if [ -n "$pids" ]; then
+        kill $pids 2>/dev/null || true
+        for _ in $(seq 20); do
+            local left=""
+            for f in $pids; do kill -0 "$f" 2>/dev/null && left+=" $f"; done
+            [ -z "$left" ] && break
+            sleep 0.1
+        done
+    fi
     if [ -f "$S/namespaces" ]; then
         while read -r ns; do
             [ -e "/run/netns/$ns" ] && kill_ns "$ns"
