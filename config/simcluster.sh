@@ -55,7 +55,9 @@ node_key() {
 enter() {
     local key="$1"; shift
     [ -e "/run/netns/$NS_PREFIX$key" ] && [ -e "$S/ns/$key.mnt" ] || die "node $key does not exist (is the cluster up? state in $S)"
-    nsenter --net="/run/netns/$NS_PREFIX$key" --uts="$S/ns/$key.uts" --mount="$S/ns/$key.mnt" --wd="$PWD" -- "$@"
+    # Our own settings stay out: cdsm_init() rejects CDSM_* variables it does not know.
+    nsenter --net="/run/netns/$NS_PREFIX$key" --uts="$S/ns/$key.uts" --mount="$S/ns/$key.mnt" --wd="$PWD" -- \
+        env -u CDSM_SIM_DIR -u CDSM_NETSIM "$@"
 }
 
 netsim_bin() {
