@@ -1,0 +1,67 @@
+#!/bin/bash
+# The simulated cluster (config/simcluster.sh): 4 node namespaces on cdsm-netsim, each with
+# its own slurmd. srun across 3 nodes must land on 3 distinct hostnames, and an MPI app
+# across them (UCX over TCP: each node has its own boot_id) must give the sequential answer.
+# Everything is torn down on exit, also on failure; afterwards no cdsm-sim namespace is left.
+#   simcluster_smoke.sh SOURCE_ROOT STATE_DIR NETSIM APP APP_SEQ
+# Exit 77 (skipped) where the machine cannot host it: not root, no ip netns, no Slurm.
+set -uo pipefail
+root="$1" state="$2" netsim="$3" app="$4" app_seq="$5"
+skip() { echo "simcluster_smoke: SKIP: $*"; exit 77; }
+[ "$(id -u)" -eq 0 ] || skip "needs root"
+for c in ip nsenter unshare slurmd slurmctld srun munge; do command -v "$c" >/dev/null || skip "$c is not installed"; done
+ip netns add cdsm-sim-probe$$ 2>/dev/null || skip "ip netns does not work here"
+ip netns del cdsm-sim-probe$$
+[ -e /dev/net/tun ] || skip "no /dev/net/tun"
+if ip netns list | grep -q '^cdsm-sim-'; then
+    echo "simcluster_smoke: FAIL: a simulated cluster is already up (cdsm-sim-* namespaces exist): down it first"
+    exit 1
+fi
+
+export CDSM_SIM_DIR="$state" CDSM_NETSIM="$netsim"
+sim="$root/config/simcluster.sh"
+out="$(mktemp)"
+spid=""
+cleanup() {
+    [ -n "$spid" ] && kill "$spid" 2>/dev/null
+    "$sim" down
+    rm -f "$out"
+    if ip netns list | grep -q '^cdsm-sim-'; then
+        echo "simcluster_smoke: FAIL: namespaces left after down: $(ip netns list | grep '^cdsm-sim-' | tr '\n' ' ')"
+        exit 1
+    fi
+}
+trap cleanup EXIT
+fail() { echo "simcluster_smoke: FAIL: $*"; exit 1; }
+
+"$sim" up 4 || fail "the simulated cluster did not come up"
+
+hosts="$("$sim" login timeout 60 srun -N3 -n6 -O --mpi=pmi2 -w sim-n1,sim-n2,sim-n3 hostname)" \
+    || fail "srun hostname across 3 nodes failed: $hosts"
+echo "$hosts" | sort | uniq -c
+[ "$(echo "$hosts" | sort -u | wc -l)" -eq 3 ] || fail "srun -N3 did not run on 3 distinct hosts"
+
+want="$("$app_seq" -T | grep -m1 '^ *answer:')"
+[ -n "$want" ] || fail "the sequential app printed no answer"
+# MPICH 4.0.2 over UCX/TCP sometimes hangs in MPI_Finalize, after the answer (see
+# DESIGN.md, measured facts): the answer decides; a hang after it is reported, then cut.
+"$sim" login srun -N3 -n6 -O --mpi=pmi2 -w sim-n1,sim-n2,sim-n3 -J cdsm-sim-smoke "$app" -T > "$out" 2>&1 &
+spid=$!
+answered=""
+for i in $(seq 600); do
+    kill -0 "$spid" 2>/dev/null || break
+    if [ -z "$answered" ] && grep -q 'result: VERIFIED' "$out"; then answered=$i; fi
+    if [ -n "$answered" ] && [ $((i - answered)) -ge 150 ]; then
+        echo "simcluster_smoke: warning: the app answered but srun did not end within 15 s (MPI_Finalize over TCP); cancelling it"
+        "$sim" login scancel -n cdsm-sim-smoke
+        break
+    fi
+    sleep 0.1
+done
+wait "$spid"; rc=$?; spid=""
+got="$(grep -m1 '^ *answer:' "$out")"
+echo "sequential: $want"
+echo "3 nodes:    $got (srun exit status $rc)"
+[ -n "$got" ] && [ "$got" = "$want" ] || { cat "$out"; fail "the app across 3 nodes did not give the sequential answer"; }
+grep -q 'result: VERIFIED' "$out" || { cat "$out"; fail "the app across 3 nodes did not verify its answer"; }
+echo "simcluster_smoke: OK"
