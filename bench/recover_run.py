@@ -30,8 +30,10 @@ def clean_env(extra):
     return env
 
 
-def srun(np_, app, args, env):
-    return ["srun", "-O", "--mpi=pmi2", "-n", str(np_), app] + list(args)
+def srun(np_, app, args, env, launcher=(), extra=()):
+    """launcher: a prefix that runs srun elsewhere (the simulated cluster's login node);
+    extra: srun options (nodes, task layout)."""
+    return list(launcher) + ["srun", "-O", "--mpi=pmi2", "-n", str(np_)] + list(extra) + [app] + list(args)
 
 
 def parse_common(out):
@@ -44,22 +46,26 @@ def parse_common(out):
     return r
 
 
-def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env_extra=None):
+def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env_extra=None, launcher=(),
+                   ref_extra=(), run_extra=(), fail=None):
     """env_extra: CDSM_* settings for both runs (a program in resume mode checkpoints: its
-    failure-free run pays for them too)."""
+    failure-free run pays for them too). victim: a rank, or a list of ranks that fail at
+    once (a node). launcher, ref_extra, run_extra: see srun(). fail(pids): makes the
+    failure (default: kill -9 of each victim's process)."""
     app = os.path.abspath(app)
     env_extra = dict(env_extra or {})
+    victims = list(victim) if isinstance(victim, (list, tuple)) else [victim]
     t0 = time.time()
-    ref = subprocess.run(srun(np_, app, args, None), capture_output=True, text=True, timeout=timeout,
-                         env=clean_env(dict(env_extra, CDSM_STATS="2")))
+    ref = subprocess.run(srun(np_, app, args, None, launcher, ref_extra), capture_output=True, text=True,
+                         timeout=timeout, env=clean_env(dict(env_extra, CDSM_STATS="2")))
     ref_wall = time.time() - t0
     rr = parse_common(ref.stdout + ref.stderr)
     if ref.returncode != 0 or not rr["answer"]:
         raise RuntimeError("failure-free run failed:\n" + (ref.stdout + ref.stderr)[-2000:])
     env = clean_env(dict(env_extra, CDSM_SPARES=str(spares), CDSM_LOG_LEVEL="info", CDSM_STATS="2"))
     start = time.time()
-    p = subprocess.Popen(srun(np_ + spares, app, args, env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         env=env)
+    p = subprocess.Popen(srun(np_ + spares, app, args, env, launcher, run_extra), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env)
     lines = []
     pids = {}
     up_at = None
@@ -90,7 +96,11 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env
         if up_at is not None and killed_at is None and time.time() >= up_at + fraction * rr["time"]:
             try:
                 t_kill = time.time()  # before the call: the survivors may notice before it returns
-                os.kill(pids[victim], signal.SIGKILL)
+                if fail:
+                    fail([pids[v] for v in victims])
+                else:
+                    for v in victims:
+                        os.kill(pids[v], signal.SIGKILL)
                 killed_at = t_kill
             except ProcessLookupError:
                 killed_at = -1.0
@@ -108,14 +118,26 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env
     wall = time.time() - start
     out = "\n".join(lines)
     fr = parse_common(out)
-    lost = [float(x) for x in re.findall(r"rank %d lost \([^)]*\) at ([0-9.]+)" % victim, out)]
-    m = re.search(r"rank %d: replay of (\d+) barriers and (\d+) lock grants done in ([0-9.]+) s at ([0-9.]+) "
-                  r"\(synchronisation (\d+)\)" % victim, out)
-    # A program in resume mode: the replacement restored the rank's last checkpoint first.
-    ck = re.search(r"rank %d: restored checkpoint \d+ \(barrier \d+, synchronisation (\d+),[^)]*\) in ([0-9.]+) s"
-                   % victim, out)
+    # Per victim: when a survivor first named it, when its replay ended, its checkpoint
+    # restore; for several victims (a node) the last of them counts.
+    per = []
+    for v in victims:
+        lost = [float(x) for x in re.findall(r"rank %d lost \([^)]*\) at ([0-9.]+)" % v, out)]
+        m = re.search(r"rank %d: replay of (\d+) barriers and (\d+) lock grants done in ([0-9.]+) s at ([0-9.]+) "
+                      r"\(synchronisation (\d+)\)" % v, out)
+        # A program in resume mode: the replacement restored the rank's last checkpoint first.
+        ck = re.search(r"rank %d: restored checkpoint \d+ \(barrier \d+, synchronisation (\d+),[^)]*\) in ([0-9.]+) s"
+                       % v, out)
+        per.append((min(lost) if lost else None, m, ck))
+    lost_at = [x[0] for x in per]
+    m = per[-1][1] if all(x[1] for x in per) else None
+    if m:
+        m = max((x[1] for x in per), key=lambda mm: float(mm.group(4)))
+    ck = next((x[2] for x in per if x[1] is m), None) if m else None
+    lost = [max(lost_at)] if all(t is not None for t in lost_at) else []
     res = {
-        "app": os.path.basename(app), "procs": np_, "spares": spares, "victim": victim, "fraction": fraction,
+        "app": os.path.basename(app), "procs": np_, "spares": spares,
+        "victim": victim if len(victims) == 1 else ",".join(map(str, victims)), "fraction": fraction,
         "failure_free_s": rr["time"], "failure_free_wall_s": ref_wall,
         "run_s": fr["time"], "run_wall_s": wall, "srun_exit": p.returncode,
         "killed": killed_at is not None and killed_at > 0,

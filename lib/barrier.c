@@ -573,6 +573,11 @@ int cdsm__gc(void)
             cdsm__archive_keep(own->v[k]);
             own->v[k] = NULL;
         }
+        /* With spares, the others' records too (small: no diffs): a rank lost with its
+         * node cannot send its own to the replay of the other. */
+        if (cdsm__cfg.spares)
+            for (int q = 0; q < g->n; q++)
+                for (uint32_t k = 0; q != g->rank && k < g->ivs[q].count; k++) cdsm__archive_other(g->ivs[q].v[k]);
     }
     for (uint32_t pg = 0; pg < g->npages; pg++) {
         cdsm__page_t *p = &g->pages[pg];

@@ -211,6 +211,23 @@ static int request_of(int reply)
     }
 }
 
+/* A send to process w failed inside MPI (over TCP: the process is unreachable, its node
+ * lost or cut off). Where a spare can take its rank, or it held none, this is no error:
+ * the doorbell or the heartbeats name it lost, and requests go again to its replacement. */
+static int send_failed(int w, int mrc, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    MPI_Error_string(mrc, msg, &len);
+    char *nl = strchr(msg, '\n');
+    if (nl) *nl = 0;
+    if (cdsm__world_recoverable(w) || (cdsm__g.logical && cdsm__g.logical[w] < 0)) {
+        cdsm__log(CDSM_LOG_INFO, "%s to process %d failed (%s): it is lost or being lost; dropped", what, w, msg);
+        return CDSM_OK;
+    }
+    return cdsm__error(CDSM_ERR_PEER_LOST, "%s to process %d failed: %s", what, w, msg);
+}
+
 /* Send a built message (header included) to process w; takes buf. */
 static int post(int w, int type, uint8_t *buf, size_t total)
 {
@@ -224,7 +241,7 @@ static int post(int w, int type, uint8_t *buf, size_t total)
     if (mrc != MPI_SUCCESS) {
         free(pe);
         free(buf);
-        return cdsm__error(CDSM_ERR_MPI, "MPI_Isend of %zu bytes to process %d failed (%d)", total, w, mrc);
+        return send_failed(w, mrc, "MPI_Isend");
     }
     if (cdsm__is_lock_msg(type)) __atomic_fetch_add(&g->lk_sent[w], 1, __ATOMIC_RELAXED);
     pe->buf = buf;
@@ -334,9 +351,10 @@ int cdsm__tp_flush(void)
             sched_yield();
         }
         if (!d) continue;
+        int w = d->w;
         free(d->buf);
         free(d);
-        if (mrc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "MPI_Test on a send failed (%d)", mrc);
+        if (mrc != MPI_SUCCESS && (mrc = send_failed(w, mrc, "a send"))) return mrc;
     }
     return CDSM_OK;
 }
@@ -485,6 +503,14 @@ static int recv_msg(MPI_Message *m, MPI_Status *st)
     memcpy(&h, buf, sizeof h);
     if (h.len != (size_t)count - sizeof h || h.type == 0 || h.type >= CDSM_MSG_TYPES || h.type != st->MPI_TAG)
         goto bad;
+    if (__atomic_load_n(&cdsm__g.wdead[src], __ATOMIC_ACQUIRE) && cdsm__g.logical[src] < 0) {
+        /* From a process declared lost and replaced (a cut-off node's message, delivered
+         * once its link came back): it must change nothing here (no split brain). */
+        free(buf);
+        CDSM_STAT_ADD(fenced_msgs_dropped, 1);
+        cdsm__log(CDSM_LOG_WARN, "a message (type %u) from lost process %d arrived late: dropped", h.type, src);
+        return CDSM_OK;
+    }
     if (cdsm__g.logical[src] != h.src && !cdsm__recover_adopt(h.src, src)) goto bad;
     if (cdsm__is_lock_msg(h.type)) __atomic_fetch_add(&cdsm__g.lk_recv[src], 1, __ATOMIC_RELAXED);
     CDSM_STAT_ADD(msgs_recv, 1);

@@ -10,6 +10,11 @@
 
 static cdsm__interval_t **arch;
 static size_t narch, cap;
+/* Per rank: the other ranks' records this rank collected, as sent on the wire. With
+ * spares, two ranks lost together (a node) replay from the start with each other's
+ * records from the survivors, and nobody else keeps them once collected. */
+static cdsm__buf_t *others;
+static uint32_t *others_count;
 
 int cdsm__archive_needed(void)
 {
@@ -60,8 +65,35 @@ void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), vo
     for (size_t i = 0; i < narch; i++) fn(arch[i], arg);
 }
 
+void cdsm__archive_other(const cdsm__interval_t *iv)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!others) {
+        others = calloc((size_t)g->n, sizeof *others);
+        others_count = calloc((size_t)g->n, sizeof *others_count);
+        cdsm_check(others && others_count); /* out of memory: a node's loss could no longer be replayed */
+    }
+    size_t before = others[iv->rank].len;
+    cdsm__iv_serialize(&others[iv->rank], iv);
+    others_count[iv->rank]++;
+    g->archive_bytes += others[iv->rank].len - before;
+    g->st.archive_bytes = g->archive_bytes;
+}
+
+uint32_t cdsm__archive_other_records(int q, const cdsm__buf_t **records)
+{
+    *records = others ? &others[q] : NULL;
+    return others ? others_count[q] : 0;
+}
+
 void cdsm__archive_fini(void)
 {
+    if (others)
+        for (int q = 0; q < cdsm__g.n; q++) cdsm__buf_free(&others[q]);
+    free(others);
+    free(others_count);
+    others = NULL;
+    others_count = NULL;
     for (size_t i = 0; i < narch; i++) cdsm__iv_free(arch[i]);
     free(arch);
     arch = NULL;

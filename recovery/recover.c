@@ -656,9 +656,11 @@ void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     for (int x = 0; x < g->n; x++) {
         if (x == (int)h->src) continue;
         cdsm__ivlist_t *l = &g->ivs[x];
-        uint32_t nrec = l->count + (x == g->rank ? cdsm__archive_count() : 0);
-        cdsm__buf_put_u32(&b, nrec);
+        const cdsm__buf_t *kept = NULL;
+        uint32_t nkept = x == g->rank ? cdsm__archive_count() : cdsm__archive_other_records(x, &kept);
+        cdsm__buf_put_u32(&b, nkept + l->count);
         if (x == g->rank) cdsm__archive_foreach(put_record, &b);
+        else if (nkept) cdsm__buf_put(&b, kept->p, kept->len);
         for (uint32_t k = 0; k < l->count; k++) cdsm__iv_serialize(&b, l->v[k]);
     }
     /* The barrier manager: the last barrier it released (its release may still be on its

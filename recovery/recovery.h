@@ -79,6 +79,11 @@ void cdsm__archive_keep(cdsm__interval_t *iv);
 const cdsm__interval_t *cdsm__archive_find(uint32_t idx);
 void cdsm__archive_fini(void);
 
+/* With spares: keep another rank's record at garbage collection (serialized), for the
+ * replay of a rank lost together with that one; and the ones kept of rank q. */
+void cdsm__archive_other(const cdsm__interval_t *iv);
+uint32_t cdsm__archive_other_records(int q, const cdsm__buf_t **records);
+
 /* Number of archived records, and a visit of each in increasing idx. */
 uint32_t cdsm__archive_count(void);
 void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), void *arg);

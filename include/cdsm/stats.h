@@ -53,6 +53,7 @@
     X(ckpt_restore_us, "microseconds to read and restore them")                \
     X(ranks_lost, "lost ranks seen by this rank that a spare took over")          \
     X(heartbeat_losses, "processes this one declared lost for missed heartbeats") \
+    X(fenced_msgs_dropped, "messages from processes declared lost that arrived later, dropped") \
     X(replays, "replays of a lost rank this process made (as its replacement)") \
     X(replay_us, "microseconds of replay until the rank was live again")       \
     X(replayed_barriers, "barriers replayed from the log")
