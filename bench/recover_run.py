@@ -47,11 +47,13 @@ def parse_common(out):
 
 
 def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env_extra=None, launcher=(),
-                   ref_extra=(), run_extra=(), fail=None):
+                   ref_extra=(), run_extra=(), fail=None, keep_ref_output=False):
     """env_extra: CDSM_* settings for both runs (a program in resume mode checkpoints: its
     failure-free run pays for them too). victim: a rank, or a list of ranks that fail at
     once (a node). launcher, ref_extra, run_extra: see srun(). fail(pids): makes the
-    failure (default: kill -9 of each victim's process)."""
+    failure (default: kill -9 of each victim's process). keep_ref_output: the result also
+    holds the failure-free run's output and srun status (failure_free_output,
+    failure_free_srun_exit)."""
     app = os.path.abspath(app)
     env_extra = dict(env_extra or {})
     victims = list(victim) if isinstance(victim, (list, tuple)) else [victim]
@@ -162,6 +164,9 @@ def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env
     res["slowdown"] = fr["time"] / rr["time"] if fr["time"] and rr["time"] else None
     res["whole_job_restart_s"] = (killed_at - start) + ref_wall if res["killed"] else None
     res["output"] = out
+    if keep_ref_output:
+        res["failure_free_output"] = ref.stdout + ref.stderr
+        res["failure_free_srun_exit"] = ref.returncode
     return res
 
 
