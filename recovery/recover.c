@@ -968,6 +968,16 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__lock_t *lk = &g->locks[l];
+    for (int x = 0; co_lost && x < g->n; x++)
+        if (co_lost[x]) {
+            /* A grant between two ranks lost together died with both, and the lock queues
+             * cannot be rebuilt by two replacements at once: not survived (yet). */
+            cdsm__log(CDSM_LOG_ERROR,
+                      "replaying rank %d: lock %u acquire %u while rank %d, lost at the same time, is replayed too: a "
+                      "lock program cannot survive losing two ranks at once",
+                      g->rank, l, seq, x);
+            return CDSM_ERR_PEER_LOST;
+        }
     /* The lost process got further if its next barrier is logged, or a later grant it
      * took or made (then the survivors may know its intervals from after this point). */
     int later = g->bar_epoch < nbars || granted_last > seq;
@@ -995,16 +1005,6 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
         known_ivs = ask_known();
     }
     if (known_ivs > g->vc[g->rank]) later = 1;
-    for (int x = 0; later && co_lost && x < g->n; x++)
-        if (co_lost[x]) {
-            /* The grant may have come from a rank lost at the same time: both its copies
-             * died with them (lock grants are not logged on a third rank). */
-            cdsm__log(CDSM_LOG_ERROR,
-                      "replaying rank %d: lock %u acquire %u has no logged grant, and rank %d was lost at the same time "
-                      "(it may have granted it): a lock program cannot survive losing two ranks at once",
-                      g->rank, l, seq, x);
-            return CDSM_ERR_PEER_LOST;
-        }
     if (later) { /* taken without a grant: the lost process had the token */
         lk->state = CDSM_LK_HELD;
         CDSM_STAT_ADD(lock_acquires_local, 1);
