@@ -48,6 +48,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT  # (a timeout signal still tears the cluster down)
 
 "$sim" up 4 ${DELAY_US:+--delay "$DELAY_US"} > /dev/null || { echo "$me: FAIL: the simulated cluster did not come up"; exit 1; }
 layout=(-O --mpi=pmi2 --ntasks-per-node=2 -m block)
@@ -91,7 +92,7 @@ else
     "$sim" heal "$node"
     echo "$me: node $node's cable back"
 fi
-limit=$(awk -v t="$reftime" 'BEGIN { l = 20 * t; if (l < 120) l = 120; printf "%d", l }')
+limit=$(awk -v t="$reftime" 'BEGIN { l = 20 * t; if (l < 120) l = 120; if (l > 220) l = 220; printf "%d", l }')
 if ! timeout "$limit" tail --pid="$spid" -f /dev/null; then
     cat "$out"
     echo "$me: FAIL: the run did not end within $limit s"

@@ -35,6 +35,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT  # (a timeout signal still tears the cluster down)
 fail() { echo "simcluster_smoke: FAIL: $*"; exit 1; }
 
 "$sim" up 4 ${DELAY_US:+--delay "$DELAY_US"} || fail "the simulated cluster did not come up"
