@@ -2,8 +2,9 @@
 """The apps and recovery tables under added network latency, on the simulated cluster.
 
 Brings up config/simcluster.sh (4 node namespaces on cdsm-netsim, its own state folder
-under /tmp) once, then for each one-way delay of the switch (--delays, microseconds):
-  * every app of --apps failure-free, --reps times, 6 ranks on 3 nodes (2 per node, block:
+under /tmp) once, then, for the one-way delays of the switch (--delays, microseconds):
+  * every app of --apps failure-free, --reps times at each delay, the delays interleaved
+    (each repetition runs every delay in turn), 6 ranks on 3 nodes (2 per node, block:
     sim-n1..sim-n3): the median of the app's own `time:`, the wall time of srun, whether
     every run printed `result: VERIFIED` and gave the answer of the 0 us runs;
   * the recovery experiments of bench/recover_run.py with 2 spares on sim-n4: rank
@@ -250,11 +251,21 @@ def main():
     try:
         cl.up()
         print("simulated cluster up (state %s); 6 ranks on sim-n1..3 (2 per node), spares 2 on sim-n4" % cl.dir)
-        for d in delays:
-            cl.sim("delay", d, timeout=30)
-            print("== delay %d us one way (%.0f s since start)" % (d, time.time() - t_start), flush=True)
-            for app in apps:
-                runs = app_runs(cl, appdir, app, app_args.get(app, []), a.reps, a.timeout, np_)
+        # The app table interleaves the delays (each repetition runs every delay in turn),
+        # so that the machine's drift over the run falls on every delay alike: on 2 shared
+        # cores it is larger than the effect of 50 us.
+        print("== app table: %s, %d repetitions, delays %s us interleaved" % (",".join(apps), a.reps, a.delays),
+              flush=True)
+        for app in apps:
+            by_delay = {d: [] for d in delays}
+            for i in range(a.reps):
+                for d in delays:
+                    cl.sim("delay", d, timeout=30)
+                    r = app_runs(cl, appdir, app, app_args.get(app, []), 1, a.timeout, np_)[0]
+                    r["rep"] = i
+                    by_delay[d].append(r)
+            for d in delays:
+                runs = by_delay[d]
                 times = [r["time_s"] for r in runs if r["time_s"] is not None and r["srun_exit"] == 0]
                 row = {"app": app, "args": " ".join(app_args.get(app, [])), "delay_us": d,
                        "time_s": statistics.median(times) if times else None,
@@ -267,14 +278,17 @@ def main():
                        "srun_exits": [r["srun_exit"] for r in runs]}
                 app_rows.append(row)
                 details.append({"kind": "app", "app": app, "delay_us": d, "runs": runs})
-                print("  app %-7s time %s s (min %s, max %s) wall %.2f s  %s  watchdog %d/%d  srun exits %s" % (
-                    app, fmt(row["time_s"], ".3f"), fmt(row["time_min_s"], ".3f"), fmt(row["time_max_s"], ".3f"),
+                print("  app %-12s time %s s (min %s, max %s) wall %.2f s  %s  watchdog %d/%d  srun exits %s" % (
+                    "%s@%dus" % (app, d), fmt(row["time_s"], ".3f"), fmt(row["time_min_s"], ".3f"), fmt(row["time_max_s"], ".3f"),
                     row["wall_s"], "VERIFIED" if row["verified"] else "NOT VERIFIED", row["watchdog_runs"],
                     len(runs), row["srun_exits"]), flush=True)
                 for r in runs:
                     if r["tail"]:
                         print("    rep %d: exit %s%s\n%s" % (r["rep"], r["srun_exit"], " (hung)" if r["hung"] else "",
                                                             "\n".join("      " + l for l in r["tail"].splitlines()[-12:])))
+        for d in delays:
+            cl.sim("delay", d, timeout=30)
+            print("== recovery at delay %d us one way (%.0f s since start)" % (d, time.time() - t_start), flush=True)
             exps = [(app, [a.victim]) for app in rapps] + [(app, node_victims) for app in napps]
             for app, victims in exps:
                 row, r = recovery(cl, appdir, app, app_args.get(app, []), victims, a.at, a.timeout, np_, spares)

@@ -260,7 +260,8 @@ static void put_map(cdsm__buf_t *b)
 }
 
 /* Leader (caller holds map_mu): name a spare for every rank whose process died, lowest rank
- * first. Returns the ranks moved (a bit set in moved[]), or -1-q when no spare is left for q. */
+ * first, marking each in moved[]. Returns how many, or -1-q when no spare is left for q
+ * (the run then fails: the moves before it are not sent). */
 static int name_spares(uint8_t *moved)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -278,8 +279,9 @@ static int name_spares(uint8_t *moved)
     return count;
 }
 
-/* After a map change (caller holds no lock): waiters send again what went to the dead
- * processes, and the barrier manager stops counting their arrivals where it must. */
+/* After a map change (map_mu released; mu held if have_mu): waiters send again what went
+ * to the dead processes, and the barrier manager stops counting their arrivals where it
+ * must. */
 static void after_moves(const uint8_t *moved, int have_mu)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -364,10 +366,10 @@ int cdsm__world_lost(int w, const char *why)
     }
     if (pick_spare() < 0 || !replay_possible()) {
         pthread_mutex_unlock(&map_mu);
-        if (replay_possible() || !cdsm__cfg.spares)
+        if (cdsm__cfg.spares && replay_possible()) /* (no spares: peer_lost says it all) */
             cdsm__log(CDSM_LOG_ERROR, "rank %d lost and no spare is left (CDSM_SPARES=%llu used up)", r,
                       (unsigned long long)cdsm__cfg.spares);
-        else
+        else if (cdsm__cfg.spares)
             cdsm__log(CDSM_LOG_ERROR, "rank %d lost, and a spare cannot replay it: causal logging is off (CDSM_LOGGING=0)",
                       r);
         cdsm__peer_lost(r, why);
@@ -417,15 +419,6 @@ void cdsm__recover_done(int r)
     /* A rank that leads again may owe a map (a loss seen while no live rank led). Caller
      * holds mu. */
     lead_unlock(1);
-}
-
-int cdsm__recover_others(int r)
-{
-    pthread_mutex_lock(&map_mu);
-    int k = 0;
-    for (int q = 0; q < cdsm__g.n; q++) k += q != r && (in_recovery[q] || pending[q]);
-    pthread_mutex_unlock(&map_mu);
-    return k;
 }
 
 int cdsm__recover_adopt(int r, int w)

@@ -117,8 +117,6 @@ int cdsm__replay_finish(void);
 void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 /* Rank r's replacement is live (its lock rebuild came): a later loss can be recovered. */
 void cdsm__recover_done(int r);
-/* How many ranks other than r are being replayed or wait for a spare. */
-int cdsm__recover_others(int r);
 
 /* ---- lockrebuild.c: the lock queues after a loss (caller holds mu) ------------------- */
 /* Replacement going live: freeze the survivors' queues, rebuild them, let them go on. */
