@@ -350,7 +350,7 @@ int cdsm__world_lost(int w, const char *why)
             cdsm__log(CDSM_LOG_WARN, "spare process %d lost (%s): one spare fewer", w, why);
         int gone = 0;
         if (g->rank < 0 && !g->initialized) {
-            if (r >= 0) g->logical[w] = -2;
+            if (r >= 0) pending[r] = 1; /* (a spare that becomes a replacement waits for its map) */
             gone = takeover_rank < 0;
             for (int q = 0; q < g->n; q++)
                 if (!g->wdead[g->phys[q]] && g->phys[q] != g->wrank) gone = 0;
