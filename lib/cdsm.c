@@ -226,14 +226,7 @@ static int fin_done;
 static void *finalize_watchdog(void *arg)
 {
     uint64_t ms = *(uint64_t *)arg;
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += (time_t)(ms / 1000);
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = cdsm__deadline_ms(ms);
     pthread_mutex_lock(&fin_mu);
     int rc = 0;
     while (!fin_done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&fin_cv, &fin_mu, &dl);

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "cdsm.h"
 #include "config.h"
@@ -376,6 +377,20 @@ void cdsm__reply_free(cdsm__reply_t *r);
  * first one, log it once and wake every waiting thread. Any thread. */
 void cdsm__peer_lost(int rank, const char *why);
 /* The first lost rank, or -1. */
+/* The CLOCK_REALTIME instant ms milliseconds from now: a pthread_cond_timedwait deadline. */
+static inline struct timespec cdsm__deadline_ms(uint64_t ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += (time_t)(ms / 1000);
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}
+
 static inline int cdsm__lost(void)
 {
     return __atomic_load_n(&cdsm__g.lost_rank, __ATOMIC_ACQUIRE);

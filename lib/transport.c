@@ -448,13 +448,7 @@ cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms,
              * wait in MPI for its connection to the peer to be set up, which needs this
              * process to progress (seen: a spare's first request to a rank, never
              * delivered while both slept). */
-            struct timespec dl;
-            clock_gettime(CLOCK_REALTIME, &dl);
-            dl.tv_nsec += 100000000L;
-            if (dl.tv_nsec >= 1000000000L) {
-                dl.tv_sec++;
-                dl.tv_nsec -= 1000000000L;
-            }
+            struct timespec dl = cdsm__deadline_ms(100);
             if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT) {
                 pthread_mutex_unlock(&g->mu);
                 cdsm__tp_progress();
