@@ -812,13 +812,12 @@ int cdsm__replay_begin(void)
         /* Lost at the same time: its records as the survivors know them (its diffs, its
          * replacement makes again, and serves once made). */
         ncolost++;
-        recs[x].len = 0;
-        if (alt[x].len) {
-            cdsm__buf_put(&recs[x], alt[x].p, alt[x].len);
-            rec_first[x] = alt_first[x];
-        }
+        cdsm__buf_free(&recs[x]);
+        recs[x] = alt[x]; /* (taken over: not freed below) */
+        alt[x] = (cdsm__buf_t){0};
+        if (recs[x].len) rec_first[x] = alt_first[x];
         cdsm__log(CDSM_LOG_WARN, "replaying rank %d: rank %d is replayed at the same time; its records %u..%u come from "
-                  "the survivors", g->rank, x, alt[x].len ? alt_first[x] : 0, alt[x].len ? alt_last[x] : 0);
+                  "the survivors", g->rank, x, recs[x].len ? alt_first[x] : 0, recs[x].len ? alt_last[x] : 0);
     }
     for (int x = 0; x < n; x++) cdsm__buf_free(&alt[x]);
     free(alt);
