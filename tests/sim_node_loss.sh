@@ -19,33 +19,21 @@ set -uo pipefail
 root="$1" state="$2" netsim="$3" mode="$4" node="$5" app="$6"
 shift 6
 me=sim_node_loss
-skip() { echo "$me: SKIP: $*"; exit 77; }
+sim="$root/config/simcluster.sh"
+. "$(dirname "$0")/simcluster_test.sh"
 fail() { echo "$me: FAIL: $*"; failed=1; }
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in ip nsenter unshare slurmd slurmctld srun munge; do command -v "$c" >/dev/null || skip "$c is not installed"; done
-[ -e /dev/net/tun ] || skip "no /dev/net/tun"
-ip netns add cdsm-sim-probe$$ 2>/dev/null || skip "ip netns does not work here"
-ip netns del cdsm-sim-probe$$
 case "$mode" in kill|cut) ;; *) echo "$me: MODE must be kill or cut, not '$mode'"; exit 2 ;; esac
-if ip netns list | grep -q '^cdsm-sim-'; then
-    echo "$me: FAIL: a simulated cluster is already up (cdsm-sim-* namespaces exist): down it first"
-    exit 1
-fi
+sim_require
 
 export CDSM_SIM_DIR="$state" CDSM_NETSIM="$netsim"
-sim="$root/config/simcluster.sh"
 ref="$(mktemp)" out="$(mktemp)" ckdir=""
 spid=""
 failed=0
 cleanup() {
     [ -n "$spid" ] && kill "$spid" 2>/dev/null
-    "$sim" down >/dev/null 2>&1 || "$sim" down
     rm -f "$ref" "$out"
     [ -n "$ckdir" ] && rm -rf "$ckdir"
-    if ip netns list | grep -q '^cdsm-sim-'; then
-        echo "$me: FAIL: namespaces left after down"
-        exit 1
-    fi
+    sim_down_checked
 }
 trap cleanup EXIT
 trap "exit 143" TERM INT  # (a timeout signal still tears the cluster down)

@@ -10,29 +10,18 @@
 # Exit 77 (skipped) where the machine cannot host it: not root, no ip netns, no Slurm.
 set -uo pipefail
 root="$1" state="$2" netsim="$3" app="$4" app_seq="$5"
-skip() { echo "simcluster_smoke: SKIP: $*"; exit 77; }
-[ "$(id -u)" -eq 0 ] || skip "needs root"
-for c in ip nsenter unshare slurmd slurmctld srun munge; do command -v "$c" >/dev/null || skip "$c is not installed"; done
-ip netns add cdsm-sim-probe$$ 2>/dev/null || skip "ip netns does not work here"
-ip netns del cdsm-sim-probe$$
-[ -e /dev/net/tun ] || skip "no /dev/net/tun"
-if ip netns list | grep -q '^cdsm-sim-'; then
-    echo "simcluster_smoke: FAIL: a simulated cluster is already up (cdsm-sim-* namespaces exist): down it first"
-    exit 1
-fi
+me=simcluster_smoke
+sim="$root/config/simcluster.sh"
+. "$(dirname "$0")/simcluster_test.sh"
+sim_require
 
 export CDSM_SIM_DIR="$state" CDSM_NETSIM="$netsim"
-sim="$root/config/simcluster.sh"
 out="$(mktemp)"
 spid=""
 cleanup() {
     [ -n "$spid" ] && kill "$spid" 2>/dev/null
-    "$sim" down
     rm -f "$out"
-    if ip netns list | grep -q '^cdsm-sim-'; then
-        echo "simcluster_smoke: FAIL: namespaces left after down: $(ip netns list | grep '^cdsm-sim-' | tr '\n' ' ')"
-        exit 1
-    fi
+    sim_down_checked
 }
 trap cleanup EXIT
 trap "exit 143" TERM INT  # (a timeout signal still tears the cluster down)
