@@ -22,8 +22,6 @@ Writes bench/results/latency-<stamp>.csv (one row per table row, column `table`)
 .json (rows, per-run details, switch counters, settings). Needs root and Slurm.
 """
 import argparse
-import csv
-import json
 import os
 import re
 import signal
@@ -34,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from apps_table import fmt, parse_result  # noqa: E402
+from apps_table import fmt, parse_result, write_results  # noqa: E402
 from recover_run import clean_env, run_experiment  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -385,27 +383,22 @@ def main():
             "recovery_s", "slowdown", "failure_free_s", "recovery_ratio", "failure_free_ratio", "identical", "outcome",
             "watchdog_runs", "nonzero_srun_exits", "hung_runs", "srun_exit", "failure_free_srun_exit",
             "watchdog_procs", "failure_free_watchdog_procs", "args"]
-    with open(base_path + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for row in app_rows:
-            w.writerow(dict(row, table="apps", verified=row["verified"] and row["same_answer_as_base"]))
-        for row in rec_rows:
-            w.writerow(dict(row, table="recovery"))
+    rows = [dict(r, table="apps", verified=r["verified"] and r["same_answer_as_base"]) for r in app_rows] + \
+        [dict(r, table="recovery") for r in rec_rows]
+    rows = [{k: r.get(k) for k in keys} for r in rows]
     try:
         head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=30).stdout.strip()
     except Exception:
         head = None
-    with open(base_path + ".json", "w") as f:
-        json.dump({"settings": {"delays_us": delays, "reps": a.reps, "apps": apps, "recovery_apps": rapps,
-                                "node_apps": napps, "victim": a.victim, "node_victims": node_victims, "at": a.at,
-                                "args": {k: app_args.get(k) for k in set(apps + rapps + napps)},
-                                "timeout_s": a.timeout, "build": build, "git_head": head,
-                                "ref_layout": REF_LAYOUT, "run_layout": RUN_LAYOUT},
-                   "apps": app_rows, "recovery": rec_rows, "summary": summary,
-                   "switch": {str(k): v for k, v in switch.items()}, "runs": details}, f, indent=1)
-    print("csv: %s.csv\njson: %s.json" % (base_path, base_path))
+    doc = {"settings": {"delays_us": delays, "reps": a.reps, "apps": apps, "recovery_apps": rapps,
+                        "node_apps": napps, "victim": a.victim, "node_victims": node_victims, "at": a.at,
+                        "args": {k: app_args.get(k) for k in set(apps + rapps + napps)},
+                        "timeout_s": a.timeout, "build": build, "git_head": head,
+                        "ref_layout": REF_LAYOUT, "run_layout": RUN_LAYOUT},
+           "apps": app_rows, "recovery": rec_rows, "summary": summary,
+           "switch": {str(k): v for k, v in switch.items()}, "runs": details}
+    write_results(base_path, rows, doc)
     good = all(r["verified"] and r["same_answer_as_base"] for r in app_rows) and \
         all(r["outcome"] in ("recovered", "not survivable") for r in rec_rows)
     return 0 if good else 1
