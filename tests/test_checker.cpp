@@ -8,7 +8,7 @@
 
 #include <cdsm.h>
 
-#include "internal.h"
+#include "proto.h"
 
 TEST(Checker, CleanRunsPass)
 {
@@ -28,10 +28,10 @@ TEST(Checker, CorruptedCopyIsDetected)
     ASSERT_EQ(cdsm_barrier(), CDSM_OK);
     ASSERT_EQ(a[5], 42); // every rank now holds a valid copy
     ASSERT_EQ(cdsm_barrier(), CDSM_OK);
-    uint32_t pg = (uint32_t)(((char *)a - cdsm__g.base) / cdsm__g.page_size);
+    uint32_t pg = (uint32_t)(((char *)a - cdsm__heap.base) / cdsm__heap.page_size);
     if (cdsm_rank() == cdsm_nranks() - 1) {
         // A bug's effect: this copy changes without a write notice.
-        int *lib_view = (int *)(cdsm__g.sys + (size_t)pg * cdsm__g.page_size);
+        int *lib_view = (int *)(cdsm__heap.sys + (size_t)pg * cdsm__heap.page_size);
         lib_view[6] = 7;
     }
     int rc = cdsm_barrier();

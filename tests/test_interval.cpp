@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "internal.h"
+#include "proto.h"
 
 namespace {
 
@@ -19,20 +19,20 @@ struct FakeState : ::testing::Test {
     void SetUp() override
     {
         cdsm__state_t *g = &cdsm__g;
-        g->rank = 0;
-        g->n = N;
-        g->page_size = 4096;
-        g->npages = NPAGES;
-        g->heap_size = NPAGES * 4096;
-        g->base = (char *)mmap(nullptr, g->heap_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        ASSERT_NE(g->base, MAP_FAILED);
-        g->pages = (cdsm__page_t *)calloc(NPAGES, sizeof(cdsm__page_t));
+        cdsm__w.rank = 0;
+        cdsm__w.n = N;
+        cdsm__heap.page_size = 4096;
+        cdsm__heap.npages = NPAGES;
+        cdsm__heap.heap_size = NPAGES * 4096;
+        cdsm__heap.base = (char *)mmap(nullptr, cdsm__heap.heap_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ASSERT_NE(cdsm__heap.base, MAP_FAILED);
+        cdsm__heap.pages = (cdsm__page_t *)calloc(NPAGES, sizeof(cdsm__page_t));
         for (uint32_t i = 0; i < NPAGES; i++) {
-            g->pages[i].state = CDSM_PG_RO;
-            g->pages[i].holder = -1;
+            cdsm__heap.pages[i].state = CDSM_PG_RO;
+            cdsm__heap.pages[i].holder = -1;
         }
         g->ivs = (cdsm__ivlist_t *)calloc(N, sizeof(cdsm__ivlist_t));
-        memset(&g->st, 0, sizeof g->st);
+        memset(&cdsm__st, 0, sizeof cdsm__st);
         g->log_bytes = 0;
     }
     void TearDown() override
@@ -44,19 +44,19 @@ struct FakeState : ::testing::Test {
         }
         free(g->ivs);
         for (uint32_t i = 0; i < NPAGES; i++) {
-            for (cdsm__notice_t *nt = g->pages[i].notices, *nx; nt; nt = nx) {
+            for (cdsm__notice_t *nt = cdsm__heap.pages[i].notices, *nx; nt; nt = nx) {
                 nx = nt->next;
                 free(nt);
             }
-            free(g->pages[i].applied);
+            free(cdsm__heap.pages[i].applied);
         }
-        free(g->pages);
-        munmap(g->base, g->heap_size);
-        g->base = nullptr;
-        g->pages = nullptr;
+        free(cdsm__heap.pages);
+        munmap(cdsm__heap.base, cdsm__heap.heap_size);
+        cdsm__heap.base = nullptr;
+        cdsm__heap.pages = nullptr;
         g->ivs = nullptr;
-        g->n = -1;
-        g->rank = -1;
+        cdsm__w.n = -1;
+        cdsm__w.rank = -1;
     }
 };
 
@@ -77,7 +77,7 @@ int incorporate(cdsm__buf_t *b, uint32_t nrec)
 size_t notices_on(uint32_t pg)
 {
     size_t k = 0;
-    for (cdsm__notice_t *nt = cdsm__g.pages[pg].notices; nt; nt = nt->next) k++;
+    for (cdsm__notice_t *nt = cdsm__heap.pages[pg].notices; nt; nt = nt->next) k++;
     return k;
 }
 
@@ -103,12 +103,12 @@ TEST_F(FakeState, RecordsStoredInOrderAndNoticesPosted)
     EXPECT_EQ(notices_on(7), 2u);
     EXPECT_EQ(notices_on(9), 1u);
     EXPECT_EQ(notices_on(4), 0u);
-    EXPECT_EQ(cdsm__g.st.notices_received, 6u);
+    EXPECT_EQ(cdsm__st.notices_received, 6u);
     // Every page with a notice it lacked was invalidated; the others are untouched.
-    EXPECT_EQ(cdsm__g.pages[3].state, CDSM_PG_INVALID);
-    EXPECT_EQ(cdsm__g.pages[10].state, CDSM_PG_INVALID);
-    EXPECT_EQ(cdsm__g.pages[4].state, CDSM_PG_RO);
-    EXPECT_EQ(cdsm__g.st.invalidations, 4u);
+    EXPECT_EQ(cdsm__heap.pages[3].state, CDSM_PG_INVALID);
+    EXPECT_EQ(cdsm__heap.pages[10].state, CDSM_PG_INVALID);
+    EXPECT_EQ(cdsm__heap.pages[4].state, CDSM_PG_RO);
+    EXPECT_EQ(cdsm__st.invalidations, 4u);
     EXPECT_GT(cdsm__g.log_bytes, 0u);
 
     // The same records again are known: nothing changes.
@@ -152,12 +152,12 @@ TEST_F(FakeState, NoticeCoveredByAppliedVectorDoesNotInvalidate)
     put_record(&b, 1, 1, {0, 1, 0}, {5});
     put_record(&b, 1, 2, {0, 2, 0}, {5});
     ASSERT_EQ(incorporate(&b, 2), CDSM_OK);
-    EXPECT_EQ(cdsm__g.pages[5].state, CDSM_PG_RO);
+    EXPECT_EQ(cdsm__heap.pages[5].state, CDSM_PG_RO);
     EXPECT_EQ(notices_on(5), 2u);
     cdsm__buf_free(&b);
     put_record(&b, 1, 3, {0, 3, 0}, {5});
     ASSERT_EQ(incorporate(&b, 1), CDSM_OK);
-    EXPECT_EQ(cdsm__g.pages[5].state, CDSM_PG_INVALID);
+    EXPECT_EQ(cdsm__heap.pages[5].state, CDSM_PG_INVALID);
     cdsm__buf_free(&b);
 }
 

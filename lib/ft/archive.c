@@ -1,0 +1,101 @@
+/* The diff archive: a rank's own interval records with their diffs, kept after garbage
+ * collection when a replay must start from the beginning (causal logging on, no
+ * checkpoints: DESIGN.md, "two ways back"). Garbage collection still clears the protocol's
+ * state (notices, other ranks' records, twins), so a long run does not slow down; only
+ * the diffs this rank created stay, outside the live protocol, for a replacement to fetch.
+ * Their memory is the counter archive_bytes, not part of what triggers collection. */
+#include <stdlib.h>
+
+#include "recovery.h"
+
+static cdsm__interval_t **arch;
+static size_t narch, cap;
+/* Per rank: the other ranks' records this rank collected, as sent on the wire. With
+ * spares, two ranks lost together (a node) replay from the start with each other's
+ * records from the survivors, and nobody else keeps them once collected. */
+static cdsm__buf_t *others;
+static uint32_t *others_count;
+
+int cdsm__archive_needed(void)
+{
+    /* With spares, a replacement of an unmodified program replays from the start:
+     * checkpoints do not bound the log. A program in resume mode is restored from its
+     * checkpoints, taken at every collection. */
+    return cdsm__det_enabled() && (!cdsm__ckpt_enabled() || (cdsm__cfg.spares && !cdsm__mode.resume_mode));
+}
+
+void cdsm__archive_keep(cdsm__interval_t *iv)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm_check(iv->rank == cdsm__w.rank && iv->diffs);
+    /* Lazy diffs still pending are made now, while their twins exist. */
+    for (uint32_t j = 0; j < iv->npages; j++) cdsm__own_diff(iv, j);
+    if (narch == cap) {
+        cap = cap ? cap * 2 : 1024;
+        cdsm__interval_t **v = realloc(arch, cap * sizeof *v);
+        cdsm_check(v != NULL); /* out of memory: the run could no longer be replayed */
+        arch = v;
+    }
+    arch[narch++] = iv;
+    uint64_t bytes = cdsm__iv_bytes(iv);
+    for (uint32_t j = 0; j < iv->npages; j++) bytes += sizeof(cdsm__diffrec_t) + iv->diffs[j]->len;
+    g->archive_bytes += bytes;
+    cdsm__st.archive_bytes = g->archive_bytes;
+}
+
+const cdsm__interval_t *cdsm__archive_find(uint32_t idx)
+{
+    /* Kept in increasing idx order. */
+    size_t lo = 0, hi = narch;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (arch[mid]->idx < idx) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < narch && arch[lo]->idx == idx ? arch[lo] : NULL;
+}
+
+uint32_t cdsm__archive_count(void)
+{
+    return (uint32_t)narch;
+}
+
+void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), void *arg)
+{
+    for (size_t i = 0; i < narch; i++) fn(arch[i], arg);
+}
+
+void cdsm__archive_other(const cdsm__interval_t *iv)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!others) {
+        others = calloc((size_t)cdsm__w.n, sizeof *others);
+        others_count = calloc((size_t)cdsm__w.n, sizeof *others_count);
+        cdsm_check(others && others_count); /* out of memory: a node's loss could no longer be replayed */
+    }
+    size_t before = others[iv->rank].len;
+    cdsm__iv_serialize(&others[iv->rank], iv);
+    others_count[iv->rank]++;
+    g->archive_bytes += others[iv->rank].len - before;
+    cdsm__st.archive_bytes = g->archive_bytes;
+}
+
+uint32_t cdsm__archive_other_records(int q, const cdsm__buf_t **records)
+{
+    *records = others ? &others[q] : NULL;
+    return others ? others_count[q] : 0;
+}
+
+void cdsm__archive_fini(void)
+{
+    if (others)
+        for (int q = 0; q < cdsm__w.n; q++) cdsm__buf_free(&others[q]);
+    free(others);
+    free(others_count);
+    others = NULL;
+    others_count = NULL;
+    for (size_t i = 0; i < narch; i++) cdsm__iv_free(arch[i]);
+    free(arch);
+    arch = NULL;
+    narch = cap = 0;
+}

@@ -1,0 +1,113 @@
+/* Survivors serve a replacement what its replay needs: the barrier log (epoch, release
+ * flags and global vector clock of every barrier), the grants between them and the lost
+ * rank (both kinds), every record they hold (their own since the start, archived ones
+ * included, and the others' they know), the last barrier released; and, at the replay's
+ * frontier, how many of its intervals they know. */
+#include <string.h>
+
+#include "proto.h"
+#include "recovery.h"
+
+static void put_barrier(const cdsm__det_t *d, void *arg)
+{
+    if (d->kind != CDSM_DET_BARRIER) return;
+    cdsm__buf_t *b = arg;
+    cdsm__buf_put_u32(b, d->id);
+    cdsm__buf_put_u32(b, d->grant_seq); /* the release flags */
+    cdsm__buf_put(b, d->vc, cdsm__u32s((size_t)cdsm__w.n));
+}
+
+static void count_barrier(const cdsm__det_t *d, void *arg)
+{
+    if (d->kind == CDSM_DET_BARRIER) (*(uint32_t *)arg)++;
+}
+
+/* Grants between this rank and the lost rank r, of one kind: SENT (r took them: its
+ * replay needs them) or RECV (r made them: its new log needs them). */
+struct grant_put {
+    cdsm__buf_t *b;
+    uint32_t r, kind, count;
+};
+
+static void put_grant(const cdsm__det_t *d, void *arg)
+{
+    struct grant_put *gp = arg;
+    if (d->kind != gp->kind || d->peer != gp->r) return;
+    if (gp->b) {
+        cdsm__buf_put_u32(gp->b, d->id);
+        cdsm__buf_put_u32(gp->b, d->acq_seq);
+        cdsm__buf_put_u32(gp->b, d->grant_seq);
+        cdsm__buf_put(gp->b, d->vc, cdsm__u32s((size_t)cdsm__w.n));
+    }
+    gp->count++;
+}
+
+static void put_grants(cdsm__buf_t *b, uint32_t r, uint32_t kind)
+{
+    struct grant_put gp = {NULL, r, kind, 0};
+    cdsm__det_foreach(put_grant, &gp);
+    cdsm__buf_put_u32(b, gp.count);
+    gp.b = b;
+    cdsm__det_foreach(put_grant, &gp);
+}
+
+static void put_record(const cdsm__interval_t *iv, void *arg)
+{
+    cdsm__iv_serialize(arg, iv);
+}
+
+void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
+{
+    cdsm__state_t *g = &cdsm__g;
+    (void)rd;
+    cdsm__buf_t b = {0};
+    if (cdsm__member_replayed_now(cdsm__w.rank)) {
+        /* Lost together with the asking rank (a node): it holds no log of the run yet, and
+         * the others' knowledge of its records serves instead. */
+        cdsm__buf_put_u32(&b, 1);
+        cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
+        cdsm__buf_free(&b);
+        return;
+    }
+    cdsm__buf_put_u32(&b, 0);
+    uint32_t nbar = 0;
+    cdsm__det_foreach(count_barrier, &nbar);
+    cdsm__buf_put_u32(&b, nbar);
+    cdsm__det_foreach(put_barrier, &b);
+    put_grants(&b, h->src, CDSM_DET_SENT);
+    put_grants(&b, h->src, CDSM_DET_RECV);
+    /* This rank's own records since the start: archived ones, then the live ones; then the
+     * records of every other rank it holds (a rank lost at the same time, with the same
+     * node, cannot send its own). */
+    for (int x = 0; x < cdsm__w.n; x++) {
+        if (x == (int)h->src) continue;
+        cdsm__ivlist_t *l = &g->ivs[x];
+        const cdsm__buf_t *kept = NULL;
+        uint32_t nkept = x == cdsm__w.rank ? cdsm__archive_count() : cdsm__archive_other_records(x, &kept);
+        cdsm__buf_put_u32(&b, nkept + l->count);
+        if (x == cdsm__w.rank) cdsm__archive_foreach(put_record, &b);
+        else if (nkept) cdsm__buf_put(&b, kept->p, kept->len);
+        for (uint32_t k = 0; k < l->count; k++) cdsm__iv_serialize(&b, l->v[k]);
+    }
+    /* The barrier manager: the last barrier it released (its release may still be on its
+     * way to the others, whose logs then end before it). */
+    cdsm__buf_put_u32(&b, cdsm__bar_released());
+    cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+}
+
+void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
+{
+    cdsm__state_t *g = &cdsm__g;
+    (void)rd;
+    uint32_t r = h->src, known = g->vc[r];
+    /* A grant not read yet carries its granter's knowledge too (the lost process's own
+     * grant among them). */
+    for (cdsm__reply_t *rep = g->replies; rep; rep = rep->next) {
+        uint32_t v;
+        if (rep->hdr.type != CDSM_MSG_LOCK_GRANT || rep->hdr.len < 12 + cdsm__u32s((size_t)cdsm__w.n)) continue;
+        memcpy(&v, rep->payload + 12 + (size_t)r * 4, 4);
+        if (v > known) known = v;
+    }
+    cdsm__tp_send((int)r, CDSM_MSG_KNOW_REP, h->tag, &known, 4, NULL, 0);
+}

@@ -1,0 +1,69 @@
+/* Membership's judgement of silences: the transport sends a heartbeat byte on every
+ * doorbell each CDSM_HEARTBEAT_MS and ticks here; a peer silent for
+ * CDSM_HEARTBEAT_TIMEOUT (a frozen process, a lost node, a cut link) is declared lost and
+ * fenced (killed when it runs on this host, never heard again in any case), so that it can
+ * never act on shared state once a spare has its rank. A working process that hears too
+ * few others is the one cut off, and fences itself. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proto.h"
+#include "recovery.h"
+
+/* A working process that hears from less than half of the live processes (itself
+ * included) is the one cut off: it stops itself before the majority declares it lost (at
+ * the full timeout), so that it never writes shared state again once a spare replays its
+ * rank. Exactly half: the side that hears the lowest live process goes on. */
+static void fence_self_if_cut_off(uint64_t now, uint64_t limit)
+{
+    uint64_t self_limit = limit / 4 * 3;
+    int live = 1, heard = 1, lowest = cdsm__w.wrank, lowest_heard = 1;
+    for (int p = 0; p < cdsm__w.wn; p++) {
+        uint64_t at;
+        int pid, open;
+        cdsm__tp_peer_info(p, &at, &pid, &open);
+        if (!open || __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE)) continue;
+        int h = now - at <= self_limit;
+        live++;
+        heard += h;
+        if (p < lowest) {
+            lowest = p;
+            lowest_heard = h;
+        }
+    }
+    if (2 * heard > live || (2 * heard == live && lowest_heard)) return;
+    cdsm__log(CDSM_LOG_ERROR,
+              "rank %d cut off: it heard no heartbeat from %d of the %d other live processes for %.0f ms; it fences "
+              "itself (exit status %d) before the others replay it on a spare",
+              cdsm__w.rank, live - heard, live - 1, (double)self_limit / 1e6, CDSM_EXIT_FENCED);
+    _exit(CDSM_EXIT_FENCED);
+}
+
+/* The transport's heartbeat tick (service thread, receiving): declare the peers silent for
+ * too long lost. */
+void cdsm__member_tick(void)
+{
+    uint64_t limit = cdsm__cfg.heartbeat_timeout_ms * 1000000ull, now = cdsm__mono_ns();
+    /* Peers close as they finish; and a spare never fences anyone (it acts on no shared
+     * state, and ends when the working processes' connections close). */
+    if (__atomic_load_n(&cdsm__w.finalizing, __ATOMIC_ACQUIRE) || cdsm__w.rank < 0) return;
+    fence_self_if_cut_off(now, limit);
+    for (int p = 0; p < cdsm__w.wn; p++) {
+        uint64_t at;
+        int pid, open;
+        cdsm__tp_peer_info(p, &at, &pid, &open);
+        if (!open || now - at <= limit) continue;
+        char why[96];
+        snprintf(why, sizeof why, "no heartbeat for %.0f ms", (double)(now - at) / 1e6);
+        /* Fence first: a frozen process must never wake up to write shared state. */
+        if (pid > 0 && kill(pid, SIGKILL) == 0)
+            snprintf(why + strlen(why), sizeof why - strlen(why), "; pid %d killed", pid);
+        cdsm__log(CDSM_LOG_ERROR, "process %d (rank %d) declared lost: %s", p,
+                  cdsm__w.logical ? cdsm__w.logical[p] : -1, why);
+        cdsm__tp_cut(p);
+        CDSM_STAT_ADD(heartbeat_losses, 1);
+        cdsm__member_peer_down(p, why);
+    }
+}

@@ -1,0 +1,549 @@
+/* Barriers through a manager (rank 0): arrivals carry the records the manager may lack,
+ * the manager merges them and sends each rank what it lacks. The same round trip carries
+ * the garbage-collection decision, counters for cdsm_stats_reduce(), the checker's
+ * agreement value and, when logging is on, every rank's last committed checkpoint
+ * (through the fault-tolerance hooks). Garbage collection itself is in gc.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+#include "vclock.h"
+
+#define MANAGER 0
+
+cdsm__barrier_t cdsm__bar;
+
+/* The manager's collection state (rank 0, service thread). */
+static struct manager {
+    uint32_t epoch;        /* epoch of the barrier being collected */
+    int kind;              /* kind of that barrier (-1: none) */
+    int has_stats;
+    int has_log;           /* arrivals carry checkpoint positions */
+    cdsm__ckpt_pos_t *pos; /* last committed checkpoint of each rank */
+    int gc_warned;         /* the archiving note is logged once */
+    uint32_t bits;         /* CDSM_BAR_IN_RESUME / _WANT_CKPT of any arrival */
+    uint32_t manifest;     /* epoch of the last restart manifest committed (0: none) */
+    uint8_t *arrived;      /* which ranks arrived at the barrier being collected */
+    uint8_t *gone;         /* ranks lost during finalize (FINAL barriers skip them) */
+    int died;              /* a rank died during finalize (releases say so) */
+    int finals;            /* FINAL barriers released */
+    cdsm__buf_t *last;     /* each rank's release of the last barrier */
+    uint32_t last_epoch;   /* epoch of the last barrier released */
+} mgr = {.kind = -1};
+
+/* ---- the messages: one encoder and one decoder each ----------------------------------- */
+
+/* An arrival, as parsed (pointers into the payload). The records and the audit's part
+ * follow it in the payload. */
+typedef struct arrival {
+    uint32_t kind, bits, has_check, has_log, has_stats, nrec;
+    uint64_t check, mem;
+    const void *cpos;
+    const uint64_t *stats;
+    const uint32_t *vc;
+} arrival_t;
+
+static void put_arrival(cdsm__buf_t *b, uint32_t kword, int has_check, uint64_t check, uint64_t mem,
+                        const cdsm__ckpt_pos_t *cpos, const cdsm_stats_t *stats, size_t *nrec_at)
+{
+    cdsm__buf_put_u32(b, kword);
+    cdsm__buf_put_u32(b, (uint32_t)has_check);
+    cdsm__buf_put(b, &check, 8);
+    cdsm__buf_put(b, &mem, 8);
+    cdsm__buf_put_u32(b, cpos != NULL);
+    if (cpos) cdsm__buf_put(b, cpos, sizeof *cpos);
+    cdsm__buf_put_u32(b, stats != NULL);
+    if (stats) cdsm__buf_put(b, stats, sizeof *stats);
+    cdsm__buf_put_u32(b, 0); /* nrec, patched once the records are written */
+    *nrec_at = b->len - 4;
+    cdsm__buf_put(b, cdsm__g.vc, cdsm__u32s((size_t)cdsm__w.n));
+}
+
+static int take_arrival(cdsm__rd_t *r, arrival_t *a)
+{
+    uint32_t raw = cdsm__rd_u32(r);
+    a->kind = raw & CDSM_BAR_KIND_MASK;
+    a->bits = raw & ~(uint32_t)CDSM_BAR_KIND_MASK;
+    a->has_check = cdsm__rd_u32(r);
+    a->check = cdsm__rd_u64(r);
+    a->mem = cdsm__rd_u64(r);
+    a->has_log = cdsm__rd_u32(r);
+    a->cpos = a->has_log ? cdsm__rd_take(r, sizeof(cdsm__ckpt_pos_t)) : NULL;
+    a->has_stats = cdsm__rd_u32(r);
+    a->stats = a->has_stats ? cdsm__rd_take(r, sizeof cdsm__bar.stats) : NULL;
+    a->nrec = cdsm__rd_u32(r);
+    a->vc = cdsm__rd_take(r, cdsm__u32s((size_t)cdsm__w.n));
+    return r->bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+/* A release, as parsed; the records follow it in the payload. */
+typedef struct release {
+    uint32_t flags, manifest;
+    uint32_t bad[3];     /* the checker's outcome: page, rank a, rank b */
+    uint32_t det_bad[4]; /* the logging audit's outcome */
+    const void *pos;     /* every rank's checkpoint position, or NULL */
+    const void *stats;   /* the counters' sum, or NULL */
+    uint32_t nrec;
+    const uint32_t *gvc; /* the global vector clock */
+} release_t;
+
+/* The release's head up to the records; *nrec_at: where to patch their count. */
+static void put_release(cdsm__buf_t *b, const release_t *rl, size_t *nrec_at)
+{
+    int n = cdsm__w.n;
+    cdsm__buf_put_u32(b, rl->flags);
+    cdsm__buf_put_u32(b, rl->manifest);
+    cdsm__buf_put(b, rl->bad, sizeof rl->bad);
+    cdsm__buf_put(b, rl->det_bad, sizeof rl->det_bad);
+    cdsm__buf_put_u32(b, rl->pos != NULL);
+    if (rl->pos) cdsm__buf_put(b, rl->pos, (size_t)n * sizeof(cdsm__ckpt_pos_t));
+    cdsm__buf_put_u32(b, rl->stats != NULL);
+    if (rl->stats) cdsm__buf_put(b, rl->stats, sizeof cdsm__bar.stats);
+    cdsm__buf_put_u32(b, 0);
+    *nrec_at = b->len - 4;
+    cdsm__buf_put(b, rl->gvc, cdsm__u32s((size_t)n));
+}
+
+static int take_release(cdsm__rd_t *r, release_t *rl)
+{
+    int n = cdsm__w.n;
+    rl->flags = cdsm__rd_u32(r);
+    rl->manifest = cdsm__rd_u32(r);
+    for (int i = 0; i < 3; i++) rl->bad[i] = cdsm__rd_u32(r);
+    for (int i = 0; i < 4; i++) rl->det_bad[i] = cdsm__rd_u32(r);
+    rl->pos = cdsm__rd_u32(r) ? cdsm__rd_take(r, (size_t)n * sizeof(cdsm__ckpt_pos_t)) : NULL;
+    rl->stats = cdsm__rd_u32(r) ? cdsm__rd_take(r, sizeof(cdsm_stats_t)) : NULL;
+    rl->nrec = cdsm__rd_u32(r);
+    rl->gvc = cdsm__rd_take(r, cdsm__u32s((size_t)n));
+    return r->bad || !rl->gvc ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+int cdsm__barrier_init(void)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    size_t n = (size_t)cdsm__w.n;
+    b->vc_bar = calloc(n, sizeof *b->vc_bar);
+    if (!b->vc_bar) return cdsm__error(CDSM_ERR_NOMEM, "barrier state");
+    if (cdsm__w.rank != MANAGER) return CDSM_OK;
+    b->vcs = calloc(n * n, sizeof *b->vcs);
+    b->recs = calloc(n, sizeof *b->recs);
+    b->maxidx = calloc(n, sizeof *b->maxidx);
+    mgr.pos = calloc(n, sizeof *mgr.pos);
+    mgr.arrived = calloc(n, 1);
+    mgr.gone = calloc(n, 1);
+    mgr.last = calloc(n, sizeof *mgr.last);
+    if (!b->vcs || !b->recs || !b->maxidx || !mgr.pos || !mgr.arrived || !mgr.last || !mgr.gone)
+        return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
+    return CDSM_OK;
+}
+
+void cdsm__barrier_fini(void)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    for (int q = 0; b->recs && q < cdsm__w.n; q++) cdsm__buf_free(&b->recs[q]);
+    for (int q = 0; mgr.last && q < cdsm__w.n; q++) cdsm__buf_free(&mgr.last[q]);
+    free(b->recs);
+    free(b->vcs);
+    free(b->maxidx);
+    free(b->vc_bar);
+    free(mgr.pos);
+    free(mgr.last);
+    free(mgr.arrived);
+    free(mgr.gone);
+    memset(b, 0, sizeof *b);
+    memset(&mgr, 0, sizeof mgr);
+    mgr.kind = -1;
+}
+
+/* ---- the manager -------------------------------------------------------------------------- */
+
+/* Whether this barrier collects garbage, and the flags every release carries. */
+static uint32_t release_flags(void)
+{
+    uint32_t flags = 0;
+    /* A program in resume mode is collected only at its resume points, where every rank
+     * commits a checkpoint it can be restarted from (and any rank may ask for one). */
+    int gc_here = (mgr.kind == CDSM_BAR_PLAIN && !(mgr.bits & CDSM_BAR_IN_RESUME)) || mgr.kind == CDSM_BAR_RESUME;
+    int want = mgr.kind == CDSM_BAR_RESUME && (mgr.bits & CDSM_BAR_WANT_CKPT);
+    if (gc_here && (cdsm__bar.mem_max > cdsm__cfg.gc_bound || want)) {
+        /* Recovery stays possible: with checkpoints every rank commits one at this
+         * barrier first; without, each rank archives its own diffs (cdsm__gc). */
+        flags |= CDSM_BAR_GC;
+        if (cdsm__ft.archive_needed() && !mgr.gc_warned++)
+            cdsm__log(CDSM_LOG_INFO,
+                      "collecting diffs and records (a rank holds %llu bytes, CDSM_GC_BOUND=%llu); with "
+                      "logging on and no checkpoints (CDSM_CKPT_DIR empty) each rank keeps its own diffs "
+                      "for the whole run (counter archive_bytes)",
+                      (unsigned long long)cdsm__bar.mem_max, (unsigned long long)cdsm__cfg.gc_bound);
+    }
+    if (cdsm__bar.mismatch) flags |= CDSM_BAR_MISMATCH;
+    if (mgr.died) flags |= CDSM_BAR_DIED;
+    return flags;
+}
+
+/* The collected records rank `have` lacks (its arrival's vector clock). */
+static uint32_t put_lacking(cdsm__buf_t *b, const uint32_t *have)
+{
+    uint32_t nrec = 0;
+    for (int q = 0; q < cdsm__w.n; q++) {
+        const uint8_t *p = cdsm__bar.recs[q].p, *end = p + cdsm__bar.recs[q].len;
+        while (p < end) {
+            cdsm__wire_iv_t w;
+            memcpy(&w, p, sizeof w);
+            size_t sz = cdsm__iv_wire_size(p);
+            if (w.idx > have[q]) {
+                cdsm__buf_put(b, p, sz);
+                nrec++;
+            }
+            p += sz;
+        }
+    }
+    return nrec;
+}
+
+/* Send rank r its release and keep it until the next one: a rank replaced after it was
+ * sent asks again. */
+static void send_release(int r, uint32_t epoch, cdsm__buf_t *b)
+{
+    cdsm__tp_send(r, CDSM_MSG_BAR_RELEASE, epoch, b->p, b->len, NULL, 0);
+    cdsm__buf_free(&mgr.last[r]);
+    mgr.last[r] = *b;
+    mgr.last_epoch = epoch;
+}
+
+/* Forget the barrier just released. */
+static void reset_collection(void)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    memset(mgr.arrived, 0, (size_t)cdsm__w.n);
+    for (int q = 0; q < cdsm__w.n; q++) b->recs[q].len = 0;
+    b->arrived = 0;
+    b->mem_max = 0;
+    b->check_set = b->mismatch = 0;
+    memset(b->stats, 0, sizeof b->stats);
+    mgr.has_stats = mgr.has_log = 0;
+    mgr.bits = 0;
+    mgr.kind = -1;
+}
+
+/* Manager: every rank arrived; send each one what it lacks and reset. */
+static void release_all(void)
+{
+    int n = cdsm__w.n;
+    release_t rl = {.flags = release_flags(), .manifest = mgr.manifest, .gvc = cdsm__bar.maxidx};
+    if (mgr.kind == CDSM_BAR_AUDIT) {
+        cdsm__audit_finish(&rl.bad[0], &rl.bad[1], &rl.bad[2]);
+        if (mgr.has_log && cdsm__ft.audit_finish(rl.det_bad)) rl.flags |= CDSM_BAR_DETLOST;
+    }
+    rl.pos = mgr.has_log ? mgr.pos : NULL;
+    rl.stats = mgr.has_stats ? cdsm__bar.stats : NULL;
+    for (int r = 0; r < n; r++) {
+        cdsm__buf_t b = {0};
+        size_t nrec_at;
+        put_release(&b, &rl, &nrec_at);
+        uint32_t nrec = put_lacking(&b, &cdsm__bar.vcs[(size_t)r * (size_t)n]);
+        memcpy(b.p + nrec_at, &nrec, 4);
+        send_release(r, mgr.epoch, &b);
+    }
+    if (mgr.kind == CDSM_BAR_FINAL) mgr.finals++;
+    reset_collection();
+}
+
+/* Manager: every rank arrived (at a FINAL barrier, ranks lost during finalize need not). */
+static int collected(void)
+{
+    if (!cdsm__bar.arrived) return 0;
+    int k = 0;
+    for (int q = 0; q < cdsm__w.n; q++) k += mgr.arrived[q] || (mgr.gone[q] && mgr.kind == CDSM_BAR_FINAL);
+    return k == cdsm__w.n;
+}
+
+void cdsm__bar_gone(int r)
+{
+    if (cdsm__w.rank != MANAGER || !mgr.gone) return;
+    /* A rank that closes after arriving at the barrier being collected, or after the
+     * last one was released, just finished. */
+    if (mgr.finals >= 2 || (cdsm__bar.arrived && mgr.kind == CDSM_BAR_FINAL && mgr.arrived[r])) return;
+    mgr.gone[r] = 1;
+    mgr.died = 1;
+    __atomic_store_n(&cdsm__w.recovered, 1, __ATOMIC_RELEASE);
+    cdsm__log(CDSM_LOG_WARN, "rank %d lost during finalize (all its work was done): finishing without it", r);
+    if (collected()) release_all();
+}
+
+void cdsm__bar_lost(int r)
+{
+    if (cdsm__w.rank != MANAGER || !mgr.arrived || !cdsm__mode.resume_mode || !cdsm__bar.arrived ||
+        mgr.kind != CDSM_BAR_GC_DONE || !mgr.arrived[r])
+        return;
+    /* Released on the lost process's arrival, this barrier would let the others drop the
+     * diffs a replacement restored from an earlier checkpoint needs (resume mode keeps no
+     * archive): it waits for the replacement's arrival instead. */
+    mgr.arrived[r] = 0;
+    cdsm__bar.arrived--;
+    cdsm__log(CDSM_LOG_INFO, "barrier %u (end of a collection): the arrival of lost rank %d no longer counts", mgr.epoch,
+              r);
+}
+
+void cdsm__bar_manifest(uint32_t epoch)
+{
+    if (cdsm__w.rank == MANAGER) mgr.manifest = epoch;
+}
+
+uint32_t cdsm__bar_released(void)
+{
+    return cdsm__w.rank == MANAGER ? mgr.last_epoch : 0;
+}
+
+/* Merge an arrival's head into the collection. */
+static void collect_head(int src, const arrival_t *a)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    memcpy(&b->vcs[(size_t)src * (size_t)cdsm__w.n], a->vc, cdsm__u32s((size_t)cdsm__w.n));
+    mgr.bits |= a->bits;
+    if (a->mem > b->mem_max) b->mem_max = a->mem;
+    if (a->cpos) {
+        mgr.has_log = 1;
+        memcpy(&mgr.pos[src], a->cpos, sizeof *mgr.pos);
+    }
+    if (a->stats) {
+        mgr.has_stats = 1;
+        for (size_t i = 0; i < CDSM_NSTATS; i++) {
+            uint64_t v;
+            memcpy(&v, &a->stats[i], 8);
+            b->stats[i] += v;
+        }
+    }
+    if (a->has_check) {
+        if (b->check_set && b->check != a->check) b->mismatch = 1;
+        b->check = a->check;
+        b->check_set = 1;
+    }
+}
+
+/* Keep the arrival's records the manager lacks, in order. */
+static int collect_records(cdsm__rd_t *r, uint32_t nrec)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    int n = cdsm__w.n;
+    for (uint32_t k = 0; k < nrec; k++) {
+        const uint8_t *p = r->p + r->pos;
+        const cdsm__wire_iv_t *w = cdsm__rd_take(r, sizeof *w);
+        if (!w || w->rank >= n || !cdsm__rd_take(r, cdsm__u32s((size_t)n) + cdsm__u32s(w->npages)))
+            return CDSM_ERR_PROTOCOL;
+        if (w->idx <= b->maxidx[w->rank]) continue; /* another rank brought it already */
+        if (w->idx != b->maxidx[w->rank] + 1) return CDSM_ERR_PROTOCOL;
+        cdsm__buf_put(&b->recs[w->rank], p, (size_t)(r->p + r->pos - p));
+        b->maxidx[w->rank] = w->idx;
+    }
+    return CDSM_OK;
+}
+
+void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    /* A replacement manager keeps arrivals until its replay has passed their barrier: a
+     * survivor may wait for the release of a barrier the lost manager released to others
+     * only (cdsm__bar_release_replayed). */
+    if (cdsm__ft.defer(h, r)) return;
+    arrival_t a;
+    if (take_arrival(r, &a) || cdsm__w.rank != MANAGER) goto bad;
+    if (h->tag == mgr.last_epoch && mgr.last_epoch) {
+        /* A replacement arrives again at a barrier released while its process died. */
+        cdsm__tp_send(h->src, CDSM_MSG_BAR_RELEASE, h->tag, mgr.last[h->src].p, mgr.last[h->src].len, NULL, 0);
+        return;
+    }
+    if (cdsm__bar.arrived == 0) {
+        mgr.epoch = (uint32_t)h->tag;
+        mgr.kind = (int)a.kind;
+    }
+    if (h->tag != mgr.epoch || (int)a.kind != mgr.kind) {
+        cdsm__log(CDSM_LOG_ERROR,
+                  "rank %u entered barrier %llu (kind %u) while others are in barrier %u (kind %d): "
+                  "ranks called different collective operations",
+                  h->src, (unsigned long long)h->tag, a.kind, mgr.epoch, mgr.kind);
+        cdsm_check(!"mismatched collective calls");
+    }
+    collect_head(h->src, &a);
+    if (collect_records(r, a.nrec)) goto bad;
+    uint32_t nhash = cdsm__rd_u32(r);
+    if (r->bad || (a.kind == CDSM_BAR_AUDIT && cdsm__audit_collect(h->src, r, nhash))) goto bad;
+    if (a.kind == CDSM_BAR_AUDIT && a.has_log && cdsm__ft.audit_collect(h->src, r)) goto bad;
+    if (!mgr.arrived[h->src]) { /* a replacement may arrive again where its process had */
+        mgr.arrived[h->src] = 1;
+        ++cdsm__bar.arrived;
+    }
+    if (collected()) release_all();
+    return;
+bad:
+    cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
+    cdsm_check(!"malformed barrier arrival");
+}
+
+/* ---- this rank's side ----------------------------------------------------------------------- */
+
+/* Build and send this rank's arrival at barrier `epoch`. Caller holds mu. */
+static int arrive(int kind, uint32_t epoch, uint64_t check, const cdsm_stats_t *stats, int has_check)
+{
+    cdsm__buf_t b = {0};
+    uint64_t mem = cdsm__g.log_bytes - cdsm__g.archive_bytes; /* what a collection can free */
+    int has_log = cdsm__ft.logging();
+    uint32_t kword = (uint32_t)kind | (cdsm__mode.resume_mode ? CDSM_BAR_IN_RESUME : 0u);
+    if (kind == CDSM_BAR_RESUME && cdsm__ft.want_ckpt()) kword |= CDSM_BAR_WANT_CKPT;
+    /* Piggyback: this rank's last committed checkpoint, so that the others can drop the
+     * determinants its replay can no longer need. */
+    cdsm__ckpt_pos_t cp = has_log ? cdsm__ft.ckpt_committed() : (cdsm__ckpt_pos_t){0, 0};
+    if (has_log) CDSM_STAT_ADD(piggyback_bytes, 4 + sizeof cp);
+    size_t nrec_at;
+    put_arrival(&b, kword, has_check, check, mem, has_log ? &cp : NULL, stats, &nrec_at);
+    /* Everything up to the previous barrier is known to the manager already. */
+    uint32_t nrec = cdsm__iv_serialize_newer(&b, cdsm__bar.vc_bar);
+    memcpy(b.p + nrec_at, &nrec, 4);
+    uint32_t nhash = 0;
+    cdsm__buf_put_u32(&b, 0);
+    size_t nhash_at = b.len - 4;
+    if (kind == CDSM_BAR_AUDIT) cdsm__audit_hashes(&b, &nhash);
+    memcpy(b.p + nhash_at, &nhash, 4);
+    if (kind == CDSM_BAR_AUDIT && has_log) cdsm__ft.audit_put(&b);
+    int rc = cdsm__tp_send(MANAGER, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return rc;
+}
+
+/* Take the release of barrier `epoch`: its records, clock, flags, positions and sums.
+ * Caller holds mu. */
+static int take_release_msg(int kind, uint32_t epoch, cdsm_stats_t *sum, uint32_t *flags, uint32_t *manifest)
+{
+    int n = cdsm__w.n, rc;
+    cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_BAR_RELEASE, epoch);
+    if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "barrier %u: rank %d was lost", epoch, cdsm__lost());
+    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+    release_t rl;
+    rc = take_release(&rd, &rl);
+    if (!rc) rc = cdsm__iv_incorporate(&rd, rl.nrec);
+    if (!rc && rd.bad) rc = CDSM_ERR_PROTOCOL;
+    if (rc) {
+        cdsm__reply_free(rep);
+        return cdsm__error(rc, "barrier %u: malformed release", epoch);
+    }
+    if (rl.pos) CDSM_STAT_ADD(piggyback_bytes, 4 + (size_t)n * sizeof(cdsm__ckpt_pos_t));
+    cdsm__vc_merge(cdsm__g.vc, rl.gvc, n);
+    memcpy(cdsm__bar.vc_bar, cdsm__g.vc, cdsm__u32s((size_t)n));
+    if (rl.flags & CDSM_BAR_DIED) __atomic_store_n(&cdsm__w.recovered, 1, __ATOMIC_RELEASE);
+    if (rl.pos && cdsm__ft.logging()) cdsm__ft.released(epoch, rl.flags, rl.pos);
+    if (sum && rl.stats) memcpy(sum, rl.stats, sizeof *sum);
+    *flags = rl.flags;
+    *manifest = rl.manifest; /* outputs before it can no longer be redone */
+    cdsm__reply_free(rep);
+    CDSM_STAT_ADD(barriers, 1);
+    if (kind == CDSM_BAR_AUDIT && (rl.flags & CDSM_BAR_MISMATCH))
+        return cdsm__error(CDSM_ERR_PROTOCOL,
+                           "consistency check: after barrier %u page %u differs between rank %u and rank %u", epoch,
+                           rl.bad[0], rl.bad[1], rl.bad[2]);
+    if (rl.flags & CDSM_BAR_DETLOST)
+        return cdsm__error(CDSM_ERR_PROTOCOL,
+                           "logging audit: after barrier %u the determinant of rank %u's synchronisation %u "
+                           "(granter %d, lock or epoch %u) is not held where a replay needs it",
+                           epoch, rl.det_bad[0], rl.det_bad[2], rl.det_bad[1] == UINT32_MAX ? -1 : (int)rl.det_bad[1],
+                           rl.det_bad[3]);
+    return CDSM_OK;
+}
+
+/* After the release: collect garbage, take a checkpoint, run the checker's round. Caller
+ * holds mu (released while the others are waited for). */
+static int after_release(int kind, uint32_t flags)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = CDSM_OK;
+    if (flags & CDSM_BAR_GC) {
+        pthread_mutex_unlock(&g->mu);
+        rc = cdsm__gc();
+        pthread_mutex_lock(&g->mu);
+    } else if (kind == CDSM_BAR_PLAIN && !cdsm__mode.resume_mode) {
+        rc = cdsm__ft.after_barrier();
+    }
+    if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME) && cdsm__cfg.check) {
+        /* The checker: local invariants, then all valid copies compared across ranks. */
+        rc = cdsm__audit_local();
+        pthread_mutex_unlock(&g->mu);
+        if (!rc) rc = cdsm__barrier_full(CDSM_BAR_AUDIT, 0, NULL, NULL, NULL);
+        pthread_mutex_lock(&g->mu);
+    }
+    return rc;
+}
+
+int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm_stats_t *sum, int *flags_out)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = CDSM_OK;
+    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "barrier before cdsm_init");
+    pthread_mutex_lock(&g->mu);
+    if (cdsm__mode.fast_forward) {
+        /* A replacement that will restore a checkpoint in cdsm_resume(): the program's
+         * allocation barriers before it change nothing the checkpoint does not replace. */
+        cdsm__bar.epoch++;
+        g->sync_seq++;
+        if (flags_out) *flags_out = 0;
+        pthread_mutex_unlock(&g->mu);
+        return CDSM_OK;
+    }
+    cdsm__close_interval();
+    uint32_t epoch = ++cdsm__bar.epoch, flags = 0, manifest = 0;
+    g->sync_seq++;
+    /* A replacement takes a barrier the survivors passed from the log, without messages. */
+    if (cdsm__mode.replaying && cdsm__ft.replay_barrier(kind, epoch, flags_out, &rc)) return rc;
+    if (rc) goto out;
+    int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
+    if ((rc = arrive(kind, epoch, check, stats, has_check))) goto out;
+    rc = take_release_msg(kind, epoch, sum, &flags, &manifest);
+    if (flags_out) *flags_out = (int)flags;
+    if (!rc) rc = after_release(kind, flags);
+out:
+    pthread_mutex_unlock(&g->mu);
+    if (!rc) rc = cdsm__tp_flush();
+    if (!rc && manifest) cdsm__ft.release_output(manifest);
+    return rc;
+}
+
+int cdsm_barrier(void)
+{
+    return cdsm__barrier_full(CDSM_BAR_PLAIN, 0, NULL, NULL, NULL);
+}
+
+int cdsm_resume_point(void)
+{
+    if (!cdsm__g.initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_resume_point before cdsm_init");
+    if (!cdsm__mode.resume_mode)
+        return cdsm__error(CDSM_ERR_STATE, "cdsm_resume_point without cdsm_resume: the program must first say it can "
+                                           "resume (after its allocations and cdsm_protect calls)");
+    return cdsm__barrier_full(CDSM_BAR_RESUME, 0, NULL, NULL, NULL);
+}
+
+/* ---- a replacement of the manager ------------------------------------------------------- */
+
+void cdsm__bar_release_replayed(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *arg)
+{
+    uint32_t epoch = (uint32_t)h->tag;
+    arrival_t a;
+    if (take_arrival(r, &a)) {
+        cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
+        return;
+    }
+    /* The logged flags and global vector clock; no audit outcome, positions or sums. */
+    release_t rl = {.flags = *(const uint32_t *)arg, .manifest = mgr.manifest, .gvc = cdsm__g.vc};
+    cdsm__buf_t b = {0};
+    size_t nrec_at;
+    put_release(&b, &rl, &nrec_at);
+    uint32_t nrec = cdsm__iv_serialize_between(&b, a.vc, rl.gvc);
+    memcpy(b.p + nrec_at, &nrec, 4);
+    send_release(h->src, epoch, &b);
+    cdsm__log(CDSM_LOG_INFO, "barrier %u: released rank %u, whose release was lost with the manager", epoch, h->src);
+}
+
+void cdsm__barrier_adopt(const uint32_t *vc)
+{
+    if (cdsm__w.rank != MANAGER) return;
+    memcpy(cdsm__bar.maxidx, vc, cdsm__u32s((size_t)cdsm__w.n));
+    mgr.last_epoch = 0; /* its releases were lost with the process */
+}

@@ -1,0 +1,771 @@
+/* The page protocol of lazy release consistency, homeless, multiple writers:
+ *  - write detection: a page is read-only until written in an interval; the first write
+ *    faults, a twin (copy) is made and the page becomes writable;
+ *  - at the end of the interval the written pages become read-only again and get a write
+ *    notice; their diffs are made lazily: when another rank asks, when the page is written
+ *    again in a later interval, or before the page is invalidated;
+ *  - an access miss on an invalid page fetches the diffs it lacks from their writers (or a
+ *    whole copy when many are needed) and applies them in happened-before order.
+ * All of it runs under cdsm__g.mu. Page contents change only on the application thread. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <time.h>
+
+#include "diff.h"
+#include "proto.h"
+#include "vclock.h"
+
+uint32_t *cdsm__page_applied(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    if (!p->applied) {
+        p->applied = calloc((size_t)cdsm__w.n, 4);
+        cdsm_check(p->applied != NULL);
+        cdsm__log_bytes_add((int64_t)cdsm__w.n * 4);
+    }
+    return p->applied;
+}
+
+static void twin_free(cdsm__page_t *p)
+{
+    if (!p->twin) return;
+    free(p->twin);
+    p->twin = NULL;
+    cdsm__log_bytes_add(-(int64_t)cdsm__heap.page_size);
+}
+
+/* The diff of own interval iv on its j-th page, made now from page and twin if needed. */
+cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
+{
+    if (iv->diffs[j]) return iv->diffs[j];
+    uint32_t pg = iv->pages[j];
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    /* Lazy diffing: the twin of this closed interval is still there, and the page has not
+     * been written since (it is read-only until the next write fault makes this diff). */
+    cdsm_check(p->twin && p->twin_iv == iv->idx);
+    size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
+    cdsm__diffrec_t *d = malloc(sizeof *d + len);
+    cdsm_check(d != NULL);
+    d->len = (uint32_t)len;
+    memcpy(d->data, cdsm__g.scratch, len);
+    iv->diffs[j] = d;
+    CDSM_STAT_ADD(diffs_created, 1);
+    CDSM_STAT_ADD(diff_bytes_created, len);
+    cdsm__log_bytes_add((int64_t)(sizeof *d + len));
+    return d;
+}
+
+/* Make the diff of the closed interval the twin belongs to. */
+static void diff_pending_twin(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_check(p->twin_iv != CDSM_IV_OPEN);
+    cdsm__interval_t *iv = cdsm__iv_get(cdsm__w.rank, p->twin_iv);
+    cdsm_check(iv != NULL);
+    int j = cdsm__iv_find_page(iv, pg);
+    cdsm_check(j >= 0);
+    cdsm__own_diff(iv, j);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The dirty set: pages written in the open interval, and hot pages. Each page knows its
+ * position so it can leave the set in O(1) when it is invalidated. */
+static void mark_dirty(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (g->ndirty == g->dirty_cap) {
+        size_t nc = g->dirty_cap ? g->dirty_cap * 2 : 1024;
+        uint32_t *nd = realloc(g->dirty, nc * sizeof *nd);
+        cdsm_check(nd != NULL);
+        g->dirty = nd;
+        g->dirty_cap = nc;
+    }
+    cdsm__heap.pages[pg].dirty_pos = (uint32_t)g->ndirty;
+    g->dirty[g->ndirty++] = pg;
+    cdsm__heap.pages[pg].dirty = 1;
+}
+
+static void unmark_dirty(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_check(p->dirty && g->dirty[p->dirty_pos] == pg);
+    uint32_t last = g->dirty[--g->ndirty];
+    g->dirty[p->dirty_pos] = last;
+    cdsm__heap.pages[last].dirty_pos = p->dirty_pos;
+    p->dirty = 0;
+}
+
+void cdsm__invalidate(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    if (p->hot) {
+        /* Its last diff was made when the interval closed (just now: notices come in
+         * right after a close), so the twin holds nothing more. */
+        p->hot = 0;
+        unmark_dirty(pg);
+        twin_free(p);
+    } else {
+        cdsm_check(p->state != CDSM_PG_RW); /* intervals are closed before notices come in */
+        if (p->twin) {
+            /* Our own writes must survive the diffs we are about to apply. */
+            diff_pending_twin(pg);
+            twin_free(p);
+        }
+    }
+    if (p->state != CDSM_PG_INVALID) {
+        cdsm__page_protect(pg, 1, CDSM_PG_INVALID);
+        CDSM_STAT_ADD(invalidations, 1);
+    }
+}
+
+static void add_notice(uint32_t pg, cdsm__interval_t *iv)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__notice_t *nt = malloc(sizeof *nt);
+    cdsm_check(nt != NULL);
+    nt->iv = iv;
+    nt->next = p->notices;
+    p->notices = nt;
+    cdsm__log_bytes_add((int64_t)sizeof *nt);
+}
+
+/* Keep on a page only the notices that still matter: the ones this copy lacks, and each
+ * rank's newest (the GC keeper and whole-page choices need it). Older applied notices
+ * are implied by the applied vector and by the interval records, so a page accessed
+ * under a lock that moves often does not collect an ever longer list. */
+static void prune_notices(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    uint32_t *newest = g->scratch_n;
+    if (!p->applied) return;
+    memset(newest, 0, (size_t)cdsm__w.n * 4);
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv->idx > newest[nt->iv->rank]) newest[nt->iv->rank] = nt->iv->idx;
+    for (cdsm__notice_t **pp = &p->notices; *pp;) {
+        cdsm__notice_t *nt = *pp;
+        if (nt->iv->idx < newest[nt->iv->rank] && nt->iv->idx <= p->applied[nt->iv->rank]) {
+            *pp = nt->next;
+            free(nt);
+            cdsm__log_bytes_add(-(int64_t)sizeof *nt);
+        } else {
+            pp = &nt->next;
+        }
+    }
+}
+
+static int has_notice(const cdsm__page_t *p, const cdsm__interval_t *iv)
+{
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv == iv) return 1;
+    return 0;
+}
+
+/* A whole copy was installed: its applied vector may lack writes whose notices were
+ * pruned as applied to our old copy. Bring those notices back from the records. */
+static void refill_notices(uint32_t pg)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    uint32_t *newest = g->scratch_n;
+    memset(newest, 0, (size_t)cdsm__w.n * 4);
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv->idx > newest[nt->iv->rank]) newest[nt->iv->rank] = nt->iv->idx;
+    for (int q = 0; q < cdsm__w.n; q++) {
+        uint32_t from = p->applied[q] > g->ivs[q].base ? p->applied[q] : g->ivs[q].base;
+        for (uint32_t idx = from + 1; idx < newest[q]; idx++) {
+            cdsm__interval_t *iv = cdsm__iv_get(q, idx);
+            if (iv && cdsm__iv_find_page(iv, pg) >= 0 && !has_notice(p, iv)) add_notice(pg, iv);
+        }
+    }
+}
+
+/* Protect pages in runs of consecutive page numbers: one mprotect per run. */
+static void protect_sorted(const uint32_t *pages, size_t n, int state)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && pages[j] == pages[j - 1] + 1) j++;
+        cdsm__page_protect(pages[i], (uint32_t)(j - i), state);
+        i = j;
+    }
+}
+
+/* A page written in the closing interval, with its diff when made eagerly. */
+typedef struct written {
+    uint32_t pg;
+    cdsm__diffrec_t *diff;
+} written_t;
+
+static int cmp_written(const void *a, const void *b)
+{
+    return cmp_u32(&((const written_t *)a)->pg, &((const written_t *)b)->pg);
+}
+
+/* A hot page at interval end: its diff now (the twin is refreshed for the next interval),
+ * or NULL if it did not change. */
+static cdsm__diffrec_t *diff_hot(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    /* Most idle pages compare equal: memcmp is much faster than encoding. */
+    if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) return NULL;
+    size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
+    if (!len) return NULL;
+    cdsm__diffrec_t *d = malloc(sizeof *d + len);
+    cdsm_check(d != NULL);
+    d->len = (uint32_t)len;
+    memcpy(d->data, cdsm__g.scratch, len);
+    memcpy(p->twin, cdsm__sys_page(pg), cdsm__heap.page_size);
+    CDSM_STAT_ADD(diffs_created, 1);
+    CDSM_STAT_ADD(diff_bytes_created, len);
+    cdsm__log_bytes_add((int64_t)(sizeof *d + len));
+    return d;
+}
+
+/* End the open interval. Cold pages written in it become read-only, their twin kept for
+ * a lazy diff. Hot pages stay writable and are diffed now; one that has not changed for
+ * CDSM_HOT_IDLE intervals goes back to write detection by protection. Every page that
+ * was written gets a notice in the interval's record. */
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* What comparing one unchanged page with its twin costs here (measured once). */
+static uint64_t page_compare_ns(void)
+{
+    size_t ps = cdsm__heap.page_size;
+    char *a = calloc(2, ps);
+    cdsm_check(a != NULL);
+    uint64_t t0 = now_ns();
+    int same = 0;
+    for (int i = 0; i < 16; i++) same += !memcmp(a, a + ps, ps);
+    uint64_t ns = (now_ns() - t0) / 16 + (same != 16);
+    free(a);
+    return ns ? ns : 1;
+}
+
+void cdsm__close_interval(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    /* Hot pages cost a comparison at every interval end. When the last end spent more than
+     * a quarter of the interval before it on that, intervals are short (locks in a loop)
+     * and unchanged hot pages go back to write protection now, not after CDSM_HOT_IDLE. */
+    static uint64_t last_end, last_waste, cmp_ns;
+    uint64_t start = now_ns();
+    int pressure = last_end && last_waste * 4 > start - last_end;
+    if (!g->ndirty) {
+        last_end = start;
+        last_waste = 0;
+        return;
+    }
+    if (!cmp_ns) cmp_ns = page_compare_ns();
+    size_t nidle = 0;
+    written_t *wr = malloc(g->ndirty * sizeof *wr);
+    uint32_t *prot = malloc(g->ndirty * sizeof *prot);
+    cdsm_check(wr && prot);
+    size_t nw = 0, nprot = 0, nkeep = 0;
+    for (size_t k = 0; k < g->ndirty; k++) {
+        uint32_t pg = g->dirty[k];
+        cdsm__page_t *p = &cdsm__heap.pages[pg];
+        cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
+        if (p->spec) {
+            /* Made writable ahead of time: written only if it changed. */
+            p->spec = 0;
+            if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) {
+                p->dirty = 0;
+                twin_free(p);
+                prot[nprot++] = pg;
+                continue;
+            }
+        }
+        if (!p->hot) {
+            p->dirty = 0;
+            prot[nprot++] = pg;
+            /* Only pages whose bytes changed get a notice, as for hot and fault-around
+             * pages: which pages an interval wrote then depends on the program alone, so
+             * a replay makes the same intervals (and the same interval numbers). */
+            if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) {
+                twin_free(p);
+                continue;
+            }
+            wr[nw++] = (written_t){pg, NULL};
+            continue;
+        }
+        cdsm__diffrec_t *d = diff_hot(pg);
+        if (d) {
+            p->hot = 1;
+            wr[nw++] = (written_t){pg, d};
+        } else if (nidle++, ++p->hot > cdsm__cfg.hot_idle ||
+                   (pressure && p->sticky != CDSM_STICKY_IMMUNE)) {
+            p->sticky = p->hot > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
+            p->hot = 0;
+            p->dirty = 0;
+            twin_free(p);
+            prot[nprot++] = pg;
+            continue;
+        }
+        p->dirty_pos = (uint32_t)nkeep;
+        g->dirty[nkeep++] = pg;
+    }
+    g->ndirty = nkeep;
+    if (nw) {
+        qsort(wr, nw, sizeof *wr, cmp_written);
+        uint32_t *pages = malloc(nw * sizeof *pages);
+        cdsm_check(pages != NULL);
+        for (size_t k = 0; k < nw; k++) pages[k] = wr[k].pg;
+        uint32_t idx = ++g->vc[cdsm__w.rank];
+        cdsm__interval_t *iv = cdsm__iv_new(cdsm__w.rank, idx, g->vc, (uint32_t)nw, pages, 1);
+        cdsm__iv_append(iv);
+        for (size_t k = 0; k < nw; k++) {
+            iv->diffs[k] = wr[k].diff;
+            if (!wr[k].diff) cdsm__heap.pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
+            cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
+            add_notice(wr[k].pg, iv);
+            prune_notices(wr[k].pg);
+        }
+        free(pages);
+        CDSM_STAT_ADD(intervals, 1);
+    }
+    qsort(prot, nprot, sizeof *prot, cmp_u32);
+    protect_sorted(prot, nprot, CDSM_PG_RO);
+    free(prot);
+    free(wr);
+    last_end = now_ns();
+    last_waste = nidle * cmp_ns;
+}
+
+/* Fault-around: after a write fault on the page before `first`, twin the following valid
+ * pages nobody has twinned yet and let the caller unprotect them with it in one mprotect,
+ * so a sequential writer (transposes, scatters, initialisation) takes one fault per
+ * CDSM_FAULT_AROUND pages. Pages that turn out unchanged get no notice (close compares).
+ * Returns how many pages were added. */
+static uint32_t fault_around(uint32_t first)
+{
+    uint32_t k = 0;
+    while (k + 1 < cdsm__cfg.fault_around && first + k < cdsm__heap.npages) {
+        uint32_t pg = first + k;
+        cdsm__page_t *p = &cdsm__heap.pages[pg];
+        if (p->state != CDSM_PG_RO || p->dirty || p->twin || p->holder >= 0) break;
+        p->twin = malloc(cdsm__heap.page_size);
+        cdsm_check(p->twin != NULL);
+        cdsm__log_bytes_add((int64_t)cdsm__heap.page_size);
+        memcpy(p->twin, cdsm__sys_page(pg), cdsm__heap.page_size);
+        p->twin_iv = CDSM_IV_OPEN;
+        p->spec = 1;
+        mark_dirty(pg);
+        k++;
+    }
+    CDSM_STAT_ADD(fault_around, k);
+    return k;
+}
+
+/* A page written again within this many of our intervals becomes hot. */
+#define HOT_RECENT 3u
+
+static void write_fault(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    /* Written in one of our last HOT_RECENT intervals too (whether or not its bytes
+     * changed then): keep it writable from now on (hot), which saves a fault and two
+     * mprotects per interval in iterative codes (blocked LU rewrites its blocks every
+     * second or third interval; SOR rewrites pages whose values do not move yet). */
+    uint32_t now = cdsm__g.vc[cdsm__w.rank] + 1;
+    if (p->last_wr && p->last_wr + HOT_RECENT >= now && cdsm__cfg.hot_idle) p->hot = 1;
+    p->last_wr = now;
+    if (p->twin) {
+        /* Written in an earlier interval whose diff nobody asked for yet: make it now,
+         * then the same buffer becomes the twin of the open interval. */
+        diff_pending_twin(pg);
+    } else {
+        p->twin = malloc(cdsm__heap.page_size);
+        cdsm_check(p->twin != NULL);
+        cdsm__log_bytes_add((int64_t)cdsm__heap.page_size);
+        if (p->sticky == CDSM_STICKY_COOLED && cdsm__cfg.hot_idle) {
+            /* Cooled under pressure, yet written again: it belongs to the hot set. */
+            p->hot = 1;
+            p->sticky = CDSM_STICKY_IMMUNE;
+        }
+    }
+    memcpy(p->twin, cdsm__sys_page(pg), cdsm__heap.page_size);
+    p->twin_iv = CDSM_IV_OPEN;
+    CDSM_STAT_ADD(twins, 1);
+    CDSM_STAT_ADD(write_faults, 1);
+    mark_dirty(pg);
+    cdsm__page_protect(pg, 1 + fault_around(pg + 1), CDSM_PG_RW);
+}
+
+void cdsm__fault(uint32_t pg, int is_write)
+{
+    cdsm__state_t *g = &cdsm__g;
+    pthread_mutex_lock(&g->mu);
+    if (cdsm__heap.pages[pg].state == CDSM_PG_INVALID) {
+        CDSM_STAT_ADD(read_faults, 1);
+        int rc = cdsm__validate(pg);
+        /* A miss that cannot be served leaves the program without the data it reads:
+         * there is no way to return an error from a load instruction. */
+        if (rc && cdsm__lost() >= 0) {
+            /* The documented fatal path: the data is gone with the lost rank. */
+            cdsm__log(CDSM_LOG_ERROR, "access miss on page %u needs rank %d, which was lost: exiting with status %d",
+                      pg, cdsm__lost(), CDSM_EXIT_PEER_LOST);
+            _exit(CDSM_EXIT_PEER_LOST);
+        }
+        if (rc) {
+            cdsm__log(CDSM_LOG_ERROR, "access miss on page %u could not be served: %s", pg,
+                      cdsm_strerror(rc));
+            cdsm_check(!"access miss failed");
+        }
+    }
+    if (is_write && cdsm__heap.pages[pg].state == CDSM_PG_RO) write_fault(pg);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ---- access miss ------------------------------------------------------------------ */
+
+/* A diff available to apply during one validation. */
+typedef struct avail {
+    cdsm__interval_t *iv;
+    const uint8_t *data;
+    uint32_t len;
+} avail_t;
+
+typedef struct vstate {
+    uint32_t pg;
+    avail_t *av;
+    size_t nav, capav;
+    cdsm__reply_t **replies;
+    size_t nrep, caprep;
+    cdsm__interval_t **need; /* scratch for missing() */
+    size_t capneed;
+    /* requests sent by v_start, answered in v_finish */
+    int page_req;            /* a whole copy was asked for (id page_id) */
+    uint64_t page_id, first;
+    int nsent;
+} vstate_t;
+
+static void av_add(vstate_t *v, cdsm__interval_t *iv, const uint8_t *data, uint32_t len)
+{
+    if (v->nav == v->capav) {
+        v->capav = v->capav ? v->capav * 2 : 16;
+        v->av = realloc(v->av, v->capav * sizeof *v->av);
+        cdsm_check(v->av != NULL);
+    }
+    v->av[v->nav++] = (avail_t){iv, data, len};
+}
+
+static const avail_t *av_find(const vstate_t *v, const cdsm__interval_t *iv)
+{
+    for (size_t i = 0; i < v->nav; i++)
+        if (v->av[i].iv == iv) return &v->av[i];
+    return NULL;
+}
+
+static void keep_reply(vstate_t *v, cdsm__reply_t *r)
+{
+    if (v->nrep == v->caprep) {
+        v->caprep = v->caprep ? v->caprep * 2 : 8;
+        v->replies = realloc(v->replies, v->caprep * sizeof *v->replies);
+        cdsm_check(v->replies != NULL);
+    }
+    v->replies[v->nrep++] = r;
+}
+
+/* Notices of pg whose writes this copy lacks. */
+static size_t missing(uint32_t pg, cdsm__interval_t ***out, size_t *cap)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    uint32_t *ap = cdsm__page_applied(pg);
+    size_t k = 0;
+    for (cdsm__notice_t *nt = p->notices; nt; nt = nt->next) {
+        if (nt->iv->idx <= ap[nt->iv->rank]) continue;
+        if (k == *cap) {
+            *cap = *cap ? *cap * 2 : 16;
+            *out = realloc(*out, *cap * sizeof **out);
+            cdsm_check(*out != NULL);
+        }
+        (*out)[k++] = nt->iv;
+    }
+    return k;
+}
+
+static int cmp_hb(const void *a, const void *b)
+{
+    const cdsm__interval_t *x = *(cdsm__interval_t *const *)a, *y = *(cdsm__interval_t *const *)b;
+    if (x->vcsum != y->vcsum) return x->vcsum < y->vcsum ? -1 : 1;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Ask each writer in need[0..k) (skipping those already available) for its diffs: one
+ * request per writer. Returns the number of requests sent; ids are consecutive. */
+static int request_diffs(vstate_t *v, cdsm__interval_t **need, size_t k, uint64_t *first_id,
+                         int *nsent)
+{
+    cdsm__state_t *g = &cdsm__g;
+    *nsent = 0;
+    *first_id = g->next_req;
+    for (int q = 0; q < cdsm__w.n; q++) {
+        if (q == cdsm__w.rank) continue;
+        cdsm__buf_t b = {0};
+        uint32_t count = 0;
+        cdsm__buf_put_u32(&b, v->pg);
+        cdsm__buf_put_u32(&b, 0); /* count, patched below */
+        for (size_t i = 0; i < k; i++)
+            if (need[i]->rank == q && !av_find(v, need[i])) {
+                cdsm__buf_put_u32(&b, need[i]->idx);
+                count++;
+            }
+        if (count) {
+            memcpy(b.p + 4, &count, 4);
+            int rc = cdsm__tp_send(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
+            if (rc) {
+                cdsm__buf_free(&b);
+                return rc;
+            }
+            (*nsent)++;
+        }
+        cdsm__buf_free(&b);
+    }
+    return CDSM_OK;
+}
+
+/* Take a DIFF_REP: its diffs become available. */
+static int take_diffs(vstate_t *v, cdsm__reply_t *r)
+{
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    uint32_t pg = cdsm__rd_u32(&rd), count = cdsm__rd_u32(&rd);
+    if (pg != v->pg) return CDSM_ERR_PROTOCOL;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t idx = cdsm__rd_u32(&rd), len = cdsm__rd_u32(&rd);
+        const uint8_t *data = cdsm__rd_take(&rd, len);
+        cdsm__interval_t *iv = cdsm__iv_get(r->hdr.src, idx);
+        if (rd.bad || !iv) return CDSM_ERR_PROTOCOL;
+        av_add(v, iv, data, len);
+    }
+    return rd.bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+/* Install a whole copy: bytes and the vector of writes it holds. */
+static int take_page(vstate_t *v, cdsm__reply_t *r)
+{
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    uint32_t pg = cdsm__rd_u32(&rd);
+    const uint32_t *ap = cdsm__rd_take(&rd, (size_t)cdsm__w.n * 4);
+    const void *bytes = cdsm__rd_take(&rd, cdsm__heap.page_size);
+    if (rd.bad || pg != v->pg || rd.pos != rd.len) return CDSM_ERR_PROTOCOL;
+    memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
+    memcpy(cdsm__page_applied(pg), ap, (size_t)cdsm__w.n * 4);
+    cdsm__heap.pages[pg].holder = -1;
+    refill_notices(pg);
+    CDSM_STAT_ADD(pages_fetched, 1);
+    return CDSM_OK;
+}
+
+/* Wait for replies [first, first+count) of the given type and keep them. */
+static int collect(vstate_t *v, int type, uint64_t first, int count)
+{
+    for (int i = 0; i < count; i++) {
+        cdsm__reply_t *r = cdsm__wait_reply(type, first + (uint64_t)i);
+        if (!r) return CDSM_ERR_PEER_LOST;
+        keep_reply(v, r);
+        int rc = type == CDSM_MSG_DIFF_REP ? take_diffs(v, r) : take_page(v, r);
+        if (rc) return rc;
+    }
+    return CDSM_OK;
+}
+
+/* Choose where a whole copy comes from, or -1 for diffs only. */
+static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__interval_t **latest)
+{
+    *latest = NULL;
+    if (cdsm__heap.pages[pg].holder >= 0) return cdsm__heap.pages[pg].holder;
+    size_t remote = 0;
+    for (size_t i = 0; i < k; i++)
+        if (need[i]->rank != cdsm__w.rank) {
+            remote++;
+            if (!*latest || cmp_hb(&need[i], latest) > 0) *latest = need[i];
+        }
+    /* A replay takes diffs only: another rank's copy holds writes after the logged
+     * vector clock, including the lost rank's own, which the replay makes again. */
+    if (!cdsm__cfg.whole_page_notices || remote < cdsm__cfg.whole_page_notices || cdsm__mode.replaying) {
+        *latest = NULL;
+        return -1;
+    }
+    return (*latest)->rank;
+}
+
+/* Send the requests that bring page v->pg up to date; v_finish() takes the replies. A
+ * whole copy is asked for only when allowed (the faulting page, not a prefetched one). */
+static int v_start(vstate_t *v, int allow_whole)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__interval_t *latest = NULL;
+    size_t k = missing(v->pg, &v->need, &v->capneed);
+    int src = allow_whole ? whole_source(v->pg, v->need, k, &latest) : -1;
+    if (src < 0) return request_diffs(v, v->need, k, &v->first, &v->nsent);
+    /* A whole copy from the writer of the latest notice holds every write that happened
+     * before it: ask the others only for what is concurrent with it. */
+    v->page_req = 1;
+    v->page_id = g->next_req++;
+    int rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
+    if (rc) return rc;
+    size_t kk = 0;
+    for (size_t i = 0; i < k; i++)
+        if (v->need[i]->rank != src && v->need[i]->rank != cdsm__w.rank &&
+            !(latest && cdsm__vc_leq(v->need[i]->vc, latest->vc, cdsm__w.n)))
+            v->need[kk++] = v->need[i];
+    return request_diffs(v, v->need, kk, &v->first, &v->nsent);
+}
+
+/* Take the replies to v_start's requests, fetch what is still missing, apply the diffs in
+ * happened-before order and make the page readable. */
+static int v_finish(vstate_t *v)
+{
+    uint32_t pg = v->pg;
+    int rc;
+    if (v->page_req && (rc = collect(v, CDSM_MSG_PAGE_REP, v->page_id, 1))) return rc;
+    if ((rc = collect(v, CDSM_MSG_DIFF_REP, v->first, v->nsent))) return rc;
+    /* Fetch until every missing write is at hand: at most one more round after a whole
+     * copy (whose vector may lack writes our old copy had). */
+    size_t k;
+    for (;;) {
+        k = missing(pg, &v->need, &v->capneed);
+        for (size_t i = 0; i < k; i++)
+            if (v->need[i]->rank == cdsm__w.rank && !av_find(v, v->need[i])) {
+                int j = cdsm__iv_find_page(v->need[i], pg);
+                cdsm_check(j >= 0);
+                cdsm__diffrec_t *d = cdsm__own_diff(v->need[i], j);
+                av_add(v, v->need[i], d->data, d->len);
+            }
+        if ((rc = request_diffs(v, v->need, k, &v->first, &v->nsent))) return rc;
+        if (!v->nsent) break;
+        if ((rc = collect(v, CDSM_MSG_DIFF_REP, v->first, v->nsent))) return rc;
+    }
+    k = missing(pg, &v->need, &v->capneed);
+    qsort(v->need, k, sizeof *v->need, cmp_hb);
+    uint32_t *ap = cdsm__page_applied(pg);
+    for (size_t i = 0; i < k; i++) {
+        const avail_t *a = av_find(v, v->need[i]);
+        cdsm_check(a != NULL);
+        if (cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, a->data, a->len))
+            return cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
+                               v->need[i]->rank, v->need[i]->idx, pg);
+        if (v->need[i]->idx > ap[v->need[i]->rank]) ap[v->need[i]->rank] = v->need[i]->idx;
+        CDSM_STAT_ADD(diffs_applied, 1);
+    }
+    cdsm__heap.pages[pg].holder = -1;
+    prune_notices(pg);
+    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    return CDSM_OK;
+}
+
+/* A following page worth validating in the same round trip: invalid, and its missing
+ * writes come as diffs (no whole copy needed). */
+static int prefetchable(uint32_t pg, vstate_t *scratch)
+{
+    if (pg >= cdsm__heap.npages || cdsm__heap.pages[pg].state != CDSM_PG_INVALID || cdsm__heap.pages[pg].holder >= 0) return 0;
+    cdsm__interval_t *latest;
+    size_t k = missing(pg, &scratch->need, &scratch->capneed);
+    return k > 0 && whole_source(pg, scratch->need, k, &latest) < 0;
+}
+
+/* An access miss on pg: bring it up to date, and with it the following invalid pages (up
+ * to CDSM_PREFETCH in all) when misses come in sequence; their requests travel before
+ * anyone waits, so a sequential reader pays one round trip per run of pages. */
+int cdsm__validate(uint32_t pg)
+{
+    enum { MAXV = 64 };
+    /* Readahead: prefetch only along a sequential stream of misses, with a window that
+     * doubles while the stream goes on (strided readers would fetch pages they skip). */
+    static uint32_t next_expected = UINT32_MAX, window = 1;
+    window = pg == next_expected ? window * 2 : 1;
+    uint32_t cap = cdsm__cfg.prefetch < MAXV ? (uint32_t)cdsm__cfg.prefetch : MAXV;
+    if (window > cap) window = cap;
+    vstate_t v[MAXV];
+    uint32_t nv = 1, limit = window;
+    int rc = CDSM_OK;
+    memset(v, 0, sizeof v);
+    v[0].pg = pg;
+    while (nv < limit && prefetchable(pg + nv, &v[nv])) {
+        v[nv].pg = pg + nv;
+        nv++;
+    }
+    CDSM_STAT_ADD(prefetched, nv - 1);
+    next_expected = pg + nv;
+    for (uint32_t i = 0; i < nv && !rc; i++) rc = v_start(&v[i], i == 0);
+    for (uint32_t i = 0; i < nv; i++) {
+        /* After a failure, still take the replies already asked for, then give up. */
+        int r = rc ? collect(&v[i], CDSM_MSG_DIFF_REP, v[i].first, v[i].nsent) : v_finish(&v[i]);
+        if (!rc) rc = r;
+    }
+    for (uint32_t i = 0; i < nv; i++) {
+        for (size_t j = 0; j < v[i].nrep; j++) cdsm__reply_free(v[i].replies[j]);
+        free(v[i].replies);
+        free(v[i].av);
+        free(v[i].need);
+    }
+    return rc;
+}
+
+/* ---- serving other ranks (service thread) ------------------------------------------ */
+
+void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    if (cdsm__ft.defer(h, r)) return; /* a replacement has not made them again yet */
+    uint32_t pg = cdsm__rd_u32(r), count = cdsm__rd_u32(r);
+    cdsm__buf_t b = {0};
+    if (r->bad || pg >= cdsm__heap.npages) goto bad;
+    cdsm__buf_put_u32(&b, pg);
+    cdsm__buf_put_u32(&b, count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t idx = cdsm__rd_u32(r);
+        cdsm__interval_t *iv = r->bad ? NULL : cdsm__iv_get(cdsm__w.rank, idx);
+        if (!r->bad && !iv) iv = (cdsm__interval_t *)cdsm__ft.archived(idx); /* a replay asks */
+        int j = iv ? cdsm__iv_find_page(iv, pg) : -1;
+        if (j < 0) goto bad;
+        cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
+        cdsm__page_t *p = &cdsm__heap.pages[pg];
+        if (p->twin && p->twin_iv == idx) twin_free(p); /* its diff now exists */
+        cdsm__buf_put_u32(&b, idx);
+        cdsm__buf_put_u32(&b, d->len);
+        cdsm__buf_put(&b, d->data, d->len);
+        CDSM_STAT_ADD(diffs_served, 1);
+    }
+    cdsm__tp_send(h->src, CDSM_MSG_DIFF_REP, h->tag, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return;
+bad:
+    cdsm__buf_free(&b);
+    cdsm__log(CDSM_LOG_ERROR, "bad diff request from rank %u (page %u)", h->src, pg);
+    cdsm_check(!"diff request for a diff this rank never made");
+}
+
+void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    if (cdsm__ft.defer(h, r)) return; /* a replacement's copy is current once it is live */
+    uint32_t pg = cdsm__rd_u32(r);
+    if (r->bad || pg >= cdsm__heap.npages) {
+        cdsm__log(CDSM_LOG_ERROR, "bad page request from rank %u", h->src);
+        cdsm_check(!"bad page request");
+    }
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
+    /* While the page is being written, the twin is the copy as of the last interval end. */
+    const void *src = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, pg);
+    cdsm__buf_put(&b, cdsm__page_applied(pg), (size_t)cdsm__w.n * 4);
+    cdsm__tp_send(h->src, CDSM_MSG_PAGE_REP, h->tag, b.p, b.len, src, cdsm__heap.page_size);
+    cdsm__buf_free(&b);
+    CDSM_STAT_ADD(pages_served, 1);
+}

@@ -1,0 +1,34 @@
+/* Coherence: twins, diffs, validation on an access miss, the end of an interval
+ * (internal, protocol). */
+#ifndef CDSM_COHERENCE_H
+#define CDSM_COHERENCE_H
+
+#include <stdint.h>
+
+#include "interval.h"
+#include "msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void cdsm__fault(uint32_t pg, int is_write);
+void cdsm__close_interval(void);
+void cdsm__invalidate(uint32_t pg);
+cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
+int cdsm__validate(uint32_t pg);
+void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+uint32_t *cdsm__page_applied(uint32_t pg);
+
+/* check.c: the consistency checker (CDSM_CHECK=1) */
+int cdsm__audit_local(void);
+void cdsm__audit_hashes(cdsm__buf_t *b, uint32_t *count);
+int cdsm__audit_collect(int src, cdsm__rd_t *r, uint32_t count);
+int cdsm__audit_finish(uint32_t *pg, uint32_t *a, uint32_t *b);
+void cdsm__audit_fini(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,76 @@
+/* SIGSEGV handling: faults inside the shared heap are protocol events (read miss, first
+ * write in an interval); every other fault goes to the handler that was there before
+ * (UCX installs one at MPI_Init), so real crashes still report. Installed after MPI_Init. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include "proto.h"
+
+static struct sigaction previous;
+static int installed;
+
+static int fault_is_write(void *ucv)
+{
+#if defined(__x86_64__)
+    ucontext_t *uc = ucv;
+    return (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#elif defined(__aarch64__)
+    /* ESR is in the extra context; conservatively treat as write only when the page is
+     * already readable (a read would not have faulted). */
+    (void)ucv;
+    return -1;
+#else
+#error "cdsm: fault classification not implemented for this architecture"
+#endif
+}
+
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+    if (previous.sa_flags & SA_SIGINFO) {
+        previous.sa_sigaction(sig, si, uc);
+    } else if (previous.sa_handler == SIG_IGN) {
+        return;
+    } else if (previous.sa_handler == SIG_DFL) {
+        /* Restore the default action and return: the access faults again and the
+         * process dies with the original signal and address. */
+        signal(sig, SIG_DFL);
+    } else {
+        previous.sa_handler(sig);
+    }
+}
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+    char *a = si->si_addr;
+    if (!cdsm__heap.base || a < cdsm__heap.base || a >= cdsm__heap.base + cdsm__heap.heap_size) {
+        chain(sig, si, uc);
+        return;
+    }
+    int saved = errno;
+    uint32_t pg = cdsm__page_of(a);
+    int w = fault_is_write(uc);
+    if (w < 0) w = cdsm__heap.pages[pg].state != CDSM_PG_INVALID;
+    cdsm__fault(pg, w);
+    errno = saved;
+}
+
+int cdsm__fault_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &previous))
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "sigaction(SIGSEGV): %s", strerror(errno));
+    installed = 1;
+    return CDSM_OK;
+}
+
+void cdsm__fault_uninstall(void)
+{
+    if (installed) sigaction(SIGSEGV, &previous, NULL);
+    installed = 0;
+}

@@ -1,0 +1,126 @@
+/* The shared heap: one memfd mapped twice, at the common address (protected per page,
+ * seen by the application) and anywhere (always writable, used by the library to apply
+ * diffs and read pages without touching the protection). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "diff.h"
+#include "proto.h"
+
+cdsm__heap_t cdsm__heap = {.memfd = -1};
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+void cdsm__log_bytes_add(int64_t delta)
+{
+    cdsm__g.log_bytes += (uint64_t)delta;
+    cdsm__st.log_bytes = cdsm__g.log_bytes;
+    if (cdsm__g.log_bytes > cdsm__st.log_bytes_peak) cdsm__st.log_bytes_peak = cdsm__g.log_bytes;
+}
+
+int cdsm__heap_init(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__heap.os_page = (size_t)sysconf(_SC_PAGESIZE);
+    cdsm__heap.page_size = cdsm__cfg.page_size;
+    cdsm__heap.heap_size = cdsm__cfg.heap_size;
+    if (cdsm__heap.heap_size % cdsm__heap.page_size)
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_HEAP_SIZE=%zu: not a multiple of CDSM_PAGE_SIZE=%zu",
+                           cdsm__heap.heap_size, cdsm__heap.page_size);
+    if (cdsm__heap.heap_size / cdsm__heap.page_size >= UINT32_MAX)
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_HEAP_SIZE=%zu: too many pages of %zu bytes",
+                           cdsm__heap.heap_size, cdsm__heap.page_size);
+    if (cdsm__heap.heap_size / 2 / (size_t)cdsm__w.n < cdsm__heap.page_size)
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_HEAP_SIZE=%zu: too small for %d per-rank arenas",
+                           cdsm__heap.heap_size, cdsm__w.n);
+    cdsm__heap.npages = (uint32_t)(cdsm__heap.heap_size / cdsm__heap.page_size);
+
+    cdsm__heap.memfd = memfd_create("cdsm-heap", MFD_CLOEXEC);
+    if (cdsm__heap.memfd < 0)
+        return cdsm__error(CDSM_ERR_HEAP_MAP, "memfd_create: %s", strerror(errno));
+    if (ftruncate(cdsm__heap.memfd, (off_t)cdsm__heap.heap_size)) {
+        int e = errno;
+        close(cdsm__heap.memfd);
+        return cdsm__error(CDSM_ERR_HEAP_MAP, "ftruncate(%zu): %s", cdsm__heap.heap_size, strerror(e));
+    }
+    void *want = (void *)(uintptr_t)cdsm__cfg.heap_addr;
+    /* Every page starts valid and zero on every rank: read-only until written. */
+    void *a = mmap(want, cdsm__heap.heap_size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE,
+                   cdsm__heap.memfd, 0);
+    if (a == MAP_FAILED || a != want) {
+        int e = errno;
+        if (a != MAP_FAILED) munmap(a, cdsm__heap.heap_size);
+        close(cdsm__heap.memfd);
+        return cdsm__error(CDSM_ERR_HEAP_MAP,
+                           "cannot map %zu bytes at CDSM_HEAP_ADDR=%p: %s (choose another address)",
+                           cdsm__heap.heap_size, want, a == MAP_FAILED ? strerror(e) : "kernel chose another address");
+    }
+    cdsm__heap.base = a;
+    void *s = mmap(NULL, cdsm__heap.heap_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, cdsm__heap.memfd, 0);
+    if (s == MAP_FAILED) {
+        int e = errno;
+        munmap(cdsm__heap.base, cdsm__heap.heap_size);
+        close(cdsm__heap.memfd);
+        return cdsm__error(CDSM_ERR_HEAP_MAP, "mmap of the library view: %s", strerror(e));
+    }
+    cdsm__heap.sys = s;
+    cdsm__heap.pages = calloc(cdsm__heap.npages, sizeof *cdsm__heap.pages);
+    g->scratch = malloc(cdsm__diff_max(cdsm__heap.page_size));
+    g->scratch_n = malloc((size_t)cdsm__w.n * 4);
+    if (!cdsm__heap.pages || !g->scratch || !g->scratch_n) {
+        cdsm__heap_fini();
+        return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);
+    }
+    for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
+        cdsm__heap.pages[i].state = CDSM_PG_RO;
+        cdsm__heap.pages[i].holder = -1;
+    }
+    return CDSM_OK;
+}
+
+void cdsm__heap_fini(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (cdsm__heap.pages) {
+        for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
+            cdsm__page_t *p = &cdsm__heap.pages[i];
+            free(p->twin);
+            free(p->applied);
+            for (cdsm__notice_t *nt = p->notices, *nx; nt; nt = nx) {
+                nx = nt->next;
+                free(nt);
+            }
+        }
+        free(cdsm__heap.pages);
+        cdsm__heap.pages = NULL;
+    }
+    free(g->scratch);
+    free(g->scratch_n);
+    g->scratch = NULL;
+    g->scratch_n = NULL;
+    if (cdsm__heap.sys) munmap(cdsm__heap.sys, cdsm__heap.heap_size);
+    if (cdsm__heap.base) munmap(cdsm__heap.base, cdsm__heap.heap_size);
+    if (cdsm__heap.memfd > 0) close(cdsm__heap.memfd);
+    cdsm__heap.sys = cdsm__heap.base = NULL;
+    cdsm__heap.memfd = -1;
+}
+
+int cdsm__page_protect(uint32_t first, uint32_t count, int state)
+{
+    static const int prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE};
+    if (mprotect(cdsm__app_page(first), (size_t)count * cdsm__heap.page_size, prot[state])) {
+        /* Only fails on a bad range or when the kernel is out of mapping entries. */
+        cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
+        cdsm_check(!"mprotect failed");
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        cdsm__heap.pages[first + i].state = (uint8_t)state;
+        cdsm__heap.pages[first + i].ckflags = 3; /* changed since the last checkpoint */
+    }
+    return CDSM_OK;
+}

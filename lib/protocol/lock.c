@@ -1,0 +1,374 @@
+/* Locks: a distributed queue in the style of TreadMarks. The manager of lock l is rank
+ * l mod n; it remembers the last requester (the tail) and forwards each request there.
+ * The token stays with the last releaser, so re-acquiring a lock nobody else asked for
+ * needs no message. A grant carries every interval record the acquirer lacks.
+ *
+ * Recovery (ft/lockrebuild.c): while a replacement replays or rebuilds the queues,
+ * requests and forwards wait here (nothing links a queue); afterwards a request or forward
+ * the rebuild already placed in a queue is recognised by its (requester, acquire number)
+ * and dropped. A grant names the acquire it answers, so a grant that a replay already
+ * took from the log is never taken twice. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+#include "vclock.h"
+
+/* Requests and forwards that wait for the end of a replay or a rebuild. */
+typedef struct lk_wait {
+    struct lk_wait *next;
+    uint16_t type;
+    uint32_t lock, req, seq;
+    uint32_t vc[];
+} lk_wait_t;
+static lk_wait_t *waiting, **waiting_end = &waiting;
+
+cdsm__locks_t cdsm__lk;
+/* After a rebuild: per lock and rank, the highest acquire number placed in a queue. */
+static uint32_t *seen;
+
+int cdsm__locks_init(void)
+{
+    cdsm__lk.nlocks = (uint32_t)cdsm__cfg.locks;
+    cdsm__lk.locks = calloc(cdsm__lk.nlocks, sizeof *cdsm__lk.locks);
+    if (!cdsm__lk.locks) return cdsm__error(CDSM_ERR_NOMEM, "lock table of %u locks", cdsm__lk.nlocks);
+    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) {
+        cdsm__lock_t *lk = &cdsm__lk.locks[l];
+        int mgr = (int)(l % (uint32_t)cdsm__w.n);
+        lk->tail = mgr;
+        lk->next = -1;
+        lk->last_to = -1;
+        lk->state = mgr == cdsm__w.rank ? CDSM_LK_TOKEN : CDSM_LK_NONE;
+    }
+    return CDSM_OK;
+}
+
+void cdsm__locks_fini(void)
+{
+    if (cdsm__lk.locks)
+        for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) free(cdsm__lk.locks[l].next_vc);
+    free(cdsm__lk.locks);
+    cdsm__lk.locks = NULL;
+    while (waiting) {
+        lk_wait_t *w = waiting;
+        waiting = w->next;
+        free(w);
+    }
+    waiting_end = &waiting;
+    free(seen);
+    seen = NULL;
+}
+
+/* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). The
+ * grant is a determinant of the acquirer's acquire number to_seq: logged here (SENT) and by
+ * the acquirer (RECV); it carries this rank's synchronisation number. */
+static int send_grant(uint32_t l, int to, const uint32_t *to_vc, uint32_t to_seq)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__ft.grant_sent(to, l, to_seq, g->sync_seq, g->vc);
+    cdsm__lk.locks[l].last_to = to;
+    cdsm__lk.locks[l].last_to_seq = to_seq;
+    return cdsm__lock_grant_msg(l, to, to_seq, g->sync_seq, g->vc, to_vc);
+}
+
+int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq, const uint32_t *vc,
+                         const uint32_t *to_vc)
+{
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, 0);
+    cdsm__buf_put_u32(&b, grant_seq);
+    cdsm__buf_put_u32(&b, to_seq);
+    cdsm__buf_put(&b, vc, (size_t)cdsm__w.n * 4);
+    CDSM_STAT_ADD(piggyback_bytes, 8);
+    uint32_t nrec = cdsm__iv_serialize_between(&b, to_vc, vc);
+    memcpy(b.p, &nrec, 4);
+    int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return rc;
+}
+
+/* A request or forward a rebuild has already placed in a queue (never before one). */
+static int placed(uint32_t l, int requester, uint32_t seq)
+{
+    return seen && seq <= seen[(size_t)l * (size_t)cdsm__w.n + (size_t)requester];
+}
+
+cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq)
+{
+    for (cdsm__reply_t **pp = &cdsm__g.replies; *pp; pp = &(*pp)->next) {
+        const cdsm__reply_t *r = *pp;
+        uint32_t to_seq; /* after nrec and the granter's number */
+        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l || r->hdr.len < 12) continue;
+        memcpy(&to_seq, r->payload + 8, 4);
+        if (to_seq == seq) return pp;
+    }
+    return NULL;
+}
+
+void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
+{
+    if (!seen) {
+        seen = calloc((size_t)cdsm__lk.nlocks * (size_t)cdsm__w.n, 4);
+        cdsm_check(seen != NULL);
+    }
+    uint32_t *s = &seen[(size_t)l * (size_t)cdsm__w.n + (size_t)requester];
+    if (seq > *s) *s = seq;
+}
+
+static void set_next(cdsm__lock_t *lk, int requester, const uint32_t *vc, uint32_t seq)
+{
+    size_t bytes = (size_t)cdsm__w.n * 4;
+    if (!lk->next_vc) {
+        lk->next_vc = malloc(bytes);
+        cdsm_check(lk->next_vc != NULL);
+    }
+    lk->next = requester;
+    lk->next_seq = seq;
+    memcpy(lk->next_vc, vc, bytes);
+}
+
+/* The token holder (or the rank about to hold it) learns who comes next. */
+static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
+{
+    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    if (lk->state == CDSM_LK_TOKEN) {
+        lk->state = CDSM_LK_NONE;
+        send_grant(l, requester, vc, seq);
+        return;
+    }
+    if ((lk->state != CDSM_LK_HELD && lk->state != CDSM_LK_WAITING) || lk->next >= 0)
+        cdsm__log(CDSM_LOG_ERROR, "lock %u: forward of rank %d (acquire %u) in state %d with successor %d (acquire %u)",
+                  l, requester, seq, lk->state, lk->next, lk->next_seq);
+    cdsm_check(lk->state == CDSM_LK_HELD || lk->state == CDSM_LK_WAITING);
+    cdsm_check(lk->next < 0);
+    set_next(lk, requester, vc, seq);
+}
+
+void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
+{
+    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    if (requester < 0) { /* the end of the queue */
+        lk->next = -1;
+        return;
+    }
+    if (lk->next == requester && lk->next_seq == seq) return;
+    if (lk->last_to == requester && lk->last_to_seq == seq) return; /* granted since the report */
+    lk->next = -1;
+    if (lk->state == CDSM_LK_NONE) {
+        /* A replacement queued for an acquire its lost process asked for and it has not
+         * reached again: it passes the token on after that acquire. */
+        set_next(lk, requester, vc, seq);
+        return;
+    }
+    on_forward(l, requester, vc, seq);
+}
+
+/* Manager: the requester becomes the tail; the previous tail hands the token on. */
+static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
+{
+    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    int t = lk->tail;
+    lk->tail = requester;
+    if (t == cdsm__w.rank) {
+        on_forward(l, requester, vc, seq);
+        return;
+    }
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, (uint32_t)requester);
+    cdsm__buf_put_u32(&b, seq);
+    cdsm__buf_put(&b, vc, (size_t)cdsm__w.n * 4);
+    CDSM_STAT_ADD(piggyback_bytes, 4);
+    cdsm__tp_send(t, CDSM_MSG_LOCK_FWD, l, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+}
+
+static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, uint32_t *seq, const uint32_t **vc)
+{
+    *req = (int)cdsm__rd_u32(r);
+    *seq = cdsm__rd_u32(r);
+    *vc = cdsm__rd_take(r, (size_t)cdsm__w.n * 4);
+    if (r->bad || h->tag >= cdsm__lk.nlocks || *req < 0 || *req >= cdsm__w.n) {
+        cdsm__log(CDSM_LOG_ERROR, "malformed lock message from rank %u", h->src);
+        return CDSM_ERR_PROTOCOL;
+    }
+    return CDSM_OK;
+}
+
+/* A request (REQ: manager step) or forward: dropped if a rebuild placed it already, kept
+ * while nothing may link a queue, else done. Caller holds mu. */
+static void lock_step(int type, uint32_t l, int req, const uint32_t *vc, uint32_t seq)
+{
+    if (placed(l, req, seq)) return;
+    if (cdsm__lk.frozen || cdsm__mode.replaying) {
+        lk_wait_t *w = malloc(sizeof *w + (size_t)cdsm__w.n * 4);
+        cdsm_check(w != NULL);
+        *w = (lk_wait_t){NULL, (uint16_t)type, l, (uint32_t)req, seq};
+        memcpy(w->vc, vc, (size_t)cdsm__w.n * 4);
+        *waiting_end = w;
+        waiting_end = &w->next;
+        return;
+    }
+    if (type == CDSM_MSG_LOCK_REQ) {
+        /* Where a rank can be replaced, remember each request taken: the replacement may
+         * ask again for an acquire its lost process had asked for. */
+        if (cdsm__cfg.spares) cdsm__lock_placed(l, req, seq);
+        manager_step(l, req, vc, seq);
+    } else {
+        on_forward(l, req, vc, seq);
+    }
+}
+
+void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    int req;
+    uint32_t seq;
+    const uint32_t *vc;
+    if (parse_req(h, r, &req, &seq, &vc)) return;
+    cdsm_check(h->tag % (uint64_t)cdsm__w.n == (uint64_t)cdsm__w.rank);
+    lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)h->tag, req, vc, seq);
+}
+
+void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    int req;
+    uint32_t seq;
+    const uint32_t *vc;
+    if (parse_req(h, r, &req, &seq, &vc)) return;
+    lock_step(CDSM_MSG_LOCK_FWD, (uint32_t)h->tag, req, vc, seq);
+}
+
+void cdsm__lock_waiting_foreach(void (*fn)(int type, uint32_t l, int req, uint32_t seq, void *arg), void *arg)
+{
+    for (lk_wait_t *w = waiting; w; w = w->next) fn(w->type, w->lock, (int)w->req, w->seq, arg);
+}
+
+void cdsm__lock_resume(void)
+{
+    lk_wait_t *w = waiting;
+    waiting = NULL;
+    waiting_end = &waiting;
+    while (w) {
+        lk_wait_t *nx = w->next;
+        lock_step(w->type, w->lock, (int)w->req, w->vc, w->seq);
+        free(w);
+        w = nx;
+    }
+}
+
+static int check_id(const char *what, int id)
+{
+    if (!cdsm__g.initialized) return cdsm__error(CDSM_ERR_STATE, "%s(%d) before cdsm_init", what, id);
+    if (id < 0 || (uint32_t)id >= cdsm__lk.nlocks)
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "%s(%d): lock id out of range [0, %u) (CDSM_LOCKS)",
+                           what, id, cdsm__lk.nlocks);
+    return CDSM_OK;
+}
+
+int cdsm_lock_acquire(int id)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = check_id("cdsm_lock_acquire", id);
+    if (rc) return rc;
+    if (cdsm__mode.fast_forward)
+        return cdsm__error(CDSM_ERR_STATE, "cdsm_lock_acquire(%d) before cdsm_resume in a program that resumes from "
+                                           "checkpoints (only allocations and cdsm_protect may come before it)", id);
+    /* Serve requests that have arrived first: a forwarded request for this lock takes the
+     * cached token away, so a rank re-acquiring in a loop cannot starve the others while
+     * its service thread waits to be scheduled. */
+    cdsm__tp_progress();
+    pthread_mutex_lock(&g->mu);
+    cdsm__lock_t *lk = &cdsm__lk.locks[id];
+    if (lk->state == CDSM_LK_HELD) {
+        pthread_mutex_unlock(&g->mu);
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
+    }
+    cdsm__close_interval();
+    uint32_t seq = ++g->sync_seq;
+    CDSM_STAT_ADD(lock_acquires, 1);
+    if (cdsm__mode.replaying) {
+        /* The lost process passed this acquire (from the log, or by itself), or this is
+         * where it stopped: then the rank is live again and the rebuilt queue decides. */
+        rc = cdsm__ft.replay_acquire((uint32_t)id, seq);
+        if (rc || lk->state == CDSM_LK_HELD) goto out;
+        cdsm_check(lk->state == CDSM_LK_WAITING);
+        goto wait;
+    }
+    if (lk->state == CDSM_LK_TOKEN) {
+        lk->state = CDSM_LK_HELD;
+        CDSM_STAT_ADD(lock_acquires_local, 1);
+        pthread_mutex_unlock(&g->mu);
+        return CDSM_OK;
+    }
+    lk->state = CDSM_LK_WAITING;
+    lk->req_seq = seq;
+    int mgr = id % cdsm__w.n;
+    if (mgr == cdsm__w.rank) {
+        lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, g->vc, seq);
+    } else {
+        cdsm__buf_t b = {0};
+        cdsm__buf_put_u32(&b, (uint32_t)cdsm__w.rank);
+        cdsm__buf_put_u32(&b, seq);
+        cdsm__buf_put(&b, g->vc, (size_t)cdsm__w.n * 4);
+        CDSM_STAT_ADD(piggyback_bytes, 4);
+        rc = cdsm__tp_send(mgr, CDSM_MSG_LOCK_REQ, (uint64_t)id, b.p, b.len, NULL, 0);
+        cdsm__buf_free(&b);
+        if (rc) goto out;
+    }
+wait:
+    for (;;) {
+        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
+        if (!rep) {
+            rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
+            goto out;
+        }
+        cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+        uint32_t nrec = cdsm__rd_u32(&rd), grant_seq = cdsm__rd_u32(&rd), to_seq = cdsm__rd_u32(&rd);
+        const uint32_t *vc = cdsm__rd_take(&rd, (size_t)cdsm__w.n * 4);
+        if (vc && to_seq != seq) { /* a grant a replay took from the log already */
+            cdsm__reply_free(rep);
+            continue;
+        }
+        rc = vc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
+        if (rc) {
+            cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
+        } else {
+            cdsm__ft.grant_taken(rep->hdr.src, (uint32_t)id, seq, grant_seq, vc);
+            cdsm__vc_merge(g->vc, vc, cdsm__w.n);
+            lk->state = CDSM_LK_HELD;
+        }
+        cdsm__reply_free(rep);
+        break;
+    }
+out:
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+int cdsm_lock_release(int id)
+{
+    cdsm__state_t *g = &cdsm__g;
+    int rc = check_id("cdsm_lock_release", id);
+    if (rc) return rc;
+    pthread_mutex_lock(&g->mu);
+    cdsm__lock_t *lk = &cdsm__lk.locks[id];
+    if (lk->state != CDSM_LK_HELD) {
+        pthread_mutex_unlock(&g->mu);
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_release(%d): not held by this rank", id);
+    }
+    cdsm__close_interval();
+    g->sync_seq++;
+    if (cdsm__mode.replaying) {
+        /* Whether the lost process passed the token on is known to the rebuild. */
+        lk->state = CDSM_LK_NONE;
+    } else if (lk->next >= 0) {
+        int to = lk->next;
+        lk->next = -1;
+        lk->state = CDSM_LK_NONE;
+        rc = send_grant((uint32_t)id, to, lk->next_vc, lk->next_seq);
+    } else {
+        lk->state = CDSM_LK_TOKEN;
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (!rc) rc = cdsm__tp_flush();
+    return rc;
+}

@@ -1,0 +1,55 @@
+/* Locks: a distributed queue per lock, the token at the last releaser (internal, protocol). */
+#ifndef CDSM_LOCK_H
+#define CDSM_LOCK_H
+
+#include <stdint.h>
+
+#include "reply.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { CDSM_LK_NONE = 0, CDSM_LK_TOKEN, CDSM_LK_HELD, CDSM_LK_WAITING };
+
+typedef struct cdsm__lock {
+    uint8_t state;
+    int32_t tail;      /* manager only: last requester (token goes there next) */
+    int32_t next;      /* successor waiting for our release, or -1 */
+    uint32_t *next_vc; /* successor's vector clock (n entries) */
+    uint32_t next_seq; /* successor's synchronisation number (causal logging) */
+    uint32_t req_seq;  /* WAITING: the synchronisation number of our acquire */
+    int32_t last_to;   /* the last rank we granted this lock to, or -1 (recovery) */
+    uint32_t last_to_seq; /* and its acquire's synchronisation number */
+} cdsm__lock_t;
+
+typedef struct cdsm__locks {
+    cdsm__lock_t *locks;
+    uint32_t nlocks;
+    int frozen; /* a lock rebuild is under way: requests and forwards wait */
+} cdsm__locks_t;
+
+extern cdsm__locks_t cdsm__lk;
+
+int cdsm__locks_init(void);
+void cdsm__locks_fini(void);
+void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+/* Build and send a grant of lock l to `to` for its acquire to_seq (vc: the granter's). */
+int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq, const uint32_t *vc,
+                         const uint32_t *to_vc);
+/* The link to the unread grant of lock l for our acquire seq in the reply queue, or NULL.
+ * Caller holds mu. */
+cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq);
+/* Recovery: a rebuild placed (requester, seq) in lock l's queue; later copies are dropped. */
+void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq);
+/* Recovery: requester (acquire seq, vector clock vc) comes after us in lock l's queue. */
+void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq);
+/* Requests and forwards kept while a replay or rebuild runs: visit; do them now. */
+void cdsm__lock_waiting_foreach(void (*fn)(int type, uint32_t l, int req, uint32_t seq, void *arg), void *arg);
+void cdsm__lock_resume(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

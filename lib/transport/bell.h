@@ -1,0 +1,49 @@
+/* The MPI-doorbell provider's own state, shared by its files (bell.c: sends and receives;
+ * bell_service.c: the service thread; bell_mesh.c: the socket mesh at start-up). */
+#ifndef CDSM_BELL_H
+#define CDSM_BELL_H
+
+#include <sys/epoll.h>
+#include <sys/types.h>
+
+#include "transport.h"
+
+/* Doorbell bytes are 1, heartbeats 2. */
+enum { BELL_BYTE = 1, BEAT_BYTE = 2 };
+
+/* Sockets, counts and debts are per process of the communicator (world rank: spares
+ * included). */
+typedef struct cdsm__bell {
+    int *bell;          /* per peer: socket we write doorbells to (self: an eventfd) */
+    int self_in;        /* our own doorbell: an eventfd (a counter: it cannot fill up) */
+    uint64_t *debt;     /* per peer: doorbells not yet written because its socket was full */
+    int kick_fd;        /* wakes our service thread to pay a debt (an eventfd) */
+    int stop_pipe[2];
+    int epfd;           /* every doorbell we read, and the stop pipe */
+    pthread_mutex_t rx_mu; /* whoever holds it receives */
+    int64_t *rx_count;  /* per peer: doorbell bytes read minus messages received */
+    uint8_t *ended;     /* per peer: its doorbell stream has ended (read under rx_mu) */
+    pthread_t svc;
+    int svc_started;
+    /* The failure detector's second half (the first is end-of-file on a doorbell
+     * stream): a heartbeat byte on every doorbell socket each CDSM_HEARTBEAT_MS, from the
+     * service thread, which wakes for nothing else when idle. Membership judges the
+     * silences (cdsm__tp_events_t.tick). */
+    uint64_t *heard_ns; /* per peer: when a byte of it last arrived (under rx_mu) */
+    uint64_t next_beat_ns;
+    pid_t *peer_pid;    /* per peer: its pid, when it runs on this host (else 0) */
+} cdsm__bell_t;
+
+extern cdsm__bell_t cdsm__bell;
+extern const cdsm__tp_ops_t cdsm__bell_ops;
+
+int cdsm__bell_mesh(void);
+void *cdsm__bell_service_main(void *arg);
+/* The service thread's work between sleeps (bell.c). */
+void cdsm__bell_test_pending(void);
+int cdsm__bell_pay_debts(void);
+int cdsm__bell_rx_owed(void);
+int cdsm__bell_rx_drain(const struct epoll_event *ev, int nev);
+void cdsm__bell_rx_messages(void);
+
+#endif

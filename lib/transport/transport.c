@@ -1,0 +1,180 @@
+/* Transport front (floor 1): the routing table from logical ranks to processes, the
+ * events the layers above registered, the requests kept for a resend when their
+ * destination moves to a spare, and the provider behind its ops table. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bell.h"
+
+cdsm__world_t cdsm__w = {.rank = -1, .n = -1};
+cdsm__tp_events_t cdsm__tp_ev;
+/* The provider. Same-host shared memory and one-sided providers plug in here. */
+static const cdsm__tp_ops_t *ops = &cdsm__bell_ops;
+
+void cdsm__tp_set_events(const cdsm__tp_events_t *ev)
+{
+    cdsm__tp_ev = *ev;
+}
+
+int cdsm__world_init(int wrank, int wn, int n)
+{
+    cdsm__world_t *w = &cdsm__w;
+    w->wrank = wrank;
+    w->wn = wn;
+    w->n = n;
+    w->phys = malloc((size_t)n * sizeof *w->phys);
+    w->logical = malloc((size_t)wn * sizeof *w->logical);
+    w->wdead = calloc((size_t)wn, 1);
+    w->lk_sent = calloc((size_t)wn, sizeof *w->lk_sent);
+    w->lk_recv = calloc((size_t)wn, sizeof *w->lk_recv);
+    if (!w->phys || !w->logical || !w->wdead || !w->lk_sent || !w->lk_recv)
+        return cdsm__error(CDSM_ERR_NOMEM, "rank map");
+    for (int q = 0; q < n; q++) w->phys[q] = q;
+    for (int p = 0; p < wn; p++) w->logical[p] = p < n ? p : -1;
+    w->rank = wrank < n ? wrank : -1;
+    return CDSM_OK;
+}
+
+void cdsm__world_fini(void)
+{
+    cdsm__world_t *w = &cdsm__w;
+    free(w->phys);
+    free(w->logical);
+    free(w->wdead);
+    free(w->lk_sent);
+    free(w->lk_recv);
+    w->phys = w->logical = NULL;
+    w->wdead = NULL;
+    w->lk_sent = w->lk_recv = NULL;
+    w->rank = w->n = -1;
+    w->finalizing = w->recovered = 0;
+    w->remap_gen = 0;
+}
+
+typedef struct resend {
+    struct resend *next;
+    int dst, wdst; /* logical destination, and the process it was sent to */
+    uint16_t type;
+    uint64_t tag;
+    size_t len;
+    uint8_t *msg;  /* header and payload */
+} resend_t;
+static __thread resend_t *resends;
+
+static int send_to(int w, int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+    size_t total = sizeof(cdsm__msg_hdr_t) + l1 + l2;
+    if (total > INT32_MAX)
+        return cdsm__error(CDSM_ERR_PROTOCOL, "message of %zu bytes to rank %d is too large", total, dst);
+    uint8_t *buf = malloc(total);
+    if (!buf) return cdsm__error(CDSM_ERR_NOMEM, "message buffer of %zu bytes", total);
+    cdsm__msg_hdr_t h = {(uint16_t)type, (uint16_t)cdsm__w.rank, (uint32_t)(l1 + l2), tag};
+    memcpy(buf, &h, sizeof h);
+    if (l1) memcpy(buf + sizeof h, p1, l1);
+    if (l2) memcpy(buf + sizeof h + l1, p2, l2);
+    /* Kept only where a spare can take the destination's place (else never sent again). */
+    if (cdsm__cfg.spares && dst >= 0 && w != cdsm__w.wrank && cdsm__tp_ev.reply_of[type]) {
+        resend_t *e = malloc(sizeof *e);
+        uint8_t *copy = malloc(total);
+        cdsm_check(e && copy);
+        memcpy(copy, buf, total);
+        *e = (resend_t){resends, dst, w, (uint16_t)type, tag, total, copy};
+        resends = e;
+    }
+    return ops->post(w, type, buf, total);
+}
+
+int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+    int w = dst == cdsm__w.rank ? cdsm__w.wrank : cdsm__w.phys[dst];
+    return send_to(w, dst, type, tag, p1, l1, p2, l2);
+}
+
+int cdsm__tp_send_world(int wdst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+    return send_to(wdst, -1, type, tag, p1, l1, p2, l2);
+}
+
+/* The reply to one of our requests arrived: forget the request. */
+void cdsm__tp_resend_done(int reply_type, uint64_t tag)
+{
+    for (resend_t **pp = &resends; *pp; pp = &(*pp)->next)
+        if (cdsm__tp_ev.reply_of[(*pp)->type] == reply_type && (*pp)->tag == tag) {
+            resend_t *e = *pp;
+            *pp = e->next;
+            free(e->msg);
+            free(e);
+            return;
+        }
+}
+
+void cdsm__tp_resend_clear(void)
+{
+    while (resends) {
+        resend_t *e = resends;
+        resends = e->next;
+        free(e->msg);
+        free(e);
+    }
+}
+
+/* Send again every waiting request whose destination now lives in another process. */
+void cdsm__tp_resend_moved(void)
+{
+    for (resend_t *e = resends; e; e = e->next) {
+        int w = cdsm__w.phys[e->dst];
+        if (w == e->wdst) continue;
+        uint8_t *copy = malloc(e->len);
+        cdsm_check(copy != NULL);
+        memcpy(copy, e->msg, e->len);
+        e->wdst = w;
+        cdsm__log(CDSM_LOG_INFO, "request (type %u, tag %llu) to rank %d sent again to its replacement",
+                  e->type, (unsigned long long)e->tag, e->dst);
+        ops->post(w, e->type, copy, e->len);
+    }
+}
+
+int cdsm__tp_init(void)
+{
+    return ops->init();
+}
+
+void cdsm__tp_fini(void)
+{
+    ops->fini();
+}
+
+const char *cdsm__tp_name(void)
+{
+    return ops->name;
+}
+
+int cdsm__tp_flush(void)
+{
+    return ops->flush();
+}
+
+int cdsm__tp_progress(void)
+{
+    return ops->progress();
+}
+
+int cdsm__tp_sending(void)
+{
+    return ops->sending();
+}
+
+void cdsm__tp_peer_info(int w, uint64_t *heard_ns, int *pid, int *open)
+{
+    ops->peer_info(w, heard_ns, pid, open);
+}
+
+void cdsm__tp_cut(int w)
+{
+    ops->cut(w);
+}
+
+pthread_t cdsm__tp_service_thread(void)
+{
+    return ops->service_thread();
+}

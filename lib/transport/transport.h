@@ -1,0 +1,137 @@
+/* Transport (floor 1, internal): moving messages between the processes of the job.
+ *
+ * It knows processes (world ranks) and the routing table from the program's logical ranks
+ * to processes, and nothing of pages, locks or recovery. Providers sit behind an ops
+ * table (cdsm__tp_ops_t), as UCX's transports do; today one provider: MPI messages, each
+ * announced by a byte on a per-peer doorbell socket. What it observes of peers (a stream
+ * that ended, a silence) it reports upward through the event table the layers above
+ * register (cdsm__tp_events_t): it decides nothing about them. */
+#ifndef CDSM_TRANSPORT_H
+#define CDSM_TRANSPORT_H
+
+#include <mpi.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "cdsm.h"
+#include "clock.h"
+#include "config.h"
+#include "counters.h"
+#include "log.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every message starts with this header; the payload follows. */
+typedef struct cdsm__msg_hdr {
+    uint16_t type; /* the protocol's message type, 1..CDSM_TP_MAX_TYPES-1; also the MPI tag */
+    uint16_t src;  /* the sender's logical rank (a spare: its world rank's slot is unused) */
+    uint32_t len;  /* payload bytes after the header */
+    uint64_t tag;  /* request id, lock id or barrier epoch */
+} cdsm__msg_hdr_t;
+CDSM__STATIC_ASSERT(sizeof(cdsm__msg_hdr_t) == 16, "message header is a wire format");
+
+enum { CDSM_TP_MAX_TYPES = 64 };
+
+/* Who is where: written by membership (floor 3), read by every floor. */
+typedef struct cdsm__world {
+    int rank, n;        /* logical rank (the program's; -1: a spare) and number of working ranks */
+    int wrank, wn;      /* this process and all processes in the communicator (spares too) */
+    int *phys;          /* logical rank -> world rank (n entries) */
+    int *logical;       /* world rank -> logical rank, -1 for a spare, -2 once replaced (wn entries) */
+    uint8_t *wdead;     /* world ranks found dead (atomic) */
+    uint32_t remap_gen; /* bumped when a logical rank moves to another process (atomic) */
+    int finalizing;     /* every rank is past its work: closed streams are expected (atomic) */
+    int recovered;      /* a process died in this run (MPI_Finalize would wait for it) (atomic) */
+    uint32_t *lk_sent, *lk_recv; /* messages of the counted types sent to / received from each process */
+    MPI_Comm comm;      /* the library's own communicator */
+} cdsm__world_t;
+
+extern cdsm__world_t cdsm__w;
+
+/* What the layers above tell the transport and hear from it. Registered once, before
+ * cdsm__tp_init(); every entry is called without the protocol's lock held. */
+typedef struct cdsm__tp_events {
+    /* A message arrived (service thread or a receiving application thread); takes buf. */
+    void (*deliver)(const cdsm__msg_hdr_t *h, uint8_t *buf);
+    /* Process w's stream ended or it fell silent (why says which): the one "peer down"
+     * entry. Returns 1 if the run goes on without it (a spare takes its rank). */
+    int (*peer_down)(int w, const char *why);
+    /* Process w sent a message as logical rank r, which the routing table does not say:
+     * 1 if it is (or has just become) r. */
+    int (*adopt)(int r, int w);
+    /* Process w died or is dying and its rank is (or will be) taken by a spare. */
+    int (*recoverable)(int w);
+    /* The heartbeat clock ticked (service thread, receiving): judge the silences. */
+    void (*tick)(void);
+    /* Requests are kept until their reply (type reply_of[type]) comes, and sent again when
+     * their destination moves to another process; messages of counted[type] are counted
+     * per peer (cdsm__w.lk_sent/lk_recv). */
+    uint8_t reply_of[CDSM_TP_MAX_TYPES];
+    uint8_t counted[CDSM_TP_MAX_TYPES];
+} cdsm__tp_events_t;
+
+void cdsm__tp_set_events(const cdsm__tp_events_t *ev);
+
+/* A transport provider. */
+typedef struct cdsm__tp_ops {
+    const char *name;
+    int (*init)(void);
+    void (*fini)(void);
+    /* Send a built message (header included) to process w; takes buf. Never blocks on
+     * the receiver. */
+    int (*post)(int w, int type, uint8_t *buf, size_t total);
+    /* Complete this thread's outstanding sends; whether it has any. */
+    int (*flush)(void);
+    int (*sending)(void);
+    /* Receive and deliver what has arrived, without blocking; >0 if anything came. */
+    int (*progress)(void);
+    /* Liveness facts about process w, for membership's judgement: when a byte of it last
+     * arrived, its pid when it runs on this host (else 0), whether its stream is open. */
+    void (*peer_info)(int w, uint64_t *heard_ns, int *pid, int *open);
+    /* Stop hearing process w for good (it was declared lost). */
+    void (*cut)(int w);
+    pthread_t (*service_thread)(void);
+} cdsm__tp_ops_t;
+
+/* The routing table for wn processes of which the first n work (membership fills it). */
+int cdsm__world_init(int wrank, int wn, int n);
+void cdsm__world_fini(void);
+
+int cdsm__tp_init(void);
+void cdsm__tp_fini(void);
+/* The provider in use ("mpi-doorbell"), for the start-up line. */
+const char *cdsm__tp_name(void);
+/* Send header+payload (two parts, either may be empty) to logical rank dst. Never blocks
+ * on the receiver: the application thread completes its sends in cdsm__tp_flush(). */
+int cdsm__tp_send(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2);
+/* The same to a world rank (spares, before they have a logical rank). */
+int cdsm__tp_send_world(int wdst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2,
+                        size_t l2);
+/* Receive and deliver whatever has arrived, without blocking (skipped when another
+ * thread is receiving). Returns >0 if anything came. */
+int cdsm__tp_progress(void);
+/* Complete this thread's outstanding sends. */
+int cdsm__tp_flush(void);
+/* Whether this thread has sends not yet complete. */
+int cdsm__tp_sending(void);
+/* Kept requests: the reply of (type, tag) came; forget every one (a peer is lost for
+ * good); send again those whose destination now lives in another process. This thread's. */
+void cdsm__tp_resend_done(int reply_type, uint64_t tag);
+void cdsm__tp_resend_clear(void);
+void cdsm__tp_resend_moved(void);
+/* Liveness facts and fencing (see cdsm__tp_ops_t). */
+void cdsm__tp_peer_info(int w, uint64_t *heard_ns, int *pid, int *open);
+void cdsm__tp_cut(int w);
+pthread_t cdsm__tp_service_thread(void);
+
+/* For the provider: events registered by the layers above. */
+extern cdsm__tp_events_t cdsm__tp_ev;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
