@@ -499,164 +499,230 @@ static int same(const void *a, const void *b, size_t len)
     return memcmp(a, b, len) == 0;
 }
 
+/* One participant's run: the shared world, the costzones state and its own counters. */
+typedef struct {
+    int me, np;
+    long n, s, cap;
+    double theta;
+    world_t sh;
+    slot_t *slot;
+    long nchunk;
+    long *ccost;     /* shared: interactions per chunk in the previous evaluation */
+    long cap_mine;   /* bodies acc and phi hold; they only grow, across evaluations */
+    double (*acc)[3];
+    double *phi;
+    bnode_t *pool;   /* rank 0: the private build tree (the check reuses it) */
+    tree_t tree;
+    double t_force, t_build;
+    long inter, nb_min, nb_max;
+} run_t;
+
+/* The collective allocations (same order everywhere) and rank 0's build pool. Blocks are
+ * contiguous runs of whole BLOCK_ALIGN-body chunks (page-aligned starts), balanced by the
+ * cost of the previous force evaluation (see partition()). */
+static void run_init(run_t *r)
+{
+    r->me = par_rank();
+    r->np = par_nprocs();
+    r->n = opt_n;
+    r->s = opt_s;
+    r->theta = opt_theta;
+    r->cap = 2 * r->n + 64;
+
+    r->sh = world_new(r->n, r->s, r->cap, par_alloc);
+    r->slot = par_alloc((size_t)r->np * sizeof *r->slot);
+    r->nchunk = (r->n + BLOCK_ALIGN - 1) / BLOCK_ALIGN;
+    r->ccost = par_alloc((size_t)r->nchunk * sizeof *r->ccost);
+    r->pool = r->me == 0 ? xmalloc((size_t)r->cap * sizeof *r->pool) : NULL;
+    r->tree = (tree_t){.node = r->pool, .cap = r->cap, .body = r->sh.body, .cell = r->sh.cell,
+                       .leaf = r->sh.leaf, .theta = r->theta};
+    r->nb_min = r->n;
+}
+
+/* Room for `mine` bodies in the private acc and phi. */
+static void reserve_bodies(run_t *r, long mine)
+{
+    if (mine <= r->cap_mine) return;
+    free(r->phi);
+    free(r->acc);
+    r->cap_mine = mine;
+    r->acc = xmalloc((size_t)mine * sizeof *r->acc);
+    r->phi = xmalloc((size_t)mine * sizeof *r->phi);
+}
+
+/* Force evaluation k of 0..s: steps 1 to 5 of the header, two barriers. */
+static void evaluate(run_t *r, long k)
+{
+    const long n = r->n;
+    /* Chunk costs were last written before the previous barrier and are next written
+     * after the coming one: everyone reads the same values and finds the same zones. */
+    long c_lo, c_hi;
+    partition(k == 0 ? NULL : r->ccost, r->nchunk, r->np, r->me, &c_lo, &c_hi);
+    const long lo = c_lo * BLOCK_ALIGN, hi = c_hi * BLOCK_ALIGN < n ? c_hi * BLOCK_ALIGN : n;
+    const long mine = hi > lo ? hi - lo : 0;
+    reserve_bodies(r, mine);
+    if (mine < r->nb_min) r->nb_min = mine;
+    if (mine > r->nb_max) r->nb_max = mine;
+    if (r->me == 0) {
+        double tb = par_time();
+        build_tree(&r->tree, n);
+        r->t_build += par_time() - tb;
+    }
+    par_barrier();
+    double tf = par_time();
+    for (long c = c_lo; c < c_hi; c++) {
+        long b_hi = (c + 1) * BLOCK_ALIGN < n ? (c + 1) * BLOCK_ALIGN : n;
+        long cnt = forces(r->sh.cell, r->sh.leaf, r->sh.body, c * BLOCK_ALIGN, b_hi,
+                          r->acc + (c * BLOCK_ALIGN - lo), r->phi + (c * BLOCK_ALIGN - lo));
+        r->ccost[c] = cnt;
+        r->inter += cnt;
+    }
+    r->t_force += par_time() - tf;
+    advance(r->sh.body, r->sh.vel, r->sh.e0, r->sh.e1, lo, hi, (const double (*)[3])r->acc, r->phi, k, r->s);
+    par_barrier();
+}
+
+/* What rank 0's check found. */
+typedef struct {
+    double t_check; /* seconds of the private re-run */
+    long bad;       /* first body that differs from the re-run, or -1 */
+    long ns;        /* bodies sampled against the direct sum */
+    double ferr;    /* their rms relative force error */
+} check_t;
+
+/* The first body whose record differs (bitwise) between worlds a and b, or -1. */
+static long first_difference(const world_t *a, const world_t *b)
+{
+    for (long i = 0; i < a->n; i++)
+        if (!same(&a->body[i], &b->body[i], sizeof b->body[i]) ||
+            !same(&a->vel[i], &b->vel[i], sizeof b->vel[i]) || !same(&a->e0[i], &b->e0[i], sizeof b->e0[i]) ||
+            !same(&a->e1[i], &b->e1[i], sizeof b->e1[i]))
+            return i;
+    return -1;
+}
+
+/* Physics sanity (common to both runs, so not covered by the bitwise check): the tree's
+ * accelerations acc at the final positions of w against a direct sum, on *ns sample
+ * bodies; returns the rms relative error. */
+static double force_error(const world_t *w, const double (*acc)[3], long *ns)
+{
+    const long n = w->n;
+    double err2 = 0, ref2 = 0;
+    *ns = n < NSAMPLE ? n : NSAMPLE;
+    for (long j = 0; j < *ns; j++) {
+        long i = j * n / *ns;
+        double a[3] = {0, 0, 0};
+        for (long k = 0; k < n; k++) {
+            if (k == i) continue;
+            double dx[3], r2 = EPS * EPS;
+            for (int d = 0; d < 3; d++) {
+                dx[d] = w->body[k].x[d] - w->body[i].x[d];
+                r2 += dx[d] * dx[d];
+            }
+            double rinv = 1.0 / sqrt(r2);
+            for (int d = 0; d < 3; d++) a[d] += dx[d] * w->body[k].m * rinv * rinv * rinv;
+        }
+        for (int d = 0; d < 3; d++) {
+            err2 += (acc[i][d] - a[d]) * (acc[i][d] - a[d]);
+            ref2 += a[d] * a[d];
+        }
+    }
+    return sqrt(err2 / ref2);
+}
+
+/* The check: the same simulation again, sequentially in private memory (rank 0). */
+static check_t check_run(const run_t *r)
+{
+    check_t ck;
+    world_t pv = world_new(r->n, r->s, r->cap, xmalloc);
+    double(*pacc)[3] = xmalloc((size_t)r->n * sizeof *pacc);
+    double *pphi = xmalloc((size_t)r->n * sizeof *pphi);
+    const double tc = par_time();
+    simulate_private(&pv, pacc, pphi, r->pool, r->theta);
+    ck.t_check = par_time() - tc;
+    ck.bad = first_difference(&r->sh, &pv);
+    ck.ferr = force_error(&pv, (const double (*)[3])pacc, &ck.ns);
+    free(pphi);
+    free(pacc);
+    free(pv.leaf);
+    free(pv.cell);
+    free(pv.e1);
+    free(pv.e0);
+    free(pv.vel);
+    free(pv.body);
+    return ck;
+}
+
+/* Rank 0's report, from the participants' slots and the check; returns the exit status. */
+static int barnes_report(const run_t *r, double t_par, const check_t *ck)
+{
+    const long n = r->n, s = r->s;
+    const double E0 = sum(r->sh.e0, n), E1 = sum(r->sh.e1, n);
+    const double drift = (E1 - E0) / fabs(E0);
+    const uint64_t h = checksum(r->sh.body, r->sh.vel, n);
+
+    double fmin_ = INFINITY, fmax_ = 0;
+    long imin = -1, imax = 0, itot = 0, bmin = n, bmax = 0;
+    for (int p = 0; p < r->np; p++) {
+        const slot_t *sl = &r->slot[p];
+        fmin_ = fmin(fmin_, sl->t_force);
+        fmax_ = fmax(fmax_, sl->t_force);
+        if (imin < 0 || sl->inter < imin) imin = sl->inter;
+        if (sl->inter > imax) imax = sl->inter;
+        itot += sl->inter;
+        if (sl->nb_min < bmin) bmin = sl->nb_min;
+        if (sl->nb_max > bmax) bmax = sl->nb_max;
+    }
+
+    par_report_head("barnes");
+    printf("bodies: %ld, steps: %ld, theta %g, dt %g, eps %g, cells %ld (pool %ld)\n", n, s, r->theta, DT, EPS,
+           r->tree.ncell, r->cap);
+    par_report_time(t_par);
+    printf("tree build (rank 0, serial): %.6f s; force walks per participant: min %.6f max %.6f s\n",
+           r->t_build, fmin_, fmax_);
+    printf("interactions: %ld (%.1f per body per step), per participant min %ld max %ld\n", itot,
+           (double)itot / (double)n / (double)(s + 1), imin, imax);
+    printf("bodies per participant (costzones, any step): min %ld max %ld\n", bmin, bmax);
+    printf("sequential check on rank 0: %.6f s\n", ck->t_check);
+    printf("energy: start %.10e end %.10e (drift %.2e)\n", E0, E1, drift);
+    printf("force error vs direct sum (%ld bodies, final positions): rms relative %.2e\n", ck->ns, ck->ferr);
+    par_report_answer("fnv=%016llx energy=%.6e", (unsigned long long)h, E1);
+    int ok = ck->bad < 0 && ck->ferr < 0.1;
+    if (ck->bad >= 0)
+        par_report_result(ok, "body %ld differs from the sequential recomputation", ck->bad);
+    else
+        par_report_result(ok, "tree force error %.2e vs direct sum exceeds 0.1", ck->ferr);
+    return ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
+
 static void worker(void)
 {
-    const int me = par_rank(), np = par_nprocs();
-    const long n = opt_n, s = opt_s;
-    const double theta = opt_theta;
-    const long cap = 2 * n + 64;
+    run_t r = {0};
+    run_init(&r);
 
-    /* Collective allocations, same order everywhere. */
-    world_t sh = world_new(n, s, cap, par_alloc);
-    slot_t *slot = par_alloc((size_t)np * sizeof *slot);
-
-    /* Contiguous blocks of whole BLOCK_ALIGN-body chunks (page-aligned starts), balanced
-     * by the cost of the previous force evaluation (see partition()). */
-    const long nchunk = (n + BLOCK_ALIGN - 1) / BLOCK_ALIGN;
-    long *ccost = par_alloc((size_t)nchunk * sizeof *ccost);
-    long cap_mine = 0;
-    double(*acc)[3] = NULL;
-    double *phi = NULL;
-    bnode_t *pool = me == 0 ? xmalloc((size_t)cap * sizeof *pool) : NULL;
-    tree_t tree = {.node = pool, .cap = cap, .body = sh.body, .cell = sh.cell, .leaf = sh.leaf, .theta = theta};
-
-    if (me == 0) make_bodies(sh.body, sh.vel, n);
+    if (r.me == 0) make_bodies(r.sh.body, r.sh.vel, r.n);
     par_barrier();
 
-    double t_force = 0, t_build = 0;
-    long inter = 0, nb_min = n, nb_max = 0;
     par_barrier();
     const double t0 = par_time();
-    for (long k = 0; k <= s; k++) {
-        /* Chunk costs were last written before the previous barrier and are next written
-         * after the coming one: everyone reads the same values and finds the same zones. */
-        long c_lo, c_hi;
-        partition(k == 0 ? NULL : ccost, nchunk, np, me, &c_lo, &c_hi);
-        const long lo = c_lo * BLOCK_ALIGN, hi = c_hi * BLOCK_ALIGN < n ? c_hi * BLOCK_ALIGN : n;
-        const long mine = hi > lo ? hi - lo : 0;
-        if (mine > cap_mine) {
-            free(phi);
-            free(acc);
-            cap_mine = mine;
-            acc = xmalloc((size_t)mine * sizeof *acc);
-            phi = xmalloc((size_t)mine * sizeof *phi);
-        }
-        if (mine < nb_min) nb_min = mine;
-        if (mine > nb_max) nb_max = mine;
-        if (me == 0) {
-            double tb = par_time();
-            build_tree(&tree, n);
-            t_build += par_time() - tb;
-        }
-        par_barrier();
-        double tf = par_time();
-        for (long c = c_lo; c < c_hi; c++) {
-            long b_hi = (c + 1) * BLOCK_ALIGN < n ? (c + 1) * BLOCK_ALIGN : n;
-            long cnt = forces(sh.cell, sh.leaf, sh.body, c * BLOCK_ALIGN, b_hi, acc + (c * BLOCK_ALIGN - lo),
-                              phi + (c * BLOCK_ALIGN - lo));
-            ccost[c] = cnt;
-            inter += cnt;
-        }
-        t_force += par_time() - tf;
-        advance(sh.body, sh.vel, sh.e0, sh.e1, lo, hi, (const double (*)[3])acc, phi, k, s);
-        par_barrier();
-    }
+    for (long k = 0; k <= r.s; k++) evaluate(&r, k);
     const double t_par = par_time() - t0;
-    slot[me].t_force = t_force;
-    slot[me].t_build = t_build;
-    slot[me].inter = inter;
-    slot[me].nb_min = nb_min;
-    slot[me].nb_max = nb_max;
-    free(phi);
-    free(acc);
+    r.slot[r.me].t_force = r.t_force;
+    r.slot[r.me].t_build = r.t_build;
+    r.slot[r.me].inter = r.inter;
+    r.slot[r.me].nb_min = r.nb_min;
+    r.slot[r.me].nb_max = r.nb_max;
+    free(r.phi);
+    free(r.acc);
     par_barrier();
 
     int status = PAR_EXIT_VERIFIED;
-    if (me == 0) {
-        /* The check: the same simulation again, sequentially in private memory. */
-        world_t pv = world_new(n, s, cap, xmalloc);
-        double(*pacc)[3] = xmalloc((size_t)n * sizeof *pacc);
-        double *pphi = xmalloc((size_t)n * sizeof *pphi);
-        const double tc = par_time();
-        simulate_private(&pv, pacc, pphi, pool, theta);
-        const double t_check = par_time() - tc;
-
-        long bad = -1;
-        for (long i = 0; i < n && bad < 0; i++)
-            if (!same(&sh.body[i], &pv.body[i], sizeof pv.body[i]) || !same(&sh.vel[i], &pv.vel[i], sizeof pv.vel[i]) ||
-                !same(&sh.e0[i], &pv.e0[i], sizeof pv.e0[i]) || !same(&sh.e1[i], &pv.e1[i], sizeof pv.e1[i]))
-                bad = i;
-
-        /* Physics sanity (common to both runs, so not covered by the bitwise check): the
-         * tree's accelerations at the final positions against a direct sum. */
-        double err2 = 0, ref2 = 0;
-        const long ns = n < NSAMPLE ? n : NSAMPLE;
-        for (long j = 0; j < ns; j++) {
-            long i = j * n / ns;
-            double a[3] = {0, 0, 0};
-            for (long k = 0; k < n; k++) {
-                if (k == i) continue;
-                double dx[3], r2 = EPS * EPS;
-                for (int d = 0; d < 3; d++) {
-                    dx[d] = pv.body[k].x[d] - pv.body[i].x[d];
-                    r2 += dx[d] * dx[d];
-                }
-                double rinv = 1.0 / sqrt(r2);
-                for (int d = 0; d < 3; d++) a[d] += dx[d] * pv.body[k].m * rinv * rinv * rinv;
-            }
-            for (int d = 0; d < 3; d++) {
-                err2 += (pacc[i][d] - a[d]) * (pacc[i][d] - a[d]);
-                ref2 += a[d] * a[d];
-            }
-        }
-        const double ferr = sqrt(err2 / ref2);
-
-        const double E0 = sum(sh.e0, n), E1 = sum(sh.e1, n);
-        const double drift = (E1 - E0) / fabs(E0);
-        const uint64_t h = checksum(sh.body, sh.vel, n);
-
-        double fmin_ = INFINITY, fmax_ = 0;
-        long imin = -1, imax = 0, itot = 0, bmin = n, bmax = 0;
-        for (int r = 0; r < np; r++) {
-            fmin_ = fmin(fmin_, slot[r].t_force);
-            fmax_ = fmax(fmax_, slot[r].t_force);
-            if (imin < 0 || slot[r].inter < imin) imin = slot[r].inter;
-            if (slot[r].inter > imax) imax = slot[r].inter;
-            itot += slot[r].inter;
-            if (slot[r].nb_min < bmin) bmin = slot[r].nb_min;
-            if (slot[r].nb_max > bmax) bmax = slot[r].nb_max;
-        }
-
-        par_report_head("barnes");
-        printf("bodies: %ld, steps: %ld, theta %g, dt %g, eps %g, cells %ld (pool %ld)\n", n, s, theta, DT, EPS,
-               tree.ncell, cap);
-        par_report_time(t_par);
-        printf("tree build (rank 0, serial): %.6f s; force walks per participant: min %.6f max %.6f s\n",
-               t_build, fmin_, fmax_);
-        printf("interactions: %ld (%.1f per body per step), per participant min %ld max %ld\n", itot,
-               (double)itot / (double)n / (double)(s + 1), imin, imax);
-        printf("bodies per participant (costzones, any step): min %ld max %ld\n", bmin, bmax);
-        printf("sequential check on rank 0: %.6f s\n", t_check);
-        printf("energy: start %.10e end %.10e (drift %.2e)\n", E0, E1, drift);
-        printf("force error vs direct sum (%ld bodies, final positions): rms relative %.2e\n", ns, ferr);
-        par_report_answer("fnv=%016llx energy=%.6e", (unsigned long long)h, E1);
-        int ok = bad < 0 && ferr < 0.1;
-        if (bad >= 0)
-            par_report_result(ok, "body %ld differs from the sequential recomputation", bad);
-        else
-            par_report_result(ok, "tree force error %.2e vs direct sum exceeds 0.1", ferr);
-        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
-        free(pphi);
-        free(pacc);
-        free(pv.leaf);
-        free(pv.cell);
-        free(pv.e1);
-        free(pv.e0);
-        free(pv.vel);
-        free(pv.body);
+    if (r.me == 0) {
+        const check_t ck = check_run(&r);
+        status = barnes_report(&r, t_par, &ck);
     }
     par_share_status(status);
-    free(pool);
+    free(r.pool);
     par_print_stats(stdout);
 }
 

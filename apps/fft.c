@@ -174,37 +174,116 @@ static void six_step(cplx *a, cplx *b, const cplx *src, const struct priv *p, in
     par_barrier();
 }
 
+/* Contiguous blocks of rows; the first rn % np participants take one extra. */
+static void partition_rows(struct priv *p)
+{
+    p->me = par_rank();
+    p->np = par_nprocs();
+    p->row_lo = malloc((size_t)(p->np + 1) * sizeof *p->row_lo);
+    if (!p->row_lo) par_fail("fft: out of memory");
+    const long q = rn / p->np, extra = rn % p->np;
+    for (int k = 0; k <= p->np; k++) p->row_lo[k] = k * q + (k < extra ? k : extra);
+    p->lo = p->row_lo[p->me];
+    p->hi = p->row_lo[p->me + 1];
+}
+
+/* Private set-up, not timed (as in SPLASH-2): roots, own twiddles, own input rows of x. */
+static void private_setup(struct priv *p, cplx *x)
+{
+    p->w = malloc((size_t)(rn / 2 + 1) * sizeof *p->w);
+    p->tw = malloc((size_t)((p->hi - p->lo) * rn + 1) * sizeof *p->tw);
+    p->rev = malloc((size_t)rn * sizeof *p->rev);
+    if (!p->w || !p->tw || !p->rev) par_fail("fft: out of memory");
+    for (long k = 0; k < rn / 2; k++) p->w[k] = root(k, rn);
+    for (long i = 0; i < rn; i++) {
+        long r = 0;
+        for (int b = 0; b < m / 2; b++) r |= ((i >> b) & 1) << (m / 2 - 1 - b);
+        p->rev[i] = r;
+    }
+    for (long r = p->lo; r < p->hi; r++)
+        for (long c = 0; c < rn; c++) p->tw[(r - p->lo) * rn + c] = root(r * c, n);
+    for (long j = p->lo * rn; j < p->hi * rn; j++) x[j] = gen(j);
+}
+
+/* Largest error of the unscaled inverse z, divided by n, against the input. */
+static double inverse_error(const cplx *z)
+{
+    double inv_err = 0.0;
+    for (long j = 0; j < n; j++) {
+        const cplx g = gen(j);
+        inv_err = fmax(inv_err, fmax(fabs(z[j].re / (double)n - g.re), fabs(z[j].im / (double)n - g.im)));
+    }
+    return inv_err;
+}
+
+/* The output y against the private reference FFT, relative to the largest output
+ * component ymax; -1 when m is too large for the reference. */
+static double reference_error(const cplx *y, double ymax)
+{
+    if (m > REF_M_MAX) return -1.0;
+    cplx *in = malloc((size_t)n * sizeof *in), *out = malloc((size_t)n * sizeof *out);
+    cplx *w = malloc((size_t)(n / 2 + 1) * sizeof *w);
+    if (!in || !out || !w) par_fail("fft: out of memory in the check");
+    for (long j = 0; j < n; j++) in[j] = gen(j);
+    for (long k = 0; k < n / 2; k++) w[k] = root(k, n);
+    fft_ref(out, in, n, 1, w);
+    double ref_err = 0.0;
+    for (long k = 0; k < n; k++)
+        ref_err = fmax(ref_err, fmax(fabs(y[k].re - out[k].re), fabs(y[k].im - out[k].im)));
+    ref_err = ymax > 0 ? ref_err / ymax : ref_err;
+    free(in);
+    free(out);
+    free(w);
+    return ref_err;
+}
+
+/* Participant 0's check and report of the forward output y and the inverse z. Returns the
+ * exit status. */
+static int fft_check(const cplx *y, const cplx *z, int np, double t_fwd, double t_inv)
+{
+    /* Answer: sums of the output and a hash of its bytes (bit-identical everywhere). */
+    double sre = 0.0, sim = 0.0, ymax = 0.0;
+    for (long k = 0; k < n; k++) {
+        sre += y[k].re;
+        sim += y[k].im;
+        ymax = fmax(ymax, fmax(fabs(y[k].re), fabs(y[k].im)));
+    }
+    const uint64_t hash = par_fnv1a(PAR_FNV_INIT, y, (size_t)n * sizeof *y);
+    const double inv_err = inverse_error(z);
+    const double ref_err = reference_error(y, ymax);
+    const int verified = inv_err < TOLERANCE && (ref_err < 0 || ref_err < TOLERANCE);
+    const long q = rn / np, extra = rn % np;
+
+    printf("fft: six-step complex FFT (%s build)\n", par_build());
+    printf("  points          2^%d = %ld (a %ld x %ld matrix), %.1f MiB shared\n", m, n, rn, rn,
+           (double)(3 * (size_t)n * sizeof *y) / (1 << 20));
+    printf("  procs           %d (%ld..%ld rows each)\n", np, q, q + (extra ? 1 : 0));
+    printf("  forward time    %.6f s (%.1f Mflop/s at 5 n log2 n)\n", t_fwd,
+           t_fwd > 0 ? 5.0 * (double)n * m / t_fwd * 1e-6 : 0.0);
+    printf("  inverse time    %.6f s (part of the check)\n", t_inv);
+    printf("  inverse error   %.3e (max |ifft(fft(x)) - x|, tolerance %.0e)\n", inv_err, TOLERANCE);
+    if (ref_err >= 0)
+        printf("  reference error %.3e (max |fft - recursive fft| / max |fft|, tolerance %.0e)\n", ref_err,
+               TOLERANCE);
+    else
+        printf("  reference error not computed (m > %d)\n", REF_M_MAX);
+    par_report_head("fft");
+    par_report_time(t_fwd);
+    par_report_answer("sum %.6e %.6e fnv1a 0x%016llx", sre, sim, (unsigned long long)hash);
+    par_report_result(verified, "inverse error %.3e, reference error %.3e", inv_err, ref_err);
+    return verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
+
 static void worker(void)
 {
     struct priv p;
-    p.me = par_rank();
-    p.np = par_nprocs();
-    /* Contiguous blocks of rows; the first rn % np participants take one extra. */
-    p.row_lo = malloc((size_t)(p.np + 1) * sizeof *p.row_lo);
-    if (!p.row_lo) par_fail("fft: out of memory");
-    const long q = rn / p.np, extra = rn % p.np;
-    for (int k = 0; k <= p.np; k++) p.row_lo[k] = k * q + (k < extra ? k : extra);
-    p.lo = p.row_lo[p.me];
-    p.hi = p.row_lo[p.me + 1];
+    partition_rows(&p);
 
     cplx *x = par_alloc((size_t)n * sizeof *x);
     cplx *y = par_alloc((size_t)n * sizeof *y);
     cplx *z = par_alloc((size_t)n * sizeof *z);
 
-    /* Private set-up, not timed (as in SPLASH-2): roots, own twiddles, own input rows. */
-    p.w = malloc((size_t)(rn / 2 + 1) * sizeof *p.w);
-    p.tw = malloc((size_t)((p.hi - p.lo) * rn + 1) * sizeof *p.tw);
-    p.rev = malloc((size_t)rn * sizeof *p.rev);
-    if (!p.w || !p.tw || !p.rev) par_fail("fft: out of memory");
-    for (long k = 0; k < rn / 2; k++) p.w[k] = root(k, rn);
-    for (long i = 0; i < rn; i++) {
-        long r = 0;
-        for (int b = 0; b < m / 2; b++) r |= ((i >> b) & 1) << (m / 2 - 1 - b);
-        p.rev[i] = r;
-    }
-    for (long r = p.lo; r < p.hi; r++)
-        for (long c = 0; c < rn; c++) p.tw[(r - p.lo) * rn + c] = root(r * c, n);
-    for (long j = p.lo * rn; j < p.hi * rn; j++) x[j] = gen(j);
+    private_setup(&p, x);
     par_barrier();
 
     double t0 = par_time();
@@ -215,59 +294,7 @@ static void worker(void)
     const double t_inv = par_time() - t0;
 
     int status = PAR_EXIT_VERIFIED;
-    if (p.me == 0) {
-        /* Answer: sums of the output and a hash of its bytes (bit-identical everywhere). */
-        double sre = 0.0, sim = 0.0, ymax = 0.0;
-        for (long k = 0; k < n; k++) {
-            sre += y[k].re;
-            sim += y[k].im;
-            ymax = fmax(ymax, fmax(fabs(y[k].re), fabs(y[k].im)));
-        }
-        const uint64_t hash = par_fnv1a(PAR_FNV_INIT, y, (size_t)n * sizeof *y);
-        /* Inverse / n against the input. */
-        double inv_err = 0.0;
-        for (long j = 0; j < n; j++) {
-            const cplx g = gen(j);
-            inv_err = fmax(inv_err, fmax(fabs(z[j].re / (double)n - g.re), fabs(z[j].im / (double)n - g.im)));
-        }
-        /* Private reference FFT, relative to the largest output component. */
-        double ref_err = -1.0;
-        if (m <= REF_M_MAX) {
-            cplx *in = malloc((size_t)n * sizeof *in), *out = malloc((size_t)n * sizeof *out);
-            cplx *w = malloc((size_t)(n / 2 + 1) * sizeof *w);
-            if (!in || !out || !w) par_fail("fft: out of memory in the check");
-            for (long j = 0; j < n; j++) in[j] = gen(j);
-            for (long k = 0; k < n / 2; k++) w[k] = root(k, n);
-            fft_ref(out, in, n, 1, w);
-            ref_err = 0.0;
-            for (long k = 0; k < n; k++)
-                ref_err = fmax(ref_err, fmax(fabs(y[k].re - out[k].re), fabs(y[k].im - out[k].im)));
-            ref_err = ymax > 0 ? ref_err / ymax : ref_err;
-            free(in);
-            free(out);
-            free(w);
-        }
-        const int verified = inv_err < TOLERANCE && (ref_err < 0 || ref_err < TOLERANCE);
-        status = verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
-
-        printf("fft: six-step complex FFT (%s build)\n", par_build());
-        printf("  points          2^%d = %ld (a %ld x %ld matrix), %.1f MiB shared\n", m, n, rn, rn,
-               (double)(3 * (size_t)n * sizeof *x) / (1 << 20));
-        printf("  procs           %d (%ld..%ld rows each)\n", p.np, q, q + (extra ? 1 : 0));
-        printf("  forward time    %.6f s (%.1f Mflop/s at 5 n log2 n)\n", t_fwd,
-               t_fwd > 0 ? 5.0 * (double)n * m / t_fwd * 1e-6 : 0.0);
-        printf("  inverse time    %.6f s (part of the check)\n", t_inv);
-        printf("  inverse error   %.3e (max |ifft(fft(x)) - x|, tolerance %.0e)\n", inv_err, TOLERANCE);
-        if (ref_err >= 0)
-            printf("  reference error %.3e (max |fft - recursive fft| / max |fft|, tolerance %.0e)\n", ref_err,
-                   TOLERANCE);
-        else
-            printf("  reference error not computed (m > %d)\n", REF_M_MAX);
-        par_report_head("fft");
-        par_report_time(t_fwd);
-        par_report_answer("sum %.6e %.6e fnv1a 0x%016llx", sre, sim, (unsigned long long)hash);
-        par_report_result(verified, "inverse error %.3e, reference error %.3e", inv_err, ref_err);
-    }
+    if (p.me == 0) status = fft_check(y, z, p.np, t_fwd, t_inv);
     par_share_status(status);
     par_print_stats(stdout);
     fflush(stdout);

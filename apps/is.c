@@ -155,25 +155,22 @@ static void lap(ctx_t *c, int i)
     c->tp = now;
 }
 
-/* One ranking (NAS rank()) of iteration `it`. */
-static void rank_iteration(ctx_t *c, size_t it)
+/* Step 1 of iteration `it`: the two modified keys, by the participant whose block holds
+ * them, then the bucket counts of this block, published in this participant's row. */
+static void count_buckets(ctx_t *c, size_t it)
 {
-    const size_t nb = c->nb;
-    const int shift = c->shift;
-
-    /* The two modified keys, by the participant whose block holds them. */
     if (it >= c->lo && it < c->hi) c->keys[it] = (uint32_t)it;
     if (it + c->iters >= c->lo && it + c->iters < c->hi) c->keys[it + c->iters] = (uint32_t)(c->bmax - it);
 
-    /* 1. Bucket counts of this block, published in this participant's row. */
-    memset(c->cnt, 0, nb * sizeof *c->cnt);
-    for (size_t i = c->lo; i < c->hi; i++) c->cnt[c->keys[i] >> shift]++;
-    memcpy(c->bcount + (size_t)c->me * c->row, c->cnt, nb * sizeof *c->cnt);
-    lap(c, 0);
-    par_barrier();
-    lap(c, 1);
+    memset(c->cnt, 0, c->nb * sizeof *c->cnt);
+    for (size_t i = c->lo; i < c->hi; i++) c->cnt[c->keys[i] >> c->shift]++;
+    memcpy(c->bcount + (size_t)c->me * c->row, c->cnt, c->nb * sizeof *c->cnt);
+}
 
-    /* 2. Bucket totals and global bucket starts. */
+/* Step 2, first part: bucket totals over all rows, and the global bucket starts. */
+static void bucket_starts(ctx_t *c)
+{
+    const size_t nb = c->nb;
     uint32_t *tot = c->tot;
     memset(tot, 0, nb * sizeof *tot);
     for (int p = 0; p < c->np; p++) {
@@ -186,10 +183,14 @@ static void rank_iteration(ctx_t *c, size_t it)
         run += tot[k];
     }
     c->bstart[nb] = run;
+}
 
-    /* Bucket run of owner q: [edge[q], edge[q+1]), cut at the first split point (a
-     * multiple of gran buckets) with at least q*n/P keys in smaller buckets. Everyone
-     * computes the same split from the same totals. */
+/* Bucket run of owner q: [edge[q], edge[q+1]), cut at the first split point (a multiple of
+ * gran buckets) with at least q*n/P keys in smaller buckets. Everyone computes the same
+ * split from the same totals. */
+static void split_buckets(ctx_t *c)
+{
+    const size_t nb = c->nb;
     size_t *edge = c->edge;
     edge[0] = 0;
     size_t cut = 0;
@@ -201,13 +202,17 @@ static void rank_iteration(ctx_t *c, size_t it)
     edge[c->np] = nb;
     c->blo = edge[c->me];
     c->bhi = edge[c->me + 1];
+}
 
-    /* Where this participant's keys go. The keys of owner q's buckets fill
-     * [bstart[edge[q]], bstart[edge[q+1]]) participant by participant (each part in bucket
-     * order), not bucket by bucket: ranking only counts keys, so their order inside an
-     * owner's range is free, and this way each participant writes one contiguous piece
-     * per owner, which shares pages with other writers only at its two ends. Its piece
-     * for its own buckets goes to private memory instead. */
+/* Where this participant's keys go, and the copy. The keys of owner q's buckets fill
+ * [bstart[edge[q]], bstart[edge[q+1]]) participant by participant (each part in bucket
+ * order), not bucket by bucket: ranking only counts keys, so their order inside an owner's
+ * range is free, and this way each participant writes one contiguous piece per owner,
+ * which shares pages with other writers only at its two ends. Its piece for its own
+ * buckets goes to private memory instead. */
+static void scatter_keys(ctx_t *c)
+{
+    const size_t *edge = c->edge;
     for (int q = 0; q < c->np; q++) {
         uint32_t base = c->bstart[edge[q]];
         for (int p = 0; p < c->me; p++) {
@@ -226,26 +231,43 @@ static void rank_iteration(ctx_t *c, size_t it)
     }
     for (size_t i = c->lo; i < c->hi; i++) {
         const uint32_t key = c->keys[i];
-        *c->dstp[key >> shift]++ = key;
+        *c->dstp[key >> c->shift]++ = key;
     }
+}
+
+/* Step 3: ranks of this participant's key range [blo<<shift, bhi<<shift). */
+static void rank_own_keys(ctx_t *c)
+{
+    const size_t k1 = c->blo << c->shift, k2 = c->bhi << c->shift;
+    if (k2 <= k1) return;
+    uint32_t *rb = c->rankbuf;
+    memset(rb + k1, 0, (k2 - k1) * sizeof *rb);
+    for (size_t i = c->bstart[c->blo]; i < c->own_lo; i++) rb[c->kb2[i]]++;
+    for (size_t i = 0; i < c->own_hi - c->own_lo; i++) rb[c->mine[i]]++;
+    for (size_t i = c->own_hi; i < c->bstart[c->bhi]; i++) rb[c->kb2[i]]++;
+    uint32_t sum = c->bstart[c->blo]; /* keys in smaller buckets */
+    for (size_t k = k1; k < k2; k++) {
+        sum += rb[k];
+        rb[k] = sum;
+    }
+}
+
+/* One ranking (NAS rank()) of iteration `it`: three steps, each ended by a barrier. */
+static void rank_iteration(ctx_t *c, size_t it)
+{
+    count_buckets(c, it);
+    lap(c, 0);
+    par_barrier();
+    lap(c, 1);
+
+    bucket_starts(c);
+    split_buckets(c);
+    scatter_keys(c);
     lap(c, 2);
     par_barrier();
     lap(c, 3);
 
-    /* 3. Ranks of this participant's key range [blo<<shift, bhi<<shift). */
-    const size_t k1 = c->blo << shift, k2 = c->bhi << shift;
-    if (k2 > k1) {
-        uint32_t *rb = c->rankbuf;
-        memset(rb + k1, 0, (k2 - k1) * sizeof *rb);
-        for (size_t i = c->bstart[c->blo]; i < c->own_lo; i++) rb[c->kb2[i]]++;
-        for (size_t i = 0; i < c->own_hi - c->own_lo; i++) rb[c->mine[i]]++;
-        for (size_t i = c->own_hi; i < c->bstart[c->bhi]; i++) rb[c->kb2[i]]++;
-        uint32_t sum = c->bstart[c->blo]; /* keys in smaller buckets */
-        for (size_t k = k1; k < k2; k++) {
-            sum += rb[k];
-            rb[k] = sum;
-        }
-    }
+    rank_own_keys(c);
     lap(c, 4);
     par_barrier();
     lap(c, 5);
@@ -318,51 +340,125 @@ static int check(const ctx_t *c, const size_t *tidx, const uint32_t *tval, const
     return ok;
 }
 
+/* The sizes, this participant's key block, and the collective and private allocations
+ * (the par_alloc() calls in the same order everywhere). */
+static void ctx_init(ctx_t *c)
+{
+    c->me = par_rank();
+    c->np = par_nprocs();
+    c->n = (size_t)opt_n;
+    c->bmax = (size_t)1 << opt_b;
+    c->iters = (size_t)opt_iters;
+    const int lognb = opt_b < LOG2_BUCKETS_MAX ? (int)opt_b : LOG2_BUCKETS_MAX;
+    c->nb = (size_t)1 << lognb;
+    c->shift = (int)opt_b - lognb;
+    c->row = round_up(c->nb, PAGE_WORDS);
+    /* Split the buckets on rank-buffer page boundaries when that still leaves a few split
+     * points per participant; otherwise (tiny Bmax) accept some false sharing there. */
+    const size_t bucket_keys = (size_t)1 << c->shift;
+    size_t gran = bucket_keys >= PAGE_WORDS ? 1 : PAGE_WORDS / bucket_keys;
+    const size_t fine = c->nb / (4 * (size_t)c->np);
+    if (gran > fine) gran = fine ? fine : 1;
+    c->gran = gran;
+
+    const size_t chunk = round_up((c->n + (size_t)c->np - 1) / (size_t)c->np, PAGE_WORDS);
+    c->lo = (size_t)c->me * chunk < c->n ? (size_t)c->me * chunk : c->n;
+    c->hi = c->lo + chunk < c->n ? c->lo + chunk : c->n;
+
+    c->keys = par_alloc(c->n * sizeof *c->keys);
+    c->kb2 = par_alloc(c->n * sizeof *c->kb2);
+    c->rankbuf = par_alloc(c->bmax * sizeof *c->rankbuf);
+    c->bcount = par_alloc((size_t)c->np * c->row * sizeof *c->bcount);
+    c->cnt = xmalloc(c->nb * sizeof *c->cnt);
+    c->tot = xmalloc(c->nb * sizeof *c->tot);
+    c->dstp = xmalloc(c->nb * sizeof *c->dstp);
+    c->mine = xmalloc((c->hi - c->lo) * sizeof *c->mine);
+    c->edge = xmalloc(((size_t)c->np + 1) * sizeof *c->edge);
+    c->bstart = xmalloc((c->nb + 1) * sizeof *c->bstart);
+}
+
+static void ctx_free(ctx_t *c)
+{
+    free(c->bstart);
+    free(c->mine);
+    free(c->dstp);
+    free(c->edge);
+    free(c->tot);
+    free(c->cnt);
+}
+
+/* Test keys: NAS's indices for a NAS class (returned), else five spread over the indices
+ * the iterations never modify (so their values stay fixed; NULL returned). */
+static const nas_class_t *test_keys(const ctx_t *c, size_t tidx[NTEST])
+{
+    const nas_class_t *cls = NULL;
+    for (size_t k = 0; k < sizeof nas_classes / sizeof *nas_classes; k++)
+        if (c->n == (size_t)1 << nas_classes[k].log2n && opt_b == nas_classes[k].b && c->iters == 10)
+            cls = &nas_classes[k];
+    for (int t = 0; t < NTEST; t++)
+        tidx[t] = cls ? (size_t)cls->index[t]
+                      : 2 * c->iters + 1 + (size_t)((uint64_t)(2 * t + 1) * (c->n - 2 * c->iters - 1) / (2 * NTEST));
+    return cls;
+}
+
+/* The timed iterations; rank 0 records the ranks of the test keys of value tval in pv.
+ * Returns the parallel seconds. */
+static double timed_iterations(ctx_t *c, const uint32_t tval[NTEST], uint32_t *pv)
+{
+    memset(c->ph, 0, sizeof c->ph);
+    const double t0 = c->tp = par_time();
+    for (size_t it = 1; it <= c->iters; it++) {
+        rank_iteration(c, it);
+        /* Partial verification data, read between the ranking's last barrier and the
+         * next iteration's second barrier, before which no one rewrites the rank buffer. */
+        if (c->me == 0)
+            for (int t = 0; t < NTEST; t++) pv[(it - 1) * NTEST + t] = tval[t] ? c->rankbuf[tval[t] - 1] : 0;
+    }
+    const double t1 = par_time();
+    return t1 - t0;
+}
+
+/* NAS full_verify: place the keys of this participant's buckets at their ranks. The place
+ * of a key is decremented from a private copy of the rank range (the shared rank buffer
+ * stays as the answer). Buckets hold consecutive ranks, so each participant writes one
+ * contiguous range of the key array, which no one reads any more. */
+static void place_keys(ctx_t *c)
+{
+    const size_t k1 = c->blo << c->shift, k2 = c->bhi << c->shift;
+    if (k2 <= k1) return;
+    uint32_t *next = xmalloc((k2 - k1) * sizeof *next);
+    memcpy(next, c->rankbuf + k1, (k2 - k1) * sizeof *next);
+    for (size_t i = c->bstart[c->blo]; i < c->bstart[c->bhi]; i++) {
+        const uint32_t k = i < c->own_lo ? c->kb2[i] : i < c->own_hi ? c->mine[i - c->own_lo] : c->kb2[i];
+        c->keys[--next[k - k1]] = k;
+    }
+    free(next);
+}
+
+/* Rank 0's check and report; returns the exit status. */
+static int report(const ctx_t *c, const size_t *tidx, const uint32_t *tval, const uint32_t *pv,
+                  const nas_class_t *cls, double t_parallel)
+{
+    uint64_t answer = 0;
+    const int ok = check(c, tidx, tval, pv, cls, &answer);
+    par_report_head("is");
+    printf("keys: %zu in [0, 2^%ld), %zu buckets, %zu iterations%s%c\n", c->n, opt_b, c->nb, c->iters,
+           cls ? ", NAS class " : "", cls ? cls->name : ' ');
+    par_report_time(t_parallel);
+    printf("rank 0 steps: count %.4f s, wait %.4f s, scatter %.4f s, wait %.4f s, rank %.4f s, wait %.4f s\n",
+           c->ph[0], c->ph[1], c->ph[2], c->ph[3], c->ph[4], c->ph[5]);
+    printf("mops: %.2f\n", t_parallel > 0 ? (double)c->iters * (double)c->n / t_parallel * 1e-6 : 0.0);
+    par_report_answer("%016" PRIx64, answer);
+    par_report_result(ok, "see stderr");
+    return ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
+
 static void worker(void)
 {
     ctx_t c = {0};
-    c.me = par_rank();
-    c.np = par_nprocs();
-    c.n = (size_t)opt_n;
-    c.bmax = (size_t)1 << opt_b;
-    c.iters = (size_t)opt_iters;
-    const int lognb = opt_b < LOG2_BUCKETS_MAX ? (int)opt_b : LOG2_BUCKETS_MAX;
-    c.nb = (size_t)1 << lognb;
-    c.shift = (int)opt_b - lognb;
-    c.row = round_up(c.nb, PAGE_WORDS);
-    /* Split the buckets on rank-buffer page boundaries when that still leaves a few split
-     * points per participant; otherwise (tiny Bmax) accept some false sharing there. */
-    const size_t bucket_keys = (size_t)1 << c.shift;
-    size_t gran = bucket_keys >= PAGE_WORDS ? 1 : PAGE_WORDS / bucket_keys;
-    const size_t fine = c.nb / (4 * (size_t)c.np);
-    if (gran > fine) gran = fine ? fine : 1;
-    c.gran = gran;
-
-    const size_t chunk = round_up((c.n + (size_t)c.np - 1) / (size_t)c.np, PAGE_WORDS);
-    c.lo = (size_t)c.me * chunk < c.n ? (size_t)c.me * chunk : c.n;
-    c.hi = c.lo + chunk < c.n ? c.lo + chunk : c.n;
-
-    c.keys = par_alloc(c.n * sizeof *c.keys);
-    c.kb2 = par_alloc(c.n * sizeof *c.kb2);
-    c.rankbuf = par_alloc(c.bmax * sizeof *c.rankbuf);
-    c.bcount = par_alloc((size_t)c.np * c.row * sizeof *c.bcount);
-    c.cnt = xmalloc(c.nb * sizeof *c.cnt);
-    c.tot = xmalloc(c.nb * sizeof *c.tot);
-    c.dstp = xmalloc(c.nb * sizeof *c.dstp);
-    c.mine = xmalloc((c.hi - c.lo) * sizeof *c.mine);
-    c.edge = xmalloc(((size_t)c.np + 1) * sizeof *c.edge);
-    c.bstart = xmalloc((c.nb + 1) * sizeof *c.bstart);
-
-    /* Test keys: NAS's indices for a NAS class, else five spread over the indices the
-     * iterations never modify (so their values stay fixed). */
-    const nas_class_t *cls = NULL;
-    for (size_t k = 0; k < sizeof nas_classes / sizeof *nas_classes; k++)
-        if (c.n == (size_t)1 << nas_classes[k].log2n && opt_b == nas_classes[k].b && c.iters == 10)
-            cls = &nas_classes[k];
+    ctx_init(&c);
     size_t tidx[NTEST];
-    for (int t = 0; t < NTEST; t++)
-        tidx[t] = cls ? (size_t)cls->index[t]
-                      : 2 * c.iters + 1 + (size_t)((uint64_t)(2 * t + 1) * (c.n - 2 * c.iters - 1) / (2 * NTEST));
+    const nas_class_t *cls = test_keys(&c, tidx);
 
     gen_keys(c.keys + c.lo, c.lo, c.hi, (int)opt_b);
     par_barrier();
@@ -375,58 +471,17 @@ static void worker(void)
     }
 
     rank_iteration(&c, 1); /* untimed, as in NAS: pages and tables warmed up */
-
-    memset(c.ph, 0, sizeof c.ph);
-    const double t0 = c.tp = par_time();
-    for (size_t it = 1; it <= c.iters; it++) {
-        rank_iteration(&c, it);
-        /* Partial verification data, read between the ranking's last barrier and the
-         * next iteration's second barrier, before which no one rewrites the rank buffer. */
-        if (c.me == 0)
-            for (int t = 0; t < NTEST; t++) pv[(it - 1) * NTEST + t] = tval[t] ? c.rankbuf[tval[t] - 1] : 0;
-    }
-    const double t1 = par_time();
-
-    /* NAS full_verify: place the keys of this participant's buckets at their ranks. The
-     * place of a key is decremented from a private copy of the rank range (the shared rank
-     * buffer stays as the answer). Buckets hold consecutive ranks, so each participant
-     * writes one contiguous range of the key array, which no one reads any more. */
-    const size_t k1 = c.blo << c.shift, k2 = c.bhi << c.shift;
-    if (k2 > k1) {
-        uint32_t *next = xmalloc((k2 - k1) * sizeof *next);
-        memcpy(next, c.rankbuf + k1, (k2 - k1) * sizeof *next);
-        for (size_t i = c.bstart[c.blo]; i < c.bstart[c.bhi]; i++) {
-            const uint32_t k = i < c.own_lo ? c.kb2[i] : i < c.own_hi ? c.mine[i - c.own_lo] : c.kb2[i];
-            c.keys[--next[k - k1]] = k;
-        }
-        free(next);
-    }
+    const double t_parallel = timed_iterations(&c, tval, pv);
+    place_keys(&c);
     par_barrier();
 
     int status = PAR_EXIT_VERIFIED;
     if (c.me == 0) {
-        uint64_t answer = 0;
-        const int ok = check(&c, tidx, tval, pv, cls, &answer);
-        const double t_parallel = t1 - t0;
-        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
-        par_report_head("is");
-        printf("keys: %zu in [0, 2^%ld), %zu buckets, %zu iterations%s%c\n", c.n, opt_b, c.nb, c.iters,
-               cls ? ", NAS class " : "", cls ? cls->name : ' ');
-        par_report_time(t_parallel);
-        printf("rank 0 steps: count %.4f s, wait %.4f s, scatter %.4f s, wait %.4f s, rank %.4f s, wait %.4f s\n",
-               c.ph[0], c.ph[1], c.ph[2], c.ph[3], c.ph[4], c.ph[5]);
-        printf("mops: %.2f\n", t_parallel > 0 ? (double)c.iters * (double)c.n / t_parallel * 1e-6 : 0.0);
-        par_report_answer("%016" PRIx64, answer);
-        par_report_result(ok, "see stderr");
+        status = report(&c, tidx, tval, pv, cls, t_parallel);
         free(pv);
     }
     par_share_status(status);
-    free(c.bstart);
-    free(c.mine);
-    free(c.dstp);
-    free(c.edge);
-    free(c.tot);
-    free(c.cnt);
+    ctx_free(&c);
     par_print_stats(stdout);
     fflush(stdout);
 }

@@ -122,120 +122,155 @@ static void lap(double *ph, int i, double *last)
     *last = now;
 }
 
-static void worker(void)
-{
-    const int me = par_rank(), np = par_nprocs();
-    const size_t n = (size_t)opt_n, radix = (size_t)opt_radix;
-    const int keybits = (int)opt_bits;
-    int dbits = 0;
-    while ((1ul << dbits) < radix) dbits++;
-    const int passes = (keybits + dbits - 1) / dbits;
-
-    /* Blocks of whole pages; the last participants may get fewer keys or none. */
-    const size_t chunk = round_up((n + (size_t)np - 1) / (size_t)np, PAGE_KEYS);
-    const size_t lo = (size_t)me * chunk < n ? (size_t)me * chunk : n;
-    const size_t hi = lo + chunk < n ? lo + chunk : n;
-    /* Histogram rows padded to whole pages so each participant writes only its own. */
-    const size_t row = round_up(radix, PAGE_KEYS);
-
-    uint32_t *a = par_alloc(n * sizeof *a);
-    uint32_t *b = par_alloc(n * sizeof *b);
-    uint32_t *hist = par_alloc((size_t)np * row * sizeof *hist);
-
-    uint32_t *count = xmalloc(radix * sizeof *count);
-    uint32_t *offset = xmalloc(radix * sizeof *offset);
-
-    gen_keys(a + lo, lo, hi, opt_seed, keybits);
-    par_barrier();
-
+/* One participant's sort: sizes, its block, the arrays, and the time per step. */
+typedef struct {
+    int me, np;
+    size_t n, radix;
+    int keybits, dbits, passes;
+    size_t lo, hi;          /* own block of keys */
+    size_t row;             /* histogram row length, padded to whole pages */
+    uint32_t *a, *b, *hist; /* shared: the two key arrays and the histogram matrix */
+    uint32_t *count, *offset; /* private, per digit */
     /* Time per step, waits at barriers apart (rank 0 prints its own): where a slow run
      * loses its time. */
-    double ph[4] = {0}, tp = par_time();
-    const double t0 = tp;
-    uint32_t *src = a, *dst = b;
-    for (int pass = 0; pass < passes; pass++) {
-        const int shift = pass * dbits;
-        const uint32_t mask = (uint32_t)(radix - 1);
+    double ph[4], tp;
+} sort_t;
 
-        /* 1. Local histogram, published in this participant's row. */
-        memset(count, 0, radix * sizeof *count);
-        for (size_t i = lo; i < hi; i++) count[(src[i] >> shift) & mask]++;
-        memcpy(hist + (size_t)me * row, count, radix * sizeof *count);
-        lap(ph, 0, &tp);
-        par_barrier();
-        lap(ph, 1, &tp);
+/* The sizes, this participant's block, and the allocations (par_alloc() in the same order
+ * everywhere). */
+static void sort_init(sort_t *s)
+{
+    s->me = par_rank();
+    s->np = par_nprocs();
+    s->n = (size_t)opt_n;
+    s->radix = (size_t)opt_radix;
+    s->keybits = (int)opt_bits;
+    s->dbits = 0;
+    while ((1ul << s->dbits) < s->radix) s->dbits++;
+    s->passes = (s->keybits + s->dbits - 1) / s->dbits;
 
-        /* 2. Destination of this participant's first key of each digit: the keys of all
-         *    smaller digits, plus those of this digit held by participants before it.
-         *    `count` is reused for the digit totals over all participants. */
-        memset(offset, 0, radix * sizeof *offset);
-        memset(count, 0, radix * sizeof *count);
-        for (int p = 0; p < np; p++) {
-            const uint32_t *h = hist + (size_t)p * row;
-            if (p < me)
-                for (size_t d = 0; d < radix; d++) offset[d] += h[d];
-            for (size_t d = 0; d < radix; d++) count[d] += h[d];
-        }
-        uint32_t run = 0;
-        for (size_t d = 0; d < radix; d++) {
-            offset[d] += run;
-            run += count[d];
-        }
+    /* Blocks of whole pages; the last participants may get fewer keys or none. */
+    const size_t chunk = round_up((s->n + (size_t)s->np - 1) / (size_t)s->np, PAGE_KEYS);
+    s->lo = (size_t)s->me * chunk < s->n ? (size_t)s->me * chunk : s->n;
+    s->hi = s->lo + chunk < s->n ? s->lo + chunk : s->n;
+    /* Histogram rows padded to whole pages so each participant writes only its own. */
+    s->row = round_up(s->radix, PAGE_KEYS);
 
-        /* 3. Stable scatter of this participant's keys. */
-        for (size_t i = lo; i < hi; i++) {
-            const uint32_t k = src[i];
-            dst[offset[(k >> shift) & mask]++] = k;
-        }
-        lap(ph, 2, &tp);
-        par_barrier();
-        lap(ph, 3, &tp);
+    s->a = par_alloc(s->n * sizeof *s->a);
+    s->b = par_alloc(s->n * sizeof *s->b);
+    s->hist = par_alloc((size_t)s->np * s->row * sizeof *s->hist);
 
+    s->count = xmalloc(s->radix * sizeof *s->count);
+    s->offset = xmalloc(s->radix * sizeof *s->offset);
+}
+
+/* Step 2: destination of this participant's first key of each digit: the keys of all
+ * smaller digits, plus those of this digit held by participants before it. `count` is
+ * reused for the digit totals over all participants. */
+static void digit_offsets(sort_t *s)
+{
+    const size_t radix = s->radix;
+    memset(s->offset, 0, radix * sizeof *s->offset);
+    memset(s->count, 0, radix * sizeof *s->count);
+    for (int p = 0; p < s->np; p++) {
+        const uint32_t *h = s->hist + (size_t)p * s->row;
+        if (p < s->me)
+            for (size_t d = 0; d < radix; d++) s->offset[d] += h[d];
+        for (size_t d = 0; d < radix; d++) s->count[d] += h[d];
+    }
+    uint32_t run = 0;
+    for (size_t d = 0; d < radix; d++) {
+        s->offset[d] += run;
+        run += s->count[d];
+    }
+}
+
+/* One pass, on the digit at `shift`, from src to dst; two barriers. */
+static void radix_pass(sort_t *s, const uint32_t *src, uint32_t *dst, int shift)
+{
+    const uint32_t mask = (uint32_t)(s->radix - 1);
+
+    /* 1. Local histogram, published in this participant's row. */
+    memset(s->count, 0, s->radix * sizeof *s->count);
+    for (size_t i = s->lo; i < s->hi; i++) s->count[(src[i] >> shift) & mask]++;
+    memcpy(s->hist + (size_t)s->me * s->row, s->count, s->radix * sizeof *s->count);
+    lap(s->ph, 0, &s->tp);
+    par_barrier();
+    lap(s->ph, 1, &s->tp);
+
+    digit_offsets(s);
+
+    /* 3. Stable scatter of this participant's keys. */
+    for (size_t i = s->lo; i < s->hi; i++) {
+        const uint32_t k = src[i];
+        dst[s->offset[(k >> shift) & mask]++] = k;
+    }
+    lap(s->ph, 2, &s->tp);
+    par_barrier();
+    lap(s->ph, 3, &s->tp);
+}
+
+/* Check on rank 0, privately: fingerprints of a freshly generated input against those of
+ * the result, and sortedness; then the report. Returns the exit status. */
+static int sort_check(const sort_t *s, const uint32_t *src, double t_par)
+{
+    const size_t n = s->n;
+    fingerprint_t in = {0}, out = {0};
+    const size_t blk = 1u << 16;
+    uint32_t *tmp = xmalloc(blk * sizeof *tmp);
+    for (size_t b = 0; b < n; b += blk) {
+        const size_t e = b + blk < n ? b + blk : n;
+        gen_keys(tmp, b, e, opt_seed, s->keybits);
+        fp_add(&in, tmp, e - b);
+    }
+    free(tmp);
+    fp_add(&out, src, n);
+    size_t unsorted = 0;
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a offset basis, one step per key */
+    for (size_t i = 0; i < n; i++) {
+        if (i && src[i - 1] > src[i]) unsorted++;
+        h = (h ^ src[i]) * 0x100000001b3ull;
+    }
+    const int same = in.count == out.count && in.sum == out.sum && in.xor == out.xor && in.mixsum == out.mixsum;
+    if (unsorted) fprintf(stderr, "radix: %zu adjacent pairs out of order\n", unsorted);
+    if (!same) fprintf(stderr, "radix: output is not a permutation of the input (fingerprints differ)\n");
+    const int ok = !unsorted && same;
+
+    par_report_head("radix");
+    printf("keys: %zu, %d-bit, radix %zu (%d passes of %d bits), seed %llu\n", n, s->keybits, s->radix,
+           s->passes, s->dbits, opt_seed);
+    par_report_time(t_par);
+    printf("rank 0 steps: histogram %.4f s, wait %.4f s, offsets+scatter %.4f s, wait %.4f s\n", s->ph[0],
+           s->ph[1], s->ph[2], s->ph[3]);
+    par_report_answer("%016" PRIx64, h);
+    par_report_result(ok, "see stderr");
+    return ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
+
+static void worker(void)
+{
+    sort_t s = {0};
+    sort_init(&s);
+
+    gen_keys(s.a + s.lo, s.lo, s.hi, opt_seed, s.keybits);
+    par_barrier();
+
+    s.tp = par_time();
+    const double t0 = s.tp;
+    uint32_t *src = s.a, *dst = s.b;
+    for (int pass = 0; pass < s.passes; pass++) {
+        radix_pass(&s, src, dst, pass * s.dbits);
         uint32_t *t = src;
         src = dst;
         dst = t;
     }
     const double t1 = par_time();
 
-    free(offset);
-    free(count);
+    free(s.offset);
+    free(s.count);
 
-    /* Check on rank 0, privately: fingerprints of a freshly generated input against
-     * those of the result, and sortedness. */
     int status = PAR_EXIT_VERIFIED;
-    if (me == 0) {
-        fingerprint_t in = {0}, out = {0};
-        const size_t blk = 1u << 16;
-        uint32_t *tmp = xmalloc(blk * sizeof *tmp);
-        for (size_t s = 0; s < n; s += blk) {
-            const size_t e = s + blk < n ? s + blk : n;
-            gen_keys(tmp, s, e, opt_seed, keybits);
-            fp_add(&in, tmp, e - s);
-        }
-        free(tmp);
-        fp_add(&out, src, n);
-        size_t unsorted = 0;
-        uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a offset basis, one step per key */
-        for (size_t i = 0; i < n; i++) {
-            if (i && src[i - 1] > src[i]) unsorted++;
-            h = (h ^ src[i]) * 0x100000001b3ull;
-        }
-        const int same = in.count == out.count && in.sum == out.sum && in.xor == out.xor &&
-                         in.mixsum == out.mixsum;
-        if (unsorted) fprintf(stderr, "radix: %zu adjacent pairs out of order\n", unsorted);
-        if (!same) fprintf(stderr, "radix: output is not a permutation of the input (fingerprints differ)\n");
-        const int ok = !unsorted && same;
-        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
-
-        par_report_head("radix");
-        printf("keys: %zu, %d-bit, radix %zu (%d passes of %d bits), seed %llu\n", n, keybits, radix,
-               passes, dbits, opt_seed);
-        par_report_time(t1 - t0);
-        printf("rank 0 steps: histogram %.4f s, wait %.4f s, offsets+scatter %.4f s, wait %.4f s\n", ph[0], ph[1],
-               ph[2], ph[3]);
-        par_report_answer("%016" PRIx64, h);
-        par_report_result(ok, "see stderr");
-    }
+    if (s.me == 0) status = sort_check(&s, src, t1 - t0);
     par_share_status(status);
     par_print_stats(stdout);
     fflush(stdout);

@@ -98,97 +98,121 @@ static int compare(const double *shared, const double *ref)
     return 1;
 }
 
-static void worker(void)
+/* One participant's share of the run. `it` and `done` are registered with par_protect()
+ * under -r, so they live here, for the whole worker, not in the functions that update them. */
+typedef struct {
+    int me, np;
+    size_t rows, q, extra; /* interior rows, and the split: q each, the first `extra` one more */
+    size_t lo, hi;         /* own interior rows */
+    double *grid;
+    long it;               /* iterations done */
+    double done;           /* parallel seconds spent before a resume point */
+} sor_t;
+
+/* Contiguous blocks of interior rows; the first rows % np participants take one extra. */
+static void sor_partition(sor_t *c)
 {
-    const int me = par_rank(), np = par_nprocs();
-    const size_t rows = n - 2;
-    /* Contiguous blocks of interior rows; the first rows % np participants take one extra.
-     * Participant 0 also initialises the two boundary rows. */
-    const size_t q = rows / (size_t)np, extra = rows % (size_t)np, r = (size_t)me;
-    const size_t lo = 1 + r * q + (r < extra ? r : extra);
-    const size_t hi = lo + q + (r < extra ? 1 : 0);
+    c->me = par_rank();
+    c->np = par_nprocs();
+    c->rows = n - 2;
+    const size_t r = (size_t)c->me;
+    c->q = c->rows / (size_t)c->np;
+    c->extra = c->rows % (size_t)c->np;
+    c->lo = 1 + r * c->q + (r < c->extra ? r : c->extra);
+    c->hi = c->lo + c->q + (r < c->extra ? 1 : 0);
+}
 
-    double *grid = par_alloc(n * n * sizeof *grid);
-
-    /* With -r, where the loop goes on after a resume point, and the parallel seconds spent
-     * before it, are all the private state a resumed rank needs (the grid is shared). */
-    long it = 0;
-    double done = 0.0;
+/* With -r, where the loop goes on after a resume point, and the parallel seconds spent
+ * before it, are all the private state a resumed rank needs (the grid is shared). A fresh
+ * start initialises the grid: each participant its own rows, so its pages start out local,
+ * and participant 0 also the two boundary rows. */
+static void sor_start(sor_t *c)
+{
     int resumed = 0;
     if (resumable) {
-        par_protect("iteration", &it, sizeof it);
-        par_protect("seconds", &done, sizeof done);
+        par_protect("iteration", &c->it, sizeof c->it);
+        par_protect("seconds", &c->done, sizeof c->done);
         resumed = par_resume();
     }
     if (!resumed) {
-        /* Each participant initialises its own rows, so its pages start out local. */
-        init_rows(grid, lo, hi);
-        if (me == 0) {
-            init_rows(grid, 0, 1);
-            init_rows(grid, n - 1, n);
+        init_rows(c->grid, c->lo, c->hi);
+        if (c->me == 0) {
+            init_rows(c->grid, 0, 1);
+            init_rows(c->grid, n - 1, n);
         }
         par_barrier();
     }
+}
 
-    const double t0 = par_time() - done;
-    while (it < iters) {
-        sweep(grid, lo, hi, RED, omega);
+/* The committed output of -P and -O after iteration it. */
+static void report_iteration(int me, long it)
+{
+    if (print_iters) par_out("sor: rank %d finished iteration %ld\n", me, it);
+    if (out_prefix) {
+        char path[512], line[64];
+        snprintf(path, sizeof path, "%s.rank%d", out_prefix, me);
+        int len = snprintf(line, sizeof line, "iteration %ld\n", it);
+        par_out_file(path, line, (size_t)len);
+    }
+}
+
+/* The red-black iterations from c->it on; returns the parallel seconds. Each iteration ends
+ * at a resume point under -r (which synchronises like a barrier), else at a barrier. */
+static double sor_iterate(sor_t *c)
+{
+    const double t0 = par_time() - c->done;
+    while (c->it < iters) {
+        sweep(c->grid, c->lo, c->hi, RED, omega);
         par_barrier();
-        sweep(grid, lo, hi, BLACK, omega);
-        it++;
-        if (print_iters) par_out("sor: rank %d finished iteration %ld\n", me, it);
-        if (out_prefix) {
-            char path[512], line[64];
-            snprintf(path, sizeof path, "%s.rank%d", out_prefix, me);
-            int len = snprintf(line, sizeof line, "iteration %ld\n", it);
-            par_out_file(path, line, (size_t)len);
-        }
+        sweep(c->grid, c->lo, c->hi, BLACK, omega);
+        c->it++;
+        report_iteration(c->me, c->it);
         if (resumable) {
-            done = par_time() - t0;
+            c->done = par_time() - t0;
             par_resume_point();
         } else {
             par_barrier();
         }
     }
-    const double t_par = par_time() - t0;
+    return par_time() - t0;
+}
 
-    /* Participant 0 checks alone while the others wait in par_share_status() (cdsm's and
-     * pthreads' barriers block rather than spin), so its sequential time is not inflated. */
-    int status = PAR_EXIT_VERIFIED;
-    if (me == 0) {
-        double *ref = malloc(n * n * sizeof *ref);
-        if (!ref) par_fail("sor: cannot allocate %zu bytes for the sequential grid", n * n * sizeof *ref);
-        const double t1 = par_time();
-        sor_sequential(ref);
-        const double t_seq = par_time() - t1;
-        const int verified = compare(grid, ref);
-        const uint64_t hash = par_fnv1a(PAR_FNV_INIT, grid, n * n * sizeof *grid);
-        free(ref);
-        status = verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+/* Participant 0's check and report: the sequential run, the comparison, the answer.
+ * Returns the exit status. */
+static int sor_check(const sor_t *c, double t_par)
+{
+    const size_t bytes = n * n * sizeof *c->grid;
+    double *ref = malloc(bytes);
+    if (!ref) par_fail("sor: cannot allocate %zu bytes for the sequential grid", bytes);
+    const double t1 = par_time();
+    sor_sequential(ref);
+    const double t_seq = par_time() - t1;
+    const int verified = compare(c->grid, ref);
+    const uint64_t hash = par_fnv1a(PAR_FNV_INIT, c->grid, bytes);
+    free(ref);
 
-        printf("sor: red-black SOR (%s build)\n", par_build());
-        printf("  grid            %zu x %zu (%zu x %zu interior), %.1f MiB shared\n", n, n, rows, rows,
-               (double)(n * n * sizeof *grid) / (1 << 20));
-        printf("  iterations      %ld (omega %g)\n", iters, omega);
-        printf("  procs           %d (%zu..%zu rows each)\n", np, q, q + (extra ? 1 : 0));
-        printf("  parallel time   %.6f s\n", t_par);
-        printf("  sequential time %.6f s\n", t_seq);
-        printf("  speedup         %.3f\n", t_par > 0 ? t_seq / t_par : 0.0);
-        printf("  check           %s\n", verified ? "bit-identical to the sequential run" : "MISMATCH");
-        par_report_head("sor");
-        par_report_time(t_par);
-        par_report_answer("fnv1a 0x%016llx", (unsigned long long)hash);
-        par_report_result(verified, "the shared grid differs from the sequential run");
-    }
-    par_share_status(status);
+    printf("sor: red-black SOR (%s build)\n", par_build());
+    printf("  grid            %zu x %zu (%zu x %zu interior), %.1f MiB shared\n", n, n, c->rows, c->rows,
+           (double)bytes / (1 << 20));
+    printf("  iterations      %ld (omega %g)\n", iters, omega);
+    printf("  procs           %d (%zu..%zu rows each)\n", c->np, c->q, c->q + (c->extra ? 1 : 0));
+    printf("  parallel time   %.6f s\n", t_par);
+    printf("  sequential time %.6f s\n", t_seq);
+    printf("  speedup         %.3f\n", t_par > 0 ? t_seq / t_par : 0.0);
+    printf("  check           %s\n", verified ? "bit-identical to the sequential run" : "MISMATCH");
+    par_report_head("sor");
+    par_report_time(t_par);
+    par_report_answer("fnv1a 0x%016llx", (unsigned long long)hash);
+    par_report_result(verified, "the shared grid differs from the sequential run");
+    return verified ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
 
-    /* Collective: counters of the whole run (init, sweeps, check). */
-    par_print_stats(stdout);
-    fflush(stdout);
-
+/* -s: every rank's own DSM statistics, one rank at a time, to keep the lines of different
+ * ranks apart (collective: np barriers). */
+static void print_rank_stats(int me, int np)
+{
 #ifdef PAR_CDSM
     if (per_rank_stats) {
-        /* One rank at a time, to keep the lines of different ranks apart. */
         for (int k = 0; k < np; k++) {
             if (k == me) {
                 printf("  rank %d:\n", me);
@@ -198,7 +222,30 @@ static void worker(void)
             par_barrier();
         }
     }
+#else
+    (void)me;
+    (void)np;
 #endif
+}
+
+static void worker(void)
+{
+    sor_t c = {0};
+    sor_partition(&c);
+    c.grid = par_alloc(n * n * sizeof *c.grid);
+    sor_start(&c);
+    const double t_par = sor_iterate(&c);
+
+    /* Participant 0 checks alone while the others wait in par_share_status() (cdsm's and
+     * pthreads' barriers block rather than spin), so its sequential time is not inflated. */
+    int status = PAR_EXIT_VERIFIED;
+    if (c.me == 0) status = sor_check(&c, t_par);
+    par_share_status(status);
+
+    /* Collective: counters of the whole run (init, sweeps, check). */
+    par_print_stats(stdout);
+    fflush(stdout);
+    print_rank_stats(c.me, c.np);
 }
 
 int main(int argc, char **argv)

@@ -276,6 +276,84 @@ static void tour_string(char *buf, size_t size, const unsigned char *c)
         used += (size_t)snprintf(buf + used, size - used, i ? "-%d" : "%d", c[i]);
 }
 
+/* Start the search of a queued prefix: its path, visited set and remaining bound. */
+static void start_job(search_t *s, const job_t *job)
+{
+    memcpy(s->path, job->prefix.city, (size_t)depth);
+    s->visited = 0;
+    s->rest = all_rest();
+    for (int k = 0; k < depth; k++) {
+        s->visited |= 1 << s->path[k];
+        if (k) s->rest -= minout[s->path[k]];
+    }
+}
+
+/* Take prefixes from the queue until it is empty and search each one not pruned as a
+ * whole. Each take also publishes our best length and refreshes the private limit, under
+ * the queue lock. */
+static void search_queue(search_t *s, queue_ctl_t *queue, const job_t *jobs)
+{
+    for (;;) {
+        par_lock(LOCK_QUEUE);
+        int j = queue->head < queue->count ? queue->head++ : -1;
+        if (s->have_best && (queue->best_len == 0 || s->best.len < queue->best_len)) queue->best_len = s->best.len;
+        if (queue->best_len != 0 && queue->best_len < s->limit) s->limit = queue->best_len;
+        par_unlock(LOCK_QUEUE);
+        if (j < 0) break;
+        const job_t *job = &jobs[j];
+        if (job->bound > s->limit) continue; /* the whole prefix is pruned */
+        start_job(s, job);
+        dfs(s, depth, job->prefix.len);
+    }
+}
+
+/* Check the tour found: brute force for small n; otherwise a permutation of the stated
+ * length. Returns 1 if good; *why says what is wrong, *method how it was checked. */
+static int check_tour(const tour_t *got, int found, const char **why, const char **method)
+{
+    int ok = found;
+    *why = ok ? "" : "no tour found";
+    int seen = 0, len = 0;
+    for (int i = 0; ok && i < n; i++) {
+        if (got->city[i] >= n || (seen >> got->city[i] & 1)) {
+            ok = 0;
+            *why = "not a permutation";
+        } else {
+            seen |= 1 << got->city[i];
+            len += dist[got->city[i]][got->city[(i + 1) % n]];
+        }
+    }
+    if (ok && (got->city[0] != 0 || got->city[1] > got->city[n - 1])) ok = 0, *why = "not normalised";
+    if (ok && len != got->len) ok = 0, *why = "length does not match the tour";
+    *method = "tour is a permutation of the stated length";
+    if (ok && n <= BRUTE_MAX) {
+        tour_t ref;
+        brute_force(&ref);
+        *method = "brute force over all tours";
+        if (ref.len != got->len || memcmp(ref.city, got->city, (size_t)n)) ok = 0, *why = "brute force differs";
+    }
+    return ok;
+}
+
+/* Rank 0's check and report; returns the exit status. */
+static int tsp_report(const best_t *best, int njobs, double t_par)
+{
+    tour_t got = best->best;
+    char path[4 * MAXN + 8];
+    tour_string(path, sizeof path, got.city);
+    const char *why, *method;
+    const int ok = check_tour(&got, best->found, &why, &method);
+
+    par_report_head("tsp");
+    printf("cities: %d, seed %lu, prefix depth %d, jobs %d, search nodes %ld\n", n, seed, depth, njobs,
+           best->nodes);
+    par_report_time(t_par);
+    printf("check: %s\n", method);
+    par_report_answer("length=%d tour=%s", got.len, path);
+    par_report_result(ok, "%s", why);
+    return ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
+
 static void worker(void)
 {
     const int me = par_rank();
@@ -300,67 +378,13 @@ static void worker(void)
     search_t s;
     memset(&s, 0, sizeof s);
     s.limit = INT_MAX;
-    for (;;) {
-        /* Take a prefix; publish our best length and refresh the private limit meanwhile. */
-        par_lock(LOCK_QUEUE);
-        int j = queue->head < queue->count ? queue->head++ : -1;
-        if (s.have_best && (queue->best_len == 0 || s.best.len < queue->best_len)) queue->best_len = s.best.len;
-        if (queue->best_len != 0 && queue->best_len < s.limit) s.limit = queue->best_len;
-        par_unlock(LOCK_QUEUE);
-        if (j < 0) break;
-        const job_t *job = &jobs[j];
-        if (job->bound > s.limit) continue; /* the whole prefix is pruned */
-        memcpy(s.path, job->prefix.city, (size_t)depth);
-        s.visited = 0;
-        s.rest = all_rest();
-        for (int k = 0; k < depth; k++) {
-            s.visited |= 1 << s.path[k];
-            if (k) s.rest -= minout[s.path[k]];
-        }
-        dfs(&s, depth, job->prefix.len);
-    }
+    search_queue(&s, queue, jobs);
     merge_best(&s, best);
     par_barrier();
     double t_par = par_time() - t0;
 
     int status = PAR_EXIT_VERIFIED;
-    if (me == 0) {
-        tour_t got = best->best;
-        char path[4 * MAXN + 8];
-        tour_string(path, sizeof path, got.city);
-
-        /* Check: brute force for small n; otherwise a permutation of the stated length. */
-        int ok = best->found;
-        const char *why = ok ? "" : "no tour found";
-        int seen = 0, len = 0;
-        for (int i = 0; ok && i < n; i++) {
-            if (got.city[i] >= n || (seen >> got.city[i] & 1)) {
-                ok = 0;
-                why = "not a permutation";
-            } else {
-                seen |= 1 << got.city[i];
-                len += dist[got.city[i]][got.city[(i + 1) % n]];
-            }
-        }
-        if (ok && (got.city[0] != 0 || got.city[1] > got.city[n - 1])) ok = 0, why = "not normalised";
-        if (ok && len != got.len) ok = 0, why = "length does not match the tour";
-        const char *method = "tour is a permutation of the stated length";
-        if (ok && n <= BRUTE_MAX) {
-            tour_t ref;
-            brute_force(&ref);
-            method = "brute force over all tours";
-            if (ref.len != got.len || memcmp(ref.city, got.city, (size_t)n)) ok = 0, why = "brute force differs";
-        }
-
-        par_report_head("tsp");
-        printf("cities: %d, seed %lu, prefix depth %d, jobs %d, search nodes %ld\n", n, seed, depth, njobs,
-               best->nodes);
-        par_report_time(t_par);
-        printf("check: %s\n", method);
-        par_report_answer("length=%d tour=%s", got.len, path);
-        par_report_result(ok, "%s", why);
-        status = ok ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
-    }
+    if (me == 0) status = tsp_report(best, njobs, t_par);
     par_share_status(status);
     par_print_stats(stdout);
 }

@@ -232,172 +232,238 @@ static double reldiff(double a, double b)
     return s > 0 ? d / s : d;
 }
 
-static void worker(void)
-{
-    const int me = par_rank(), np = par_nprocs();
-    const long lo = blk_lo(me, np), hi = blk_hi(me, np), cnt = hi - lo;
+/* One participant's run. With -r, s, ek and done (and the block's velocities) are
+ * registered with par_protect(), so they live here, for the whole worker. */
+typedef struct {
+    int me, np;
+    long lo, hi, cnt;             /* own block of molecules */
+    size_t stamp_at, blk_stride;  /* an owner region: the block's 3 cnt doubles, then its stamp */
+    double *pos_s, *frc_s;        /* shared: positions and forces, a region per owner */
+    double *sums_s, *energy0_s;   /* shared: end: U, K, momentum; start: U + K */
+    double *my_x;                 /* own region of pos_s */
+    const double *my_fs;          /* own region of frc_s */
+    double *x, *f, *v;            /* private: all positions, own force sums, velocities */
+    double *my_v, *my_f;          /* own block of v and f */
+    long s;                       /* the next step */
+    double ek[4], pe, done;       /* own kinetic sums and potential share, seconds spent */
+} water_t;
 
-    /* Collective allocations, in the same order everywhere. An owner region holds the
-     * block's 3 cnt doubles and, after them, its stamp (see the force phase). */
-    const long maxblk = blk_hi(0, np) - blk_lo(0, np);
-    const size_t stamp_at = 3 * (size_t)maxblk;
-    const size_t blk_stride = ((stamp_at + 1) * sizeof(double) + PAGE - 1) / PAGE * PAGE / sizeof(double);
-    const size_t region = blk_stride * (size_t)np * sizeof(double);
-    double *pos_s = par_alloc(region);
-    double *frc_s = par_alloc(region);
-    double *sums_s = par_alloc((size_t)np * NSUM * sizeof(double));    /* end: U, K, momentum */
-    double *energy0_s = par_alloc((size_t)np * NSUM * sizeof(double)); /* start: U + K */
-    double *my_x = pos_s + blk_stride * (size_t)me;
-    const double *my_fs = frc_s + blk_stride * (size_t)me;
+/* This participant's block, the collective allocations (in the same order everywhere) and
+ * the private arrays. */
+static void water_setup(water_t *w)
+{
+    w->me = par_rank();
+    w->np = par_nprocs();
+    w->lo = blk_lo(w->me, w->np);
+    w->hi = blk_hi(w->me, w->np);
+    w->cnt = w->hi - w->lo;
+
+    /* An owner region holds the block's 3 cnt doubles and, after them, its stamp (see
+     * the force phase). */
+    const long maxblk = blk_hi(0, w->np) - blk_lo(0, w->np);
+    w->stamp_at = 3 * (size_t)maxblk;
+    w->blk_stride = ((w->stamp_at + 1) * sizeof(double) + PAGE - 1) / PAGE * PAGE / sizeof(double);
+    const size_t region = w->blk_stride * (size_t)w->np * sizeof(double);
+    w->pos_s = par_alloc(region);
+    w->frc_s = par_alloc(region);
+    w->sums_s = par_alloc((size_t)w->np * NSUM * sizeof(double));
+    w->energy0_s = par_alloc((size_t)w->np * NSUM * sizeof(double));
+    w->my_x = w->pos_s + w->blk_stride * (size_t)w->me;
+    w->my_fs = w->frc_s + w->blk_stride * (size_t)w->me;
 
     /* Private: all positions (gathered once per step), this participant's force sums, and
      * the velocities of its own block (nobody else ever needs them, so they are not shared:
      * that saves a twin and a diff per velocity page and step). */
-    double *x = malloc(3 * (size_t)n * sizeof *x);
-    double *f = malloc(3 * (size_t)n * sizeof *f);
-    double *v = malloc(3 * (size_t)n * sizeof *v);
-    if (!x || !f || !v) par_fail("water: out of memory (%ld molecules)", n);
-    double *my_v = v + 3 * lo, *my_f = f + 3 * lo;
+    w->x = malloc(3 * (size_t)n * sizeof *w->x);
+    w->f = malloc(3 * (size_t)n * sizeof *w->f);
+    w->v = malloc(3 * (size_t)n * sizeof *w->v);
+    if (!w->x || !w->f || !w->v) par_fail("water: out of memory (%ld molecules)", n);
+    w->my_v = w->v + 3 * w->lo;
+    w->my_f = w->f + 3 * w->lo;
+}
 
-    /* Every participant computes the same initial state and keeps its own block. */
-    initial_state(x, v);
-    /* With -r, what a resumed rank needs after a step: the next step, its block's
-     * velocities, the kinetic sums and the seconds spent (positions and forces are shared;
-     * everything else is recomputed in each step). */
-    long s = 0;
-    double ek[4] = {0, 0, 0, 0}, pe = 0, done = 0.0;
+/* Every participant computes the same initial state and keeps its own block. With -r,
+ * what a resumed rank needs after a step: the next step, its block's velocities, the
+ * kinetic sums and the seconds spent (positions and forces are shared; everything else is
+ * recomputed in each step). */
+static void water_start(water_t *w)
+{
+    initial_state(w->x, w->v);
     int resumed = 0;
     if (resumable) {
-        par_protect("step", &s, sizeof s);
-        par_protect("velocities", my_v, 3 * (size_t)cnt * sizeof *my_v);
-        par_protect("kinetic", ek, sizeof ek);
-        par_protect("seconds", &done, sizeof done);
+        par_protect("step", &w->s, sizeof w->s);
+        par_protect("velocities", w->my_v, 3 * (size_t)w->cnt * sizeof *w->my_v);
+        par_protect("kinetic", w->ek, sizeof w->ek);
+        par_protect("seconds", &w->done, sizeof w->done);
         resumed = par_resume();
     }
     if (!resumed) {
-        memcpy(my_x, x + 3 * lo, 3 * (size_t)cnt * sizeof *x);
+        memcpy(w->my_x, w->x + 3 * w->lo, 3 * (size_t)w->cnt * sizeof *w->x);
         par_barrier();
     }
-    double t0 = par_time() - done;
+}
 
-    while (s <= steps) {
-        const double stamp = (double)(s + 1); /* never 0, the value of a fresh block */
-        /* Force phase: read every block's positions into private memory, once. */
-        for (int r = 0; r < np; r++) {
-            long rl = blk_lo(r, np), rh = blk_hi(r, np);
-            memcpy(x + 3 * rl, pos_s + blk_stride * (size_t)r, 3 * (size_t)(rh - rl) * sizeof *x);
-        }
-        memset(f, 0, 3 * (size_t)n * sizeof *f);
-        pe = pair_forces(x, f, lo, hi);
-        /* Hand the contributions for other blocks to their owners, one lock acquisition
-         * per block, starting after our own so that participants arrive at different locks.
-         * The first writer of a step finds an old stamp and stores instead of adding: the
-         * owner never has to clear its block, so no page of zeros travels, and with two
-         * participants the single foreign writer's copy of the block stays valid. A block
-         * that received no contribution (the half-shell never reaches it, or all its pairs
-         * are beyond the cutoff) is skipped, lock and all. */
-        for (int k = 1; k < np; k++) {
-            int r = (me + k) % np;
-            long rl = blk_lo(r, np), rh = blk_hi(r, np);
-            double *dst = frc_s + blk_stride * (size_t)r;
-            const double *src = f + 3 * rl;
-            size_t len = 3 * (size_t)(rh - rl), a = 0;
-            while (a < len && src[a] == 0.0) a++;
-            if (a == len) continue;
-            par_lock(r);
-            if (dst[stamp_at] != stamp) {
-                memcpy(dst, src, len * sizeof *dst);
-                dst[stamp_at] = stamp;
-            } else {
-                for (size_t e = a; e < len; e++) dst[e] += src[e];
-            }
-            par_unlock(r);
-        }
-        par_barrier();
-        /* Integration phase, own block only: our own contributions plus the others'. */
-        if (my_fs[stamp_at] == stamp)
-            for (long e = 0; e < 3 * cnt; e++) my_f[e] += my_fs[e];
-        int drift = s < steps;
-        if (s == 0) {
-            /* Step 0 has no second half-kick: only the first half of step 1. */
-            double k = 0;
-            for (long e = 0; e < 3 * cnt; e++) k += my_v[e] * my_v[e];
-            energy0_s[NSUM * me] = pe + 0.5 * k;
-            for (long e = 0; e < 3 * cnt; e++) {
-                my_v[e] += 0.5 * DT * my_f[e];
-                my_x[e] = wrap(my_x[e] + DT * my_v[e]);
-            }
+/* Force phase, first part: read every block's positions into private memory, once. */
+static void gather_positions(water_t *w)
+{
+    for (int r = 0; r < w->np; r++) {
+        long rl = blk_lo(r, w->np), rh = blk_hi(r, w->np);
+        memcpy(w->x + 3 * rl, w->pos_s + w->blk_stride * (size_t)r, 3 * (size_t)(rh - rl) * sizeof *w->x);
+    }
+}
+
+/* Hand the contributions for other blocks to their owners, one lock acquisition per
+ * block, starting after our own so that participants arrive at different locks. The first
+ * writer of a step finds an old stamp and stores instead of adding: the owner never has to
+ * clear its block, so no page of zeros travels, and with two participants the single
+ * foreign writer's copy of the block stays valid. A block that received no contribution
+ * (the half-shell never reaches it, or all its pairs are beyond the cutoff) is skipped,
+ * lock and all. */
+static void hand_forces(water_t *w, double stamp)
+{
+    for (int k = 1; k < w->np; k++) {
+        int r = (w->me + k) % w->np;
+        long rl = blk_lo(r, w->np), rh = blk_hi(r, w->np);
+        double *dst = w->frc_s + w->blk_stride * (size_t)r;
+        const double *src = w->f + 3 * rl;
+        size_t len = 3 * (size_t)(rh - rl), a = 0;
+        while (a < len && src[a] == 0.0) a++;
+        if (a == len) continue;
+        par_lock(r);
+        if (dst[w->stamp_at] != stamp) {
+            memcpy(dst, src, len * sizeof *dst);
+            dst[w->stamp_at] = stamp;
         } else {
-            integrate(my_x, my_v, my_f, cnt, drift, ek);
+            for (size_t e = a; e < len; e++) dst[e] += src[e];
         }
-        s++;
+        par_unlock(r);
+    }
+}
+
+/* Integration phase, own block only: our own contributions plus the others'. */
+static void integrate_block(water_t *w, double stamp)
+{
+    const long cnt = w->cnt;
+    if (w->my_fs[w->stamp_at] == stamp)
+        for (long e = 0; e < 3 * cnt; e++) w->my_f[e] += w->my_fs[e];
+    int drift = w->s < steps;
+    if (w->s == 0) {
+        /* Step 0 has no second half-kick: only the first half of step 1. */
+        double k = 0;
+        for (long e = 0; e < 3 * cnt; e++) k += w->my_v[e] * w->my_v[e];
+        w->energy0_s[NSUM * w->me] = w->pe + 0.5 * k;
+        for (long e = 0; e < 3 * cnt; e++) {
+            w->my_v[e] += 0.5 * DT * w->my_f[e];
+            w->my_x[e] = wrap(w->my_x[e] + DT * w->my_v[e]);
+        }
+    } else {
+        integrate(w->my_x, w->my_v, w->my_f, cnt, drift, w->ek);
+    }
+}
+
+/* The steps from w->s on, each a force phase, a barrier, and the integration phase,
+ * ended by a resume point under -r (which synchronises like a barrier), else a barrier.
+ * Returns the start time of the parallel part. */
+static double water_steps(water_t *w)
+{
+    double t0 = par_time() - w->done;
+    while (w->s <= steps) {
+        const double stamp = (double)(w->s + 1); /* never 0, the value of a fresh block */
+        gather_positions(w);
+        memset(w->f, 0, 3 * (size_t)n * sizeof *w->f);
+        w->pe = pair_forces(w->x, w->f, w->lo, w->hi);
+        hand_forces(w, stamp);
+        par_barrier();
+        integrate_block(w, stamp);
+        w->s++;
         if (resumable) {
-            done = par_time() - t0;
+            w->done = par_time() - t0;
             par_resume_point();
         } else {
             par_barrier();
         }
     }
+    return t0;
+}
+
+/* The same simulation privately, sequentially (rank 0's reference): its final potential
+ * and kinetic energy and initial total into *ru, *rk, *re0; returns the largest position
+ * difference from the shared run, in box units, minimum image. */
+static double reference_run(const water_t *w, double *ru, double *rk, double *re0)
+{
+    double *rx = malloc(3 * (size_t)n * sizeof *rx), *rv = malloc(3 * (size_t)n * sizeof *rv);
+    double *rf = malloc(3 * (size_t)n * sizeof *rf);
+    if (!rx || !rv || !rf) par_fail("water: out of memory for the check");
+    simulate_sequential(rx, rv, rf, ru, rk, re0);
+    double dx = 0;
+    for (int r = 0; r < w->np; r++) {
+        long rl = blk_lo(r, w->np), rh = blk_hi(r, w->np);
+        const double *bx = w->pos_s + w->blk_stride * (size_t)r;
+        for (long e = 0; e < 3 * (rh - rl); e++) {
+            double d = fabs(bx[e] - rx[3 * rl + e]);
+            d = fmin(d, box - d);
+            dx = fmax(dx, d / box);
+        }
+    }
+    free(rx);
+    free(rv);
+    free(rf);
+    return dx;
+}
+
+/* Rank 0's check and report; returns the exit status. */
+static int water_check(const water_t *w, double t_par)
+{
+    /* Sum the participants' shares in rank order. */
+    double u = 0, kin = 0, p[3] = {0, 0, 0}, e0 = 0;
+    for (int r = 0; r < w->np; r++) {
+        u += w->sums_s[NSUM * r];
+        kin += w->sums_s[NSUM * r + 1];
+        for (int d = 0; d < 3; d++) p[d] += w->sums_s[NSUM * r + 2 + d];
+        e0 += w->energy0_s[NSUM * r];
+    }
+    double etot = u + kin;
+
+    double ru, rk, re0;
+    double dx = reference_run(w, &ru, &rk, &re0);
+    double pnorm = sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]) / sqrt(2.0 * kin * (double)n);
+    double drift_rel = fabs(etot - e0) / (1.5 * (double)(n - 1) * TEMP0);
+    double d_e = reldiff(etot, ru + rk), d_k = reldiff(kin, rk), d_e0 = reldiff(e0, re0);
+    int ok_ref = d_e <= REF_TOL && d_k <= REF_TOL && d_e0 <= REF_TOL && dx <= REF_TOL;
+    int ok_cons = drift_rel <= DRIFT_TOL && pnorm <= 1e-10;
+
+    par_report_head("water");
+    printf("molecules: %ld, steps: %ld, box %.4f, cutoff %.4f, dt %g\n", n, steps, box, rc, DT);
+    par_report_time(t_par);
+    printf("energy: start %.10e end %.10e (drift %.2e), kinetic %.10e, |momentum| %.2e\n", e0, etot,
+           drift_rel, kin, pnorm);
+    printf("vs sequential: energy %.1e, kinetic %.1e, positions %.1e (tolerance %g)\n", d_e, d_k, dx,
+           REF_TOL);
+    par_report_answer("etot=%.5e ekin=%.5e", etot, kin);
+    par_report_result(ok_ref && ok_cons, "%s%s", ok_ref ? "" : "differs from sequential; ",
+                      ok_cons ? "" : "energy or momentum not conserved");
+    return ok_ref && ok_cons ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
+}
+
+static void worker(void)
+{
+    water_t w = {0};
+    water_setup(&w);
+    water_start(&w);
+    const double t0 = water_steps(&w);
     /* pe and ek are this participant's shares at the end of the last step. */
-    sums_s[NSUM * me] = pe;
-    for (int d = 0; d < 4; d++) sums_s[NSUM * me + 1 + d] = ek[d];
+    w.sums_s[NSUM * w.me] = w.pe;
+    for (int d = 0; d < 4; d++) w.sums_s[NSUM * w.me + 1 + d] = w.ek[d];
     par_barrier();
     double t_par = par_time() - t0;
 
     int status = PAR_EXIT_VERIFIED;
-    if (me == 0) {
-        /* Sum the participants' shares in rank order. */
-        double u = 0, kin = 0, p[3] = {0, 0, 0}, e0 = 0;
-        for (int r = 0; r < np; r++) {
-            u += sums_s[NSUM * r];
-            kin += sums_s[NSUM * r + 1];
-            for (int d = 0; d < 3; d++) p[d] += sums_s[NSUM * r + 2 + d];
-            e0 += energy0_s[NSUM * r];
-        }
-        double etot = u + kin;
-
-        /* Reference: the same simulation privately, sequentially. */
-        double *rx = malloc(3 * (size_t)n * sizeof *rx), *rv = malloc(3 * (size_t)n * sizeof *rv);
-        double *rf = malloc(3 * (size_t)n * sizeof *rf);
-        if (!rx || !rv || !rf) par_fail("water: out of memory for the check");
-        double ru, rk, re0;
-        simulate_sequential(rx, rv, rf, &ru, &rk, &re0);
-        double dx = 0; /* largest position difference, in box units, minimum image */
-        for (int r = 0; r < np; r++) {
-            long rl = blk_lo(r, np), rh = blk_hi(r, np);
-            const double *bx = pos_s + blk_stride * (size_t)r;
-            for (long e = 0; e < 3 * (rh - rl); e++) {
-                double d = fabs(bx[e] - rx[3 * rl + e]);
-                d = fmin(d, box - d);
-                dx = fmax(dx, d / box);
-            }
-        }
-        free(rx);
-        free(rv);
-        free(rf);
-        double pnorm = sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]) / sqrt(2.0 * kin * (double)n);
-        double drift_rel = fabs(etot - e0) / (1.5 * (double)(n - 1) * TEMP0);
-        double d_e = reldiff(etot, ru + rk), d_k = reldiff(kin, rk), d_e0 = reldiff(e0, re0);
-        int ok_ref = d_e <= REF_TOL && d_k <= REF_TOL && d_e0 <= REF_TOL && dx <= REF_TOL;
-        int ok_cons = drift_rel <= DRIFT_TOL && pnorm <= 1e-10;
-
-        par_report_head("water");
-        printf("molecules: %ld, steps: %ld, box %.4f, cutoff %.4f, dt %g\n", n, steps, box, rc, DT);
-        par_report_time(t_par);
-        printf("energy: start %.10e end %.10e (drift %.2e), kinetic %.10e, |momentum| %.2e\n", e0, etot,
-               drift_rel, kin, pnorm);
-        printf("vs sequential: energy %.1e, kinetic %.1e, positions %.1e (tolerance %g)\n", d_e, d_k, dx,
-               REF_TOL);
-        par_report_answer("etot=%.5e ekin=%.5e", etot, kin);
-        par_report_result(ok_ref && ok_cons, "%s%s", ok_ref ? "" : "differs from sequential; ",
-                          ok_cons ? "" : "energy or momentum not conserved");
-        status = ok_ref && ok_cons ? PAR_EXIT_VERIFIED : PAR_EXIT_WRONG;
-    }
+    if (w.me == 0) status = water_check(&w, t_par);
     par_share_status(status);
     par_print_stats(stdout);
-    free(x);
-    free(f);
-    free(v);
+    free(w.x);
+    free(w.f);
+    free(w.v);
 }
 
 int main(int argc, char **argv)

@@ -728,16 +728,19 @@ static int parse_int(const char *s, int lo, int *out)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
-    int rc = cdsm_init(&argc, &argv);
-    if (rc) {
-        fprintf(stderr, "microbench: cdsm_init: %s: %s\n", cdsm_status_name(rc), cdsm_last_error());
-        return 2;
-    }
-    me = cdsm_rank();
-    int n = cdsm_nranks();
+/* The run's settings: the options, and what follows from them and from the library. */
+typedef struct opts {
+    int reps, mreps, wp, csec;
+    const char *csv;
+    const char *env_wpn; /* CDSM_WHOLE_PAGE_NOTICES as given, or NULL */
+    int lib_wpn;         /* the library's whole-page threshold */
+    int warm, mwarm;     /* warm-up repetitions of the cheap and the expensive tests */
+    int lreps, lwarm;    /* those of the uncontended-lock test, which the lock count limits */
+} opts_t;
 
+/* Parse argv into o; returns 0, > 0 for bad arguments, < 0 for -h. */
+static int parse_options(int argc, char **argv, opts_t *o)
+{
     int reps = 2000, mreps = -1, wp = -1, bad_usage = 0, csec = 3;
     const char *csv = NULL;
     const char *env_wpn = getenv("CDSM_WHOLE_PAGE_NOTICES");
@@ -760,15 +763,14 @@ int main(int argc, char **argv)
     if (mreps == -2) mreps = reps;
     if (mreps < 0) mreps = 1000;
     if (wp < 0) wp = lib_wpn >= 2 ? lib_wpn : 4;
-    if (bad_usage || n != 2) {
-        if (me == 0) {
-            if (n != 2) fprintf(stderr, "microbench: needs exactly 2 ranks, got %d\n", n);
-            else if (bad_usage > 0) fprintf(stderr, "microbench: bad arguments\n");
-            usage(bad_usage < 0 && n == 2 ? stdout : stderr);
-        }
-        cdsm_finalize();
-        return bad_usage < 0 && n == 2 ? 0 : 2;
-    }
+    *o = (opts_t){.reps = reps, .mreps = mreps, .wp = wp, .csec = csec, .csv = csv, .env_wpn = env_wpn,
+                  .lib_wpn = lib_wpn};
+    return bad_usage;
+}
+
+/* The benchmark's communicator, and the settings both ranks use: rank 0's. */
+static void agree_settings(opts_t *o)
+{
     if (MPI_Comm_dup(MPI_COMM_WORLD, &bc) != MPI_SUCCESS) {
         fprintf(stderr, "microbench[%d]: MPI_Comm_dup failed\n", me);
         MPI_Abort(MPI_COMM_WORLD, 2);
@@ -778,116 +780,184 @@ int main(int argc, char **argv)
     int hot_idle;
     if (env_hot && !parse_int(env_hot, 0, &hot_idle) && hot_idle + 2 > settle_barriers)
         settle_barriers = hot_idle + 2;
-    int params[5] = {reps, mreps, wp, csec, settle_barriers};
+    int params[5] = {o->reps, o->mreps, o->wp, o->csec, settle_barriers};
     MPI_Bcast(params, 5, MPI_INT, 0, bc);
-    reps = params[0], mreps = params[1], wp = params[2], csec = params[3], settle_barriers = params[4];
+    o->reps = params[0], o->mreps = params[1], o->wp = params[2], o->csec = params[3];
+    settle_barriers = params[4];
+}
 
-    size_t ps = cdsm_page_size();
-    int warm = reps / 10 < 50 ? reps / 10 : 50, mwarm = mreps / 10 < 20 ? mreps / 10 : 20;
-    int lreps = reps, lwarm = warm;
+/* Warm-up counts, and the uncontended-lock test's repetitions within the lock ids there
+ * are. Returns -1 when there are too few locks for even one. */
+static int plan_repetitions(opts_t *o)
+{
+    o->warm = o->reps / 10 < 50 ? o->reps / 10 : 50;
+    o->mwarm = o->mreps / 10 < 20 ? o->mreps / 10 : 20;
+    o->lreps = o->reps;
+    o->lwarm = o->warm;
     int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 4; /* odd ids >= LOCK_FIRST_FREE, two runs */
-    if (lreps + lwarm > avail) {
-        lwarm = avail / 10 < warm ? avail / 10 : warm;
-        lreps = avail - lwarm;
+    if (o->lreps + o->lwarm > avail) {
+        o->lwarm = avail / 10 < o->warm ? avail / 10 : o->warm;
+        o->lreps = avail - o->lwarm;
         if (me == 0)
             fprintf(stderr, "microbench: only %d locks (CDSM_LOCKS): uncontended-lock test runs %d "
-                    "repetitions instead of %d\n", cdsm_nlocks(), lreps, reps);
+                    "repetitions instead of %d\n", cdsm_nlocks(), o->lreps, o->reps);
     }
-    if (lreps < 1) {
+    if (o->lreps < 1) {
         if (me == 0) fprintf(stderr, "microbench: CDSM_LOCKS=%d is too small\n", cdsm_nlocks());
+        return -1;
+    }
+    return 0;
+}
+
+/* Every measurement of the run. */
+typedef struct results {
+    summary_t pp8, pp4k, mbar, wake;
+    faults_t wf;
+    char path_diff[64], path_whole[64], path_busy[64];
+    summary_t miss_diff, miss_whole, miss_busy;
+    locks_t lk, lkb;
+    contended_t ct;
+    summary_t cbar;
+} results_t;
+
+/* The tests in their order (see the header), both ranks. */
+static void run_tests(const opts_t *o, size_t ps, results_t *r)
+{
+    /* 1. MPI references (cdsm's service threads sleep in poll() meanwhile). */
+    r->pp8 = mpi_pingpong(8, o->reps, o->warm);
+    r->pp4k = mpi_pingpong(4096, o->reps, o->warm);
+    r->mbar = mpi_barrier(o->reps, o->warm);
+    r->wake = wakeup_pingpong(o->reps, o->warm);
+    /* 2. */
+    r->wf = write_faults(ps, o->reps, o->warm);
+    settle();
+    /* 3. and 4. */
+    r->miss_diff = remote_miss(ps, o->mreps, o->mwarm, 1, 0, r->path_diff, sizeof r->path_diff);
+    settle();
+    r->miss_whole = remote_miss(ps, o->mreps, o->mwarm, o->wp, 0, r->path_whole, sizeof r->path_whole);
+    settle();
+    r->miss_busy = remote_miss(ps, o->mreps, o->mwarm, 1, 1, r->path_busy, sizeof r->path_busy);
+    settle();
+    /* 5. */
+    r->lk = uncontended_locks(o->lreps, o->lwarm, 0, LOCK_FIRST_FREE);
+    settle();
+    r->lkb = uncontended_locks(o->lreps, o->lwarm, 1, LOCK_FIRST_FREE + 2 * (o->lreps + o->lwarm));
+    settle();
+    /* 6. */
+    r->ct = contended_lock(ps, o->mreps, o->mwarm, o->csec);
+    settle();
+    /* 7. */
+    r->cbar = cdsm_barriers(o->reps, o->warm);
+}
+
+/* Whether the whole-page row measured what it says (rank 0). */
+static void check_paths(const opts_t *o, const results_t *r)
+{
+    int want_whole = o->lib_wpn > 0 && o->wp >= o->lib_wpn;
+    char want[64];
+    snprintf(want, sizeof want, want_whole ? "whole page" : "%d diffs", o->wp);
+    if (strcmp(r->path_whole, want))
+        fail("multi-interval miss took path \"%s\", expected \"%s\"", r->path_whole, want);
+    if (strcmp(r->path_diff, o->lib_wpn == 1 ? "whole page" : "diff"))
+        fail("single-diff miss took path \"%s\"", r->path_diff);
+}
+
+/* The table's rows, with their references (rank 0). */
+static void add_rows(const results_t *x)
+{
+    row_t *r;
+    add_row("mpi_pingpong_8B", "MPI_Send/Recv", x->pp8);
+    add_row("mpi_pingpong_4KiB", "MPI_Send/Recv", x->pp4k);
+    add_row("mpi_barrier", "MPI_Barrier", x->mbar);
+    if (x->wake.n) add_row("wakeup_pingpong_1B", "TCP, both sides in poll()", x->wake);
+    add_row("write_nofault", "page already writable", x->wf.nofault);
+    add_row("write_fault", "fresh page: twin", x->wf.fresh);
+    add_row("write_fault_rewrite", "lazy diff + twin", x->wf.rewrite);
+    double miss_ref = x->wf.fresh.med + x->pp4k.med;
+    r = add_row("remote_miss_diff", x->path_diff, x->miss_diff);
+    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
+    r = add_row("remote_miss_whole_page", x->path_whole, x->miss_whole);
+    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
+    r = add_row("remote_miss_diff_busy", "diff, partner computing", x->miss_busy);
+    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
+    r = add_row("lock_acquire_remote", "request/grant", x->lk.remote);
+    set_ref(r, "mpi_pingpong_8B", x->pp8.med, 1);
+    r = add_row("lock_acquire_remote_busy", "request/grant, partner computing", x->lkb.remote);
+    set_ref(r, "mpi_pingpong_8B", x->pp8.med, 1);
+    add_row("lock_release", "local (token kept)", x->lk.release);
+    add_row("lock_acquire_cached", "local (cached token)", x->lk.cached);
+    const contended_t *ct = &x->ct;
+    char cpath[48];
+    snprintf(cpath, sizeof cpath, "all (%llu%% local)",
+             ct->acquire.n ? (unsigned long long)(100 * (ct->acquire.n - ct->handoff.n) / ct->acquire.n) : 0ull);
+    add_row("lock_acquire_contended", cpath, ct->acquire);
+    r = add_row("lock_acquire_contended_handoff", "token from rank 1", ct->handoff);
+    set_ref(r, "mpi_pingpong_8B", x->pp8.med, 0);
+    add_row("lock_iteration_contended", "acq+incr+rel", ct->iteration);
+    r = add_row("cdsm_barrier", "via manager rank 0", x->cbar);
+    set_ref(r, "mpi_barrier", x->mbar.med, 1);
+}
+
+/* The table, the goals and the checks on stdout, and the CSV (rank 0). */
+static void report(const opts_t *o, const results_t *x)
+{
+    const contended_t *ct = &x->ct;
+    add_rows(x);
+    print_table(stdout);
+    printf("\ngoals: remote miss <= 3 x (write_fault + pingpong_4KiB); uncontended remote acquire "
+           "<= 3 x pingpong_8B; cdsm_barrier <= 3 x MPI_Barrier (medians, this run)\n");
+    printf("contended lock: %.2f s, rank 0 %ld increments (%llu acquires local), rank 1 %ld "
+           "(%llu local), counter %ld\n", ct->seconds, ct->incs[0], (unsigned long long)ct->local[0],
+           ct->incs[1], (unsigned long long)ct->local[1], ct->counter);
+    printf("checks: %s\n", failures ? "FAILED (see stderr)" : "all passed (values read back, "
+                                                               "counter, paths, counters)");
+    fflush(stdout);
+    if (o->csv && write_csv(o->csv)) failures++;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = cdsm_init(&argc, &argv);
+    if (rc) {
+        fprintf(stderr, "microbench: cdsm_init: %s: %s\n", cdsm_status_name(rc), cdsm_last_error());
+        return 2;
+    }
+    me = cdsm_rank();
+    int n = cdsm_nranks();
+
+    opts_t o;
+    int bad_usage = parse_options(argc, argv, &o);
+    if (bad_usage || n != 2) {
+        if (me == 0) {
+            if (n != 2) fprintf(stderr, "microbench: needs exactly 2 ranks, got %d\n", n);
+            else if (bad_usage > 0) fprintf(stderr, "microbench: bad arguments\n");
+            usage(bad_usage < 0 && n == 2 ? stdout : stderr);
+        }
+        cdsm_finalize();
+        return bad_usage < 0 && n == 2 ? 0 : 2;
+    }
+    agree_settings(&o);
+
+    size_t ps = cdsm_page_size();
+    if (plan_repetitions(&o)) {
         MPI_Comm_free(&bc);
         cdsm_finalize();
         return 2;
     }
     if (me == 0) {
         printf("cdsm microbench: 2 ranks, page %zu B, %d locks, CDSM_WHOLE_PAGE_NOTICES=%d%s\n", ps,
-               cdsm_nlocks(), lib_wpn, env_wpn ? "" : " (default)");
+               cdsm_nlocks(), o.lib_wpn, o.env_wpn ? "" : " (default)");
         printf("repetitions: cheap %d, misses/contended %d, uncontended locks %d; "
-               "whole-page test writes each page in %d intervals\n", reps, mreps, lreps, wp);
+               "whole-page test writes each page in %d intervals\n", o.reps, o.mreps, o.lreps, o.wp);
         fflush(stdout);
     }
 
-    /* 1. MPI references (cdsm's service threads sleep in poll() meanwhile). */
-    summary_t pp8 = mpi_pingpong(8, reps, warm);
-    summary_t pp4k = mpi_pingpong(4096, reps, warm);
-    summary_t mbar = mpi_barrier(reps, warm);
-    summary_t wake = wakeup_pingpong(reps, warm);
-    /* 2. */
-    faults_t wf = write_faults(ps, reps, warm);
-    settle();
-    /* 3. and 4. */
-    char path_diff[64] = "", path_whole[64] = "";
-    char path_busy[64] = "";
-    summary_t miss_diff = remote_miss(ps, mreps, mwarm, 1, 0, path_diff, sizeof path_diff);
-    settle();
-    summary_t miss_whole = remote_miss(ps, mreps, mwarm, wp, 0, path_whole, sizeof path_whole);
-    settle();
-    summary_t miss_busy = remote_miss(ps, mreps, mwarm, 1, 1, path_busy, sizeof path_busy);
-    settle();
-    /* 5. */
-    locks_t lk = uncontended_locks(lreps, lwarm, 0, LOCK_FIRST_FREE);
-    settle();
-    locks_t lkb = uncontended_locks(lreps, lwarm, 1, LOCK_FIRST_FREE + 2 * (lreps + lwarm));
-    settle();
-    /* 6. */
-    contended_t ct = contended_lock(ps, mreps, mwarm, csec);
-    settle();
-    /* 7. */
-    summary_t cbar = cdsm_barriers(reps, warm);
-
-    /* Whether the whole-page row measured what it says. */
+    results_t res;
+    memset(&res, 0, sizeof res);
+    run_tests(&o, ps, &res);
     if (me == 0) {
-        int want_whole = lib_wpn > 0 && wp >= lib_wpn;
-        char want[64];
-        snprintf(want, sizeof want, want_whole ? "whole page" : "%d diffs", wp);
-        if (strcmp(path_whole, want))
-            fail("multi-interval miss took path \"%s\", expected \"%s\"", path_whole, want);
-        if (strcmp(path_diff, lib_wpn == 1 ? "whole page" : "diff"))
-            fail("single-diff miss took path \"%s\"", path_diff);
-    }
-
-    if (me == 0) {
-        row_t *r;
-        add_row("mpi_pingpong_8B", "MPI_Send/Recv", pp8);
-        add_row("mpi_pingpong_4KiB", "MPI_Send/Recv", pp4k);
-        add_row("mpi_barrier", "MPI_Barrier", mbar);
-        if (wake.n) add_row("wakeup_pingpong_1B", "TCP, both sides in poll()", wake);
-        add_row("write_nofault", "page already writable", wf.nofault);
-        add_row("write_fault", "fresh page: twin", wf.fresh);
-        add_row("write_fault_rewrite", "lazy diff + twin", wf.rewrite);
-        double miss_ref = wf.fresh.med + pp4k.med;
-        r = add_row("remote_miss_diff", path_diff, miss_diff);
-        set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
-        r = add_row("remote_miss_whole_page", path_whole, miss_whole);
-        set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
-        r = add_row("remote_miss_diff_busy", "diff, partner computing", miss_busy);
-        set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
-        r = add_row("lock_acquire_remote", "request/grant", lk.remote);
-        set_ref(r, "mpi_pingpong_8B", pp8.med, 1);
-        r = add_row("lock_acquire_remote_busy", "request/grant, partner computing", lkb.remote);
-        set_ref(r, "mpi_pingpong_8B", pp8.med, 1);
-        add_row("lock_release", "local (token kept)", lk.release);
-        add_row("lock_acquire_cached", "local (cached token)", lk.cached);
-        char cpath[48];
-        snprintf(cpath, sizeof cpath, "all (%llu%% local)",
-                 ct.acquire.n ? (unsigned long long)(100 * (ct.acquire.n - ct.handoff.n) / ct.acquire.n) : 0ull);
-        add_row("lock_acquire_contended", cpath, ct.acquire);
-        r = add_row("lock_acquire_contended_handoff", "token from rank 1", ct.handoff);
-        set_ref(r, "mpi_pingpong_8B", pp8.med, 0);
-        add_row("lock_iteration_contended", "acq+incr+rel", ct.iteration);
-        r = add_row("cdsm_barrier", "via manager rank 0", cbar);
-        set_ref(r, "mpi_barrier", mbar.med, 1);
-
-        print_table(stdout);
-        printf("\ngoals: remote miss <= 3 x (write_fault + pingpong_4KiB); uncontended remote acquire "
-               "<= 3 x pingpong_8B; cdsm_barrier <= 3 x MPI_Barrier (medians, this run)\n");
-        printf("contended lock: %.2f s, rank 0 %ld increments (%llu acquires local), rank 1 %ld "
-               "(%llu local), counter %ld\n", ct.seconds, ct.incs[0], (unsigned long long)ct.local[0],
-               ct.incs[1], (unsigned long long)ct.local[1], ct.counter);
-        printf("checks: %s\n", failures ? "FAILED (see stderr)" : "all passed (values read back, "
-                                                                   "counter, paths, counters)");
-        fflush(stdout);
-        if (csv && write_csv(csv)) failures++;
+        check_paths(&o, &res);
+        report(&o, &res);
     }
     int all = 0;
     MPI_Allreduce(&failures, &all, 1, MPI_INT, MPI_SUM, bc);

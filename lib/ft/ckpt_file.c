@@ -600,7 +600,10 @@ static herr_t region_visit(hid_t g, const char *name, const H5L_info_t *info, vo
     return 0;
 }
 
-static int read_body(ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job, cdsm__ckpt_t *c)
+/* The root group's attributes: magic, format version, the header (checked against its
+ * crc32c and for consistency), and whether the file is the expected job's and rank's and
+ * agrees with its committed name. */
+static int read_header(ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job, cdsm__ckpt_t *c)
 {
     if (check_magic(x, f)) return -1;
     if (get_attr(x, f, "format_version", H5T_NATIVE_UINT32, &c->format_version)) return -1;
@@ -638,28 +641,49 @@ static int read_body(ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job, cd
     if (parse_committed(base_name(x->path), &nrank, &nseq) && (nrank != c->rank || nseq != c->seq))
         return fail(x, CDSM_ERR_CORRUPT, "file name says rank %" PRIu64 " checkpoint %" PRIu64
                     ", content says rank %" PRIu32 " checkpoint %" PRIu64, nrank, nseq, c->rank, c->seq);
+    return 0;
+}
 
+/* A dataset's length as a 32-bit count: the in-memory counts are 32-bit. */
+static int count32(ctx_t *x, hsize_t len, uint32_t *count)
+{
+    if (len > UINT32_MAX) return fail(x, CDSM_ERR_CORRUPT, "a dataset has more than 2^32 entries");
+    *count = (uint32_t)len;
+    return 0;
+}
+
+/* /clock: the vector clock (one entry per rank) and the interval counts. */
+static int read_clock(ctx_t *x, hid_t f, cdsm__ckpt_t *c)
+{
+    hid_t g = open_group(x, f, "clock");
+    if (g < 0) return -1;
     int rc = -1;
-    hid_t g = -1;
     void *p;
-    hsize_t d[2];
-    if ((g = open_group(x, f, "clock")) < 0) goto out;
-    d[0] = c->nranks;
+    hsize_t d[1] = {c->nranks};
     if (load(x, g, "clock", "vector", H5T_NATIVE_UINT32, 4, 1, d, &p)) goto out;
     c->vc = p;
     d[0] = DIM_ANY;
     if (load(x, g, "clock", "intervals", H5T_NATIVE_UINT32, 4, 1, d, &p)) goto out;
     c->intervals = p;
-    if (d[0] > UINT32_MAX) goto toolong;
-    c->nintervals = (uint32_t)d[0];
+    rc = count32(x, d[0], &c->nintervals);
+out:
     H5Gclose(g);
+    return rc;
+}
 
-    if ((g = open_group(x, f, "pages")) < 0) goto out;
+/* /pages: the page list (strictly increasing indices), and per page its state, its data
+ * and the intervals applied to it from each rank. */
+static int read_pages(ctx_t *x, hid_t f, cdsm__ckpt_t *c)
+{
+    hid_t g = open_group(x, f, "pages");
+    if (g < 0) return -1;
+    int rc = -1;
+    void *p;
+    hsize_t d[2];
     d[0] = DIM_ANY;
     if (load(x, g, "pages", "page_index", H5T_NATIVE_UINT32, 4, 1, d, &p)) goto out;
     c->page_index = p;
-    if (d[0] > UINT32_MAX) goto toolong;
-    c->npages = (uint32_t)d[0];
+    if (count32(x, d[0], &c->npages)) goto out;
     if (load(x, g, "pages", "page_state", H5T_NATIVE_UINT8, 1, 1, d, &p)) goto out;
     c->page_state = p;
     d[1] = c->page_size;
@@ -673,37 +697,53 @@ static int read_body(ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job, cd
             fail(x, CDSM_ERR_CORRUPT, "/pages/page_index not strictly increasing at entry %" PRIu32, i);
             goto out;
         }
-    H5Gclose(g);
-
-    if ((g = open_group(x, f, "locks")) < 0) goto out;
-    d[0] = DIM_ANY;
-    if (load(x, g, "locks", "state", H5T_NATIVE_UINT8, 1, 1, d, &p)) goto out;
-    c->lock_state = p;
-    if (d[0] > UINT32_MAX) goto toolong;
-    c->nlocks = (uint32_t)d[0];
-    H5Gclose(g);
-
-    if ((g = open_group(x, f, "log")) < 0) goto out;
-    d[0] = DIM_ANY;
-    if (load(x, g, "log", "position", H5T_NATIVE_UINT64, 8, 1, d, &p)) goto out;
-    c->log_pos = p;
-    if (d[0] > UINT32_MAX) goto toolong;
-    c->nlog = (uint32_t)d[0];
-    H5Gclose(g);
-
-    if ((g = open_group(x, f, "private")) < 0) goto out;
-    region_it_t it = {.x = x, .c = c};
-    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, region_visit, &it) < 0) {
-        fail(x, CDSM_ERR_CORRUPT, "group /private is unreadable");
-        goto out;
-    }
     rc = 0;
-    goto out;
-toolong:
-    fail(x, CDSM_ERR_CORRUPT, "a dataset has more than 2^32 entries");
 out:
-    if (g >= 0) H5Gclose(g);
+    H5Gclose(g);
     return rc;
+}
+
+/* A group holding one dataset of any length (/locks/state, /log/position): its data in
+ * *data (also when the length is refused, so that it is freed with the rest) and its
+ * length in *count. */
+static int read_list(ctx_t *x, hid_t f, const char *gname, const char *name, hid_t mtype, size_t elsize,
+                     void **data, uint32_t *count)
+{
+    *data = NULL;
+    hid_t g = open_group(x, f, gname);
+    if (g < 0) return -1;
+    hsize_t d[1] = {DIM_ANY};
+    int rc = load(x, g, gname, name, mtype, elsize, 1, d, data);
+    if (!rc) rc = count32(x, d[0], count);
+    H5Gclose(g);
+    return rc;
+}
+
+/* /private: the registered regions, one dataset each. */
+static int read_private(ctx_t *x, hid_t f, cdsm__ckpt_t *c)
+{
+    hid_t g = open_group(x, f, "private");
+    if (g < 0) return -1;
+    region_it_t it = {.x = x, .c = c};
+    int rc = 0;
+    if (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, region_visit, &it) < 0)
+        rc = fail(x, CDSM_ERR_CORRUPT, "group /private is unreadable");
+    H5Gclose(g);
+    return rc;
+}
+
+/* The whole file into c, group by group; stops at the first error (in x). */
+static int read_body(ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job, cdsm__ckpt_t *c)
+{
+    if (read_header(x, f, expect_rank, expect_job, c) || read_clock(x, f, c) || read_pages(x, f, c)) return -1;
+    void *p;
+    int rc = read_list(x, f, "locks", "state", H5T_NATIVE_UINT8, 1, &p, &c->nlocks);
+    c->lock_state = p;
+    if (rc) return -1;
+    rc = read_list(x, f, "log", "position", H5T_NATIVE_UINT64, 8, &p, &c->nlog);
+    c->log_pos = p;
+    if (rc) return -1;
+    return read_private(x, f, c);
 }
 
 void cdsm__ckpt_free(cdsm__ckpt_t *c)
@@ -823,46 +863,44 @@ int cdsm__ckpt_remove_temps(const char *dir, uint32_t rank, unsigned *removed)
 
 /* ---- incremental chains ----------------------------------------------------------------- */
 
-int cdsm__ckpt_restore_chain(const char *dir, uint32_t rank, uint64_t job, uint64_t seq, cdsm__ckpt_t *out)
+/* Read checkpoint seq of rank and its bases back to the full checkpoint into *chain,
+ * newest first: (*chain)[0] is seq, (*chain)[*n - 1] the full one. On error, *chain
+ * holds the *n checkpoints read so far, for the caller to free. */
+static int read_chain(const char *dir, uint32_t rank, uint64_t job, uint64_t seq, cdsm__ckpt_t **chain,
+                      size_t *n)
 {
-    memset(out, 0, sizeof *out);
-    cdsm__ckpt_t *chain = NULL;
-    size_t n = 0, cap = 0;
-    int rc = CDSM_OK;
+    size_t cap = 0;
+    int rc;
     char path[PATH_MAX];
     uint64_t want = seq;
-    /* Newest first: chain[0] is seq, chain[n-1] the full checkpoint. */
     for (;;) {
-        if (n == cap) {
+        if (*n == cap) {
             cap = cap ? 2 * cap : 8;
-            void *p = realloc(chain, cap * sizeof *chain);
-            if (!p) {
-                rc = cdsm__error(CDSM_ERR_NOMEM, "checkpoint chain of rank %" PRIu32, rank);
-                goto out;
-            }
-            chain = p;
+            void *p = realloc(*chain, cap * sizeof **chain);
+            if (!p) return cdsm__error(CDSM_ERR_NOMEM, "checkpoint chain of rank %" PRIu32, rank);
+            *chain = p;
         }
-        if ((rc = cdsm__ckpt_path(path, sizeof path, dir, rank, want))) goto out;
-        if ((rc = cdsm__ckpt_read(path, (int)rank, job, &chain[n]))) goto out;
-        cdsm__ckpt_t *c = &chain[n++];
-        if (c->seq != want) { /* the name and content agree (checked), so this cannot happen */
-            rc = cdsm__error(CDSM_ERR_CORRUPT, "checkpoint %s: holds checkpoint %" PRIu64, path, c->seq);
-            goto out;
-        }
-        if (n > 1 && (c->nranks != chain[0].nranks || c->page_size != chain[0].page_size ||
-                      c->job_id != chain[0].job_id)) {
-            rc = cdsm__error(CDSM_ERR_CORRUPT,
-                             "checkpoint %s: base of checkpoint %" PRIu64 " but has %" PRIu32
-                             " ranks and %" PRIu32 "-byte pages (expected %" PRIu32 " and %" PRIu32 ")",
-                             path, chain[n - 2].seq, c->nranks, c->page_size, chain[0].nranks,
-                             chain[0].page_size);
-            goto out;
-        }
-        if (!c->base_seq) break;
+        cdsm__ckpt_t *ch = *chain;
+        if ((rc = cdsm__ckpt_path(path, sizeof path, dir, rank, want))) return rc;
+        if ((rc = cdsm__ckpt_read(path, (int)rank, job, &ch[*n]))) return rc;
+        cdsm__ckpt_t *c = &ch[(*n)++];
+        if (c->seq != want) /* the name and content agree (checked), so this cannot happen */
+            return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint %s: holds checkpoint %" PRIu64, path, c->seq);
+        if (*n > 1 &&
+            (c->nranks != ch[0].nranks || c->page_size != ch[0].page_size || c->job_id != ch[0].job_id))
+            return cdsm__error(CDSM_ERR_CORRUPT,
+                               "checkpoint %s: base of checkpoint %" PRIu64 " but has %" PRIu32
+                               " ranks and %" PRIu32 "-byte pages (expected %" PRIu32 " and %" PRIu32 ")",
+                               path, ch[*n - 2].seq, c->nranks, c->page_size, ch[0].nranks, ch[0].page_size);
+        if (!c->base_seq) return CDSM_OK;
         want = c->base_seq; /* strictly smaller: the reader checked base_seq < seq */
     }
+}
 
-    /* Merge pages, newest record wins: a k-way merge over sorted, unique page lists. */
+/* Replace the pages of chain[0] by the union of the chain's pages, newest record wins: a
+ * k-way merge over sorted, unique page lists. */
+static int merge_pages(cdsm__ckpt_t *chain, size_t n, uint32_t rank)
+{
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += chain[i].npages;
     cdsm__ckpt_t *top = &chain[0];
@@ -874,8 +912,7 @@ int cdsm__ckpt_restore_chain(const char *dir, uint32_t rank, uint64_t job, uint6
     uint32_t *app = malloc((total ? total : 1) * (size_t)nr * sizeof *app);
     if (!pos || !idx || !st || !data || !app) {
         free(pos), free(idx), free(st), free(data), free(app);
-        rc = cdsm__error(CDSM_ERR_NOMEM, "checkpoint chain of rank %" PRIu32 ": %zu pages", rank, total);
-        goto out;
+        return cdsm__error(CDSM_ERR_NOMEM, "checkpoint chain of rank %" PRIu32 ": %zu pages", rank, total);
     }
     size_t m = 0;
     for (;;) {
@@ -902,10 +939,22 @@ int cdsm__ckpt_restore_chain(const char *dir, uint32_t rank, uint64_t job, uint6
     top->page_data = data;
     top->applied = app;
     top->npages = (uint32_t)m;
-    top->base_seq = 0;
-    *out = *top;
-    memset(top, 0, sizeof *top);
-out:
+    return CDSM_OK;
+}
+
+int cdsm__ckpt_restore_chain(const char *dir, uint32_t rank, uint64_t job, uint64_t seq, cdsm__ckpt_t *out)
+{
+    memset(out, 0, sizeof *out);
+    cdsm__ckpt_t *chain = NULL;
+    size_t n = 0;
+    int rc = read_chain(dir, rank, job, seq, &chain, &n);
+    if (rc == CDSM_OK) rc = merge_pages(chain, n, rank);
+    if (rc == CDSM_OK) {
+        /* chain[0], now holding all pages, is the result: a full checkpoint. */
+        chain[0].base_seq = 0;
+        *out = chain[0];
+        memset(&chain[0], 0, sizeof chain[0]);
+    }
     for (size_t i = 0; i < n; i++) cdsm__ckpt_free(&chain[i]);
     free(chain);
     return rc;
