@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The apps and recovery tables under added network latency, on the simulated cluster.
 
-Brings up config/simcluster.sh (4 node namespaces on cdsm-netsim, its own state folder
+Brings up cmd/cdsm-simcluster (4 node namespaces on cdsm-netsim, its own state folder
 under /tmp) once, then, for the one-way delays of the switch (--delays, microseconds):
   * every app of --apps failure-free, --reps times at each delay, the delays interleaved
     (each repetition runs every delay in turn), 6 ranks on 3 nodes (2 per node, block:
@@ -36,7 +36,7 @@ from apps_table import fmt, parse_result, write_results  # noqa: E402
 from recover_run import clean_env, run_experiment  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIM = os.path.join(ROOT, "config", "simcluster.sh")
+SIM = os.path.join(ROOT, "cmd", "cdsm-simcluster")
 # Sizes for ~1-4 s per failure-free run on 6 ranks over 3 simulated nodes at 0 us.
 DEFAULT_ARGS = {
     "sor": "-n 2050 -i 40", "lu": "-n 1536", "fft": "-m 20", "radix": "-n 1048576",
@@ -62,7 +62,7 @@ class Cluster:
         p = subprocess.run([SIM] + [str(a) for a in args], env=self.env, capture_output=True, text=True,
                            timeout=timeout)
         if check and p.returncode != 0:
-            raise RuntimeError("simcluster.sh %s: exit %d: %s" % (" ".join(map(str, args)), p.returncode,
+            raise RuntimeError("cdsm-simcluster %s: exit %d: %s" % (" ".join(map(str, args)), p.returncode,
                                                                   (p.stdout + p.stderr)[-1000:]))
         return p.stdout
 
@@ -75,7 +75,7 @@ class Cluster:
             try:
                 self.sim("down", timeout=120, check=False)
             except subprocess.TimeoutExpired:
-                print("latency_table: simcluster.sh down did not end within 120 s", file=sys.stderr)
+                print("latency_table: cdsm-simcluster down did not end within 120 s", file=sys.stderr)
             self.up_done = False
 
     def launcher(self, limit):
@@ -198,7 +198,7 @@ def ratio(x, base):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")),
-                    help="build folder with apps/ and tools/cdsm-netsim")
+                    help="build folder with apps/ and cmd/cdsm-netsim")
     ap.add_argument("--delays", default="0,50,200", help="one-way delays of the switch, us (the first is the base)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--apps", default="sor,lu,fft,radix,water,barnes")
@@ -215,7 +215,7 @@ def main():
 
     build = os.path.abspath(a.build)
     appdir = os.path.join(build, "apps")
-    netsim = os.path.join(build, "tools", "cdsm-netsim")
+    netsim = os.path.join(build, "cmd", "cdsm-netsim")
     delays = [int(d) for d in a.delays.split(",")]
     apps = [x for x in a.apps.split(",") if x]
     rapps = [x for x in a.recovery_apps.split(",") if x]
@@ -228,7 +228,7 @@ def main():
     missing = [x for x in set(apps + rapps + napps) if not os.access(os.path.join(appdir, x), os.X_OK)]
     if missing or not os.access(netsim, os.X_OK):
         sys.exit("latency_table: not built in %s: %s" % (build, ", ".join(missing + ([] if os.access(netsim, os.X_OK)
-                                                                                         else ["tools/cdsm-netsim"]))))
+                                                                                         else ["cmd/cdsm-netsim"]))))
     if os.geteuid() != 0:
         sys.exit("latency_table: needs root (the simulated cluster)")
     if subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout.count("cdsm-sim-"):

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The latency benchmark on the simulated cluster (config/simcluster.sh; needs root): the
+# The latency benchmark on the simulated cluster (cmd/cdsm-simcluster; needs root): the
 # apps table and the recovery table (one rank lost; a node's two ranks lost) at 0, 50 and
 # 200 us of added one-way delay between nodes, as ratios to the 0 us runs; counts the
 # runs where the finalize watchdog fired (MPI_Finalize hang of UCX over TCP) and srun's

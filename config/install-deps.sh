@@ -1,11 +1,12 @@
 #!/bin/bash
 # Install the Debian 12 packages cdsm builds and tests with (only what is missing); Slurm
 # and munge are for the one-node Slurm the failure tests run under (config/slurm-up.sh);
-# iproute2 and util-linux (ip netns, nsenter, unshare) for the simulated cluster (config/simcluster.sh).
+# iproute2 and util-linux (ip netns, nsenter, unshare) for the simulated cluster (cmd/cdsm-simcluster);
+# gnuplot-nox draws the benchmarks' plots.
 set -euo pipefail
-# Extra package names given as arguments are installed too (gnuplot-nox for the plots).
+# Extra package names given as arguments are installed too.
 PKGS=(build-essential pkg-config meson ninja-build mpich libmpich-dev libgtest-dev python3 m4 libhdf5-dev libhwloc-dev
-      slurm-wlm munge iproute2 util-linux "$@")
+      slurm-wlm munge iproute2 util-linux gnuplot-nox "$@")
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

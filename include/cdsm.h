@@ -241,7 +241,7 @@ const char *cdsm_checkpoint_dir(void);
  * Each rank's outputs keep their order. A replacement restores a checkpoint at or after the
  * last manifest its lost process released output for (a program that does not resume
  * releases only at the end), so its replay never produces released output again. With
- * CDSM_OUTPUT_TAGS=1 (set by config/cdsmrun) each output also goes as one tagged line that
+ * CDSM_OUTPUT_TAGS=1 (set by cmd/cdsmrun) each output also goes as one tagged line that
  * the launcher prints exactly once, dropping any repeat; without, the text is written as
  * is. Not thread-safe (the application thread only).
  * @return CDSM_OK; CDSM_ERR_STATE; CDSM_ERR_INVALID_ARG (fmt NULL or bad); CDSM_ERR_NOMEM.

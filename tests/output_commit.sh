@@ -13,7 +13,7 @@ trap 'rm -rf "$dir"' EXIT
 # covers one barrier): try again later in the run until the replay covers an iteration.
 for at in 0.3 0.47 0.61 0.83; do
     rm -rf "$dir/ck" "$dir"/out.rank*
-    "$root/config/cdsmrun" -n 3 -s 1 --ckpt-dir "$dir/ck" --ckpt-every 10 --kill "1@$at" --progress 0 \
+    "$root/cmd/cdsmrun" -n 3 -s 1 --ckpt-dir "$dir/ck" --ckpt-every 10 --kill "1@$at" --progress 0 \
         "$app" -r -i "$iters" -P -O "$dir/out" > "$dir/run" 2>&1
     rc=$?
     b="$(sed -n 's/^  recovery     rank 1: .*replay of \([0-9]*\) barriers.*/\1/p' "$dir/run")"

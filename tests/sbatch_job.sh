@@ -1,6 +1,6 @@
 #!/bin/bash
 # A real batch job on the one-node Slurm (config/slurm-up.sh): config/slurm/app.sbatch runs
-# an app through the launcher (config/cdsmrun); the job must end COMPLETED with exit code
+# an app through the launcher (cmd/cdsmrun); the job must end COMPLETED with exit code
 # 0, and its answer must be the failure-free srun run's, verified. With KILL=R@S the
 # launcher kills rank R's process S seconds into the job, and the report must show the
 # rank recovered by a spare.

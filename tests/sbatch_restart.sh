@@ -65,16 +65,16 @@ if printf '%s\n' "$@" | grep -qx -- -P; then
     echo "sbatch_restart: cancelled job printed $(grep -c 'finished iteration' "$out1") committed lines, the restart $(grep -c 'finished iteration' "$out2")"
 fi
 # 3. Bad input.
-msg="$("$root/config/cdsmrun" -n "$ntasks" --restart "$ck2/nonexistent" "$app" "$@" 2>&1)"
+msg="$("$root/cmd/cdsmrun" -n "$ntasks" --restart "$ck2/nonexistent" "$app" "$@" 2>&1)"
 echo "$msg" | grep -q "no restart manifest\|No such file" || { echo "sbatch_restart: FAIL: a restart with no manifest: $msg"; fail=1; }
-msg="$("$root/config/cdsmrun" -n $((ntasks + 1)) --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
+msg="$("$root/cmd/cdsmrun" -n $((ntasks + 1)) --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
 echo "$msg" | grep -q "its manifest is of a job of $ntasks ranks, this one has $((ntasks + 1))" && [ "$rc" -ne 0 ] ||
     { echo "sbatch_restart: FAIL: a restart with another rank count: $msg"; fail=1; }
 # A checkpoint folder of another job: the restarted job's files under the first job's
 # manifest (another job id) are refused, naming the file.
 other="$(ls -d "$ck2"/job-* | head -1)"
 cp "$(ls "$ck"/job-*/manifest | head -1)" "$other/manifest"
-msg="$("$root/config/cdsmrun" -n "$ntasks" --restart "$other" "$app" "$@" 2>&1)"; rc=$?
+msg="$("$root/cmd/cdsmrun" -n "$ntasks" --restart "$other" "$app" "$@" 2>&1)"; rc=$?
 echo "$msg" | grep -q "rank0.ckpt.*job" && [ "$rc" -ne 0 ] ||
     { echo "sbatch_restart: FAIL: a restart from another job's checkpoints: $(echo "$msg" | grep -i error | head -2)"; fail=1; }
 echo "sbatch_restart: bad input refused: $(echo "$msg" | grep -m1 'error:')"

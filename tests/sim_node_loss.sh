@@ -1,5 +1,5 @@
 #!/bin/bash
-# Loss of a whole node on the simulated cluster (config/simcluster.sh): 3 nodes with 2
+# Loss of a whole node on the simulated cluster (cmd/cdsm-simcluster): 3 nodes with 2
 # working ranks each (block layout: ranks 2k, 2k+1 on node k+1) and 2 spares on a 4th
 # node. After every rank is up and part of the run is done, node NODE fails:
 #   MODE=kill  every process of the node is killed (kill -9: its ranks, slurmstepd, slurmd),
@@ -19,7 +19,7 @@ set -uo pipefail
 root="$1" state="$2" netsim="$3" mode="$4" node="$5" app="$6"
 shift 6
 me=sim_node_loss
-sim="$root/config/simcluster.sh"
+sim="$root/cmd/cdsm-simcluster"
 . "$(dirname "$0")/simcluster_test.sh"
 fail() { echo "$me: FAIL: $*"; failed=1; }
 case "$mode" in kill|cut) ;; *) echo "$me: MODE must be kill or cut, not '$mode'"; exit 2 ;; esac

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The simulated cluster (config/simcluster.sh): 4 node namespaces on cdsm-netsim, each with
+# The simulated cluster (cmd/cdsm-simcluster): 4 node namespaces on cdsm-netsim, each with
 # its own slurmd. srun across 3 nodes must land on 3 distinct hostnames, and an MPI app
 # across them (UCX over TCP: each node has its own boot_id) must give the sequential answer.
 # Everything is torn down on exit, also on failure; afterwards no cdsm-sim namespace is left.
@@ -11,7 +11,7 @@
 set -uo pipefail
 root="$1" state="$2" netsim="$3" app="$4" app_seq="$5"
 me=simcluster_smoke
-sim="$root/config/simcluster.sh"
+sim="$root/cmd/cdsm-simcluster"
 . "$(dirname "$0")/simcluster_test.sh"
 sim_require
 

@@ -1,5 +1,5 @@
 # Shared by the `sim` suite's scripts (sourced, not run): $me names the test, $sim is
-# config/simcluster.sh.
+# cmd/cdsm-simcluster.
 
 # Exit 77 (skipped) where the machine cannot host the simulated cluster (not root, no
 # ip netns, no /dev/net/tun, no Slurm); exit 1 if one is already up (fixed names).

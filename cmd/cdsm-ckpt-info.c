@@ -21,11 +21,26 @@ static const char *state_name(uint8_t s)
     return "unknown";
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: cdsm-ckpt-info PATH\n"
+               "Prints a summary of a cdsm checkpoint file (docs/CHECKPOINT_FORMAT.md) and verifies\n"
+               "its checksums (header and every dataset, crc32c).\n"
+               "Options:\n"
+               "  -h, --help  this help\n"
+               "Environment: none (no CDSM_* setting applies).\n"
+               "Exit status: 0 a sound checkpoint, 1 refused (the reason is printed, naming the\n"
+               "file), 2 usage error.\n");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: cdsm-ckpt-info PATH\n"
-                        "Prints a summary of a cdsm checkpoint file and verifies its checksums.\n");
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc != 2) {
+        usage(stderr);
         return 2;
     }
     const char *path = argv[1];

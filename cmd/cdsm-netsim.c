@@ -403,22 +403,29 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: %s -n PORTS -s STATE_DIR [-d DELAY_US] [-t TAP_PREFIX] [-D]\n"
             "       %s ctl STATE_DIR {delay US | cut PORT | heal PORT | stats}\n"
+            "A user-space Ethernet switch for the simulated cluster (cdsm-simcluster).\n"
             "  -n, --ports N        number of ports (tap devices PREFIX0..PREFIX<N-1>), 2..%d\n"
             "  -s, --state DIR      folder for the control socket netsim.sock and pid file netsim.pid\n"
             "  -d, --delay US       constant one-way delay in microseconds (default 0), 0..%d\n"
             "  -t, --tap-prefix P   tap device name prefix (default cdsmsim)\n"
-            "  -D, --daemon         detach once the ports exist (the pid file names the daemon)\n",
+            "  -D, --daemon         detach once the ports exist (the pid file names the daemon)\n"
+            "  -h, --help           this help\n"
+            "Needs CAP_NET_ADMIN and /dev/net/tun. Environment: none read.\n"
+            "Exit status: 0 stopped by SIGTERM/SIGINT/SIGHUP (counters on stderr), or ctl got \"ok\";\n"
+            "1 any other error (the reason is printed) or ctl got an error answer; 2 unknown option.\n",
             prog, prog, MAX_PORTS, MAX_DELAY_US);
 }
 
-int main(int argc, char **argv)
-{
-    if (argc > 1 && !strcmp(argv[1], "ctl"))
-        return ctl_main(argc, argv);
+struct options {
+    long ports, delay_us;
+    const char *state, *prefix;
+    bool daemonize;
+};
 
-    long n = 0, d = 0;
-    const char *state = NULL, *prefix = "cdsmsim";
-    bool daemonize = false;
+/* Command line to options; exits on --help (0), an unknown option (2), a bad value (1). */
+static void parse_options(int argc, char **argv, struct options *op)
+{
+    *op = (struct options){.prefix = "cdsmsim"};
     static const struct option opts[] = {
         {"ports", required_argument, 0, 'n'}, {"state", required_argument, 0, 's'},
         {"delay", required_argument, 0, 'd'}, {"tap-prefix", required_argument, 0, 't'},
@@ -428,110 +435,95 @@ int main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "n:s:d:t:Dh", opts, NULL)) != -1) {
         switch (o) {
         case 'n':
-            if (!parse_uint(optarg, 2, MAX_PORTS, &n))
+            if (!parse_uint(optarg, 2, MAX_PORTS, &op->ports))
                 die("--ports wants a number of ports 2..%d, not '%s'", MAX_PORTS, optarg);
             break;
         case 'd':
-            if (!parse_uint(optarg, 0, MAX_DELAY_US, &d))
+            if (!parse_uint(optarg, 0, MAX_DELAY_US, &op->delay_us))
                 die("--delay wants microseconds 0..%d, not '%s'", MAX_DELAY_US, optarg);
             break;
-        case 's': state = optarg; break;
-        case 't': prefix = optarg; break;
-        case 'D': daemonize = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's': op->state = optarg; break;
+        case 't': op->prefix = optarg; break;
+        case 'D': op->daemonize = true; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(2);
         }
     }
     if (optind < argc)
         die("unexpected argument '%s' (see --help)", argv[optind]);
-    if (!n)
+    if (!op->ports)
         die("--ports is required (see --help)");
-    if (!state)
+    if (!op->state)
         die("--state is required (see --help)");
     /* The name gets up to two digits; an interface name has at most IFNAMSIZ-1 bytes. */
-    if (!*prefix || strlen(prefix) > IFNAMSIZ - 3 || strpbrk(prefix, " /%:"))
+    if (!*op->prefix || strlen(op->prefix) > IFNAMSIZ - 3 || strpbrk(op->prefix, " /%:"))
         die("--tap-prefix must be 1..%d characters without spaces, '/', '%%' or ':', not '%s'",
-            IFNAMSIZ - 3, prefix);
+            IFNAMSIZ - 3, op->prefix);
     struct stat sb;
-    if (stat(state, &sb) < 0 || !S_ISDIR(sb.st_mode))
-        die("state folder %s does not exist", state);
+    if (stat(op->state, &sb) < 0 || !S_ISDIR(sb.st_mode))
+        die("state folder %s does not exist", op->state);
+}
 
-    /* 50 us delays need timers that fire on time, not up to the default 50 us slack later. */
-    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-    nports = (int)n;
-    delay_ns = (uint64_t)d * 1000;
-
-    for (int p = 0; p < nports; p++) {
-        char want[IFNAMSIZ];
-        snprintf(want, sizeof want, "%s%d", prefix, p);
-        ports[p].fd = open_tap(want, ports[p].name);
-    }
-
-    struct sockaddr_un sa;
-    sock_path(state, &sa);
+/* The control socket STATE/netsim.sock, listening. */
+static int listen_control(const char *state, struct sockaddr_un *sa)
+{
+    sock_path(state, sa);
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (lfd < 0)
         die("socket: %s", strerror(errno));
-    unlink(sa.sun_path);         /* a stale socket of a dead netsim */
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 8) < 0)
-        die("cannot listen on %s: %s", sa.sun_path, strerror(errno));
+    unlink(sa->sun_path);         /* a stale socket of a dead netsim */
+    if (bind(lfd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(lfd, 8) < 0)
+        die("cannot listen on %s: %s", sa->sun_path, strerror(errno));
+    return lfd;
+}
 
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    sigprocmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);    /* a control client that hangs up early */
+static void write_pidfile(const char *pidfile)
+{
+    FILE *pf = fopen(pidfile, "w");
+    if (!pf)
+        die("cannot write %s: %s", pidfile, strerror(errno));
+    fprintf(pf, "%d\n", (int)getpid());
+    fclose(pf);
+}
 
-    char pidfile[PATH_MAX];
-    snprintf(pidfile, sizeof pidfile, "%s/netsim.pid", state);
-    if (daemonize) {
-        /* The parent returns only once the ports exist and the pid file is written, so
-         * the caller can move the taps right away. */
-        int ready[2];
-        if (pipe(ready) < 0)
-            die("pipe: %s", strerror(errno));
-        pid_t pid = fork();
-        if (pid < 0)
-            die("fork: %s", strerror(errno));
-        if (pid > 0) {
-            close(ready[1]);
-            char c;
-            return read(ready[0], &c, 1) == 1 ? 0 : 1;
-        }
-        close(ready[0]);
-        setsid();
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-            close(null);
-        }
-        /* stderr stays: the caller redirects it to a log for the exit counters. */
-        FILE *pf = fopen(pidfile, "w");
-        if (!pf)
-            die("cannot write %s: %s", pidfile, strerror(errno));
-        fprintf(pf, "%d\n", (int)getpid());
-        fclose(pf);
-        if (write(ready[1], "r", 1) != 1)
-            die("cannot tell the parent we are ready");
+/* Detach. The parent exits only once the ports exist and the pid file is written, so the
+ * caller can move the taps right away. */
+static void daemonize(const char *pidfile)
+{
+    int ready[2];
+    if (pipe(ready) < 0)
+        die("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid > 0) {
         close(ready[1]);
-    } else {
-        FILE *pf = fopen(pidfile, "w");
-        if (!pf)
-            die("cannot write %s: %s", pidfile, strerror(errno));
-        fprintf(pf, "%d\n", (int)getpid());
-        fclose(pf);
+        char c;
+        exit(read(ready[0], &c, 1) == 1 ? 0 : 1);
     }
+    close(ready[0]);
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        close(null);
+    }
+    /* stderr stays: the caller redirects it to a log for the exit counters. */
+    write_pidfile(pidfile);
+    if (write(ready[1], "r", 1) != 1)
+        die("cannot tell the parent we are ready");
+    close(ready[1]);
+}
 
+/* epoll tags: 0..nports-1 are ports; the others follow. */
+enum { TAG_TIMER = MAX_PORTS, TAG_CTL, TAG_SIG };
+
+static int watch_all(int tfd, int lfd, int sfd)
+{
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    int sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (ep < 0 || tfd < 0 || sfd < 0)
+    if (ep < 0)
         die("epoll/timerfd/signalfd: %s", strerror(errno));
-    /* Tags: 0..nports-1 are ports; the others follow. */
-    enum { TAG_TIMER = MAX_PORTS, TAG_CTL, TAG_SIG };
     struct epoll_event ev = {.events = EPOLLIN};
     for (int p = 0; p < nports; p++) {
         ev.data.u32 = (uint32_t)p;
@@ -543,9 +535,26 @@ int main(int argc, char **argv)
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
     ev.data.u32 = TAG_SIG;
     epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+    return ep;
+}
 
-    fprintf(stderr, "%s: %d ports (%s0..%s%d), delay %ld us, control %s\n", prog, nports, prefix, prefix,
-            nports - 1, d, sa.sun_path);
+/* The delay timer fired: learn how late wake-ups run; the tolerance for sending early. */
+static uint64_t timer_fired(int tfd)
+{
+    uint64_t expirations;
+    if (read(tfd, &expirations, sizeof expirations) <= 0 || !timer_at)
+        return 0;
+    uint64_t late = now_ns() - timer_at;
+    if (late > MAX_LEAD_NS)
+        late = MAX_LEAD_NS;   /* a preempted wake-up says nothing about the timer */
+    wake_late_ns = (7 * wake_late_ns + late) / 8;
+    timer_at = 0;             /* one-shot: it is disarmed now */
+    return wake_late_ns < delay_ns / 2 ? wake_late_ns : delay_ns / 2;
+}
+
+/* Forward frames until a signal asks us to stop. */
+static void run_switch(int ep, int tfd, int lfd, int sfd)
+{
     unsigned char *buf = malloc(MAX_FRAME);
     if (!buf)
         die("out of memory");
@@ -564,15 +573,7 @@ int main(int argc, char **argv)
             if (tag < (uint32_t)nports) {
                 receive((int)tag, buf);
             } else if (tag == TAG_TIMER) {
-                uint64_t expirations;
-                if (read(tfd, &expirations, sizeof expirations) > 0 && timer_at) {
-                    uint64_t late = now_ns() - timer_at;
-                    if (late > MAX_LEAD_NS)
-                        late = MAX_LEAD_NS;   /* a preempted wake-up says nothing about the timer */
-                    wake_late_ns = (7 * wake_late_ns + late) / 8;
-                    timer_at = 0;             /* one-shot: it is disarmed now */
-                    tolerance = wake_late_ns < delay_ns / 2 ? wake_late_ns : delay_ns / 2;
-                }
+                tolerance = timer_fired(tfd);
             } else if (tag == TAG_CTL) {
                 control(lfd);
             } else if (tag == TAG_SIG) {
@@ -584,6 +585,51 @@ int main(int argc, char **argv)
         send_due(tolerance);
         arm_timer(tfd);
     }
+    free(buf);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "ctl"))
+        return ctl_main(argc, argv);
+    struct options op;
+    parse_options(argc, argv, &op);
+
+    /* 50 us delays need timers that fire on time, not up to the default 50 us slack later. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    nports = (int)op.ports;
+    delay_ns = (uint64_t)op.delay_us * 1000;
+    for (int p = 0; p < nports; p++) {
+        char want[IFNAMSIZ];
+        snprintf(want, sizeof want, "%s%d", op.prefix, p);
+        ports[p].fd = open_tap(want, ports[p].name);
+    }
+    struct sockaddr_un sa;
+    int lfd = listen_control(op.state, &sa);
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);    /* a control client that hangs up early */
+
+    char pidfile[PATH_MAX];
+    snprintf(pidfile, sizeof pidfile, "%s/netsim.pid", op.state);
+    if (op.daemonize)
+        daemonize(pidfile);
+    else
+        write_pidfile(pidfile);
+
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    int sfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (tfd < 0 || sfd < 0)
+        die("epoll/timerfd/signalfd: %s", strerror(errno));
+    int ep = watch_all(tfd, lfd, sfd);
+    fprintf(stderr, "%s: %d ports (%s0..%s%d), delay %ld us, control %s\n", prog, nports, op.prefix,
+            op.prefix, nports - 1, op.delay_us, sa.sun_path);
+    run_switch(ep, tfd, lfd, sfd);
     fprintf(stderr, "%s: exiting; counters:\n", prog);
     format_stats(stderr);
     unlink(sa.sun_path);
