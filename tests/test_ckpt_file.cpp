@@ -1,4 +1,4 @@
-// Checkpoint files (recovery/ckpt_file.c): round trip, incremental chains, every refusal,
+// Checkpoint files (lib/ft/ckpt_file.c): round trip, incremental chains, every refusal,
 // and a writer killed mid-write. No MPI.
 #include <dirent.h>
 #include <fcntl.h>

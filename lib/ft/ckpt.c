@@ -4,8 +4,8 @@
  * The program's thread only copies: the pages changed since the previous checkpoint (or
  * every page ever changed, for a full one), their states and applied vectors, the vector
  * clock, counters, lock states and the registered private regions. A writer thread, asleep
- * on a condition variable when idle, turns that copy into an HDF5 file (recovery/
- * ckpt_file.c: temporary name, fsync, rename). One checkpoint is in flight at a time: a
+ * on a condition variable when idle, turns that copy into an HDF5 file (ckpt_file.c:
+ * temporary name, fsync, rename). One checkpoint is in flight at a time: a
  * snapshot due while the previous one is still being written waits for it, and that wait
  * is counted as stall. Files of this run go to <CDSM_CKPT_DIR>/job-<job id>/. */
 #include <errno.h>

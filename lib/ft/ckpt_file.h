@@ -93,7 +93,7 @@ void cdsm__ckpt_free(cdsm__ckpt_t *c);
 /* fsync a file (dir 0) or a folder (dir 1); -1 with errno on failure. */
 int cdsm__fsync_path(const char *path, int dir);
 
-/* The whole-job restart manifest, <job folder>/manifest (recovery/manifest.c): written by
+/* The whole-job restart manifest, <job folder>/manifest (manifest.c): written by
  * rank 0 once every rank has committed its checkpoint of one resume point (the end of
  * that collection proves it), by temporary file, fsync, rename and fsync of the folder. */
 typedef struct cdsm__manifest {
