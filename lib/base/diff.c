@@ -29,8 +29,8 @@ size_t cdsm__diff_encode(const void *page, const void *twin, size_t size, uint8_
         cdsm__diff_run_t run = {(uint32_t)start, (uint32_t)(i - start)};
         memcpy(out + len, &run, sizeof run);
         len += sizeof run;
-        memcpy(out + len, p + start, (i - start) * 4);
-        len += (i - start) * 4;
+        memcpy(out + len, p + start, cdsm__u32s(i - start));
+        len += cdsm__u32s(i - start);
     }
     return len;
 }
@@ -46,8 +46,8 @@ static int walk(void *page, size_t size, const uint8_t *diff, size_t len, long *
         pos += sizeof run;
         if (run.nwords == 0 || run.offset >= n || run.nwords > n - run.offset) return -1;
         if ((len - pos) / 4 < run.nwords) return -1;
-        if (page) memcpy((uint32_t *)page + run.offset, diff + pos, (size_t)run.nwords * 4);
-        pos += (size_t)run.nwords * 4;
+        if (page) memcpy((uint32_t *)page + run.offset, diff + pos, cdsm__u32s((size_t)run.nwords));
+        pos += cdsm__u32s((size_t)run.nwords);
         total += run.nwords;
     }
     if (words) *words = total;

@@ -254,9 +254,9 @@ static cdsm__ckpt_t *snapshot(int full)
     c->base_seq = full ? 0 : W.committed_seq;
     c->epoch = cdsm__bar.epoch;
     c->page_size = (uint32_t)cdsm__heap.page_size;
-    c->vc = malloc((size_t)n * 4);
+    c->vc = malloc(cdsm__u32s((size_t)n));
     c->nintervals = IV_BASES + (uint32_t)n;
-    c->intervals = malloc(c->nintervals * 4);
+    c->intervals = malloc(cdsm__u32s(c->nintervals));
     c->nlocks = cdsm__lk.nlocks;
     c->lock_state = malloc(cdsm__lk.nlocks);
     c->nlog = LP_COUNT;
@@ -264,7 +264,7 @@ static cdsm__ckpt_t *snapshot(int full)
     uint32_t np = 0;
     for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) np += want_page(&cdsm__heap.pages[pg], full);
     c->npages = np;
-    c->page_index = malloc((size_t)np * 4 + 4);
+    c->page_index = malloc(cdsm__u32s((size_t)np + 1));
     c->page_state = malloc((size_t)np + 1);
     c->page_data = malloc((size_t)np * cdsm__heap.page_size + 1);
     c->applied = calloc((size_t)np * (size_t)n + 1, 4);
@@ -273,12 +273,12 @@ static cdsm__ckpt_t *snapshot(int full)
     if (!c->vc || !c->intervals || !c->lock_state || !c->log_pos || !c->page_index || !c->page_state ||
         !c->page_data || !c->applied || !c->regions)
         goto nomem;
-    memcpy(c->vc, g->vc, (size_t)n * 4);
+    memcpy(c->vc, g->vc, cdsm__u32s((size_t)n));
     c->intervals[IV_OWN] = g->vc[cdsm__w.rank];
     c->intervals[IV_SYNC] = g->sync_seq;
     c->intervals[IV_EPOCH] = cdsm__bar.epoch;
     for (int q = 0; q < n; q++) c->intervals[IV_BASES + q] = g->ivs[q].base;
-    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) c->lock_state[l] = cdsm__lk.locks[l].state;
+    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) c->lock_state[l] = cdsm__lock_get(l)->state;
     c->log_pos[LP_SYNC] = g->sync_seq;
     c->log_pos[LP_EPOCH] = cdsm__bar.epoch;
     c->log_pos[LP_DET_LOGGED] = cdsm__st.det_logged;
@@ -299,7 +299,7 @@ static cdsm__ckpt_t *snapshot(int full)
         c->page_index[k] = pg;
         c->page_state[k] = p->state;
         memcpy(c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__sys_page(pg), cdsm__heap.page_size);
-        if (p->applied) memcpy(c->applied + (size_t)k * n, p->applied, (size_t)n * 4);
+        if (p->applied) memcpy(c->applied + (size_t)k * n, p->applied, cdsm__u32s((size_t)n));
         p->ckflags &= (uint8_t)~1u;
         k++;
     }
@@ -528,20 +528,20 @@ int cdsm__ckpt_restore(void)
     for (uint32_t k = 0; k < c->npages; k++) {
         uint32_t pg = c->page_index[k];
         memcpy(cdsm__sys_page(pg), c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__heap.page_size);
-        memcpy(cdsm__page_applied(pg), c->applied + (size_t)k * n, (size_t)n * 4);
+        memcpy(cdsm__page_applied(pg), c->applied + (size_t)k * n, cdsm__u32s((size_t)n));
         cdsm__page_protect(pg, 1, c->page_state[k] == CDSM_PG_INVALID ? CDSM_PG_INVALID : CDSM_PG_RO);
     }
     /* Taken at a collection where every copy was made current: the records up to its
      * clock are applied everywhere, so each rank's list starts after them. */
-    memcpy(g->vc, c->vc, (size_t)n * 4);
-    memcpy(cdsm__bar.vc_bar, c->vc, (size_t)n * 4);
+    memcpy(g->vc, c->vc, cdsm__u32s((size_t)n));
+    memcpy(cdsm__bar.vc_bar, c->vc, cdsm__u32s((size_t)n));
     for (int q = 0; q < n; q++) {
         cdsm_check(g->ivs[q].count == 0);
         g->ivs[q].base = c->vc[q];
     }
     g->sync_seq = c->intervals[IV_SYNC];
     cdsm__bar.epoch = c->intervals[IV_EPOCH];
-    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) cdsm__lk.locks[l].state = c->lock_state[l];
+    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) cdsm__lock_set_state(l, c->lock_state[l]);
     /* A whole job restarting: the barrier manager's view starts at the checkpoint (a
      * replacement took a later one from the log already). */
     if (restore_is_restart) cdsm__barrier_adopt(c->vc);

@@ -30,10 +30,10 @@ int cdsm__det_enabled(void)
 int cdsm__det_init(void)
 {
     int n = cdsm__w.n;
-    esz = sizeof(cdsm__det_t) + (size_t)n * 4;
+    esz = sizeof(cdsm__det_t) + cdsm__u32s((size_t)n);
     pos = calloc((size_t)n, sizeof *pos);
-    a_first = calloc((size_t)n, 4);
-    a_last = calloc((size_t)n, 4);
+    a_first = calloc((size_t)n, sizeof(uint32_t));
+    a_last = calloc((size_t)n, sizeof(uint32_t));
     if (!pos || !a_first || !a_last) return cdsm__error(CDSM_ERR_NOMEM, "determinant log");
     return CDSM_OK;
 }
@@ -76,7 +76,7 @@ void cdsm__det_log(uint32_t kind, uint32_t peer, uint32_t id, uint32_t acq_seq, 
     d->id = id;
     d->acq_seq = acq_seq;
     d->grant_seq = grant_seq;
-    memcpy(d->vc, vc, (size_t)cdsm__w.n * 4);
+    memcpy(d->vc, vc, cdsm__u32s((size_t)cdsm__w.n));
     log_n++;
     CDSM_STAT_ADD(det_logged, 1);
     account();
@@ -155,7 +155,7 @@ void cdsm__det_audit_put(cdsm__buf_t *b)
         cdsm__buf_put(b, &h, 8);
         count++;
     }
-    memcpy(b->p + at, &count, 4);
+    memcpy(b->p + at, &count, sizeof count);
     cdsm__buf_put_u32(b, first);
     cdsm__buf_put_u32(b, last);
 }
@@ -248,8 +248,8 @@ int cdsm__det_audit_finish(uint32_t out[4])
     memcpy(out, a_missing, sizeof a_missing);
     a_nsent = a_nrecv = 0;
     a_bad = 0;
-    memset(a_first, 0, (size_t)n * 4);
-    memset(a_last, 0, (size_t)n * 4);
+    memset(a_first, 0, cdsm__u32s((size_t)n));
+    memset(a_last, 0, cdsm__u32s((size_t)n));
     return bad;
 }
 

@@ -61,7 +61,7 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     cdsm__state_t *g = &cdsm__g;
     (void)rd;
     int r = h->src, n = cdsm__w.n;
-    cdsm__lk.frozen = 1;
+    cdsm__lock_freeze(1);
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, (uint32_t)cdsm__w.wn);
     for (int w = 0; w < cdsm__w.wn; w++) cdsm__buf_put_u32(&b, __atomic_load_n(&cdsm__w.lk_sent[w], __ATOMIC_ACQUIRE));
@@ -70,7 +70,7 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     uint32_t count = 0;
     cdsm__buf_put_u32(&b, 0);
     for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) {
-        const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+        const cdsm__lock_t *lk = cdsm__lock_get(l);
         int mgr = (int)(l % (uint32_t)n) == cdsm__w.rank;
         int to_r = lk->last_to == r;
         /* (For a lock the lost rank managed, our last request: a copy of it sent again to
@@ -85,10 +85,10 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         cdsm__buf_put_u32(&b, lk->next_seq);
         cdsm__buf_put_u32(&b, to_r ? lk->last_to_seq : 0);
         cdsm__buf_put_u32(&b, (uint32_t)(mgr ? lk->tail : -1));
-        if (st == ST_WAITING || st == ST_GRANTED) cdsm__buf_put(&b, g->vc, (size_t)n * 4);
+        if (st == ST_WAITING || st == ST_GRANTED) cdsm__buf_put(&b, g->vc, cdsm__u32s((size_t)n));
         count++;
     }
-    memcpy(b.p + count_at, &count, 4);
+    memcpy(b.p + count_at, &count, sizeof count);
     size_t nfwd_at = b.len;
     cdsm__buf_put_u32(&b, 0);
     struct put_fwd pf = {&b, 0};
@@ -130,13 +130,13 @@ void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         for (uint32_t i = 0; i < k; i++) {
             rank[i] = (int)cdsm__rd_u32(rd);
             seq[i] = cdsm__rd_u32(rd);
-            vc[i] = cdsm__rd_u32(rd) ? cdsm__rd_take(rd, (size_t)n * 4) : NULL;
+            vc[i] = cdsm__rd_u32(rd) ? cdsm__rd_take(rd, cdsm__u32s((size_t)n)) : NULL;
             if (rank[i] < 0 || rank[i] >= n) rd->bad = 1;
         }
         if (rd->bad) break;
         for (uint32_t i = 0; i < k; i++)
             if (vc[i]) cdsm__lock_placed(l, rank[i], seq[i]);
-        if ((int)(l % (uint32_t)n) == cdsm__w.rank) cdsm__lk.locks[l].tail = tail;
+        if ((int)(l % (uint32_t)n) == cdsm__w.rank) cdsm__lock_set_tail(l, tail);
         for (uint32_t i = 0; i + 1 < k; i++)
             if (rank[i] == cdsm__w.rank) cdsm__lock_link(l, rank[i + 1], vc[i + 1], seq[i + 1]);
         if (k > 0 && rank[k - 1] == cdsm__w.rank) cdsm__lock_link(l, -1, NULL, 0);
@@ -148,7 +148,7 @@ void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
         }
     }
     if (rd->bad) cdsm__log(CDSM_LOG_ERROR, "malformed lock rebuild from rank %u", h->src);
-    cdsm__lk.frozen = 0;
+    cdsm__lock_freeze(0);
     cdsm__lock_resume();
     cdsm__recover_done(h->src); /* the replacement is live */
 }
@@ -170,7 +170,7 @@ typedef struct report {
 static uint32_t u32_at(const uint32_t *p, int i)
 {
     uint32_t v;
-    memcpy(&v, (const uint8_t *)p + (size_t)i * 4, 4);
+    memcpy(&v, (const uint8_t *)p + cdsm__u32s((size_t)i), sizeof v);
     return v;
 }
 
@@ -194,8 +194,8 @@ static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
     int n = cdsm__w.n;
     uint32_t wn = cdsm__rd_u32(rd);
     if (wn != (uint32_t)cdsm__w.wn) return CDSM_ERR_PROTOCOL;
-    rp->sent = cdsm__rd_take(rd, (size_t)wn * 4);
-    rp->recv = cdsm__rd_take(rd, (size_t)wn * 4);
+    rp->sent = cdsm__rd_take(rd, cdsm__u32s((size_t)wn));
+    rp->recv = cdsm__rd_take(rd, cdsm__u32s((size_t)wn));
     uint32_t count = cdsm__rd_u32(rd);
     for (uint32_t e = 0; e < count && !rd->bad; e++) {
         uint32_t l = cdsm__rd_u32(rd);
@@ -207,7 +207,7 @@ static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
         nd->nseq = cdsm__rd_u32(rd);
         nd->to_r_seq = cdsm__rd_u32(rd);
         nd->tail = (int)cdsm__rd_u32(rd);
-        if (nd->st == ST_WAITING || nd->st == ST_GRANTED) nd->vc = cdsm__rd_take(rd, (size_t)n * 4);
+        if (nd->st == ST_WAITING || nd->st == ST_GRANTED) nd->vc = cdsm__rd_take(rd, cdsm__u32s((size_t)n));
         if (nd->st > ST_GRANTED || nd->next >= n || nd->tail >= n) return CDSM_ERR_PROTOCOL;
     }
     uint32_t nfwd = cdsm__rd_u32(rd);
@@ -245,7 +245,7 @@ static void own_nodes(node_t *nodes)
     int n = cdsm__w.n, me = cdsm__w.rank;
     for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) {
         node_t *nd = &nodes[(size_t)l * (size_t)n + (size_t)me];
-        const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+        const cdsm__lock_t *lk = cdsm__lock_get(l);
         /* A cached token is not known from the replay: only held and waiting are. */
         nd->st = lk->state == CDSM_LK_HELD ? ST_HELD : lk->state == CDSM_LK_WAITING ? report_state(lk, l) : ST_NONE;
         nd->seq = lk->req_seq;
@@ -328,115 +328,135 @@ static int rebuild_one(uint32_t l, node_t *nd, int *chain, int *regrant)
     return k;
 }
 
-int cdsm__lock_rebuild(void)
+/* Freeze the survivors and gather their reports until two rounds in a row agree on the
+ * lock message counts (a consistent cut), into nodes (nlocks x n). Caller holds mu. */
+static int gather_reports(node_t *nodes, report_t *rp)
 {
-    cdsm__state_t *g = &cdsm__g;
     int n = cdsm__w.n, me = cdsm__w.rank, rc = CDSM_OK;
     size_t nn = (size_t)cdsm__lk.nlocks * (size_t)n;
-    node_t *nodes = malloc(nn * sizeof *nodes);
-    report_t *rp = calloc((size_t)n, sizeof *rp);
-    int *chain = malloc((size_t)n * sizeof *chain);
-    if (!nodes || !rp || !chain) {
-        rc = cdsm__error(CDSM_ERR_NOMEM, "lock rebuild");
-        goto out;
-    }
     /* Round 1 freezes everybody; a later round whose counts match is a consistent cut. */
     for (uint32_t round = 1;; round++) {
         for (int q = 0; q < n && !rc; q++)
             if (q != me) rc = cdsm__tp_send(q, CDSM_MSG_LK_FREEZE, round, NULL, 0, NULL, 0);
         for (int i = 0; i < n - 1 && !rc; i++) {
             cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LK_STATE, round);
-            if (!rep) {
-                rc = cdsm__error(CDSM_ERR_PEER_LOST, "rebuilding the lock queues: rank %d was lost", cdsm__lost());
-                break;
-            }
+            if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "rebuilding the lock queues: rank %d was lost", cdsm__lost());
             cdsm__reply_free(rp[rep->hdr.src].rep);
             rp[rep->hdr.src].rep = rep;
         }
-        if (rc) goto out;
+        if (rc) return rc;
         for (size_t i = 0; i < nn; i++) nodes[i] = (node_t){ST_NONE, 0, 0, 0, -1, -1, NULL, 0};
-        for (int q = 0; q < n && !rc; q++) {
+        for (int q = 0; q < n; q++) {
             if (q == me) continue;
             cdsm__rd_t rd = {rp[q].rep->payload, rp[q].rep->hdr.len, 0, 0};
             if (take_report(q, &rd, &rp[q], nodes))
-                rc = cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: malformed report from rank %d", q);
+                return cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: malformed report from rank %d", q);
         }
-        if (rc) goto out;
-        if (round >= 2 && quiet(rp)) break;
-        if (round >= 5000) {
-            rc = cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: lock messages still in flight after %u rounds", round);
-            goto out;
-        }
+        if (round >= 2 && quiet(rp)) return CDSM_OK;
+        if (round >= 5000)
+            return cdsm__error(CDSM_ERR_PROTOCOL,
+                               "rebuilding the lock queues: lock messages still in flight after %u rounds", round);
         if (round >= 2) { /* a message between two survivors is on its way: let it land */
-            pthread_mutex_unlock(&g->mu);
+            pthread_mutex_unlock(&cdsm__g.mu);
             nanosleep(&(struct timespec){0, 1000000}, NULL);
-            pthread_mutex_lock(&g->mu);
+            pthread_mutex_lock(&cdsm__g.mu);
         }
     }
-    own_nodes(nodes);
+}
+
+/* The rebuilt queue of lock l on the wire (LK_REBUILD entry), and in the log. */
+static void put_queue(cdsm__buf_t *b, uint32_t l, const node_t *nd, const int *chain, int k, int tail, int regrant,
+                      int mtail)
+{
+    int n = cdsm__w.n, mgr = (int)(l % (uint32_t)n);
+    cdsm__buf_put_u32(b, l);
+    cdsm__buf_put_u32(b, (uint32_t)tail);
+    cdsm__buf_put_u32(b, (uint32_t)regrant);
+    cdsm__buf_put_u32(b, (uint32_t)k);
+    for (int i = 0; i < k; i++) {
+        const node_t *x = &nd[chain[i]];
+        int w = waits(x) && x->vc;
+        cdsm__buf_put_u32(b, (uint32_t)chain[i]);
+        cdsm__buf_put_u32(b, x->seq);
+        cdsm__buf_put_u32(b, (uint32_t)w);
+        if (w) cdsm__buf_put(b, x->vc, cdsm__u32s((size_t)n));
+    }
+    char line[256];
+    int len = snprintf(line, sizeof line, "lock %u: queue", l);
+    for (int i = 0; i < k && len < (int)sizeof line - 24; i++)
+        len += snprintf(line + len, sizeof line - (size_t)len, " %d%s(%u)", chain[i],
+                        i == 0 ? (regrant >= 0 ? "*regrant" : "*") : nd[chain[i]].virt ? "~" : "", nd[chain[i]].seq);
+    cdsm__log(CDSM_LOG_INFO, "%s, tail %d (manager %d had %d)", line, tail, mgr, mtail);
+}
+
+/* Rebuild lock l's queue from the reports (nd: n nodes): take this rank's own part, and
+ * put an entry for the survivors in b when their view must change. Returns 1 if an entry
+ * was put, 0 if not, -1 if the reports contradict each other. */
+static int rebuild_lock(uint32_t l, node_t *nd, int *chain, cdsm__buf_t *b)
+{
+    int n = cdsm__w.n, me = cdsm__w.rank, regrant, k = rebuild_one(l, nd, chain, &regrant);
+    if (k < 0) return -1;
+    int mgr = (int)(l % (uint32_t)n), tail = chain[k - 1];
+    if (mgr == me) /* requests its lost process took (the queue below places the open ones) */
+        for (int q = 0; q < n; q++)
+            if (q != me && nd[q].seq) cdsm__lock_placed(l, q, nd[q].seq);
+    /* The replacement's own part. */
+    int state = cdsm__lock_get(l)->state;
+    if (chain[0] == me) {
+        if (nd[me].st == ST_TOKEN) state = CDSM_LK_TOKEN;
+        else if (nd[me].st == ST_WAITING && regrant < 0) state = CDSM_LK_HELD; /* the token was here */
+    } else if (state == CDSM_LK_TOKEN) {
+        state = CDSM_LK_NONE; /* the initial token of a lock it manages moved on */
+    }
+    cdsm__lock_set_state(l, state);
+    if (mgr == me) cdsm__lock_set_tail(l, tail);
+    int mtail = nd[mgr].tail >= 0 ? nd[mgr].tail : mgr; /* a manager reports a tail other than itself */
+    int stale = nd[tail].next >= 0; /* the last one's successor link leads nowhere: cut it */
+    if (tail == me && stale) cdsm__lock_link(l, -1, NULL, 0);
+    if (k < 2 && regrant < 0 && !stale && (mgr == me || mtail == tail)) return 0;
+    put_queue(b, l, nd, chain, k, tail, regrant, mtail);
+    for (int i = 0; i < k; i++)
+        if (waits(&nd[chain[i]])) cdsm__lock_placed(l, chain[i], nd[chain[i]].seq);
+    for (int i = 0; i + 1 < k; i++)
+        if (chain[i] == me) cdsm__lock_link(l, chain[i + 1], nd[chain[i + 1]].vc, nd[chain[i + 1]].seq);
+    return 1;
+}
+
+int cdsm__lock_rebuild(void)
+{
+    int n = cdsm__w.n, me = cdsm__w.rank, rc = CDSM_OK;
+    size_t nn = (size_t)cdsm__lk.nlocks * (size_t)n;
+    node_t *nodes = malloc(nn * sizeof *nodes);
+    report_t *rp = calloc((size_t)n, sizeof *rp);
+    int *chain = malloc((size_t)n * sizeof *chain);
     cdsm__buf_t b = {0};
     uint32_t nent = 0;
-    cdsm__buf_put_u32(&b, 0);
-    for (uint32_t l = 0; l < cdsm__lk.nlocks && !rc; l++) {
-        node_t *nd = &nodes[(size_t)l * (size_t)n];
-        int regrant, k = rebuild_one(l, nd, chain, &regrant);
-        if (k < 0) {
-            rc = cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the queue of lock %u: the survivors' reports contradict each other", l);
-            break;
-        }
-        int mgr = (int)(l % (uint32_t)n), tail = chain[k - 1];
-        if (mgr == me) /* requests its lost process took (the queue below places the open ones) */
-            for (int q = 0; q < n; q++)
-                if (q != me && nd[q].seq) cdsm__lock_placed(l, q, nd[q].seq);
-        /* The replacement's own part. */
-        cdsm__lock_t *lk = &cdsm__lk.locks[l];
-        if (chain[0] == me) {
-            if (nd[me].st == ST_TOKEN) lk->state = CDSM_LK_TOKEN;
-            else if (nd[me].st == ST_WAITING && regrant < 0) lk->state = CDSM_LK_HELD; /* the token was here */
-        } else if (lk->state == CDSM_LK_TOKEN) {
-            lk->state = CDSM_LK_NONE; /* the initial token of a lock it manages moved on */
-        }
-        if (mgr == me) lk->tail = tail;
-        int mtail = nd[mgr].tail >= 0 ? nd[mgr].tail : mgr; /* a manager reports a tail other than itself */
-        int stale = nd[tail].next >= 0; /* the last one's successor link leads nowhere: cut it */
-        if (tail == me && stale) cdsm__lock_link(l, -1, NULL, 0);
-        if (k < 2 && regrant < 0 && !stale && (mgr == me || mtail == tail)) continue;
-        cdsm__buf_put_u32(&b, l);
-        cdsm__buf_put_u32(&b, (uint32_t)tail);
-        cdsm__buf_put_u32(&b, (uint32_t)regrant);
-        cdsm__buf_put_u32(&b, (uint32_t)k);
-        for (int i = 0; i < k; i++) {
-            const node_t *x = &nd[chain[i]];
-            int w = waits(x) && x->vc;
-            cdsm__buf_put_u32(&b, (uint32_t)chain[i]);
-            cdsm__buf_put_u32(&b, x->seq);
-            cdsm__buf_put_u32(&b, (uint32_t)w);
-            if (w) cdsm__buf_put(&b, x->vc, (size_t)n * 4);
-        }
-        nent++;
-        char line[256];
-        int len = snprintf(line, sizeof line, "lock %u: queue", l);
-        for (int i = 0; i < k && len < (int)sizeof line - 24; i++)
-            len += snprintf(line + len, sizeof line - (size_t)len, " %d%s(%u)", chain[i],
-                            i == 0 ? (regrant >= 0 ? "*regrant" : "*") : nd[chain[i]].virt ? "~" : "", nd[chain[i]].seq);
-        cdsm__log(CDSM_LOG_INFO, "%s, tail %d (manager %d had %d)", line, tail, mgr, mtail);
-        for (int i = 0; i < k; i++)
-            if (waits(&nd[chain[i]])) cdsm__lock_placed(l, chain[i], nd[chain[i]].seq);
-        for (int i = 0; i + 1 < k; i++)
-            if (chain[i] == me) cdsm__lock_link(l, chain[i + 1], nd[chain[i + 1]].vc, nd[chain[i + 1]].seq);
+    if (!nodes || !rp || !chain) {
+        rc = cdsm__error(CDSM_ERR_NOMEM, "lock rebuild");
+        goto out;
     }
-    memcpy(b.p, &nent, 4);
+    if ((rc = gather_reports(nodes, rp))) goto out;
+    own_nodes(nodes);
+    cdsm__buf_put_u32(&b, 0); /* entries, patched */
+    for (uint32_t l = 0; l < cdsm__lk.nlocks && !rc; l++) {
+        int put = rebuild_lock(l, &nodes[(size_t)l * (size_t)n], chain, &b);
+        if (put < 0)
+            rc = cdsm__error(CDSM_ERR_PROTOCOL,
+                             "rebuilding the queue of lock %u: the survivors' reports contradict each other", l);
+        else
+            nent += (uint32_t)put;
+    }
+    memcpy(b.p, &nent, sizeof nent);
     for (int q = 0; q < n && !rc; q++)
         if (q != me) rc = cdsm__tp_send(q, CDSM_MSG_LK_REBUILD, 0, b.p, b.len, NULL, 0);
-    cdsm__buf_free(&b);
     if (!rc) cdsm__log(CDSM_LOG_INFO, "rank %d: lock queues rebuilt (%u queues changed)", me, nent);
 out:
-    if (rp)
-        for (int q = 0; q < n; q++) cdsm__reply_free(rp[q].rep);
+    cdsm__buf_free(&b);
+    for (int q = 0; rp && q < n; q++) cdsm__reply_free(rp[q].rep);
     free(rp);
     free(nodes);
     free(chain);
-    cdsm__lk.frozen = 0;
+    cdsm__lock_freeze(0);
     cdsm__lock_resume();
     return rc;
 }

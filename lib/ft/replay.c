@@ -76,19 +76,11 @@ static struct replay_store {
     deferred_t *deferred;
 } rs = {.bar0 = 1};
 
-/* Parse one survivor's answer into the store. Caller holds mu. */
-static int take_replay_rep(int q, cdsm__rd_t *rd)
+/* The grants in a survivor's answer: those the lost process took (SENT by the survivor:
+ * kept for its replay) and those it made (RECV: logged again as its own SENT). */
+static int take_grants(int q, cdsm__rd_t *rd)
 {
     int n = cdsm__w.n;
-    uint32_t status = cdsm__rd_u32(rd);
-    if (rd->bad || status > 1) return CDSM_ERR_PROTOCOL;
-    if (status == 1) { /* replayed too: its records come from the others */
-        rs.co_lost[q] = 1;
-        return CDSM_OK;
-    }
-    uint32_t nbar = cdsm__rd_u32(rd);
-    size_t ent = 8 + cdsm__u32s((size_t)n);
-    const uint8_t *barp = cdsm__rd_take(rd, (size_t)nbar * ent);
     for (int kind = CDSM_DET_SENT; kind <= CDSM_DET_RECV; kind++) {
         uint32_t count = cdsm__rd_u32(rd);
         for (uint32_t i = 0; i < count && !rd->bad; i++) {
@@ -111,70 +103,96 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
             rs.grants[rs.ngrants++] = (grant_rec_t){lock, acq_seq, grant_seq, q, copy};
         }
     }
-    if (rd->bad) return CDSM_ERR_PROTOCOL;
+    return rd->bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+/* A survivor's barrier log (nbar entries at barp: epoch, flags, vc). Every survivor logs
+ * every barrier (from its oldest still needed): keep the log that reaches furthest, and of
+ * those the one that starts earliest. */
+static int take_bars(const uint8_t *barp, uint32_t nbar)
+{
+    int n = cdsm__w.n;
+    size_t ent = 8 + cdsm__u32s((size_t)n);
     uint32_t first = 0;
-    if (nbar) memcpy(&first, barp, 4);
-    /* Every survivor logs every barrier (from its oldest still needed): keep the log that
-     * reaches furthest, and of those the one that starts earliest. */
-    if (nbar && (first + nbar - 1 > rs.nbars || (first + nbar - 1 == rs.nbars && first < rs.bar0))) {
-        for (uint32_t i = 0; rs.nbars && i <= rs.nbars - rs.bar0; i++) free(rs.bars[i].vc);
-        free(rs.bars);
-        rs.bars = calloc(nbar, sizeof *rs.bars);
-        cdsm_check(rs.bars != NULL);
-        for (uint32_t i = 0; i < nbar; i++) {
-            uint32_t epoch, flags;
-            memcpy(&epoch, barp + i * ent, 4);
-            memcpy(&flags, barp + i * ent + 4, 4);
-            if (epoch != first + i || !first) return CDSM_ERR_PROTOCOL; /* consecutive epochs */
-            rs.bars[i].flags = flags;
-            rs.bars[i].vc = malloc(cdsm__u32s((size_t)n));
-            cdsm_check(rs.bars[i].vc != NULL);
-            memcpy(rs.bars[i].vc, barp + i * ent + 8, cdsm__u32s((size_t)n));
-        }
-        rs.bar0 = first;
-        rs.nbars = first + nbar - 1;
+    if (nbar) memcpy(&first, barp, sizeof first);
+    if (!nbar || (first + nbar - 1 <= rs.nbars && (first + nbar - 1 != rs.nbars || first >= rs.bar0))) return CDSM_OK;
+    for (uint32_t i = 0; rs.nbars && i <= rs.nbars - rs.bar0; i++) free(rs.bars[i].vc);
+    free(rs.bars);
+    rs.bars = calloc(nbar, sizeof *rs.bars);
+    cdsm_check(rs.bars != NULL);
+    for (uint32_t i = 0; i < nbar; i++) {
+        uint32_t epoch, flags;
+        memcpy(&epoch, barp + i * ent, sizeof epoch);
+        memcpy(&flags, barp + i * ent + 4, sizeof flags);
+        if (epoch != first + i || !first) return CDSM_ERR_PROTOCOL; /* consecutive epochs */
+        rs.bars[i].flags = flags;
+        rs.bars[i].vc = malloc(cdsm__u32s((size_t)n));
+        cdsm_check(rs.bars[i].vc != NULL);
+        memcpy(rs.bars[i].vc, barp + i * ent + 8, cdsm__u32s((size_t)n));
     }
-    for (int x = 0; x < n; x++) {
-        if (x == cdsm__w.rank) continue;
-        uint32_t nrec = cdsm__rd_u32(rd);
-        if (rd->bad) return CDSM_ERR_PROTOCOL;
-        size_t start = rd->pos;
-        uint32_t first = 0;
-        int gap = 0;
-        for (uint32_t k = 0; k < nrec; k++) {
-            const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
-            if (w && k == 0) first = w->idx;
-            if (!w || w->rank != (uint32_t)x || !cdsm__rd_take(rd, cdsm__u32s((size_t)n) + (size_t)w->npages * 4))
-                return CDSM_ERR_PROTOCOL;
-            if (w->idx != first + k) gap = 1;
-        }
-        if (x == q) { /* its own: complete since its start (or its last collection) */
-            if (gap) return CDSM_ERR_PROTOCOL;
-            if (nrec) rs.rec_first[q] = first;
-            cdsm__buf_put(&rs.recs[q], rd->p + start, rd->pos - start);
-            continue;
-        }
-        /* Another rank's, as this survivor knows them: kept if they reach furthest, in
-         * case that rank cannot answer (lost with this one). */
-        if (gap || !nrec) continue;
-        uint32_t last = first + nrec - 1;
-        if (rs.alt[x].len && (last < rs.alt_last[x] || (last == rs.alt_last[x] && first >= rs.alt_first[x]))) continue;
-        rs.alt[x].len = 0;
-        cdsm__buf_put(&rs.alt[x], rd->p + start, rd->pos - start);
-        rs.alt_first[x] = first;
-        rs.alt_last[x] = last;
+    rs.bar0 = first;
+    rs.nbars = first + nbar - 1;
+    return CDSM_OK;
+}
+
+/* The records of rank x in survivor q's answer: q's own (complete since its start or its
+ * last collection), or another rank's as q knows them (kept if they reach furthest, in
+ * case that rank cannot answer: lost with this one). */
+static int take_records(int q, int x, cdsm__rd_t *rd)
+{
+    int n = cdsm__w.n;
+    uint32_t nrec = cdsm__rd_u32(rd);
+    if (rd->bad) return CDSM_ERR_PROTOCOL;
+    size_t start = rd->pos;
+    uint32_t first = 0;
+    int gap = 0;
+    for (uint32_t k = 0; k < nrec; k++) {
+        const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
+        if (w && k == 0) first = w->idx;
+        if (!w || w->rank != (uint32_t)x || !cdsm__rd_take(rd, cdsm__u32s((size_t)n) + cdsm__u32s(w->npages)))
+            return CDSM_ERR_PROTOCOL;
+        if (w->idx != first + k) gap = 1;
     }
+    if (x == q) {
+        if (gap) return CDSM_ERR_PROTOCOL;
+        if (nrec) rs.rec_first[q] = first;
+        cdsm__buf_put(&rs.recs[q], rd->p + start, rd->pos - start);
+        return CDSM_OK;
+    }
+    if (gap || !nrec) return CDSM_OK;
+    uint32_t last = first + nrec - 1;
+    if (rs.alt[x].len && (last < rs.alt_last[x] || (last == rs.alt_last[x] && first >= rs.alt_first[x])))
+        return CDSM_OK;
+    rs.alt[x].len = 0;
+    cdsm__buf_put(&rs.alt[x], rd->p + start, rd->pos - start);
+    rs.alt_first[x] = first;
+    rs.alt_last[x] = last;
+    return CDSM_OK;
+}
+
+/* Parse one survivor's answer into the store. Caller holds mu. */
+static int take_replay_rep(int q, cdsm__rd_t *rd)
+{
+    int n = cdsm__w.n;
+    uint32_t status = cdsm__rd_u32(rd);
+    if (rd->bad || status > 1) return CDSM_ERR_PROTOCOL;
+    if (status == 1) { /* replayed too: its records come from the others */
+        rs.co_lost[q] = 1;
+        return CDSM_OK;
+    }
+    uint32_t nbar = cdsm__rd_u32(rd);
+    const uint8_t *barp = cdsm__rd_take(rd, (size_t)nbar * (8 + cdsm__u32s((size_t)n)));
+    if (take_grants(q, rd) || take_bars(barp, nbar)) return CDSM_ERR_PROTOCOL;
+    for (int x = 0; x < n; x++)
+        if (x != cdsm__w.rank && take_records(q, x, rd)) return CDSM_ERR_PROTOCOL;
     uint32_t released = cdsm__rd_u32(rd);
     if (rd->bad) return CDSM_ERR_PROTOCOL;
     if (released > rs.released_max) rs.released_max = released;
     return CDSM_OK;
 }
 
-int cdsm__replay_begin(void)
+static int store_alloc(int n)
 {
-    cdsm__state_t *g = &cdsm__g;
-    int n = cdsm__w.n, rc = CDSM_OK;
-    rs.replay_t0 = cdsm__mono_ns();
     rs.recs = calloc((size_t)n, sizeof *rs.recs);
     rs.rec_pos = calloc((size_t)n, sizeof *rs.rec_pos);
     rs.rec_first = calloc((size_t)n, sizeof *rs.rec_first);
@@ -185,35 +203,42 @@ int cdsm__replay_begin(void)
     if (!rs.recs || !rs.rec_pos || !rs.rec_first || !rs.co_lost || !rs.alt || !rs.alt_first || !rs.alt_last)
         return cdsm__error(CDSM_ERR_NOMEM, "replay store");
     for (int q = 0; q < n; q++) rs.rec_first[q] = 1;
-    pthread_mutex_lock(&g->mu);
-    /* Every other rank is asked; one replayed at the same time answers that it is. */
+    return CDSM_OK;
+}
+
+/* Ask every other rank for what the replay needs and take its answer (one replayed at the
+ * same time answers that it is). Caller holds mu. */
+static int gather(void)
+{
+    int n = cdsm__w.n, me = cdsm__w.rank, rc = CDSM_OK;
     for (int q = 0; q < n && !rc; q++)
-        if (q != cdsm__w.rank) rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0);
+        if (q != me) rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0);
     for (int q = 0; q < n && !rc; q++) {
-        if (q == cdsm__w.rank) continue;
+        if (q == me) continue;
         int late = 0;
         cdsm__reply_t *rep;
         /* Asked again after a second without an answer (a request once sat undelivered
          * inside MPI for 30 s; serving it twice is harmless). */
         while (!(rep = cdsm__wait_reply_for(CDSM_MSG_REPLAY_REP, (uint64_t)q, 1000, &late)) && late) {
-            cdsm__log(CDSM_LOG_WARN, "replaying rank %d: no replay data from rank %d after 1 s: asking again", cdsm__w.rank, q);
-            if ((rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0))) break;
+            cdsm__log(CDSM_LOG_WARN, "replaying rank %d: no replay data from rank %d after 1 s: asking again", me, q);
+            if ((rc = cdsm__tp_send(q, CDSM_MSG_REPLAY_REQ, (uint64_t)q, NULL, 0, NULL, 0))) return rc;
         }
-        if (rc) break;
-        if (!rep) {
-            rc = cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: rank %d was lost too", cdsm__w.rank, cdsm__lost());
-            break;
-        }
+        if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: rank %d was lost too", me, cdsm__lost());
         cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
         rc = take_replay_rep(q, &rd);
-        if (rc) cdsm__error(rc, "replaying rank %d: malformed replay data from rank %d", cdsm__w.rank, q);
+        if (rc) cdsm__error(rc, "replaying rank %d: malformed replay data from rank %d", me, q);
         cdsm__reply_free(rep);
     }
-    int ncolost = 0;
+    return rc;
+}
+
+/* Ranks lost at the same time: their records as the survivors know them (their diffs,
+ * their replacements make again, and serve once made). Drops the other lists. */
+static int adopt_co_lost(int rc)
+{
+    int n = cdsm__w.n, ncolost = 0;
     for (int x = 0; x < n && !rc; x++) {
         if (!rs.co_lost[x]) continue;
-        /* Lost at the same time: its records as the survivors know them (its diffs, its
-         * replacement makes again, and serves once made). */
         ncolost++;
         cdsm__buf_free(&rs.recs[x]);
         rs.recs[x] = rs.alt[x]; /* (taken over: not freed below) */
@@ -231,20 +256,34 @@ int cdsm__replay_begin(void)
     if (!rc && ncolost == n - 1)
         rc = cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: every other rank is being replayed too: no log survived",
                          cdsm__w.rank);
+    return rc;
+}
+
+/* Without a checkpoint to restore, the replay starts from the program's start: every
+ * barrier and every record must still be held. */
+static int from_start_possible(void)
+{
+    int n = cdsm__w.n, q = 0;
+    while (q < n && rs.rec_first[q] == 1) q++;
+    if (rs.bar0 == 1 && q == n) return CDSM_OK;
+    return cdsm__error(CDSM_ERR_STATE,
+                       "replaying rank %d: no checkpoint of it can be restored (CDSM_CKPT_DIR %s) and the logs of its "
+                       "start were collected (the oldest barrier held is %u, rank %d's oldest record %u)",
+                       cdsm__w.rank, cdsm__ckpt_enabled() ? "holds none usable" : "is not set", rs.bar0, q < n ? q : 0,
+                       q < n ? rs.rec_first[q] : 1);
+}
+
+int cdsm__replay_begin(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    rs.replay_t0 = cdsm__mono_ns();
+    int rc = store_alloc(cdsm__w.n);
+    if (rc) return rc;
+    pthread_mutex_lock(&g->mu);
+    rc = adopt_co_lost(gather());
     uint64_t ck = 0;
     if (!rc) rc = cdsm__ckpt_takeover(rs.nbars > rs.released_max ? rs.nbars : rs.released_max, &ck);
-    if (!rc && !ck) {
-        /* From the program's start: every barrier and every record must still be held. */
-        int q = 0;
-        while (q < n && rs.rec_first[q] == 1) q++;
-        if (rs.bar0 != 1 || q < n)
-            rc = cdsm__error(CDSM_ERR_STATE,
-                             "replaying rank %d: no checkpoint of it can be restored (CDSM_CKPT_DIR %s) and the "
-                             "logs of its start were collected (the oldest barrier held is %u, rank %d's oldest "
-                             "record %u)",
-                             cdsm__w.rank, cdsm__ckpt_enabled() ? "holds none usable" : "is not set", rs.bar0,
-                             q < n ? q : 0, q < n ? rs.rec_first[q] : 1);
-    }
+    if (!rc && !ck) rc = from_start_possible();
     if (!rc) {
         cdsm__mode.replaying = 1;
         cdsm__mode.fast_forward = ck != 0; /* until cdsm_resume() restores it */
@@ -334,7 +373,7 @@ static uint32_t ask_known(void)
         cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_KNOW_REP, round);
         if (!rep) return 0;
         uint32_t v = 0;
-        if (rep->hdr.len >= 4) memcpy(&v, rep->payload, 4);
+        if (rep->hdr.len >= 4) memcpy(&v, rep->payload, sizeof v);
         if (v > known) known = v;
         cdsm__reply_free(rep);
     }
@@ -344,7 +383,6 @@ static uint32_t ask_known(void)
 int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;
-    cdsm__lock_t *lk = &cdsm__lk.locks[l];
     for (int x = 0; rs.co_lost && x < cdsm__w.n; x++)
         if (rs.co_lost[x]) {
             /* A grant between two ranks lost together died with both, and the lock queues
@@ -372,7 +410,7 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
             *unread = r->next;
             cdsm__reply_free(r);
         }
-        lk->state = CDSM_LK_HELD;
+        cdsm__lock_set_state(l, CDSM_LK_HELD);
         rs.grants_taken++;
         return CDSM_OK;
     }
@@ -383,13 +421,12 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
     }
     if (rs.known_ivs > g->vc[cdsm__w.rank]) later = 1;
     if (later) { /* taken without a grant: the lost process had the token */
-        lk->state = CDSM_LK_HELD;
+        cdsm__lock_set_state(l, CDSM_LK_HELD);
         CDSM_STAT_ADD(lock_acquires_local, 1);
         return CDSM_OK;
     }
     /* Where the lost process stopped (or was about to ask): live again from here. */
-    lk->state = CDSM_LK_WAITING;
-    lk->req_seq = seq;
+    cdsm__lock_set_waiting(l, seq);
     return cdsm__replay_finish();
 }
 
@@ -462,7 +499,7 @@ void cdsm__replay_take(int type, uint64_t tag, void (*fn)(const cdsm__msg_hdr_t 
 int cdsm__replay_finish(void)
 {
     cdsm__state_t *g = &cdsm__g;
-    cdsm__lk.frozen = 1; /* lock requests keep waiting until the queues are rebuilt */
+    cdsm__lock_freeze(1); /* lock requests keep waiting until the queues are rebuilt */
     cdsm__mode.replaying = 0;
     /* After a collection some survivors fetch whole pages from this rank as their
      * keeper: make every copy current first. */

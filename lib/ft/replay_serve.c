@@ -104,9 +104,10 @@ void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     /* A grant not read yet carries its granter's knowledge too (the lost process's own
      * grant among them). */
     for (cdsm__reply_t *rep = g->replies; rep; rep = rep->next) {
+        const uint32_t *vc = cdsm__lock_grant_vc(rep);
         uint32_t v;
-        if (rep->hdr.type != CDSM_MSG_LOCK_GRANT || rep->hdr.len < 12 + cdsm__u32s((size_t)cdsm__w.n)) continue;
-        memcpy(&v, rep->payload + 12 + (size_t)r * 4, 4);
+        if (!vc) continue;
+        memcpy(&v, &vc[r], sizeof v);
         if (v > known) known = v;
     }
     cdsm__tp_send((int)r, CDSM_MSG_KNOW_REP, h->tag, &known, 4, NULL, 0);

@@ -244,7 +244,7 @@ static void release_all(void)
         size_t nrec_at;
         put_release(&b, &rl, &nrec_at);
         uint32_t nrec = put_lacking(&b, &cdsm__bar.vcs[(size_t)r * (size_t)n]);
-        memcpy(b.p + nrec_at, &nrec, 4);
+        memcpy(b.p + nrec_at, &nrec, sizeof nrec);
         send_release(r, mgr.epoch, &b);
     }
     if (mgr.kind == CDSM_BAR_FINAL) mgr.finals++;
@@ -399,12 +399,12 @@ static int arrive(int kind, uint32_t epoch, uint64_t check, const cdsm_stats_t *
     put_arrival(&b, kword, has_check, check, mem, has_log ? &cp : NULL, stats, &nrec_at);
     /* Everything up to the previous barrier is known to the manager already. */
     uint32_t nrec = cdsm__iv_serialize_newer(&b, cdsm__bar.vc_bar);
-    memcpy(b.p + nrec_at, &nrec, 4);
+    memcpy(b.p + nrec_at, &nrec, sizeof nrec);
     uint32_t nhash = 0;
     cdsm__buf_put_u32(&b, 0);
     size_t nhash_at = b.len - 4;
     if (kind == CDSM_BAR_AUDIT) cdsm__audit_hashes(&b, &nhash);
-    memcpy(b.p + nhash_at, &nhash, 4);
+    memcpy(b.p + nhash_at, &nhash, sizeof nhash);
     if (kind == CDSM_BAR_AUDIT && has_log) cdsm__ft.audit_put(&b);
     int rc = cdsm__tp_send(MANAGER, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
@@ -536,7 +536,7 @@ void cdsm__bar_release_replayed(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *a
     size_t nrec_at;
     put_release(&b, &rl, &nrec_at);
     uint32_t nrec = cdsm__iv_serialize_between(&b, a.vc, rl.gvc);
-    memcpy(b.p + nrec_at, &nrec, 4);
+    memcpy(b.p + nrec_at, &nrec, sizeof nrec);
     send_release(h->src, epoch, &b);
     cdsm__log(CDSM_LOG_INFO, "barrier %u: released rank %u, whose release was lost with the manager", epoch, h->src);
 }

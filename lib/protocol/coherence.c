@@ -20,9 +20,9 @@ uint32_t *cdsm__page_applied(uint32_t pg)
 {
     cdsm__page_t *p = &cdsm__heap.pages[pg];
     if (!p->applied) {
-        p->applied = calloc((size_t)cdsm__w.n, 4);
+        p->applied = calloc((size_t)cdsm__w.n, sizeof(uint32_t));
         cdsm_check(p->applied != NULL);
-        cdsm__log_bytes_add((int64_t)cdsm__w.n * 4);
+        cdsm__log_bytes_add((int64_t)cdsm__u32s((size_t)cdsm__w.n));
     }
     return p->applied;
 }
@@ -146,7 +146,7 @@ static void prune_notices(uint32_t pg)
     cdsm__page_t *p = &cdsm__heap.pages[pg];
     uint32_t *newest = g->scratch_n;
     if (!p->applied) return;
-    memset(newest, 0, (size_t)cdsm__w.n * 4);
+    memset(newest, 0, cdsm__u32s((size_t)cdsm__w.n));
     for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
         if (nt->iv->idx > newest[nt->iv->rank]) newest[nt->iv->rank] = nt->iv->idx;
     for (cdsm__notice_t **pp = &p->notices; *pp;) {
@@ -175,7 +175,7 @@ static void refill_notices(uint32_t pg)
     cdsm__state_t *g = &cdsm__g;
     cdsm__page_t *p = &cdsm__heap.pages[pg];
     uint32_t *newest = g->scratch_n;
-    memset(newest, 0, (size_t)cdsm__w.n * 4);
+    memset(newest, 0, cdsm__u32s((size_t)cdsm__w.n));
     for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
         if (nt->iv->idx > newest[nt->iv->rank]) newest[nt->iv->rank] = nt->iv->idx;
     for (int q = 0; q < cdsm__w.n; q++) {
@@ -234,25 +234,92 @@ static cdsm__diffrec_t *diff_hot(uint32_t pg)
  * a lazy diff. Hot pages stay writable and are diffed now; one that has not changed for
  * CDSM_HOT_IDLE intervals goes back to write detection by protection. Every page that
  * was written gets a notice in the interval's record. */
-static uint64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 /* What comparing one unchanged page with its twin costs here (measured once). */
 static uint64_t page_compare_ns(void)
 {
     size_t ps = cdsm__heap.page_size;
     char *a = calloc(2, ps);
     cdsm_check(a != NULL);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cdsm__mono_ns();
     int same = 0;
     for (int i = 0; i < 16; i++) same += !memcmp(a, a + ps, ps);
-    uint64_t ns = (now_ns() - t0) / 16 + (same != 16);
+    uint64_t ns = (cdsm__mono_ns() - t0) / 16 + (same != 16);
     free(a);
     return ns ? ns : 1;
+}
+
+/* What the end of an interval does with the pages of the dirty set. */
+typedef struct closing {
+    written_t *wr;   /* pages whose bytes changed, with a hot page's diff */
+    uint32_t *prot;  /* pages to write-protect again */
+    size_t nw, nprot, nkeep, nidle;
+    int pressure;    /* hot pages cost too much: unchanged ones cool now */
+} closing_t;
+
+/* One page of the dirty set at the interval's end: a notice if its bytes changed, write
+ * protection unless it stays hot. */
+static void close_page(closing_t *c, uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
+    int same = (p->spec || !p->hot) && !memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size);
+    if (p->spec) { /* made writable ahead of time: written only if it changed */
+        p->spec = 0;
+        if (same) {
+            p->dirty = 0;
+            twin_free(p);
+            c->prot[c->nprot++] = pg;
+            return;
+        }
+    }
+    if (!p->hot) {
+        p->dirty = 0;
+        c->prot[c->nprot++] = pg;
+        /* Only pages whose bytes changed get a notice, as for hot and fault-around pages:
+         * which pages an interval wrote then depends on the program alone, so a replay
+         * makes the same intervals (and the same interval numbers). */
+        if (same)
+            twin_free(p);
+        else
+            c->wr[c->nw++] = (written_t){pg, NULL};
+        return;
+    }
+    cdsm__diffrec_t *d = diff_hot(pg);
+    if (d) {
+        p->hot = 1;
+        c->wr[c->nw++] = (written_t){pg, d};
+    } else if (c->nidle++, ++p->hot > cdsm__cfg.hot_idle || (c->pressure && p->sticky != CDSM_STICKY_IMMUNE)) {
+        p->sticky = p->hot > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
+        p->hot = 0;
+        p->dirty = 0;
+        twin_free(p);
+        c->prot[c->nprot++] = pg;
+        return;
+    }
+    p->dirty_pos = (uint32_t)c->nkeep;
+    cdsm__g.dirty[c->nkeep++] = pg;
+}
+
+/* The interval's record: its pages (sorted), its diffs where made, notices on each page. */
+static void record_interval(written_t *wr, size_t nw)
+{
+    cdsm__state_t *g = &cdsm__g;
+    qsort(wr, nw, sizeof *wr, cmp_written);
+    uint32_t *pages = malloc(nw * sizeof *pages);
+    cdsm_check(pages != NULL);
+    for (size_t k = 0; k < nw; k++) pages[k] = wr[k].pg;
+    uint32_t idx = ++g->vc[cdsm__w.rank];
+    cdsm__interval_t *iv = cdsm__iv_new(cdsm__w.rank, idx, g->vc, (uint32_t)nw, pages, 1);
+    cdsm__iv_append(iv);
+    for (size_t k = 0; k < nw; k++) {
+        iv->diffs[k] = wr[k].diff;
+        if (!wr[k].diff) cdsm__heap.pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
+        cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
+        add_notice(wr[k].pg, iv);
+        prune_notices(wr[k].pg);
+    }
+    free(pages);
+    CDSM_STAT_ADD(intervals, 1);
 }
 
 void cdsm__close_interval(void)
@@ -262,87 +329,26 @@ void cdsm__close_interval(void)
      * a quarter of the interval before it on that, intervals are short (locks in a loop)
      * and unchanged hot pages go back to write protection now, not after CDSM_HOT_IDLE. */
     static uint64_t last_end, last_waste, cmp_ns;
-    uint64_t start = now_ns();
-    int pressure = last_end && last_waste * 4 > start - last_end;
+    uint64_t start = cdsm__mono_ns();
+    closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end};
     if (!g->ndirty) {
         last_end = start;
         last_waste = 0;
         return;
     }
     if (!cmp_ns) cmp_ns = page_compare_ns();
-    size_t nidle = 0;
-    written_t *wr = malloc(g->ndirty * sizeof *wr);
-    uint32_t *prot = malloc(g->ndirty * sizeof *prot);
-    cdsm_check(wr && prot);
-    size_t nw = 0, nprot = 0, nkeep = 0;
-    for (size_t k = 0; k < g->ndirty; k++) {
-        uint32_t pg = g->dirty[k];
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
-        cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
-        if (p->spec) {
-            /* Made writable ahead of time: written only if it changed. */
-            p->spec = 0;
-            if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) {
-                p->dirty = 0;
-                twin_free(p);
-                prot[nprot++] = pg;
-                continue;
-            }
-        }
-        if (!p->hot) {
-            p->dirty = 0;
-            prot[nprot++] = pg;
-            /* Only pages whose bytes changed get a notice, as for hot and fault-around
-             * pages: which pages an interval wrote then depends on the program alone, so
-             * a replay makes the same intervals (and the same interval numbers). */
-            if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) {
-                twin_free(p);
-                continue;
-            }
-            wr[nw++] = (written_t){pg, NULL};
-            continue;
-        }
-        cdsm__diffrec_t *d = diff_hot(pg);
-        if (d) {
-            p->hot = 1;
-            wr[nw++] = (written_t){pg, d};
-        } else if (nidle++, ++p->hot > cdsm__cfg.hot_idle ||
-                   (pressure && p->sticky != CDSM_STICKY_IMMUNE)) {
-            p->sticky = p->hot > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
-            p->hot = 0;
-            p->dirty = 0;
-            twin_free(p);
-            prot[nprot++] = pg;
-            continue;
-        }
-        p->dirty_pos = (uint32_t)nkeep;
-        g->dirty[nkeep++] = pg;
-    }
-    g->ndirty = nkeep;
-    if (nw) {
-        qsort(wr, nw, sizeof *wr, cmp_written);
-        uint32_t *pages = malloc(nw * sizeof *pages);
-        cdsm_check(pages != NULL);
-        for (size_t k = 0; k < nw; k++) pages[k] = wr[k].pg;
-        uint32_t idx = ++g->vc[cdsm__w.rank];
-        cdsm__interval_t *iv = cdsm__iv_new(cdsm__w.rank, idx, g->vc, (uint32_t)nw, pages, 1);
-        cdsm__iv_append(iv);
-        for (size_t k = 0; k < nw; k++) {
-            iv->diffs[k] = wr[k].diff;
-            if (!wr[k].diff) cdsm__heap.pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
-            cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
-            add_notice(wr[k].pg, iv);
-            prune_notices(wr[k].pg);
-        }
-        free(pages);
-        CDSM_STAT_ADD(intervals, 1);
-    }
-    qsort(prot, nprot, sizeof *prot, cmp_u32);
-    protect_sorted(prot, nprot, CDSM_PG_RO);
-    free(prot);
-    free(wr);
-    last_end = now_ns();
-    last_waste = nidle * cmp_ns;
+    c.wr = malloc(g->ndirty * sizeof *c.wr);
+    c.prot = malloc(g->ndirty * sizeof *c.prot);
+    cdsm_check(c.wr && c.prot);
+    for (size_t k = 0; k < g->ndirty; k++) close_page(&c, g->dirty[k]);
+    g->ndirty = c.nkeep;
+    if (c.nw) record_interval(c.wr, c.nw);
+    qsort(c.prot, c.nprot, sizeof *c.prot, cmp_u32);
+    protect_sorted(c.prot, c.nprot, CDSM_PG_RO);
+    free(c.prot);
+    free(c.wr);
+    last_end = cdsm__mono_ns();
+    last_waste = c.nidle * cmp_ns;
 }
 
 /* Fault-around: after a write fault on the page before `first`, twin the following valid
@@ -526,7 +532,7 @@ static int request_diffs(vstate_t *v, cdsm__interval_t **need, size_t k, uint64_
                 count++;
             }
         if (count) {
-            memcpy(b.p + 4, &count, 4);
+            memcpy(b.p + 4, &count, sizeof count);
             int rc = cdsm__tp_send(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
             if (rc) {
                 cdsm__buf_free(&b);
@@ -560,11 +566,11 @@ static int take_page(vstate_t *v, cdsm__reply_t *r)
 {
     cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
     uint32_t pg = cdsm__rd_u32(&rd);
-    const uint32_t *ap = cdsm__rd_take(&rd, (size_t)cdsm__w.n * 4);
+    const uint32_t *ap = cdsm__rd_take(&rd, cdsm__u32s((size_t)cdsm__w.n));
     const void *bytes = cdsm__rd_take(&rd, cdsm__heap.page_size);
     if (rd.bad || pg != v->pg || rd.pos != rd.len) return CDSM_ERR_PROTOCOL;
     memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
-    memcpy(cdsm__page_applied(pg), ap, (size_t)cdsm__w.n * 4);
+    memcpy(cdsm__page_applied(pg), ap, cdsm__u32s((size_t)cdsm__w.n));
     cdsm__heap.pages[pg].holder = -1;
     refill_notices(pg);
     CDSM_STAT_ADD(pages_fetched, 1);
@@ -764,7 +770,7 @@ void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     const void *src = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, pg);
-    cdsm__buf_put(&b, cdsm__page_applied(pg), (size_t)cdsm__w.n * 4);
+    cdsm__buf_put(&b, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
     cdsm__tp_send(h->src, CDSM_MSG_PAGE_REP, h->tag, b.p, b.len, src, cdsm__heap.page_size);
     cdsm__buf_free(&b);
     CDSM_STAT_ADD(pages_served, 1);

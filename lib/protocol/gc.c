@@ -74,7 +74,7 @@ int cdsm__gc(void)
         if (!page_current(pg)) {
             cdsm_check(p->state == CDSM_PG_INVALID);
             p->holder = (int16_t)latest_notice(p)->rank;
-            memset(p->applied, 0, (size_t)cdsm__w.n * 4);
+            memset(p->applied, 0, cdsm__u32s((size_t)cdsm__w.n));
         }
         if (p->twin && !p->hot) { /* a hot page's twin is its open interval's */
             cdsm__log_bytes_add(-(int64_t)cdsm__heap.page_size);

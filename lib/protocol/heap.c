@@ -71,7 +71,7 @@ int cdsm__heap_init(void)
     cdsm__heap.sys = s;
     cdsm__heap.pages = calloc(cdsm__heap.npages, sizeof *cdsm__heap.pages);
     g->scratch = malloc(cdsm__diff_max(cdsm__heap.page_size));
-    g->scratch_n = malloc((size_t)cdsm__w.n * 4);
+    g->scratch_n = malloc(cdsm__u32s((size_t)cdsm__w.n));
     if (!cdsm__heap.pages || !g->scratch || !g->scratch_n) {
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);

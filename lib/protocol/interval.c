@@ -15,7 +15,7 @@ cdsm__interval_t *cdsm__iv_get(int rank, uint32_t idx)
 
 size_t cdsm__iv_bytes(const cdsm__interval_t *iv)
 {
-    return sizeof *iv + (size_t)cdsm__w.n * 4 + (size_t)iv->npages * (4 + (iv->diffs ? sizeof(void *) : 0));
+    return sizeof *iv + cdsm__u32s((size_t)cdsm__w.n) + (size_t)iv->npages * (sizeof(uint32_t) + (iv->diffs ? sizeof(void *) : 0));
 }
 
 cdsm__interval_t *cdsm__iv_new(int rank, uint32_t idx, const uint32_t *vc, uint32_t npages,
@@ -27,11 +27,11 @@ cdsm__interval_t *cdsm__iv_new(int rank, uint32_t idx, const uint32_t *vc, uint3
     iv->rank = (uint16_t)rank;
     iv->idx = idx;
     iv->npages = npages;
-    iv->vc = malloc((size_t)n * 4);
-    iv->pages = malloc((size_t)npages * 4 + 1);
+    iv->vc = malloc(cdsm__u32s((size_t)n));
+    iv->pages = malloc(cdsm__u32s(npages) + 1);
     cdsm_check(iv->vc && iv->pages);
-    memcpy(iv->vc, vc, (size_t)n * 4);
-    memcpy(iv->pages, pages, (size_t)npages * 4);
+    memcpy(iv->vc, vc, cdsm__u32s((size_t)n));
+    memcpy(iv->pages, pages, cdsm__u32s((size_t)npages));
     iv->vcsum = cdsm__vc_sum(vc, n);
     if (own) {
         iv->diffs = calloc(npages + 1, sizeof *iv->diffs);
@@ -150,9 +150,9 @@ int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec)
     int n = cdsm__w.n;
     for (uint32_t k = 0; k < nrec; k++) {
         const cdsm__wire_iv_t *w = cdsm__rd_take(r, sizeof *w);
-        const uint32_t *vc = cdsm__rd_take(r, (size_t)n * 4);
+        const uint32_t *vc = cdsm__rd_take(r, cdsm__u32s((size_t)n));
         if (!w || !vc) return CDSM_ERR_PROTOCOL;
-        const uint32_t *pages = cdsm__rd_take(r, (size_t)w->npages * 4);
+        const uint32_t *pages = cdsm__rd_take(r, cdsm__u32s((size_t)w->npages));
         if (!pages || w->rank >= n) return CDSM_ERR_PROTOCOL;
         cdsm__ivlist_t *l = &g->ivs[w->rank];
         if (w->idx <= l->base + l->count) continue; /* already known */

@@ -78,10 +78,10 @@ int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq
     cdsm__buf_put_u32(&b, 0);
     cdsm__buf_put_u32(&b, grant_seq);
     cdsm__buf_put_u32(&b, to_seq);
-    cdsm__buf_put(&b, vc, (size_t)cdsm__w.n * 4);
+    cdsm__buf_put(&b, vc, cdsm__u32s((size_t)cdsm__w.n));
     CDSM_STAT_ADD(piggyback_bytes, 8);
     uint32_t nrec = cdsm__iv_serialize_between(&b, to_vc, vc);
-    memcpy(b.p, &nrec, 4);
+    memcpy(b.p, &nrec, sizeof nrec);
     int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
@@ -93,14 +93,38 @@ static int placed(uint32_t l, int requester, uint32_t seq)
     return seen && seq <= seen[(size_t)l * (size_t)cdsm__w.n + (size_t)requester];
 }
 
+/* A grant, as parsed; the records it carries follow in the payload. */
+typedef struct grant {
+    uint32_t nrec, grant_seq, to_seq; /* records, the granter's number, the acquire's */
+    const uint32_t *vc;               /* the granter's vector clock */
+} grant_t;
+
+/* The one decoder of a grant. */
+static int take_grant(cdsm__rd_t *r, grant_t *gr)
+{
+    gr->nrec = cdsm__rd_u32(r);
+    gr->grant_seq = cdsm__rd_u32(r);
+    gr->to_seq = cdsm__rd_u32(r);
+    gr->vc = cdsm__rd_take(r, cdsm__u32s((size_t)cdsm__w.n));
+    return gr->vc ? CDSM_OK : CDSM_ERR_PROTOCOL;
+}
+
+const uint32_t *cdsm__lock_grant_vc(const cdsm__reply_t *r)
+{
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    grant_t gr;
+    return r->hdr.type == CDSM_MSG_LOCK_GRANT && !take_grant(&rd, &gr) ? gr.vc : NULL;
+}
+
 cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq)
 {
     for (cdsm__reply_t **pp = &cdsm__g.replies; *pp; pp = &(*pp)->next) {
         const cdsm__reply_t *r = *pp;
-        uint32_t to_seq; /* after nrec and the granter's number */
-        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l || r->hdr.len < 12) continue;
-        memcpy(&to_seq, r->payload + 8, 4);
-        if (to_seq == seq) return pp;
+        if (r->hdr.type != CDSM_MSG_LOCK_GRANT || r->hdr.tag != l) continue;
+        cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+        grant_t gr;
+        take_grant(&rd, &gr); /* (the acquire's number is read even from a grant cut short) */
+        if (r->hdr.len >= 3 * sizeof(uint32_t) && gr.to_seq == seq) return pp;
     }
     return NULL;
 }
@@ -117,7 +141,7 @@ void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
 
 static void set_next(cdsm__lock_t *lk, int requester, const uint32_t *vc, uint32_t seq)
 {
-    size_t bytes = (size_t)cdsm__w.n * 4;
+    size_t bytes = cdsm__u32s((size_t)cdsm__w.n);
     if (!lk->next_vc) {
         lk->next_vc = malloc(bytes);
         cdsm_check(lk->next_vc != NULL);
@@ -176,7 +200,7 @@ static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, (uint32_t)requester);
     cdsm__buf_put_u32(&b, seq);
-    cdsm__buf_put(&b, vc, (size_t)cdsm__w.n * 4);
+    cdsm__buf_put(&b, vc, cdsm__u32s((size_t)cdsm__w.n));
     CDSM_STAT_ADD(piggyback_bytes, 4);
     cdsm__tp_send(t, CDSM_MSG_LOCK_FWD, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
@@ -186,7 +210,7 @@ static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, uint32_t
 {
     *req = (int)cdsm__rd_u32(r);
     *seq = cdsm__rd_u32(r);
-    *vc = cdsm__rd_take(r, (size_t)cdsm__w.n * 4);
+    *vc = cdsm__rd_take(r, cdsm__u32s((size_t)cdsm__w.n));
     if (r->bad || h->tag >= cdsm__lk.nlocks || *req < 0 || *req >= cdsm__w.n) {
         cdsm__log(CDSM_LOG_ERROR, "malformed lock message from rank %u", h->src);
         return CDSM_ERR_PROTOCOL;
@@ -200,10 +224,10 @@ static void lock_step(int type, uint32_t l, int req, const uint32_t *vc, uint32_
 {
     if (placed(l, req, seq)) return;
     if (cdsm__lk.frozen || cdsm__mode.replaying) {
-        lk_wait_t *w = malloc(sizeof *w + (size_t)cdsm__w.n * 4);
+        lk_wait_t *w = malloc(sizeof *w + cdsm__u32s((size_t)cdsm__w.n));
         cdsm_check(w != NULL);
         *w = (lk_wait_t){NULL, (uint16_t)type, l, (uint32_t)req, seq};
-        memcpy(w->vc, vc, (size_t)cdsm__w.n * 4);
+        memcpy(w->vc, vc, cdsm__u32s((size_t)cdsm__w.n));
         *waiting_end = w;
         waiting_end = &w->next;
         return;
@@ -253,6 +277,32 @@ void cdsm__lock_resume(void)
         free(w);
         w = nx;
     }
+}
+
+const cdsm__lock_t *cdsm__lock_get(uint32_t l)
+{
+    return &cdsm__lk.locks[l];
+}
+
+void cdsm__lock_set_state(uint32_t l, int state)
+{
+    cdsm__lk.locks[l].state = (uint8_t)state;
+}
+
+void cdsm__lock_set_waiting(uint32_t l, uint32_t seq)
+{
+    cdsm__lk.locks[l].state = CDSM_LK_WAITING;
+    cdsm__lk.locks[l].req_seq = seq;
+}
+
+void cdsm__lock_set_tail(uint32_t l, int tail)
+{
+    cdsm__lk.locks[l].tail = tail;
+}
+
+void cdsm__lock_freeze(int on)
+{
+    cdsm__lk.frozen = on;
 }
 
 static int check_id(const char *what, int id)
@@ -308,7 +358,7 @@ int cdsm_lock_acquire(int id)
         cdsm__buf_t b = {0};
         cdsm__buf_put_u32(&b, (uint32_t)cdsm__w.rank);
         cdsm__buf_put_u32(&b, seq);
-        cdsm__buf_put(&b, g->vc, (size_t)cdsm__w.n * 4);
+        cdsm__buf_put(&b, g->vc, cdsm__u32s((size_t)cdsm__w.n));
         CDSM_STAT_ADD(piggyback_bytes, 4);
         rc = cdsm__tp_send(mgr, CDSM_MSG_LOCK_REQ, (uint64_t)id, b.p, b.len, NULL, 0);
         cdsm__buf_free(&b);
@@ -322,18 +372,18 @@ wait:
             goto out;
         }
         cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
-        uint32_t nrec = cdsm__rd_u32(&rd), grant_seq = cdsm__rd_u32(&rd), to_seq = cdsm__rd_u32(&rd);
-        const uint32_t *vc = cdsm__rd_take(&rd, (size_t)cdsm__w.n * 4);
-        if (vc && to_seq != seq) { /* a grant a replay took from the log already */
+        grant_t gr;
+        rc = take_grant(&rd, &gr);
+        if (!rc && gr.to_seq != seq) { /* a grant a replay took from the log already */
             cdsm__reply_free(rep);
             continue;
         }
-        rc = vc ? cdsm__iv_incorporate(&rd, nrec) : CDSM_ERR_PROTOCOL;
+        if (!rc) rc = cdsm__iv_incorporate(&rd, gr.nrec);
         if (rc) {
             cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
         } else {
-            cdsm__ft.grant_taken(rep->hdr.src, (uint32_t)id, seq, grant_seq, vc);
-            cdsm__vc_merge(g->vc, vc, cdsm__w.n);
+            cdsm__ft.grant_taken(rep->hdr.src, (uint32_t)id, seq, gr.grant_seq, gr.vc);
+            cdsm__vc_merge(g->vc, gr.vc, cdsm__w.n);
             lk->state = CDSM_LK_HELD;
         }
         cdsm__reply_free(rep);

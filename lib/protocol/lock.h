@@ -43,11 +43,21 @@ int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq
 cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq);
 /* Recovery: a rebuild placed (requester, seq) in lock l's queue; later copies are dropped. */
 void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq);
+/* The granter's vector clock in a grant not read yet, or NULL (not a well-formed grant). */
+const uint32_t *cdsm__lock_grant_vc(const cdsm__reply_t *r);
 /* Recovery: requester (acquire seq, vector clock vc) comes after us in lock l's queue. */
 void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq);
 /* Requests and forwards kept while a replay or rebuild runs: visit; do them now. */
 void cdsm__lock_waiting_foreach(void (*fn)(int type, uint32_t l, int req, uint32_t seq, void *arg), void *arg);
 void cdsm__lock_resume(void);
+/* Fault tolerance reads lock l, and sets what a replay, a rebuild or a restored checkpoint
+ * decided: its state, its queue's tail (manager), a rebuild under way (requests and
+ * forwards wait). Caller holds mu. */
+const cdsm__lock_t *cdsm__lock_get(uint32_t l);
+void cdsm__lock_set_state(uint32_t l, int state);
+void cdsm__lock_set_waiting(uint32_t l, uint32_t seq);
+void cdsm__lock_set_tail(uint32_t l, int tail);
+void cdsm__lock_freeze(int on);
 
 #ifdef __cplusplus
 }

@@ -47,58 +47,91 @@ cdsm__reply_t *cdsm__wait_reply(int type, uint64_t tag)
     return cdsm__wait_reply_for(type, tag, 0, NULL);
 }
 
+/* The queued reply of (type, tag), taken out of the queue, or NULL. Caller holds mu. */
+static cdsm__reply_t *take_reply(int type, uint64_t tag)
+{
+    for (cdsm__reply_t **pp = &cdsm__g.replies; *pp; pp = &(*pp)->next) {
+        cdsm__reply_t *r = *pp;
+        if (r->hdr.type == type && r->hdr.tag == tag) {
+            *pp = r->next;
+            cdsm__tp_resend_done(type, tag);
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* Let the transport work without mu: receive, send again what went to a process that
+ * was replaced, complete our sends. Caller holds mu. */
+static void unlocked_progress(void)
+{
+    pthread_mutex_unlock(&cdsm__g.mu);
+    cdsm__tp_progress();
+    pthread_mutex_lock(&cdsm__g.mu);
+}
+
+static void unlocked_resend(void)
+{
+    pthread_mutex_unlock(&cdsm__g.mu);
+    cdsm__tp_resend_moved();
+    cdsm__tp_flush();
+    pthread_mutex_lock(&cdsm__g.mu);
+}
+
+/* Finalizing, and rank 0 is gone: a release it sent before is received after one more
+ * drain (its sends complete before it closes); without one, it died first. Returns 1 to
+ * look at the replies again, 0 when no release will come. */
+static int drain_once(int *drained)
+{
+    if (!*drained) {
+        *drained = 1;
+        unlocked_progress();
+        return 1;
+    }
+    __atomic_store_n(&cdsm__w.recovered, 1, __ATOMIC_RELEASE);
+    cdsm__log(CDSM_LOG_WARN, "rank 0 lost during finalize (all work was done): finishing without it");
+    cdsm__tp_resend_clear();
+    return 0;
+}
+
+/* Sleep on cv for at most 100 ms, then progress MPI: a send counted complete may still
+ * wait in MPI for its connection to the peer to be set up, which needs this process to
+ * progress (seen: a spare's first request to a rank, never delivered while both slept).
+ * Returns 1 once timeout_ms (0: never) has passed since t0. Caller holds mu. */
+static int nap(uint64_t t0, uint64_t timeout_ms)
+{
+    struct timespec dl = cdsm__deadline_ms(100);
+    if (pthread_cond_timedwait(&cdsm__g.cv, &cdsm__g.mu, &dl) != ETIMEDOUT) return 0;
+    unlocked_progress();
+    return timeout_ms && (cdsm__mono_ns() - t0) / 1000000u >= timeout_ms;
+}
+
 cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out)
 {
     cdsm__state_t *g = &cdsm__g;
     if (timed_out) *timed_out = 0;
-    /* Complete our own sends before sleeping: the peer may need them to progress. */
-    pthread_mutex_unlock(&g->mu);
-    /* A rank may have moved to a spare between our request and this wait (the loop
-     * below sees only later moves): send again what went to a dead process. */
+    /* A rank may have moved to a spare between our request and this wait (the loop below
+     * sees only later moves): send again what went to a dead process; and complete our
+     * own sends before sleeping: the peer may need them to progress. */
     uint32_t gen = __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE);
-    cdsm__tp_resend_moved();
-    cdsm__tp_flush();
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    uint64_t spin_ns = cdsm__cfg.spin_us * 1000u;
-    pthread_mutex_lock(&g->mu);
+    unlocked_resend();
+    uint64_t t0 = cdsm__mono_ns(), spin_ns = cdsm__cfg.spin_us * 1000u;
     int drained = 0;
     for (int spinning = spin_ns > 0;;) {
-        for (cdsm__reply_t **pp = &g->replies; *pp; pp = &(*pp)->next) {
-            cdsm__reply_t *r = *pp;
-            if (r->hdr.type == type && r->hdr.tag == tag) {
-                *pp = r->next;
-                cdsm__tp_resend_done(type, tag);
-                return r;
-            }
-        }
+        cdsm__reply_t *r = take_reply(type, tag);
+        if (r) return r;
         if (cdsm__lost() >= 0) {
             cdsm__tp_resend_clear();
             return NULL;
         }
         if (type == CDSM_MSG_BAR_RELEASE && __atomic_load_n(&g->final_mgr_gone, __ATOMIC_ACQUIRE)) {
-            /* Finalizing, and rank 0 is gone: a release it sent before is received after
-             * one more drain (its sends complete before it closes); without one, it died
-             * first. */
-            if (!drained) {
-                drained = 1;
-                pthread_mutex_unlock(&g->mu);
-                cdsm__tp_progress();
-                pthread_mutex_lock(&g->mu);
-                continue; /* look at the replies again */
-            }
-            __atomic_store_n(&cdsm__w.recovered, 1, __ATOMIC_RELEASE);
-            cdsm__log(CDSM_LOG_WARN, "rank 0 lost during finalize (all work was done): finishing without it");
-            cdsm__tp_resend_clear();
+            if (drain_once(&drained)) continue;
             return NULL;
         }
-        if (gen != __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE)) {
-            /* A rank moved to a spare: what we asked of it may be lost. */
-            gen = __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE);
-            pthread_mutex_unlock(&g->mu);
-            cdsm__tp_resend_moved();
-            cdsm__tp_flush();
-            pthread_mutex_lock(&g->mu);
+        uint32_t now_gen = __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE);
+        if (gen != now_gen) { /* a rank moved to a spare: what we asked of it may be lost */
+            gen = now_gen;
+            unlocked_resend();
             continue;
         }
         if (!spinning) {
@@ -106,31 +139,16 @@ cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms,
                 pthread_mutex_unlock(&g->mu);
                 cdsm__tp_flush();
                 pthread_mutex_lock(&g->mu);
-                continue;
-            }
-            /* Asleep, but MPI is progressed every 100 ms: a send counted complete may still
-             * wait in MPI for its connection to the peer to be set up, which needs this
-             * process to progress (seen: a spare's first request to a rank, never
-             * delivered while both slept). */
-            struct timespec dl = cdsm__deadline_ms(100);
-            if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT) {
-                pthread_mutex_unlock(&g->mu);
-                cdsm__tp_progress();
-                pthread_mutex_lock(&g->mu);
-                clock_gettime(CLOCK_MONOTONIC, &t);
-                if (timeout_ms && (uint64_t)(t.tv_sec - t0.tv_sec) * 1000u + (uint64_t)(t.tv_nsec - t0.tv_nsec) / 1000000 >=
-                                      timeout_ms) {
-                    if (timed_out) *timed_out = 1;
-                    return NULL;
-                }
+            } else if (nap(t0, timeout_ms)) {
+                if (timed_out) *timed_out = 1;
+                return NULL;
             }
             continue;
         }
         /* Receive ourselves for a while: the reply usually comes within a round trip. */
         pthread_mutex_unlock(&g->mu);
         if (!cdsm__tp_progress()) sched_yield();
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        spinning = (uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)(t.tv_nsec - t0.tv_nsec) < spin_ns;
+        spinning = cdsm__mono_ns() - t0 < spin_ns;
         pthread_mutex_lock(&g->mu);
     }
 }

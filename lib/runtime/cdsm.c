@@ -127,7 +127,7 @@ static int init_state(void)
     int rc;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
-    g->vc = calloc((size_t)cdsm__w.n, 4);
+    g->vc = calloc((size_t)cdsm__w.n, sizeof(uint32_t));
     g->ivs = calloc((size_t)cdsm__w.n, sizeof *g->ivs);
     if (!g->vc || !g->ivs) return cdsm__error(CDSM_ERR_NOMEM, "vector clock");
     if ((rc = cdsm__heap_init()) || (rc = cdsm__alloc_init()) || (rc = cdsm__locks_init()) ||
