@@ -385,15 +385,23 @@ static int find_resume(const char *dir, uint64_t job, uint64_t latest, uint32_t 
     *out = NULL;
     for (uint64_t s = latest; s >= 1; s--) {
         if (cdsm__ckpt_path(path, sizeof path, dir, (uint32_t)cdsm__w.rank, s) || access(path, F_OK)) break;
-        cdsm__ckpt_t *c = calloc(1, sizeof *c);
-        if (!c) return cdsm__error(CDSM_ERR_NOMEM, "checkpoint %s", path);
-        int rc = cdsm__ckpt_restore_chain(dir, (uint32_t)cdsm__w.rank, job, s, c);
-        if (rc) {
-            free(c);
-            return rc;
-        }
-        int resume = c->nlog > LP_RESUME && c->log_pos[LP_RESUME];
-        if (resume && (exact ? c->epoch == epoch : c->epoch + 1 <= epoch)) {
+        /* Whether it is a resume point at the right barrier is in its own file: the chain
+         * below it is read only for the one restored (a chain that is not restored may
+         * have been collected in part). */
+        cdsm__ckpt_t head;
+        int rc = cdsm__ckpt_read(path, cdsm__w.rank, job, &head);
+        if (rc) return rc;
+        int resume = head.nlog > LP_RESUME && head.log_pos[LP_RESUME];
+        int want = resume && (exact ? head.epoch == epoch : head.epoch + 1 <= epoch);
+        uint64_t e = head.epoch;
+        cdsm__ckpt_free(&head);
+        if (want) {
+            cdsm__ckpt_t *c = calloc(1, sizeof *c);
+            if (!c) return cdsm__error(CDSM_ERR_NOMEM, "checkpoint %s", path);
+            if ((rc = cdsm__ckpt_restore_chain(dir, (uint32_t)cdsm__w.rank, job, s, c))) {
+                free(c);
+                return rc;
+            }
             if (c->nranks != (uint32_t)cdsm__w.n || c->page_size != cdsm__heap.page_size || c->nlocks != cdsm__lk.nlocks ||
                 c->nintervals != IV_BASES + (uint32_t)cdsm__w.n) {
                 snapshot_free(c);
@@ -403,8 +411,6 @@ static int find_resume(const char *dir, uint64_t job, uint64_t latest, uint32_t 
             *seq = s;
             return CDSM_OK;
         }
-        uint64_t e = c->epoch;
-        snapshot_free(c);
         if (exact && e < epoch) break; /* older ones come before it */
     }
     return CDSM_OK;

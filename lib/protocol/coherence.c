@@ -125,7 +125,7 @@ void cdsm__invalidate(uint32_t pg)
     }
 }
 
-static void add_notice(uint32_t pg, cdsm__interval_t *iv)
+void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv)
 {
     cdsm__page_t *p = &cdsm__heap.pages[pg];
     cdsm__notice_t *nt = malloc(sizeof *nt);
@@ -182,7 +182,7 @@ static void refill_notices(uint32_t pg)
         uint32_t from = p->applied[q] > g->ivs[q].base ? p->applied[q] : g->ivs[q].base;
         for (uint32_t idx = from + 1; idx < newest[q]; idx++) {
             cdsm__interval_t *iv = cdsm__iv_get(q, idx);
-            if (iv && cdsm__iv_find_page(iv, pg) >= 0 && !has_notice(p, iv)) add_notice(pg, iv);
+            if (iv && cdsm__iv_find_page(iv, pg) >= 0 && !has_notice(p, iv)) cdsm__notice_add(pg, iv);
         }
     }
 }
@@ -315,7 +315,7 @@ static void record_interval(written_t *wr, size_t nw)
         iv->diffs[k] = wr[k].diff;
         if (!wr[k].diff) cdsm__heap.pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
         cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
-        add_notice(wr[k].pg, iv);
+        cdsm__notice_add(wr[k].pg, iv);
         prune_notices(wr[k].pg);
     }
     free(pages);

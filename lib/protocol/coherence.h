@@ -15,6 +15,8 @@ extern "C" {
 void cdsm__fault(uint32_t pg, int is_write);
 void cdsm__close_interval(void);
 void cdsm__invalidate(uint32_t pg);
+/* The one place a write notice is put on a page (newest first; counted in log_bytes). */
+void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv);
 cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
 int cdsm__validate(uint32_t pg);
 void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);

@@ -133,12 +133,7 @@ uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have)
 static void post_notice(uint32_t pg, cdsm__interval_t *iv)
 {
     cdsm__page_t *p = &cdsm__heap.pages[pg];
-    cdsm__notice_t *nt = malloc(sizeof *nt);
-    cdsm_check(nt != NULL);
-    nt->iv = iv;
-    nt->next = p->notices;
-    p->notices = nt;
-    cdsm__log_bytes_add((int64_t)sizeof *nt);
+    cdsm__notice_add(pg, iv);
     uint32_t *ap = cdsm__page_applied(pg);
     if (ap[iv->rank] >= iv->idx) return; /* a fetched whole page already holds it */
     if (p->state != CDSM_PG_INVALID && p->holder < 0) cdsm__invalidate(pg);
