@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "diff.h"
+#include "pool.h"
 #include "proto.h"
 #include "vclock.h"
 
@@ -30,9 +31,22 @@ uint32_t *cdsm__page_applied(uint32_t pg)
 static void twin_free(cdsm__page_t *p)
 {
     if (!p->twin) return;
-    free(p->twin);
+    cdsm__pool_free(p->twin, cdsm__heap.page_size);
     p->twin = NULL;
     cdsm__log_bytes_add(-(int64_t)cdsm__heap.page_size);
+}
+
+/* A diff record of the len bytes encoded in the scratch buffer, counted. */
+static cdsm__diffrec_t *diffrec_from_scratch(size_t len)
+{
+    cdsm__diffrec_t *d = cdsm__pool_alloc(sizeof *d + len);
+    cdsm_check(d != NULL);
+    d->len = (uint32_t)len;
+    memcpy(d->data, cdsm__g.scratch, len);
+    CDSM_STAT_ADD(diffs_created, 1);
+    CDSM_STAT_ADD(diff_bytes_created, len);
+    cdsm__log_bytes_add((int64_t)(sizeof *d + len));
+    return d;
 }
 
 /* The diff of own interval iv on its j-th page, made now from page and twin if needed. */
@@ -45,15 +59,8 @@ cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
      * been written since (it is read-only until the next write fault makes this diff). */
     cdsm_check(p->twin && p->twin_iv == iv->idx);
     size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
-    cdsm__diffrec_t *d = malloc(sizeof *d + len);
-    cdsm_check(d != NULL);
-    d->len = (uint32_t)len;
-    memcpy(d->data, cdsm__g.scratch, len);
-    iv->diffs[j] = d;
-    CDSM_STAT_ADD(diffs_created, 1);
-    CDSM_STAT_ADD(diff_bytes_created, len);
-    cdsm__log_bytes_add((int64_t)(sizeof *d + len));
-    return d;
+    iv->diffs[j] = diffrec_from_scratch(len);
+    return iv->diffs[j];
 }
 
 /* Make the diff of the closed interval the twin belongs to. */
@@ -219,14 +226,8 @@ static cdsm__diffrec_t *diff_hot(uint32_t pg)
     if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) return NULL;
     size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
     if (!len) return NULL;
-    cdsm__diffrec_t *d = malloc(sizeof *d + len);
-    cdsm_check(d != NULL);
-    d->len = (uint32_t)len;
-    memcpy(d->data, cdsm__g.scratch, len);
+    cdsm__diffrec_t *d = diffrec_from_scratch(len);
     memcpy(p->twin, cdsm__sys_page(pg), cdsm__heap.page_size);
-    CDSM_STAT_ADD(diffs_created, 1);
-    CDSM_STAT_ADD(diff_bytes_created, len);
-    cdsm__log_bytes_add((int64_t)(sizeof *d + len));
     return d;
 }
 
@@ -363,7 +364,7 @@ static uint32_t fault_around(uint32_t first)
         uint32_t pg = first + k;
         cdsm__page_t *p = &cdsm__heap.pages[pg];
         if (p->state != CDSM_PG_RO || p->dirty || p->twin || p->holder >= 0) break;
-        p->twin = malloc(cdsm__heap.page_size);
+        p->twin = cdsm__pool_alloc(cdsm__heap.page_size);
         cdsm_check(p->twin != NULL);
         cdsm__log_bytes_add((int64_t)cdsm__heap.page_size);
         memcpy(p->twin, cdsm__sys_page(pg), cdsm__heap.page_size);
@@ -394,7 +395,7 @@ static void write_fault(uint32_t pg)
          * then the same buffer becomes the twin of the open interval. */
         diff_pending_twin(pg);
     } else {
-        p->twin = malloc(cdsm__heap.page_size);
+        p->twin = cdsm__pool_alloc(cdsm__heap.page_size);
         cdsm_check(p->twin != NULL);
         cdsm__log_bytes_add((int64_t)cdsm__heap.page_size);
         if (p->sticky == CDSM_STICKY_COOLED && cdsm__cfg.hot_idle) {

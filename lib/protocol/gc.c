@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "proto.h"
 
 /* The writer of the latest notice keeps the page: every rank names the same one, since at
@@ -78,7 +79,7 @@ int cdsm__gc(void)
         }
         if (p->twin && !p->hot) { /* a hot page's twin is its open interval's */
             cdsm__log_bytes_add(-(int64_t)cdsm__heap.page_size);
-            free(p->twin);
+            cdsm__pool_free(p->twin, cdsm__heap.page_size);
             p->twin = NULL;
         }
         for (cdsm__notice_t *nt = p->notices, *nx; nt; nt = nx) {

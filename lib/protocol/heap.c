@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "diff.h"
+#include "pool.h"
 #include "proto.h"
 
 cdsm__heap_t cdsm__heap = {.memfd = -1};
@@ -89,7 +90,7 @@ void cdsm__heap_fini(void)
     if (cdsm__heap.pages) {
         for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
             cdsm__page_t *p = &cdsm__heap.pages[i];
-            free(p->twin);
+            cdsm__pool_free(p->twin, cdsm__heap.page_size);
             free(p->applied);
             for (cdsm__notice_t *nt = p->notices, *nx; nt; nt = nx) {
                 nx = nt->next;

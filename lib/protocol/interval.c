@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "proto.h"
 #include "vclock.h"
 
@@ -49,7 +50,7 @@ void cdsm__iv_free(cdsm__interval_t *iv)
         for (uint32_t j = 0; j < iv->npages; j++)
             if (iv->diffs[j]) {
                 bytes += (int64_t)(sizeof(cdsm__diffrec_t) + iv->diffs[j]->len);
-                free(iv->diffs[j]);
+                cdsm__pool_free(iv->diffs[j], sizeof(cdsm__diffrec_t) + iv->diffs[j]->len);
             }
         free(iv->diffs);
     }

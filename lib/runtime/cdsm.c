@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "placement.h"
+#include "pool.h"
 #include "proto.h"
 #include "recovery.h"
 
@@ -166,6 +167,7 @@ static void fini_state(void)
     g->vc = NULL;
     g->dirty = NULL;
     g->ndirty = g->dirty_cap = 0;
+    cdsm__pool_fini(); /* every twin and diff is freed by now */
 }
 
 int cdsm_init(int *argc, char ***argv)
