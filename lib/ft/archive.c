@@ -8,13 +8,15 @@
 
 #include "recovery.h"
 
-static cdsm__interval_t **arch;
-static size_t narch, cap;
-/* Per rank: the other ranks' records this rank collected, as sent on the wire. With
- * spares, two ranks lost together (a node) replay from the start with each other's
- * records from the survivors, and nobody else keeps them once collected. */
-static cdsm__buf_t *others;
-static uint32_t *others_count;
+static struct archive {
+    cdsm__interval_t **arch;
+    size_t narch, cap;
+    /* Per rank: the other ranks' records this rank collected, as sent on the wire. With
+     * spares, two ranks lost together (a node) replay from the start with each other's
+     * records from the survivors, and nobody else keeps them once collected. */
+    cdsm__buf_t *others;
+    uint32_t *others_count;
+} A;
 
 int cdsm__archive_needed(void)
 {
@@ -30,13 +32,13 @@ void cdsm__archive_keep(cdsm__interval_t *iv)
     cdsm_check(iv->rank == cdsm__w.rank && iv->diffs);
     /* Lazy diffs still pending are made now, while their twins exist. */
     for (uint32_t j = 0; j < iv->npages; j++) cdsm__own_diff(iv, j);
-    if (narch == cap) {
-        cap = cap ? cap * 2 : 1024;
-        cdsm__interval_t **v = realloc(arch, cap * sizeof *v);
+    if (A.narch == A.cap) {
+        A.cap = A.cap ? A.cap * 2 : 1024;
+        cdsm__interval_t **v = realloc(A.arch, A.cap * sizeof *v);
         cdsm_check(v != NULL); /* out of memory: the run could no longer be replayed */
-        arch = v;
+        A.arch = v;
     }
-    arch[narch++] = iv;
+    A.arch[A.narch++] = iv;
     uint64_t bytes = cdsm__iv_bytes(iv);
     for (uint32_t j = 0; j < iv->npages; j++) bytes += sizeof(cdsm__diffrec_t) + iv->diffs[j]->len;
     g->archive_bytes += bytes;
@@ -46,56 +48,56 @@ void cdsm__archive_keep(cdsm__interval_t *iv)
 const cdsm__interval_t *cdsm__archive_find(uint32_t idx)
 {
     /* Kept in increasing idx order. */
-    size_t lo = 0, hi = narch;
+    size_t lo = 0, hi = A.narch;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (arch[mid]->idx < idx) lo = mid + 1;
+        if (A.arch[mid]->idx < idx) lo = mid + 1;
         else hi = mid;
     }
-    return lo < narch && arch[lo]->idx == idx ? arch[lo] : NULL;
+    return lo < A.narch && A.arch[lo]->idx == idx ? A.arch[lo] : NULL;
 }
 
 uint32_t cdsm__archive_count(void)
 {
-    return (uint32_t)narch;
+    return (uint32_t)A.narch;
 }
 
 void cdsm__archive_foreach(void (*fn)(const cdsm__interval_t *iv, void *arg), void *arg)
 {
-    for (size_t i = 0; i < narch; i++) fn(arch[i], arg);
+    for (size_t i = 0; i < A.narch; i++) fn(A.arch[i], arg);
 }
 
 void cdsm__archive_other(const cdsm__interval_t *iv)
 {
     cdsm__state_t *g = &cdsm__g;
-    if (!others) {
-        others = calloc((size_t)cdsm__w.n, sizeof *others);
-        others_count = calloc((size_t)cdsm__w.n, sizeof *others_count);
-        cdsm_check(others && others_count); /* out of memory: a node's loss could no longer be replayed */
+    if (!A.others) {
+        A.others = calloc((size_t)cdsm__w.n, sizeof *A.others);
+        A.others_count = calloc((size_t)cdsm__w.n, sizeof *A.others_count);
+        cdsm_check(A.others && A.others_count); /* out of memory: a node's loss could no longer be replayed */
     }
-    size_t before = others[iv->rank].len;
-    cdsm__iv_serialize(&others[iv->rank], iv);
-    others_count[iv->rank]++;
-    g->archive_bytes += others[iv->rank].len - before;
+    size_t before = A.others[iv->rank].len;
+    cdsm__iv_serialize(&A.others[iv->rank], iv);
+    A.others_count[iv->rank]++;
+    g->archive_bytes += A.others[iv->rank].len - before;
     cdsm__st.archive_bytes = g->archive_bytes;
 }
 
 uint32_t cdsm__archive_other_records(int q, const cdsm__buf_t **records)
 {
-    *records = others ? &others[q] : NULL;
-    return others ? others_count[q] : 0;
+    *records = A.others ? &A.others[q] : NULL;
+    return A.others ? A.others_count[q] : 0;
 }
 
 void cdsm__archive_fini(void)
 {
-    if (others)
-        for (int q = 0; q < cdsm__w.n; q++) cdsm__buf_free(&others[q]);
-    free(others);
-    free(others_count);
-    others = NULL;
-    others_count = NULL;
-    for (size_t i = 0; i < narch; i++) cdsm__iv_free(arch[i]);
-    free(arch);
-    arch = NULL;
-    narch = cap = 0;
+    if (A.others)
+        for (int q = 0; q < cdsm__w.n; q++) cdsm__buf_free(&A.others[q]);
+    free(A.others);
+    free(A.others_count);
+    A.others = NULL;
+    A.others_count = NULL;
+    for (size_t i = 0; i < A.narch; i++) cdsm__iv_free(A.arch[i]);
+    free(A.arch);
+    A.arch = NULL;
+    A.narch = A.cap = 0;
 }

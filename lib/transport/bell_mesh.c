@@ -11,12 +11,30 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/random.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "bell.h"
 
 static cdsm__bell_t *const bl = &cdsm__bell;
+
+/* The first bytes on a doorbell connection: who connects, and the job's secret, which only
+ * the job's processes know (rank 0 draws it at start-up and broadcasts it over MPI). A
+ * listener on all interfaces can be reached by anyone: a stranger's connection (a port
+ * scanner, another job, garbage) is closed and logged, never given a rank's slot and never
+ * fatal to the job. */
+typedef struct greeting {
+    char magic[8];      /* "cdsmbell" */
+    uint32_t rank;      /* the connecting process (world rank) */
+    uint32_t version;   /* GREETING_VERSION */
+    uint8_t secret[16]; /* the job's */
+} greeting_t;
+CDSM__STATIC_ASSERT(sizeof(greeting_t) == 32, "doorbell greeting is a wire format");
+enum { GREETING_VERSION = 1, GREETING_WAIT_MS = 2000 };
+static const char greeting_magic[8] = {'c', 'd', 's', 'm', 'b', 'e', 'l', 'l'};
+static uint8_t job_secret[16];
 
 typedef struct peer_info {
     char host[64];
@@ -79,14 +97,64 @@ static int connect_to(const peer_info_t *me, const peer_info_t *peer, int peer_r
         if (bad) goto fail;
         set_sock_opts(fd);
     }
-    uint32_t r = (uint32_t)cdsm__w.wrank;
-    if (write(fd, &r, 4) != 4) goto fail;
+    greeting_t gr = {.rank = (uint32_t)cdsm__w.wrank, .version = GREETING_VERSION};
+    memcpy(gr.magic, greeting_magic, sizeof gr.magic);
+    memcpy(gr.secret, job_secret, sizeof gr.secret);
+    if (write(fd, &gr, sizeof gr) != (ssize_t)sizeof gr) goto fail;
     bl->bell[peer_rank] = fd;
     return CDSM_OK;
 fail:;
     int e = errno;
     if (fd >= 0) close(fd);
     return cdsm__error(CDSM_ERR_NET, "connecting to rank %d at %s: %s", peer_rank, where, strerror(e));
+}
+
+/* Rank 0 draws the job's secret; every process learns it over MPI (start-up). */
+static int agree_secret(void)
+{
+    if (cdsm__w.wrank == 0 && getrandom(job_secret, sizeof job_secret, 0) != (ssize_t)sizeof job_secret)
+        return cdsm__error(CDSM_ERR_NET, "drawing the job's doorbell secret: %s", strerror(errno));
+    if (MPI_Bcast(job_secret, sizeof job_secret, MPI_BYTE, 0, cdsm__w.comm) != MPI_SUCCESS)
+        return cdsm__error(CDSM_ERR_MPI, "sharing the job's doorbell secret");
+    return CDSM_OK;
+}
+
+/* Read and check an accepted connection's greeting (waiting at most GREETING_WAIT_MS for
+ * it); keep the connection as its rank's doorbell, or close it and say why. Returns 0 if
+ * kept. */
+static int take_greeting(int fd, int tcp)
+{
+    greeting_t gr;
+    struct timeval tv = {GREETING_WAIT_MS / 1000, (GREETING_WAIT_MS % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const char *why = NULL;
+    uint8_t diff = 0;
+    if (read_full(fd, &gr, sizeof gr)) {
+        why = "no complete greeting";
+    } else {
+        for (size_t i = 0; i < sizeof gr.secret; i++) diff |= (uint8_t)(gr.secret[i] ^ job_secret[i]);
+        if (memcmp(gr.magic, greeting_magic, sizeof gr.magic) || gr.version != GREETING_VERSION) why = "not a doorbell greeting";
+        else if (diff) why = "a greeting without this job's secret";
+        else if (gr.rank <= (uint32_t)cdsm__w.wrank || gr.rank >= (uint32_t)cdsm__w.wn) why = "a greeting naming no higher rank";
+        else if (bl->bell[gr.rank] >= 0) why = "a second greeting for a connected rank";
+    }
+    if (why) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        char who[64] = "a local process";
+        if (tcp && !getpeername(fd, (struct sockaddr *)&ss, &sl) && ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            snprintf(who, sizeof who, "%s:%u", inet_ntoa(in->sin_addr), ntohs(in->sin_port));
+        }
+        cdsm__log(CDSM_LOG_WARN, "doorbell listener: a connection from %s sent %s: closed", who, why);
+        close(fd);
+        return -1;
+    }
+    tv = (struct timeval){0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (tcp) set_sock_opts(fd);
+    bl->bell[gr.rank] = fd;
+    return 0;
 }
 
 /* Full mesh: connect to lower ranks, accept higher ones (connects complete in the listen
@@ -113,6 +181,7 @@ int cdsm__bell_mesh(void)
         rc = cdsm__error(CDSM_ERR_NET, "bind/listen: %s", strerror(errno));
         goto out;
     }
+    if ((rc = agree_secret())) goto out;
     gethostname(me.host, sizeof me.host - 1);
     me.port = ntohs(sa.sin_port);
     if (MPI_Allgather(&me, sizeof me, MPI_BYTE, all, sizeof me, MPI_BYTE, cdsm__w.comm) != MPI_SUCCESS) {
@@ -122,25 +191,20 @@ int cdsm__bell_mesh(void)
     for (int p = 0; p < cdsm__w.wn; p++) bl->peer_pid[p] = p != cdsm__w.wrank && !strcmp(me.host, all[p].host) ? (pid_t)all[p].pid : 0;
     for (int p = 0; p < cdsm__w.wrank && !rc; p++) rc = connect_to(&me, &all[p], p);
     /* Higher ranks connect to us, each on the listener for its host. */
-    for (int k = cdsm__w.wrank + 1; k < cdsm__w.wn && !rc; k++) {
+    for (int k = cdsm__w.wrank + 1; k < cdsm__w.wn && !rc;) {
         struct pollfd pf[2] = {{lfd, POLLIN, 0}, {ufd, POLLIN, 0}};
         if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR) {
-                k--;
-                continue;
-            }
-            rc = cdsm__error(CDSM_ERR_NET, "waiting for doorbell connections: %s", strerror(errno));
-            break;
+            if (errno != EINTR) rc = cdsm__error(CDSM_ERR_NET, "waiting for doorbell connections: %s", strerror(errno));
+            continue;
         }
-        int fd = accept4(pf[0].revents ? lfd : ufd, NULL, NULL, SOCK_CLOEXEC);
-        uint32_t r;
-        if (fd < 0 || read_full(fd, &r, 4) || r <= (uint32_t)cdsm__w.wrank || r >= (uint32_t)cdsm__w.wn || bl->bell[r] >= 0) {
-            if (fd >= 0) close(fd);
-            rc = cdsm__error(CDSM_ERR_NET, "accepting doorbell connections: %s", fd < 0 ? strerror(errno) : "bad greeting");
-            break;
+        int tcp = pf[0].revents != 0, fd = accept4(tcp ? lfd : ufd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EINTR && errno != ECONNABORTED)
+                rc = cdsm__error(CDSM_ERR_NET, "accepting doorbell connections: %s", strerror(errno));
+            continue;
         }
-        if (pf[0].revents) set_sock_opts(fd);
-        bl->bell[r] = fd;
+        if (take_greeting(fd, tcp)) continue; /* a stranger: closed, logged */
+        k++;
     }
     if (!rc && (bl->self_in = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         rc = cdsm__error(CDSM_ERR_NET, "eventfd: %s", strerror(errno));
