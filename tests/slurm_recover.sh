@@ -17,6 +17,9 @@
 # fence the frozen process (kill it) and recover as from a death.
 # With EXPECT_RESTORE=1 (a program in resume mode, cdsm_resume) a replacement must have
 # restarted from its rank's checkpoint, not from the program's start.
+# With KILL_AT=STEP:N (and CKPT_EVERY) the victim is not killed from outside: it kills
+# itself the N-th time it reaches that step of a checkpoint (CDSM_KILL_AT; steps
+# ckpt_snapshot, ckpt_write, ckpt_rename, ckpt_fsync, ckpt_commit, ckpt_collect).
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
 #   VICTIMS: comma-separated ranks, e.g. "1" or "0,2"
 set -u
@@ -43,14 +46,17 @@ fi
 killed=()
 attempt() {
     local scale="$1"
-    CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) -J "cdsm-recover-$$" \
-        "$app" "${appargs[@]}" > "$out" 2>&1 &
+    local inject=""
+    [ -n "${KILL_AT:-}" ] && inject="$victims:$KILL_AT"
+    CDSM_KILL_AT="$inject" CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) \
+        -J "cdsm-recover-$$" "$app" "${appargs[@]}" > "$out" 2>&1 &
     spid=$!
     # pid of the process that holds rank r now (its last "initialised" line).
     holder() { sed -n "s/^cdsm\[$1\] info: initialised: rank $1 of [0-9]*, pid \([0-9]*\),.*/\1/p" "$out" | tail -1; }
     RANDOM=$seed
     k=0
     for v in ${victims//,/ }; do
+        [ -n "${KILL_AT:-}" ] && break # the victim kills itself
         # Wait until every rank is up (and, after a kill, until the replacement is live).
         for _ in $(seq 600); do
             up=$(grep -c "info: initialised: rank" "$out")
@@ -113,11 +119,15 @@ attempt() {
     wait "$spid"
     rc=$?
     spid=""
+    if [ -n "${KILL_AT:-}" ] && grep -qE "fault injection: rank $victims kills itself at step ${KILL_AT%%:*}\$" "$out"; then
+        killed+=("$victims:injected")
+        k=1
+    fi
 }
 for scale in 1 0.5 0.25; do
     attempt "$scale"
     # No kill landed in the run (it ended first, with status 0): try again, earlier.
-    if [ "$rc" -eq 0 ] && ! grep -q " lost " "$out" && [ -z "${EXPECT_FAILURE:-}" ]; then
+    if [ "$rc" -eq 0 ] && ! grep -q " lost " "$out" && [ -z "${EXPECT_FAILURE:-}" ] && [ -z "${KILL_AT:-}" ]; then
         echo "slurm_recover: the run ended before the kill took effect; again with the kill moments x $scale / 2"
         continue
     fi

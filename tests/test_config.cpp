@@ -13,6 +13,7 @@
 #include <cdsm.h>
 
 #include "config.h"
+#include "inject.h"
 
 namespace {
 
@@ -179,6 +180,23 @@ TEST(Config, EverySettingIsDocumented)
             count++;
         }
     EXPECT_GE(count, 9u);
+}
+
+TEST(Config, FaultInjectionValuesAreCheckedByName)
+{
+    cdsm__config_t saved = cdsm__cfg;
+    const char *bad[] = {"1", "1:ckpt_write", "x:ckpt_write:1", "1:ckpt_write:0", "1:ckpt_nowhere:2", "1:ckpt_write:2x"};
+    for (const char *v : bad) {
+        snprintf(cdsm__cfg.kill_at, sizeof cdsm__cfg.kill_at, "%s", v);
+        EXPECT_EQ(cdsm__inject_init(), CDSM_ERR_CONFIG) << v;
+        EXPECT_NE(std::string(cdsm_last_error()).find(std::string("CDSM_KILL_AT=") + v), std::string::npos) << v;
+    }
+    snprintf(cdsm__cfg.kill_at, sizeof cdsm__cfg.kill_at, "%s", "2:ckpt_rename:3");
+    EXPECT_EQ(cdsm__inject_init(), CDSM_OK);
+    cdsm__inject_arm(1); // another rank: never armed, so this returns
+    cdsm__inject(2, "ckpt_rename");
+    cdsm__cfg = saved;
+    EXPECT_EQ(cdsm__inject_init(), CDSM_OK);
 }
 
 TEST(Status, NamesAndStringsComeFromOneTable)

@@ -51,6 +51,7 @@ typedef struct cdsm__config {
     uint64_t logging;
     char ckpt_dir[CDSM_CFG_PATH_MAX];
     char restart[CDSM_CFG_PATH_MAX];
+    char kill_at[64];      /* CDSM_KILL_AT: fault injection (tests) */
     uint64_t ckpt_barriers;
     uint64_t ckpt_seconds;
     uint64_t ckpt_log_size;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ckpt_file.h"
+#include "inject.h"
 #include "recovery.h"
 
 /* Layout of the checkpoint's interval counters and log positions (docs/CHECKPOINT_FORMAT.md). */
@@ -92,8 +93,10 @@ static void remove_old_files(void)
     uint64_t keep = __atomic_load_n(&cdsm__mode.resume_mode, __ATOMIC_RELAXED) ? W.prev_chain_first : W.chain_first;
     for (uint64_t s = W.oldest_file; s < keep; s++) {
         if (cdsm__ckpt_path(path, sizeof path, W.dir, (uint32_t)cdsm__w.rank, s)) continue;
-        if (unlink(path) == 0)
+        if (unlink(path) == 0) {
             CDSM_STAT_ADD(ckpt_files_removed, 1);
+            cdsm__inject(cdsm__w.rank, "ckpt_collect");
+        }
         else if (errno != ENOENT)
             cdsm__log(CDSM_LOG_WARN, "checkpoint garbage collection: cannot remove %s: %s", path, strerror(errno));
     }
@@ -137,6 +140,7 @@ static void *writer_main(void *arg)
             CDSM_STAT_ADD(ckpts, 1);
             if (!c->base_seq) CDSM_STAT_ADD(ckpts_full, 1);
             CDSM_STAT_ADD(ckpt_pages, c->npages);
+            cdsm__inject(cdsm__w.rank, "ckpt_commit");
             remove_old_files();
         }
         W.job = NULL;
@@ -334,6 +338,7 @@ int cdsm__ckpt_take(int full, int sync)
     W.job = c;
     W.busy = 1;
     pthread_cond_broadcast(&W.cv);
+    cdsm__inject(cdsm__w.rank, "ckpt_snapshot");
     int rc = CDSM_OK;
     if (sync) {
         pthread_mutex_unlock(&W.mu);

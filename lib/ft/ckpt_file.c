@@ -18,6 +18,7 @@
 
 #include "cdsm.h"
 #include "ckpt_file_int.h"
+#include "inject.h"
 #include "log.h"
 
 /* ---- CRC-32C -------------------------------------------------------------------------- */
@@ -401,17 +402,20 @@ int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c)
         cdsm__ckf_fail_h5(&x, CDSM_ERR_IO, "cannot create the temporary file");
     } else {
         write_body(&x, f, &h);
+        cdsm__inject((int)c->rank, "ckpt_write");
         if (H5Fclose(f) < 0) cdsm__ckf_fail_h5(&x, CDSM_ERR_IO, "cannot close the temporary file");
     }
     cdsm__ckf_h5_restore(&q);
     if (!x.status && cdsm__fsync_path(tmp, 0))
         cdsm__ckf_fail(&x, CDSM_ERR_IO, "fsync of %s: %s", tmp, strerror(errno));
+    if (!x.status) cdsm__inject((int)c->rank, "ckpt_rename");
     if (!x.status && rename(tmp, path))
         cdsm__ckf_fail(&x, CDSM_ERR_IO, "rename from %s: %s", tmp, strerror(errno));
     if (x.status) {
         unlink(tmp);
         return cdsm__error(x.status, "checkpoint %s: %s", path, x.why);
     }
+    cdsm__inject((int)c->rank, "ckpt_fsync");
     if (cdsm__fsync_path(dir, 1))
         return cdsm__error(CDSM_ERR_IO, "checkpoint %s: fsync of folder %s: %s", path, dir, strerror(errno));
     return CDSM_OK;

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "inject.h"
 #include "placement.h"
 #include "pool.h"
 #include "proto.h"
@@ -178,9 +179,11 @@ int cdsm_init(int *argc, char ***argv)
     int rc = cdsm__config_load(&cdsm__cfg);
     if (rc) return rc;
     cdsm__log_level = (int)cdsm__cfg.log_level;
+    if ((rc = cdsm__inject_init())) return rc;
     cdsm__ft_init(); /* the hooks and events, before anything can call them */
     if ((rc = init_mpi(argc, argv))) goto fail_mpi;
     agree_job_id();
+    if (cdsm__w.rank >= 0) cdsm__inject_arm(cdsm__w.rank);
     rc = cdsm__w.rank >= 0 ? init_state() : CDSM_OK; /* a spare's state is made when it takes over */
     /* Start-up is the one place for collectives: all ranks fail together or none. */
     int all = rc;
