@@ -527,6 +527,9 @@ void cdsm__parmacs_main_initenv(void)
 void cdsm__parmacs_main_end(void)
 {
     if (!pm.started) exit(0);
+    /* One worker (P = 1): some programs skip WAIT_FOR_END then (VOLREND); nobody is left
+     * to wait for. */
+    if (pm.rank == 0 && pm.in_batch && pm.n == 1) cdsm__parmacs_wait_for_end(1);
     if (pm.rank != 0 || pm.in_batch) pm_die("MAIN_END inside a worker or before WAIT_FOR_END");
     fflush(stdout);
     pm_shutdown();
@@ -608,11 +611,13 @@ void *cdsm__parmacs_malloc(size_t size)
     if (!size) size = 1;
     /* main on rank 0 while the others wait: the common arena (nobody else allocates there
      * any more); inside a worker: this rank's arena. Both are valid on every rank. */
-    int rc = (pm.rank == 0 && !pm.in_batch) ? cdsm__alloc_master(size, &p) : cdsm_malloc(size, &p);
-    if (rc) {
-        fprintf(stderr, "cdsm PARMACS[rank %d]: G_MALLOC(%zu) failed: %s\n", pm.rank, size, cdsm_last_error());
-        return NULL;
-    }
+    int in_main = pm.rank == 0 && !pm.in_batch;
+    int rc = in_main ? cdsm__alloc_master(size, &p) : cdsm_malloc(size, &p);
+    /* A program cannot check: G_MALLOC never hands it NULL. */
+    if (rc)
+        pm_die("G_MALLOC of %zu bytes (%.1f MiB) %s failed: %s; the shared heap is CDSM_HEAP_SIZE=%zu bytes: "
+               "set CDSM_HEAP_SIZE larger", size, (double)size / 1048576.0, in_main ? "in main" : "in a worker",
+               cdsm_last_error(), cdsm__heap.heap_size);
     return p;
 }
 

@@ -139,6 +139,20 @@ void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
     if (seq > *s) *s = seq;
 }
 
+/* The one encoder of a lock request and its forward (decoder: parse_req): the requester,
+ * its acquire's synchronisation number (piggybacked for logging) and its vector clock. */
+static int send_req(int type, int to, uint32_t l, int requester, uint32_t seq, const uint32_t *vc)
+{
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, (uint32_t)requester);
+    cdsm__buf_put_u32(&b, seq);
+    cdsm__buf_put(&b, vc, cdsm__u32s((size_t)cdsm__w.n));
+    CDSM_STAT_ADD(piggyback_bytes, 4);
+    int rc = cdsm__tp_send(to, type, l, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return rc;
+}
+
 static void set_next(cdsm__lock_t *lk, int requester, const uint32_t *vc, uint32_t seq)
 {
     size_t bytes = cdsm__u32s((size_t)cdsm__w.n);
@@ -197,13 +211,7 @@ static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t
         on_forward(l, requester, vc, seq);
         return;
     }
-    cdsm__buf_t b = {0};
-    cdsm__buf_put_u32(&b, (uint32_t)requester);
-    cdsm__buf_put_u32(&b, seq);
-    cdsm__buf_put(&b, vc, cdsm__u32s((size_t)cdsm__w.n));
-    CDSM_STAT_ADD(piggyback_bytes, 4);
-    cdsm__tp_send(t, CDSM_MSG_LOCK_FWD, l, b.p, b.len, NULL, 0);
-    cdsm__buf_free(&b);
+    send_req(CDSM_MSG_LOCK_FWD, t, l, requester, seq, vc);
 }
 
 static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, uint32_t *seq, const uint32_t **vc)
@@ -355,14 +363,7 @@ int cdsm_lock_acquire(int id)
     if (mgr == cdsm__w.rank) {
         lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, g->vc, seq);
     } else {
-        cdsm__buf_t b = {0};
-        cdsm__buf_put_u32(&b, (uint32_t)cdsm__w.rank);
-        cdsm__buf_put_u32(&b, seq);
-        cdsm__buf_put(&b, g->vc, cdsm__u32s((size_t)cdsm__w.n));
-        CDSM_STAT_ADD(piggyback_bytes, 4);
-        rc = cdsm__tp_send(mgr, CDSM_MSG_LOCK_REQ, (uint64_t)id, b.p, b.len, NULL, 0);
-        cdsm__buf_free(&b);
-        if (rc) goto out;
+        if ((rc = send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, g->vc))) goto out;
     }
 wait:
     for (;;) {

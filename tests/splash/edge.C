@@ -1,0 +1,87 @@
+/*
+ * Edge cases of the PARMACS layer, in SPLASH style (turned into C by m4 with
+ * include/cdsm/c.m4.cdsm):
+ *
+ *   - PAGE_SIZE and __MAX_THREADS__ come from the macro file, as Splash-3's pthreads macro
+ *     file gives them (LU's and OCEAN's padding use PAGE_SIZE);
+ *   - one worker: with -p1 the program skips WAIT_FOR_END, as VOLREND does, and still ends
+ *     well at MAIN_END;
+ *   - -b: a G_MALLOC larger than the shared heap stops the run with a message naming the
+ *     size and CDSM_HEAP_SIZE (G_MALLOC never hands NULL to a program).
+ *
+ * Usage: mpiexec -n P edge -pP [-b]. Prints "edge: ok" and exits 0 only if the answer is right.
+ */
+
+MAIN_ENV
+
+#include <stdio.h>
+#include <string.h>
+
+#define SLOTS (__MAX_THREADS__ < 64 ? __MAX_THREADS__ : 64)
+
+struct Padded {
+    long value;
+    char pad[PAGE_SIZE - sizeof(long)]; /* one slot a page, as the suites pad against false sharing */
+};
+
+struct GlobalMemory {
+    LOCKDEC(IdLock)
+    BARDEC(Start)
+    long Ids;
+    long Sum;
+    struct Padded Slot[SLOTS];
+} *Global;
+
+long P = 1;
+
+void Work(void)
+{
+    long id;
+    LOCK(Global->IdLock)
+    id = Global->Ids++;
+    UNLOCK(Global->IdLock)
+    Global->Slot[id].value = id + 1;
+    BARRIER(Global->Start, P)
+    if (id == 0) {
+        long s = 0, i;
+        for (i = 0; i < P; i++) s += Global->Slot[i].value;
+        Global->Sum = s;
+    }
+    BARRIER(Global->Start, P)
+}
+
+int main(int argc, char **argv)
+{
+    int i, big = 0;
+    for (i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "-p", 2)) P = atol(argv[i] + 2);
+        else if (!strcmp(argv[i], "-b")) big = 1;
+    }
+    if (P < 1 || P > SLOTS) {
+        fprintf(stderr, "edge: -p between 1 and %d\n", SLOTS);
+        exit(2);
+    }
+    if (sizeof(struct Padded) != PAGE_SIZE) {
+        fprintf(stderr, "edge: PAGE_SIZE padding is %zu bytes\n", sizeof(struct Padded));
+        exit(1);
+    }
+    MAIN_INITENV(, 1000000)
+    if (big) {
+        void *p = G_MALLOC((size_t)1 << 42)
+        printf("edge: G_MALLOC of 4 TiB returned %p\n", p);
+        exit(1);
+    }
+    Global = (struct GlobalMemory *)G_MALLOC(sizeof(struct GlobalMemory))
+    LOCKINIT(Global->IdLock)
+    BARINIT(Global->Start, P)
+    Global->Ids = 0;
+    Global->Sum = 0;
+    CREATE(Work, P)
+    if (P > 1) WAIT_FOR_END(P - 1) /* one worker: no WAIT_FOR_END, as VOLREND */
+    if (Global->Sum != P * (P + 1) / 2) {
+        printf("edge: sum %ld, want %ld\n", Global->Sum, P * (P + 1) / 2);
+        exit(1);
+    }
+    printf("edge: ok, %ld workers, PAGE_SIZE %d, __MAX_THREADS__ %d\n", P, PAGE_SIZE, __MAX_THREADS__);
+    MAIN_END
+}
