@@ -115,6 +115,10 @@ void cdsm__ft_register(const cdsm__ft_hooks_t *h)
 {
 #define TAKE(f)                                                                              \
     if (h->f) cdsm__ft.f = h->f;
-    TAKE(on_message) TAKE(hold_early) TAKE(defer) TAKE(grant_sent) TAKE(grant_taken) TAKE(replay_acquire) TAKE(replay_barrier) TAKE(logging) TAKE(ckpt_committed) TAKE(want_ckpt) TAKE(released) TAKE(after_barrier) TAKE(release_output) TAKE(audit_put) TAKE(audit_collect) TAKE(audit_finish) TAKE(archive_needed) TAKE(archive_own) TAKE(archive_other) TAKE(archived) TAKE(ckpt_enabled) TAKE(ckpt_commit) TAKE(ckpt_manifest)
+    TAKE(on_message) TAKE(hold_early) TAKE(defer) TAKE(grant_sent) TAKE(grant_taken)
+    TAKE(replay_acquire) TAKE(replay_barrier) TAKE(logging) TAKE(ckpt_committed) TAKE(want_ckpt)
+    TAKE(released) TAKE(after_barrier) TAKE(release_output) TAKE(audit_put) TAKE(audit_collect)
+    TAKE(audit_finish) TAKE(archive_needed) TAKE(archive_own) TAKE(archive_other) TAKE(archived)
+    TAKE(ckpt_enabled) TAKE(ckpt_commit) TAKE(ckpt_manifest)
 #undef TAKE
 }
