@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Build the real Splash-3 suite both ways and compare (not part of CI: the suite's code
+never enters this repository).
+
+Takes a Splash-3 tree (SPLASH3_DIR or --splash3, the folder that holds codes/), copies its
+codes/ twice into a scratch folder, builds every program with the suite's own pthreads
+macro file and with include/cdsm/c.m4.cdsm (only the four Makefile.config variables CC,
+CFLAGS, LDFLAGS and MACROS changed, as a user would), runs each with the suite's
+recommended input at every P (pthreads with P threads, cdsm under mpiexec -n P), and
+prints a table: builds / runs / answer equal / time ratio. Answers are compared on the
+program's output with its timing lines removed. Writes CSV."""
+import argparse
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+# name, folder under codes/, binary, command (P: processes; run inside the folder)
+PROGRAMS = [
+    ("BARNES", "apps/barnes", "BARNES", "./BARNES < inputs/n16384-p{P}"),
+    ("FMM", "apps/fmm", "FMM", "./FMM < inputs/input.{P}.16384"),
+    ("OCEAN-C", "apps/ocean/contiguous_partitions", "OCEAN", "./OCEAN -p{P} -n258"),
+    ("OCEAN-NC", "apps/ocean/non_contiguous_partitions", "OCEAN", "./OCEAN -p{P} -n258"),
+    ("RADIOSITY", "apps/radiosity", "RADIOSITY", "./RADIOSITY -p {P} -ae 5000 -bf 0.1 -en 0.05 -room -batch"),
+    ("RAYTRACE", "apps/raytrace", "RAYTRACE", "./RAYTRACE -p{P} -m64 inputs/car.env"),
+    ("VOLREND", "apps/volrend", "VOLREND", "./VOLREND {P} inputs/head 8"),
+    ("WATER-NSQ", "apps/water-nsquared", "WATER-NSQUARED", "./WATER-NSQUARED < inputs/n512-p{P}"),
+    ("WATER-SP", "apps/water-spatial", "WATER-SPATIAL", "./WATER-SPATIAL < inputs/n512-p{P}"),
+    ("CHOLESKY", "kernels/cholesky", "CHOLESKY", "./CHOLESKY -p{P} < inputs/tk15.O"),
+    ("FFT", "kernels/fft", "FFT", "./FFT -p{P} -m16"),
+    ("LU-C", "kernels/lu/contiguous_blocks", "LU", "./LU -p{P} -n512"),
+    ("LU-NC", "kernels/lu/non_contiguous_blocks", "LU", "./LU -p{P} -n512"),
+    ("RADIX", "kernels/radix", "RADIX", "./RADIX -p{P} -n1048576"),
+]
+
+# Lines that carry an answer (energies, checksums, errors, verdicts), and those that differ
+# from run to run whatever the answer (times and rates).
+ANSWER = re.compile(r"(?i)(energ|checksum|error|pass|fail|residual|\bsum\b|total|verif|kinetic|potential)")
+TIMING = re.compile(r"(?i)(time|elapsed|seconds|secs|msec|usec|cycles|rate|speedup|\bms\b|\bus\b)")
+
+
+def configure_cdsm(codes, build_dir):
+    """Point the copy's Makefile.config at cdsm: only CC, CFLAGS, LDFLAGS and MACROS change."""
+    path = os.path.join(codes, "Makefile.config")
+    lib = os.path.join(build_dir, "lib")
+    text = open(path).read()
+    text = re.sub(r"(?m)^CC :=.*$", "CC := mpicc", text)
+    text = re.sub(r"(?m)^CFLAGS :=(.*)$", lambda m: f"CFLAGS :={m.group(1)} -I{ROOT}/include", text)
+    text = re.sub(r"(?m)^LDFLAGS :=(.*)$", lambda m: f"LDFLAGS :={m.group(1)} -L{lib} -Wl,-rpath,{lib} -lcdsm", text)
+    text = re.sub(r"(?m)^MACROS :=.*$", f"MACROS := {ROOT}/include/cdsm/c.m4.cdsm", text)
+    open(path, "w").write(text)
+
+
+def build(codes, folder, binary):
+    """make in one program's folder; returns (ok, the last line of its log when it failed)."""
+    d = os.path.join(codes, folder)
+    r = subprocess.run(["make", "-s", "-C", d], capture_output=True, text=True)
+    ok = r.returncode == 0 and os.path.exists(os.path.join(d, binary))
+    errors = [l for l in (r.stdout + r.stderr).splitlines() if "error" in l]
+    return ok, [] if ok else errors[:1]
+
+
+def run(codes, folder, cmd, procs, cdsm, timeout):
+    """One run; returns (status, seconds, normalised output)."""
+    d = os.path.join(codes, folder)
+    line = cmd.format(P=procs)
+    if cdsm:
+        exe, _, rest = line.partition(" ")
+        line = f"mpiexec -n {procs} {exe} {rest}"
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(["sh", "-c", line], cwd=d, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - t0, ""
+    dt = time.monotonic() - t0
+    out = [l.strip() for l in r.stdout.splitlines() if ANSWER.search(l) and not TIMING.search(l)]
+    return ("ok" if r.returncode == 0 else f"exit {r.returncode}"), dt, "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--splash3", default=os.environ.get("SPLASH3_DIR"), help="Splash-3 tree (holds codes/)")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="cdsm build folder")
+    ap.add_argument("--procs", default="2,4")
+    ap.add_argument("--only", default="", help="comma-separated program names")
+    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("-o", "--outdir", default=os.path.join(ROOT, "bench", "results"))
+    a = ap.parse_args()
+    if not a.splash3 or not os.path.isdir(os.path.join(a.splash3, "codes")):
+        sys.exit("splash3_table: give the Splash-3 tree (the folder holding codes/) with --splash3 or SPLASH3_DIR")
+    scratch = os.path.join(a.build, "splash3")
+    trees = {}
+    for kind in ("pthreads", "cdsm"):
+        trees[kind] = os.path.join(scratch, kind)
+        shutil.rmtree(trees[kind], ignore_errors=True)
+        shutil.copytree(os.path.join(a.splash3, "codes"), trees[kind], symlinks=True)
+    configure_cdsm(trees["cdsm"], a.build)
+    procs = [int(p) for p in a.procs.split(",")]
+    only = set(a.only.split(",")) if a.only else None
+    rows = []
+    print(f"{'program':10} {'P':>2} {'builds':>8} {'pthreads':>10} {'cdsm':>10} {'answer':>8} {'pthr_s':>8} {'cdsm_s':>8} {'ratio':>7}")
+    for name, folder, binary, cmd in PROGRAMS:
+        if only and name not in only:
+            continue
+        built = {k: build(trees[k], folder, binary) for k in trees}
+        for p in procs:
+            res = {k: run(trees[k], folder, cmd, p, k == "cdsm", a.timeout) if built[k][0] else ("no build", 0, "")
+                   for k in trees}
+            same = res["pthreads"][0] == "ok" and res["cdsm"][0] == "ok" and res["pthreads"][2] == res["cdsm"][2]
+            verdict = "n/a" if res["pthreads"][0] == "ok" and not res["pthreads"][2] else "equal" if same else "DIFFERS"
+            ratio = res["cdsm"][1] / res["pthreads"][1] if res["pthreads"][1] and res["cdsm"][0] == "ok" else None
+            row = {"program": name, "procs": p,
+                   "builds": "both" if built["pthreads"][0] and built["cdsm"][0] else
+                             ("pthreads" if built["pthreads"][0] else "cdsm" if built["cdsm"][0] else "none"),
+                   "pthreads_run": res["pthreads"][0], "cdsm_run": res["cdsm"][0],
+                   "answer": verdict, "pthreads_s": round(res["pthreads"][1], 3), "cdsm_s": round(res["cdsm"][1], 3),
+                   "ratio": round(ratio, 2) if ratio else "",
+                   "build_error": " ".join(built["cdsm"][1])[:200]}
+            rows.append(row)
+            print(f"{name:10} {p:>2} {row['builds']:>8} {res['pthreads'][0]:>10} {res['cdsm'][0]:>10} {verdict:>8} "
+                  f"{row['pthreads_s']:>8} {row['cdsm_s']:>8} {row['ratio']:>7}", flush=True)
+    os.makedirs(a.outdir, exist_ok=True)
+    path = os.path.join(a.outdir, time.strftime("splash3-%Y%m%d-%H%M%S.csv"))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["program"])
+        w.writeheader()
+        w.writerows(rows)
+    print(f"csv: {path}")
+
+
+if __name__ == "__main__":
+    main()
