@@ -482,6 +482,14 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
     /* A resume point whose collection every rank finished (its second barrier is logged):
      * nobody can still ask the lost process for a diff from before it. */
     if ((rc = find_resume(W.dir, g->job_id, latest, last_epoch, 0, CDSM_ERR_CORRUPT, &c, &s)) || !c) return rc;
+    /* Output before barrier E is released at the manifest of E, which a rank learns from
+     * the release of barrier E + 2: a lost process that never arrived at E + 3 may have died
+     * holding output the replay will not produce again. Said, not silent (issue 17). */
+    if (c->epoch + 3 > last_epoch)
+        cdsm__log(CDSM_LOG_WARN,
+                  "rank %d: committed output (cdsm_printf, cdsm_fwrite) it produced before barrier %" PRIu64
+                  " may be lost: its process died before it learned that barrier's restart manifest",
+                  cdsm__w.rank, c->epoch);
     if (restore_ck) snapshot_free(restore_ck);
     restore_is_restart = 0;
     restore_ck = c;
