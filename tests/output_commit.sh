@@ -4,6 +4,8 @@
 # outputs since the last restart manifest were produced and not yet released when it died
 # (the replay redoes at least one iteration), and every line must still appear exactly
 # once, on standard output and in each file.
+# With KILL_AT=STEP:N rank 1 kills itself instead (CDSM_KILL_AT), e.g. output_release:2: about
+# to release its held output at the second restart manifest; the replacement must release it.
 # Usage: output_commit.sh SOURCE_ROOT SOR_BINARY ITERS
 set -u
 root="$(readlink -f "$1")" app="$(readlink -f "$2")" iters="$3"
@@ -13,10 +15,13 @@ trap 'rm -rf "$dir"' EXIT
 # covers one barrier): try again later in the run until the replay covers an iteration.
 for at in 0.3 0.47 0.61 0.83; do
     rm -rf "$dir/ck" "$dir"/out.rank*
-    "$root/cmd/cdsmrun" -n 3 -s 1 --ckpt-dir "$dir/ck" --ckpt-every 10 --kill "1@$at" --progress 0 \
-        "$app" -r -i "$iters" -P -O "$dir/out" > "$dir/run" 2>&1
+    kill=(--kill "1@$at")
+    [ -n "${KILL_AT:-}" ] && kill=()
+    CDSM_KILL_AT="${KILL_AT:+1:$KILL_AT}" "$root/cmd/cdsmrun" -n 3 -s 1 --ckpt-dir "$dir/ck" --ckpt-every 10 \
+        "${kill[@]}" --progress 0 "$app" -r -i "$iters" -P -O "$dir/out" > "$dir/run" 2>&1
     rc=$?
     b="$(sed -n 's/^  recovery     rank 1: .*replay of \([0-9]*\) barriers.*/\1/p' "$dir/run")"
+    [ -n "${KILL_AT:-}" ] && break
     [ -n "$b" ] && [ "$b" -ge 2 ] && break
     echo "output_commit: kill at $at s: the replay covered '${b}' barrier(s); again later in the run"
 done
@@ -37,5 +42,11 @@ done
 # is produced again by the replay (the launcher would count it as a repeat).
 grep -q "^  output       $((3 * iters)) committed outputs printed once (0 repeats from replays dropped)" "$dir/run" ||
     { echo "output_commit: FAIL: the replay produced output the lost process had released already"; fail=1; }
+if [ -n "${KILL_AT:-}" ]; then
+    grep -q "fault injection: rank 1 kills itself at step ${KILL_AT%%:*}$" "$dir/run" ||
+        { echo "output_commit: FAIL: rank 1 did not kill itself at $KILL_AT"; fail=1; }
+    grep -q "rank 1: holds again [0-9]* bytes of committed output" "$dir/run" ||
+        { echo "output_commit: FAIL: the replacement did not take over the output its lost process held"; fail=1; }
+fi
 echo "output_commit: every line once on standard output and in each file; rank 1 replayed $b barriers"
 exit $fail

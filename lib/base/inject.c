@@ -11,8 +11,8 @@
 #include "config.h"
 #include "log.h"
 
-static const char *const steps[] = {"ckpt_snapshot", "ckpt_write", "ckpt_rename", "ckpt_fsync", "ckpt_commit",
-                                    "ckpt_collect"};
+static const char *const steps[] = {"ckpt_snapshot", "ckpt_write",   "ckpt_rename",   "ckpt_fsync",
+                                    "ckpt_commit",   "ckpt_collect", "output_release"};
 
 static struct {
     int set, on, rank; /* a valid value was given; this process is armed */
@@ -38,7 +38,7 @@ int cdsm__inject_init(void)
             return CDSM_OK;
         }
     return cdsm__error(CDSM_ERR_CONFIG, "CDSM_KILL_AT=%s: unknown step \"%s\" (ckpt_snapshot, ckpt_write, ckpt_rename, "
-                       "ckpt_fsync, ckpt_commit, ckpt_collect)", v, name);
+                       "ckpt_fsync, ckpt_commit, ckpt_collect, output_release)", v, name);
 }
 
 void cdsm__inject_arm(int rank)

@@ -59,6 +59,7 @@ static size_t nregions;
 
 /* Replacement: the lost rank's checkpoint that cdsm_resume() restores. */
 static cdsm__ckpt_t *restore_ck;
+static int restore_held; /* a replacement releases the output its checkpoint holds */
 static uint64_t restore_seq, restore_read_ns;
 static int restore_is_restart; /* restore_ck comes from CDSM_RESTART (another job's folder) */
 
@@ -294,6 +295,17 @@ static cdsm__ckpt_t *snapshot(int full)
         if (!c->regions[i].name || !c->regions[i].data) goto nomem;
         memcpy(c->regions[i].data, regions[i].ptr, regions[i].size);
     }
+    /* The output held now (a region of its own): a replacement releases what its lost
+     * process may have died holding (issue 17). */
+    size_t held = cdsm__output_held_bytes();
+    if (held) {
+        cdsm__ckpt_region_t *r = &c->regions[c->nregions++];
+        r->name = strdup(CDSM_OUTPUT_HELD);
+        r->data = malloc(held);
+        r->size = held;
+        if (!r->name || !r->data) goto nomem;
+        cdsm__output_held_put(r->data);
+    }
     /* Nothing can fail from here: the change marks are cleared as the pages are copied
      * (every marked page is copied: a mark implies "ever changed" as well). */
     uint32_t k = 0;
@@ -483,13 +495,10 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
      * nobody can still ask the lost process for a diff from before it. */
     if ((rc = find_resume(W.dir, g->job_id, latest, last_epoch, 0, CDSM_ERR_CORRUPT, &c, &s)) || !c) return rc;
     /* Output before barrier E is released at the manifest of E, which a rank learns from
-     * the release of barrier E + 2: a lost process that never arrived at E + 3 may have died
-     * holding output the replay will not produce again. Said, not silent (issue 17). */
-    if (c->epoch + 3 > last_epoch)
-        cdsm__log(CDSM_LOG_WARN,
-                  "rank %d: committed output (cdsm_printf, cdsm_fwrite) it produced before barrier %" PRIu64
-                  " may be lost: its process died before it learned that barrier's restart manifest",
-                  cdsm__w.rank, c->epoch);
+     * the release of barrier E + 2 and emits just before it arrives at E + 3: a lost process
+     * that never arrived there died holding it, and the replay will not produce it again, so
+     * the replacement releases the output the checkpoint holds (issue 17). */
+    restore_held = c->epoch + 3 > last_epoch;
     if (restore_ck) snapshot_free(restore_ck);
     restore_is_restart = 0;
     restore_ck = c;
@@ -505,7 +514,12 @@ static region_t *find_region(const char *name);
  * one; then copy them. Nothing is changed when they do not. */
 static int restore_regions(const cdsm__ckpt_t *c)
 {
+    uint32_t held = 0;
     for (uint32_t i = 0; i < c->nregions; i++) {
+        if (!strcmp(c->regions[i].name, CDSM_OUTPUT_HELD)) { /* the library's, not registered */
+            held++;
+            continue;
+        }
         const region_t *r = find_region(c->regions[i].name);
         if (!r)
             return cdsm__error(CDSM_ERR_INVALID_ARG,
@@ -518,12 +532,20 @@ static int restore_regions(const cdsm__ckpt_t *c)
                                " holds %" PRIu64,
                                r->name, r->size, restore_seq, c->regions[i].size);
     }
-    if (c->nregions != nregions)
+    if (c->nregions - held != nregions)
         return cdsm__error(CDSM_ERR_INVALID_ARG,
                            "cdsm_resume: %zu private regions are registered, checkpoint %" PRIu64 " holds %u",
-                           nregions, restore_seq, c->nregions);
-    for (uint32_t i = 0; i < c->nregions; i++)
+                           nregions, restore_seq, c->nregions - held);
+    for (uint32_t i = 0; i < c->nregions; i++) {
+        if (!strcmp(c->regions[i].name, CDSM_OUTPUT_HELD)) {
+            if (restore_held && !restore_is_restart) {
+                int rc = cdsm__output_held_take(c->regions[i].data, c->regions[i].size);
+                if (rc) return rc;
+            }
+            continue;
+        }
         memcpy(find_region(c->regions[i].name)->ptr, c->regions[i].data, c->regions[i].size);
+    }
     return CDSM_OK;
 }
 
@@ -585,6 +607,7 @@ int cdsm__ckpt_restore(void)
     snapshot_free(c);
     restore_ck = NULL;
     restore_is_restart = 0;
+    restore_held = 0;
     return CDSM_OK;
 }
 

@@ -8,7 +8,9 @@
  * region, so a restored checkpoint carries them. Outputs wait in memory until the job has
  * a restart manifest past the barrier they came before (a whole-job restart can no longer
  * redo them; online recovery never loses them), or until cdsm_finalize() ends the run
- * well. A replacement restores a checkpoint at or after the last manifest its lost process
+ * well. A rank learns a manifest from a barrier release and emits its output just before
+ * its next arrival; a checkpoint keeps the output held when it was taken, so the
+ * replacement of a process that died before that arrival holds and releases it again. A replacement restores a checkpoint at or after the last manifest its lost process
  * could have released output for (a manifest of barrier E is written only once every rank,
  * the replacement included, passed E + 1), so a replay never produces released output
  * again. Files also get the bytes with pwrite() at their offset, so that writing them again
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "inject.h"
 #include "recovery.h"
 
 #define OUT_STREAMS 32
@@ -85,6 +88,7 @@ static int emit(const pend_t *p)
 void cdsm__output_release(uint32_t upto)
 {
     if (upto <= released_upto && upto != UINT32_MAX) return;
+    cdsm__inject(cdsm__w.rank, "output_release");
     released_upto = upto;
     while (head && head->epoch < upto) {
         pend_t *p = head;
@@ -166,12 +170,75 @@ int cdsm_fwrite(const char *path, const void *data, size_t len)
     return len ? queue(s, data, len) : CDSM_OK;
 }
 
-void cdsm__output_fini(void)
+static void free_list(pend_t *p)
 {
-    for (pend_t *p = head, *nx; p; p = nx) {
+    for (pend_t *nx; p; p = nx) {
         nx = p->next;
         free(p);
     }
+}
+
+/* A held output in a checkpoint: its place, the barrier it came before, its bytes. */
+typedef struct held_rec {
+    uint32_t stream, epoch;
+    uint64_t off, len;
+} held_rec_t;
+CDSM__STATIC_ASSERT(sizeof(held_rec_t) == 24, "held output record is an on-disk format");
+
+size_t cdsm__output_held_bytes(void)
+{
+    size_t n = 0;
+    for (const pend_t *p = head; p; p = p->next) n += sizeof(held_rec_t) + p->len;
+    return n;
+}
+
+void cdsm__output_held_put(uint8_t *dst)
+{
+    for (const pend_t *p = head; p; p = p->next) {
+        held_rec_t h = {p->stream, p->epoch, p->off, p->len};
+        memcpy(dst, &h, sizeof h);
+        memcpy(dst + sizeof h, p->data, p->len);
+        dst += sizeof h + p->len;
+    }
+}
+
+int cdsm__output_held_take(const uint8_t *p, size_t n)
+{
+    pend_t *list = NULL, **end = &list;
+    size_t pos = 0, bytes = 0;
+    while (pos < n) {
+        held_rec_t h;
+        if (n - pos < sizeof h) goto bad;
+        memcpy(&h, p + pos, sizeof h);
+        pos += sizeof h;
+        if (h.stream >= S.nstreams || h.len > n - pos) goto bad;
+        pend_t *e = malloc(sizeof *e + h.len + 1);
+        if (!e) {
+            free_list(list);
+            return cdsm__error(CDSM_ERR_NOMEM, "held output of %llu bytes", (unsigned long long)h.len);
+        }
+        *e = (pend_t){NULL, h.stream, h.epoch, h.off, (size_t)h.len};
+        memcpy(e->data, p + pos, h.len);
+        pos += h.len;
+        bytes += h.len;
+        *end = e;
+        end = &e->next;
+    }
+    /* Older than anything produced since the restore: they go first. */
+    *end = head;
+    head = list;
+    if (!*end) tail = end;
+    cdsm__log(CDSM_LOG_WARN, "rank %d: holds again %zu bytes of committed output its lost process may have died holding",
+              cdsm__w.rank, bytes);
+    return CDSM_OK;
+bad:
+    free_list(list);
+    return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint region %s: malformed at byte %zu of %zu", CDSM_OUTPUT_HELD, pos, n);
+}
+
+void cdsm__output_fini(void)
+{
+    free_list(head);
     head = NULL;
     tail = &head;
     for (int i = 0; i < OUT_STREAMS; i++)

@@ -164,6 +164,15 @@ int cdsm__output_init(void);
  * well). Application thread, without mu. */
 void cdsm__output_release(uint32_t upto);
 void cdsm__output_fini(void);
+/* The output this rank holds (produced, not yet released), for a checkpoint: its size in
+ * bytes as a private region named CDSM_OUTPUT_HELD, and its bytes. */
+#define CDSM_OUTPUT_HELD "cdsm-output-held"
+size_t cdsm__output_held_bytes(void);
+void cdsm__output_held_put(uint8_t *dst);
+/* A replacement whose lost process may have died holding output (restored with the
+ * checkpoint's offsets): hold it again, to be released as usual. CDSM_ERR_CORRUPT on a
+ * malformed region. */
+int cdsm__output_held_take(const uint8_t *p, size_t n);
 
 /* ---- ckpt.c: checkpoints at barriers ------------------------------------------------ */
 int cdsm__ckpt_init(void);

@@ -478,6 +478,11 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     cdsm__state_t *g = &cdsm__g;
     int rc = CDSM_OK;
     if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "barrier before cdsm_init");
+    /* Output before the last manifest learned goes out now, just before this arrival: the
+     * others can then tell that a lost process released it exactly when it arrived here. */
+    uint32_t due = cdsm__bar.manifest_due;
+    cdsm__bar.manifest_due = 0;
+    if (due) cdsm__ft.release_output(due);
     pthread_mutex_lock(&g->mu);
     if (cdsm__mode.fast_forward) {
         /* A replacement that will restore a checkpoint in cdsm_resume(): the program's
@@ -502,7 +507,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
 out:
     pthread_mutex_unlock(&g->mu);
     if (!rc) rc = cdsm__tp_flush();
-    if (!rc && manifest) cdsm__ft.release_output(manifest);
+    if (!rc && manifest) cdsm__bar.manifest_due = manifest; /* out at the next arrival */
     return rc;
 }
 

@@ -14,6 +14,7 @@ extern "C" {
 /* This rank's side, and the manager's collection state (rank 0). */
 typedef struct cdsm__barrier {
     uint32_t epoch;     /* barriers entered so far */
+    uint32_t manifest_due; /* a restart manifest learned: its output goes out at the next arrival */
     uint32_t *vc_bar;   /* global vector clock after the last barrier */
     /* manager */
     int arrived;
