@@ -224,6 +224,7 @@ int cdsm__output_held_take(const uint8_t *p, size_t n)
         *end = e;
         end = &e->next;
     }
+    if (!list) return CDSM_OK;
     /* Older than anything produced since the restore: they go first. */
     *end = head;
     head = list;
