@@ -63,13 +63,6 @@ static int restore_held; /* a replacement releases the output its checkpoint hol
 static uint64_t restore_seq, restore_read_ns;
 static int restore_is_restart; /* restore_ck comes from CDSM_RESTART (another job's folder) */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int cdsm__ckpt_enabled(void)
 {
     return W.on;
@@ -113,9 +106,9 @@ static void *writer_main(void *arg)
         if (!W.job) break;
         cdsm__ckpt_t *c = W.job;
         pthread_mutex_unlock(&W.mu);
-        uint64_t t0 = now_ns();
+        uint64_t t0 = cdsm__mono_ns();
         int rc = cdsm__ckpt_write(W.dir, c);
-        uint64_t us = (now_ns() - t0) / 1000;
+        uint64_t us = (cdsm__mono_ns() - t0) / 1000;
         char path[sizeof W.dir + 64];
         struct stat sb;
         if (!rc && !cdsm__ckpt_path(path, sizeof path, W.dir, c->rank, c->seq) && !stat(path, &sb))
@@ -173,7 +166,7 @@ static int restart_prepare(void);
 int cdsm__ckpt_init(void)
 {
     W.on = cdsm__cfg.ckpt_dir[0] != '\0';
-    W.last_ns = now_ns();
+    W.last_ns = cdsm__mono_ns();
     if (cdsm__cfg.restart[0]) {
         int rc = restart_prepare();
         if (rc) return rc;
@@ -196,9 +189,9 @@ int cdsm__ckpt_init(void)
 static uint64_t wait_idle(void)
 {
     if (!W.busy) return 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cdsm__mono_ns();
     while (W.busy) pthread_cond_wait(&W.cv, &W.mu);
-    return (now_ns() - t0) / 1000;
+    return (cdsm__mono_ns() - t0) / 1000;
 }
 
 void cdsm__ckpt_take_drain(void)
@@ -328,7 +321,7 @@ nomem:
 int cdsm__ckpt_take(int full, int sync)
 {
     if (!W.on) return CDSM_OK;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cdsm__mono_ns();
     /* Wait for the previous checkpoint without holding mu: the service thread goes on
      * serving the other ranks meanwhile. Only this thread queues snapshots. */
     pthread_mutex_lock(&W.mu);
@@ -365,9 +358,9 @@ int cdsm__ckpt_take(int full, int sync)
                              W.next_seq - 1, cdsm__w.rank);
     }
     pthread_mutex_unlock(&W.mu);
-    CDSM_STAT_ADD(ckpt_stall_us, (now_ns() - t0) / 1000);
+    CDSM_STAT_ADD(ckpt_stall_us, (cdsm__mono_ns() - t0) / 1000);
     W.barriers_since = 0;
-    W.last_ns = now_ns();
+    W.last_ns = cdsm__mono_ns();
     W.log_at_last = cdsm__g.log_bytes;
     return rc;
 }
@@ -379,7 +372,7 @@ int cdsm__ckpt_due(void)
     const cdsm__config_t *cf = &cdsm__cfg;
     uint64_t grown = cdsm__g.log_bytes > W.log_at_last ? cdsm__g.log_bytes - W.log_at_last : 0;
     return (cf->ckpt_barriers && W.barriers_since >= cf->ckpt_barriers) ||
-           (cf->ckpt_seconds && now_ns() - W.last_ns >= cf->ckpt_seconds * 1000000000ull) ||
+           (cf->ckpt_seconds && cdsm__mono_ns() - W.last_ns >= cf->ckpt_seconds * 1000000000ull) ||
            (cf->ckpt_log_size && grown + cdsm__st.det_bytes >= cf->ckpt_log_size);
 }
 
@@ -439,7 +432,7 @@ static int restart_prepare(void)
 {
     const char *dir = cdsm__cfg.restart;
     cdsm__manifest_t m;
-    uint64_t t0 = now_ns(), latest = 0, s = 0;
+    uint64_t t0 = cdsm__mono_ns(), latest = 0, s = 0;
     cdsm__ckpt_t *c;
     int rc = cdsm__manifest_read(dir, &m);
     if (rc) return rc;
@@ -455,7 +448,7 @@ static int restart_prepare(void)
                            cdsm__w.rank, m.epoch);
     restore_ck = c;
     restore_seq = s;
-    restore_read_ns = now_ns() - t0;
+    restore_read_ns = cdsm__mono_ns() - t0;
     restore_is_restart = 1;
     cdsm__mode.fast_forward = 1; /* until cdsm_resume() */
     return CDSM_OK;
@@ -482,7 +475,7 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
      * job restarted (its collection ended in this job: its second barrier is logged). */
     if (restore_ck && restore_is_restart && restore_ck->epoch + 1 <= last_epoch) *seq_out = restore_seq;
     if (!W.on) return CDSM_OK;
-    uint64_t latest = 0, t0 = now_ns(), s = 0;
+    uint64_t latest = 0, t0 = cdsm__mono_ns(), s = 0;
     cdsm__ckpt_t *c;
     /* The lost process's files stay: this process goes on numbering after them, and the
      * temporary file of a write it was killed in is removed. */
@@ -503,7 +496,7 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
     restore_is_restart = 0;
     restore_ck = c;
     restore_seq = s;
-    restore_read_ns = now_ns() - t0;
+    restore_read_ns = cdsm__mono_ns() - t0;
     *seq_out = s;
     return CDSM_OK;
 }
@@ -554,7 +547,7 @@ int cdsm__ckpt_restore(void)
     cdsm__state_t *g = &cdsm__g;
     cdsm__ckpt_t *c = restore_ck;
     int n = cdsm__w.n, rc;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cdsm__mono_ns();
     cdsm_check(c != NULL);
     if (g->ndirty)
         return cdsm__error(CDSM_ERR_PROTOCOL,
@@ -594,9 +587,9 @@ int cdsm__ckpt_restore(void)
     }
     W.taken = 1;
     W.barriers_since = 0;
-    W.last_ns = now_ns();
+    W.last_ns = cdsm__mono_ns();
     pthread_mutex_unlock(&W.mu);
-    uint64_t ns = now_ns() - t0 + restore_read_ns;
+    uint64_t ns = cdsm__mono_ns() - t0 + restore_read_ns;
     CDSM_STAT_ADD(ckpt_restores, 1);
     CDSM_STAT_ADD(ckpt_restore_us, ns / 1000);
     cdsm__log(CDSM_LOG_WARN,
