@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Run the apps suite three ways and print the comparison table.
+"""Run the apps suite four ways and print the comparison table.
 
 For every app built in <build>/apps (the ones with -seq, -pthreads and cdsm binaries):
-the sequential build once, then pthreads (-p P) and cdsm (mpiexec -n P) at each P,
-each `--reps` times (median kept). Prints per app and P: time, speedup over sequential,
-ratio to pthreads at the same P, DSM counters (faults, diffs, messages, bytes) and whether
-every run verified with the sequential answer. Writes CSV and a PNG plot (gnuplot).
+the sequential build, then at each P pthreads (-p P), cdsm (mpiexec -n P: pages owned by
+first touch where the run allows it) and cdsm with every page tracked (CDSM_OWNERSHIP=0,
+as a run with spares or checkpoints has it), each `--reps` times, the variants taking
+turns (median kept, spread = (max - min) / median). Prints per app and P: times, cdsm over
+sequential and over pthreads, DSM counters (faults, diffs), the protocol's peak memory
+per rank (twins, diffs, notices, records: log_bytes_peak) and whether every run verified
+with the sequential answer. Writes CSV, JSON and a PNG plot (gnuplot).
 """
 import argparse
 import csv
@@ -18,7 +21,7 @@ import subprocess
 import sys
 import time
 
-COUNTERS = ["read_faults", "write_faults", "diffs_created", "msgs_sent", "bytes_sent"]
+COUNTERS = ["read_faults", "write_faults", "diffs_created", "msgs_sent", "bytes_sent", "log_bytes_peak"]
 
 
 def parse_result(out):
@@ -67,10 +70,25 @@ def median_of(runs):
 
 
 def median_run(cmd, reps, timeout):
-    runs = [run(cmd, timeout) for _ in range(reps)]
-    best = median_of(runs)
-    best["answers"] = {r["answer"] for r in runs}
-    return best
+    return interleaved([(cmd, None)], reps, timeout)[0]
+
+
+def interleaved(variants, reps, timeout):
+    """Each (cmd, env) variant `reps` times, the variants taking turns (so a noisy moment
+    hits them alike); per variant the median run, its answers and the spread of its times
+    ((max - min) / median)."""
+    runs = [[] for _ in variants]
+    for _ in range(reps):
+        for k, (cmd, env) in enumerate(variants):
+            runs[k].append(run(cmd, timeout, env=env))
+    out = []
+    for rs in runs:
+        best = median_of(rs)
+        best["answers"] = {r["answer"] for r in rs}
+        ts = [r["time"] for r in rs if r["time"] is not None and r["rc"] == 0]
+        best["spread"] = (max(ts) - min(ts)) / best["time"] if ts and best["time"] else None
+        out.append(best)
+    return out
 
 
 def write_results(base, rows, doc):
@@ -128,6 +146,52 @@ def parse_app_args(specs):
     return extra
 
 
+def app_rows(app, args, procs, a, appdir):
+    """The table's rows of one app: the sequential build, then at each P pthreads, cdsm
+    (pages owned by first touch where the run allows it) and cdsm with every page tracked
+    (CDSM_OWNERSHIP=0), interleaved."""
+    seq = median_run([os.path.join(appdir, app + "-seq")] + args, a.reps, a.timeout)
+    tracked_env = dict(os.environ, CDSM_OWNERSHIP="0")
+    rows = []
+    for p in procs:
+        dcmd = ["mpiexec", "-n", str(p), os.path.join(appdir, app)] + args
+        pt, ds, tr = interleaved([([os.path.join(appdir, app + "-pthreads"), "-p", str(p)] + args, None),
+                                  (dcmd, None), (dcmd, tracked_env)], a.reps, a.timeout)
+        answers = seq["answers"] | pt["answers"] | ds["answers"] | tr["answers"]
+        agree = seq["verified"] and pt["verified"] and ds["verified"] and tr["verified"] and len(answers) == 1
+        ratio = lambda x, y: x / y if x and y else None
+        mem = lambda r: r["log_bytes_peak"] / p if r["log_bytes_peak"] is not None else None
+        rows.append({
+            "app": app, "procs": p, "seq_s": seq["time"], "pthreads_s": pt["time"], "cdsm_s": ds["time"],
+            "tracked_s": tr["time"], "speedup": ratio(seq["time"], ds["time"]),
+            "cdsm_over_pthreads": ratio(ds["time"], pt["time"]), "tracked_over_pthreads": ratio(tr["time"], pt["time"]),
+            "cdsm_over_seq": ratio(ds["time"], seq["time"]), "cdsm_spread": ds["spread"], "tracked_spread": tr["spread"],
+            "faults": None if ds["read_faults"] is None else ds["read_faults"] + (ds["write_faults"] or 0),
+            "diffs": ds["diffs_created"], "tracked_diffs": tr["diffs_created"], "msgs": ds["msgs_sent"],
+            "bytes": ds["bytes_sent"], "mem_per_rank": mem(ds), "tracked_mem_per_rank": mem(tr),
+            "verified_same_answer": agree,
+        })
+        if not agree:
+            for name, r in (("seq", seq), ("pthreads", pt), ("cdsm", ds), ("tracked", tr)):
+                if not r["verified"]:
+                    print("    %s run failed (exit %s):\n%s" % (name, r["rc"], r["out"][-1500:]))
+    return rows
+
+
+FORMAT = "%-8s %3s %8s %8s %8s %8s %7s %7s %7s %6s %8s %8s %8s %9s %9s %s"
+
+
+def print_row(r):
+    pct = lambda v: fmt(None if v is None else 100 * v, ".0f", "%")
+    kib = lambda v: fmt(None if v is None else v / 1024, ".0f", "K")
+    print(FORMAT % (
+        r["app"], r["procs"], fmt(r["seq_s"], ".4f"), fmt(r["pthreads_s"], ".4f"), fmt(r["cdsm_s"], ".4f"),
+        fmt(r["tracked_s"], ".4f"), fmt(r["cdsm_over_seq"], ".2f"), fmt(r["cdsm_over_pthreads"], ".2f"),
+        fmt(r["tracked_over_pthreads"], ".2f"), pct(r["cdsm_spread"]), fmt(r["faults"], "d"), fmt(r["diffs"], "d"),
+        fmt(r["tracked_diffs"], "d"), kib(r["mem_per_rank"]), kib(r["tracked_mem_per_rank"]),
+        "same, verified" if r["verified_same_answer"] else "DIFFER/FAILED"), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--procs", default="1,2,4")
@@ -142,42 +206,20 @@ def main():
     os.makedirs(a.outdir, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
-    hdr = ("%-8s %3s %9s %9s %9s %8s %9s %9s %9s %9s %12s %s" %
-           ("app", "P", "seq_s", "pthr_s", "cdsm_s", "speedup", "cdsm/pthr", "faults",
-            "diffs", "msgs", "bytes", "answers"))
-    print(hdr)
+    print(FORMAT % ("app", "P", "seq_s", "pthr_s", "cdsm_s", "track_s", "c/seq", "c/pthr", "t/pthr", "spread",
+                    "faults", "diffs", "t_diffs", "mem/rank", "t_mem/rk", "answers"))
     for app in apps:
-        args = extra.get(app, [])
-        seq = median_run([os.path.join(appdir, app + "-seq")] + args, a.reps, a.timeout)
-        for p in procs:
-            pt = median_run([os.path.join(appdir, app + "-pthreads"), "-p", str(p)] + args, a.reps, a.timeout)
-            ds = median_run(["mpiexec", "-n", str(p), os.path.join(appdir, app)] + args, a.reps, a.timeout)
-            answers = seq["answers"] | pt["answers"] | ds["answers"]
-            agree = seq["verified"] and pt["verified"] and ds["verified"] and len(answers) == 1
-            faults = None if ds["read_faults"] is None else ds["read_faults"] + (ds["write_faults"] or 0)
-            row = {
-                "app": app, "procs": p, "seq_s": seq["time"], "pthreads_s": pt["time"], "cdsm_s": ds["time"],
-                "speedup": seq["time"] / ds["time"] if seq["time"] and ds["time"] else None,
-                "cdsm_over_pthreads": ds["time"] / pt["time"] if pt["time"] and ds["time"] else None,
-                "faults": faults, "diffs": ds["diffs_created"], "msgs": ds["msgs_sent"],
-                "bytes": ds["bytes_sent"], "verified_same_answer": agree,
-            }
+        for row in app_rows(app, extra.get(app, []), procs, a, appdir):
             rows.append(row)
-            print("%-8s %3d %9s %9s %9s %8s %9s %9s %9s %9s %12s %s" % (
-                app, p, fmt(row["seq_s"], ".4f"), fmt(row["pthreads_s"], ".4f"), fmt(row["cdsm_s"], ".4f"),
-                fmt(row["speedup"], ".2f"), fmt(row["cdsm_over_pthreads"], ".2f"), fmt(faults, "d"),
-                fmt(row["diffs"], "d"), fmt(row["msgs"], "d"), fmt(row["bytes"], "d"),
-                "same, verified" if agree else "DIFFER/FAILED"), flush=True)
-            if not agree:
-                for name, r in (("seq", seq), ("pthreads", pt), ("cdsm", ds)):
-                    if not r["verified"]:
-                        print("    %s run failed (exit %s):\n%s" % (name, r["rc"], r["out"][-1500:]))
+            print_row(row)
     path = os.path.join(a.outdir, "apps-%s.csv" % stamp)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
         w.writerows(rows)
-    print("csv: " + path)
+    with open(path[:-4] + ".json", "w") as f:
+        json.dump({"procs": procs, "reps": a.reps, "args": a.args, "rows": rows}, f, indent=1)
+    print("csv: " + path + "\njson: " + path[:-4] + ".json")
     png = plot(rows, procs, os.path.join(a.outdir, "apps-%s" % stamp))
     if png:
         print("png: " + png)

@@ -105,13 +105,16 @@ attempt() {
     # recovery, show what each remaining process is doing and what the run printed.
     limit=$(awk -v t="$reftime" 'BEGIN { l = 30 * t; if (l < 90) l = 90; printf "%d", l }')
     if ! timeout "$limit" tail --pid="$spid" -f /dev/null; then
-        echo "slurm_recover: FAIL: the run did not end within $limit s; its output so far:"
-        cat "$out"
+        echo "slurm_recover: FAIL: the run did not end within $limit s"
+        # Backtraces first, the run's own output last: a CI log keeps only its tail.
         for p in $(pgrep -f "$(basename "$app")" | grep -v "^$$\$"); do
             [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$app")" ] || continue
             echo "== pid $p: $(tr '\0' ' ' < "/proc/$p/environ" 2>/dev/null | grep -o 'SLURM_PROCID=[0-9]*')"
-            command -v gdb >/dev/null && timeout 30 gdb -p "$p" -batch -ex 'thread apply all bt' 2>/dev/null | grep -E '^(#|Thread)'
+            command -v gdb >/dev/null && timeout 30 gdb -p "$p" -batch -ex 'thread apply all bt' 2>/dev/null |
+                grep -E '^Thread|^#.* at \.\./(lib|apps|splash)/' | sed -E 's/^Thread ([0-9]+) .*"([a-z]+)".*/Thread \1 \2:/'
         done
+        echo "slurm_recover: the run's output so far:"
+        cat "$out"
         scancel -n "cdsm-recover-$$" 2>/dev/null
         kill "$spid" 2>/dev/null
         exit 1

@@ -21,6 +21,8 @@
     X(prefetched, "invalid pages validated with the miss before them")         \
     X(pages_served, "whole pages sent to other ranks")                         \
     X(invalidations, "pages invalidated by write notices")                     \
+    X(pages_owned, "pages owned by first touch (no tracking while owned)")     \
+    X(pages_unowned, "owned pages another rank read: tracked from then on")   \
     X(intervals, "intervals closed by this rank with writes")                  \
     X(notices_received, "write notices received from other ranks")             \
     X(lock_acquires, "lock acquires")                                          \

@@ -233,10 +233,32 @@ cdsm__ckpt_pos_t cdsm__ckpt_committed(void)
 
 /* ---- the snapshot -------------------------------------------------------------------- */
 
-static int want_page(const cdsm__page_t *p, int full)
+/* pop: in an owned heap, which pages hold data (an owned page is written without a trace,
+ * so every one that holds data counts as changed). */
+static int want_page(uint32_t pg, int full, const uint8_t *pop)
 {
+    const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    if (p->state == CDSM_PG_OWN) return pop[pg];
     if (full) return (p->ckflags & 2) != 0;
     return (p->ckflags & 1) || p->state == CDSM_PG_RW; /* hot pages are written without faults */
+}
+
+/* Nothing can fail here: the change marks are cleared as the pages are copied (every
+ * marked page is copied: a mark implies "ever changed" as well). */
+static void copy_pages(cdsm__ckpt_t *c, int full, const uint8_t *pop)
+{
+    int n = cdsm__w.n;
+    uint32_t k = 0;
+    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) {
+        cdsm__page_t *p = &cdsm__heap.pages[pg];
+        if (!want_page(pg, full, pop)) continue;
+        c->page_index[k] = pg;
+        c->page_state[k] = p->state;
+        memcpy(c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__sys_page(pg), cdsm__heap.page_size);
+        if (p->applied) memcpy(c->applied + (size_t)k * n, p->applied, cdsm__u32s((size_t)n));
+        p->ckflags &= (uint8_t)~1u;
+        k++;
+    }
 }
 
 static cdsm__ckpt_t *snapshot(int full)
@@ -259,8 +281,11 @@ static cdsm__ckpt_t *snapshot(int full)
     c->lock_state = malloc(cdsm__lk.nlocks);
     c->nlog = LP_COUNT;
     c->log_pos = malloc(LP_COUNT * 8);
+    int owned = cdsm__heap.own_mode == CDSM_OWN_ALL; /* (first touch runs without checkpoints) */
+    uint8_t *pop = owned ? malloc(cdsm__heap.npages) : NULL;
+    if (owned && (!pop || cdsm__heap_populated(pop))) goto nomem;
     uint32_t np = 0;
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) np += want_page(&cdsm__heap.pages[pg], full);
+    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) np += want_page(pg, full, pop);
     c->npages = np;
     c->page_index = malloc(cdsm__u32s((size_t)np + 1));
     c->page_state = malloc((size_t)np + 1);
@@ -299,21 +324,11 @@ static cdsm__ckpt_t *snapshot(int full)
         if (!r->name || !r->data) goto nomem;
         cdsm__output_held_put(r->data);
     }
-    /* Nothing can fail from here: the change marks are cleared as the pages are copied
-     * (every marked page is copied: a mark implies "ever changed" as well). */
-    uint32_t k = 0;
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) {
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
-        if (!want_page(p, full)) continue;
-        c->page_index[k] = pg;
-        c->page_state[k] = p->state;
-        memcpy(c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__sys_page(pg), cdsm__heap.page_size);
-        if (p->applied) memcpy(c->applied + (size_t)k * n, p->applied, cdsm__u32s((size_t)n));
-        p->ckflags &= (uint8_t)~1u;
-        k++;
-    }
+    copy_pages(c, full, pop);
+    free(pop);
     return c;
 nomem:
+    free(pop);
     snapshot_free(c);
     return NULL;
 }
@@ -563,7 +578,7 @@ int cdsm__ckpt_restore(void)
         uint32_t pg = c->page_index[k];
         memcpy(cdsm__sys_page(pg), c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__heap.page_size);
         memcpy(cdsm__page_applied(pg), c->applied + (size_t)k * n, cdsm__u32s((size_t)n));
-        cdsm__page_protect(pg, 1, c->page_state[k] == CDSM_PG_INVALID ? CDSM_PG_INVALID : CDSM_PG_RO);
+        cdsm__page_protect(pg, 1, c->page_state[k] == CDSM_PG_INVALID ? CDSM_PG_INVALID : cdsm__page_clean_state());
     }
     /* Taken at a collection where every copy was made current: the records up to its
      * clock are applied everywhere, so each rank's list starts after them. */

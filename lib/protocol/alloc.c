@@ -149,7 +149,9 @@ static int do_alloc(arena_t *a, const char *what, size_t size, void **out)
 int cdsm_alloc(size_t size, void **out)
 {
     int rc = do_alloc(&common, "cdsm_alloc", size, out);
-    if (rc || !cdsm__cfg.check) return rc;
+    if (rc) return rc;
+    cdsm__own_place((uint64_t)((char *)*out - cdsm__heap.base), size); /* (every rank alike: collective) */
+    if (!cdsm__cfg.check) return rc;
     /* Checker: every rank must have asked for the same size. */
     int flags = 0;
     rc = cdsm__barrier_full(CDSM_BAR_PLAIN, (uint64_t)size, NULL, NULL, &flags);
@@ -163,6 +165,11 @@ int cdsm_alloc(size_t size, void **out)
  * rank allocates there (the PARMACS layer: rank 0 running main while the others wait). The
  * other ranks' copies of the common arena do not learn about it, so no other rank may
  * allocate from the common arena afterwards. */
+int cdsm__alloc_arena_rank(uint64_t off)
+{
+    return off < common.end || !own_size ? -1 : (int)((off - common.end) / own_size);
+}
+
 int cdsm__alloc_master(size_t size, void **out)
 {
     return do_alloc(&common, "G_MALLOC", size, out);

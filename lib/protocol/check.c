@@ -45,6 +45,8 @@ int cdsm__audit_local(void)
             AUDIT_FAIL("page %u is hot but not writable, dirty and twinned", pg);
         if (p->state == CDSM_PG_RW && (!p->dirty || !p->twin || p->twin_iv != CDSM_IV_OPEN))
             AUDIT_FAIL("page %u is writable without an open twin", pg);
+        if (p->state == CDSM_PG_OWN && (p->twin || p->dirty || p->notices))
+            AUDIT_FAIL("owned page %u is tracked (twin, dirty or notices)", pg);
         if (p->state == CDSM_PG_INVALID && p->twin) AUDIT_FAIL("invalid page %u still has a twin", pg);
         if (p->twin && !p->dirty) {
             const cdsm__interval_t *iv = cdsm__iv_get(cdsm__w.rank, p->twin_iv);

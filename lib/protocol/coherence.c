@@ -112,6 +112,7 @@ static void unmark_dirty(uint32_t pg)
 void cdsm__invalidate(uint32_t pg)
 {
     cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_check(p->state != CDSM_PG_OWN); /* nobody else can write a page nobody else read */
     if (p->hot) {
         /* Its last diff was made when the interval closed (just now: notices come in
          * right after a close), so the twin holds nothing more. */
@@ -352,6 +353,16 @@ void cdsm__close_interval(void)
     last_waste = c.nidle * cmp_ns;
 }
 
+void cdsm__page_unown(uint32_t pg)
+{
+    /* Read-only from now on: the copy served is exactly the bytes written so far, and the
+     * owner's next write faults and is tracked as any other (the application thread may
+     * be writing the page as this runs: a write after the mprotect waits for mu). */
+    cdsm__heap.pages[pg].last_wr = cdsm__g.vc[cdsm__w.rank] + 1; /* (it becomes hot sooner) */
+    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    CDSM_STAT_ADD(pages_unowned, 1);
+}
+
 /* Fault-around: after a write fault on the page before `first`, twin the following valid
  * pages nobody has twinned yet and let the caller unprotect them with it in one mprotect,
  * so a sequential writer (transposes, scatters, initialisation) takes one fault per
@@ -418,7 +429,7 @@ void cdsm__fault(uint32_t pg, int is_write)
     pthread_mutex_lock(&g->mu);
     if (cdsm__heap.pages[pg].state == CDSM_PG_INVALID) {
         CDSM_STAT_ADD(read_faults, 1);
-        int rc = cdsm__validate(pg);
+        int rc = cdsm__heap.pages[pg].claim ? cdsm__own_miss(pg) : cdsm__validate(pg);
         /* A miss that cannot be served leaves the program without the data it reads:
          * there is no way to return an error from a load instruction. */
         if (rc && cdsm__lost() >= 0) {
@@ -570,12 +581,17 @@ static int take_page(vstate_t *v, cdsm__reply_t *r)
     const uint32_t *ap = cdsm__rd_take(&rd, cdsm__u32s((size_t)cdsm__w.n));
     const void *bytes = cdsm__rd_take(&rd, cdsm__heap.page_size);
     if (rd.bad || pg != v->pg || rd.pos != rd.len) return CDSM_ERR_PROTOCOL;
+    cdsm__page_install(pg, bytes, ap);
+    return CDSM_OK;
+}
+
+void cdsm__page_install(uint32_t pg, const void *bytes, const uint32_t *applied)
+{
     memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
-    memcpy(cdsm__page_applied(pg), ap, cdsm__u32s((size_t)cdsm__w.n));
+    memcpy(cdsm__page_applied(pg), applied, cdsm__u32s((size_t)cdsm__w.n));
     cdsm__heap.pages[pg].holder = -1;
     refill_notices(pg);
     CDSM_STAT_ADD(pages_fetched, 1);
-    return CDSM_OK;
 }
 
 /* Wait for replies [first, first+count) of the given type and keep them. */
@@ -680,7 +696,9 @@ static int v_finish(vstate_t *v)
  * writes come as diffs (no whole copy needed). */
 static int prefetchable(uint32_t pg, vstate_t *scratch)
 {
-    if (pg >= cdsm__heap.npages || cdsm__heap.pages[pg].state != CDSM_PG_INVALID || cdsm__heap.pages[pg].holder >= 0) return 0;
+    if (pg >= cdsm__heap.npages || cdsm__heap.pages[pg].state != CDSM_PG_INVALID || cdsm__heap.pages[pg].holder >= 0 ||
+        cdsm__heap.pages[pg].claim)
+        return 0;
     cdsm__interval_t *latest;
     size_t k = missing(pg, &scratch->need, &scratch->capneed);
     return k > 0 && whole_source(pg, scratch->need, k, &latest) < 0;
@@ -765,14 +783,22 @@ void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
         cdsm__log(CDSM_LOG_ERROR, "bad page request from rank %u", h->src);
         cdsm_check(!"bad page request");
     }
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
-    cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
-    /* While the page is being written, the twin is the copy as of the last interval end. */
-    const void *src = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
     cdsm__buf_t b = {0};
+    const void *src;
     cdsm__buf_put_u32(&b, pg);
-    cdsm__buf_put(&b, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
+    cdsm__page_reply(pg, &b, &src);
     cdsm__tp_send(h->src, CDSM_MSG_PAGE_REP, h->tag, b.p, b.len, src, cdsm__heap.page_size);
     cdsm__buf_free(&b);
+}
+
+void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
+    if (p->state == CDSM_PG_OWN) cdsm__page_unown(pg); /* somebody else reads it now */
+    if (p->claim == CDSM_CLAIM_UNCLAIMED) p->claim = CDSM_CLAIM_SERVED; /* (named owner, not told yet) */
+    /* While the page is being written, the twin is the copy as of the last interval end. */
+    *bytes = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
+    cdsm__buf_put(b, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
     CDSM_STAT_ADD(pages_served, 1);
 }

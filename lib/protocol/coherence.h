@@ -22,6 +22,23 @@ int cdsm__validate(uint32_t pg);
 void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 uint32_t *cdsm__page_applied(uint32_t pg);
+/* An owned page another rank reads: tracked from now on (caller holds mu). */
+void cdsm__page_unown(uint32_t pg);
+
+/* owner.c: ownership (the mode, first touch and its directory) */
+int cdsm__own_init(void);
+void cdsm__own_fini(void);
+/* An access miss on an unclaimed page (caller holds mu): claim it, or fetch it whole from
+ * its owner. */
+int cdsm__own_miss(uint32_t pg);
+void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+/* A collective allocation at heap offset off: its pages not placed yet get directory
+ * ranks in contiguous blocks, one per rank, as programs partition their arrays. */
+void cdsm__own_place(uint64_t off, size_t size);
+/* serve_page's reply body: the applied vector, then the page bytes at *bytes. */
+void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes);
+/* Install a whole copy: bytes and the vector of writes it holds. */
+void cdsm__page_install(uint32_t pg, const void *bytes, const uint32_t *applied);
 
 /* check.c: the consistency checker (CDSM_CHECK=1) */
 int cdsm__audit_local(void);

@@ -20,6 +20,7 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
     case CDSM_MSG_DIFF_REQ: cdsm__serve_diffs(h, &rd); break;
     case CDSM_MSG_PAGE_REQ: cdsm__serve_page(h, &rd); break;
     case CDSM_MSG_BAR_ARRIVE: cdsm__bar_on_arrive(h, &rd); break;
+    case CDSM_MSG_DIR_REQ: cdsm__own_on_dir_req(h, &rd); break;
     case CDSM_MSG_TAKEOVER:
     case CDSM_MSG_RETIRE:
     case CDSM_MSG_REPLAY_REQ:
@@ -49,6 +50,7 @@ void cdsm__proto_events(cdsm__tp_events_t *ev)
     ev->reply_of[CDSM_MSG_DIFF_REQ] = CDSM_MSG_DIFF_REP;
     ev->reply_of[CDSM_MSG_PAGE_REQ] = CDSM_MSG_PAGE_REP;
     ev->reply_of[CDSM_MSG_BAR_ARRIVE] = CDSM_MSG_BAR_RELEASE;
+    ev->reply_of[CDSM_MSG_DIR_REQ] = CDSM_MSG_DIR_REP;
     /* Lock messages are counted per peer: a lock rebuild compares the counts. */
     for (int t = 1; t < CDSM_MSG_TYPES; t++) ev->counted[t] = (uint8_t)cdsm__is_lock_msg(t);
 }

@@ -24,6 +24,17 @@ void cdsm__log_bytes_add(int64_t delta)
     if (cdsm__g.log_bytes > cdsm__st.log_bytes_peak) cdsm__st.log_bytes_peak = cdsm__g.log_bytes;
 }
 
+/* Ownership where nothing needs every write noticed: one rank; or no spare to replay a
+ * lost rank and no checkpoints (a replay or a checkpoint would need the writes an owner
+ * makes without a trace: DESIGN, "Pages and their states"). */
+static int own_mode(void)
+{
+    if (!cdsm__cfg.ownership) return CDSM_OWN_OFF;
+    if (cdsm__w.n == 1) return CDSM_OWN_ALL;
+    if (cdsm__cfg.spares || cdsm__cfg.ckpt_dir[0] || cdsm__cfg.restart[0]) return CDSM_OWN_OFF;
+    return CDSM_OWN_FIRST_TOUCH;
+}
+
 int cdsm__heap_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -50,8 +61,12 @@ int cdsm__heap_init(void)
         return cdsm__error(CDSM_ERR_HEAP_MAP, "ftruncate(%zu): %s", cdsm__heap.heap_size, strerror(e));
     }
     void *want = (void *)(uintptr_t)cdsm__cfg.heap_addr;
-    /* Every page starts valid and zero on every rank: read-only until written. */
-    void *a = mmap(want, cdsm__heap.heap_size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE,
+    /* Every page starts zero on every rank: read-only until written (tracked), writable
+     * (one rank owns them all), or inaccessible until its first touch claims it. */
+    cdsm__heap.own_mode = own_mode();
+    static const int prot0[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE};
+    int prot = prot0[cdsm__heap.own_mode];
+    void *a = mmap(want, cdsm__heap.heap_size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE,
                    cdsm__heap.memfd, 0);
     if (a == MAP_FAILED || a != want) {
         int e = errno;
@@ -77,16 +92,21 @@ int cdsm__heap_init(void)
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);
     }
+    int first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
     for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
-        cdsm__heap.pages[i].state = CDSM_PG_RO;
+        cdsm__heap.pages[i].state = (uint8_t)(first_touch ? CDSM_PG_INVALID : cdsm__page_clean_state());
+        cdsm__heap.pages[i].claim = first_touch ? CDSM_CLAIM_UNCLAIMED : CDSM_CLAIM_NONE;
         cdsm__heap.pages[i].holder = -1;
     }
-    return CDSM_OK;
+    int rc = cdsm__own_init();
+    if (rc) cdsm__heap_fini();
+    return rc;
 }
 
 void cdsm__heap_fini(void)
 {
     cdsm__state_t *g = &cdsm__g;
+    cdsm__own_fini();
     if (cdsm__heap.pages) {
         for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
             cdsm__page_t *p = &cdsm__heap.pages[i];
@@ -113,7 +133,7 @@ void cdsm__heap_fini(void)
 
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 {
-    static const int prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE};
+    static const int prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE};
     if (mprotect(cdsm__app_page(first), (size_t)count * cdsm__heap.page_size, prot[state])) {
         /* Only fails on a bad range or when the kernel is out of mapping entries. */
         cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
@@ -124,4 +144,29 @@ int cdsm__page_protect(uint32_t first, uint32_t count, int state)
         cdsm__heap.pages[first + i].ckflags = 3; /* changed since the last checkpoint */
     }
     return CDSM_OK;
+}
+
+int cdsm__heap_populated(uint8_t *out)
+{
+    size_t ps = cdsm__heap.page_size;
+    off_t pos = 0, end = (off_t)cdsm__heap.heap_size;
+    memset(out, 0, cdsm__heap.npages);
+    while (pos < end) {
+        off_t data = lseek(cdsm__heap.memfd, pos, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) break; /* only a hole is left */
+        if (data < 0) return cdsm__error(CDSM_ERR_HEAP_MAP, "lseek(SEEK_DATA) on the heap: %s", strerror(errno));
+        off_t hole = lseek(cdsm__heap.memfd, data, SEEK_HOLE);
+        if (hole < 0) return cdsm__error(CDSM_ERR_HEAP_MAP, "lseek(SEEK_HOLE) on the heap: %s", strerror(errno));
+        for (size_t pg = (size_t)data / ps; pg * ps < (size_t)hole && pg < cdsm__heap.npages; pg++) out[pg] = 1;
+        pos = hole;
+    }
+    return CDSM_OK;
+}
+
+const char *cdsm__heap_detection(void)
+{
+    static const char *const what[] = {
+        "write detection by mprotect on every page", "write detection off (one rank owns every page)",
+        "pages owned by first touch, write detection by mprotect once shared"};
+    return what[cdsm__heap.own_mode];
 }

@@ -12,7 +12,16 @@
 extern "C" {
 #endif
 
-enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2 };
+/* CDSM_PG_OWN: owned exclusively, no other rank holds a copy, so the page is writable
+ * with no twin, no diff and no notice (write detection is off for it). */
+enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2, CDSM_PG_OWN = 3 };
+/* Ownership modes (owner.c): off (every page tracked), all (one rank owns every page),
+ * first touch (a directory names each page's first toucher its owner). */
+enum { CDSM_OWN_OFF = 0, CDSM_OWN_ALL = 1, CDSM_OWN_FIRST_TOUCH = 2 };
+/* A page's claim under first-touch ownership: none (owned, or its base copy is known),
+ * unclaimed (never touched here: the first access asks the directory), unclaimed and
+ * served meanwhile (the directory named this rank while another already read the page). */
+enum { CDSM_CLAIM_NONE = 0, CDSM_CLAIM_UNCLAIMED = 1, CDSM_CLAIM_SERVED = 2 };
 #define CDSM_IV_OPEN UINT32_MAX
 /* Hot-page pressure: a page cooled under pressure that is written again becomes hot and
  * immune to pressure (it really is rewritten every few intervals). */
@@ -26,6 +35,7 @@ typedef struct cdsm__page {
     int16_t holder;    /* after GC: rank that holds the base copy of an invalid page, or -1 */
     uint8_t sticky;    /* CDSM_STICKY_*: how the hot-page pressure rule treats this page */
     uint8_t ckflags;   /* bit 0: changed since the last checkpoint; bit 1: ever changed */
+    uint8_t claim;     /* CDSM_CLAIM_* */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     uint32_t last_wr;  /* our interval count when the page was last write-faulted (+1; 0: never) */
@@ -40,6 +50,7 @@ typedef struct cdsm__heap {
     int memfd;
     size_t heap_size, page_size, os_page;
     uint32_t npages;
+    int own_mode; /* CDSM_OWN_* */
     cdsm__page_t *pages;
 } cdsm__heap_t;
 
@@ -62,6 +73,16 @@ static inline char *cdsm__app_page(uint32_t pg)
 int cdsm__heap_init(void);
 void cdsm__heap_fini(void);
 int cdsm__page_protect(uint32_t first, uint32_t count, int state);
+/* The state a page returns to when valid and not written (RO, or OWN in an owned heap). */
+static inline int cdsm__page_clean_state(void)
+{
+    return cdsm__heap.own_mode == CDSM_OWN_ALL ? CDSM_PG_OWN : CDSM_PG_RO;
+}
+/* Marks in `out` (one byte per page) the pages that hold data (the memfd has no hole
+ * there): an owned page's only sign of having been written. */
+int cdsm__heap_populated(uint8_t *out);
+/* How writes are detected, for the start-up line. */
+const char *cdsm__heap_detection(void);
 void cdsm__log_bytes_add(int64_t delta);
 
 /* alloc.c */
@@ -69,6 +90,8 @@ int cdsm__alloc_init(void);
 void cdsm__alloc_fini(void);
 /* Non-collective allocation from the common arena (rank 0 of the PARMACS layer only). */
 int cdsm__alloc_master(size_t size, void **out);
+/* The rank whose cdsm_malloc arena holds heap offset off, or -1 (the common arena). */
+int cdsm__alloc_arena_rank(uint64_t off);
 
 /* fault.c */
 int cdsm__fault_install(void);

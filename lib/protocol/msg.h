@@ -31,6 +31,8 @@ enum {
     CDSM_MSG_LK_REBUILD,   /* replacement -> survivor: the rebuilt queues; link again */
     CDSM_MSG_KNOW_REQ,     /* replacement -> survivor: how many intervals of mine do you know? */
     CDSM_MSG_KNOW_REP,     /* survivor -> replacement: that number (grants not yet read included) */
+    CDSM_MSG_DIR_REQ,      /* first toucher -> directory rank: page (claim it, or who owns it?) */
+    CDSM_MSG_DIR_REP,      /* directory rank -> first toucher: page, its owner */
     CDSM_MSG_TYPES
 };
 CDSM__STATIC_ASSERT((int)CDSM_MSG_TYPES <= (int)CDSM_TP_MAX_TYPES, "message types fit the transport's tables");
