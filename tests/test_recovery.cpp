@@ -118,7 +118,9 @@ TEST(Recovery, CheckpointsHoldTheStateAtTheirBarrier)
         for (size_t i = 0; i < big.size(); i++) big[i] = it * 31u + (uint32_t)i;
         priv.iter = it;
         ASSERT_EQ(cdsm_barrier(), CDSM_OK);
-        // Read the next rank's slice: valid now, invalidated again by the next barrier.
+        // Read the next rank's slice: valid now, invalidated again by the next barrier. (The
+        // read races with that rank's next iteration: the tracked protocol, which this test
+        // runs under (CDSM_OWNERSHIP=0), gives exactly this iteration's words.)
         size_t other = per_rank * words * (size_t)((me + 1) % n);
         for (size_t i = 0; i < slice; i += 97) ASSERT_EQ(a[other + i], word_value(it, (uint32_t)(other + i)));
     }

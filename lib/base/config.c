@@ -36,7 +36,7 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_INT, OFF(hot_idle), 0, 250, NULL},
     {"CDSM_FAULT_AROUND", "8", "a write fault also makes writable (with twins) the following valid pages, up to this many pages in all (1: off)",
      CDSM_CFG_INT, OFF(fault_around), 1, 1024, NULL},
-    {"CDSM_OWNERSHIP", "1", "a page is owned by its first toucher until another rank reads it, and costs nothing while owned (no write detection, twin, diff or notice); only where nothing needs every write noticed: one rank, or no CDSM_SPARES and no checkpoints (0: never)",
+    {"CDSM_OWNERSHIP", "1", "a page is owned by its first toucher until another rank reads it, and costs nothing while owned (no write detection, twin, diff or notice); only where nothing needs every write noticed: one rank, or no CDSM_SPARES (checkpoints then take every owned page with data) (0: never)",
      CDSM_CFG_BOOL, OFF(ownership), 0, 1, NULL},
     {"CDSM_PREFETCH", "8", "an access miss also validates the following invalid pages in the same round trip, up to this many pages in all (1: off)",
      CDSM_CFG_INT, OFF(prefetch), 1, 64, NULL},

@@ -243,6 +243,24 @@ static int want_page(uint32_t pg, int full, const uint8_t *pop)
     return (p->ckflags & 1) || p->state == CDSM_PG_RW; /* hot pages are written without faults */
 }
 
+/* A region the library keeps in the checkpoint (none when it has no bytes). */
+static int library_region(cdsm__ckpt_t *c, const char *name, size_t size, void (*put)(uint8_t *))
+{
+    if (!size) return 0;
+    cdsm__ckpt_region_t *r = &c->regions[c->nregions++];
+    r->name = strdup(name);
+    r->data = malloc(size);
+    r->size = size;
+    if (!r->name || !r->data) return -1;
+    put(r->data);
+    return 0;
+}
+
+static int is_library_region(const char *name)
+{
+    return !strcmp(name, CDSM_OUTPUT_HELD) || !strcmp(name, CDSM_OWN_REGION);
+}
+
 /* Nothing can fail here: the change marks are cleared as the pages are copied (every
  * marked page is copied: a mark implies "ever changed" as well). */
 static void copy_pages(cdsm__ckpt_t *c, int full, const uint8_t *pop)
@@ -281,7 +299,7 @@ static cdsm__ckpt_t *snapshot(int full)
     c->lock_state = malloc(cdsm__lk.nlocks);
     c->nlog = LP_COUNT;
     c->log_pos = malloc(LP_COUNT * 8);
-    int owned = cdsm__heap.own_mode == CDSM_OWN_ALL; /* (first touch runs without checkpoints) */
+    int owned = cdsm__heap.own_mode != CDSM_OWN_OFF;
     uint8_t *pop = owned ? malloc(cdsm__heap.npages) : NULL;
     if (owned && (!pop || cdsm__heap_populated(pop))) goto nomem;
     uint32_t np = 0;
@@ -292,7 +310,7 @@ static cdsm__ckpt_t *snapshot(int full)
     c->page_data = malloc((size_t)np * cdsm__heap.page_size + 1);
     c->applied = calloc((size_t)np * (size_t)n + 1, 4);
     c->nregions = (uint32_t)nregions;
-    c->regions = calloc(nregions + 1, sizeof *c->regions);
+    c->regions = calloc(nregions + 2, sizeof *c->regions);
     if (!c->vc || !c->intervals || !c->lock_state || !c->log_pos || !c->page_index || !c->page_state ||
         !c->page_data || !c->applied || !c->regions)
         goto nomem;
@@ -315,15 +333,8 @@ static cdsm__ckpt_t *snapshot(int full)
     }
     /* The output held now (a region of its own): a replacement releases what its lost
      * process may have died holding (issue 17). */
-    size_t held = cdsm__output_held_bytes();
-    if (held) {
-        cdsm__ckpt_region_t *r = &c->regions[c->nregions++];
-        r->name = strdup(CDSM_OUTPUT_HELD);
-        r->data = malloc(held);
-        r->size = held;
-        if (!r->name || !r->data) goto nomem;
-        cdsm__output_held_put(r->data);
-    }
+    if (library_region(c, CDSM_OUTPUT_HELD, cdsm__output_held_bytes(), cdsm__output_held_put)) goto nomem;
+    if (library_region(c, CDSM_OWN_REGION, cdsm__own_state_bytes(), cdsm__own_state_put)) goto nomem;
     copy_pages(c, full, pop);
     free(pop);
     return c;
@@ -524,7 +535,7 @@ static int restore_regions(const cdsm__ckpt_t *c)
 {
     uint32_t held = 0;
     for (uint32_t i = 0; i < c->nregions; i++) {
-        if (!strcmp(c->regions[i].name, CDSM_OUTPUT_HELD)) { /* the library's, not registered */
+        if (is_library_region(c->regions[i].name)) { /* the library's, not registered */
             held++;
             continue;
         }
@@ -552,9 +563,27 @@ static int restore_regions(const cdsm__ckpt_t *c)
             }
             continue;
         }
+        if (!strcmp(c->regions[i].name, CDSM_OWN_REGION)) {
+            int rc = cdsm__own_state_take(c->regions[i].data, c->regions[i].size);
+            if (rc) return rc;
+            continue;
+        }
         memcpy(find_region(c->regions[i].name)->ptr, c->regions[i].data, c->regions[i].size);
     }
     return CDSM_OK;
+}
+
+/* A restored page: invalid stays invalid, owned stays owned (one rank owns them all),
+ * anything else is a clean tracked copy; it was touched, so it is claimed. Pages the
+ * checkpoint does not hold stay as at the start (unclaimed, under first touch: owned
+ * ones held no data, and the directory names their owner again). */
+static void restore_state(uint32_t pg, uint8_t saved)
+{
+    int st = saved == CDSM_PG_INVALID ? CDSM_PG_INVALID
+             : saved == CDSM_PG_OWN || cdsm__heap.own_mode == CDSM_OWN_ALL ? CDSM_PG_OWN
+                                                                         : CDSM_PG_RO;
+    cdsm__heap.pages[pg].claim = CDSM_CLAIM_NONE;
+    cdsm__page_protect(pg, 1, st);
 }
 
 int cdsm__ckpt_restore(void)
@@ -578,7 +607,7 @@ int cdsm__ckpt_restore(void)
         uint32_t pg = c->page_index[k];
         memcpy(cdsm__sys_page(pg), c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__heap.page_size);
         memcpy(cdsm__page_applied(pg), c->applied + (size_t)k * n, cdsm__u32s((size_t)n));
-        cdsm__page_protect(pg, 1, c->page_state[k] == CDSM_PG_INVALID ? CDSM_PG_INVALID : cdsm__page_clean_state());
+        restore_state(pg, c->page_state[k]);
     }
     /* Taken at a collection where every copy was made current: the records up to its
      * clock are applied everywhere, so each rank's list starts after them. */

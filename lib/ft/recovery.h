@@ -167,6 +167,8 @@ void cdsm__output_fini(void);
 /* The output this rank holds (produced, not yet released), for a checkpoint: its size in
  * bytes as a private region named CDSM_OUTPUT_HELD, and its bytes. */
 #define CDSM_OUTPUT_HELD "cdsm-output-held"
+/* The ownership directory and placement (first-touch ownership): a region of its own. */
+#define CDSM_OWN_REGION "cdsm-ownership"
 size_t cdsm__output_held_bytes(void);
 void cdsm__output_held_put(uint8_t *dst);
 /* A replacement whose lost process may have died holding output (restored with the

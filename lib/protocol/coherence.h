@@ -35,6 +35,12 @@ void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 /* A collective allocation at heap offset off: its pages not placed yet get directory
  * ranks in contiguous blocks, one per rank, as programs partition their arrays. */
 void cdsm__own_place(uint64_t off, size_t size);
+/* The ownership state a checkpoint keeps (directory entries, placement): its size in
+ * bytes (0: first-touch ownership is off), its bytes, and taking it back at a restore
+ * (CDSM_ERR_CORRUPT when malformed). */
+size_t cdsm__own_state_bytes(void);
+void cdsm__own_state_put(uint8_t *dst);
+int cdsm__own_state_take(const uint8_t *p, size_t n);
 /* serve_page's reply body: the applied vector, then the page bytes at *bytes. */
 void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes);
 /* Install a whole copy: bytes and the vector of writes it holds. */

@@ -45,7 +45,8 @@ int cdsm__gc(void)
         if (!p->notices) continue;
         if ((ckpt || latest_notice(p)->rank == cdsm__w.rank) && !page_current(pg)) {
             if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
-            rc = cdsm__validate(pg);
+            /* (never touched here: a whole copy from a writer first) */
+            rc = p->claim ? cdsm__own_miss(pg) : cdsm__validate(pg);
         }
     }
     if (!rc && ckpt) rc = cdsm__ft.ckpt_commit();

@@ -24,15 +24,14 @@ void cdsm__log_bytes_add(int64_t delta)
     if (cdsm__g.log_bytes > cdsm__st.log_bytes_peak) cdsm__st.log_bytes_peak = cdsm__g.log_bytes;
 }
 
-/* Ownership where nothing needs every write noticed: one rank; or no spare to replay a
- * lost rank and no checkpoints (a replay or a checkpoint would need the writes an owner
- * makes without a trace: DESIGN, "Pages and their states"). */
+/* Ownership where nothing needs every write noticed: one rank; or no spare, so no replay
+ * (a replay needs the exact version of every page its rank read: DESIGN, "Pages and
+ * their states"). Checkpoints take every owned page that holds data. */
 static int own_mode(void)
 {
     if (!cdsm__cfg.ownership) return CDSM_OWN_OFF;
     if (cdsm__w.n == 1) return CDSM_OWN_ALL;
-    if (cdsm__cfg.spares || cdsm__cfg.ckpt_dir[0] || cdsm__cfg.restart[0]) return CDSM_OWN_OFF;
-    return CDSM_OWN_FIRST_TOUCH;
+    return cdsm__cfg.spares ? CDSM_OWN_OFF : CDSM_OWN_FIRST_TOUCH;
 }
 
 int cdsm__heap_init(void)

@@ -7,6 +7,7 @@
  * the directory, and an owner knows nobody else holds its page.
  * All of it runs under cdsm__g.mu. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "proto.h"
 
@@ -33,6 +34,45 @@ void cdsm__own_fini(void)
     free(own.dir);
     free(own.placed);
     own.dir = own.placed = NULL;
+}
+
+/* Pages up to the last one placed or with a directory entry: what a checkpoint keeps. */
+static uint32_t state_extent(void)
+{
+    uint32_t e = cdsm__heap.npages;
+    while (e > 0 && own.dir[e - 1] < 0 && own.placed[e - 1] < 0) e--;
+    return e;
+}
+
+size_t cdsm__own_state_bytes(void)
+{
+    return own.dir ? 4 + (size_t)state_extent() * 2 * sizeof(int16_t) : 0;
+}
+
+/* Layout: u32 extent, then placed[extent], then dir[extent] (int16, host order as every
+ * dataset of the file: CHECKPOINT_FORMAT.md). */
+void cdsm__own_state_put(uint8_t *dst)
+{
+    uint32_t e = state_extent();
+    memcpy(dst, &e, 4);
+    memcpy(dst + 4, own.placed, (size_t)e * sizeof(int16_t));
+    memcpy(dst + 4 + (size_t)e * sizeof(int16_t), own.dir, (size_t)e * sizeof(int16_t));
+}
+
+int cdsm__own_state_take(const uint8_t *p, size_t n)
+{
+    uint32_t e = 0;
+    if (n >= 4) memcpy(&e, p, 4);
+    if (!own.dir || n < 4 || e > cdsm__heap.npages || n != 4 + (size_t)e * 2 * sizeof(int16_t))
+        return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint region %s: %zu bytes do not hold an ownership directory of "
+                           "this heap (%u pages)", "cdsm-ownership", n, cdsm__heap.npages);
+    memcpy(own.placed, p + 4, (size_t)e * sizeof(int16_t));
+    memcpy(own.dir, p + 4 + (size_t)e * sizeof(int16_t), (size_t)e * sizeof(int16_t));
+    for (uint32_t pg = 0; pg < e; pg++)
+        if (own.placed[pg] >= cdsm__w.n || own.dir[pg] >= cdsm__w.n)
+            return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint region cdsm-ownership: page %u names rank %d or %d of %d",
+                               pg, own.placed[pg], own.dir[pg], cdsm__w.n);
+    return CDSM_OK;
 }
 
 /* A page keeps its directory rank for the whole run (its entry lives there), so only
