@@ -11,7 +11,7 @@
 
 /* The writer of the latest notice keeps the page: every rank names the same one, since at
  * a barrier all ranks hold the same notices. */
-static const cdsm__interval_t *latest_notice(const cdsm__page_t *p)
+const cdsm__interval_t *cdsm__latest_notice(const cdsm__page_t *p)
 {
     const cdsm__interval_t *best = NULL;
     for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
@@ -43,7 +43,7 @@ int cdsm__gc(void)
     for (uint32_t pg = 0; pg < cdsm__heap.npages && !rc; pg++) {
         cdsm__page_t *p = &cdsm__heap.pages[pg];
         if (!p->notices) continue;
-        if ((ckpt || latest_notice(p)->rank == cdsm__w.rank) && !page_current(pg)) {
+        if ((ckpt || cdsm__latest_notice(p)->rank == cdsm__w.rank) && !page_current(pg)) {
             if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
             /* (never touched here: a whole copy from a writer first) */
             rc = p->claim ? cdsm__own_miss(pg) : cdsm__validate(pg);
@@ -75,7 +75,7 @@ int cdsm__gc(void)
         if (!p->notices) continue;
         if (!page_current(pg)) {
             cdsm_check(p->state == CDSM_PG_INVALID);
-            p->holder = (int16_t)latest_notice(p)->rank;
+            p->holder = (int16_t)cdsm__latest_notice(p)->rank;
             memset(p->applied, 0, cdsm__u32s((size_t)cdsm__w.n));
         }
         if (p->twin && !p->hot) { /* a hot page's twin is its open interval's */

@@ -81,6 +81,9 @@ static inline int cdsm__page_clean_state(void)
 /* Marks in `out` (one byte per page) the pages that hold data (the memfd has no hole
  * there): an owned page's only sign of having been written. */
 int cdsm__heap_populated(uint8_t *out);
+/* gc.c: the interval of the page's newest notice (it has one), whose writer holds a whole
+ * copy (the GC's keeper). */
+const cdsm__interval_t *cdsm__latest_notice(const cdsm__page_t *p);
 /* How writes are detected, for the start-up line. */
 const char *cdsm__heap_detection(void);
 void cdsm__log_bytes_add(int64_t delta);

@@ -1,8 +1,9 @@
 /* First-touch ownership: a page belongs to the first rank that touches it, and costs that
  * rank nothing (no write detection, twin, diff or notice) until another rank reads it.
- * The page's directory rank (page number mod ranks) names the owner: the first rank to
- * ask becomes it, later ones are sent to it for a whole copy, and the owner tracks the
- * page from the moment it serves one (cdsm__page_unown, in serve_page). A rank's copy of
+ * The page's directory rank (fixed when a collective allocation first covers the page:
+ * cdsm__own_place) names the owner: the first rank to ask becomes it, later ones are sent
+ * to it for a whole copy, and the owner tracks the page from the moment it serves one
+ * (cdsm__page_unown, in cdsm__page_reply). A rank's copy of
  * a page it never touched is inaccessible until then, so every first access goes through
  * the directory, and an owner knows nobody else holds its page.
  * All of it runs under cdsm__g.mu. */
@@ -156,21 +157,12 @@ static int ask_directory(uint32_t pg, int *owner, int *fetched)
     return CDSM_OK;
 }
 
-/* The rank whose interval wrote pg last among its notices (it holds a whole copy). */
-static int latest_writer(const cdsm__page_t *p)
-{
-    const cdsm__interval_t *best = NULL;
-    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
-        if (!best || nt->iv->vcsum > best->vcsum) best = nt->iv;
-    return best->rank;
-}
-
 int cdsm__own_miss(uint32_t pg)
 {
     cdsm__page_t *p = &cdsm__heap.pages[pg];
     /* Others wrote it since it left its owner: a writer (or the keeper a GC named) holds
      * a whole copy, and the validation fetches it with the diffs it lacks. */
-    if (p->holder < 0 && p->notices) p->holder = (int16_t)latest_writer(p);
+    if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(p)->rank;
     if (p->holder >= 0) {
         p->claim = CDSM_CLAIM_NONE;
         return cdsm__validate(pg);
