@@ -586,6 +586,22 @@ static void restore_state(uint32_t pg, uint8_t saved)
     cdsm__page_protect(pg, 1, st);
 }
 
+/* The checkpoint's pages are owned by first touch exactly when it holds the ownership
+ * directory; a run that decided otherwise (spares, CDSM_OWNERSHIP) would hold stale zero
+ * copies of pages only their owners wrote, or give owned pages to the first asker. */
+static int same_ownership(const cdsm__ckpt_t *c)
+{
+    int has = 0, first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
+    for (uint32_t i = 0; i < c->nregions; i++) has |= !strcmp(c->regions[i].name, CDSM_OWN_REGION);
+    if (has == first_touch) return CDSM_OK;
+    return cdsm__error(CDSM_ERR_STATE,
+                       "cdsm_resume: checkpoint %" PRIu64 " of rank %d was written %s, and this run %s: restart it "
+                       "with the settings it was written with (CDSM_SPARES, CDSM_OWNERSHIP)",
+                       restore_seq, cdsm__w.rank,
+                       has ? "with pages owned by first touch (no spares)" : "with every page tracked",
+                       first_touch ? "owns pages by first touch" : "tracks every page (spares or CDSM_OWNERSHIP=0)");
+}
+
 int cdsm__ckpt_restore(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -602,7 +618,7 @@ int cdsm__ckpt_restore(void)
         if (c->page_index[k] >= cdsm__heap.npages)
             return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint %" PRIu64 " of rank %d: page %u is beyond the heap",
                                restore_seq, cdsm__w.rank, c->page_index[k]);
-    if ((rc = restore_regions(c))) return rc;
+    if ((rc = same_ownership(c)) || (rc = restore_regions(c))) return rc;
     for (uint32_t k = 0; k < c->npages; k++) {
         uint32_t pg = c->page_index[k];
         memcpy(cdsm__sys_page(pg), c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__heap.page_size);
