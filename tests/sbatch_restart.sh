@@ -29,6 +29,18 @@ for _ in $(seq 1200); do
     sleep 0.05
 done
 [ -n "$(ls "$ck"/job-*/manifest 2>/dev/null)" ] || { echo "sbatch_restart: FAIL: no manifest was committed"; cat "$out1"; exit 1; }
+# With committed output (-P): cancel once every rank has released the output made before
+# the manifest's barrier E. A job cancelled between E and E + 3 loses that output (a rank
+# still holds it and a whole-job restart does not take it over: DESIGN, known limits),
+# which is not what this test checks.
+if printf '%s\n' "$@" | grep -qx -- -P; then
+    for _ in $(seq 3000); do
+        ok=1
+        for r in $(seq 0 $((ntasks - 1))); do grep -q "^sor: rank $r finished iteration" "$out1" || ok=0; done
+        [ "$ok" = 1 ] && break
+        sleep 0.01
+    done
+fi
 scancel "$job"
 for _ in $(seq 600); do
     case "$(state "$job")" in JobState=PENDING|JobState=RUNNING|JobState=COMPLETING|JobState=CONFIGURING) sleep 0.05 ;; *) break ;; esac
