@@ -353,16 +353,6 @@ void cdsm__close_interval(void)
     last_waste = c.nidle * cmp_ns;
 }
 
-void cdsm__page_unown(uint32_t pg)
-{
-    /* Read-only from now on: the copy served is exactly the bytes written so far, and the
-     * owner's next write faults and is tracked as any other (the application thread may
-     * be writing the page as this runs: a write after the mprotect waits for mu). */
-    cdsm__heap.pages[pg].last_wr = cdsm__g.vc[cdsm__w.rank] + 1; /* (it becomes hot sooner) */
-    cdsm__page_protect(pg, 1, CDSM_PG_RO);
-    CDSM_STAT_ADD(pages_unowned, 1);
-}
-
 /* Fault-around: after a write fault on the page before `first`, twin the following valid
  * pages nobody has twinned yet and let the caller unprotect them with it in one mprotect,
  * so a sequential writer (transposes, scatters, initialisation) takes one fault per

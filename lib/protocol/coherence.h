@@ -22,8 +22,6 @@ int cdsm__validate(uint32_t pg);
 void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 uint32_t *cdsm__page_applied(uint32_t pg);
-/* An owned page another rank reads: tracked from now on (caller holds mu). */
-void cdsm__page_unown(uint32_t pg);
 
 /* owner.c: ownership (the mode, first touch and its directory) */
 int cdsm__own_init(void);
@@ -32,6 +30,8 @@ void cdsm__own_fini(void);
  * its owner. */
 int cdsm__own_miss(uint32_t pg);
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+/* An owned page another rank reads: tracked from now on (caller holds mu). */
+void cdsm__page_unown(uint32_t pg);
 /* A collective allocation at heap offset off: its pages not placed yet get directory
  * ranks in contiguous blocks, one per rank, as programs partition their arrays. */
 void cdsm__own_place(uint64_t off, size_t size);

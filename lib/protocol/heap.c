@@ -91,9 +91,10 @@ int cdsm__heap_init(void)
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);
     }
+    static const uint8_t state0[] = {CDSM_PG_RO, CDSM_PG_OWN, CDSM_PG_INVALID};
     int first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
     for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
-        cdsm__heap.pages[i].state = (uint8_t)(first_touch ? CDSM_PG_INVALID : cdsm__page_clean_state());
+        cdsm__heap.pages[i].state = state0[cdsm__heap.own_mode];
         cdsm__heap.pages[i].claim = first_touch ? CDSM_CLAIM_UNCLAIMED : CDSM_CLAIM_NONE;
         cdsm__heap.pages[i].holder = -1;
     }

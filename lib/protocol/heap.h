@@ -73,11 +73,6 @@ static inline char *cdsm__app_page(uint32_t pg)
 int cdsm__heap_init(void);
 void cdsm__heap_fini(void);
 int cdsm__page_protect(uint32_t first, uint32_t count, int state);
-/* The state a page returns to when valid and not written (RO, or OWN in an owned heap). */
-static inline int cdsm__page_clean_state(void)
-{
-    return cdsm__heap.own_mode == CDSM_OWN_ALL ? CDSM_PG_OWN : CDSM_PG_RO;
-}
 /* Marks in `out` (one byte per page) the pages that hold data (the memfd has no hole
  * there): an owned page's only sign of having been written. */
 int cdsm__heap_populated(uint8_t *out);
