@@ -198,9 +198,9 @@ int cdsm_init(int *argc, char ***argv)
     if ((rc = cdsm__fault_install())) goto fail_tp;
     g->initialized = 1;
     if ((rc = cdsm__output_init())) goto fail_tp;
-    cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p, %s; %s",
+    cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p, %s; %s; %s transport",
               cdsm__w.rank, cdsm__w.n, (int)getpid(), (unsigned long long)g->job_id, cdsm__heap.heap_size >> 20,
-              (void *)cdsm__heap.base, cdsm__heap_detection(), cdsm__placement());
+              (void *)cdsm__heap.base, cdsm__heap_detection(), cdsm__placement(), cdsm__tp_name());
     if (cdsm__mode.replaying_start && (rc = cdsm__replay_begin())) {
         /* The documented fatal path of a replacement that cannot replay. */
         cdsm__log(CDSM_LOG_ERROR, "the replacement of rank %d cannot replay it: exiting with status %d", cdsm__w.rank,

@@ -218,23 +218,13 @@ static int bell_flush(void)
 
 /* ---- receiving ---------------------------------------------------------------------------- */
 
-/* Receive one probed message and dispatch it. Caller holds rx_mu. */
-static int recv_msg(MPI_Message *m, MPI_Status *st)
+/* Check and deliver one whole message from process src; takes buf. Caller holds rx_mu. */
+int cdsm__bell_deliver(int src, uint8_t *buf, size_t count)
 {
-    int count = 0, src = st->MPI_SOURCE;
-    MPI_Get_count(st, MPI_BYTE, &count);
-    uint8_t *buf = malloc(count > 0 ? (size_t)count : 1);
-    cdsm_check(buf != NULL);
-    if (MPI_Mrecv(buf, count, MPI_BYTE, m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-        free(buf);
-        return CDSM_ERR_MPI;
-    }
-    bl->rx_count[src]--;
     cdsm__msg_hdr_t h;
-    if ((size_t)count < sizeof h) goto bad;
+    if (count < sizeof h) goto bad;
     memcpy(&h, buf, sizeof h);
-    if (h.len != (size_t)count - sizeof h || h.type == 0 || h.type >= CDSM_TP_MAX_TYPES || h.type != st->MPI_TAG)
-        goto bad;
+    if (h.len != count - sizeof h || h.type == 0 || h.type >= CDSM_TP_MAX_TYPES) goto bad;
     if (__atomic_load_n(&cdsm__w.wdead[src], __ATOMIC_ACQUIRE) && cdsm__w.logical[src] < 0) {
         /* From a process declared lost and replaced (a cut-off node's message, delivered
          * once its link came back): it must change nothing here (no split brain). */
@@ -251,8 +241,41 @@ static int recv_msg(MPI_Message *m, MPI_Status *st)
     return CDSM_OK;
 bad:
     free(buf);
-    cdsm__log(CDSM_LOG_ERROR, "malformed message of %d bytes from rank %d", count, src);
+    cdsm__log(CDSM_LOG_ERROR, "malformed message of %zu bytes from rank %d", count, src);
     return CDSM_ERR_PROTOCOL;
+}
+
+/* Receive one probed message and dispatch it. Caller holds rx_mu. */
+static int recv_msg(MPI_Message *m, MPI_Status *st)
+{
+    int count = 0, src = st->MPI_SOURCE;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    uint8_t *buf = malloc(count > 0 ? (size_t)count : 1);
+    cdsm_check(buf != NULL);
+    if (MPI_Mrecv(buf, count, MPI_BYTE, m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        free(buf);
+        return CDSM_ERR_MPI;
+    }
+    bl->rx_count[src]--;
+    uint16_t type = 0;
+    if (count >= (int)sizeof(cdsm__msg_hdr_t)) memcpy(&type, buf, sizeof type);
+    if (type != st->MPI_TAG) {
+        free(buf);
+        cdsm__log(CDSM_LOG_ERROR, "malformed message of %d bytes from rank %d (tag %d)", count, src, st->MPI_TAG);
+        return CDSM_ERR_PROTOCOL;
+    }
+    return cdsm__bell_deliver(src, buf, (size_t)(count > 0 ? count : 0));
+}
+
+/* p's stream ended (r: recv's result, err its errno). Caller holds rx_mu. */
+void cdsm__bell_ended(int p, ssize_t r, int err)
+{
+    /* The peer's end closed: at finalize this is expected, else the peer is dead (the
+     * kernel closes a killed process's sockets at once). */
+    epoll_ctl(bl->epfd, EPOLL_CTL_DEL, bl->bell[p], NULL);
+    bl->ended[p] = 1; /* the socket stays open (closed at finalize): no fd number is reused under a ringer */
+    bl->rx_count[p] = 0; /* what it rang for and did not send will never come */
+    cdsm__tp_ev.peer_down(p, r == 0 ? "its doorbell connection closed" : strerror(err));
 }
 
 /* Read p's waiting doorbell bytes into its count. Returns -1 once p's stream has ended
@@ -270,13 +293,7 @@ static int bell_read(int p)
         return rings;
     }
     if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-    /* The peer's end closed: at finalize this is expected, else the peer is dead (the
-     * kernel closes a killed process's sockets at once). */
-    int e = errno;
-    epoll_ctl(bl->epfd, EPOLL_CTL_DEL, bl->bell[p], NULL);
-    bl->ended[p] = 1; /* the socket stays open (closed at finalize): no fd number is reused under a ringer */
-    bl->rx_count[p] = 0; /* what it rang for and did not send will never come */
-    cdsm__tp_ev.peer_down(p, r == 0 ? "its doorbell connection closed" : strerror(e));
+    cdsm__bell_ended(p, r, errno);
     return -1;
 }
 
@@ -347,12 +364,16 @@ int cdsm__bell_rx_drain(const struct epoll_event *ev, int nev)
         }
         if (p == cdsm__w.wrank) {
             uint64_t rings = 0;
-            if (read(bl->self_in, &rings, 8) == 8) bl->rx_count[p] += (int64_t)rings;
+            if (read(bl->self_in, &rings, 8) == 8 && !bl->stream) bl->rx_count[p] += (int64_t)rings;
+            if (bl->stream) cdsm__sock_self();
             continue;
         }
-        if (bell_read(p) > 0) CDSM_STAT_ADD(doorbells, 1);
+        if (bl->stream)
+            cdsm__sock_read(p);
+        else if (bell_read(p) > 0)
+            CDSM_STAT_ADD(doorbells, 1);
     }
-    cdsm__bell_rx_messages();
+    if (!bl->stream) cdsm__bell_rx_messages();
     return stop;
 }
 
@@ -399,6 +420,11 @@ static int bell_init(void)
         if (!rc) rc = cdsm__error(CDSM_ERR_NET, "another rank could not set up its doorbells");
         return rc;
     }
+    int mode[2] = {bl->stream, -bl->stream}, agreed[2];
+    MPI_Allreduce(mode, agreed, 2, MPI_INT, MPI_MIN, cdsm__w.comm);
+    if (agreed[0] != -agreed[1])
+        return cdsm__error(CDSM_ERR_CONFIG, "CDSM_TRANSPORT differs between the job's processes (this one: %s)",
+                           bl->stream ? "socket" : "mpi");
     if (pipe2(bl->stop_pipe, O_CLOEXEC)) return cdsm__error(CDSM_ERR_NET, "pipe: %s", strerror(errno));
     bl->rx_count = calloc((size_t)cdsm__w.wn, sizeof *bl->rx_count);
     bl->ended = calloc((size_t)cdsm__w.wn, 1);

@@ -32,10 +32,12 @@ typedef struct cdsm__bell {
     uint64_t *heard_ns; /* per peer: when a byte of it last arrived (under rx_mu) */
     uint64_t next_beat_ns;
     pid_t *peer_pid;    /* per peer: its pid, when it runs on this host (else 0) */
+    int stream;         /* the socket provider: messages travel on these sockets (sock.c) */
 } cdsm__bell_t;
 
 extern cdsm__bell_t cdsm__bell;
 extern const cdsm__tp_ops_t cdsm__bell_ops;
+extern const cdsm__tp_ops_t cdsm__sock_ops;
 
 int cdsm__bell_mesh(void);
 void *cdsm__bell_service_main(void *arg);
@@ -45,5 +47,17 @@ int cdsm__bell_pay_debts(void);
 int cdsm__bell_rx_owed(void);
 int cdsm__bell_rx_drain(const struct epoll_event *ev, int nev);
 void cdsm__bell_rx_messages(void);
+/* Shared by both providers (bell.c): check and deliver one whole message (header and
+ * payload, count bytes) from process src, taking buf; handle the end of p's stream. Both
+ * under rx_mu. */
+int cdsm__bell_deliver(int src, uint8_t *buf, size_t count);
+void cdsm__bell_ended(int p, ssize_t r, int err);
+/* The socket provider's part of the service thread's work (sock.c): read p's stream
+ * (-1 once it ended), deliver our own messages, send a heartbeat frame, push queued
+ * frames (1 while some remain). */
+int cdsm__sock_read(int p);
+void cdsm__sock_self(void);
+void cdsm__sock_beat(int p);
+int cdsm__sock_push_all(void);
 
 #endif

@@ -1,6 +1,7 @@
-/* The MPI-doorbell provider's service thread: asleep in epoll_wait() until a doorbell
- * rings or a heartbeat is due; it receives and delivers, pays owed doorbells, sends the
- * heartbeats and lets membership judge the silences. */
+/* The service thread of both socket-mesh providers (MPI-doorbell and socket): asleep in
+ * epoll_wait() until a doorbell rings (or a frame arrives) or a heartbeat is due; it
+ * receives and delivers, pays owed doorbells (pushes queued frames), sends the heartbeats
+ * and lets membership judge the silences. */
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,9 +16,14 @@ static int beat(void)
     uint64_t period = cdsm__cfg.heartbeat_ms * 1000000ull, now = cdsm__mono_ns();
     if (now >= bl->next_beat_ns) {
         char b = BEAT_BYTE;
-        for (int p = 0; p < cdsm__w.wn; p++)
-            if (p != cdsm__w.wrank && bl->bell[p] >= 0 && !__atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE))
+        for (int p = 0; p < cdsm__w.wn; p++) {
+            if (p == cdsm__w.wrank || bl->bell[p] < 0 || __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE))
+                continue;
+            if (bl->stream)
+                cdsm__sock_beat(p);
+            else
                 (void)send(bl->bell[p], &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT); /* full: it has bytes to read */
+        }
         bl->next_beat_ns = now + period;
     }
     return (int)((bl->next_beat_ns - now + 999999) / 1000000);
@@ -32,7 +38,7 @@ void *cdsm__bell_service_main(void *arg)
         /* Asleep until a doorbell rings or a heartbeat is due; 1 ms naps only while our
          * own sends are incomplete, doorbells are owed, or a message rung for has not
          * arrived yet. */
-        int owed = cdsm__bell_pay_debts();
+        int owed = bl->stream ? cdsm__sock_push_all() : cdsm__bell_pay_debts();
         int late = cdsm__bell_rx_owed();
         int to = cdsm__bell_ops.sending() || owed || late ? 1 : -1;
         if (hb) {
@@ -49,7 +55,7 @@ void *cdsm__bell_service_main(void *arg)
             pthread_mutex_lock(&bl->rx_mu);
             if (nev > 0)
                 stop = cdsm__bell_rx_drain(ev, nev);
-            else
+            else if (!bl->stream)
                 cdsm__bell_rx_messages(); /* a heartbeat's wake-up also progresses MPI (see cdsm__wait_reply) */
             if (hb && !stop && cdsm__tp_ev.tick) cdsm__tp_ev.tick();
             pthread_mutex_unlock(&bl->rx_mu);

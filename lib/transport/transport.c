@@ -8,7 +8,8 @@
 
 cdsm__world_t cdsm__w = {.rank = -1, .n = -1};
 cdsm__tp_events_t cdsm__tp_ev;
-/* The provider. Same-host shared memory and one-sided providers plug in here. */
+/* The provider (chosen by cdsm__tp_init). Same-host shared memory and one-sided providers
+ * plug in here. */
 static const cdsm__tp_ops_t *ops = &cdsm__bell_ops;
 
 void cdsm__tp_set_events(const cdsm__tp_events_t *ev)
@@ -136,6 +137,9 @@ void cdsm__tp_resend_moved(void)
 
 int cdsm__tp_init(void)
 {
+    enum { TP_AUTO, TP_MPI, TP_SOCKET }; /* CDSM_TRANSPORT's choices */
+    int sock = cdsm__cfg.transport == TP_SOCKET || (cdsm__cfg.transport == TP_AUTO && cdsm__cfg.spares);
+    ops = sock ? &cdsm__sock_ops : &cdsm__bell_ops;
     return ops->init();
 }
 
