@@ -2,8 +2,9 @@
  *
  * It knows processes (world ranks) and the routing table from the program's logical ranks
  * to processes, and nothing of pages, locks or recovery. Providers sit behind an ops
- * table (cdsm__tp_ops_t), as UCX's transports do; today one provider: MPI messages, each
- * announced by a byte on a per-peer doorbell socket. What it observes of peers (a stream
+ * table (cdsm__tp_ops_t), as UCX's transports do: MPI messages, each announced by a byte on
+ * a per-peer doorbell socket (bell.c), or the messages themselves as frames on those
+ * sockets (sock.c), chosen by CDSM_TRANSPORT. What it observes of peers (a stream
  * that ended, a silence) it reports upward through the event table the layers above
  * register (cdsm__tp_events_t): it decides nothing about them. */
 #ifndef CDSM_TRANSPORT_H
@@ -103,7 +104,7 @@ void cdsm__world_fini(void);
 
 int cdsm__tp_init(void);
 void cdsm__tp_fini(void);
-/* The provider in use ("mpi-doorbell"), for the start-up line. */
+/* The provider in use ("mpi-doorbell" or "socket"), for the start-up line. */
 const char *cdsm__tp_name(void);
 /* Send header+payload (two parts, either may be empty) to logical rank dst. Never blocks
  * on the receiver: the application thread completes its sends in cdsm__tp_flush(). */
