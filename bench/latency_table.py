@@ -157,7 +157,7 @@ def recovery(cl, appdir, app, args, victims, at, timeout, np_, spares):
         r = run_experiment(os.path.join(appdir, app), np_, spares, v, at, args, timeout,
                            env_extra={}, launcher=cl.launcher(inner),
                            ref_extra=["-J", "lat-ref-" + app] + REF_LAYOUT,
-                           run_extra=["-J", "lat-rec-" + app] + RUN_LAYOUT, keep_ref_output=True)
+                           run_extra=["-J", "lat-rec-" + app] + RUN_LAYOUT, keep_ref_output=True, ref_spares=False)
     except Exception as e:  # the failure-free run failed or the run outlived the outer bound
         msg = str(e)
         cl.cancel_all()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One online-recovery experiment under Slurm direct launch, and its report.
 
-Runs an app failure-free on NP ranks (srun --mpi=pmi2), then again with spares, kills the
+Runs an app failure-free on NP ranks and its spares (srun --mpi=pmi2), then again, kills the
 process of rank VICTIM with kill -9 at FRACTION of the failure-free time (counted from the
 moment every rank is initialised), and reports: detection time (kill -> the first survivor
 names the rank), replay time and barriers replayed (the replacement's own measure), total
@@ -47,19 +47,23 @@ def parse_common(out):
 
 
 def run_experiment(app, np_, spares, victim, fraction, args=(), timeout=300, env_extra=None, launcher=(),
-                   ref_extra=(), run_extra=(), fail=None, keep_ref_output=False):
+                   ref_extra=(), run_extra=(), fail=None, keep_ref_output=False, ref_spares=True):
     """env_extra: CDSM_* settings for both runs (a program in resume mode checkpoints: its
     failure-free run pays for them too). victim: a rank, or a list of ranks that fail at
     once (a node). launcher, ref_extra, run_extra: see srun(). fail(pids): makes the
     failure (default: kill -9 of each victim's process). keep_ref_output: the result also
     holds the failure-free run's output and srun status (failure_free_output,
-    failure_free_srun_exit)."""
+    failure_free_srun_exit). ref_spares: the failure-free run has the spares too (False: it
+    runs the working ranks alone, as a layout in ref_extra may require)."""
     app = os.path.abspath(app)
     env_extra = dict(env_extra or {})
     victims = list(victim) if isinstance(victim, (list, tuple)) else [victim]
     t0 = time.time()
-    ref = subprocess.run(srun(np_, app, args, None, launcher, ref_extra), capture_output=True, text=True,
-                         timeout=timeout, env=clean_env(dict(env_extra, CDSM_STATS="2")))
+    # The same job with its spares and no failure: a run with spares tracks every page and
+    # uses the socket transport, so a run without them would measure that choice too.
+    ref_env = dict(env_extra, CDSM_STATS="2", **({"CDSM_SPARES": str(spares)} if ref_spares else {}))
+    ref = subprocess.run(srun(np_ + (spares if ref_spares else 0), app, args, None, launcher, ref_extra),
+                         capture_output=True, text=True, timeout=timeout, env=clean_env(ref_env))
     ref_wall = time.time() - t0
     rr = parse_common(ref.stdout + ref.stderr)
     if ref.returncode != 0 or not rr["answer"]:
