@@ -281,7 +281,7 @@ int cdsm__sock_read(int p)
 {
     if (bl->bell[p] < 0 || bl->ended[p]) return -1;
     int got = 0;
-    for (int i = 0; i < SOCK_READS_PER_WAKE; i++) {
+    for (int i = 0; i < SOCK_READS_PER_WAKE && !bl->ended[p]; i++) { /* (a delivery may cut p) */
         ssize_t r = recv(bl->bell[p], sk.stage, sizeof sk.stage, MSG_DONTWAIT);
         if (r > 0) {
             bl->heard_ns[p] = cdsm__mono_ns();
