@@ -135,10 +135,27 @@ void cdsm__tp_resend_moved(void)
     }
 }
 
+/* Whether every process of the job runs on this host (collective, start-up only). */
+static int one_host(void)
+{
+    MPI_Comm node;
+    int here = 0, all = 0;
+    if (MPI_Comm_split_type(cdsm__w.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 0;
+    MPI_Comm_size(node, &here);
+    MPI_Comm_free(&node);
+    here = here == cdsm__w.wn;
+    MPI_Allreduce(&here, &all, 1, MPI_INT, MPI_MIN, cdsm__w.comm);
+    return all;
+}
+
 int cdsm__tp_init(void)
 {
     enum { TP_AUTO, TP_MPI, TP_SOCKET }; /* CDSM_TRANSPORT's choices */
-    int sock = cdsm__cfg.transport == TP_SOCKET || (cdsm__cfg.transport == TP_AUTO && cdsm__cfg.spares);
+    /* auto: the socket provider where deaths are survived on one host, where MPI's
+     * shared-memory queues stop delivering after a sender is killed mid-send; across
+     * hosts MPI's path is kept (DESIGN section 7). */
+    int sock = cdsm__cfg.transport == TP_SOCKET ||
+               (cdsm__cfg.transport == TP_AUTO && cdsm__cfg.spares && one_host());
     ops = sock ? &cdsm__sock_ops : &cdsm__bell_ops;
     return ops->init();
 }
