@@ -320,6 +320,65 @@ TEST(CkptFile, WriterRejectsBadContent)
     EXPECT_NE(std::string(cdsm_last_error()).find("/no/such/dir/rank1.ckpt1.h5"), std::string::npos);
 }
 
+// The restart manifest and the output release marks (manifest.c): round trips, a missing
+// mark, and every refusal names the file.
+static void rewrite(const std::string &path, const std::string &from, const std::string &to)
+{
+    std::ifstream in(path);
+    std::string t((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t at = t.find(from);
+    ASSERT_NE(at, std::string::npos) << t;
+    t.replace(at, from.size(), to);
+    std::ofstream(path) << t;
+}
+
+TEST(CkptFile, ManifestRoundTripAndDamage)
+{
+    TempDir d;
+    cdsm__manifest_t m = {kJob, 4, 42}, r = {};
+    ASSERT_EQ(cdsm__manifest_write(d.path.c_str(), &m), CDSM_OK);
+    ASSERT_EQ(cdsm__manifest_read(d.path.c_str(), &r), CDSM_OK);
+    EXPECT_EQ(r.job, kJob);
+    EXPECT_EQ(r.nranks, 4u);
+    EXPECT_EQ(r.epoch, 42u);
+    EXPECT_EQ(d.names(), std::vector<std::string>{"manifest"}); // no temporary file left
+    rewrite(d.path + "/manifest", "barrier 42", "barrier 43");
+    EXPECT_EQ(cdsm__manifest_read(d.path.c_str(), &r), CDSM_ERR_CORRUPT);
+    EXPECT_NE(std::string(cdsm_last_error()).find("checksum or content mismatch"), std::string::npos);
+    std::ofstream(d.path + "/manifest") << "hello\n";
+    EXPECT_EQ(cdsm__manifest_read(d.path.c_str(), &r), CDSM_ERR_CORRUPT);
+    EXPECT_NE(std::string(cdsm_last_error()).find("not a cdsm restart manifest"), std::string::npos);
+    unlink((d.path + "/manifest").c_str());
+    EXPECT_EQ(cdsm__manifest_read(d.path.c_str(), &r), CDSM_ERR_IO);
+    EXPECT_NE(std::string(cdsm_last_error()).find("no manifest"), std::string::npos);
+}
+
+TEST(CkptFile, ReleaseMarkRoundTripAndRefusals)
+{
+    TempDir d;
+    uint32_t upto = 99;
+    ASSERT_EQ(cdsm__output_mark_read(d.path.c_str(), kJob, 2, &upto), CDSM_OK); // none: nothing went out
+    EXPECT_EQ(upto, 0u);
+    ASSERT_EQ(cdsm__output_mark_write(d.path.c_str(), kJob, 2, 41), CDSM_OK);
+    ASSERT_EQ(cdsm__output_mark_write(d.path.c_str(), kJob, 2, 63), CDSM_OK); // replaced
+    ASSERT_EQ(cdsm__output_mark_read(d.path.c_str(), kJob, 2, &upto), CDSM_OK);
+    EXPECT_EQ(upto, 63u);
+    EXPECT_EQ(d.names(), std::vector<std::string>{"rank2.released"});
+    std::string path = d.path + "/rank2.released";
+    EXPECT_EQ(cdsm__output_mark_read(d.path.c_str(), kJob + 1, 2, &upto), CDSM_ERR_CORRUPT); // another job's
+    EXPECT_NE(std::string(cdsm_last_error()).find(path + ": a mark of job"), std::string::npos) << cdsm_last_error();
+    rename(path.c_str(), (d.path + "/rank1.released").c_str()); // another rank's, under this name
+    rename((d.path + "/rank1.released").c_str(), (d.path + "/keep").c_str());
+    ASSERT_EQ(cdsm__output_mark_write(d.path.c_str(), kJob, 1, 7), CDSM_OK);
+    rename((d.path + "/rank1.released").c_str(), path.c_str());
+    EXPECT_EQ(cdsm__output_mark_read(d.path.c_str(), kJob, 2, &upto), CDSM_ERR_CORRUPT);
+    EXPECT_NE(std::string(cdsm_last_error()).find("rank 1, expected job"), std::string::npos) << cdsm_last_error();
+    rename((d.path + "/keep").c_str(), path.c_str());
+    rewrite(path, "barrier 63", "barrier 64");
+    EXPECT_EQ(cdsm__output_mark_read(d.path.c_str(), kJob, 2, &upto), CDSM_ERR_CORRUPT);
+    EXPECT_NE(std::string(cdsm_last_error()).find(path + ": not a cdsm output release mark"), std::string::npos);
+}
+
 TEST(CkptFile, IncrementalChainRestoresLikeFull)
 {
     TempDir d, full;

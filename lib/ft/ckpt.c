@@ -62,6 +62,7 @@ static cdsm__ckpt_t *restore_ck;
 static int restore_held; /* a replacement releases the output its checkpoint holds */
 static uint64_t restore_seq, restore_read_ns;
 static int restore_is_restart; /* restore_ck comes from CDSM_RESTART (another job's folder) */
+static uint32_t restore_released; /* a restart: the stopped rank's release mark */
 
 int cdsm__ckpt_enabled(void)
 {
@@ -220,6 +221,7 @@ void cdsm__ckpt_fini(void)
     restore_ck = NULL;
     restore_seq = 0;
     restore_is_restart = 0;
+    restore_released = 0;
     W.committed = (cdsm__ckpt_pos_t){0, 0};
 }
 
@@ -472,6 +474,11 @@ static int restart_prepare(void)
         return cdsm__error(CDSM_ERR_CORRUPT,
                            "CDSM_RESTART=%s: rank %d has no checkpoint of barrier %u, which the manifest names", dir,
                            cdsm__w.rank, m.epoch);
+    /* What the stopped job emitted of the output its checkpoint holds (issue 17). */
+    if ((rc = cdsm__output_mark_read(dir, m.job, cdsm__w.rank, &restore_released))) {
+        snapshot_free(c);
+        return rc;
+    }
     restore_ck = c;
     restore_seq = s;
     restore_read_ns = cdsm__mono_ns() - t0;
@@ -557,10 +564,12 @@ static int restore_regions(const cdsm__ckpt_t *c)
                            nregions, restore_seq, c->nregions - held);
     for (uint32_t i = 0; i < c->nregions; i++) {
         if (!strcmp(c->regions[i].name, CDSM_OUTPUT_HELD)) {
-            if (restore_held && !restore_is_restart) {
-                int rc = cdsm__output_held_take(c->regions[i].data, c->regions[i].size);
-                if (rc) return rc;
-            }
+            int rc = restore_is_restart ? cdsm__output_held_take(c->regions[i].data, c->regions[i].size,
+                                                                 restore_released, "the stopped job had not emitted")
+                     : restore_held ? cdsm__output_held_take(c->regions[i].data, c->regions[i].size, 0,
+                                                             "its lost process may have died holding")
+                                    : CDSM_OK;
+            if (rc) return rc;
             continue;
         }
         if (!strcmp(c->regions[i].name, CDSM_OWN_REGION)) {

@@ -106,6 +106,12 @@ int cdsm__manifest_write(const char *dir, const cdsm__manifest_t *m);
  * committed a checkpoint on every rank at one resume point, or dir is not a job folder),
  * CDSM_ERR_CORRUPT (malformed, checksum). */
 int cdsm__manifest_read(const char *dir, cdsm__manifest_t *m);
+/* A rank's output release mark, <job folder>/rank<R>.released (manifest.c): every output
+ * it produced before barrier upto has been emitted. Written by temporary file and rename
+ * (no fsync). Read: *upto = 0 when there is none; CDSM_ERR_CORRUPT names a damaged file
+ * or one of another job or rank. */
+int cdsm__output_mark_write(const char *dir, uint64_t job, int rank, uint32_t upto);
+int cdsm__output_mark_read(const char *dir, uint64_t job, int rank, uint32_t *upto);
 
 /* The highest SEQ of a committed file rank<rank>.ckpt<SEQ>.h5 in dir, by name only
  * (temporary files and other names are ignored); *seq = 0 when there is none. */

@@ -16,15 +16,19 @@
  * again. Files also get the bytes with pwrite() at their offset, so that writing them again
  * would change nothing; standard output cannot be rewritten: with CDSM_OUTPUT_TAGS=1 each
  * output goes as one tagged line (rank, offset, escaped text) and a launcher prints each
- * place once (cdsmrun drops repeats, and counts them: the tests require none). */
+ * place once (cdsmrun drops repeats, and counts them: the tests require none).
+ * After emitting, a rank with a checkpoint folder writes its release mark there, so that a
+ * whole-job restart holds again exactly what the stopped job had not emitted. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt_file.h"
 #include "inject.h"
 #include "recovery.h"
 
@@ -85,11 +89,38 @@ static int emit(const pend_t *p)
     return pwrite(fds[p->stream], p->data, p->len, (off_t)p->off) == (ssize_t)p->len ? 0 : -1;
 }
 
-void cdsm__output_release(uint32_t upto)
+/* A stop request (scancel, a time limit, ^C) that arrives while a rank emits output and
+ * marks it released waits until the mark is written: a whole-job restart then holds again
+ * exactly what was not emitted. SIGKILL cannot wait (a restart may print it twice). */
+static const int stop_sigs[] = {SIGTERM, SIGINT, SIGHUP};
+#define NSTOP (sizeof stop_sigs / sizeof stop_sigs[0])
+static volatile sig_atomic_t stop_caught;
+
+static void stop_later(int sig)
 {
-    if (upto <= released_upto && upto != UINT32_MAX) return;
-    cdsm__inject(cdsm__w.rank, "output_release");
-    released_upto = upto;
+    stop_caught = sig;
+}
+
+static void guard_stops(struct sigaction *old)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stop_later;
+    sigemptyset(&sa.sa_mask);
+    stop_caught = 0;
+    for (size_t i = 0; i < NSTOP; i++) sigaction(stop_sigs[i], &sa, &old[i]);
+}
+
+static void unguard_stops(const struct sigaction *old)
+{
+    for (size_t i = 0; i < NSTOP; i++) sigaction(stop_sigs[i], &old[i], NULL);
+    if (stop_caught) raise(stop_caught); /* as the program would have had it */
+}
+
+/* Emit the outputs produced before barrier epoch upto; the number emitted. */
+static int emit_upto(uint32_t upto)
+{
+    int n = 0;
     while (head && head->epoch < upto) {
         pend_t *p = head;
         if (emit(p))
@@ -99,8 +130,27 @@ void cdsm__output_release(uint32_t upto)
         CDSM_STAT_ADD(output_bytes, p->len);
         head = p->next;
         free(p);
+        n++;
     }
     if (!head) tail = &head;
+    return n;
+}
+
+void cdsm__output_release(uint32_t upto)
+{
+    if (upto <= released_upto && upto != UINT32_MAX) return;
+    cdsm__inject(cdsm__w.rank, "output_release");
+    released_upto = upto;
+    const char *dir = cdsm_checkpoint_dir();
+    if (head && head->epoch < upto && dir) { /* a restart may follow: mark what went out */
+        struct sigaction old[NSTOP];
+        guard_stops(old);
+        emit_upto(upto);
+        cdsm__output_mark_write(dir, cdsm__g.job_id, cdsm__w.rank, upto);
+        unguard_stops(old);
+    } else {
+        emit_upto(upto);
+    }
     if (upto == UINT32_MAX)
         for (int i = 0; i < OUT_STREAMS; i++)
             if (fds[i] >= 0) {
@@ -202,7 +252,7 @@ void cdsm__output_held_put(uint8_t *dst)
     }
 }
 
-int cdsm__output_held_take(const uint8_t *p, size_t n)
+int cdsm__output_held_take(const uint8_t *p, size_t n, uint32_t from, const char *why)
 {
     pend_t *list = NULL, **end = &list;
     size_t pos = 0, bytes = 0;
@@ -220,6 +270,10 @@ int cdsm__output_held_take(const uint8_t *p, size_t n)
         *e = (pend_t){NULL, h.stream, h.epoch, h.off, (size_t)h.len};
         memcpy(e->data, p + pos, h.len);
         pos += h.len;
+        if (h.epoch < from) { /* emitted before the stop */
+            free(e);
+            continue;
+        }
         bytes += h.len;
         *end = e;
         end = &e->next;
@@ -229,8 +283,7 @@ int cdsm__output_held_take(const uint8_t *p, size_t n)
     *end = head;
     head = list;
     if (!*end) tail = end;
-    cdsm__log(CDSM_LOG_WARN, "rank %d: holds again %zu bytes of committed output its lost process may have died holding",
-              cdsm__w.rank, bytes);
+    cdsm__log(CDSM_LOG_WARN, "rank %d: holds again %zu bytes of committed output %s", cdsm__w.rank, bytes, why);
     return CDSM_OK;
 bad:
     free_list(list);

@@ -171,10 +171,11 @@ void cdsm__output_fini(void);
 #define CDSM_OWN_REGION "cdsm-ownership"
 size_t cdsm__output_held_bytes(void);
 void cdsm__output_held_put(uint8_t *dst);
-/* A replacement whose lost process may have died holding output (restored with the
- * checkpoint's offsets): hold it again, to be released as usual. CDSM_ERR_CORRUPT on a
- * malformed region. */
-int cdsm__output_held_take(const uint8_t *p, size_t n);
+/* A replacement whose lost process may have died holding output, or a restarted job's
+ * rank (restored with the checkpoint's offsets): hold again the outputs produced at or
+ * after barrier from (the rest went out: the release mark), to be released as usual; why
+ * ends the log line. CDSM_ERR_CORRUPT on a malformed region. */
+int cdsm__output_held_take(const uint8_t *p, size_t n, uint32_t from, const char *why);
 
 /* ---- ckpt.c: checkpoints at barriers ------------------------------------------------ */
 int cdsm__ckpt_init(void);
