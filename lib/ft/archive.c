@@ -1,6 +1,6 @@
 /* The diff archive: a rank's own interval records with their diffs, kept after garbage
- * collection when a replay must start from the beginning (causal logging on, no
- * checkpoints: DESIGN.md, "two ways back"). Garbage collection still clears the protocol's
+ * collection when a replay must start from the beginning (causal logging on, spares, no
+ * checkpoints to restore: DESIGN.md, "two ways back"). Garbage collection still clears the protocol's
  * state (notices, other ranks' records, twins), so a long run does not slow down; only
  * the diffs this rank created stay, outside the live protocol, for a replacement to fetch.
  * Their memory is the counter archive_bytes, not part of what triggers collection. */
@@ -20,10 +20,12 @@ static struct archive {
 
 int cdsm__archive_needed(void)
 {
-    /* With spares, a replacement of an unmodified program replays from the start:
-     * checkpoints do not bound the log. A program in resume mode is restored from its
-     * checkpoints, taken at every collection. */
-    return cdsm__det_enabled() && (!cdsm__ckpt_enabled() || (cdsm__cfg.spares && !cdsm__mode.resume_mode));
+    /* Only a replacement replays, and only spares become replacements: without them a
+     * loss ends the run, and an archive would grow for the whole run for nobody. With
+     * spares, a replacement of an unmodified program replays from the start: checkpoints
+     * do not bound the log. A program in resume mode is restored from its checkpoints,
+     * taken at every collection (without a checkpoint folder it replays from the start). */
+    return cdsm__det_enabled() && cdsm__cfg.spares && (!cdsm__ckpt_enabled() || !cdsm__mode.resume_mode);
 }
 
 void cdsm__archive_keep(cdsm__interval_t *iv)
