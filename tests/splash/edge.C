@@ -7,7 +7,11 @@
  *   - one worker: with -p1 the program skips WAIT_FOR_END, as VOLREND does, and still ends
  *     well at MAIN_END;
  *   - -b: a G_MALLOC larger than the shared heap stops the run with a message naming the
- *     size and CDSM_HEAP_SIZE (G_MALLOC never hands NULL to a program).
+ *     size and CDSM_HEAP_SIZE (G_MALLOC never hands NULL to a program);
+ *   - as a tree code (BARNES: ALOCKINIT of MAXLOCK 2048 cell locks): each worker holds two
+ *     cell locks 511 apart (one id under the old default of 1024 lock ids, where the
+ *     second acquire failed with "already held by this rank") while it initialises a
+ *     condition variable.
  *
  * Usage: mpiexec -n P edge -pP [-b]. Prints "edge: ok" and exits 0 only if the answer is right.
  */
@@ -18,6 +22,7 @@ MAIN_ENV
 #include <string.h>
 
 #define SLOTS (__MAX_THREADS__ < 64 ? __MAX_THREADS__ : 64)
+#define CELLS 2048
 
 struct Padded {
     long value;
@@ -27,6 +32,9 @@ struct Padded {
 struct GlobalMemory {
     LOCKDEC(IdLock)
     BARDEC(Start)
+    ALOCKDEC(CellLock, CELLS)
+    CONDVARDEC(Cv[SLOTS])
+    long Cell[CELLS];
     long Ids;
     long Sum;
     struct Padded Slot[SLOTS];
@@ -40,11 +48,18 @@ void Work(void)
     LOCK(Global->IdLock)
     id = Global->Ids++;
     UNLOCK(Global->IdLock)
+    ALOCK(Global->CellLock, id)
+    CONDVARINIT(Global->Cv[id])
+    ALOCK(Global->CellLock, id + 511)
+    Global->Cell[id] += 1;
+    Global->Cell[id + 511] += 2;
+    AULOCK(Global->CellLock, id + 511)
+    AULOCK(Global->CellLock, id)
     Global->Slot[id].value = id + 1;
     BARRIER(Global->Start, P)
     if (id == 0) {
         long s = 0, i;
-        for (i = 0; i < P; i++) s += Global->Slot[i].value;
+        for (i = 0; i < P; i++) s += Global->Slot[i].value + Global->Cell[i] + Global->Cell[i + 511] - 3;
         Global->Sum = s;
     }
     BARRIER(Global->Start, P)
@@ -73,6 +88,8 @@ int main(int argc, char **argv)
     }
     Global = (struct GlobalMemory *)G_MALLOC(sizeof(struct GlobalMemory))
     LOCKINIT(Global->IdLock)
+    ALOCKINIT(Global->CellLock, CELLS)
+    memset(Global->Cell, 0, sizeof Global->Cell);
     BARINIT(Global->Start, P)
     Global->Ids = 0;
     Global->Sum = 0;
