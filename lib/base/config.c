@@ -27,7 +27,7 @@ static const cdsm__cfg_entry_t heap_entries[] = {
 };
 
 static const cdsm__cfg_entry_t protocol_entries[] = {
-    {"CDSM_LOCKS", "8192", "number of lock ids (0..N-1)", CDSM_CFG_INT, OFF(locks), 1, 1u << 20, NULL},
+    {"CDSM_LOCKS", "65536", "number of lock ids (0..N-1)", CDSM_CFG_INT, OFF(locks), 1, 1u << 20, NULL},
     {"CDSM_GC_BOUND", "256M", "memory of diffs, twins and write notices per rank above which a barrier collects them",
      CDSM_CFG_SIZE, OFF(gc_bound), 4096, 1ull << 40, NULL},
     {"CDSM_WHOLE_PAGE_NOTICES", "4", "an access miss needing at least this many diffs fetches the whole page instead (0: never)",

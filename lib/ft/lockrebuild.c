@@ -188,8 +188,21 @@ static int quiet(const report_t *rp)
     return 1;
 }
 
-/* Fill nodes[l * n + q] from survivor q's report. */
-static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
+/* The reports as one row of n nodes per lock, made for the locks some report names:
+ * lock ids are many (CDSM_LOCKS), the locks in use few. */
+static void reset_row(node_t *nd)
+{
+    for (int q = 0; q < cdsm__w.n; q++) nd[q] = (node_t){ST_NONE, 0, 0, 0, -1, -1, NULL, 0};
+}
+
+static node_t *row_of(node_t **rows, uint32_t l)
+{
+    if (!rows[l] && (rows[l] = malloc((size_t)cdsm__w.n * sizeof **rows))) reset_row(rows[l]);
+    return rows[l];
+}
+
+/* Fill rows[l][q] from survivor q's report. */
+static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t **rows)
 {
     int n = cdsm__w.n;
     uint32_t wn = cdsm__rd_u32(rd);
@@ -200,7 +213,8 @@ static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
     for (uint32_t e = 0; e < count && !rd->bad; e++) {
         uint32_t l = cdsm__rd_u32(rd);
         if (l >= cdsm__lk.nlocks) return CDSM_ERR_PROTOCOL;
-        node_t *nd = &nodes[(size_t)l * (size_t)n + (size_t)q];
+        if (!row_of(rows, l)) return CDSM_ERR_NOMEM;
+        node_t *nd = &rows[l][q];
         nd->st = cdsm__rd_u32(rd);
         nd->seq = cdsm__rd_u32(rd);
         nd->next = (int)cdsm__rd_u32(rd);
@@ -214,7 +228,8 @@ static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
     for (uint32_t e = 0; e < nfwd && !rd->bad; e++) {
         uint32_t l = cdsm__rd_u32(rd), req = cdsm__rd_u32(rd), seq = cdsm__rd_u32(rd);
         if (l >= cdsm__lk.nlocks || req >= (uint32_t)n) return CDSM_ERR_PROTOCOL;
-        node_t *nd = &nodes[(size_t)l * (size_t)n + (size_t)q];
+        if (!row_of(rows, l)) return CDSM_ERR_NOMEM;
+        node_t *nd = &rows[l][q];
         if (nd->next < 0) { /* a forward held back is a link made before the freeze */
             nd->next = (int)req;
             nd->nseq = seq;
@@ -224,35 +239,35 @@ static int take_report(int q, cdsm__rd_t *rd, report_t *rp, node_t *nodes)
 }
 
 struct own_fwd {
-    node_t *nodes;
-    int n, me;
+    node_t **rows;
+    int nomem;
 };
 
+/* A forward this process holds back: its successor link (st, seq and vc: own_node). */
 static void own_fwd(int type, uint32_t l, int req, uint32_t seq, void *arg)
 {
     struct own_fwd *of = arg;
-    node_t *nd = &of->nodes[(size_t)l * (size_t)of->n + (size_t)of->me];
-    if (type == CDSM_MSG_LOCK_FWD && nd->next < 0) {
+    if (type != CDSM_MSG_LOCK_FWD) return;
+    if (!row_of(of->rows, l)) {
+        of->nomem = 1;
+        return;
+    }
+    node_t *nd = &of->rows[l][cdsm__w.rank];
+    if (nd->next < 0) {
         nd->next = req;
         nd->nseq = seq;
     }
 }
 
-/* This process's own part: its replayed lock states, and forwards it holds back. */
-static void own_nodes(node_t *nodes)
+/* This process's own part of lock l's row: its replayed state. */
+static void own_node(uint32_t l, node_t *nd)
 {
-    cdsm__state_t *g = &cdsm__g;
-    int n = cdsm__w.n, me = cdsm__w.rank;
-    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) {
-        node_t *nd = &nodes[(size_t)l * (size_t)n + (size_t)me];
-        const cdsm__lock_t *lk = cdsm__lock_get(l);
-        /* A cached token is not known from the replay: only held and waiting are. */
-        nd->st = lk->state == CDSM_LK_HELD ? ST_HELD : lk->state == CDSM_LK_WAITING ? report_state(lk, l) : ST_NONE;
-        nd->seq = lk->req_seq;
-        nd->vc = g->vc;
-    }
-    struct own_fwd of = {nodes, n, me};
-    cdsm__lock_waiting_foreach(own_fwd, &of);
+    const cdsm__lock_t *lk = cdsm__lock_get(l);
+    nd += cdsm__w.rank;
+    /* A cached token is not known from the replay: only held and waiting are. */
+    nd->st = lk->state == CDSM_LK_HELD ? ST_HELD : lk->state == CDSM_LK_WAITING ? report_state(lk, l) : ST_NONE;
+    nd->seq = lk->req_seq;
+    nd->vc = cdsm__g.vc;
 }
 
 static int waits(const node_t *nd)
@@ -329,11 +344,10 @@ static int rebuild_one(uint32_t l, node_t *nd, int *chain, int *regrant)
 }
 
 /* Freeze the survivors and gather their reports until two rounds in a row agree on the
- * lock message counts (a consistent cut), into nodes (nlocks x n). Caller holds mu. */
-static int gather_reports(node_t *nodes, report_t *rp)
+ * lock message counts (a consistent cut), into rows (one per lock named). Caller holds mu. */
+static int gather_reports(node_t **rows, report_t *rp)
 {
     int n = cdsm__w.n, me = cdsm__w.rank, rc = CDSM_OK;
-    size_t nn = (size_t)cdsm__lk.nlocks * (size_t)n;
     /* Round 1 freezes everybody; a later round whose counts match is a consistent cut. */
     for (uint32_t round = 1;; round++) {
         for (int q = 0; q < n && !rc; q++)
@@ -345,11 +359,14 @@ static int gather_reports(node_t *nodes, report_t *rp)
             rp[rep->hdr.src].rep = rep;
         }
         if (rc) return rc;
-        for (size_t i = 0; i < nn; i++) nodes[i] = (node_t){ST_NONE, 0, 0, 0, -1, -1, NULL, 0};
+        for (uint32_t l = 0; l < cdsm__lk.nlocks; l++)
+            if (rows[l]) reset_row(rows[l]);
         for (int q = 0; q < n; q++) {
             if (q == me) continue;
             cdsm__rd_t rd = {rp[q].rep->payload, rp[q].rep->hdr.len, 0, 0};
-            if (take_report(q, &rd, &rp[q], nodes))
+            if ((rc = take_report(q, &rd, &rp[q], rows)) == CDSM_ERR_NOMEM)
+                return cdsm__error(rc, "rebuilding the lock queues: the report of rank %d", q);
+            if (rc)
                 return cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: malformed report from rank %d", q);
         }
         if (round >= 2 && quiet(rp)) return CDSM_OK;
@@ -425,21 +442,29 @@ static int rebuild_lock(uint32_t l, node_t *nd, int *chain, cdsm__buf_t *b)
 int cdsm__lock_rebuild(void)
 {
     int n = cdsm__w.n, me = cdsm__w.rank, rc = CDSM_OK;
-    size_t nn = (size_t)cdsm__lk.nlocks * (size_t)n;
-    node_t *nodes = malloc(nn * sizeof *nodes);
+    node_t **rows = calloc(cdsm__lk.nlocks, sizeof *rows), *idle = malloc((size_t)n * sizeof *idle);
     report_t *rp = calloc((size_t)n, sizeof *rp);
     int *chain = malloc((size_t)n * sizeof *chain);
     cdsm__buf_t b = {0};
     uint32_t nent = 0;
-    if (!nodes || !rp || !chain) {
+    struct own_fwd of = {rows, 0};
+    if (!rows || !idle || !rp || !chain) {
         rc = cdsm__error(CDSM_ERR_NOMEM, "lock rebuild");
         goto out;
     }
-    if ((rc = gather_reports(nodes, rp))) goto out;
-    own_nodes(nodes);
+    if ((rc = gather_reports(rows, rp))) goto out;
+    cdsm__lock_waiting_foreach(own_fwd, &of);
+    if (of.nomem) {
+        rc = cdsm__error(CDSM_ERR_NOMEM, "lock rebuild: the forwards held back");
+        goto out;
+    }
     cdsm__buf_put_u32(&b, 0); /* entries, patched */
     for (uint32_t l = 0; l < cdsm__lk.nlocks && !rc; l++) {
-        int put = rebuild_lock(l, &nodes[(size_t)l * (size_t)n], chain, &b);
+        /* A lock no report names: every survivor's part is the idle default. */
+        node_t *nd = rows[l] ? rows[l] : idle;
+        if (!rows[l]) reset_row(idle);
+        own_node(l, nd);
+        int put = rebuild_lock(l, nd, chain, &b);
         if (put < 0)
             rc = cdsm__error(CDSM_ERR_PROTOCOL,
                              "rebuilding the queue of lock %u: the survivors' reports contradict each other", l);
@@ -454,7 +479,9 @@ out:
     cdsm__buf_free(&b);
     for (int q = 0; rp && q < n; q++) cdsm__reply_free(rp[q].rep);
     free(rp);
-    free(nodes);
+    for (uint32_t l = 0; rows && l < cdsm__lk.nlocks; l++) free(rows[l]);
+    free(rows);
+    free(idle);
     free(chain);
     cdsm__lock_freeze(0);
     cdsm__lock_resume();

@@ -25,7 +25,7 @@ static lk_wait_t *waiting, **waiting_end = &waiting;
 
 cdsm__locks_t cdsm__lk;
 /* After a rebuild: per lock and rank, the highest acquire number placed in a queue. */
-static uint32_t *seen;
+static uint32_t **seen; /* per lock, made at its first placement: per requester, the last seq */
 
 int cdsm__locks_init(void)
 {
@@ -55,6 +55,7 @@ void cdsm__locks_fini(void)
         free(w);
     }
     waiting_end = &waiting;
+    for (uint32_t l = 0; seen && l < cdsm__lk.nlocks; l++) free(seen[l]);
     free(seen);
     seen = NULL;
 }
@@ -90,7 +91,7 @@ int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq
 /* A request or forward a rebuild has already placed in a queue (never before one). */
 static int placed(uint32_t l, int requester, uint32_t seq)
 {
-    return seen && seq <= seen[(size_t)l * (size_t)cdsm__w.n + (size_t)requester];
+    return seen && seen[l] && seq <= seen[l][requester];
 }
 
 /* A grant, as parsed; the records it carries follow in the payload. */
@@ -131,11 +132,16 @@ cdsm__reply_t **cdsm__lock_unread_grant(uint32_t l, uint32_t seq)
 
 void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
 {
+    /* Rows only for the locks a rebuild placed: ids are many (CDSM_LOCKS), used ones few. */
     if (!seen) {
-        seen = calloc((size_t)cdsm__lk.nlocks * (size_t)cdsm__w.n, 4);
+        seen = calloc(cdsm__lk.nlocks, sizeof *seen);
         cdsm_check(seen != NULL);
     }
-    uint32_t *s = &seen[(size_t)l * (size_t)cdsm__w.n + (size_t)requester];
+    if (!seen[l]) {
+        seen[l] = calloc((size_t)cdsm__w.n, sizeof **seen);
+        cdsm_check(seen[l] != NULL);
+    }
+    uint32_t *s = &seen[l][requester];
     if (seq > *s) *s = seq;
 }
 
