@@ -154,6 +154,10 @@ if [ -n "${EXPECT_FAILURE:-}" ]; then
 fi
 got="$(sed -n 's/^answer: //p' "$out")"
 [ "$got" = "$want" ] || { echo "slurm_recover: FAIL: answer '$got', failure-free '$want'"; fail=1; }
+# srun ends with the killed task's status; rank 0 says that the job's work is complete.
+if [ "$k" -gt 0 ] && ! grep -q "job complete: every rank finished after [1-9][0-9]* process loss" "$out"; then
+    echo "slurm_recover: FAIL: rank 0 did not say the job completed after the loss"; fail=1
+fi
 grep -q '^result: VERIFIED' "$out" || { echo "slurm_recover: FAIL: the answer was not verified"; fail=1; }
 for v in ${victims//,/ }; do
     if grep -q "rank $v lost" "$out"; then :; elif [ "$k" -gt 0 ]; then

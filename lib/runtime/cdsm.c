@@ -292,6 +292,16 @@ int cdsm_finalize(void)
         !__atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE))
         return rc;
     rc = CDSM_OK;
+    /* srun ends with the highest task status: a killed task's 137 although its rank was
+     * replayed and the job's work is done. This line is what a batch script can check. */
+    if (cdsm__w.rank == 0 && __atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE)) {
+        int dead = 0;
+        for (int p = 0; p < cdsm__w.wn; p++) dead += __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE) != 0;
+        cdsm__log(CDSM_LOG_WARN,
+                  "job complete: every rank finished after %d process loss(es), replaced by spares (a launcher may "
+                  "still report the lost task's status, such as srun's 137)",
+                  dead);
+    }
     if (cdsm__w.rank == 0) cdsm__retire_spares();
     if (cdsm__cfg.stats >= 1) cdsm_stats_print(stderr);
     if (cdsm__cfg.stats >= 2 && cdsm__w.rank == 0) cdsm__stats_print_total(stderr, &total);
