@@ -564,11 +564,11 @@ static int restore_regions(const cdsm__ckpt_t *c)
                            nregions, restore_seq, c->nregions - held);
     for (uint32_t i = 0; i < c->nregions; i++) {
         if (!strcmp(c->regions[i].name, CDSM_OUTPUT_HELD)) {
-            int rc = restore_is_restart ? cdsm__output_held_take(c->regions[i].data, c->regions[i].size,
-                                                                 restore_released, "the stopped job had not emitted")
-                     : restore_held ? cdsm__output_held_take(c->regions[i].data, c->regions[i].size, 0,
-                                                             "its lost process may have died holding")
-                                    : CDSM_OK;
+            if (!restore_is_restart && !restore_held) continue;
+            int rc = cdsm__output_held_take(c->regions[i].data, c->regions[i].size,
+                                            restore_is_restart ? restore_released : 0,
+                                            restore_is_restart ? "the stopped job had not emitted"
+                                                               : "its lost process may have died holding");
             if (rc) return rc;
             continue;
         }

@@ -54,8 +54,9 @@ static int write_checked(const char *dir, const char *name, const char *what, co
     return CDSM_OK;
 }
 
-/* Read dir/name into text (NUL-terminated) and check its crc32c line against what
- * precedes it; *body_len: the checked part. 1: there is no such file (errno set). */
+/* Read the file at path into text (NUL-terminated) and check its crc32c line against
+ * what precedes it; *body_len: the checked part. 1: it cannot be opened (errno set);
+ * -1: no valid crc32c line. */
 static int read_checked(const char *path, char *text, size_t size, size_t *body_len)
 {
     FILE *f = fopen(path, "r");

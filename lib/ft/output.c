@@ -117,10 +117,9 @@ static void unguard_stops(const struct sigaction *old)
     if (stop_caught) raise(stop_caught); /* as the program would have had it */
 }
 
-/* Emit the outputs produced before barrier epoch upto; the number emitted. */
-static int emit_upto(uint32_t upto)
+/* Emit the outputs produced before barrier epoch upto. */
+static void emit_upto(uint32_t upto)
 {
-    int n = 0;
     while (head && head->epoch < upto) {
         pend_t *p = head;
         if (emit(p))
@@ -130,10 +129,8 @@ static int emit_upto(uint32_t upto)
         CDSM_STAT_ADD(output_bytes, p->len);
         head = p->next;
         free(p);
-        n++;
     }
     if (!head) tail = &head;
-    return n;
 }
 
 void cdsm__output_release(uint32_t upto)
@@ -142,14 +139,13 @@ void cdsm__output_release(uint32_t upto)
     cdsm__inject(cdsm__w.rank, "output_release");
     released_upto = upto;
     const char *dir = cdsm_checkpoint_dir();
-    if (head && head->epoch < upto && dir) { /* a restart may follow: mark what went out */
-        struct sigaction old[NSTOP];
-        guard_stops(old);
-        emit_upto(upto);
+    int mark = dir && head && head->epoch < upto; /* a restart may follow: mark what went out */
+    struct sigaction old[NSTOP];
+    if (mark) guard_stops(old);
+    emit_upto(upto);
+    if (mark) {
         cdsm__output_mark_write(dir, cdsm__g.job_id, cdsm__w.rank, upto);
         unguard_stops(old);
-    } else {
-        emit_upto(upto);
     }
     if (upto == UINT32_MAX)
         for (int i = 0; i < OUT_STREAMS; i++)
