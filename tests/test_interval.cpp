@@ -23,6 +23,7 @@ struct FakeState : ::testing::Test {
         cdsm__w.n = N;
         cdsm__heap.page_size = 4096;
         cdsm__heap.npages = NPAGES;
+        cdsm__heap.hpages = NPAGES; /* (no shared globals) */
         cdsm__heap.heap_size = NPAGES * 4096;
         cdsm__heap.base = (char *)mmap(nullptr, cdsm__heap.heap_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         ASSERT_NE(cdsm__heap.base, MAP_FAILED);

@@ -16,22 +16,24 @@
  *   has the same addresses, calls cdsm_init(), and keeps every other rank waiting for
  *   commands from rank 0 (they never enter `main`: input, output and argument parsing
  *   happen once).
- * - At the first CREATE of a batch rank 0 copies its writable data segment (the program's
- *   private globals: pointers to shared memory, parameters parsed from the command line)
- *   through shared memory to the other ranks, which take it over and call the worker
- *   function: worker i of the batch runs on rank i, rank 0 runs the worker that `main`
- *   calls itself. WAIT_FOR_END waits for all workers (a barrier); `main` goes on alone.
+ * - The program's globals are shared, as in its pthreads build: the executable's writable
+ *   data segment (but libc's objects imported into it, such as stdout and environ) is DSM
+ *   memory, under the same lazy release consistency as G_MALLOC'd memory.
+ * - At CREATE the other ranks call the worker function: worker i of the batch runs on
+ *   rank i, rank 0 runs the worker that `main` calls itself. WAIT_FOR_END waits for all
+ *   workers (a barrier); `main` goes on alone.
  *   Both CREATE forms work: SPLASH-2's `CREATE(fn)` once per worker (P-1 times, then
  *   `main` calls fn) and Splash-3's `CREATE(fn, P)` (starts P-1 workers and calls fn).
  * - G_MALLOC in `main` allocates from the common arena (rank 0 only: the others are
  *   waiting); inside a worker it is cdsm_malloc() (private arena, valid on every rank).
- * - Locks are lock ids handed out by LOCKINIT from cdsm_nlocks()/2 to cdsm_nlocks()-2 (id
- *   cdsm_nlocks()-1 is the layer's own); low ids stay free for programs that also call
- *   the cdsm API. When more locks are initialised than ids exist, ids are shared (correct,
- *   but a worker must not hold two locks that share an id: raise CDSM_LOCKS).
+ * - Locks are lock ids handed out by LOCKINIT with no message, from cdsm_nlocks()/2 to
+ *   cdsm_nlocks()-2: main's in order, a worker's among the ids its rank manages. Low ids
+ *   stay free for programs that also call the cdsm API. When more locks are initialised
+ *   than ids exist, ids are shared (correct, but a worker must not hold two locks that
+ *   share an id: raise CDSM_LOCKS).
  * - BARRIER is cdsm_barrier() (every rank; its count must equal the number of ranks).
- * - PAUSE variables and condition variables must lie in shared memory (G_MALLOC'd); each
- *   has a lock id of its own; waiting polls under that lock with sched_yield().
+ * - PAUSE variables and condition variables must lie in shared memory (G_MALLOC'd, or a
+ *   global); each has a lock id of its own; waiting polls under that lock with sched_yield().
  * - RELEASE_FENCE, ACQUIRE_FENCE and FULL_FENCE do nothing: under lazy release consistency
  *   a fence makes nothing visible to other ranks; only locks, barriers, PAUSE and condition
  *   variables do. Programs that publish lock-free flags behind fences are not supported.
@@ -88,7 +90,7 @@ void *cdsm__parmacs_malloc(size_t size);
 void cdsm__parmacs_free(void *ptr);
 /** @brief CLOCK: wall-clock microseconds. Thread-safe. */
 unsigned long cdsm__parmacs_clock(void);
-/** @brief LOCKINIT: the next free lock id (shared counter, ids from cdsm_nlocks()/2). */
+/** @brief LOCKINIT: the next lock id of this rank (no message; main's range in main, else the ids this rank manages). */
 int cdsm__parmacs_lock_new(void);
 /** @brief ALOCKINIT: n lock ids into locks[]. */
 void cdsm__parmacs_alock_init(cdsm_parmacs_lock_t *locks, long n);
@@ -98,7 +100,7 @@ void cdsm__parmacs_lock(int id);
 void cdsm__parmacs_unlock(int id);
 /** @brief BARRIER(b, n): cdsm_barrier(); n must equal the number of ranks. */
 void cdsm__parmacs_barrier(long n);
-/** @brief PAUSEINIT: a cleared flag with a lock id of its own (p in shared memory). */
+/** @brief PAUSEINIT: a cleared flag with a lock id of its own (p in shared memory or a global). */
 void cdsm__parmacs_pause_init(cdsm_parmacs_pause_t *p);
 /** @brief SETPAUSE: set the flag under its lock. */
 void cdsm__parmacs_pause_set(cdsm_parmacs_pause_t *p);
@@ -106,7 +108,7 @@ void cdsm__parmacs_pause_set(cdsm_parmacs_pause_t *p);
 void cdsm__parmacs_pause_clear(cdsm_parmacs_pause_t *p);
 /** @brief WAITPAUSE: poll the flag under its lock (yielding, then short sleeps) until set. */
 void cdsm__parmacs_pause_wait(cdsm_parmacs_pause_t *p);
-/** @brief CONDVARINIT: generation 0 with a lock id of its own (c in shared memory). */
+/** @brief CONDVARINIT: generation 0 with a lock id of its own (c in shared memory or a global). */
 void cdsm__parmacs_cond_init(cdsm_parmacs_condvar_t *c);
 /** @brief CONDVARWAIT: release lock, wait for a new generation, re-acquire lock. */
 void cdsm__parmacs_cond_wait(cdsm_parmacs_condvar_t *c, int lock);

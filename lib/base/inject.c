@@ -12,7 +12,7 @@
 #include "log.h"
 
 static const char *const steps[] = {"ckpt_snapshot", "ckpt_write",   "ckpt_rename",   "ckpt_fsync",
-                                    "ckpt_commit",   "ckpt_collect", "output_release"};
+                                    "ckpt_commit",   "ckpt_collect", "output_release", "barrier"};
 
 static struct {
     int set, on, rank; /* a valid value was given; this process is armed */

@@ -167,6 +167,7 @@ int cdsm_alloc(size_t size, void **out)
  * allocate from the common arena afterwards. */
 int cdsm__alloc_arena_rank(uint64_t off)
 {
+    if (off >= cdsm__heap.heap_size) return -1; /* the program's shared globals */
     return off < common.end || !own_size ? -1 : (int)((off - common.end) / own_size);
 }
 

@@ -44,7 +44,7 @@ static void chain(int sig, siginfo_t *si, void *uc)
 static void on_segv(int sig, siginfo_t *si, void *uc)
 {
     char *a = si->si_addr;
-    if (!cdsm__heap.base || a < cdsm__heap.base || a >= cdsm__heap.base + cdsm__heap.heap_size) {
+    if (!cdsm__heap_contains(a)) {
         chain(sig, si, uc);
         return;
     }

@@ -34,6 +34,63 @@ static int own_mode(void)
     return cdsm__cfg.spares ? CDSM_OWN_OFF : CDSM_OWN_FIRST_TOUCH;
 }
 
+/* Every page starts alike on every rank (zero; the globals: the program's own bytes):
+ * read-only until written (tracked), writable (one rank owns them all), or inaccessible
+ * until its first touch claims it. By CDSM_OWN_*. */
+static const int initial_prot[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE};
+
+/* The program's globals to share (cdsm__heap_share_globals, before cdsm_init). */
+static struct {
+    char *addr;
+    size_t size;
+} globals_req;
+
+int cdsm__heap_share_globals(void *addr, size_t size)
+{
+    size_t os = (size_t)sysconf(_SC_PAGESIZE);
+    if (((uintptr_t)addr | size) % os)
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "shared globals at %p..+%zu: not whole pages of %zu bytes", addr,
+                           size, os);
+    globals_req.addr = addr;
+    globals_req.size = size;
+    return CDSM_OK;
+}
+
+/* Reads the program's globals (AddressSanitizer's red zones between them included). */
+__attribute__((no_sanitize_address)) static int zero_page(const char *p, size_t n)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    for (size_t i = 0; i < n / 8; i++)
+        if (w[i]) return 0;
+    return 1;
+}
+
+__attribute__((no_sanitize_address)) static void raw_copy(char *dst, const char *src, size_t n)
+{
+    uint64_t *d = (uint64_t *)(void *)dst;
+    const uint64_t *s = (const uint64_t *)(const void *)src;
+    for (size_t i = 0; i < n / 8; i++) d[i] = s[i];
+}
+
+/* Copy the globals' bytes into the memfd (zero pages stay holes: a large .bss that was
+ * never touched costs nothing), then map the memfd over them. Every rank starts from the
+ * same bytes (same program, same addresses), as every heap page starts zero. */
+int cdsm__heap_globals_map(void)
+{
+    if (!cdsm__heap.gsize || cdsm__heap.gmapped) return CDSM_OK;
+    char *dst = cdsm__heap.sys + cdsm__heap.heap_size;
+    for (size_t off = 0; off < cdsm__heap.gsize; off += cdsm__heap.os_page)
+        if (!zero_page(cdsm__heap.gbase + off, cdsm__heap.os_page))
+            raw_copy(dst + off, cdsm__heap.gbase + off, cdsm__heap.os_page);
+    void *a = mmap(cdsm__heap.gbase, cdsm__heap.gsize, initial_prot[cdsm__heap.own_mode], MAP_SHARED | MAP_FIXED,
+                   cdsm__heap.memfd, (off_t)cdsm__heap.heap_size);
+    if (a == MAP_FAILED) /* (the old mapping is intact: MAP_FIXED fails before unmapping) */
+        return cdsm__error(CDSM_ERR_HEAP_MAP, "cannot map the program's globals (%p..+%zu) onto the heap: %s",
+                           (void *)cdsm__heap.gbase, cdsm__heap.gsize, strerror(errno));
+    cdsm__heap.gmapped = 1;
+    return CDSM_OK;
+}
+
 int cdsm__heap_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -49,22 +106,25 @@ int cdsm__heap_init(void)
     if (cdsm__heap.heap_size / 2 / (size_t)cdsm__w.n < cdsm__heap.page_size)
         return cdsm__error(CDSM_ERR_CONFIG, "CDSM_HEAP_SIZE=%zu: too small for %d per-rank arenas",
                            cdsm__heap.heap_size, cdsm__w.n);
-    cdsm__heap.npages = (uint32_t)(cdsm__heap.heap_size / cdsm__heap.page_size);
+    cdsm__heap.hpages = (uint32_t)(cdsm__heap.heap_size / cdsm__heap.page_size);
+    /* Whole DSM pages from the start of the globals asked for (the rest stays with the
+     * caller, which shares it another way). */
+    cdsm__heap.gsize = globals_req.size / cdsm__heap.page_size * cdsm__heap.page_size;
+    cdsm__heap.gbase = cdsm__heap.gsize ? globals_req.addr : NULL;
+    cdsm__heap.npages = cdsm__heap.hpages + (uint32_t)(cdsm__heap.gsize / cdsm__heap.page_size);
+    size_t total = cdsm__heap.heap_size + cdsm__heap.gsize;
 
     cdsm__heap.memfd = memfd_create("cdsm-heap", MFD_CLOEXEC);
     if (cdsm__heap.memfd < 0)
         return cdsm__error(CDSM_ERR_HEAP_MAP, "memfd_create: %s", strerror(errno));
-    if (ftruncate(cdsm__heap.memfd, (off_t)cdsm__heap.heap_size)) {
+    if (ftruncate(cdsm__heap.memfd, (off_t)total)) {
         int e = errno;
         close(cdsm__heap.memfd);
-        return cdsm__error(CDSM_ERR_HEAP_MAP, "ftruncate(%zu): %s", cdsm__heap.heap_size, strerror(e));
+        return cdsm__error(CDSM_ERR_HEAP_MAP, "ftruncate(%zu): %s", total, strerror(e));
     }
     void *want = (void *)(uintptr_t)cdsm__cfg.heap_addr;
-    /* Every page starts zero on every rank: read-only until written (tracked), writable
-     * (one rank owns them all), or inaccessible until its first touch claims it. */
     cdsm__heap.own_mode = own_mode();
-    static const int prot0[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE};
-    int prot = prot0[cdsm__heap.own_mode];
+    int prot = initial_prot[cdsm__heap.own_mode];
     void *a = mmap(want, cdsm__heap.heap_size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE,
                    cdsm__heap.memfd, 0);
     if (a == MAP_FAILED || a != want) {
@@ -76,7 +136,7 @@ int cdsm__heap_init(void)
                            cdsm__heap.heap_size, want, a == MAP_FAILED ? strerror(e) : "kernel chose another address");
     }
     cdsm__heap.base = a;
-    void *s = mmap(NULL, cdsm__heap.heap_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, cdsm__heap.memfd, 0);
+    void *s = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, cdsm__heap.memfd, 0);
     if (s == MAP_FAILED) {
         int e = errno;
         munmap(cdsm__heap.base, cdsm__heap.heap_size);
@@ -124,7 +184,10 @@ void cdsm__heap_fini(void)
     free(g->scratch_n);
     g->scratch = NULL;
     g->scratch_n = NULL;
-    if (cdsm__heap.sys) munmap(cdsm__heap.sys, cdsm__heap.heap_size);
+    /* The globals stay where they are, on the memfd, writable: the program lives on. */
+    if (cdsm__heap.gmapped) mprotect(cdsm__heap.gbase, cdsm__heap.gsize, PROT_READ | PROT_WRITE);
+    cdsm__heap.gmapped = 0;
+    if (cdsm__heap.sys) munmap(cdsm__heap.sys, cdsm__heap.heap_size + cdsm__heap.gsize);
     if (cdsm__heap.base) munmap(cdsm__heap.base, cdsm__heap.heap_size);
     if (cdsm__heap.memfd > 0) close(cdsm__heap.memfd);
     cdsm__heap.sys = cdsm__heap.base = NULL;
@@ -134,6 +197,11 @@ void cdsm__heap_fini(void)
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 {
     static const int prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE};
+    uint32_t h = cdsm__heap.hpages;
+    if (first < h && count > h - first) { /* the heap's end and the globals are not adjacent */
+        cdsm__page_protect(h, count - (h - first), state);
+        count = h - first;
+    }
     if (mprotect(cdsm__app_page(first), (size_t)count * cdsm__heap.page_size, prot[state])) {
         /* Only fails on a bad range or when the kernel is out of mapping entries. */
         cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
@@ -149,7 +217,7 @@ int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 int cdsm__heap_populated(uint8_t *out)
 {
     size_t ps = cdsm__heap.page_size;
-    off_t pos = 0, end = (off_t)cdsm__heap.heap_size;
+    off_t pos = 0, end = (off_t)(cdsm__heap.heap_size + cdsm__heap.gsize);
     memset(out, 0, cdsm__heap.npages);
     while (pos < end) {
         off_t data = lseek(cdsm__heap.memfd, pos, SEEK_DATA);

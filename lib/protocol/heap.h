@@ -49,16 +49,30 @@ typedef struct cdsm__heap {
     char *sys;    /* library view of the same memory: always read-write */
     int memfd;
     size_t heap_size, page_size, os_page;
-    uint32_t npages;
+    uint32_t npages; /* the heap's pages, then the program's shared globals (if any) */
+    uint32_t hpages; /* the heap's pages: page numbers from hpages on are globals */
+    char *gbase;     /* application view of the shared globals (their own address), or NULL */
+    size_t gsize;    /* bytes of shared globals (a whole number of pages) */
+    int gmapped;     /* the globals are mapped onto the memfd (after the fault handler) */
     int own_mode; /* CDSM_OWN_* */
     cdsm__page_t *pages;
 } cdsm__heap_t;
 
 extern cdsm__heap_t cdsm__heap;
 
+/* Whether addr is a page of the DSM: the heap, or the program's shared globals. */
+static inline int cdsm__heap_contains(const void *addr)
+{
+    const char *a = (const char *)addr;
+    return (cdsm__heap.base && (size_t)(a - cdsm__heap.base) < cdsm__heap.heap_size && a >= cdsm__heap.base) ||
+           (cdsm__heap.gmapped && a >= cdsm__heap.gbase && (size_t)(a - cdsm__heap.gbase) < cdsm__heap.gsize);
+}
 static inline uint32_t cdsm__page_of(const void *addr)
 {
-    return (uint32_t)(((const char *)addr - cdsm__heap.base) / cdsm__heap.page_size);
+    const char *a = (const char *)addr;
+    if (a >= cdsm__heap.base && (size_t)(a - cdsm__heap.base) < cdsm__heap.heap_size)
+        return (uint32_t)((size_t)(a - cdsm__heap.base) / cdsm__heap.page_size);
+    return cdsm__heap.hpages + (uint32_t)((size_t)(a - cdsm__heap.gbase) / cdsm__heap.page_size);
 }
 static inline char *cdsm__sys_page(uint32_t pg)
 {
@@ -66,10 +80,18 @@ static inline char *cdsm__sys_page(uint32_t pg)
 }
 static inline char *cdsm__app_page(uint32_t pg)
 {
+    if (pg >= cdsm__heap.hpages) return cdsm__heap.gbase + (size_t)(pg - cdsm__heap.hpages) * cdsm__heap.page_size;
     return cdsm__heap.base + (size_t)pg * cdsm__heap.page_size;
 }
 
 /* heap.c */
+/* Before cdsm_init (the PARMACS layer): make [addr, addr + size) of the program's globals
+ * (whole OS pages) DSM pages too, as in a pthreads program where every global is shared.
+ * cdsm_init takes the whole CDSM_PAGE_SIZE pages from addr on: gbase, gsize. */
+int cdsm__heap_share_globals(void *addr, size_t size);
+/* After the fault handler is in place: put the globals onto the heap's memfd, keeping
+ * their bytes (cdsm_init calls it; nothing to do without cdsm__heap_share_globals). */
+int cdsm__heap_globals_map(void);
 int cdsm__heap_init(void);
 void cdsm__heap_fini(void);
 int cdsm__page_protect(uint32_t first, uint32_t count, int state);

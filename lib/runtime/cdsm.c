@@ -196,8 +196,9 @@ int cdsm_init(int *argc, char ***argv)
     if ((rc = cdsm__place(cdsm__tp_service_thread()))) goto fail_tp;
     if (cdsm__w.rank < 0) spare(); /* returns only as the replacement of a lost rank */
     if ((rc = cdsm__fault_install())) goto fail_tp;
+    if ((rc = cdsm__heap_globals_map())) goto fail_fault;
     g->initialized = 1;
-    if ((rc = cdsm__output_init())) goto fail_tp;
+    if ((rc = cdsm__output_init())) goto fail_fault;
     cdsm__log(CDSM_LOG_INFO, "initialised: rank %d of %d, pid %d, job %016llx, %zu MiB heap at %p, %s; %s; %s transport",
               cdsm__w.rank, cdsm__w.n, (int)getpid(), (unsigned long long)g->job_id, cdsm__heap.heap_size >> 20,
               (void *)cdsm__heap.base, cdsm__heap_detection(), cdsm__placement(), cdsm__tp_name());
@@ -209,6 +210,8 @@ int cdsm_init(int *argc, char ***argv)
     }
     cdsm__proto_ready();
     return CDSM_OK;
+fail_fault:
+    cdsm__fault_uninstall();
 fail_tp:
     cdsm__tp_fini();
 fail_state:

@@ -3,8 +3,13 @@
  * include/cdsm/c.m4.cdsm) that checks the fork emulation of the PARMACS layer:
  *
  *   - G_MALLOC in main before CREATE (a global struct, a shared array), pointers kept in
- *     private globals; a private global (Secret) set by main before CREATE is seen by
- *     every worker, and is taken over again at the next CREATE (Scribble);
+ *     globals; the program's globals are shared as in its pthreads build: a global set by
+ *     main before CREATE is seen by every worker (Secret, and again at the next CREATE:
+ *     Scribble), a global a worker writes after a BARRIER is seen by main after
+ *     WAIT_FOR_END (Scribble), a global counter under a lock sums every worker's adds
+ *     (GlobalCount), a global pointer to memory one worker G_MALLOCs is followed by the
+ *     others (WorkerArea), and a large global array (many pages) written in chunks is
+ *     read across a BARRIER (BigGlobal);
  *   - worker ids from a lock-protected counter are distinct, 0..P-1; a lock-protected
  *     counter and an array of locks (ALOCK) give exact sums;
  *   - BARRIER phases: each worker sees its neighbour's writes of the same phase;
@@ -54,13 +59,16 @@ struct GlobalMemory {
     long Errors;
 };
 
-struct GlobalMemory *Global;  /* private globals holding pointers to shared memory */
+struct GlobalMemory *Global;  /* globals holding pointers to shared memory */
 long *Shared;
 long *Extra;
 long NumProcs = 1;
-long Secret;     /* set by main before each CREATE */
-long Scribble;   /* set by main before each CREATE, overwritten by every worker */
+long Secret;      /* set by main before each CREATE */
+long Scribble;    /* set by main before each CREATE, then by the last worker after a BARRIER */
 long Batch;
+long GlobalCount; /* a global counter under CountLock */
+long *WorkerArea; /* set by worker 0 to memory it G_MALLOCs */
+long BigGlobal[MAXPROCS * CHUNK]; /* many pages: each worker writes its chunk */
 
 void Work(void);
 
@@ -99,11 +107,11 @@ void Work(void)
     /* Private globals: main's values, whichever rank this worker runs on. */
     Global->Seen[me] = Secret;
     Global->ScribbleSeen[me] = Scribble;
-    Scribble = -1;
 
     for (r = 0; r < ROUNDS; r++) {
         LOCK(Global->CountLock);
         Global->Count += me + 1;
+        GlobalCount += me + 1;
         UNLOCK(Global->CountLock);
         ALOCK(Global->SlotLock, next);
         Global->Slots[next] += 1;
@@ -113,16 +121,37 @@ void Work(void)
         UNLOCK(AGETL(Global->SlotLock, me));
     }
     for (i = 0; i < CHUNK; i++) Global->ExtraSum[me] += Extra[i];
+    if (me == 0) {
+        WorkerArea = (long *) G_MALLOC(CHUNK * sizeof(long), me);
+        for (i = 0; i < CHUNK; i++) WorkerArea[i] = 5 * i + Batch;
+    }
 
     BARRIER(Global->Start, NumProcs);
+    if (!WorkerArea) {
+        Fail(me, "worker 0's global pointer after BARRIER is NULL", 0, 1);
+    } else {
+        for (i = 0; i < CHUNK; i++)
+            if (WorkerArea[i] != 5 * i + Batch) {
+                Fail(me, "memory behind worker 0's global pointer", WorkerArea[i], 5 * i + Batch);
+                break;
+            }
+    }
+    if (me == NumProcs - 1) Scribble = -1 - Batch; /* every worker read it before the BARRIER */
 
     /* Barrier phases: write my chunk, read my neighbour's of the same phase. */
     for (ph = 0; ph < PHASES; ph++) {
         for (i = 0; i < CHUNK; i++) Shared[me * CHUNK + i] = Expected(me, ph, i);
+        for (i = 0; i < CHUNK; i++) BigGlobal[me * CHUNK + i] = -Expected(me, ph, i);
         BARRIER(Global->Start, NumProcs);
         for (i = 0; i < CHUNK; i++)
             if (Shared[next * CHUNK + i] != Expected(next, ph, i)) {
                 Fail(me, "neighbour's chunk after BARRIER", Shared[next * CHUNK + i], Expected(next, ph, i));
+                break;
+            }
+        for (i = 0; i < CHUNK; i++)
+            if (BigGlobal[next * CHUNK + i] != -Expected(next, ph, i)) {
+                Fail(me, "neighbour's chunk of a global array after BARRIER", BigGlobal[next * CHUNK + i],
+                     -Expected(next, ph, i));
                 break;
             }
         BARRIER(Global->Start, NumProcs);
@@ -215,6 +244,20 @@ static long Check(const char *how)
         printf("  counter %ld, want %ld\n", Global->Count, want);
         bad++;
     }
+    if (GlobalCount != want) {
+        printf("  global counter %ld, want %ld\n", GlobalCount, want);
+        bad++;
+    }
+    if (Scribble != -1 - Batch) {
+        printf("  main sees Scribble = %ld after WAIT_FOR_END, the last worker set %ld\n", Scribble, -1 - Batch);
+        bad++;
+    }
+    for (i = 0; i < NumProcs * CHUNK; i++)
+        if (BigGlobal[i] != -Expected(i / CHUNK, PHASES - 1, i % CHUNK)) {
+            printf("  main sees BigGlobal[%ld] = %ld, want %ld\n", i, BigGlobal[i], -Expected(i / CHUNK, PHASES - 1, i % CHUNK));
+            bad++;
+            break;
+        }
     if (Global->NOrder != NumProcs) {
         printf("  %ld turns, want %ld\n", Global->NOrder, NumProcs);
         bad++;
@@ -233,6 +276,8 @@ static void Reset(void)
     Global->Turn = 0;
     Global->NOrder = 0;
     Global->Errors = 0;
+    GlobalCount = 0;
+    WorkerArea = NULL;
     for (i = 0; i < MAXPROCS; i++) {
         Global->IdSeen[i] = Global->Seen[i] = Global->ScribbleSeen[i] = 0;
         Global->Slots[i] = Global->ExtraSum[i] = Global->Order[i] = 0;
