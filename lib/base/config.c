@@ -69,7 +69,7 @@ static const cdsm__cfg_entry_t recovery_entries[] = {
      CDSM_CFG_INT, OFF(heartbeat_ms), 0, 60000, NULL},
     {"CDSM_HEARTBEAT_TIMEOUT", "2000", "milliseconds of silence (no heartbeat, no doorbell) after which a process is declared lost and fenced (at least twice CDSM_HEARTBEAT_MS)",
      CDSM_CFG_INT, OFF(heartbeat_timeout_ms), 1, 3600000, NULL},
-    {"CDSM_FINALIZE_TIMEOUT", "5000", "milliseconds cdsm_finalize waits for MPI_Finalize after the last barrier before it ends the process with status 0 (UCX over TCP can hang there; 0: wait forever)",
+    {"CDSM_FINALIZE_TIMEOUT", "5000", "milliseconds cdsm_finalize waits for MPI_Finalize after the last barrier before it returns and leaves it behind (UCX over TCP can hang there; 0: wait forever)",
      CDSM_CFG_INT, OFF(finalize_timeout_ms), 0, 3600000, NULL},
     {"CDSM_CKPT_FULL_EVERY", "8", "every N-th checkpoint is full, the others hold only the pages changed since the previous one (1: always full)",
      CDSM_CFG_INT, OFF(ckpt_full_every), 1, 1u << 20, NULL},

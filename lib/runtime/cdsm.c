@@ -90,6 +90,7 @@ static void agree_job_id(void)
 }
 
 static int init_state(void);
+static int mpi_left_behind; /* an MPI_Finalize that never returned: no second cdsm_init */
 
 /* A spare: asleep until it replaces a lost rank (then it returns, as that rank, to run the
  * program from its start in replay) or until the run ends (then it finishes here: the
@@ -175,6 +176,9 @@ int cdsm_init(int *argc, char ***argv)
 {
     cdsm__state_t *g = &cdsm__g;
     if (g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_init called twice");
+    if (mpi_left_behind)
+        return cdsm__error(CDSM_ERR_STATE, "cdsm_init after a cdsm_finalize whose MPI_Finalize never returned: MPI "
+                                           "cannot start again in this process");
     /* Configuration first: a bad value is reported before MPI is touched. */
     int rc = cdsm__config_load(&cdsm__cfg);
     if (rc) return rc;
@@ -225,51 +229,68 @@ fail_mpi:
     return rc;
 }
 
-/* A watchdog for the end of MPI: every rank has passed the last barrier, so the run's
- * work and output are complete; if MPI_Finalize hangs (UCX endpoint close over TCP does,
- * sometimes, between nodes), the process ends with status 0 rather than never. */
+/* The end of MPI, on a thread of its own: every rank has passed the last barrier, so the
+ * run's work and output are complete, and if MPI_Finalize hangs (UCX endpoint close over
+ * TCP does, sometimes, between nodes) cdsm_finalize still returns to the program. */
 static pthread_mutex_t fin_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fin_cv = PTHREAD_COND_INITIALIZER;
-static int fin_done;
+static int fin_done, fin_failed;
 
-static void *finalize_watchdog(void *arg)
+static void *finalizer(void *arg)
 {
-    uint64_t ms = *(uint64_t *)arg;
-    struct timespec dl = cdsm__deadline_ms(ms);
+    MPI_Comm comm = *(MPI_Comm *)arg;
+    MPI_Comm_free(&comm);
+    int failed = MPI_Finalize() != MPI_SUCCESS;
     pthread_mutex_lock(&fin_mu);
-    int rc = 0;
-    while (!fin_done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&fin_cv, &fin_mu, &dl);
-    int done = fin_done;
+    fin_failed = failed;
+    fin_done = 1;
+    pthread_cond_signal(&fin_cv);
     pthread_mutex_unlock(&fin_mu);
-    if (done) return NULL;
-    cdsm__log(CDSM_LOG_WARN,
-              "MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint close over "
-              "TCP): every rank had finished, so this process ends now with status 0",
-              (unsigned long long)ms);
+    return NULL;
+}
+
+/* Registered once MPI_Finalize was left behind: the process ends with the program's status
+ * without the exit-time destructors of MPI's libraries, which could wait on it. */
+static void exit_past_mpi(int status, void *arg)
+{
+    (void)arg;
     fflush(NULL);
-    _exit(0);
+    _exit(status);
 }
 
 /* Free the communicator and finalize MPI (if the library initialised it), bounded by
- * CDSM_FINALIZE_TIMEOUT. */
+ * CDSM_FINALIZE_TIMEOUT: past it, MPI is left to a thread that may never return. */
 static int finalize_mpi(void)
 {
     cdsm__state_t *g = &cdsm__g;
     uint64_t ms = cdsm__cfg.finalize_timeout_ms;
-    pthread_t wd;
-    int watched = 0;
-    fin_done = 0;
-    if (ms && g->mpi_owned) watched = pthread_create(&wd, NULL, finalize_watchdog, &ms) == 0;
-    MPI_Comm_free(&cdsm__w.comm);
-    int rc = g->mpi_owned && MPI_Finalize() != MPI_SUCCESS ? cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed") : CDSM_OK;
-    if (watched) {
-        pthread_mutex_lock(&fin_mu);
-        fin_done = 1;
-        pthread_cond_signal(&fin_cv);
-        pthread_mutex_unlock(&fin_mu);
-        pthread_join(wd, NULL);
+    static MPI_Comm comm;
+    comm = cdsm__w.comm;
+    pthread_t t;
+    fin_done = fin_failed = 0;
+    if (!g->mpi_owned || !ms || pthread_create(&t, NULL, finalizer, &comm)) {
+        MPI_Comm_free(&comm);
+        return g->mpi_owned && MPI_Finalize() != MPI_SUCCESS ? cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed") : CDSM_OK;
     }
-    return rc;
+    struct timespec dl = cdsm__deadline_ms(ms);
+    pthread_mutex_lock(&fin_mu);
+    int rc = 0;
+    while (!fin_done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&fin_cv, &fin_mu, &dl);
+    int done = fin_done, failed = fin_failed;
+    pthread_mutex_unlock(&fin_mu);
+    if (done) {
+        pthread_join(t, NULL);
+        return failed ? cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed") : CDSM_OK;
+    }
+    pthread_detach(t);
+    mpi_left_behind = 1;
+    on_exit(exit_past_mpi, NULL);
+    cdsm__log(CDSM_LOG_WARN,
+              "MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint close over "
+              "TCP): every rank had finished, so cdsm_finalize returns and leaves it behind; the process ends at exit "
+              "with the program's status, without MPI's exit-time cleanup",
+              (unsigned long long)ms);
+    return CDSM_OK;
 }
 
 int cdsm_finalize(void)
