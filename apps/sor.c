@@ -36,17 +36,20 @@ static int per_rank_stats;
 static int resumable; /* -r: register the loop state and resume from checkpoints */
 static int print_iters;         /* -P: a committed output line per iteration and rank */
 static const char *out_prefix;  /* -O PREFIX: each rank appends a line per iteration to PREFIX.rank<R> */
+static long mem_every;          /* -M K: a committed memory line per rank every K iterations */
 
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s [-n N] [-i ITERS] [-w OMEGA] [-r] [-P] [-O PREFIX] [-s] [-T] [-h]\n"
+            "usage: %s [-n N] [-i ITERS] [-w OMEGA] [-r] [-P] [-O PREFIX] [-M K] [-s] [-T] [-h]\n"
             "  -n N      grid rows = columns, boundary included (4..%ld, default 1026)\n"
             "  -i ITERS  red-black iterations (>= 1, default 50)\n"
             "  -w OMEGA  relaxation factor, 0 < OMEGA < 2 (default 1.25)\n"
             "  -r        resumable: a replacement restarts from its rank's checkpoint (cdsm\n"
             "            build; CDSM_CKPT_DIR), each iteration ends at a resume point\n"
             "  -P        print a line per iteration and rank (committed output)\n"
+            "  -M K      every K iterations each rank prints its memory: resident set, and\n"
+            "            the DSM's logs it holds (committed output; for long runs)\n"
             "  -O PREFIX each rank appends a line per iteration to PREFIX.rank<R> (committed)\n"
             "  -s        also print every rank's own DSM statistics (cdsm build)\n"
             "  -T        small test input (-n 66 -i 10)\n"
@@ -148,6 +151,11 @@ static void sor_start(sor_t *c)
 static void report_iteration(int me, long it)
 {
     if (print_iters) par_out("sor: rank %d finished iteration %ld\n", me, it);
+    if (mem_every && it % mem_every == 0) {
+        char mem[160];
+        par_mem_line(mem, sizeof mem);
+        par_out("sor: rank %d iteration %ld memory %s\n", me, it, mem);
+    }
     if (out_prefix) {
         char path[512], line[64];
         snprintf(path, sizeof path, "%s.rank%d", out_prefix, me);
@@ -255,7 +263,7 @@ int main(int argc, char **argv)
     long n_opt = (long)n;
     int help = 0, bad = 0, test = 0, n_set = 0, i_set = 0, opt;
     opterr = 0; /* our own messages, from rank 0 only */
-    while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:rPO:sTh")) != -1) {
+    while (!bad && !help && (opt = getopt(argc, argv, ":n:i:w:rPO:M:sTh")) != -1) {
         switch (opt) {
         case 'n':
             bad = par_opt_long("sor", opt, optarg, 4, N_MAX, "grid size", &n_opt);
@@ -272,6 +280,7 @@ int main(int argc, char **argv)
         case 'r': resumable = 1; break;
         case 'P': print_iters = 1; break;
         case 'O': out_prefix = optarg; break;
+        case 'M': bad = par_opt_long("sor", opt, optarg, 1, LONG_MAX, "iterations between memory lines", &mem_every); break;
         case 's': per_rank_stats = 1; break;
         case 'T': test = 1; break;
         case 'h': help = 1; break;

@@ -23,7 +23,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # name, folder under codes/, binary, command (P: processes; run inside the folder)
 PROGRAMS = [
     ("BARNES", "apps/barnes", "BARNES", "./BARNES < inputs/n16384-p{P}"),
-    ("FMM", "apps/fmm", "FMM", "./FMM < inputs/input.{P}.16384"),
+    ("FMM", "apps/fmm", "FMM", "./FMM -o < inputs/input.{P}.16384"),  # -o: final positions
     ("OCEAN-C", "apps/ocean/contiguous_partitions", "OCEAN", "./OCEAN -p{P} -n258"),
     ("OCEAN-NC", "apps/ocean/non_contiguous_partitions", "OCEAN", "./OCEAN -p{P} -n258"),
     ("RADIOSITY", "apps/radiosity", "RADIOSITY", "./RADIOSITY -p {P} -ae 5000 -bf 0.1 -en 0.05 -room -batch"),
@@ -40,7 +40,7 @@ PROGRAMS = [
 
 # Lines that carry an answer (energies, checksums, errors, verdicts), and those that differ
 # from run to run whatever the answer (times and rates).
-ANSWER = re.compile(r"(?i)(energ|checksum|error|pass|fail|residual|\bsum\b|total|verif|kinetic|potential)")
+ANSWER = re.compile(r"(?i)(energ|checksum|error|pass|fail|residual|\bsum\b|total|verif|kinetic|potential|\bpos\b|xtt)")
 TIMING = re.compile(r"(?i)(time|elapsed|seconds|secs|msec|usec|cycles|rate|speedup|\bms\b|\bus\b)")
 
 

@@ -7,9 +7,9 @@
  * Its largest piece of whole pages is mapped onto the DSM heap's memfd (cdsm_init does it)
  * and is DSM pages like the heap's: faults, twins, diffs, notices, checkpoints, replay.
  * The rest (the pages it shares with libc's objects and the GOT: a few KiB) is copied
- * through a shadow in shared memory at every release and acquire of the layer: the bytes
- * changed since the last sync go out before a release, and the bytes others changed come
- * in after an acquire. libcdsm, MPI and libc keep their state in their own segments, which
+ * through a shadow in shared memory at every synchronisation of the layer: the bytes
+ * changed since the last sync go out before it (a release or an acquire), and the bytes
+ * others changed come in after an acquire. libcdsm, MPI and libc keep their state in their own segments, which
  * are never shared; hence libcdsm must be a shared library. */
 #include <elf.h>
 #include <errno.h>

@@ -8,8 +8,8 @@
  * same address layout. Rank 0 returns and runs main; every other rank stays here, in a
  * loop: barrier, read the command rank 0 wrote before its matching barrier, run it. RUN:
  * call the worker function, a barrier (rank 0's WAIT_FOR_END). EXIT: cdsm_finalize,
- * exit(0). Every release of the layer (UNLOCK, BARRIER...) first pushes the globals that
- * are not DSM pages; every acquire pulls them afterwards. */
+ * exit(0). Every synchronisation of the layer (LOCK, UNLOCK, BARRIER...) first pushes the
+ * globals that are not DSM pages; every acquire pulls them afterwards. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -156,8 +156,8 @@ static void pm_no_aslr(void)
 
 /* ---- commands --------------------------------------------------------------------- */
 
-/* The layer's releases push the program's globals that are not DSM pages, its acquires
- * pull them (globals.c); a barrier is both. */
+/* Every synchronisation of the layer first pushes the program's globals that are not DSM
+ * pages, and every acquire pulls them afterwards (globals.c); a barrier is both. */
 static void pm_barrier(const char *what)
 {
     cdsm__pm_globals_push();
@@ -168,6 +168,9 @@ static void pm_barrier(const char *what)
 
 static void pm_lock_raw(int id, const char *what)
 {
+    /* (Pushed first as well, so that the pull cannot overwrite this rank's own writes made
+     * since its last synchronisation: they belong to the interval the acquire closes.) */
+    cdsm__pm_globals_push();
     int rc = cdsm_lock_acquire(id);
     if (rc) cdsm__pm_die("%s: cdsm_lock_acquire(%d) failed: %s (%s)", what, id, cdsm_last_error(), cdsm_status_name(rc));
     cdsm__pm_globals_pull();

@@ -19,7 +19,7 @@ void cdsm__pm_globals_setup(int rank, int nranks);
 size_t cdsm__pm_globals_bytes(size_t *mixed);
 /* Whether p lies in the program's globals. */
 int cdsm__pm_globals_has(const void *p);
-/* Before a release: this rank's changes since its last sync go to the shadow. */
+/* Before a release or an acquire: this rank's changes since its last sync go to the shadow. */
 void cdsm__pm_globals_push(void);
 /* After an acquire: the changes others made (and this rank now sees) come in. */
 void cdsm__pm_globals_pull(void);

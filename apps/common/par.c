@@ -13,6 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <malloc.h>
+#include <unistd.h>
+
+/* Resident set size of this process in KiB (-1 if /proc cannot say). */
+static long rss_kb(void)
+{
+    long pages = -1, resident = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+        fclose(f);
+    }
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
 
 /* ---- shared by the three backends ------------------------------------------------------- */
 
@@ -273,6 +287,15 @@ const char *par_build(void)
     return "cdsm";
 }
 
+void par_mem_line(char *buf, size_t n)
+{
+    cdsm_stats_t st;
+    check(cdsm_stats_get(&st), "cdsm_stats_get");
+    snprintf(buf, n, "rss_kb=%ld log_bytes=%llu det_bytes=%llu archive_bytes=%llu malloc_kb=%zu", rss_kb(),
+             (unsigned long long)st.log_bytes, (unsigned long long)st.det_bytes,
+             (unsigned long long)st.archive_bytes, mallinfo2().uordblks / 1024);
+}
+
 static int broadcast_status(int status)
 {
     /* Through the DSM, not an MPI collective: after start-up nothing in a cdsm run may
@@ -521,6 +544,11 @@ int par_finish(int status)
 #endif
 
 #if !defined(PAR_CDSM)
+void par_mem_line(char *buf, size_t n)
+{
+    snprintf(buf, n, "rss_kb=%ld", rss_kb());
+}
+
 /* Nothing to resume from: threads and a sequential run share one fate. */
 void par_protect(const char *name, void *p, size_t size)
 {

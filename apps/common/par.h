@@ -78,6 +78,11 @@ double par_time(void);
 #define PAR_FNV_INIT 0xcbf29ce484222325ull
 unsigned long long par_fnv1a(unsigned long long h, const void *p, size_t len);
 
+/* This process's memory now, one line without newline: resident set, and (cdsm build) the
+ * protocol's own logs held (diffs, twins, records; determinants; archived own diffs). For
+ * long runs that must show their memory bounded. */
+void par_mem_line(char *buf, size_t n);
+
 /* The build's name ("seq", "pthreads", "cdsm"). */
 const char *par_build(void);
 

@@ -286,10 +286,10 @@ static int finalize_mpi(void)
     mpi_left_behind = 1;
     on_exit(exit_past_mpi, NULL);
     cdsm__log(CDSM_LOG_WARN,
-              "MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint close over "
-              "TCP): every rank had finished, so cdsm_finalize returns and leaves it behind; the process ends at exit "
-              "with the program's status, without MPI's exit-time cleanup",
-              (unsigned long long)ms);
+              "rank %d: MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint "
+              "close over TCP): every rank had finished, so cdsm_finalize returns and leaves it behind; the process ends "
+              "at exit with the program's status, without MPI's exit-time cleanup",
+              cdsm__w.rank, (unsigned long long)ms);
     return CDSM_OK;
 }
 
