@@ -66,11 +66,11 @@ def memory_lines(out):
     """sor -M lines: rank, iteration, rss_kb, log/det/archive bytes."""
     rows = []
     pat = re.compile(r"^sor: rank (\d+) iteration (\d+) memory rss_kb=(-?\d+) log_bytes=(\d+) det_bytes=(\d+) "
-                     r"archive_bytes=(\d+)$", re.M)
+                     r"archive_bytes=(\d+)(?: malloc_kb=(\d+))?$", re.M)
     for m in pat.finditer(out):
-        r, it, rss, lg, det, ar = (int(x) for x in m.groups())
+        r, it, rss, lg, det, ar = (int(x) for x in m.groups()[:6])
         rows.append({"rank": r, "iteration": it, "rss_kb": rss, "log_bytes": lg, "det_bytes": det,
-                     "archive_bytes": ar})
+                     "archive_bytes": ar, "malloc_kb": int(m.group(7) or 0)})
     return rows
 
 
@@ -82,7 +82,7 @@ def halves(rows, key, last_it):
     return (max(first) if first else 0, max(second) if second else 0)
 
 
-def plot(png, mem_csv, disk_csv):
+def plot(png, mem_csv, disk_csv, ranks):
     if not shutil.which("gnuplot"):
         return "gnuplot not found"
     script = f"""set terminal pngcairo size 1100,700
@@ -92,10 +92,12 @@ set key outside
 set multiplot layout 2,1 title 'cdsm long run: sor -r with kills (memory per rank, checkpoint disk)'
 set xlabel 'iteration'
 set ylabel 'MiB'
-plot for [r=0:7] '{mem_csv}' using ($1==r ? $2 : 1/0):($3/1024.0) with linespoints title sprintf('rss rank %d', r), \\
-     for [r=0:7] '{mem_csv}' using ($1==r ? $2 : 1/0):(($4+$5+$6)/1048576.0) with lines dt 2 title sprintf('logs rank %d', r)
+plot for [r=0:{ranks - 1}] '{mem_csv}' using ($1==r ? $2 : 1/0):($3/1024.0) with points title sprintf('rss rank %d', r), \\
+     for [r=0:{ranks - 1}] '{mem_csv}' using ($1==r ? $2 : 1/0):(($4+$5+$6)/1048576.0) with points pt 1 title sprintf('logs rank %d', r)
 set xlabel 'seconds'
 set ylabel 'checkpoint MiB'
+set y2tics
+set y2label 'files'
 plot '{disk_csv}' using 1:($2/1048576.0) with lines title 'checkpoint folder', '' using 1:3 axes x1y2 with lines title 'files (right)'
 unset multiplot
 """
@@ -150,10 +152,10 @@ def main():
     mem_csv = os.path.join(a.outdir, "long-run-memory-%s.csv" % stamp)
     disk_csv = os.path.join(a.outdir, "long-run-disk-%s.csv" % stamp)
     with open(mem_csv, "w") as f:
-        f.write("rank,iteration,rss_kb,log_bytes,det_bytes,archive_bytes\n")
+        f.write("rank,iteration,rss_kb,log_bytes,det_bytes,archive_bytes,malloc_kb\n")
         for r in sorted(mem, key=lambda r: (r["iteration"], r["rank"])):
-            f.write("%d,%d,%d,%d,%d,%d\n" % (r["rank"], r["iteration"], r["rss_kb"], r["log_bytes"], r["det_bytes"],
-                                            r["archive_bytes"]))
+            f.write("%d,%d,%d,%d,%d,%d,%d\n" % (r["rank"], r["iteration"], r["rss_kb"], r["log_bytes"], r["det_bytes"],
+                                               r["archive_bytes"], r["malloc_kb"]))
     with open(disk_csv, "w") as f:
         f.write("seconds,ckpt_bytes,ckpt_files\n")
         for s in disk:
@@ -162,7 +164,7 @@ def main():
                "kills": len(kills), "victims": kills, "recoveries": len(windows), "restored_from_checkpoint": restored,
                "replay_windows_s": windows, "exit_status": rc, "bit_identical": verified}
     print("%-12s %12s %12s" % ("metric", "max 1st half", "max 2nd half"))
-    for key in ("rss_kb", "log_bytes", "det_bytes", "archive_bytes"):
+    for key in ("rss_kb", "malloc_kb", "log_bytes", "det_bytes", "archive_bytes"):
         h1, h2 = halves(mem, key, iters)
         summary[key + "_halves"] = [h1, h2]
         print("%-12s %12d %12d" % (key, h1, h2))
@@ -178,7 +180,7 @@ def main():
     js = os.path.join(a.outdir, "long-run-%s.json" % stamp)
     json.dump(summary, open(js, "w"), indent=1)
     png = os.path.join(a.outdir, "long-run-%s.png" % stamp)
-    why = plot(png, mem_csv, disk_csv)
+    why = plot(png, mem_csv, disk_csv, a.ranks)
     print("csv: %s %s\njson: %s\nplot: %s" % (mem_csv, disk_csv, js, png if not why else "none (%s)" % why))
     shutil.copy(os.path.join(scratch, "run.log"), os.path.join(a.outdir, "long-run-%s.log" % stamp))
     shutil.rmtree(scratch, ignore_errors=True)
