@@ -56,9 +56,9 @@ static struct {
     int newstyle;        /* rank 0: the batch came from CREATE(fn, P) */
     cdsm_parmacs_fn_t batch_fn;
     /* Lock ids: main's from [main_first, main_end); a worker's from the ids in [work_first,
-     * lock_internal) that this rank manages (id % n == rank): no shared counter, no message,
+     * lock_end) that this rank manages (id % n == rank): no shared counter, no message,
      * the same ids when a replay runs the same code. */
-    int main_first, main_end, work_first, work_count, lock_internal;
+    int main_first, main_end, work_first, work_count, lock_end;
     uint64_t main_next, work_next;
     int warned_locks;
     unsigned long roi_begin, roi_end;
@@ -402,15 +402,16 @@ unsigned long cdsm__parmacs_clock(void)
 
 /* The upper half of the ids (the lower stays free for programs that also call the cdsm
  * API): main's sixteenth, handed out in order (its locks' managers spread over the ranks),
- * then the workers' ids, each rank taking those it manages; the last id is kept. */
+ * then the workers' ids up to lock_end, each rank taking those it manages. The last id
+ * (lock_end), once the layer's own lock for a shared id counter, stays unused. */
 static void pm_lock_ids(int nl)
 {
-    pm.lock_internal = nl - 1;
+    pm.lock_end = nl - 1;
     pm.main_first = nl / 2;
     pm.main_end = pm.main_first + nl / 16; /* (main makes few; workers make a lock per tree cell) */
     int r0 = pm.main_end % pm.n;
     pm.work_first = pm.main_end + (pm.rank - r0 + pm.n) % pm.n;
-    pm.work_count = pm.work_first < pm.lock_internal ? (pm.lock_internal - 1 - pm.work_first) / pm.n + 1 : 0;
+    pm.work_count = pm.work_first < pm.lock_end ? (pm.lock_end - 1 - pm.work_first) / pm.n + 1 : 0;
     if (pm.main_end <= pm.main_first || pm.work_count < 1)
         cdsm__pm_die("CDSM_LOCKS=%d leaves no lock ids for %d ranks: raise CDSM_LOCKS", nl, pm.n);
 }
@@ -453,9 +454,9 @@ void cdsm__parmacs_alock_init(cdsm_parmacs_lock_t *locks, long n)
 static void pm_check_lock(int id, const char *what)
 {
     if (!pm.started) cdsm__pm_die("%s before the layer started (MAIN_ENV missing?)", what);
-    if (id < pm.main_first || id >= pm.lock_internal)
+    if (id < pm.main_first || id >= pm.lock_end)
         cdsm__pm_die("%s on a lock that LOCKINIT/ALOCKINIT did not initialise (value %d; ids are %d..%d)", what, id,
-                     pm.main_first, pm.lock_internal - 1);
+                     pm.main_first, pm.lock_end - 1);
 }
 
 void cdsm__parmacs_lock(int id)
