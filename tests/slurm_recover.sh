@@ -26,6 +26,7 @@ set -u
 root="$1" app="$2" ntasks="$3" spares="$4" victims="$5" seed="$6"
 shift 6
 eval "$("$root/config/slurm-up.sh")" || { echo "slurm_recover: the one-node Slurm did not start" >&2; exit 1; }
+. "$root/tests/stacks.sh"
 ref="$(mktemp)" out="$(mktemp)"
 ckdir=""
 trap 'rm -f "$ref" "$out"; [ -n "$ckdir" ] && rm -rf "$ckdir"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null' EXIT
@@ -107,12 +108,7 @@ attempt() {
     if ! timeout "$limit" tail --pid="$spid" -f /dev/null; then
         echo "slurm_recover: FAIL: the run did not end within $limit s"
         # Backtraces first, the run's own output last: a CI log keeps only its tail.
-        for p in $(pgrep -f "$(basename "$app")" | grep -v "^$$\$"); do
-            [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$app")" ] || continue
-            echo "== pid $p: $(tr '\0' ' ' < "/proc/$p/environ" 2>/dev/null | grep -o 'SLURM_PROCID=[0-9]*')"
-            command -v gdb >/dev/null && timeout 30 gdb -p "$p" -batch -ex 'thread apply all bt' 2>/dev/null |
-                grep -E '^Thread|^#.* at \.\./(lib|apps|splash)/' | sed -E 's/^Thread ([0-9]+) .*"([a-z]+)".*/Thread \1 \2:/'
-        done
+        show_stacks "$app"
         echo "slurm_recover: the run's output so far:"
         cat "$out"
         scancel -n "cdsm-recover-$$" 2>/dev/null

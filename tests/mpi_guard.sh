@@ -1,0 +1,28 @@
+#!/bin/bash
+# Runs one multi-rank test under mpiexec with a bound of its own, below meson's timeout:
+# a run that hangs prints each process's stacks (which wait, where) and is then killed,
+# instead of ending as a bare meson timeout that says nothing.
+# Usage: mpi_guard.sh LIMIT_S MPIEXEC ARGS... (the test binary: the last argument that
+# is an executable file's path)
+set -u
+limit="$1" mpiexec="$2"
+shift 2
+app=""
+for a in "$@"; do
+    [[ "$a" == */* && -f "$a" && -x "$a" ]] && app="$a"
+done
+[ -n "$app" ] || { echo "mpi_guard: no test binary among: $*" >&2; exit 2; }
+. "$(dirname "$0")/stacks.sh"
+"$mpiexec" "$@" &
+pid=$!
+if ! timeout "$limit" tail --pid="$pid" -f /dev/null; then
+    echo "mpi_guard: FAIL: $(basename "$app") did not end within $limit s; its processes' stacks:"
+    show_stacks "$app"
+    kill "$pid" 2>/dev/null
+    sleep 1
+    for p in $(pgrep -f "$(basename "$app")"); do # (what mpiexec left: never this script)
+        [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$app")" ] && kill -9 "$p"
+    done
+    exit 1
+fi
+wait "$pid"
