@@ -19,7 +19,7 @@ if ! timeout "$limit" tail --pid="$pid" -f /dev/null; then
     echo "mpi_guard: FAIL: $(basename "$app") did not end within $limit s; its processes' stacks:"
     show_stacks "$app"
     kill "$pid" 2>/dev/null
-    sleep 1
+    timeout 5 tail --pid="$pid" -f /dev/null # (a grace for mpiexec to end its processes)
     for p in $(pgrep -f "$(basename "$app")"); do # (what mpiexec left: never this script)
         [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$app")" ] && kill -9 "$p"
     done
