@@ -268,3 +268,34 @@ TEST(Dsm, StatisticsCountTheProtocol)
     EXPECT_GE(total.write_faults, s.write_faults);
     EXPECT_EQ(cdsm_stats_reduce(nullptr, &total), CDSM_ERR_INVALID_ARG);
 }
+
+// A column walk (a stride of 3 pages) over pages another rank wrote fetches the stream's
+// pages in batches, and sees every write, whether the pages come whole or as diffs.
+TEST(Dsm, StridedReadsComeInBatchesAndSeeEveryWrite)
+{
+    const size_t np = 96, stride = 3, walked = np / stride, words = cdsm_page_size() / sizeof(uint64_t);
+    uint64_t *a = alloc<uint64_t>(np * words);
+    for (int round = 0; round < 3; round++) {
+        if (me() == 0) {
+            for (size_t i = 0; i < np * words; i += (size_t)round + 1) a[i] = (uint64_t)round << 32 | i;
+        }
+        barrier();
+        if (me() != 0) {
+            cdsm_stats_t s0, s1;
+            ASSERT_EQ(cdsm_stats_get(&s0), CDSM_OK);
+            for (size_t pg = 0; pg < np; pg += stride) ASSERT_EQ(a[pg * words], (uint64_t)round << 32 | pg * words);
+            ASSERT_EQ(cdsm_stats_get(&s1), CDSM_OK);
+            EXPECT_LT(s1.read_faults - s0.read_faults, walked / 2) << "round " << round;
+            for (size_t i = 0; i < np * words; i++) {
+                uint64_t want = 0;
+                for (int r = round; r >= 0; r--)
+                    if (i % (size_t)(r + 1) == 0) {
+                        want = (uint64_t)r << 32 | i;
+                        break;
+                    }
+                ASSERT_EQ(a[i], want) << "round " << round << " word " << i;
+            }
+        }
+        barrier();
+    }
+}

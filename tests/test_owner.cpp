@@ -168,3 +168,57 @@ TEST(Owner, UntouchedPageWithNoticesComesFromAWriter)
         barrier();
     }
 }
+
+// A rank's own block written in order costs few faults (the directory is this rank: the
+// pages of the stream are claimed with the one that faulted). Another rank walking that
+// block down a column (a stride of 4 pages) fetches the stream's pages from the directory
+// in batches, and later, once the owner's writes are tracked, their diffs in batches too.
+TEST(Owner, StreamsOfMissesComeInBatches)
+{
+    const size_t per = 64, words = ps() / sizeof(uint64_t), stride = 4, walked = per / stride;
+    uint64_t *a = alloc<uint64_t>(per * words * (size_t)nr());
+    uint64_t *mine = a + per * words * (size_t)me();
+    const int nx = (me() + 1) % nr();
+    const uint64_t *next = a + per * words * (size_t)nx;
+    auto value = [&](int r, size_t i, int round) { return (uint64_t)r << 40 | (uint64_t)round << 32 | i; };
+    cdsm_stats_t s0 = stats();
+    for (size_t i = 0; i < per * words; i++) mine[i] = value(me(), i, 0);
+    cdsm_stats_t s1 = stats();
+    EXPECT_EQ(s1.pages_owned - s0.pages_owned, per);
+    EXPECT_LT(s1.read_faults - s0.read_faults, per / 4) << "claims ahead along the stream";
+    cdsm_stats_t t0 = stats(); // (from before the barrier: a refetch after it counts too)
+    barrier();
+    for (int round = 0; round < 2; round++) {
+        for (size_t pg = 0; pg < per; pg += stride) ASSERT_EQ(next[pg * words + 5], value(nx, pg * words + 5, round));
+        cdsm_stats_t t1 = stats();
+        EXPECT_LT(t1.read_faults - t0.read_faults, walked / 2) << "round " << round;
+        EXPECT_GE(t1.prefetched - t0.prefetched, walked / 2) << "round " << round;
+        for (size_t i = 0; i < per * words; i++) ASSERT_EQ(next[i], value(nx, i, round)) << "word " << i;
+        barrier();
+        for (size_t i = 0; i < per * words; i += 3) mine[i] = value(me(), i, round + 1);
+        for (size_t i = 0; i < per * words; i++)
+            if (i % 3) mine[i] = value(me(), i, round + 1);
+        t0 = stats();
+        barrier();
+    }
+}
+
+// Pages claimed ahead of a stream by a rank that only read them (zeros) are written later
+// by their directory rank, which then takes them from that rank, tracked: every rank reads
+// the writer's values.
+TEST(Owner, PagesClaimedAheadStillTakeOthersWrites)
+{
+    const size_t per = 32, words = ps() / sizeof(uint64_t);
+    uint64_t *a = alloc<uint64_t>(per * words * (size_t)nr());
+    const uint64_t *block0 = a; // rank 0 is the directory of the first block
+    if (me() == nr() - 1) {
+        for (size_t pg = 0; pg < per; pg++) ASSERT_EQ(block0[pg * words + 1], 0u); // claims ahead
+    }
+    barrier();
+    if (me() == 0) {
+        for (size_t i = 0; i < per * words; i++) a[i] = i * 3 + 1;
+    }
+    barrier();
+    for (size_t i = 0; i < per * words; i++) ASSERT_EQ(block0[i], i * 3 + 1) << "word " << i;
+    barrier();
+}

@@ -43,6 +43,7 @@ typedef struct cdsm__config {
     uint64_t hot_idle;
     uint64_t fault_around;
     uint64_t prefetch;
+    uint64_t refetch;
     uint64_t ownership;
     uint64_t spin_us;
     uint64_t bind;

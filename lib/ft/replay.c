@@ -434,12 +434,9 @@ static int servable(const deferred_t *d)
 {
     cdsm__state_t *g = &cdsm__g;
     if (d->hdr.type != CDSM_MSG_DIFF_REQ) return !cdsm__mode.replaying;
-    cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
-    cdsm__rd_u32(&rd);
-    uint32_t count = cdsm__rd_u32(&rd);
-    for (uint32_t i = 0; i < count && !rd.bad; i++)
-        if (cdsm__rd_u32(&rd) > g->vc[cdsm__w.rank]) return 0;
-    return 1;
+    uint32_t newest;
+    /* (A malformed one is served at once: serving it reports it.) */
+    return cdsm__diff_req_newest(d->payload, d->hdr.len, &newest) || newest <= g->vc[cdsm__w.rank];
 }
 
 int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r)
@@ -505,7 +502,7 @@ int cdsm__replay_finish(void)
      * keeper: make every copy current first. */
     if (rs.replay_saw_gc)
         for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++)
-            if (cdsm__heap.pages[pg].notices && cdsm__heap.pages[pg].state == CDSM_PG_INVALID) cdsm__validate(pg);
+            if (cdsm__heap.pages[pg].notices && cdsm__heap.pages[pg].state == CDSM_PG_INVALID) cdsm__validate(pg, NULL);
     cdsm__replay_serve_deferred();
     if (rs.deferred)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", cdsm__w.rank);

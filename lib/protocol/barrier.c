@@ -422,7 +422,9 @@ static int take_release_msg(int kind, uint32_t epoch, cdsm_stats_t *sum, uint32_
     cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
     release_t rl;
     rc = take_release(&rd, &rl);
+    cdsm__refetch_collect(1);
     if (!rc) rc = cdsm__iv_incorporate(&rd, rl.nrec);
+    cdsm__refetch_collect(0);
     if (!rc && rd.bad) rc = CDSM_ERR_PROTOCOL;
     if (rc) {
         cdsm__reply_free(rep);
@@ -464,6 +466,9 @@ static int after_release(int kind, uint32_t flags)
     } else if (kind == CDSM_BAR_PLAIN && !cdsm__mode.resume_mode) {
         rc = cdsm__ft.after_barrier();
     }
+    /* Only at the program's barriers, after a GC they started (it may have named holders),
+     * never inside one: a GC's own barrier comes before the writers drop their diffs. */
+    if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME)) rc = cdsm__refetch_run();
     if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME) && cdsm__cfg.check) {
         /* The checker: local invariants, then all valid copies compared across ranks. */
         rc = cdsm__audit_local();

@@ -28,7 +28,7 @@ uint32_t *cdsm__page_applied(uint32_t pg)
     return p->applied;
 }
 
-static void twin_free(cdsm__page_t *p)
+void cdsm__twin_free(struct cdsm__page *p)
 {
     if (!p->twin) return;
     cdsm__pool_free(p->twin, cdsm__heap.page_size);
@@ -118,13 +118,13 @@ void cdsm__invalidate(uint32_t pg)
          * right after a close), so the twin holds nothing more. */
         p->hot = 0;
         unmark_dirty(pg);
-        twin_free(p);
+        cdsm__twin_free(p);
     } else {
         cdsm_check(p->state != CDSM_PG_RW); /* intervals are closed before notices come in */
         if (p->twin) {
             /* Our own writes must survive the diffs we are about to apply. */
             diff_pending_twin(pg);
-            twin_free(p);
+            cdsm__twin_free(p);
         }
     }
     if (p->state != CDSM_PG_INVALID) {
@@ -148,7 +148,7 @@ void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv)
  * rank's newest (the GC keeper and whole-page choices need it). Older applied notices
  * are implied by the applied vector and by the interval records, so a page accessed
  * under a lock that moves often does not collect an ever longer list. */
-static void prune_notices(uint32_t pg)
+void cdsm__prune_notices(uint32_t pg)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__page_t *p = &cdsm__heap.pages[pg];
@@ -178,7 +178,7 @@ static int has_notice(const cdsm__page_t *p, const cdsm__interval_t *iv)
 
 /* A whole copy was installed: its applied vector may lack writes whose notices were
  * pruned as applied to our old copy. Bring those notices back from the records. */
-static void refill_notices(uint32_t pg)
+void cdsm__refill_notices(uint32_t pg)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__page_t *p = &cdsm__heap.pages[pg];
@@ -269,7 +269,7 @@ static void close_page(closing_t *c, uint32_t pg)
         p->spec = 0;
         if (same) {
             p->dirty = 0;
-            twin_free(p);
+            cdsm__twin_free(p);
             c->prot[c->nprot++] = pg;
             return;
         }
@@ -281,7 +281,7 @@ static void close_page(closing_t *c, uint32_t pg)
          * which pages an interval wrote then depends on the program alone, so a replay
          * makes the same intervals (and the same interval numbers). */
         if (same)
-            twin_free(p);
+            cdsm__twin_free(p);
         else
             c->wr[c->nw++] = (written_t){pg, NULL};
         return;
@@ -294,7 +294,7 @@ static void close_page(closing_t *c, uint32_t pg)
         p->sticky = p->hot > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
         p->hot = 0;
         p->dirty = 0;
-        twin_free(p);
+        cdsm__twin_free(p);
         c->prot[c->nprot++] = pg;
         return;
     }
@@ -318,7 +318,7 @@ static void record_interval(written_t *wr, size_t nw)
         if (!wr[k].diff) cdsm__heap.pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
         cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
         cdsm__notice_add(wr[k].pg, iv);
-        prune_notices(wr[k].pg);
+        cdsm__prune_notices(wr[k].pg);
     }
     free(pages);
     CDSM_STAT_ADD(intervals, 1);
@@ -333,6 +333,7 @@ void cdsm__close_interval(void)
     static uint64_t last_end, last_waste, cmp_ns;
     uint64_t start = cdsm__mono_ns();
     closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end};
+    cdsm__ra_reset(); /* the program's next phase: misses after this start a new stream */
     if (!g->ndirty) {
         last_end = start;
         last_waste = 0;
@@ -419,7 +420,10 @@ void cdsm__fault(uint32_t pg, int is_write)
     pthread_mutex_lock(&g->mu);
     if (cdsm__heap.pages[pg].state == CDSM_PG_INVALID) {
         CDSM_STAT_ADD(read_faults, 1);
-        int rc = cdsm__heap.pages[pg].claim ? cdsm__own_miss(pg) : cdsm__validate(pg);
+        cdsm__ra_t ra = cdsm__ra_begin(pg);
+        int rc = cdsm__heap.pages[pg].claim ? cdsm__own_miss(pg, &ra) : cdsm__validate(pg, &ra);
+        cdsm__ra_end(pg, &ra);
+        cdsm__heap.pages[pg].ws = CDSM_WS_CREDIT; /* (a first touch too: it may be read again) */
         /* A miss that cannot be served leaves the program without the data it reads:
          * there is no way to return an error from a load instruction. */
         if (rc && cdsm__lost() >= 0) {
@@ -436,364 +440,4 @@ void cdsm__fault(uint32_t pg, int is_write)
     }
     if (is_write && cdsm__heap.pages[pg].state == CDSM_PG_RO) write_fault(pg);
     pthread_mutex_unlock(&g->mu);
-}
-
-/* ---- access miss ------------------------------------------------------------------ */
-
-/* A diff available to apply during one validation. */
-typedef struct avail {
-    cdsm__interval_t *iv;
-    const uint8_t *data;
-    uint32_t len;
-} avail_t;
-
-typedef struct vstate {
-    uint32_t pg;
-    avail_t *av;
-    size_t nav, capav;
-    cdsm__reply_t **replies;
-    size_t nrep, caprep;
-    cdsm__interval_t **need; /* scratch for missing() */
-    size_t capneed;
-    /* requests sent by v_start, answered in v_finish */
-    int page_req;            /* a whole copy was asked for (id page_id) */
-    uint64_t page_id, first;
-    int nsent;
-} vstate_t;
-
-static void av_add(vstate_t *v, cdsm__interval_t *iv, const uint8_t *data, uint32_t len)
-{
-    if (v->nav == v->capav) {
-        v->capav = v->capav ? v->capav * 2 : 16;
-        v->av = realloc(v->av, v->capav * sizeof *v->av);
-        cdsm_check(v->av != NULL);
-    }
-    v->av[v->nav++] = (avail_t){iv, data, len};
-}
-
-static const avail_t *av_find(const vstate_t *v, const cdsm__interval_t *iv)
-{
-    for (size_t i = 0; i < v->nav; i++)
-        if (v->av[i].iv == iv) return &v->av[i];
-    return NULL;
-}
-
-static void keep_reply(vstate_t *v, cdsm__reply_t *r)
-{
-    if (v->nrep == v->caprep) {
-        v->caprep = v->caprep ? v->caprep * 2 : 8;
-        v->replies = realloc(v->replies, v->caprep * sizeof *v->replies);
-        cdsm_check(v->replies != NULL);
-    }
-    v->replies[v->nrep++] = r;
-}
-
-/* Notices of pg whose writes this copy lacks. */
-static size_t missing(uint32_t pg, cdsm__interval_t ***out, size_t *cap)
-{
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
-    uint32_t *ap = cdsm__page_applied(pg);
-    size_t k = 0;
-    for (cdsm__notice_t *nt = p->notices; nt; nt = nt->next) {
-        if (nt->iv->idx <= ap[nt->iv->rank]) continue;
-        if (k == *cap) {
-            *cap = *cap ? *cap * 2 : 16;
-            *out = realloc(*out, *cap * sizeof **out);
-            cdsm_check(*out != NULL);
-        }
-        (*out)[k++] = nt->iv;
-    }
-    return k;
-}
-
-static int cmp_hb(const void *a, const void *b)
-{
-    const cdsm__interval_t *x = *(cdsm__interval_t *const *)a, *y = *(cdsm__interval_t *const *)b;
-    if (x->vcsum != y->vcsum) return x->vcsum < y->vcsum ? -1 : 1;
-    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
-    return x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
-/* Ask each writer in need[0..k) (skipping those already available) for its diffs: one
- * request per writer. Returns the number of requests sent; ids are consecutive. */
-static int request_diffs(vstate_t *v, cdsm__interval_t **need, size_t k, uint64_t *first_id,
-                         int *nsent)
-{
-    cdsm__state_t *g = &cdsm__g;
-    *nsent = 0;
-    *first_id = g->next_req;
-    for (int q = 0; q < cdsm__w.n; q++) {
-        if (q == cdsm__w.rank) continue;
-        cdsm__buf_t b = {0};
-        uint32_t count = 0;
-        cdsm__buf_put_u32(&b, v->pg);
-        cdsm__buf_put_u32(&b, 0); /* count, patched below */
-        for (size_t i = 0; i < k; i++)
-            if (need[i]->rank == q && !av_find(v, need[i])) {
-                cdsm__buf_put_u32(&b, need[i]->idx);
-                count++;
-            }
-        if (count) {
-            memcpy(b.p + 4, &count, sizeof count);
-            int rc = cdsm__tp_send(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
-            if (rc) {
-                cdsm__buf_free(&b);
-                return rc;
-            }
-            (*nsent)++;
-        }
-        cdsm__buf_free(&b);
-    }
-    return CDSM_OK;
-}
-
-/* Take a DIFF_REP: its diffs become available. */
-static int take_diffs(vstate_t *v, cdsm__reply_t *r)
-{
-    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
-    uint32_t pg = cdsm__rd_u32(&rd), count = cdsm__rd_u32(&rd);
-    if (pg != v->pg) return CDSM_ERR_PROTOCOL;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t idx = cdsm__rd_u32(&rd), len = cdsm__rd_u32(&rd);
-        const uint8_t *data = cdsm__rd_take(&rd, len);
-        cdsm__interval_t *iv = cdsm__iv_get(r->hdr.src, idx);
-        if (rd.bad || !iv) return CDSM_ERR_PROTOCOL;
-        av_add(v, iv, data, len);
-    }
-    return rd.bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
-}
-
-/* Install a whole copy: bytes and the vector of writes it holds. */
-static int take_page(vstate_t *v, cdsm__reply_t *r)
-{
-    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
-    uint32_t pg = cdsm__rd_u32(&rd);
-    const uint32_t *ap = cdsm__rd_take(&rd, cdsm__u32s((size_t)cdsm__w.n));
-    const void *bytes = cdsm__rd_take(&rd, cdsm__heap.page_size);
-    if (rd.bad || pg != v->pg || rd.pos != rd.len) return CDSM_ERR_PROTOCOL;
-    cdsm__page_install(pg, bytes, ap);
-    return CDSM_OK;
-}
-
-void cdsm__page_install(uint32_t pg, const void *bytes, const uint32_t *applied)
-{
-    memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
-    memcpy(cdsm__page_applied(pg), applied, cdsm__u32s((size_t)cdsm__w.n));
-    cdsm__heap.pages[pg].holder = -1;
-    refill_notices(pg);
-    CDSM_STAT_ADD(pages_fetched, 1);
-}
-
-/* Wait for replies [first, first+count) of the given type and keep them. */
-static int collect(vstate_t *v, int type, uint64_t first, int count)
-{
-    for (int i = 0; i < count; i++) {
-        cdsm__reply_t *r = cdsm__wait_reply(type, first + (uint64_t)i);
-        if (!r) return CDSM_ERR_PEER_LOST;
-        keep_reply(v, r);
-        int rc = type == CDSM_MSG_DIFF_REP ? take_diffs(v, r) : take_page(v, r);
-        if (rc) return rc;
-    }
-    return CDSM_OK;
-}
-
-/* Choose where a whole copy comes from, or -1 for diffs only. */
-static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__interval_t **latest)
-{
-    *latest = NULL;
-    if (cdsm__heap.pages[pg].holder >= 0) return cdsm__heap.pages[pg].holder;
-    size_t remote = 0;
-    for (size_t i = 0; i < k; i++)
-        if (need[i]->rank != cdsm__w.rank) {
-            remote++;
-            if (!*latest || cmp_hb(&need[i], latest) > 0) *latest = need[i];
-        }
-    /* A replay takes diffs only: another rank's copy holds writes after the logged
-     * vector clock, including the lost rank's own, which the replay makes again. */
-    if (!cdsm__cfg.whole_page_notices || remote < cdsm__cfg.whole_page_notices || cdsm__mode.replaying) {
-        *latest = NULL;
-        return -1;
-    }
-    return (*latest)->rank;
-}
-
-/* Send the requests that bring page v->pg up to date; v_finish() takes the replies. A
- * whole copy is asked for only when allowed (the faulting page, not a prefetched one). */
-static int v_start(vstate_t *v, int allow_whole)
-{
-    cdsm__state_t *g = &cdsm__g;
-    cdsm__interval_t *latest = NULL;
-    size_t k = missing(v->pg, &v->need, &v->capneed);
-    int src = allow_whole ? whole_source(v->pg, v->need, k, &latest) : -1;
-    if (src < 0) return request_diffs(v, v->need, k, &v->first, &v->nsent);
-    /* A whole copy from the writer of the latest notice holds every write that happened
-     * before it: ask the others only for what is concurrent with it. */
-    v->page_req = 1;
-    v->page_id = g->next_req++;
-    int rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
-    if (rc) return rc;
-    size_t kk = 0;
-    for (size_t i = 0; i < k; i++)
-        if (v->need[i]->rank != src && v->need[i]->rank != cdsm__w.rank &&
-            !(latest && cdsm__vc_leq(v->need[i]->vc, latest->vc, cdsm__w.n)))
-            v->need[kk++] = v->need[i];
-    return request_diffs(v, v->need, kk, &v->first, &v->nsent);
-}
-
-/* Take the replies to v_start's requests, fetch what is still missing, apply the diffs in
- * happened-before order and make the page readable. */
-static int v_finish(vstate_t *v)
-{
-    uint32_t pg = v->pg;
-    int rc;
-    if (v->page_req && (rc = collect(v, CDSM_MSG_PAGE_REP, v->page_id, 1))) return rc;
-    if ((rc = collect(v, CDSM_MSG_DIFF_REP, v->first, v->nsent))) return rc;
-    /* Fetch until every missing write is at hand: at most one more round after a whole
-     * copy (whose vector may lack writes our old copy had). */
-    size_t k;
-    for (;;) {
-        k = missing(pg, &v->need, &v->capneed);
-        for (size_t i = 0; i < k; i++)
-            if (v->need[i]->rank == cdsm__w.rank && !av_find(v, v->need[i])) {
-                int j = cdsm__iv_find_page(v->need[i], pg);
-                cdsm_check(j >= 0);
-                cdsm__diffrec_t *d = cdsm__own_diff(v->need[i], j);
-                av_add(v, v->need[i], d->data, d->len);
-            }
-        if ((rc = request_diffs(v, v->need, k, &v->first, &v->nsent))) return rc;
-        if (!v->nsent) break;
-        if ((rc = collect(v, CDSM_MSG_DIFF_REP, v->first, v->nsent))) return rc;
-    }
-    k = missing(pg, &v->need, &v->capneed);
-    qsort(v->need, k, sizeof *v->need, cmp_hb);
-    uint32_t *ap = cdsm__page_applied(pg);
-    for (size_t i = 0; i < k; i++) {
-        const avail_t *a = av_find(v, v->need[i]);
-        cdsm_check(a != NULL);
-        if (cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, a->data, a->len))
-            return cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
-                               v->need[i]->rank, v->need[i]->idx, pg);
-        if (v->need[i]->idx > ap[v->need[i]->rank]) ap[v->need[i]->rank] = v->need[i]->idx;
-        CDSM_STAT_ADD(diffs_applied, 1);
-    }
-    cdsm__heap.pages[pg].holder = -1;
-    prune_notices(pg);
-    cdsm__page_protect(pg, 1, CDSM_PG_RO);
-    return CDSM_OK;
-}
-
-/* A following page worth validating in the same round trip: invalid, and its missing
- * writes come as diffs (no whole copy needed). */
-static int prefetchable(uint32_t pg, vstate_t *scratch)
-{
-    if (pg >= cdsm__heap.npages || cdsm__heap.pages[pg].state != CDSM_PG_INVALID || cdsm__heap.pages[pg].holder >= 0 ||
-        cdsm__heap.pages[pg].claim)
-        return 0;
-    cdsm__interval_t *latest;
-    size_t k = missing(pg, &scratch->need, &scratch->capneed);
-    return k > 0 && whole_source(pg, scratch->need, k, &latest) < 0;
-}
-
-/* An access miss on pg: bring it up to date, and with it the following invalid pages (up
- * to CDSM_PREFETCH in all) when misses come in sequence; their requests travel before
- * anyone waits, so a sequential reader pays one round trip per run of pages. */
-int cdsm__validate(uint32_t pg)
-{
-    enum { MAXV = 64 };
-    /* Readahead: prefetch only along a sequential stream of misses, with a window that
-     * doubles while the stream goes on (strided readers would fetch pages they skip). */
-    static uint32_t next_expected = UINT32_MAX, window = 1;
-    window = pg == next_expected ? window * 2 : 1;
-    uint32_t cap = cdsm__cfg.prefetch < MAXV ? (uint32_t)cdsm__cfg.prefetch : MAXV;
-    if (window > cap) window = cap;
-    vstate_t v[MAXV];
-    uint32_t nv = 1, limit = window;
-    int rc = CDSM_OK;
-    memset(v, 0, sizeof v);
-    v[0].pg = pg;
-    while (nv < limit && prefetchable(pg + nv, &v[nv])) {
-        v[nv].pg = pg + nv;
-        nv++;
-    }
-    if (nv < MAXV) { /* the probe that ended the run: its scratch (this leaked 0.5 KB a miss) */
-        free(v[nv].need);
-        v[nv].need = NULL;
-        v[nv].capneed = 0;
-    }
-    CDSM_STAT_ADD(prefetched, nv - 1);
-    next_expected = pg + nv;
-    for (uint32_t i = 0; i < nv && !rc; i++) rc = v_start(&v[i], i == 0);
-    for (uint32_t i = 0; i < nv; i++) {
-        /* After a failure, still take the replies already asked for, then give up. */
-        int r = rc ? collect(&v[i], CDSM_MSG_DIFF_REP, v[i].first, v[i].nsent) : v_finish(&v[i]);
-        if (!rc) rc = r;
-    }
-    for (uint32_t i = 0; i < nv; i++) {
-        for (size_t j = 0; j < v[i].nrep; j++) cdsm__reply_free(v[i].replies[j]);
-        free(v[i].replies);
-        free(v[i].av);
-        free(v[i].need);
-    }
-    return rc;
-}
-
-/* ---- serving other ranks (service thread) ------------------------------------------ */
-
-void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
-{
-    if (cdsm__ft.defer(h, r)) return; /* a replacement has not made them again yet */
-    uint32_t pg = cdsm__rd_u32(r), count = cdsm__rd_u32(r);
-    cdsm__buf_t b = {0};
-    if (r->bad || pg >= cdsm__heap.npages) goto bad;
-    cdsm__buf_put_u32(&b, pg);
-    cdsm__buf_put_u32(&b, count);
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t idx = cdsm__rd_u32(r);
-        cdsm__interval_t *iv = r->bad ? NULL : cdsm__iv_get(cdsm__w.rank, idx);
-        if (!r->bad && !iv) iv = (cdsm__interval_t *)cdsm__ft.archived(idx); /* a replay asks */
-        int j = iv ? cdsm__iv_find_page(iv, pg) : -1;
-        if (j < 0) goto bad;
-        cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
-        if (p->twin && p->twin_iv == idx) twin_free(p); /* its diff now exists */
-        cdsm__buf_put_u32(&b, idx);
-        cdsm__buf_put_u32(&b, d->len);
-        cdsm__buf_put(&b, d->data, d->len);
-        CDSM_STAT_ADD(diffs_served, 1);
-    }
-    cdsm__tp_send(h->src, CDSM_MSG_DIFF_REP, h->tag, b.p, b.len, NULL, 0);
-    cdsm__buf_free(&b);
-    return;
-bad:
-    cdsm__buf_free(&b);
-    cdsm__log(CDSM_LOG_ERROR, "bad diff request from rank %u (page %u)", h->src, pg);
-    cdsm_check(!"diff request for a diff this rank never made");
-}
-
-void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
-{
-    if (cdsm__ft.defer(h, r)) return; /* a replacement's copy is current once it is live */
-    uint32_t pg = cdsm__rd_u32(r);
-    if (r->bad || pg >= cdsm__heap.npages) {
-        cdsm__log(CDSM_LOG_ERROR, "bad page request from rank %u", h->src);
-        cdsm_check(!"bad page request");
-    }
-    cdsm__buf_t b = {0};
-    const void *src;
-    cdsm__buf_put_u32(&b, pg);
-    cdsm__page_reply(pg, &b, &src);
-    cdsm__tp_send(h->src, CDSM_MSG_PAGE_REP, h->tag, b.p, b.len, src, cdsm__heap.page_size);
-    cdsm__buf_free(&b);
-}
-
-void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes)
-{
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
-    cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
-    if (p->state == CDSM_PG_OWN) cdsm__page_unown(pg); /* somebody else reads it now */
-    if (p->claim == CDSM_CLAIM_UNCLAIMED) p->claim = CDSM_CLAIM_SERVED; /* (named owner, not told yet) */
-    /* While the page is being written, the twin is the copy as of the last interval end. */
-    *bytes = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
-    cdsm__buf_put(b, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
-    CDSM_STAT_ADD(pages_served, 1);
 }

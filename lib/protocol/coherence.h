@@ -18,17 +18,47 @@ void cdsm__invalidate(uint32_t pg);
 /* The one place a write notice is put on a page (newest first; counted in log_bytes). */
 void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv);
 cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
-int cdsm__validate(uint32_t pg);
+/* validate.c: the readahead of one access miss: the pages pg + k * stride, k in
+ * [1, window), are fetched with it where they need it; `covered` says how far the miss
+ * went (the stream's next miss is expected there). cdsm__ra_begin updates the stream with
+ * a miss on pg; cdsm__ra_end records how far it went. */
+#define CDSM_RA_MAX 64
+typedef struct cdsm__ra {
+    int32_t stride;
+    uint32_t window, covered;
+} cdsm__ra_t;
+cdsm__ra_t cdsm__ra_begin(uint32_t pg);
+void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra);
+void cdsm__ra_reset(void); /* at each interval's end: streams do not cross a synchronisation */
+uint32_t cdsm__ra_page(uint32_t pg, const cdsm__ra_t *ra, uint32_t k);
+/* Bring invalid page pg up to date (ra: its readahead, or NULL). Caller holds mu. */
+int cdsm__validate(uint32_t pg, cdsm__ra_t *ra);
+/* The working set's refetch: between collect(1) and collect(0) (a barrier's notices),
+ * note() takes each invalidated page that has working-set credit; run() validates them
+ * in batches (after the barrier); fini() frees the list. Caller holds mu. */
+void cdsm__refetch_collect(int on);
+void cdsm__refetch_note(uint32_t pg);
+int cdsm__refetch_run(void);
+void cdsm__refetch_fini(void);
 void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+/* The newest of this rank's intervals a DIFF_REQ's payload asks for (the fault-tolerance
+ * floor serves a replacement's requests once it has made them again). -1: malformed. */
+int cdsm__diff_req_newest(const uint8_t *p, size_t len, uint32_t *newest);
 void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 uint32_t *cdsm__page_applied(uint32_t pg);
+/* coherence.c, for validate.c: free a page's twin; keep only the notices that still
+ * matter; bring back notices a whole copy's applied vector lacks. */
+struct cdsm__page;
+void cdsm__twin_free(struct cdsm__page *p);
+void cdsm__prune_notices(uint32_t pg);
+void cdsm__refill_notices(uint32_t pg);
 
 /* owner.c: ownership (the mode, first touch and its directory) */
 int cdsm__own_init(void);
 void cdsm__own_fini(void);
 /* An access miss on an unclaimed page (caller holds mu): claim it, or fetch it whole from
  * its owner. */
-int cdsm__own_miss(uint32_t pg);
+int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra);
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 /* An owned page another rank reads: tracked from now on (caller holds mu). */
 void cdsm__page_unown(uint32_t pg);

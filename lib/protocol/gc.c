@@ -46,7 +46,7 @@ int cdsm__gc(void)
         if ((ckpt || cdsm__latest_notice(p)->rank == cdsm__w.rank) && !page_current(pg)) {
             if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
             /* (never touched here: a whole copy from a writer first) */
-            rc = p->claim ? cdsm__own_miss(pg) : cdsm__validate(pg);
+            rc = p->claim ? cdsm__own_miss(pg, NULL) : cdsm__validate(pg, NULL);
         }
     }
     if (!rc && ckpt) rc = cdsm__ft.ckpt_commit();

@@ -23,6 +23,9 @@ enum { CDSM_OWN_OFF = 0, CDSM_OWN_ALL = 1, CDSM_OWN_FIRST_TOUCH = 2 };
  * served meanwhile (the directory named this rank while another already read the page). */
 enum { CDSM_CLAIM_NONE = 0, CDSM_CLAIM_UNCLAIMED = 1, CDSM_CLAIM_SERVED = 2 };
 #define CDSM_IV_OPEN UINT32_MAX
+/* A page this rank missed on is fetched again, right after the barrier whose notices
+ * invalidate it, at most this many times before another miss must say it is still used. */
+#define CDSM_WS_CREDIT 4
 /* Hot-page pressure: a page cooled under pressure that is written again becomes hot and
  * immune to pressure (it really is rewritten every few intervals). */
 enum { CDSM_STICKY_NONE = 0, CDSM_STICKY_IMMUNE = 1, CDSM_STICKY_COOLED = 2 };
@@ -36,6 +39,7 @@ typedef struct cdsm__page {
     uint8_t sticky;    /* CDSM_STICKY_*: how the hot-page pressure rule treats this page */
     uint8_t ckflags;   /* bit 0: changed since the last checkpoint; bit 1: ever changed */
     uint8_t claim;     /* CDSM_CLAIM_* */
+    uint8_t ws;        /* working-set credit: CDSM_WS_CREDIT on a miss, one spent per refetch */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     uint32_t last_wr;  /* our interval count when the page was last write-faulted (+1; 0: never) */

@@ -137,7 +137,10 @@ static void post_notice(uint32_t pg, cdsm__interval_t *iv)
     cdsm__notice_add(pg, iv);
     uint32_t *ap = cdsm__page_applied(pg);
     if (ap[iv->rank] >= iv->idx) return; /* a fetched whole page already holds it */
-    if (p->state != CDSM_PG_INVALID && p->holder < 0) cdsm__invalidate(pg);
+    if (p->state != CDSM_PG_INVALID && p->holder < 0) {
+        cdsm__invalidate(pg);
+        cdsm__refetch_note(pg);
+    }
 }
 
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec)

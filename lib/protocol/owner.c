@@ -97,6 +97,14 @@ static int dir_rank(uint32_t pg)
     return r >= 0 ? r : (int)(pg % (uint32_t)cdsm__w.n);
 }
 
+/* Whether pg's directory rank is for good: placed by an allocation, or in a rank's own
+ * arena. A page past the allocations (a stream runs on beyond them) is placed by the
+ * next collective allocation, perhaps elsewhere: no claim ahead of it. */
+static int dir_final(uint32_t pg)
+{
+    return own.placed[pg] >= 0 || cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size) >= 0;
+}
+
 /* The directory: pg's owner, `who` if it had none. */
 static int dir_claim(uint32_t pg, int who)
 {
@@ -104,60 +112,188 @@ static int dir_claim(uint32_t pg, int who)
     return own.dir[pg];
 }
 
-/* The reply names the owner; when that is this rank, it carries the page as well (one
- * round trip instead of two), which makes the owner track it from now on. */
+/* ---- the directory's messages ---------------------------------------------------------- */
+
+/* DIR_REQ: u32 count (1..CDSM_RA_MAX), then the pages: the asker's miss and the pages
+ * its stream of misses goes to next. Each is claimed for the asker if nobody owns it: a
+ * stream's next pages are almost surely its next first touches (an initialisation, a
+ * partition walked in order), and a wrong guess only means another rank's first touch
+ * gets the page from the asker, tracked. */
+static void put_dir_req(cdsm__buf_t *b, const uint32_t *pages, uint32_t n)
+{
+    cdsm__buf_put_u32(b, n);
+    for (uint32_t i = 0; i < n; i++) cdsm__buf_put_u32(b, pages[i]);
+}
+
+static int take_dir_req(cdsm__rd_t *rd, uint32_t *pages, uint32_t *n)
+{
+    *n = cdsm__rd_u32(rd);
+    if (rd->bad || !*n || *n > CDSM_RA_MAX) return -1;
+    for (uint32_t i = 0; i < *n; i++) {
+        pages[i] = cdsm__rd_u32(rd);
+        if (rd->bad || pages[i] >= cdsm__heap.npages) return -1;
+    }
+    return rd->pos == rd->len ? 0 : -1;
+}
+
+/* DIR_REP: u32 count, then for each page asked, in order: u32 page, u32 owner
+ * (UINT32_MAX: nobody yet), u32 with_page; with the page (its owner is the directory
+ * itself, so one round trip brings it), its applied vector and its bytes. */
+typedef struct dir_ent {
+    uint32_t pg;
+    int owner, with_page;
+    const uint32_t *applied;
+    const void *bytes;
+} dir_ent_t;
+
+static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner)
+{
+    int with_page = owner == cdsm__w.rank;
+    cdsm__buf_put_u32(b, pg);
+    cdsm__buf_put_u32(b, owner < 0 ? UINT32_MAX : (uint32_t)owner);
+    cdsm__buf_put_u32(b, (uint32_t)with_page);
+    if (!with_page) return;
+    const void *bytes;
+    cdsm__page_reply(pg, b, &bytes); /* (the applied vector; the owner tracks it from now on) */
+    cdsm__buf_put(b, bytes, cdsm__heap.page_size);
+}
+
+static int take_dir_ent(cdsm__rd_t *rd, int d, dir_ent_t *e)
+{
+    uint32_t who;
+    e->pg = cdsm__rd_u32(rd);
+    who = cdsm__rd_u32(rd);
+    e->with_page = (int)cdsm__rd_u32(rd);
+    e->owner = who == UINT32_MAX ? -1 : (int)who;
+    e->applied = e->with_page ? cdsm__rd_take(rd, cdsm__u32s((size_t)cdsm__w.n)) : NULL;
+    e->bytes = e->with_page ? cdsm__rd_take(rd, cdsm__heap.page_size) : NULL;
+    if (rd->bad || (who != UINT32_MAX && who >= (uint32_t)cdsm__w.n) || (e->with_page && e->owner != d)) return -1;
+    return 0;
+}
+
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
-    uint32_t pg = cdsm__rd_u32(rd);
-    /* (The asker may have made the allocation that placed pg before this rank did:
+    uint32_t pages[CDSM_RA_MAX], n = 0;
+    /* (The asker may have made the allocation that placed a page before this rank did:
      * collective allocations do not wait for each other.) */
-    if (rd->bad || !own.dir || pg >= cdsm__heap.npages) {
-        cdsm__log(CDSM_LOG_ERROR, "bad directory request from rank %u (page %u)", h->src, pg);
+    if (!own.dir || take_dir_req(rd, pages, &n)) {
+        cdsm__log(CDSM_LOG_ERROR, "bad directory request from rank %u (%u pages)", h->src, n);
         cdsm_check(!"directory request outside the heap");
     }
-    int owner = dir_claim(pg, (int)h->src), with_page = owner == cdsm__w.rank;
     cdsm__buf_t b = {0};
-    const void *bytes = NULL;
-    cdsm__buf_put_u32(&b, pg);
-    cdsm__buf_put_u32(&b, (uint32_t)owner);
-    cdsm__buf_put_u32(&b, (uint32_t)with_page);
-    if (with_page) cdsm__page_reply(pg, &b, &bytes);
-    cdsm__tp_send((int)h->src, CDSM_MSG_DIR_REP, h->tag, b.p, b.len, bytes, with_page ? cdsm__heap.page_size : 0);
+    cdsm__buf_put_u32(&b, n);
+    for (uint32_t i = 0; i < n; i++) put_dir_ent(&b, pages[i], dir_claim(pages[i], (int)h->src));
+    cdsm__tp_send((int)h->src, CDSM_MSG_DIR_REP, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }
 
-/* Ask pg's directory who owns it (this rank, if nobody did). *fetched: the owner's copy
- * came with the answer and is installed. */
-static int ask_directory(uint32_t pg, int *owner, int *fetched)
+/* ---- a miss on a page never touched here ------------------------------------------------ */
+
+/* A page of pg's stream that can go to the same directory in the same request: never
+ * touched here either, and nobody's writes known. 1: take it, 0: skip it (valid), -1: end. */
+static int aheadable(uint32_t q, int d)
 {
-    cdsm__state_t *g = &cdsm__g;
-    int d = dir_rank(pg);
-    *fetched = 0;
-    if (d == cdsm__w.rank) {
-        *owner = dir_claim(pg, cdsm__w.rank);
-        return CDSM_OK;
+    if (q == UINT32_MAX) return -1;
+    const cdsm__page_t *p = &cdsm__heap.pages[q];
+    if (p->state != CDSM_PG_INVALID) return 0;
+    return p->claim == CDSM_CLAIM_UNCLAIMED && p->holder < 0 && !p->notices && dir_final(q) && dir_rank(q) == d ? 1
+                                                                                                               : -1;
+}
+
+/* pg, then the pages of its stream (ra) whose directory is d too; returns the count. */
+static uint32_t stream_pages(uint32_t pg, cdsm__ra_t *ra, int d, uint32_t *pages)
+{
+    uint32_t n = 1, k;
+    pages[0] = pg;
+    for (k = 1; ra && k < ra->window; k++) {
+        uint32_t q = cdsm__ra_page(pg, ra, k);
+        int take = aheadable(q, d);
+        if (take < 0) break;
+        if (take) pages[n++] = q;
     }
-    uint64_t id = g->next_req++;
-    int rc = cdsm__tp_send(d, CDSM_MSG_DIR_REQ, id, &pg, 4, NULL, 0);
+    if (ra) ra->covered = k;
+    return n;
+}
+
+/* The directory named this rank pg's owner: still zero here. If another rank was sent to
+ * us and read it while we asked, it holds a copy, so our writes are tracked from the start. */
+static void became_ours(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    int served = p->claim == CDSM_CLAIM_SERVED;
+    p->claim = CDSM_CLAIM_NONE;
+    cdsm__page_protect(pg, 1, served ? CDSM_PG_RO : CDSM_PG_OWN);
+    CDSM_STAT_ADD(pages_owned, 1);
+}
+
+/* What the directory said of a page of the stream ahead of the miss: ours now, or its
+ * copy came (the owner is the directory), or its owner is known (its first access, or the
+ * readahead of a later miss, fetches it whole). */
+static void take_ahead(const dir_ent_t *e)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[e->pg];
+    if (e->owner < 0 || p->claim == CDSM_CLAIM_NONE) return;
+    if (e->owner == cdsm__w.rank) {
+        became_ours(e->pg);
+        return;
+    }
+    p->claim = CDSM_CLAIM_NONE;
+    if (e->with_page) {
+        cdsm__page_install(e->pg, e->bytes, e->applied);
+        cdsm__page_protect(e->pg, 1, CDSM_PG_RO);
+        p->ws = CDSM_WS_CREDIT;
+    } else {
+        p->holder = (int16_t)e->owner;
+    }
+    CDSM_STAT_ADD(prefetched, 1);
+}
+
+/* Ask directory d about pages[0..n): who owns each (this rank, if nobody did).
+ * *fetched: pages[0]'s copy came with the answer and is installed. */
+static int ask_remote(int d, const uint32_t *pages, uint32_t n, int *owner, int *fetched)
+{
+    uint64_t id = cdsm__g.next_req++;
+    cdsm__buf_t b = {0};
+    put_dir_req(&b, pages, n);
+    int rc = cdsm__tp_send(d, CDSM_MSG_DIR_REQ, id, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
     if (rc) return rc;
     cdsm__reply_t *r = cdsm__wait_reply(CDSM_MSG_DIR_REP, id); /* (releases mu meanwhile) */
     if (!r) return CDSM_ERR_PEER_LOST;
     cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
-    uint32_t got = cdsm__rd_u32(&rd), who = cdsm__rd_u32(&rd), with_page = cdsm__rd_u32(&rd);
-    const uint32_t *ap = with_page ? cdsm__rd_take(&rd, cdsm__u32s((size_t)cdsm__w.n)) : NULL;
-    const void *bytes = with_page ? cdsm__rd_take(&rd, cdsm__heap.page_size) : NULL;
-    if (rd.bad || got != pg || who >= (uint32_t)cdsm__w.n || rd.pos != rd.len || (with_page && who != (uint32_t)d)) {
+    dir_ent_t e[CDSM_RA_MAX];
+    uint32_t got = cdsm__rd_u32(&rd);
+    int bad = rd.bad || got != n;
+    for (uint32_t i = 0; i < n && !bad; i++) bad = take_dir_ent(&rd, d, &e[i]) || e[i].pg != pages[i] || e[i].owner < 0;
+    if (bad || rd.pos != rd.len) {
         cdsm__reply_free(r);
-        return cdsm__error(CDSM_ERR_PROTOCOL, "malformed directory reply from rank %d for page %u", d, pg);
+        return cdsm__error(CDSM_ERR_PROTOCOL, "malformed directory reply from rank %d for page %u", d, pages[0]);
     }
-    if (with_page) cdsm__page_install(pg, bytes, ap);
+    if (e[0].with_page) cdsm__page_install(pages[0], e[0].bytes, e[0].applied);
+    for (uint32_t i = 1; i < n; i++) take_ahead(&e[i]);
+    *owner = e[0].owner;
+    *fetched = e[0].with_page;
     cdsm__reply_free(r);
-    *owner = (int)who;
-    *fetched = (int)with_page;
     return CDSM_OK;
 }
 
-int cdsm__own_miss(uint32_t pg)
+/* Ask pg's directory who owns it (this rank, if nobody did), and the same of the pages of
+ * its stream (ra) with the same directory. *fetched: the owner's copy came with the answer. */
+static int ask_directory(uint32_t pg, cdsm__ra_t *ra, int *owner, int *fetched)
+{
+    int d = dir_rank(pg);
+    uint32_t pages[CDSM_RA_MAX], n = stream_pages(pg, ra, d, pages);
+    *fetched = 0;
+    if (d != cdsm__w.rank) return ask_remote(d, pages, n, owner, fetched);
+    *owner = dir_claim(pg, cdsm__w.rank);
+    for (uint32_t i = 1; i < n; i++) {
+        dir_ent_t e = {pages[i], dir_claim(pages[i], cdsm__w.rank), 0, NULL, NULL};
+        take_ahead(&e);
+    }
+    return CDSM_OK;
+}
+
+int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra)
 {
     cdsm__page_t *p = &cdsm__heap.pages[pg];
     /* Others wrote it since it left its owner: a writer (or the keeper a GC named) holds
@@ -165,10 +301,10 @@ int cdsm__own_miss(uint32_t pg)
     if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(p)->rank;
     if (p->holder >= 0) {
         p->claim = CDSM_CLAIM_NONE;
-        return cdsm__validate(pg);
+        return cdsm__validate(pg, ra);
     }
     int owner = -1, fetched = 0;
-    int rc = ask_directory(pg, &owner, &fetched);
+    int rc = ask_directory(pg, ra, &owner, &fetched);
     if (rc) return rc;
     if (owner != cdsm__w.rank) {
         p->claim = CDSM_CLAIM_NONE;
@@ -177,14 +313,9 @@ int cdsm__own_miss(uint32_t pg)
             return CDSM_OK;
         }
         p->holder = (int16_t)owner; /* serve_page makes the owner track it */
-        return cdsm__validate(pg);
+        return cdsm__validate(pg, ra); /* (with the stream's pages whose owner is known) */
     }
-    /* Ours. Still zero here; if another rank was sent to us and read it while we asked,
-     * it holds a copy, so our writes are tracked from the start. */
-    int served = p->claim == CDSM_CLAIM_SERVED;
-    p->claim = CDSM_CLAIM_NONE;
-    cdsm__page_protect(pg, 1, served ? CDSM_PG_RO : CDSM_PG_OWN);
-    CDSM_STAT_ADD(pages_owned, 1);
+    became_ours(pg);
     return CDSM_OK;
 }
 

@@ -1,0 +1,569 @@
+/* Access misses and serving them: an invalid page is brought up to date with the diffs it
+ * lacks from their writers (or a whole copy when many are needed), applied in
+ * happened-before order; a stream of misses (sequential or strided) has the following
+ * pages of the stream fetched in the same round trip. And the service thread's side:
+ * diffs and whole copies for other ranks. All of it runs under cdsm__g.mu. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "diff.h"
+#include "proto.h"
+#include "vclock.h"
+
+/* ---- access miss ------------------------------------------------------------------ */
+
+/* A diff available to apply during one validation. */
+typedef struct avail {
+    cdsm__interval_t *iv;
+    const uint8_t *data;
+    uint32_t len;
+} avail_t;
+
+typedef struct vstate {
+    uint32_t pg;
+    avail_t *av;
+    size_t nav, capav;
+    cdsm__reply_t **replies;
+    size_t nrep, caprep;
+    cdsm__interval_t **need; /* missing()'s answer; need[0..nreq): to ask the writers for */
+    size_t capneed, nreq;
+    /* requests sent by v_start, answered in v_finish */
+    int page_req;            /* a whole copy was asked for (id page_id) */
+    uint64_t page_id;
+} vstate_t;
+
+/* The diff requests of one round: one per writer, for every page of the round. */
+typedef struct round {
+    uint64_t first; /* ids first.. first + nsent - 1 */
+    int nsent;
+} round_t;
+
+static void av_add(vstate_t *v, cdsm__interval_t *iv, const uint8_t *data, uint32_t len)
+{
+    if (v->nav == v->capav) {
+        v->capav = v->capav ? v->capav * 2 : 16;
+        v->av = realloc(v->av, v->capav * sizeof *v->av);
+        cdsm_check(v->av != NULL);
+    }
+    v->av[v->nav++] = (avail_t){iv, data, len};
+}
+
+static const avail_t *av_find(const vstate_t *v, const cdsm__interval_t *iv)
+{
+    for (size_t i = 0; i < v->nav; i++)
+        if (v->av[i].iv == iv) return &v->av[i];
+    return NULL;
+}
+
+static void keep_reply(vstate_t *v, cdsm__reply_t *r)
+{
+    if (v->nrep == v->caprep) {
+        v->caprep = v->caprep ? v->caprep * 2 : 8;
+        v->replies = realloc(v->replies, v->caprep * sizeof *v->replies);
+        cdsm_check(v->replies != NULL);
+    }
+    v->replies[v->nrep++] = r;
+}
+
+/* Notices of pg whose writes this copy lacks. */
+static size_t missing(uint32_t pg, cdsm__interval_t ***out, size_t *cap)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    uint32_t *ap = cdsm__page_applied(pg);
+    size_t k = 0;
+    for (cdsm__notice_t *nt = p->notices; nt; nt = nt->next) {
+        if (nt->iv->idx <= ap[nt->iv->rank]) continue;
+        if (k == *cap) {
+            *cap = *cap ? *cap * 2 : 16;
+            *out = realloc(*out, *cap * sizeof **out);
+            cdsm_check(*out != NULL);
+        }
+        (*out)[k++] = nt->iv;
+    }
+    return k;
+}
+
+static int cmp_hb(const void *a, const void *b)
+{
+    const cdsm__interval_t *x = *(cdsm__interval_t *const *)a, *y = *(cdsm__interval_t *const *)b;
+    if (x->vcsum != y->vcsum) return x->vcsum < y->vcsum ? -1 : 1;
+    if (x->rank != y->rank) return x->rank < y->rank ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* DIFF_REQ: u32 npages, then for each page: u32 page, u32 count, count x u32 index of
+ * the writer's intervals. This rank's request to writer q for the pages v[0..nv): the
+ * writes of q in each one's need[0..nreq) not at hand yet. Returns how many pages it
+ * names (0: nothing to send). */
+static uint32_t put_diff_req(cdsm__buf_t *b, const vstate_t *v, uint32_t nv, int q)
+{
+    uint32_t np = 0;
+    cdsm__buf_put_u32(b, 0); /* npages, patched below */
+    for (uint32_t i = 0; i < nv; i++) {
+        size_t at = b->len;
+        uint32_t count = 0;
+        cdsm__buf_put_u32(b, v[i].pg);
+        cdsm__buf_put_u32(b, 0);
+        for (size_t j = 0; j < v[i].nreq; j++)
+            if (v[i].need[j]->rank == q && !av_find(&v[i], v[i].need[j])) {
+                cdsm__buf_put_u32(b, v[i].need[j]->idx);
+                count++;
+            }
+        if (!count) {
+            b->len = at;
+            continue;
+        }
+        memcpy(b->p + at + 4, &count, sizeof count);
+        np++;
+    }
+    memcpy(b->p, &np, sizeof np);
+    return np;
+}
+
+/* Ask each writer for the diffs pages v[0..nv) lack: one request per writer. */
+static int request_diffs(vstate_t *v, uint32_t nv, round_t *rn)
+{
+    cdsm__state_t *g = &cdsm__g;
+    *rn = (round_t){g->next_req, 0};
+    for (int q = 0; q < cdsm__w.n; q++) {
+        if (q == cdsm__w.rank) continue;
+        cdsm__buf_t b = {0};
+        int rc = CDSM_OK;
+        if (put_diff_req(&b, v, nv, q)) {
+            rc = cdsm__tp_send(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
+            rn->nsent += !rc;
+        }
+        cdsm__buf_free(&b);
+        if (rc) return rc;
+    }
+    return CDSM_OK;
+}
+
+int cdsm__diff_req_newest(const uint8_t *p, size_t len, uint32_t *newest)
+{
+    cdsm__rd_t rd = {p, len, 0, 0};
+    uint32_t np = cdsm__rd_u32(&rd);
+    *newest = 0;
+    for (uint32_t i = 0; i < np && !rd.bad; i++) {
+        cdsm__rd_u32(&rd);
+        uint32_t count = cdsm__rd_u32(&rd);
+        for (uint32_t j = 0; j < count && !rd.bad; j++) {
+            uint32_t idx = cdsm__rd_u32(&rd);
+            if (idx > *newest) *newest = idx;
+        }
+    }
+    return rd.bad || rd.pos != rd.len ? -1 : 0;
+}
+
+/* DIFF_REP: u32 npages, then for each page asked: u32 page, u32 count, and count times:
+ * u32 interval index, u32 length, the diff. Its diffs become available to the pages of
+ * v[0..nv) they belong to (they point into r, which the caller keeps). */
+static int take_diffs(vstate_t *v, uint32_t nv, cdsm__reply_t *r)
+{
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    uint32_t np = cdsm__rd_u32(&rd);
+    for (uint32_t i = 0; i < np && !rd.bad; i++) {
+        uint32_t pg = cdsm__rd_u32(&rd), count = cdsm__rd_u32(&rd), k = 0;
+        while (k < nv && v[k].pg != pg) k++;
+        if (k == nv) return CDSM_ERR_PROTOCOL;
+        for (uint32_t j = 0; j < count; j++) {
+            uint32_t idx = cdsm__rd_u32(&rd), len = cdsm__rd_u32(&rd);
+            const uint8_t *data = cdsm__rd_take(&rd, len);
+            cdsm__interval_t *iv = cdsm__iv_get(r->hdr.src, idx);
+            if (rd.bad || !iv) return CDSM_ERR_PROTOCOL;
+            av_add(&v[k], iv, data, len);
+        }
+    }
+    return rd.bad || rd.pos != rd.len ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+/* Wait for the replies of a round of diff requests for v[0..nv); v[0] keeps them. */
+static int collect_diffs(vstate_t *v, uint32_t nv, const round_t *rn)
+{
+    for (int i = 0; i < rn->nsent; i++) {
+        cdsm__reply_t *r = cdsm__wait_reply(CDSM_MSG_DIFF_REP, rn->first + (uint64_t)i);
+        if (!r) return CDSM_ERR_PEER_LOST;
+        keep_reply(&v[0], r);
+        int rc = take_diffs(v, nv, r);
+        if (rc) return rc;
+    }
+    return CDSM_OK;
+}
+
+/* Install a whole copy: bytes and the vector of writes it holds. */
+static int take_page(vstate_t *v, cdsm__reply_t *r)
+{
+    cdsm__rd_t rd = {r->payload, r->hdr.len, 0, 0};
+    uint32_t pg = cdsm__rd_u32(&rd);
+    const uint32_t *ap = cdsm__rd_take(&rd, cdsm__u32s((size_t)cdsm__w.n));
+    const void *bytes = cdsm__rd_take(&rd, cdsm__heap.page_size);
+    if (rd.bad || pg != v->pg || rd.pos != rd.len) return CDSM_ERR_PROTOCOL;
+    cdsm__page_install(pg, bytes, ap);
+    return CDSM_OK;
+}
+
+void cdsm__page_install(uint32_t pg, const void *bytes, const uint32_t *applied)
+{
+    memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
+    memcpy(cdsm__page_applied(pg), applied, cdsm__u32s((size_t)cdsm__w.n));
+    cdsm__heap.pages[pg].holder = -1;
+    cdsm__refill_notices(pg);
+    CDSM_STAT_ADD(pages_fetched, 1);
+}
+
+/* Wait for the whole copy v_start asked for, keep it and install it. */
+static int collect_page(vstate_t *v)
+{
+    cdsm__reply_t *r = cdsm__wait_reply(CDSM_MSG_PAGE_REP, v->page_id);
+    if (!r) return CDSM_ERR_PEER_LOST;
+    keep_reply(v, r);
+    v->page_req = 0;
+    return take_page(v, r);
+}
+
+/* Choose where a whole copy comes from, or -1 for diffs only. */
+static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__interval_t **latest)
+{
+    *latest = NULL;
+    if (cdsm__heap.pages[pg].holder >= 0) return cdsm__heap.pages[pg].holder;
+    size_t remote = 0;
+    for (size_t i = 0; i < k; i++)
+        if (need[i]->rank != cdsm__w.rank) {
+            remote++;
+            if (!*latest || cmp_hb(&need[i], latest) > 0) *latest = need[i];
+        }
+    /* A replay takes diffs only: another rank's copy holds writes after the logged
+     * vector clock, including the lost rank's own, which the replay makes again. */
+    if (!cdsm__cfg.whole_page_notices || remote < cdsm__cfg.whole_page_notices || cdsm__mode.replaying) {
+        *latest = NULL;
+        return -1;
+    }
+    return (*latest)->rank;
+}
+
+/* Choose what brings page v->pg up to date: a whole copy (asked for here) and the diffs
+ * concurrent with it, or diffs only (need[0..nreq), asked for by the round's
+ * request_diffs); v_finish() takes the rest. */
+static int v_start(vstate_t *v)
+{
+    cdsm__state_t *g = &cdsm__g;
+    cdsm__interval_t *latest = NULL;
+    size_t k = missing(v->pg, &v->need, &v->capneed);
+    int src = whole_source(v->pg, v->need, k, &latest);
+    v->nreq = k;
+    if (src < 0) return CDSM_OK;
+    /* A whole copy from the writer of the latest notice holds every write that happened
+     * before it: ask the others only for what is concurrent with it. */
+    v->page_req = 1;
+    v->page_id = g->next_req++;
+    int rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
+    size_t kk = 0;
+    for (size_t i = 0; i < k; i++)
+        if (v->need[i]->rank != src && v->need[i]->rank != cdsm__w.rank &&
+            !(latest && cdsm__vc_leq(v->need[i]->vc, latest->vc, cdsm__w.n)))
+            v->need[kk++] = v->need[i];
+    v->nreq = kk;
+    return rc;
+}
+
+/* Take the whole copy v_start asked for, fetch what is still missing (the round's diffs
+ * are at hand already), apply the diffs in happened-before order and make the page
+ * readable. */
+static int v_finish(vstate_t *v)
+{
+    uint32_t pg = v->pg;
+    int rc;
+    if (v->page_req && (rc = collect_page(v))) return rc;
+    /* Fetch until every missing write is at hand: at most one more round after a whole
+     * copy (whose vector may lack writes our old copy had). */
+    size_t k;
+    for (;;) {
+        k = v->nreq = missing(pg, &v->need, &v->capneed);
+        for (size_t i = 0; i < k; i++)
+            if (v->need[i]->rank == cdsm__w.rank && !av_find(v, v->need[i])) {
+                int j = cdsm__iv_find_page(v->need[i], pg);
+                cdsm_check(j >= 0);
+                cdsm__diffrec_t *d = cdsm__own_diff(v->need[i], j);
+                av_add(v, v->need[i], d->data, d->len);
+            }
+        round_t rn;
+        if ((rc = request_diffs(v, 1, &rn))) return rc;
+        if (!rn.nsent) break;
+        if ((rc = collect_diffs(v, 1, &rn))) return rc;
+    }
+    k = missing(pg, &v->need, &v->capneed);
+    qsort(v->need, k, sizeof *v->need, cmp_hb);
+    uint32_t *ap = cdsm__page_applied(pg);
+    for (size_t i = 0; i < k; i++) {
+        const avail_t *a = av_find(v, v->need[i]);
+        cdsm_check(a != NULL);
+        if (cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, a->data, a->len))
+            return cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
+                               v->need[i]->rank, v->need[i]->idx, pg);
+        if (v->need[i]->idx > ap[v->need[i]->rank]) ap[v->need[i]->rank] = v->need[i]->idx;
+        CDSM_STAT_ADD(diffs_applied, 1);
+    }
+    cdsm__heap.pages[pg].holder = -1;
+    cdsm__prune_notices(pg);
+    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    return CDSM_OK;
+}
+
+/* ---- readahead ------------------------------------------------------------------------ */
+
+/* The stream of access misses: the stride between the last two (sequential: 1; a column
+ * walk over rows of a few pages: a few), and the window, which doubles while misses land
+ * where the stream goes next. A miss elsewhere starts over. */
+static struct {
+    uint32_t last, next, window;
+    int32_t stride;
+} ra_st = {UINT32_MAX, UINT32_MAX, 1, 0};
+
+/* Strides farther apart than this are no stream (a miss anywhere else). */
+#define RA_MAX_STRIDE 64
+
+cdsm__ra_t cdsm__ra_begin(uint32_t pg)
+{
+    uint32_t cap = (uint32_t)cdsm__cfg.prefetch < CDSM_RA_MAX ? (uint32_t)cdsm__cfg.prefetch : CDSM_RA_MAX;
+    int64_t d = (int64_t)pg - (int64_t)ra_st.last;
+    if (ra_st.stride && pg == ra_st.next) {
+        ra_st.window *= 2;
+    } else {
+        ra_st.stride = ra_st.last != UINT32_MAX && d && d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE ? (int32_t)d : 0;
+        ra_st.window = ra_st.stride ? 2 : 1;
+    }
+    if (ra_st.window > cap) ra_st.window = cap;
+    return (cdsm__ra_t){.stride = ra_st.stride, .window = ra_st.window, .covered = 1};
+}
+
+void cdsm__ra_reset(void)
+{
+    ra_st.last = ra_st.next = UINT32_MAX;
+    ra_st.stride = 0;
+    ra_st.window = 1;
+}
+
+void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra)
+{
+    ra_st.last = (uint32_t)((int64_t)pg + (int64_t)(ra->covered - 1) * ra->stride);
+    ra_st.next = (uint32_t)((int64_t)pg + (int64_t)ra->covered * ra->stride);
+}
+
+/* Position k of the stream from pg, or UINT32_MAX outside the pages. */
+uint32_t cdsm__ra_page(uint32_t pg, const cdsm__ra_t *ra, uint32_t k)
+{
+    int64_t q = (int64_t)pg + (int64_t)k * ra->stride;
+    return q < 0 || q >= cdsm__heap.npages ? UINT32_MAX : (uint32_t)q;
+}
+
+/* A page of the stream worth validating in the same round trip: invalid, and others'
+ * writes missing (as for the miss itself, they come as diffs or with a whole copy). A page
+ * whose base copy a GC or the directory placed elsewhere is not taken while replaying (a
+ * replay takes diffs only, as of the logged clocks; the miss itself asks at its moment).
+ * Returns 1 to take it, 0 to skip it (already valid), -1 to end the stream here. */
+static int prefetchable(uint32_t pg, vstate_t *scratch)
+{
+    if (pg == UINT32_MAX) return -1;
+    const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    if (p->state != CDSM_PG_INVALID) return 0;
+    if (p->claim) return -1;
+    if (p->holder >= 0) return cdsm__mode.replaying ? -1 : 1;
+    return missing(pg, &scratch->need, &scratch->capneed) > 0 ? 1 : -1;
+}
+
+/* The pages of pg's stream to validate with it: v[1..), their count with pg's. */
+static uint32_t gather(uint32_t pg, cdsm__ra_t *ra, vstate_t *v)
+{
+    uint32_t nv = 1, k;
+    vstate_t probe = {0};
+    for (k = 1; ra && k < ra->window; k++) {
+        uint32_t q = cdsm__ra_page(pg, ra, k);
+        int take = prefetchable(q, &probe);
+        if (take < 0) break;
+        if (!take) continue;
+        v[nv] = probe; /* (its scratch goes with it) */
+        memset(&probe, 0, sizeof probe);
+        v[nv++].pg = q;
+    }
+    free(probe.need);
+    if (ra) ra->covered = k;
+    return nv;
+}
+
+/* Bring pages v[0..nv) up to date: every request travels before anyone waits, one per
+ * writer for all the pages, so a batch costs one round trip and each writer one wake-up. */
+static int validate_set(vstate_t *v, uint32_t nv)
+{
+    int rc = CDSM_OK;
+    round_t rn = {0, 0};
+    for (uint32_t i = 0; i < nv && !rc; i++) rc = v_start(&v[i]);
+    if (!rc) rc = request_diffs(v, nv, &rn);
+    /* After a failure, still take the replies already asked for, then give up. */
+    int r = collect_diffs(v, nv, &rn);
+    if (!rc) rc = r;
+    for (uint32_t i = 0; i < nv; i++) {
+        r = rc ? (v[i].page_req ? collect_page(&v[i]) : CDSM_OK) : v_finish(&v[i]);
+        if (!rc) rc = r;
+    }
+    for (uint32_t i = 0; i < nv; i++) {
+        for (size_t j = 0; j < v[i].nrep; j++) cdsm__reply_free(v[i].replies[j]);
+        free(v[i].replies);
+        free(v[i].av);
+        free(v[i].need);
+    }
+    return rc;
+}
+
+/* An access miss on pg: bring it up to date, and with it the following pages of the
+ * stream of misses it continues (ra: NULL for none; up to CDSM_PREFETCH positions). A miss
+ * (ra given) marks the pages as this rank's working set. */
+int cdsm__validate(uint32_t pg, cdsm__ra_t *ra)
+{
+    vstate_t v[CDSM_RA_MAX];
+    memset(v, 0, sizeof v);
+    v[0].pg = pg;
+    uint32_t nv = gather(pg, ra, v);
+    CDSM_STAT_ADD(prefetched, nv - 1);
+    for (uint32_t i = 0; ra && i < nv; i++) cdsm__heap.pages[v[i].pg].ws = CDSM_WS_CREDIT;
+    return validate_set(v, nv);
+}
+
+/* ---- refetching the working set after a barrier ------------------------------------------ */
+
+/* Pages a barrier's notices invalidated while they had working-set credit: an iterative
+ * program reads them again in its next phase (a stencil's boundary rows, the blocks a
+ * transpose or a scatter goes back to), so they are fetched together right after the
+ * barrier instead of one miss at a time. */
+static struct {
+    uint32_t *pg;
+    size_t n, cap;
+    int collecting;
+} rf;
+
+void cdsm__refetch_collect(int on)
+{
+    rf.collecting = on && cdsm__cfg.refetch;
+}
+
+void cdsm__refetch_note(uint32_t pg)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    if (!rf.collecting || !p->ws) return;
+    p->ws--;
+    if (rf.n == rf.cap) {
+        rf.cap = rf.cap ? rf.cap * 2 : 256;
+        rf.pg = realloc(rf.pg, rf.cap * sizeof *rf.pg);
+        cdsm_check(rf.pg != NULL);
+    }
+    rf.pg[rf.n++] = pg;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int cdsm__refetch_run(void)
+{
+    int rc = CDSM_OK;
+    if (cdsm__mode.replaying) rf.n = 0; /* (a replay validates at its own misses only) */
+    qsort(rf.pg, rf.n, sizeof *rf.pg, cmp_u32);
+    for (size_t i = 0; i < rf.n && !rc;) {
+        vstate_t v[CDSM_RA_MAX], probe = {0};
+        uint32_t nv = 0;
+        memset(v, 0, sizeof v);
+        for (; i < rf.n && nv < CDSM_RA_MAX; i++) {
+            if (prefetchable(rf.pg[i], &probe) <= 0) continue;
+            v[nv] = probe;
+            memset(&probe, 0, sizeof probe);
+            v[nv++].pg = rf.pg[i];
+        }
+        free(probe.need);
+        CDSM_STAT_ADD(prefetched, nv);
+        if (nv) rc = validate_set(v, nv);
+    }
+    rf.n = 0;
+    return rc;
+}
+
+void cdsm__refetch_fini(void)
+{
+    free(rf.pg);
+    memset(&rf, 0, sizeof rf);
+}
+
+/* ---- serving other ranks (service thread) ------------------------------------------ */
+
+/* One page's part of a DIFF_REQ answered into b. Returns -1 if it names a diff this
+ * rank never made. */
+static int serve_page_diffs(cdsm__rd_t *r, cdsm__buf_t *b, uint32_t *pg)
+{
+    *pg = cdsm__rd_u32(r);
+    uint32_t count = cdsm__rd_u32(r);
+    if (r->bad || *pg >= cdsm__heap.npages) return -1;
+    cdsm__page_t *p = &cdsm__heap.pages[*pg];
+    cdsm__buf_put_u32(b, *pg);
+    cdsm__buf_put_u32(b, count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t idx = cdsm__rd_u32(r);
+        cdsm__interval_t *iv = r->bad ? NULL : cdsm__iv_get(cdsm__w.rank, idx);
+        if (!r->bad && !iv) iv = (cdsm__interval_t *)cdsm__ft.archived(idx); /* a replay asks */
+        int j = iv ? cdsm__iv_find_page(iv, *pg) : -1;
+        if (j < 0) return -1;
+        cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
+        if (p->twin && p->twin_iv == idx) cdsm__twin_free(p); /* its diff now exists */
+        cdsm__buf_put_u32(b, idx);
+        cdsm__buf_put_u32(b, d->len);
+        cdsm__buf_put(b, d->data, d->len);
+        CDSM_STAT_ADD(diffs_served, 1);
+    }
+    return 0;
+}
+
+void cdsm__serve_diffs(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    if (cdsm__ft.defer(h, r)) return; /* a replacement has not made them again yet */
+    cdsm__buf_t b = {0};
+    uint32_t np = cdsm__rd_u32(r), pg = UINT32_MAX;
+    if (r->bad || !np) goto bad;
+    cdsm__buf_put_u32(&b, np);
+    for (uint32_t i = 0; i < np; i++)
+        if (serve_page_diffs(r, &b, &pg)) goto bad;
+    if (r->pos != r->len) goto bad;
+    cdsm__tp_send(h->src, CDSM_MSG_DIFF_REP, h->tag, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+    return;
+bad:
+    cdsm__buf_free(&b);
+    cdsm__log(CDSM_LOG_ERROR, "bad diff request from rank %u (page %u)", h->src, pg);
+    cdsm_check(!"diff request for a diff this rank never made");
+}
+
+void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
+{
+    if (cdsm__ft.defer(h, r)) return; /* a replacement's copy is current once it is live */
+    uint32_t pg = cdsm__rd_u32(r);
+    if (r->bad || pg >= cdsm__heap.npages) {
+        cdsm__log(CDSM_LOG_ERROR, "bad page request from rank %u", h->src);
+        cdsm_check(!"bad page request");
+    }
+    cdsm__buf_t b = {0};
+    const void *src;
+    cdsm__buf_put_u32(&b, pg);
+    cdsm__page_reply(pg, &b, &src);
+    cdsm__tp_send(h->src, CDSM_MSG_PAGE_REP, h->tag, b.p, b.len, src, cdsm__heap.page_size);
+    cdsm__buf_free(&b);
+}
+
+void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes)
+{
+    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
+    if (p->state == CDSM_PG_OWN) cdsm__page_unown(pg); /* somebody else reads it now */
+    if (p->claim == CDSM_CLAIM_UNCLAIMED) p->claim = CDSM_CLAIM_SERVED; /* (named owner, not told yet) */
+    /* While the page is being written, the twin is the copy as of the last interval end. */
+    *bytes = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
+    cdsm__buf_put(b, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
+    CDSM_STAT_ADD(pages_served, 1);
+}
