@@ -11,8 +11,9 @@
 #
 # Environment:
 #   BUILD_DIR   Meson build directory holding bench/microbench (default: <repo>/build).
-#   CDSM_FAULT_AROUND, CDSM_PREFETCH  exported as 1 (off) unless set: the rows time single
-#               faults and misses, which these library settings would batch.
+#   CDSM_FAULT_AROUND, CDSM_PREFETCH  exported as 1 (off) unless set, CDSM_REFETCH as 0:
+#               the rows time single faults and misses, which these library settings
+#               would batch (or, the refetch after a barrier, take off the path).
 #   CDSM_LOCKS  number of lock ids (library setting); exported as 65536 unless set, since
 #               the uncontended-lock test uses a fresh lock per repetition.
 #   MPIEXEC     launcher (default: mpiexec).
@@ -68,7 +69,7 @@ fi
 export CDSM_LOCKS="${CDSM_LOCKS:-65536}"
 # Single operations are timed: write fault-around and miss readahead would batch the
 # benchmark's sequential loops (their effect shows in bench/run-apps.sh).
-export CDSM_FAULT_AROUND="${CDSM_FAULT_AROUND:-1}" CDSM_PREFETCH="${CDSM_PREFETCH:-1}"
+export CDSM_FAULT_AROUND="${CDSM_FAULT_AROUND:-1}" CDSM_PREFETCH="${CDSM_PREFETCH:-1}" CDSM_REFETCH="${CDSM_REFETCH:-0}"
 
 if [ "$want_help" = 1 ]; then
     usage
@@ -87,7 +88,7 @@ while [ -e "$base.csv" ] || [ -e "$base.txt" ]; do
     n=$((n + 1))
 done
 
-echo "+ CDSM_LOCKS=$CDSM_LOCKS CDSM_FAULT_AROUND=$CDSM_FAULT_AROUND CDSM_PREFETCH=$CDSM_PREFETCH $mpiexec -n 2 $exe${args[*]:+ ${args[*]}} -o $base.csv"
+echo "+ CDSM_LOCKS=$CDSM_LOCKS CDSM_FAULT_AROUND=$CDSM_FAULT_AROUND CDSM_PREFETCH=$CDSM_PREFETCH CDSM_REFETCH=$CDSM_REFETCH $mpiexec -n 2 $exe${args[*]:+ ${args[*]}} -o $base.csv"
 set +e
 "$mpiexec" -n 2 "$exe" ${args[@]+"${args[@]}"} -o "$base.csv" | tee "$base.txt"
 rc=${PIPESTATUS[0]}
