@@ -14,6 +14,10 @@
 #   CDSM_FAULT_AROUND, CDSM_PREFETCH  exported as 1 (off) unless set, CDSM_REFETCH as 0:
 #               the rows time single faults and misses, which these library settings
 #               would batch (or, the refetch after a barrier, take off the path).
+#   CDSM_OWNERSHIP  exported as 0 unless set: the rows time the protocol that tracks every
+#               page (write faults, twins, diffs); under first-touch ownership a fresh
+#               page's first write takes no fault and a miss takes the directory's path,
+#               so the program's own path checks fail.
 #   CDSM_LOCKS  number of lock ids (library setting); exported as 65536 unless set, since
 #               the uncontended-lock test uses a fresh lock per repetition.
 #   MPIEXEC     launcher (default: mpiexec).
@@ -69,7 +73,7 @@ fi
 export CDSM_LOCKS="${CDSM_LOCKS:-65536}"
 # Single operations are timed: write fault-around and miss readahead would batch the
 # benchmark's sequential loops (their effect shows in bench/run-apps.sh).
-export CDSM_FAULT_AROUND="${CDSM_FAULT_AROUND:-1}" CDSM_PREFETCH="${CDSM_PREFETCH:-1}" CDSM_REFETCH="${CDSM_REFETCH:-0}"
+export CDSM_FAULT_AROUND="${CDSM_FAULT_AROUND:-1}" CDSM_PREFETCH="${CDSM_PREFETCH:-1}" CDSM_REFETCH="${CDSM_REFETCH:-0}" CDSM_OWNERSHIP="${CDSM_OWNERSHIP:-0}"
 
 if [ "$want_help" = 1 ]; then
     usage
@@ -88,7 +92,7 @@ while [ -e "$base.csv" ] || [ -e "$base.txt" ]; do
     n=$((n + 1))
 done
 
-echo "+ CDSM_LOCKS=$CDSM_LOCKS CDSM_FAULT_AROUND=$CDSM_FAULT_AROUND CDSM_PREFETCH=$CDSM_PREFETCH CDSM_REFETCH=$CDSM_REFETCH $mpiexec -n 2 $exe${args[*]:+ ${args[*]}} -o $base.csv"
+echo "+ CDSM_LOCKS=$CDSM_LOCKS CDSM_FAULT_AROUND=$CDSM_FAULT_AROUND CDSM_PREFETCH=$CDSM_PREFETCH CDSM_REFETCH=$CDSM_REFETCH CDSM_OWNERSHIP=$CDSM_OWNERSHIP $mpiexec -n 2 $exe${args[*]:+ ${args[*]}} -o $base.csv"
 set +e
 "$mpiexec" -n 2 "$exe" ${args[@]+"${args[@]}"} -o "$base.csv" | tee "$base.txt"
 rc=${PIPESTATUS[0]}
