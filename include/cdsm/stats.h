@@ -18,7 +18,7 @@
     X(diffs_applied, "diffs applied to local pages")                           \
     X(diffs_served, "diffs sent to other ranks")                               \
     X(pages_fetched, "whole pages fetched")                                    \
-    X(prefetched, "invalid pages validated with the miss before them")         \
+    X(prefetched, "pages validated ahead of use (readahead, directory, refetch)") \
     X(pages_served, "whole pages sent to other ranks")                         \
     X(invalidations, "pages invalidated by write notices")                     \
     X(pages_owned, "pages owned by first touch (no tracking while owned)")     \
