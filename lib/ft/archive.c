@@ -28,6 +28,23 @@ int cdsm__archive_needed(void)
     return cdsm__det_enabled() && cdsm__cfg.spares && (!cdsm__ckpt_enabled() || !cdsm__mode.resume_mode);
 }
 
+/* The archive grows for the whole run and nothing bounds it: say so before it costs the
+ * node its memory, at CDSM_ARCHIVE_WARN and at each doubling (sizes in KiB: the bound may
+ * be small). */
+static void warn_growth(uint64_t bytes)
+{
+    static uint64_t next;
+    if (!cdsm__cfg.archive_warn) return;
+    if (!next) next = cdsm__cfg.archive_warn;
+    if (bytes < next) return;
+    while (next <= bytes) next *= 2;
+    cdsm__log(CDSM_LOG_WARN,
+              "the diff archive holds %llu KiB on this rank and grows for the whole run: with spares and no "
+              "checkpoint to restore, a replacement replays from the start and needs every diff; to bound it, "
+              "call cdsm_resume and set CDSM_CKPT_DIR (next warning at %llu KiB; CDSM_ARCHIVE_WARN)",
+              (unsigned long long)(bytes >> 10), (unsigned long long)(next >> 10));
+}
+
 void cdsm__archive_keep(cdsm__interval_t *iv)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -45,6 +62,7 @@ void cdsm__archive_keep(cdsm__interval_t *iv)
     for (uint32_t j = 0; j < iv->npages; j++) bytes += sizeof(cdsm__diffrec_t) + iv->diffs[j]->len;
     g->archive_bytes += bytes;
     cdsm__st.archive_bytes = g->archive_bytes;
+    warn_growth(g->archive_bytes);
 }
 
 const cdsm__interval_t *cdsm__archive_find(uint32_t idx)
