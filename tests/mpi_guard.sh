@@ -20,9 +20,7 @@ if ! timeout "$limit" tail --pid="$pid" -f /dev/null; then
     show_stacks "$app"
     kill "$pid" 2>/dev/null
     timeout 5 tail --pid="$pid" -f /dev/null # (a grace for mpiexec to end its processes)
-    for p in $(pgrep -f "$(basename "$app")"); do # (what mpiexec left: never this script)
-        [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$app")" ] && kill -9 "$p"
-    done
+    for p in $(app_pids "$app"); do kill -9 "$p"; done # (what mpiexec left)
     exit 1
 fi
 wait "$pid"

@@ -16,6 +16,7 @@ static struct archive {
      * records from the survivors, and nobody else keeps them once collected. */
     cdsm__buf_t *others;
     uint32_t *others_count;
+    uint64_t warn_next; /* archive size of the next warning (0: CDSM_ARCHIVE_WARN) */
 } A;
 
 int cdsm__archive_needed(void)
@@ -33,16 +34,15 @@ int cdsm__archive_needed(void)
  * be small). */
 static void warn_growth(uint64_t bytes)
 {
-    static uint64_t next;
     if (!cdsm__cfg.archive_warn) return;
-    if (!next) next = cdsm__cfg.archive_warn;
-    if (bytes < next) return;
-    while (next <= bytes) next *= 2;
+    if (!A.warn_next) A.warn_next = cdsm__cfg.archive_warn;
+    if (bytes < A.warn_next) return;
+    while (A.warn_next <= bytes) A.warn_next *= 2;
     cdsm__log(CDSM_LOG_WARN,
               "the diff archive holds %llu KiB on this rank and grows for the whole run: with spares and no "
               "checkpoint to restore, a replacement replays from the start and needs every diff; to bound it, "
               "call cdsm_resume and set CDSM_CKPT_DIR (next warning at %llu KiB; CDSM_ARCHIVE_WARN)",
-              (unsigned long long)(bytes >> 10), (unsigned long long)(next >> 10));
+              (unsigned long long)(bytes >> 10), (unsigned long long)(A.warn_next >> 10));
 }
 
 void cdsm__archive_keep(cdsm__interval_t *iv)

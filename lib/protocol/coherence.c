@@ -75,7 +75,7 @@ static void diff_pending_twin(uint32_t pg)
     cdsm__own_diff(iv, j);
 }
 
-static int cmp_u32(const void *a, const void *b)
+int cdsm__cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return x < y ? -1 : x > y;
@@ -215,7 +215,7 @@ typedef struct written {
 
 static int cmp_written(const void *a, const void *b)
 {
-    return cmp_u32(&((const written_t *)a)->pg, &((const written_t *)b)->pg);
+    return cdsm__cmp_u32(&((const written_t *)a)->pg, &((const written_t *)b)->pg);
 }
 
 /* A hot page at interval end: its diff now (the twin is refreshed for the next interval),
@@ -346,7 +346,7 @@ void cdsm__close_interval(void)
     for (size_t k = 0; k < g->ndirty; k++) close_page(&c, g->dirty[k]);
     g->ndirty = c.nkeep;
     if (c.nw) record_interval(c.wr, c.nw);
-    qsort(c.prot, c.nprot, sizeof *c.prot, cmp_u32);
+    qsort(c.prot, c.nprot, sizeof *c.prot, cdsm__cmp_u32);
     protect_sorted(c.prot, c.nprot, CDSM_PG_RO);
     free(c.prot);
     free(c.wr);

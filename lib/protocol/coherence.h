@@ -52,6 +52,7 @@ struct cdsm__page;
 void cdsm__twin_free(struct cdsm__page *p);
 void cdsm__prune_notices(uint32_t pg);
 void cdsm__refill_notices(uint32_t pg);
+int cdsm__cmp_u32(const void *a, const void *b); /* qsort order of uint32_t */
 
 /* owner.c: ownership (the mode, first touch and its directory) */
 int cdsm__own_init(void);

@@ -136,8 +136,8 @@ static int take_dir_req(cdsm__rd_t *rd, uint32_t *pages, uint32_t *n)
     return rd->pos == rd->len ? 0 : -1;
 }
 
-/* DIR_REP: u32 count, then for each page asked, in order: u32 page, u32 owner
- * (UINT32_MAX: nobody yet), u32 with_page; with the page (its owner is the directory
+/* DIR_REP: u32 count, then for each page asked, in order: u32 page, u32 owner (every
+ * page asked is claimed, so there always is one), u32 with_page; with the page (its owner is the directory
  * itself, so one round trip brings it), its applied vector and its bytes. */
 typedef struct dir_ent {
     uint32_t pg;
@@ -150,7 +150,7 @@ static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner)
 {
     int with_page = owner == cdsm__w.rank;
     cdsm__buf_put_u32(b, pg);
-    cdsm__buf_put_u32(b, owner < 0 ? UINT32_MAX : (uint32_t)owner);
+    cdsm__buf_put_u32(b, (uint32_t)owner);
     cdsm__buf_put_u32(b, (uint32_t)with_page);
     if (!with_page) return;
     const void *bytes;
@@ -160,15 +160,13 @@ static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner)
 
 static int take_dir_ent(cdsm__rd_t *rd, int d, dir_ent_t *e)
 {
-    uint32_t who;
     e->pg = cdsm__rd_u32(rd);
-    who = cdsm__rd_u32(rd);
+    uint32_t who = cdsm__rd_u32(rd);
     e->with_page = (int)cdsm__rd_u32(rd);
-    e->owner = who == UINT32_MAX ? -1 : (int)who;
+    e->owner = (int)who;
     e->applied = e->with_page ? cdsm__rd_take(rd, cdsm__u32s((size_t)cdsm__w.n)) : NULL;
     e->bytes = e->with_page ? cdsm__rd_take(rd, cdsm__heap.page_size) : NULL;
-    if (rd->bad || (who != UINT32_MAX && who >= (uint32_t)cdsm__w.n) || (e->with_page && e->owner != d)) return -1;
-    return 0;
+    return rd->bad || who >= (uint32_t)cdsm__w.n || (e->with_page && e->owner != d) ? -1 : 0;
 }
 
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
@@ -232,7 +230,7 @@ static void became_ours(uint32_t pg)
 static void take_ahead(const dir_ent_t *e)
 {
     cdsm__page_t *p = &cdsm__heap.pages[e->pg];
-    if (e->owner < 0 || p->claim == CDSM_CLAIM_NONE) return;
+    if (p->claim == CDSM_CLAIM_NONE) return;
     if (e->owner == cdsm__w.rank) {
         became_ours(e->pg);
         return;
@@ -264,7 +262,7 @@ static int ask_remote(int d, const uint32_t *pages, uint32_t n, int *owner, int 
     dir_ent_t e[CDSM_RA_MAX];
     uint32_t got = cdsm__rd_u32(&rd);
     int bad = rd.bad || got != n;
-    for (uint32_t i = 0; i < n && !bad; i++) bad = take_dir_ent(&rd, d, &e[i]) || e[i].pg != pages[i] || e[i].owner < 0;
+    for (uint32_t i = 0; i < n && !bad; i++) bad = take_dir_ent(&rd, d, &e[i]) || e[i].pg != pages[i];
     if (bad || rd.pos != rd.len) {
         cdsm__reply_free(r);
         return cdsm__error(CDSM_ERR_PROTOCOL, "malformed directory reply from rank %d for page %u", d, pages[0]);

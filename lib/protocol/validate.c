@@ -254,9 +254,9 @@ static int v_start(vstate_t *v)
     if (src < 0) return CDSM_OK;
     /* A whole copy from the writer of the latest notice holds every write that happened
      * before it: ask the others only for what is concurrent with it. */
-    v->page_req = 1;
     v->page_id = g->next_req++;
     int rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
+    v->page_req = rc == CDSM_OK; /* (only a request that went out is waited for) */
     size_t kk = 0;
     for (size_t i = 0; i < k; i++)
         if (v->need[i]->rank != src && v->need[i]->rank != cdsm__w.rank &&
@@ -458,17 +458,11 @@ void cdsm__refetch_note(uint32_t pg)
     rf.pg[rf.n++] = pg;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 int cdsm__refetch_run(void)
 {
     int rc = CDSM_OK;
     if (cdsm__mode.replaying) rf.n = 0; /* (a replay validates at its own misses only) */
-    qsort(rf.pg, rf.n, sizeof *rf.pg, cmp_u32);
+    qsort(rf.pg, rf.n, sizeof *rf.pg, cdsm__cmp_u32);
     for (size_t i = 0; i < rf.n && !rc;) {
         vstate_t v[CDSM_RA_MAX], probe = {0};
         uint32_t nv = 0;
