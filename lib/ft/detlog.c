@@ -94,26 +94,32 @@ static uint32_t min_epoch(void)
 
 /* Whether a replay from the checkpoints in pos can still need d. A replay of rank a starts
  * at its checkpoint's synchronisation number; the barrier after which it starts is the
- * checkpoint's epoch (the entry of that epoch itself is no longer needed). */
-static int needed(const cdsm__det_t *d)
+ * checkpoint's epoch (the entry of that epoch itself is no longer needed); lo: the
+ * oldest checkpoint epoch of all ranks (min_epoch()). */
+static int needed(const cdsm__det_t *d, uint32_t lo)
 {
     switch (d->kind) {
     case CDSM_DET_SENT: return d->acq_seq > D.pos[d->peer].sync_seq;
     case CDSM_DET_RECV: return d->acq_seq > D.pos[cdsm__w.rank].sync_seq;
-    default: return d->id > min_epoch();
+    default: return d->id > lo;
     }
 }
 
 void cdsm__det_trim(const void *np)
 {
-    memcpy(D.pos, np, (size_t)cdsm__w.n * sizeof *D.pos);
+    size_t psz = (size_t)cdsm__w.n * sizeof *D.pos;
+    /* Only a newer checkpoint somewhere frees entries: scanning the whole log at every
+     * barrier made a long run without checkpoints quadratic in its barriers. */
+    if (!memcmp(D.pos, np, psz)) return;
+    memcpy(D.pos, np, psz);
     /* With spares, only checkpoints a replacement can start from bound the log (those of a
      * program in resume mode; an unmodified one is replayed from its start). */
     if (cdsm__cfg.spares && !cdsm__mode.resume_mode) return;
+    uint32_t lo = min_epoch();
     size_t k = 0;
     for (size_t i = 0; i < D.log_n; i++) {
         const cdsm__det_t *d = (const cdsm__det_t *)(D.log_v + i * D.esz);
-        if (!needed(d)) continue;
+        if (!needed(d, lo)) continue;
         if (k != i) memmove(D.log_v + k * D.esz, d, D.esz);
         k++;
     }
