@@ -299,3 +299,37 @@ TEST(Dsm, StridedReadsComeInBatchesAndSeeEveryWrite)
         barrier();
     }
 }
+
+// A rank waiting inside the library (for a barrier's release, a lock grant) receives
+// messages itself, so node-mates on the mpi transport send to it without ringing its
+// doorbell (CDSM_SKIP_BELLS): every message still arrives, none is late for good, and the
+// counter says whether any doorbell was skipped. Run with a long CDSM_SPIN_US
+// (dsm_skip_bells_np3), every release finds its receiver waiting, so some must be skipped;
+// with skipping off or on the socket transport, none may be.
+TEST(Dsm, WaitersInTheLibraryTakeMessagesWithoutDoorbells)
+{
+    const int rounds = 60;
+    long *v = alloc<long>(rounds + 1);
+    barrier();
+    cdsm_stats_t s0, s1, total;
+    ASSERT_EQ(cdsm_stats_get(&s0), CDSM_OK);
+    for (int i = 0; i < rounds; i++) {
+        ASSERT_EQ(cdsm_lock_acquire(7), CDSM_OK);
+        v[0]++;
+        ASSERT_EQ(cdsm_lock_release(7), CDSM_OK);
+        if (me() == i % nr()) v[1 + i] = 7L * i + 1;
+        barrier();
+        ASSERT_EQ(v[1 + i], 7L * i + 1) << "round " << i;
+    }
+    barrier();
+    EXPECT_EQ(v[0], (long)rounds * nr());
+    ASSERT_EQ(cdsm_stats_get(&s1), CDSM_OK);
+    s1.doorbells_skipped -= s0.doorbells_skipped;
+    ASSERT_EQ(cdsm_stats_reduce(&s1, &total), CDSM_OK);
+    const char *tp = getenv("CDSM_TRANSPORT"), *skip = getenv("CDSM_SKIP_BELLS"), *spin = getenv("CDSM_SPIN_US");
+    bool off = nr() == 1 || (tp && strcmp(tp, "socket") == 0) || (skip && strcmp(skip, "0") == 0);
+    if (off)
+        EXPECT_EQ(total.doorbells_skipped, 0u);
+    else if (spin && atol(spin) >= 1000000)
+        EXPECT_GT(total.doorbells_skipped, 0u);
+}

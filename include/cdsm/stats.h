@@ -58,7 +58,8 @@
     X(fenced_msgs_dropped, "messages from processes declared lost that arrived later, dropped") \
     X(replays, "replays of a lost rank this process made (as its replacement)") \
     X(replay_us, "microseconds of replay until the rank was live again")       \
-    X(replayed_barriers, "barriers replayed from the log")
+    X(replayed_barriers, "barriers replayed from the log")                    \
+    X(doorbells_skipped, "messages sent with no doorbell: the receiver was receiving itself")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -50,6 +50,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_ENUM, OFF(transport), 0, 0, "auto,mpi,socket"},
     {"CDSM_SPIN_US", "100", "an application thread waiting for a reply receives messages itself for this long before it sleeps (0: sleep at once)",
      CDSM_CFG_INT, OFF(spin_us), 0, 1000000, NULL},
+    {"CDSM_SKIP_BELLS", "1", "mpi transport, processes on one host: a message to a process whose application thread is receiving itself rings no doorbell (a flag in shared memory says so); needs heartbeats (0: always ring)",
+     CDSM_CFG_BOOL, OFF(skip_bells), 0, 1, NULL},
 };
 
 static const cdsm__cfg_entry_t recovery_entries[] = {

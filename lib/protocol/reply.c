@@ -74,7 +74,7 @@ static void unlocked_resend(void)
 {
     pthread_mutex_unlock(&cdsm__g.mu);
     cdsm__tp_resend_moved();
-    cdsm__tp_flush();
+    cdsm__tp_flush_sends(); /* (this thread goes on receiving) */
     pthread_mutex_lock(&cdsm__g.mu);
 }
 
@@ -100,24 +100,23 @@ static int drain_once(int *drained)
  * Returns 1 once timeout_ms (0: never) has passed since t0. Caller holds mu. */
 static int nap(uint64_t t0, uint64_t timeout_ms)
 {
+    cdsm__tp_idle(); /* what we sent ourselves is the service thread's now */
     struct timespec dl = cdsm__deadline_ms(100);
     if (pthread_cond_timedwait(&cdsm__g.cv, &cdsm__g.mu, &dl) != ETIMEDOUT) return 0;
     unlocked_progress();
     return timeout_ms && (cdsm__mono_ns() - t0) / 1000000u >= timeout_ms;
 }
 
-cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out)
+/* The wait itself; *spinning: this thread receives itself (cleared when that time is up,
+ * and the receiving flag with it). Caller holds mu. */
+static cdsm__reply_t *wait_loop(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out, int *spinning)
 {
     cdsm__state_t *g = &cdsm__g;
-    if (timed_out) *timed_out = 0;
-    /* A rank may have moved to a spare between our request and this wait (the loop below
-     * sees only later moves): send again what went to a dead process; and complete our
-     * own sends before sleeping: the peer may need them to progress. */
     uint32_t gen = __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE);
     unlocked_resend();
     uint64_t t0 = cdsm__mono_ns(), spin_ns = cdsm__cfg.spin_us * 1000u;
     int drained = 0;
-    for (int spinning = spin_ns > 0;;) {
+    for (;;) {
         cdsm__reply_t *r = take_reply(type, tag);
         if (r) return r;
         if (cdsm__lost() >= 0) {
@@ -134,10 +133,10 @@ cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms,
             unlocked_resend();
             continue;
         }
-        if (!spinning) {
+        if (!*spinning) {
             if (cdsm__tp_sending()) { /* sent while spinning: complete it before sleeping */
                 pthread_mutex_unlock(&g->mu);
-                cdsm__tp_flush();
+                cdsm__tp_flush_sends();
                 pthread_mutex_lock(&g->mu);
             } else if (nap(t0, timeout_ms)) {
                 if (timed_out) *timed_out = 1;
@@ -148,9 +147,30 @@ cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms,
         /* Receive ourselves for a while: the reply usually comes within a round trip. */
         pthread_mutex_unlock(&g->mu);
         if (!cdsm__tp_progress()) sched_yield();
-        spinning = cdsm__mono_ns() - t0 < spin_ns;
+        if (cdsm__mono_ns() - t0 >= spin_ns) {
+            *spinning = 0;
+            cdsm__tp_receiving(0); /* (receives once more: a sender may have seen us receiving) */
+        }
         pthread_mutex_lock(&g->mu);
     }
+}
+
+cdsm__reply_t *cdsm__wait_reply_for(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out)
+{
+    if (timed_out) *timed_out = 0;
+    /* A rank may have moved to a spare between our request and this wait (the loop sees
+     * only later moves): send again what went to a dead process; and complete our own
+     * sends before sleeping: the peer may need them to progress. While this thread
+     * receives itself, node-mates need not ring its doorbell. */
+    int spinning = cdsm__cfg.spin_us > 0;
+    if (spinning) cdsm__tp_receiving(1);
+    cdsm__reply_t *r = wait_loop(type, tag, timeout_ms, timed_out, &spinning);
+    if (spinning) {
+        pthread_mutex_unlock(&cdsm__g.mu);
+        cdsm__tp_receiving(0);
+        pthread_mutex_lock(&cdsm__g.mu);
+    }
+    return r;
 }
 
 void cdsm__reply_free(cdsm__reply_t *r)

@@ -56,8 +56,23 @@ void cdsm__bell_ended(int p, ssize_t r, int err);
  * (-1 once it ended), deliver our own messages, send a heartbeat frame, push queued
  * frames (1 while some remain). */
 int cdsm__sock_read(int p);
-void cdsm__sock_self(void);
 void cdsm__sock_beat(int p);
 int cdsm__sock_push_all(void);
+/* Messages to ourselves (loopback.c): queue one (takes buf); deliver the queued ones
+ * (under rx_mu; 1 if any); wake the service thread for what is still queued, once this
+ * thread stops receiving; drop them all at the end. */
+int cdsm__loop_post(uint8_t *buf, size_t total);
+int cdsm__loop_deliver(void);
+void cdsm__loop_wake(void);
+void cdsm__loop_drop(void);
+/* Doorbells only for sleepers (awake.c, node-mates on the MPI-doorbell provider): share
+ * the receiving flags at start-up (never fatal); set ours; after a message went out to
+ * w, whether its doorbell may be skipped (w collects a credit instead); add the credits
+ * senders left us to the per-peer counts (under rx_mu). */
+int cdsm__awake_setup(void);
+void cdsm__awake_fini(void);
+void cdsm__awake_receiving(int on);
+int cdsm__awake_skip(int w);
+void cdsm__awake_collect(int64_t *rx_count);
 
 #endif

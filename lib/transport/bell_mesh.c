@@ -206,6 +206,7 @@ int cdsm__bell_mesh(void)
         if (take_greeting(fd, tcp)) continue; /* a stranger: closed, logged */
         k++;
     }
+    if (!rc) rc = cdsm__awake_setup();
     if (!rc && (bl->self_in = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         rc = cdsm__error(CDSM_ERR_NET, "eventfd: %s", strerror(errno));
 out:

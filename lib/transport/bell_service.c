@@ -57,6 +57,7 @@ void *cdsm__bell_service_main(void *arg)
                 stop = cdsm__bell_rx_drain(ev, nev);
             else if (!bl->stream)
                 cdsm__bell_rx_messages(); /* a heartbeat's wake-up also progresses MPI (see cdsm__wait_reply) */
+            if (nev <= 0) cdsm__loop_deliver(); /* (what a thread left unannounced: never for long) */
             if (hb && !stop && cdsm__tp_ev.tick) cdsm__tp_ev.tick();
             pthread_mutex_unlock(&bl->rx_mu);
         }

@@ -50,7 +50,7 @@ typedef struct rxs {
 enum { SOCK_READS_PER_WAKE = 16, SOCK_FINI_WAIT_MS = 2000 };
 
 static struct {
-    txq_t *tx;         /* per peer; ours is the loopback queue */
+    txq_t *tx;         /* per peer (ours unused: loopback.c) */
     rxs_t *rx;         /* per peer */
     int queued;        /* frames waiting in peers' queues (atomic) */
     uint8_t stage[1 << 16]; /* what one recv() read (under rx_mu) */
@@ -82,7 +82,7 @@ static void drop_queue(txq_t *q)
         q->head = f->next;
         free(f->buf);
         free(f);
-        if (q != &sk.tx[cdsm__w.wrank]) __atomic_fetch_sub(&sk.queued, 1, __ATOMIC_RELAXED); /* (loopback: not counted) */
+        __atomic_fetch_sub(&sk.queued, 1, __ATOMIC_RELAXED);
     }
     q->tail = NULL;
 }
@@ -134,34 +134,13 @@ static int lost(int w, int err)
     return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d was lost (its socket: %s)", cdsm__w.logical[w], strerror(err));
 }
 
-/* Our own messages wait in our queue until the receiving thread takes them. */
-static int loopback(uint8_t *buf, size_t total)
-{
-    txq_t *q = &sk.tx[cdsm__w.wrank];
-    frame_t *f = malloc(sizeof *f);
-    if (!f) {
-        free(buf);
-        return cdsm__error(CDSM_ERR_NOMEM, "message to ourselves");
-    }
-    *f = (frame_t){NULL, buf, total, 0};
-    pthread_mutex_lock(&q->mu);
-    if (q->tail)
-        q->tail->next = f;
-    else
-        q->head = f;
-    q->tail = f;
-    pthread_mutex_unlock(&q->mu);
-    uint64_t one = 1;
-    return write(bl->self_in, &one, 8) == 8 ? CDSM_OK : cdsm__error(CDSM_ERR_NET, "own doorbell: %s", strerror(errno));
-}
-
 /* Send a built message (header included) to process w; takes buf. */
 static int sock_post(int w, int type, uint8_t *buf, size_t total)
 {
     if (cdsm__tp_ev.counted[type]) __atomic_fetch_add(&cdsm__w.lk_sent[w], 1, __ATOMIC_RELAXED);
     CDSM_STAT_ADD(msgs_sent, 1);
     CDSM_STAT_ADD(bytes_sent, total);
-    if (w == cdsm__w.wrank) return loopback(buf, total);
+    if (w == cdsm__w.wrank) return cdsm__loop_post(buf, total);
     if (bl->bell[w] < 0) {
         free(buf);
         return lost(w, ENOTCONN);
@@ -299,22 +278,6 @@ int cdsm__sock_read(int p)
     return got;
 }
 
-/* Deliver the messages we sent ourselves. Under rx_mu. */
-void cdsm__sock_self(void)
-{
-    txq_t *q = &sk.tx[cdsm__w.wrank];
-    pthread_mutex_lock(&q->mu);
-    frame_t *f = q->head;
-    q->head = q->tail = NULL;
-    pthread_mutex_unlock(&q->mu);
-    while (f) {
-        frame_t *next = f->next;
-        if (cdsm__bell_deliver(cdsm__w.wrank, f->buf, f->len)) cdsm_check(!"unreadable protocol message");
-        free(f);
-        f = next;
-    }
-}
-
 /* An application thread: take what has arrived without sleeping. The stop pipe and the
  * kick are left to the service thread. */
 static int sock_progress(void)
@@ -326,6 +289,8 @@ static int sock_progress(void)
     for (int i = 0; i < nev; i++)
         if (ev[i].data.u32 < (uint32_t)cdsm__w.wn) ev[k++] = ev[i];
     if (k > 0) cdsm__bell_rx_drain(ev, k);
+    while (cdsm__loop_deliver()) { /* (what the messages made us send ourselves: see bell.c) */
+    }
     int got = cdsm__st.msgs_recv != before;
     pthread_mutex_unlock(&bl->rx_mu);
     if (got) cdsm__sock_push_all(); /* replies sent from here */
@@ -401,6 +366,7 @@ const cdsm__tp_ops_t cdsm__sock_ops = {
     .post = sock_post,
     .flush = sock_flush,
     .sending = sock_sending,
+    .idle = cdsm__loop_wake,
     .progress = sock_progress,
     .peer_info = sock_peer_info,
     .cut = sock_cut,

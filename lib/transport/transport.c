@@ -172,7 +172,24 @@ const char *cdsm__tp_name(void)
 
 int cdsm__tp_flush(void)
 {
+    int rc = ops->flush();
+    ops->idle();
+    return rc;
+}
+
+int cdsm__tp_flush_sends(void)
+{
     return ops->flush();
+}
+
+void cdsm__tp_idle(void)
+{
+    ops->idle();
+}
+
+void cdsm__tp_receiving(int on)
+{
+    if (ops->receiving) ops->receiving(on);
 }
 
 int cdsm__tp_progress(void)

@@ -88,6 +88,12 @@ typedef struct cdsm__tp_ops {
     /* Complete this thread's outstanding sends; whether it has any. */
     int (*flush)(void);
     int (*sending)(void);
+    /* This thread stops receiving (it sleeps, or returns to the program): wake the
+     * service thread for what it left to it (our own messages, loopback.c). */
+    void (*idle)(void);
+    /* This thread receives itself from now on (1) or no longer (0), so senders on this
+     * host may skip the doorbell; NULL where the provider has no use for it. */
+    void (*receiving)(int on);
     /* Receive and deliver what has arrived, without blocking; >0 if anything came. */
     int (*progress)(void);
     /* Liveness facts about process w, for membership's judgement: when a byte of it last
@@ -115,8 +121,17 @@ int cdsm__tp_send_world(int wdst, int type, uint64_t tag, const void *p1, size_t
 /* Receive and deliver whatever has arrived, without blocking (skipped when another
  * thread is receiving). Returns >0 if anything came. */
 int cdsm__tp_progress(void);
-/* Complete this thread's outstanding sends. */
+/* Complete this thread's outstanding sends, and leave receiving to the service thread
+ * (cdsm__tp_idle): before returning to the program. */
 int cdsm__tp_flush(void);
+/* Only complete them: a waiter that goes on receiving itself. */
+int cdsm__tp_flush_sends(void);
+/* This thread stops receiving (it is about to sleep): the service thread must see what
+ * this thread sent itself and did not take yet. */
+void cdsm__tp_idle(void);
+/* The application thread receives itself from now on (1), or no longer (0): after 0 it
+ * must receive once more (a sender may have seen the 1). */
+void cdsm__tp_receiving(int on);
 /* Whether this thread has sends not yet complete. */
 int cdsm__tp_sending(void);
 /* Kept requests: the reply of (type, tag) came; forget every one (a peer is lost for
