@@ -31,7 +31,20 @@ ref="$(mktemp)" out="$(mktemp)"
 ckdir=""
 trap 'rm -f "$ref" "$out"; [ -n "$ckdir" ] && rm -rf "$ckdir"; [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null' EXIT
 
-srun -O --mpi=pmi2 -n "$ntasks" -J cdsm-ref "$app" "$@" > "$ref" 2>&1 || { echo "slurm_recover: failure-free run failed"; cat "$ref"; exit 1; }
+# The failure-free run has its own bound (a hang there printed nothing but meson's
+# timeout once in a full round): stacks and output, then fail.
+srun -O --mpi=pmi2 -n "$ntasks" -J "cdsm-ref-$$" "$app" "$@" > "$ref" 2>&1 &
+spid=$!
+if ! timeout 100 tail --pid="$spid" -f /dev/null; then
+    echo "slurm_recover: FAIL: the failure-free run did not end within 100 s"
+    show_stacks "$app"
+    echo "slurm_recover: its output so far:"
+    cat "$ref"
+    scancel -n "cdsm-ref-$$" 2>/dev/null
+    exit 1
+fi
+wait "$spid" || { spid=""; echo "slurm_recover: failure-free run failed"; cat "$ref"; exit 1; }
+spid=""
 want="$(sed -n 's/^answer: //p' "$ref")"
 reftime="$(sed -n 's/^time: \([0-9.]*\) s/\1/p' "$ref")"
 [ -n "$want" ] && [ -n "$reftime" ] || { echo "slurm_recover: no answer in the failure-free run"; cat "$ref"; exit 1; }
