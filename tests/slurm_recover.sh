@@ -20,6 +20,8 @@
 # With KILL_AT=STEP:N (and CKPT_EVERY) the victim is not killed from outside: it kills
 # itself the N-th time it reaches that step of a checkpoint (CDSM_KILL_AT; steps
 # ckpt_snapshot, ckpt_write, ckpt_rename, ckpt_fsync, ckpt_commit, ckpt_collect).
+# With INJECT=RANK:STEP:N (CDSM_KILL_AT as is) the victims are killed from outside and
+# rank RANK also kills itself at that step: a second loss at a chosen moment.
 # Usage: slurm_recover.sh SOURCE_ROOT APP_BINARY NTASKS SPARES VICTIMS SEED [APP ARGS...]
 #   VICTIMS: comma-separated ranks, e.g. "1" or "0,2"
 set -u
@@ -60,7 +62,7 @@ fi
 killed=()
 attempt() {
     local scale="$1"
-    local inject=""
+    local inject="${INJECT:-}"
     [ -n "${KILL_AT:-}" ] && inject="$victims:$KILL_AT"
     CDSM_KILL_AT="$inject" CDSM_SPARES="$spares" CDSM_LOG_LEVEL=info srun -O --mpi=pmi2 -n $((ntasks + spares)) \
         -J "cdsm-recover-$$" "$app" "${appargs[@]}" > "$out" 2>&1 &
@@ -155,6 +157,9 @@ if [ -n "$ckdir" ]; then
 fi
 echo "slurm_recover: srun exit status $rc"
 fail=0
+if [ -n "${INJECT:-}" ] && ! grep -q "fault injection: rank ${INJECT%%:*} kills itself at step $(echo "$INJECT" | cut -d: -f2)\$" "$out"; then
+    echo "slurm_recover: FAIL: the injected second loss ($INJECT) never happened"; fail=1
+fi
 if [ -n "${EXPECT_FAILURE:-}" ]; then
     grep -qF "$EXPECT_FAILURE" "$out" || { echo "slurm_recover: FAIL: no message '$EXPECT_FAILURE'"; fail=1; }
     grep -q '^result: VERIFIED' "$out" && { echo "slurm_recover: FAIL: a run that lost a rank for good verified"; fail=1; }

@@ -90,7 +90,7 @@ static const cdsm__cfg_entry_t diag_entries[] = {
      "error,warn,info,debug"},
     {"CDSM_CHECK", "0", "1: run the expensive consistency checker (collective argument checks, page audits at barriers)",
      CDSM_CFG_BOOL, OFF(check), 0, 1, NULL},
-    {"CDSM_KILL_AT", "", "fault injection for the failure tests: RANK:STEP:N kills the process of rank RANK with SIGKILL the N-th time it reaches STEP (ckpt_snapshot, ckpt_write, ckpt_rename, ckpt_fsync, ckpt_commit, ckpt_collect, output_release); empty: never",
+    {"CDSM_KILL_AT", "", "fault injection for the failure tests: RANK:STEP:N kills the process of rank RANK with SIGKILL the N-th time it reaches STEP (ckpt_snapshot, ckpt_write, ckpt_rename, ckpt_fsync, ckpt_commit, ckpt_collect, output_release, barrier, lk_freeze: a survivor asked to freeze its locks by a replacement); empty: never",
      CDSM_CFG_STR, OFF(kill_at), 0, 64, NULL},
 };
 

@@ -11,8 +11,8 @@
 #include "config.h"
 #include "log.h"
 
-static const char *const steps[] = {"ckpt_snapshot", "ckpt_write",   "ckpt_rename",   "ckpt_fsync",
-                                    "ckpt_commit",   "ckpt_collect", "output_release", "barrier"};
+static const char *const steps[] = {"ckpt_snapshot", "ckpt_write",   "ckpt_rename",    "ckpt_fsync", "ckpt_commit",
+                                    "ckpt_collect",  "output_release", "barrier",     "lk_freeze"};
 
 static struct {
     int set, on, rank; /* a valid value was given; this process is armed */
@@ -37,8 +37,10 @@ int cdsm__inject_init(void)
             K.left = (unsigned)n;
             return CDSM_OK;
         }
-    return cdsm__error(CDSM_ERR_CONFIG, "CDSM_KILL_AT=%s: unknown step \"%s\" (ckpt_snapshot, ckpt_write, ckpt_rename, "
-                       "ckpt_fsync, ckpt_commit, ckpt_collect, output_release)", v, name);
+    char known[256] = "";
+    for (unsigned i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", steps[i]);
+    return cdsm__error(CDSM_ERR_CONFIG, "CDSM_KILL_AT=%s: unknown step \"%s\" (%s)", v, name, known);
 }
 
 void cdsm__inject_arm(int rank)

@@ -28,7 +28,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "inject.h"
 #include "recovery.h"
+
+/* Waits of a recovery step for survivors' answers: looked at each step, given up after
+ * the maximum (a survivor answers from its service thread within milliseconds). */
+enum { FT_WAIT_STEP_MS = 200, FT_WAIT_MAX_MS = 60000 };
 
 enum { ST_NONE = CDSM_LK_NONE, ST_TOKEN = CDSM_LK_TOKEN, ST_HELD = CDSM_LK_HELD, ST_WAITING = CDSM_LK_WAITING,
        ST_GRANTED = 4 };
@@ -61,6 +66,7 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     cdsm__state_t *g = &cdsm__g;
     (void)rd;
     int r = h->src, n = cdsm__w.n;
+    cdsm__inject(cdsm__w.rank, "lk_freeze"); /* (a test's moment: a survivor lost during a rebuild) */
     cdsm__lock_freeze(1);
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, (uint32_t)cdsm__w.wn);
@@ -343,42 +349,79 @@ static int rebuild_one(uint32_t l, node_t *nd, int *chain, int *regrant)
     return k;
 }
 
+int cdsm__ft_wait_each(int req_type, int type, uint64_t tag, int *sent_to, const char *what, cdsm__reply_t **out)
+{
+    uint64_t t0 = cdsm__mono_ns();
+    for (;;) {
+        int late = 0;
+        cdsm__reply_t *r = cdsm__wait_reply_for(type, tag, FT_WAIT_STEP_MS, &late);
+        if (r) {
+            sent_to[r->hdr.src] = -1;
+            *out = r;
+            return CDSM_OK;
+        }
+        if (!late) return cdsm__error(CDSM_ERR_PEER_LOST, "%s: rank %d was lost", what, cdsm__lost());
+        /* Asked of a process that has been replaced since: it died before it answered.
+         * Ask its replacement (it answers once it has taken the rank over). */
+        for (int q = 0; q < cdsm__w.n; q++)
+            if (sent_to[q] >= 0 && cdsm__w.phys[q] != sent_to[q]) {
+                cdsm__log(CDSM_LOG_INFO, "%s: rank %d was lost before it answered; asking its replacement", what, q);
+                sent_to[q] = cdsm__w.phys[q];
+                int rc = cdsm__tp_send(q, req_type, tag, NULL, 0, NULL, 0);
+                if (rc) return rc;
+            }
+        if ((cdsm__mono_ns() - t0) / 1000000u >= FT_WAIT_MAX_MS)
+            for (int q = 0; q < cdsm__w.n; q++)
+                if (sent_to[q] >= 0)
+                    return cdsm__error(CDSM_ERR_PEER_LOST, "%s: no answer from rank %d in %d s", what, q,
+                                       FT_WAIT_MAX_MS / 1000);
+    }
+}
+
 /* Freeze the survivors and gather their reports until two rounds in a row agree on the
  * lock message counts (a consistent cut), into rows (one per lock named). Caller holds mu. */
 static int gather_reports(node_t **rows, report_t *rp)
 {
     int n = cdsm__w.n, me = cdsm__w.rank, rc = CDSM_OK;
     /* Round 1 freezes everybody; a later round whose counts match is a consistent cut. */
+    int *sent_to = malloc((size_t)n * sizeof *sent_to);
+    if (!sent_to) return cdsm__error(CDSM_ERR_NOMEM, "rebuilding the lock queues");
     for (uint32_t round = 1;; round++) {
-        for (int q = 0; q < n && !rc; q++)
+        for (int q = 0; q < n && !rc; q++) {
+            sent_to[q] = q == me ? -1 : cdsm__w.phys[q];
             if (q != me) rc = cdsm__tp_send(q, CDSM_MSG_LK_FREEZE, round, NULL, 0, NULL, 0);
+        }
         for (int i = 0; i < n - 1 && !rc; i++) {
-            cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LK_STATE, round);
-            if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "rebuilding the lock queues: rank %d was lost", cdsm__lost());
+            cdsm__reply_t *rep = NULL;
+            if ((rc = cdsm__ft_wait_each(CDSM_MSG_LK_FREEZE, CDSM_MSG_LK_STATE, round, sent_to, "rebuilding the lock queues", &rep))) break;
             cdsm__reply_free(rp[rep->hdr.src].rep);
             rp[rep->hdr.src].rep = rep;
         }
-        if (rc) return rc;
+        if (rc) break;
         for (uint32_t l = 0; l < cdsm__lk.nlocks; l++)
             if (rows[l]) reset_row(rows[l]);
-        for (int q = 0; q < n; q++) {
+        for (int q = 0; q < n && !rc; q++) {
             if (q == me) continue;
             cdsm__rd_t rd = {rp[q].rep->payload, rp[q].rep->hdr.len, 0, 0};
             if ((rc = take_report(q, &rd, &rp[q], rows)) == CDSM_ERR_NOMEM)
-                return cdsm__error(rc, "rebuilding the lock queues: the report of rank %d", q);
-            if (rc)
-                return cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: malformed report from rank %d", q);
+                rc = cdsm__error(rc, "rebuilding the lock queues: the report of rank %d", q);
+            else if (rc)
+                rc = cdsm__error(CDSM_ERR_PROTOCOL, "rebuilding the lock queues: malformed report from rank %d", q);
         }
-        if (round >= 2 && quiet(rp)) return CDSM_OK;
-        if (round >= 5000)
-            return cdsm__error(CDSM_ERR_PROTOCOL,
-                               "rebuilding the lock queues: lock messages still in flight after %u rounds", round);
+        if (rc || (round >= 2 && quiet(rp))) break;
+        if (round >= 5000) {
+            rc = cdsm__error(CDSM_ERR_PROTOCOL,
+                             "rebuilding the lock queues: lock messages still in flight after %u rounds", round);
+            break;
+        }
         if (round >= 2) { /* a message between two survivors is on its way: let it land */
             pthread_mutex_unlock(&cdsm__g.mu);
             nanosleep(&(struct timespec){0, 1000000}, NULL);
             pthread_mutex_lock(&cdsm__g.mu);
         }
     }
+    free(sent_to);
+    return rc;
 }
 
 /* The rebuilt queue of lock l on the wire (LK_REBUILD entry), and in the log. */

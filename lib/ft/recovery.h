@@ -109,6 +109,12 @@ void cdsm__recover_done(int r);
 /* Spare: sleep until a takeover (returns the rank to become), the end of the run (-1), or
  * every working process is gone with no takeover (-2). */
 int cdsm__spare_wait(void);
+/* A recovery step's wait for one answer (type, tag) to an empty request (req_type, tag)
+ * from the ranks q with sent_to[q] >= 0 (the process each request went to; set to -1 once
+ * q answered). A rank whose process has been replaced since (it died before answering)
+ * is asked again, of its replacement; after a minute without an answer, an error names
+ * the rank. Caller holds mu. */
+int cdsm__ft_wait_each(int req_type, int type, uint64_t tag, int *sent_to, const char *what, cdsm__reply_t **out);
 /* Rank 0 at finalize: release the spares that were never needed. */
 void cdsm__retire_spares(void);
 /* Messages reaching a spare before its protocol state exists are kept for later (1). */

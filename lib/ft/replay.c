@@ -363,20 +363,29 @@ int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
     return 1;
 }
 
-/* The most intervals of this rank any survivor knows of. Caller holds mu. */
+/* The most intervals of this rank any survivor knows of (0 when a survivor cannot say:
+ * the error is logged). Caller holds mu. */
 static uint32_t ask_known(void)
 {
     uint32_t round = ++rs.know_round, known = 0;
-    for (int q = 0; q < cdsm__w.n; q++)
-        if (q != cdsm__w.rank && cdsm__tp_send(q, CDSM_MSG_KNOW_REQ, round, NULL, 0, NULL, 0)) return 0;
-    for (int i = 0; i < cdsm__w.n - 1; i++) {
-        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_KNOW_REP, round);
-        if (!rep) return 0;
+    int n = cdsm__w.n, *sent_to = malloc((size_t)n * sizeof *sent_to);
+    if (!sent_to) return 0;
+    for (int q = 0; q < n; q++) {
+        sent_to[q] = q == cdsm__w.rank ? -1 : cdsm__w.phys[q];
+        if (q != cdsm__w.rank && cdsm__tp_send(q, CDSM_MSG_KNOW_REQ, round, NULL, 0, NULL, 0)) goto out;
+    }
+    for (int i = 0; i < n - 1; i++) {
+        cdsm__reply_t *rep = NULL;
+        if (cdsm__ft_wait_each(CDSM_MSG_KNOW_REQ, CDSM_MSG_KNOW_REP, round, sent_to, "asking the survivors how far they know this rank",
+                               &rep))
+            goto out;
         uint32_t v = 0;
         if (rep->hdr.len >= 4) memcpy(&v, rep->payload, sizeof v);
         if (v > known) known = v;
         cdsm__reply_free(rep);
     }
+out:
+    free(sent_to);
     return known;
 }
 
