@@ -74,7 +74,7 @@ void cdsm__ft_init(void)
     cdsm__proto_events(&ev);
     ev.peer_down = cdsm__member_peer_down;
     ev.adopt = cdsm__recover_adopt;
-    ev.recoverable = cdsm__world_recoverable;
+    ev.recoverable = cdsm__send_loss_harmless;
     ev.tick = cdsm__member_tick;
     cdsm__tp_set_events(&ev);
 }

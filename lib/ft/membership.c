@@ -103,6 +103,15 @@ int cdsm__world_recoverable(int w)
     return ok;
 }
 
+/* The transport's question about a failed send to process w: no error where a spare
+ * takes its rank, or where the run is finishing (every rank has done its work, and a peer
+ * that closed its end has finished: the last barrier completes without it; a sor run once
+ * ended with "rank 0 was lost (its doorbell: Broken pipe)" from cdsm_finalize). */
+int cdsm__send_loss_harmless(int w)
+{
+    return __atomic_load_n(&cdsm__w.finalizing, __ATOMIC_ACQUIRE) || cdsm__world_recoverable(w);
+}
+
 /* The process that names spares: the lowest rank whose process is alive and not being
  * replayed. Every process applies the maps it numbers, so all agree on who is who even
  * when several processes die at once (a node) and are seen in different orders. Caller

@@ -102,6 +102,8 @@ void cdsm__final_lost(int w);
 int cdsm__recover_adopt(int r, int w);
 /* Process w died or is dying and its rank is (or will be) replayed by a spare. Any thread. */
 int cdsm__world_recoverable(int w);
+/* World rank w's loss is no error for a send: recoverable, or the run is finishing. */
+int cdsm__send_loss_harmless(int w);
 /* Whether rank r is being replayed (its replacement is not live yet). */
 int cdsm__member_replayed_now(int r);
 /* Rank r's replacement is live (its lock rebuild came): a later loss can be recovered. */

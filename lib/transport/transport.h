@@ -64,7 +64,8 @@ typedef struct cdsm__tp_events {
     /* Process w sent a message as logical rank r, which the routing table does not say:
      * 1 if it is (or has just become) r. */
     int (*adopt)(int r, int w);
-    /* Process w died or is dying and its rank is (or will be) taken by a spare. */
+    /* Process w died or is dying and a failed send to it is no error: its rank is (or
+     * will be) taken by a spare, or the run is finishing. */
     int (*recoverable)(int w);
     /* The heartbeat clock ticked (service thread, receiving): judge the silences. */
     void (*tick)(void);
