@@ -30,7 +30,10 @@ typedef struct cdsm__ra {
 cdsm__ra_t cdsm__ra_begin(uint32_t pg);
 void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra);
 void cdsm__ra_reset(void); /* at each interval's end: streams do not cross a synchronisation */
-uint32_t cdsm__ra_page(uint32_t pg, const cdsm__ra_t *ra, uint32_t k);
+/* Walk pg's stream (ra may be NULL: nothing to walk): take(q, arg) on each position q
+ * (UINT32_MAX past the heap's ends) returns 1 (taken), 0 (skipped) or -1 (the stream ends
+ * before q); sets ra->covered. */
+void cdsm__ra_walk(uint32_t pg, cdsm__ra_t *ra, int (*take)(uint32_t q, void *arg), void *arg);
 /* Bring invalid page pg up to date (ra: its readahead, or NULL). Caller holds mu. */
 int cdsm__validate(uint32_t pg, cdsm__ra_t *ra);
 /* The working set's refetch: between collect(1) and collect(0) (a barrier's notices),

@@ -198,19 +198,26 @@ static int aheadable(uint32_t q, int d)
                                                                                                                : -1;
 }
 
+typedef struct ahead {
+    int d;
+    uint32_t *pages, n;
+} ahead_t;
+
+static int ahead_one(uint32_t q, void *arg)
+{
+    ahead_t *a = arg;
+    int take = aheadable(q, a->d);
+    if (take > 0) a->pages[a->n++] = q;
+    return take;
+}
+
 /* pg, then the pages of its stream (ra) whose directory is d too; returns the count. */
 static uint32_t stream_pages(uint32_t pg, cdsm__ra_t *ra, int d, uint32_t *pages)
 {
-    uint32_t n = 1, k;
+    ahead_t a = {d, pages, 1};
     pages[0] = pg;
-    for (k = 1; ra && k < ra->window; k++) {
-        uint32_t q = cdsm__ra_page(pg, ra, k);
-        int take = aheadable(q, d);
-        if (take < 0) break;
-        if (take) pages[n++] = q;
-    }
-    if (ra) ra->covered = k;
-    return n;
+    cdsm__ra_walk(pg, ra, ahead_one, &a);
+    return a.n;
 }
 
 /* The directory named this rank pg's owner: still zero here. If another rank was sent to

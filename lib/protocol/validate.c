@@ -349,11 +349,14 @@ void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra)
     ra_st.next = (uint32_t)((int64_t)pg + (int64_t)ra->covered * ra->stride);
 }
 
-/* Position k of the stream from pg, or UINT32_MAX outside the pages. */
-uint32_t cdsm__ra_page(uint32_t pg, const cdsm__ra_t *ra, uint32_t k)
+void cdsm__ra_walk(uint32_t pg, cdsm__ra_t *ra, int (*take)(uint32_t q, void *arg), void *arg)
 {
-    int64_t q = (int64_t)pg + (int64_t)k * ra->stride;
-    return q < 0 || q >= cdsm__heap.npages ? UINT32_MAX : (uint32_t)q;
+    uint32_t k;
+    for (k = 1; ra && k < ra->window; k++) {
+        int64_t q = (int64_t)pg + (int64_t)k * ra->stride;
+        if (take(q < 0 || q >= cdsm__heap.npages ? UINT32_MAX : (uint32_t)q, arg) < 0) break;
+    }
+    if (ra) ra->covered = k;
 }
 
 /* A page of the stream worth validating in the same round trip: invalid, and others'
@@ -371,23 +374,30 @@ static int prefetchable(uint32_t pg, vstate_t *scratch)
     return missing(pg, &scratch->need, &scratch->capneed) > 0 ? 1 : -1;
 }
 
+typedef struct gathering {
+    vstate_t *v, probe;
+    uint32_t nv;
+} gathering_t;
+
+static int gather_one(uint32_t q, void *arg)
+{
+    gathering_t *g = arg;
+    int take = prefetchable(q, &g->probe);
+    if (take > 0) {
+        g->v[g->nv] = g->probe; /* (its scratch goes with it) */
+        memset(&g->probe, 0, sizeof g->probe);
+        g->v[g->nv++].pg = q;
+    }
+    return take;
+}
+
 /* The pages of pg's stream to validate with it: v[1..), their count with pg's. */
 static uint32_t gather(uint32_t pg, cdsm__ra_t *ra, vstate_t *v)
 {
-    uint32_t nv = 1, k;
-    vstate_t probe = {0};
-    for (k = 1; ra && k < ra->window; k++) {
-        uint32_t q = cdsm__ra_page(pg, ra, k);
-        int take = prefetchable(q, &probe);
-        if (take < 0) break;
-        if (!take) continue;
-        v[nv] = probe; /* (its scratch goes with it) */
-        memset(&probe, 0, sizeof probe);
-        v[nv++].pg = q;
-    }
-    free(probe.need);
-    if (ra) ra->covered = k;
-    return nv;
+    gathering_t g = {v, {0}, 1};
+    cdsm__ra_walk(pg, ra, gather_one, &g);
+    free(g.probe.need);
+    return g.nv;
 }
 
 /* Bring pages v[0..nv) up to date: every request travels before anyone waits, one per
