@@ -433,31 +433,56 @@ void cdsm__retire_spares(void)
 
 /* ---- messages before the protocol state exists ----------------------------------------- */
 
+/* This thread is dispatching the held messages (cdsm__proto_ready): they are not held
+ * again. */
+static __thread int draining;
+
 int cdsm__hold_early(const cdsm__msg_hdr_t *h, uint8_t *buf)
 {
     /* (A replacement answers another replacement's REPLAY_REQ at once, while both gather:
      * it says it is replayed too, and neither waits for the other.) */
-    if (mb.proto_ready || h->type == CDSM_MSG_TAKEOVER || h->type == CDSM_MSG_RETIRE ||
-        h->type == CDSM_MSG_REPLAY_REP || (h->type == CDSM_MSG_REPLAY_REQ && cdsm__w.rank >= 0 && cdsm__g.ivs))
+    if (draining || __atomic_load_n(&mb.proto_ready, __ATOMIC_ACQUIRE) || h->type == CDSM_MSG_TAKEOVER ||
+        h->type == CDSM_MSG_RETIRE || h->type == CDSM_MSG_REPLAY_REP ||
+        (h->type == CDSM_MSG_REPLAY_REQ && cdsm__w.rank >= 0 && cdsm__g.ivs))
         return 0;
     held_t *e = malloc(sizeof *e), **pp = &mb.held;
     cdsm_check(e != NULL);
     e->next = NULL;
     e->hdr = *h;
     e->buf = buf;
-    while (*pp) pp = &(*pp)->next;
-    *pp = e;
-    return 1;
+    /* The check and the append are one step against cdsm__proto_ready's drain: a message
+     * appended just after the drain had looked was held for good (every rank then waited
+     * at the program's first barrier for an arrival rank 0 held: two CI rounds hung so). */
+    pthread_mutex_lock(&mb.map_mu);
+    int ready = mb.proto_ready;
+    if (!ready) {
+        while (*pp) pp = &(*pp)->next;
+        *pp = e;
+    }
+    pthread_mutex_unlock(&mb.map_mu);
+    if (ready) free(e);
+    return !ready;
 }
 
 void cdsm__proto_ready(void)
 {
-    mb.proto_ready = 1;
-    while (mb.held) { /* caller holds no lock: dispatch takes mu */
-        held_t *e = mb.held;
-        mb.held = e->next;
-        cdsm__dispatch(&e->hdr, e->buf);
-        free(e);
+    /* Held messages go first, in order; the flag is set only once none is left, so a
+     * message arriving meanwhile is held and dispatched after them. */
+    for (;;) {
+        pthread_mutex_lock(&mb.map_mu);
+        held_t *list = mb.held;
+        mb.held = NULL;
+        if (!list) __atomic_store_n(&mb.proto_ready, 1, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&mb.map_mu);
+        if (!list) return;
+        draining = 1;
+        while (list) { /* caller holds no lock: dispatch takes mu */
+            held_t *e = list;
+            list = e->next;
+            cdsm__dispatch(&e->hdr, e->buf);
+            free(e);
+        }
+        draining = 0;
     }
 }
 
