@@ -104,6 +104,12 @@ static ssize_t ring_bytes(int dst, size_t count)
     return (ssize_t)done;
 }
 
+void cdsm__bell_kick(void)
+{
+    uint64_t one = 1;
+    if (write(bl->kick_fd, &one, 8) != 8) cdsm__log(CDSM_LOG_WARN, "kicking the service thread: %s", strerror(errno));
+}
+
 static int ring(int dst)
 {
     ssize_t w = ring_bytes(dst, 1);
@@ -118,9 +124,8 @@ static int ring(int dst)
     if (w == 0) {
         /* Owed: our service thread may be asleep, so wake it to pay (a sleeping peer may
          * be waiting for exactly this doorbell). */
-        uint64_t one = 1;
         __atomic_fetch_add(&bl->debt[dst], 1, __ATOMIC_RELAXED);
-        if (write(bl->kick_fd, &one, 8) != 8) cdsm__log(CDSM_LOG_WARN, "kicking the service thread: %s", strerror(errno));
+        cdsm__bell_kick();
     }
     return CDSM_OK;
 }
@@ -159,13 +164,18 @@ static int send_failed(int w, int mrc, const char *what)
     return cdsm__error(CDSM_ERR_PEER_LOST, "%s to process %d failed: %s", what, w, msg);
 }
 
+void cdsm__bell_count_sent(int w, int type, size_t total)
+{
+    if (cdsm__tp_ev.counted[type]) __atomic_fetch_add(&cdsm__w.lk_sent[w], 1, __ATOMIC_RELAXED);
+    CDSM_STAT_ADD(msgs_sent, 1);
+    CDSM_STAT_ADD(bytes_sent, total);
+}
+
 /* Send a built message (header included) to process w; takes buf. */
 static int bell_post(int w, int type, uint8_t *buf, size_t total)
 {
     if (w == cdsm__w.wrank) {
-        if (cdsm__tp_ev.counted[type]) __atomic_fetch_add(&cdsm__w.lk_sent[w], 1, __ATOMIC_RELAXED);
-        CDSM_STAT_ADD(msgs_sent, 1);
-        CDSM_STAT_ADD(bytes_sent, total);
+        cdsm__bell_count_sent(w, type, total);
         return cdsm__loop_post(buf, total);
     }
     pend_t *pe = malloc(sizeof *pe);
@@ -179,13 +189,11 @@ static int bell_post(int w, int type, uint8_t *buf, size_t total)
         free(buf);
         return send_failed(w, mrc, "MPI_Isend");
     }
-    if (cdsm__tp_ev.counted[type]) __atomic_fetch_add(&cdsm__w.lk_sent[w], 1, __ATOMIC_RELAXED);
+    cdsm__bell_count_sent(w, type, total);
     pe->buf = buf;
     pe->w = w;
     pe->next = pending;
     pending = pe;
-    CDSM_STAT_ADD(msgs_sent, 1);
-    CDSM_STAT_ADD(bytes_sent, total);
     int rc = cdsm__awake_skip(w) ? CDSM_OK : ring(w);
     cdsm__bell_test_pending();
     return rc;
@@ -382,17 +390,23 @@ int cdsm__bell_rx_drain(const struct epoll_event *ev, int nev)
     return stop;
 }
 
-static int bell_progress(void)
+/* An application thread's pass: what MPI shows now, and what those messages made us send
+ * ourselves (this thread may return to the program next, and nobody would be woken for
+ * it). Doorbells are only for sleepers: a thread that is awake asks MPI directly. Caller
+ * holds rx_mu; returns whether anything came. */
+static int rx_pass(void)
 {
-    if (bl->epfd < 0 || pthread_mutex_trylock(&bl->rx_mu)) return 0;
     uint64_t before = cdsm__st.msgs_recv;
-    /* Doorbells are only for sleepers: a thread that is awake asks MPI directly. What
-     * the messages made us send ourselves is taken in the same pass: this thread may
-     * return to the program next, and nobody would be woken for it. */
     cdsm__bell_rx_messages();
     while (cdsm__loop_deliver()) {
     }
-    int got = cdsm__st.msgs_recv != before;
+    return cdsm__st.msgs_recv != before;
+}
+
+static int bell_progress(void)
+{
+    if (bl->epfd < 0 || pthread_mutex_trylock(&bl->rx_mu)) return 0;
+    int got = rx_pass();
     pthread_mutex_unlock(&bl->rx_mu);
     /* Requests served here were answered from this thread: complete those sends before it
      * sleeps or returns to the program (a large reply needs its sender to progress).
@@ -409,17 +423,10 @@ static void bell_receiving(int on)
     cdsm__awake_receiving(on);
     if (on) return;
     pthread_mutex_lock(&bl->rx_mu);
-    uint64_t before = cdsm__st.msgs_recv;
     cdsm__awake_collect(bl->rx_count);
-    cdsm__bell_rx_messages();
-    while (cdsm__loop_deliver()) {
-    }
-    int got = cdsm__st.msgs_recv != before, late = cdsm__bell_rx_owed();
+    int got = rx_pass(), late = cdsm__bell_rx_owed();
     pthread_mutex_unlock(&bl->rx_mu);
-    if (late) { /* (spares: a message still on its way is the service thread's to wait for) */
-        uint64_t one = 1;
-        if (write(bl->kick_fd, &one, 8) != 8) cdsm__log(CDSM_LOG_WARN, "kicking the service thread: %s", strerror(errno));
-    }
+    if (late) cdsm__bell_kick(); /* (spares: a message still on its way is the service thread's to wait for) */
     if (got) bell_flush();
 }
 

@@ -44,6 +44,10 @@ void *cdsm__bell_service_main(void *arg);
 /* The service thread's work between sleeps (bell.c). */
 void cdsm__bell_test_pending(void);
 int cdsm__bell_pay_debts(void);
+/* Wake our service thread (to pay debts, push queued frames, wait for a late message). */
+void cdsm__bell_kick(void);
+/* Count a message sent to process w (lock messages for the rebuild's cut, the stats). */
+void cdsm__bell_count_sent(int w, int type, size_t total);
 int cdsm__bell_rx_owed(void);
 int cdsm__bell_rx_drain(const struct epoll_event *ev, int nev);
 void cdsm__bell_rx_messages(void);

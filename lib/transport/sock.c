@@ -137,9 +137,7 @@ static int lost(int w, int err)
 /* Send a built message (header included) to process w; takes buf. */
 static int sock_post(int w, int type, uint8_t *buf, size_t total)
 {
-    if (cdsm__tp_ev.counted[type]) __atomic_fetch_add(&cdsm__w.lk_sent[w], 1, __ATOMIC_RELAXED);
-    CDSM_STAT_ADD(msgs_sent, 1);
-    CDSM_STAT_ADD(bytes_sent, total);
+    cdsm__bell_count_sent(w, type, total);
     if (w == cdsm__w.wrank) return cdsm__loop_post(buf, total);
     if (bl->bell[w] < 0) {
         free(buf);
@@ -157,10 +155,7 @@ static int sock_post(int w, int type, uint8_t *buf, size_t total)
     pthread_mutex_unlock(&q->mu);
     free(buf);
     if (gone) return lost(w, e);
-    if (wait) {
-        uint64_t one = 1; /* the service thread pushes the rest */
-        if (write(bl->kick_fd, &one, 8) != 8) cdsm__log(CDSM_LOG_WARN, "kicking the service thread: %s", strerror(errno));
-    }
+    if (wait) cdsm__bell_kick(); /* the service thread pushes the rest */
     return CDSM_OK;
 }
 
