@@ -43,7 +43,7 @@ TEST(Config, DefaultsParse)
     clear_env();
     cdsm__config_t c;
     ASSERT_EQ(cdsm__config_load(&c), CDSM_OK);
-    EXPECT_EQ(c.heap_size, 1ull << 30);
+    EXPECT_EQ(c.heap_size, 64ull << 30);
     EXPECT_EQ(c.page_size, 4096u);
     EXPECT_EQ(c.locks, 65536u);
     EXPECT_EQ(c.log_level, 1u); // warn

@@ -14,6 +14,7 @@ namespace {
 
 const int N = 3;
 const uint32_t NPAGES = 64;
+uint8_t made[(NPAGES + CDSM_PG_CHUNK - 1) / CDSM_PG_CHUNK] = {1};
 
 struct FakeState : ::testing::Test {
     void SetUp() override
@@ -28,6 +29,7 @@ struct FakeState : ::testing::Test {
         cdsm__heap.base = (char *)mmap(nullptr, cdsm__heap.heap_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         ASSERT_NE(cdsm__heap.base, MAP_FAILED);
         cdsm__heap.pages = (cdsm__page_t *)calloc(NPAGES, sizeof(cdsm__page_t));
+        cdsm__heap.made = made; /* (every entry set below) */
         for (uint32_t i = 0; i < NPAGES; i++) {
             cdsm__heap.pages[i].state = CDSM_PG_RO;
             cdsm__heap.pages[i].holder = -1;
@@ -55,6 +57,7 @@ struct FakeState : ::testing::Test {
         munmap(cdsm__heap.base, cdsm__heap.heap_size);
         cdsm__heap.base = nullptr;
         cdsm__heap.pages = nullptr;
+        cdsm__heap.made = nullptr;
         g->ivs = nullptr;
         cdsm__w.n = -1;
         cdsm__w.rank = -1;

@@ -18,7 +18,7 @@ cdsm__config_t cdsm__cfg;
 #define OFF(f) offsetof(cdsm__config_t, f)
 
 static const cdsm__cfg_entry_t heap_entries[] = {
-    {"CDSM_HEAP_SIZE", "1G", "size of the shared heap (half common arena, half per-rank arenas); suffix K, M, G, T",
+    {"CDSM_HEAP_SIZE", "64G", "size of the shared heap, a reservation (half common arena, half per-rank arenas; only pages used cost memory); suffix K, M, G, T",
      CDSM_CFG_SIZE, OFF(heap_size), 1u << 20, 1ull << 40, NULL},
     {"CDSM_PAGE_SIZE", "4096", "DSM page size in bytes: a multiple of the OS page size",
      CDSM_CFG_SIZE, OFF(page_size), 4096, 1u << 24, NULL},

@@ -239,10 +239,18 @@ cdsm__ckpt_pos_t cdsm__ckpt_committed(void)
  * so every one that holds data counts as changed). */
 static int want_page(uint32_t pg, int full, const uint8_t *pop)
 {
-    const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    if (!cdsm__pg_made(pg)) return cdsm__heap.own_mode == CDSM_OWN_ALL && pop[pg]; /* (never touched) */
+    const cdsm__page_t *p = cdsm__pg(pg);
     if (p->state == CDSM_PG_OWN) return pop[pg];
     if (full) return (p->ckflags & 2) != 0;
     return (p->ckflags & 1) || p->state == CDSM_PG_RW; /* hot pages are written without faults */
+}
+
+/* The next page at or after pg that a checkpoint may take: with one rank every page may
+ * hold data without a fault ever making its entry. */
+static uint32_t candidate(uint32_t pg)
+{
+    return cdsm__heap.own_mode == CDSM_OWN_ALL ? pg : cdsm__pg_next_made(pg);
 }
 
 /* A region the library keeps in the checkpoint (none when it has no bytes). */
@@ -269,9 +277,9 @@ static void copy_pages(cdsm__ckpt_t *c, int full, const uint8_t *pop)
 {
     int n = cdsm__w.n;
     uint32_t k = 0;
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) {
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
+    for (uint32_t pg = candidate(0); pg < cdsm__heap.npages; pg = candidate(pg + 1)) {
         if (!want_page(pg, full, pop)) continue;
+        cdsm__page_t *p = cdsm__pg(pg);
         c->page_index[k] = pg;
         c->page_state[k] = p->state;
         memcpy(c->page_data + (size_t)k * cdsm__heap.page_size, cdsm__sys_page(pg), cdsm__heap.page_size);
@@ -305,7 +313,7 @@ static cdsm__ckpt_t *snapshot(int full)
     uint8_t *pop = owned ? malloc(cdsm__heap.npages) : NULL;
     if (owned && (!pop || cdsm__heap_populated(pop))) goto nomem;
     uint32_t np = 0;
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) np += want_page(pg, full, pop);
+    for (uint32_t pg = candidate(0); pg < cdsm__heap.npages; pg = candidate(pg + 1)) np += want_page(pg, full, pop);
     c->npages = np;
     c->page_index = malloc(cdsm__u32s((size_t)np + 1));
     c->page_state = malloc((size_t)np + 1);
@@ -591,7 +599,7 @@ static void restore_state(uint32_t pg, uint8_t saved)
     int st = saved == CDSM_PG_INVALID ? CDSM_PG_INVALID
              : saved == CDSM_PG_OWN || cdsm__heap.own_mode == CDSM_OWN_ALL ? CDSM_PG_OWN
                                                                          : CDSM_PG_RO;
-    cdsm__heap.pages[pg].claim = CDSM_CLAIM_NONE;
+    cdsm__pg(pg)->claim = CDSM_CLAIM_NONE;
     cdsm__page_protect(pg, 1, st);
 }
 

@@ -510,8 +510,8 @@ int cdsm__replay_finish(void)
     /* After a collection some survivors fetch whole pages from this rank as their
      * keeper: make every copy current first. */
     if (rs.replay_saw_gc)
-        for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++)
-            if (cdsm__heap.pages[pg].notices && cdsm__heap.pages[pg].state == CDSM_PG_INVALID) cdsm__validate(pg, NULL);
+        CDSM_PG_FOR_MADE(pg)
+            if (cdsm__pg(pg)->notices && cdsm__pg(pg)->state == CDSM_PG_INVALID) cdsm__validate(pg, NULL);
     cdsm__replay_serve_deferred();
     if (rs.deferred)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", cdsm__w.rank);

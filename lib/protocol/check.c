@@ -9,7 +9,10 @@
 #include "proto.h"
 
 static uint64_t *mgr_hash; /* manager: hash reported for each page in this round */
-static int32_t *mgr_from;  /* manager: rank that reported it first, or -1 */
+static int32_t *mgr_from;  /* manager: rank that reported it first (valid in round mgr_round) */
+static uint32_t *mgr_seen; /* manager: the round a page was last reported in (calloc: zero pages
+                            * until reported, and no clearing between rounds of a large heap) */
+static uint32_t mgr_round = 1;
 static uint32_t mgr_bad_pg, mgr_bad_a, mgr_bad_b;
 
 static uint64_t page_hash(const void *p, size_t len)
@@ -36,10 +39,10 @@ int cdsm__audit_local(void)
             AUDIT_FAIL("vector clock entry %d is %u but %u records of rank %d are known", q, g->vc[q],
                        g->ivs[q].base + g->ivs[q].count, q);
     for (size_t k = 0; k < g->ndirty; k++)
-        if (!cdsm__heap.pages[g->dirty[k]].dirty || cdsm__heap.pages[g->dirty[k]].dirty_pos != k)
+        if (!cdsm__pg(g->dirty[k])->dirty || cdsm__pg(g->dirty[k])->dirty_pos != k)
             AUDIT_FAIL("dirty set entry %zu (page %u) is not marked dirty at that position", k, g->dirty[k]);
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) {
-        const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    CDSM_PG_FOR_MADE(pg) {
+        const cdsm__page_t *p = cdsm__pg(pg);
         ndirty += p->dirty;
         if (p->hot && (!p->dirty || p->state != CDSM_PG_RW || !p->twin))
             AUDIT_FAIL("page %u is hot but not writable, dirty and twinned", pg);
@@ -71,8 +74,8 @@ int cdsm__audit_local(void)
 void cdsm__audit_hashes(cdsm__buf_t *b, uint32_t *count)
 {
     *count = 0;
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) {
-        const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    CDSM_PG_FOR_MADE(pg) {
+        const cdsm__page_t *p = cdsm__pg(pg);
         if (!p->applied || p->state == CDSM_PG_INVALID || p->holder >= 0) continue;
         uint64_t h = page_hash(cdsm__sys_page(pg), cdsm__heap.page_size);
         cdsm__buf_put_u32(b, pg);
@@ -86,15 +89,16 @@ int cdsm__audit_collect(int src, cdsm__rd_t *r, uint32_t count)
 {
     if (!mgr_hash) {
         mgr_hash = calloc(cdsm__heap.npages, sizeof *mgr_hash);
-        mgr_from = malloc(cdsm__heap.npages * sizeof *mgr_from);
-        cdsm_check(mgr_hash && mgr_from);
-        memset(mgr_from, 0xff, cdsm__heap.npages * sizeof *mgr_from);
+        mgr_from = calloc(cdsm__heap.npages, sizeof *mgr_from);
+        mgr_seen = calloc(cdsm__heap.npages, sizeof *mgr_seen);
+        cdsm_check(mgr_hash && mgr_from && mgr_seen);
     }
     for (uint32_t i = 0; i < count; i++) {
         uint32_t pg = cdsm__rd_u32(r);
         uint64_t h = cdsm__rd_u64(r);
         if (r->bad || pg >= cdsm__heap.npages) return -1;
-        if (mgr_from[pg] < 0) {
+        if (mgr_seen[pg] != mgr_round) {
+            mgr_seen[pg] = mgr_round;
             mgr_from[pg] = src;
             mgr_hash[pg] = h;
         } else if (mgr_hash[pg] != h && !cdsm__bar.mismatch) {
@@ -110,7 +114,7 @@ int cdsm__audit_collect(int src, cdsm__rd_t *r, uint32_t count)
 /* Manager: end of an audit round. Returns 1 and describes the first difference, if any. */
 int cdsm__audit_finish(uint32_t *pg, uint32_t *a, uint32_t *b)
 {
-    if (mgr_from) memset(mgr_from, 0xff, cdsm__heap.npages * sizeof *mgr_from);
+    mgr_round++;
     *pg = mgr_bad_pg;
     *a = mgr_bad_a;
     *b = mgr_bad_b;
@@ -121,6 +125,8 @@ void cdsm__audit_fini(void)
 {
     free(mgr_hash);
     free(mgr_from);
+    free(mgr_seen);
     mgr_hash = NULL;
     mgr_from = NULL;
+    mgr_seen = NULL;
 }

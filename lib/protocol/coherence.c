@@ -19,7 +19,7 @@
 
 uint32_t *cdsm__page_applied(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     if (!p->applied) {
         p->applied = calloc((size_t)cdsm__w.n, sizeof(uint32_t));
         cdsm_check(p->applied != NULL);
@@ -54,7 +54,7 @@ cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
 {
     if (iv->diffs[j]) return iv->diffs[j];
     uint32_t pg = iv->pages[j];
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     /* Lazy diffing: the twin of this closed interval is still there, and the page has not
      * been written since (it is read-only until the next write fault makes this diff). */
     cdsm_check(p->twin && p->twin_iv == iv->idx);
@@ -66,7 +66,7 @@ cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
 /* Make the diff of the closed interval the twin belongs to. */
 static void diff_pending_twin(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm_check(p->twin_iv != CDSM_IV_OPEN);
     cdsm__interval_t *iv = cdsm__iv_get(cdsm__w.rank, p->twin_iv);
     cdsm_check(iv != NULL);
@@ -93,25 +93,25 @@ static void mark_dirty(uint32_t pg)
         g->dirty = nd;
         g->dirty_cap = nc;
     }
-    cdsm__heap.pages[pg].dirty_pos = (uint32_t)g->ndirty;
+    cdsm__pg(pg)->dirty_pos = (uint32_t)g->ndirty;
     g->dirty[g->ndirty++] = pg;
-    cdsm__heap.pages[pg].dirty = 1;
+    cdsm__pg(pg)->dirty = 1;
 }
 
 static void unmark_dirty(uint32_t pg)
 {
     cdsm__state_t *g = &cdsm__g;
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm_check(p->dirty && g->dirty[p->dirty_pos] == pg);
     uint32_t last = g->dirty[--g->ndirty];
     g->dirty[p->dirty_pos] = last;
-    cdsm__heap.pages[last].dirty_pos = p->dirty_pos;
+    cdsm__pg(last)->dirty_pos = p->dirty_pos;
     p->dirty = 0;
 }
 
 void cdsm__invalidate(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm_check(p->state != CDSM_PG_OWN); /* nobody else can write a page nobody else read */
     if (p->hot) {
         /* Its last diff was made when the interval closed (just now: notices come in
@@ -135,7 +135,7 @@ void cdsm__invalidate(uint32_t pg)
 
 void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm__notice_t *nt = malloc(sizeof *nt);
     cdsm_check(nt != NULL);
     nt->iv = iv;
@@ -151,7 +151,7 @@ void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv)
 void cdsm__prune_notices(uint32_t pg)
 {
     cdsm__state_t *g = &cdsm__g;
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     uint32_t *newest = g->scratch_n;
     if (!p->applied) return;
     memset(newest, 0, cdsm__u32s((size_t)cdsm__w.n));
@@ -181,7 +181,7 @@ static int has_notice(const cdsm__page_t *p, const cdsm__interval_t *iv)
 void cdsm__refill_notices(uint32_t pg)
 {
     cdsm__state_t *g = &cdsm__g;
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     uint32_t *newest = g->scratch_n;
     memset(newest, 0, cdsm__u32s((size_t)cdsm__w.n));
     for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
@@ -222,7 +222,7 @@ static int cmp_written(const void *a, const void *b)
  * or NULL if it did not change. */
 static cdsm__diffrec_t *diff_hot(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     /* Most idle pages compare equal: memcmp is much faster than encoding. */
     if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) return NULL;
     size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
@@ -262,7 +262,7 @@ typedef struct closing {
  * protection unless it stays hot. */
 static void close_page(closing_t *c, uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
     int same = (p->spec || !p->hot) && !memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size);
     if (p->spec) { /* made writable ahead of time: written only if it changed */
@@ -315,7 +315,7 @@ static void record_interval(written_t *wr, size_t nw)
     cdsm__iv_append(iv);
     for (size_t k = 0; k < nw; k++) {
         iv->diffs[k] = wr[k].diff;
-        if (!wr[k].diff) cdsm__heap.pages[wr[k].pg].twin_iv = idx; /* diffed when first needed */
+        if (!wr[k].diff) cdsm__pg(wr[k].pg)->twin_iv = idx; /* diffed when first needed */
         cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
         cdsm__notice_add(wr[k].pg, iv);
         cdsm__prune_notices(wr[k].pg);
@@ -364,7 +364,7 @@ static uint32_t fault_around(uint32_t first)
     uint32_t k = 0;
     while (k + 1 < cdsm__cfg.fault_around && first + k < cdsm__heap.npages) {
         uint32_t pg = first + k;
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
+        cdsm__page_t *p = cdsm__pg(pg);
         if (p->state != CDSM_PG_RO || p->dirty || p->twin || p->holder >= 0) break;
         p->twin = cdsm__pool_alloc(cdsm__heap.page_size);
         cdsm_check(p->twin != NULL);
@@ -384,7 +384,7 @@ static uint32_t fault_around(uint32_t first)
 
 static void write_fault(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     /* Written in one of our last HOT_RECENT intervals too (whether or not its bytes
      * changed then): keep it writable from now on (hot), which saves a fault and two
      * mprotects per interval in iterative codes (blocked LU rewrites its blocks every
@@ -418,12 +418,12 @@ void cdsm__fault(uint32_t pg, int is_write)
 {
     cdsm__state_t *g = &cdsm__g;
     pthread_mutex_lock(&g->mu);
-    if (cdsm__heap.pages[pg].state == CDSM_PG_INVALID) {
+    if (cdsm__pg(pg)->state == CDSM_PG_INVALID) {
         CDSM_STAT_ADD(read_faults, 1);
         cdsm__ra_t ra = cdsm__ra_begin(pg);
-        int rc = cdsm__heap.pages[pg].claim ? cdsm__own_miss(pg, &ra) : cdsm__validate(pg, &ra);
+        int rc = cdsm__pg(pg)->claim ? cdsm__own_miss(pg, &ra) : cdsm__validate(pg, &ra);
         cdsm__ra_end(pg, &ra);
-        cdsm__heap.pages[pg].ws = CDSM_WS_CREDIT; /* (a first touch too: it may be read again) */
+        cdsm__pg(pg)->ws = CDSM_WS_CREDIT; /* (a first touch too: it may be read again) */
         /* A miss that cannot be served leaves the program without the data it reads:
          * there is no way to return an error from a load instruction. */
         if (rc && cdsm__lost() >= 0) {
@@ -438,6 +438,6 @@ void cdsm__fault(uint32_t pg, int is_write)
             cdsm_check(!"access miss failed");
         }
     }
-    if (is_write && cdsm__heap.pages[pg].state == CDSM_PG_RO) write_fault(pg);
+    if (is_write && cdsm__pg(pg)->state == CDSM_PG_RO) write_fault(pg);
     pthread_mutex_unlock(&g->mu);
 }

@@ -51,7 +51,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     int saved = errno;
     uint32_t pg = cdsm__page_of(a);
     int w = fault_is_write(uc);
-    if (w < 0) w = cdsm__heap.pages[pg].state != CDSM_PG_INVALID;
+    if (w < 0) w = cdsm__pg(pg)->state != CDSM_PG_INVALID;
     cdsm__fault(pg, w);
     errno = saved;
 }

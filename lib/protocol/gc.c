@@ -23,7 +23,7 @@ const cdsm__interval_t *cdsm__latest_notice(const cdsm__page_t *p)
 
 static int page_current(uint32_t pg)
 {
-    const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    const cdsm__page_t *p = cdsm__pg(pg);
     if (p->holder >= 0) return 0;
     for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
         if (!p->applied || p->applied[nt->iv->rank] < nt->iv->idx) return 0;
@@ -40,8 +40,9 @@ int cdsm__gc(void)
      * checkpoints, every rank does so for every stale copy, and commits a full checkpoint
      * before anyone drops a diff: no replay may start before this barrier afterwards, and
      * the checkpoint must not depend on another rank's copy. */
-    for (uint32_t pg = 0; pg < cdsm__heap.npages && !rc; pg++) {
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
+    CDSM_PG_FOR_MADE(pg) {
+        if (rc) break;
+        cdsm__page_t *p = cdsm__pg(pg);
         if (!p->notices) continue;
         if ((ckpt || cdsm__latest_notice(p)->rank == cdsm__w.rank) && !page_current(pg)) {
             if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
@@ -70,8 +71,8 @@ int cdsm__gc(void)
             for (int q = 0; q < cdsm__w.n; q++)
                 for (uint32_t k = 0; q != cdsm__w.rank && k < g->ivs[q].count; k++) cdsm__ft.archive_other(g->ivs[q].v[k]);
     }
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) {
-        cdsm__page_t *p = &cdsm__heap.pages[pg];
+    CDSM_PG_FOR_MADE(pg) {
+        cdsm__page_t *p = cdsm__pg(pg);
         if (!p->notices) continue;
         if (!page_current(pg)) {
             cdsm_check(p->state == CDSM_PG_INVALID);

@@ -2,6 +2,7 @@
  * seen by the application) and anywhere (always writable, used by the library to apply
  * diffs and read pages without touching the protection). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -91,6 +92,49 @@ int cdsm__heap_globals_map(void)
     return CDSM_OK;
 }
 
+/* The page table: zero pages of an anonymous mapping until a chunk is made. */
+static size_t page_table_bytes(void)
+{
+    return (size_t)cdsm__heap.npages * sizeof(cdsm__page_t);
+}
+
+static int page_table_map(void)
+{
+    size_t nchunks = ((size_t)cdsm__heap.npages + CDSM_PG_CHUNK - 1) >> CDSM_PG_CHUNK_SHIFT;
+    void *t = mmap(NULL, page_table_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    cdsm__heap.pages = t == MAP_FAILED ? NULL : t;
+    cdsm__heap.made = calloc(nchunks, 1);
+    return cdsm__heap.pages && cdsm__heap.made ? 0 : -1;
+}
+
+static pthread_mutex_t make_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void cdsm__pg_make(uint32_t chunk)
+{
+    /* (the states of initial_prot) */
+    static const uint8_t state0[] = {CDSM_PG_RO, CDSM_PG_OWN, CDSM_PG_INVALID};
+    pthread_mutex_lock(&make_mu);
+    if (!cdsm__heap.made[chunk]) {
+        uint32_t first = chunk << CDSM_PG_CHUNK_SHIFT;
+        uint32_t end = cdsm__heap.npages - first < CDSM_PG_CHUNK ? cdsm__heap.npages : first + CDSM_PG_CHUNK;
+        int first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
+        for (uint32_t i = first; i < end; i++) {
+            cdsm__heap.pages[i].state = state0[cdsm__heap.own_mode];
+            cdsm__heap.pages[i].claim = first_touch ? CDSM_CLAIM_UNCLAIMED : CDSM_CLAIM_NONE;
+            cdsm__heap.pages[i].holder = -1;
+        }
+        __atomic_store_n(&cdsm__heap.made[chunk], 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&make_mu);
+}
+
+uint32_t cdsm__pg_next_made(uint32_t pg)
+{
+    while (pg < cdsm__heap.npages && !cdsm__pg_made(pg)) pg = ((pg >> CDSM_PG_CHUNK_SHIFT) + 1) << CDSM_PG_CHUNK_SHIFT;
+    return pg < cdsm__heap.npages ? pg : cdsm__heap.npages;
+}
+
 int cdsm__heap_init(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -144,19 +188,11 @@ int cdsm__heap_init(void)
         return cdsm__error(CDSM_ERR_HEAP_MAP, "mmap of the library view: %s", strerror(e));
     }
     cdsm__heap.sys = s;
-    cdsm__heap.pages = calloc(cdsm__heap.npages, sizeof *cdsm__heap.pages);
     g->scratch = malloc(cdsm__diff_max(cdsm__heap.page_size));
     g->scratch_n = malloc(cdsm__u32s((size_t)cdsm__w.n));
-    if (!cdsm__heap.pages || !g->scratch || !g->scratch_n) {
+    if (page_table_map() || !g->scratch || !g->scratch_n) {
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);
-    }
-    static const uint8_t state0[] = {CDSM_PG_RO, CDSM_PG_OWN, CDSM_PG_INVALID};
-    int first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
-    for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
-        cdsm__heap.pages[i].state = state0[cdsm__heap.own_mode];
-        cdsm__heap.pages[i].claim = first_touch ? CDSM_CLAIM_UNCLAIMED : CDSM_CLAIM_NONE;
-        cdsm__heap.pages[i].holder = -1;
     }
     int rc = cdsm__own_init();
     if (rc) cdsm__heap_fini();
@@ -167,8 +203,8 @@ void cdsm__heap_fini(void)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__own_fini();
-    if (cdsm__heap.pages) {
-        for (uint32_t i = 0; i < cdsm__heap.npages; i++) {
+    if (cdsm__heap.pages && cdsm__heap.made) {
+        for (uint32_t i = cdsm__pg_next_made(0); i < cdsm__heap.npages; i = cdsm__pg_next_made(i + 1)) {
             cdsm__page_t *p = &cdsm__heap.pages[i];
             cdsm__pool_free(p->twin, cdsm__heap.page_size);
             free(p->applied);
@@ -177,9 +213,11 @@ void cdsm__heap_fini(void)
                 free(nt);
             }
         }
-        free(cdsm__heap.pages);
-        cdsm__heap.pages = NULL;
     }
+    if (cdsm__heap.pages) munmap(cdsm__heap.pages, page_table_bytes());
+    free(cdsm__heap.made);
+    cdsm__heap.pages = NULL;
+    cdsm__heap.made = NULL;
     free(g->scratch);
     free(g->scratch_n);
     g->scratch = NULL;
@@ -208,8 +246,9 @@ int cdsm__page_protect(uint32_t first, uint32_t count, int state)
         cdsm_check(!"mprotect failed");
     }
     for (uint32_t i = 0; i < count; i++) {
-        cdsm__heap.pages[first + i].state = (uint8_t)state;
-        cdsm__heap.pages[first + i].ckflags = 3; /* changed since the last checkpoint */
+        cdsm__page_t *p = cdsm__pg(first + i);
+        p->state = (uint8_t)state;
+        p->ckflags = 3; /* changed since the last checkpoint */
     }
     return CDSM_OK;
 }

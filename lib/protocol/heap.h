@@ -59,10 +59,39 @@ typedef struct cdsm__heap {
     size_t gsize;    /* bytes of shared globals (a whole number of pages) */
     int gmapped;     /* the globals are mapped onto the memfd (after the fault handler) */
     int own_mode; /* CDSM_OWN_* */
+    /* The page table covers the whole reservation (CDSM_HEAP_SIZE), but only chunks of
+     * CDSM_PG_CHUNK entries that something touched are made (cdsm__pg): untouched entries
+     * stay zero pages of an anonymous mapping, so a large heap costs no memory for the
+     * pages a program never uses. */
     cdsm__page_t *pages;
+    uint8_t *made; /* per chunk: its entries were set to the initial state */
 } cdsm__heap_t;
 
 extern cdsm__heap_t cdsm__heap;
+
+#define CDSM_PG_CHUNK_SHIFT 10
+#define CDSM_PG_CHUNK (1u << CDSM_PG_CHUNK_SHIFT)
+
+/* heap.c: set a chunk's entries to the initial state (once; either thread). */
+void cdsm__pg_make(uint32_t chunk);
+/* The first page at or after pg whose chunk was made, or npages: a page of a chunk never
+ * made is in its initial state (no twin, notice, copy vector or change mark). */
+uint32_t cdsm__pg_next_made(uint32_t pg);
+
+/* Every page whose chunk was made (the rest is in its initial state). */
+#define CDSM_PG_FOR_MADE(pg) \
+    for (uint32_t pg = cdsm__pg_next_made(0); pg < cdsm__heap.npages; pg = cdsm__pg_next_made(pg + 1))
+
+static inline int cdsm__pg_made(uint32_t pg)
+{
+    return __atomic_load_n(&cdsm__heap.made[pg >> CDSM_PG_CHUNK_SHIFT], __ATOMIC_ACQUIRE);
+}
+/* A page's entry (made on first use). */
+static inline cdsm__page_t *cdsm__pg(uint32_t pg)
+{
+    if (__builtin_expect(!cdsm__pg_made(pg), 0)) cdsm__pg_make(pg >> CDSM_PG_CHUNK_SHIFT);
+    return &cdsm__heap.pages[pg];
+}
 
 /* Whether addr is a page of the DSM: the heap, or the program's shared globals. */
 static inline int cdsm__heap_contains(const void *addr)

@@ -133,7 +133,7 @@ uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have)
 /* Post a notice for page pg of interval iv; invalidate our copy if it lacks the write. */
 static void post_notice(uint32_t pg, cdsm__interval_t *iv)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm__notice_add(pg, iv);
     uint32_t *ap = cdsm__page_applied(pg);
     if (ap[iv->rank] >= iv->idx) return; /* a fetched whole page already holds it */

@@ -12,21 +12,35 @@
 
 #include "proto.h"
 
+/* Both tables hold rank + 1, 0 for none: calloc'd, so the pages of a large heap that no
+ * allocation covers cost no memory. */
 static struct {
-    int16_t *dir;    /* the owner of each page this rank is the directory of, or -1 */
-    int16_t *placed; /* each page's directory rank, -1 until an allocation places it */
+    uint16_t *dir;    /* the owner of each page this rank is the directory of */
+    uint16_t *placed; /* each page's directory rank, once an allocation placed it */
+    uint32_t extent;  /* pages up to the last one placed or with an owner */
 } own;
+
+static int get(const uint16_t *t, uint32_t pg)
+{
+    return (int)t[pg] - 1;
+}
+
+static void set(uint16_t *t, uint32_t pg, int rank)
+{
+    t[pg] = (uint16_t)(rank + 1);
+    if (pg >= own.extent) own.extent = pg + 1;
+}
 
 int cdsm__own_init(void)
 {
     if (cdsm__heap.own_mode != CDSM_OWN_FIRST_TOUCH) return CDSM_OK;
-    own.dir = malloc(cdsm__heap.npages * sizeof *own.dir);
-    own.placed = malloc(cdsm__heap.npages * sizeof *own.placed);
+    own.dir = calloc(cdsm__heap.npages, sizeof *own.dir);
+    own.placed = calloc(cdsm__heap.npages, sizeof *own.placed);
+    own.extent = 0;
     if (!own.dir || !own.placed) {
         cdsm__own_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "ownership directory of %u pages", cdsm__heap.npages);
     }
-    for (uint32_t pg = 0; pg < cdsm__heap.npages; pg++) own.dir[pg] = own.placed[pg] = -1;
     return CDSM_OK;
 }
 
@@ -37,27 +51,24 @@ void cdsm__own_fini(void)
     own.dir = own.placed = NULL;
 }
 
-/* Pages up to the last one placed or with a directory entry: what a checkpoint keeps. */
-static uint32_t state_extent(void)
-{
-    uint32_t e = cdsm__heap.npages;
-    while (e > 0 && own.dir[e - 1] < 0 && own.placed[e - 1] < 0) e--;
-    return e;
-}
-
 size_t cdsm__own_state_bytes(void)
 {
-    return own.dir ? 4 + (size_t)state_extent() * 2 * sizeof(int16_t) : 0;
+    return own.dir ? 4 + (size_t)own.extent * 2 * sizeof(int16_t) : 0;
 }
 
-/* Layout: u32 extent, then placed[extent], then dir[extent] (int16, host order as every
+/* What a checkpoint keeps: pages up to the last one placed or with an owner. Layout: u32
+ * extent, then placed[extent], then dir[extent] (int16, -1 for none, host order as every
  * dataset of the file: CHECKPOINT_FORMAT.md). */
 void cdsm__own_state_put(uint8_t *dst)
 {
-    uint32_t e = state_extent();
+    uint32_t e = own.extent;
     memcpy(dst, &e, 4);
-    memcpy(dst + 4, own.placed, (size_t)e * sizeof(int16_t));
-    memcpy(dst + 4 + (size_t)e * sizeof(int16_t), own.dir, (size_t)e * sizeof(int16_t));
+    int16_t *pl = (int16_t *)(void *)(dst + 4), *di = pl + e;
+    for (uint32_t pg = 0; pg < e; pg++) {
+        int16_t a = (int16_t)get(own.placed, pg), b = (int16_t)get(own.dir, pg);
+        memcpy(&pl[pg], &a, sizeof a);
+        memcpy(&di[pg], &b, sizeof b);
+    }
 }
 
 int cdsm__own_state_take(const uint8_t *p, size_t n)
@@ -67,12 +78,19 @@ int cdsm__own_state_take(const uint8_t *p, size_t n)
     if (!own.dir || n < 4 || e > cdsm__heap.npages || n != 4 + (size_t)e * 2 * sizeof(int16_t))
         return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint region %s: %zu bytes do not hold an ownership directory of "
                            "this heap (%u pages)", "cdsm-ownership", n, cdsm__heap.npages);
-    memcpy(own.placed, p + 4, (size_t)e * sizeof(int16_t));
-    memcpy(own.dir, p + 4 + (size_t)e * sizeof(int16_t), (size_t)e * sizeof(int16_t));
-    for (uint32_t pg = 0; pg < e; pg++)
-        if (own.placed[pg] >= cdsm__w.n || own.dir[pg] >= cdsm__w.n)
+    memset(own.placed, 0, (size_t)own.extent * sizeof *own.placed);
+    memset(own.dir, 0, (size_t)own.extent * sizeof *own.dir);
+    own.extent = 0;
+    for (uint32_t pg = 0; pg < e; pg++) {
+        int16_t a, b;
+        memcpy(&a, p + 4 + (size_t)pg * 2, 2);
+        memcpy(&b, p + 4 + ((size_t)e + pg) * 2, 2);
+        if (a < -1 || b < -1 || a >= cdsm__w.n || b >= cdsm__w.n)
             return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint region cdsm-ownership: page %u names rank %d or %d of %d",
-                               pg, own.placed[pg], own.dir[pg], cdsm__w.n);
+                               pg, a, b, cdsm__w.n);
+        if (a >= 0) set(own.placed, pg, a);
+        if (b >= 0) set(own.dir, pg, b);
+    }
     return CDSM_OK;
 }
 
@@ -85,14 +103,14 @@ void cdsm__own_place(uint64_t off, size_t size)
     uint32_t last = (uint32_t)((off + size - 1) / cdsm__heap.page_size);
     uint64_t np = (uint64_t)last - first + 1;
     for (uint32_t pg = first; pg <= last; pg++)
-        if (own.placed[pg] < 0) own.placed[pg] = (int16_t)(((uint64_t)(pg - first) * (uint64_t)cdsm__w.n) / np);
+        if (get(own.placed, pg) < 0) set(own.placed, pg, (int)(((uint64_t)(pg - first) * (uint64_t)cdsm__w.n) / np));
 }
 
 /* Placed by a collective allocation; else in a cdsm_malloc arena, its rank (every rank
  * computes the same from the offset); else spread by page number. */
 static int dir_rank(uint32_t pg)
 {
-    if (own.placed[pg] >= 0) return own.placed[pg];
+    if (get(own.placed, pg) >= 0) return get(own.placed, pg);
     int r = cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size);
     return r >= 0 ? r : (int)(pg % (uint32_t)cdsm__w.n);
 }
@@ -102,14 +120,14 @@ static int dir_rank(uint32_t pg)
  * next collective allocation, perhaps elsewhere: no claim ahead of it. */
 static int dir_final(uint32_t pg)
 {
-    return own.placed[pg] >= 0 || cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size) >= 0;
+    return get(own.placed, pg) >= 0 || cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size) >= 0;
 }
 
 /* The directory: pg's owner, `who` if it had none. */
 static int dir_claim(uint32_t pg, int who)
 {
-    if (own.dir[pg] < 0) own.dir[pg] = (int16_t)who;
-    return own.dir[pg];
+    if (get(own.dir, pg) < 0) set(own.dir, pg, who);
+    return get(own.dir, pg);
 }
 
 /* ---- the directory's messages ---------------------------------------------------------- */
@@ -192,7 +210,7 @@ void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 static int aheadable(uint32_t q, int d)
 {
     if (q == UINT32_MAX) return -1;
-    const cdsm__page_t *p = &cdsm__heap.pages[q];
+    const cdsm__page_t *p = cdsm__pg(q);
     if (p->state != CDSM_PG_INVALID) return 0;
     return p->claim == CDSM_CLAIM_UNCLAIMED && p->holder < 0 && !p->notices && dir_final(q) && dir_rank(q) == d ? 1
                                                                                                                : -1;
@@ -224,7 +242,7 @@ static uint32_t stream_pages(uint32_t pg, cdsm__ra_t *ra, int d, uint32_t *pages
  * us and read it while we asked, it holds a copy, so our writes are tracked from the start. */
 static void became_ours(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     int served = p->claim == CDSM_CLAIM_SERVED;
     p->claim = CDSM_CLAIM_NONE;
     cdsm__page_protect(pg, 1, served ? CDSM_PG_RO : CDSM_PG_OWN);
@@ -236,7 +254,7 @@ static void became_ours(uint32_t pg)
  * readahead of a later miss, fetches it whole). */
 static void take_ahead(const dir_ent_t *e)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[e->pg];
+    cdsm__page_t *p = cdsm__pg(e->pg);
     if (p->claim == CDSM_CLAIM_NONE) return;
     if (e->owner == cdsm__w.rank) {
         became_ours(e->pg);
@@ -300,7 +318,7 @@ static int ask_directory(uint32_t pg, cdsm__ra_t *ra, int *owner, int *fetched)
 
 int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     /* Others wrote it since it left its owner: a writer (or the keeper a GC named) holds
      * a whole copy, and the validation fetches it with the diffs it lacks. */
     if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(p)->rank;
@@ -329,7 +347,7 @@ void cdsm__page_unown(uint32_t pg)
     /* Read-only from now on: the copy served is exactly the bytes written so far, and the
      * owner's next write faults and is tracked as any other (the application thread may
      * be writing the page as this runs: a write after the mprotect waits for mu). */
-    cdsm__heap.pages[pg].last_wr = cdsm__g.vc[cdsm__w.rank] + 1; /* (it becomes hot sooner) */
+    cdsm__pg(pg)->last_wr = cdsm__g.vc[cdsm__w.rank] + 1; /* (it becomes hot sooner) */
     cdsm__page_protect(pg, 1, CDSM_PG_RO);
     CDSM_STAT_ADD(pages_unowned, 1);
 }

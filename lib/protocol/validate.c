@@ -68,7 +68,7 @@ static void keep_reply(vstate_t *v, cdsm__reply_t *r)
 /* Notices of pg whose writes this copy lacks. */
 static size_t missing(uint32_t pg, cdsm__interval_t ***out, size_t *cap)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     uint32_t *ap = cdsm__page_applied(pg);
     size_t k = 0;
     for (cdsm__notice_t *nt = p->notices; nt; nt = nt->next) {
@@ -206,7 +206,7 @@ void cdsm__page_install(uint32_t pg, const void *bytes, const uint32_t *applied)
 {
     memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
     memcpy(cdsm__page_applied(pg), applied, cdsm__u32s((size_t)cdsm__w.n));
-    cdsm__heap.pages[pg].holder = -1;
+    cdsm__pg(pg)->holder = -1;
     cdsm__refill_notices(pg);
     CDSM_STAT_ADD(pages_fetched, 1);
 }
@@ -225,7 +225,7 @@ static int collect_page(vstate_t *v)
 static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__interval_t **latest)
 {
     *latest = NULL;
-    if (cdsm__heap.pages[pg].holder >= 0) return cdsm__heap.pages[pg].holder;
+    if (cdsm__pg(pg)->holder >= 0) return cdsm__pg(pg)->holder;
     size_t remote = 0;
     for (size_t i = 0; i < k; i++)
         if (need[i]->rank != cdsm__w.rank) {
@@ -303,7 +303,7 @@ static int v_finish(vstate_t *v)
         if (v->need[i]->idx > ap[v->need[i]->rank]) ap[v->need[i]->rank] = v->need[i]->idx;
         CDSM_STAT_ADD(diffs_applied, 1);
     }
-    cdsm__heap.pages[pg].holder = -1;
+    cdsm__pg(pg)->holder = -1;
     cdsm__prune_notices(pg);
     cdsm__page_protect(pg, 1, CDSM_PG_RO);
     return CDSM_OK;
@@ -367,7 +367,7 @@ void cdsm__ra_walk(uint32_t pg, cdsm__ra_t *ra, int (*take)(uint32_t q, void *ar
 static int prefetchable(uint32_t pg, vstate_t *scratch)
 {
     if (pg == UINT32_MAX) return -1;
-    const cdsm__page_t *p = &cdsm__heap.pages[pg];
+    const cdsm__page_t *p = cdsm__pg(pg);
     if (p->state != CDSM_PG_INVALID) return 0;
     if (p->claim) return -1;
     if (p->holder >= 0) return cdsm__mode.replaying ? -1 : 1;
@@ -434,7 +434,7 @@ int cdsm__validate(uint32_t pg, cdsm__ra_t *ra)
     v[0].pg = pg;
     uint32_t nv = gather(pg, ra, v);
     CDSM_STAT_ADD(prefetched, nv - 1);
-    for (uint32_t i = 0; ra && i < nv; i++) cdsm__heap.pages[v[i].pg].ws = CDSM_WS_CREDIT;
+    for (uint32_t i = 0; ra && i < nv; i++) cdsm__pg(v[i].pg)->ws = CDSM_WS_CREDIT;
     return validate_set(v, nv);
 }
 
@@ -457,7 +457,7 @@ void cdsm__refetch_collect(int on)
 
 void cdsm__refetch_note(uint32_t pg)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     if (!rf.collecting || !p->ws) return;
     p->ws--;
     if (rf.n == rf.cap) {
@@ -506,7 +506,7 @@ static int serve_page_diffs(cdsm__rd_t *r, cdsm__buf_t *b, uint32_t *pg)
     *pg = cdsm__rd_u32(r);
     uint32_t count = cdsm__rd_u32(r);
     if (r->bad || *pg >= cdsm__heap.npages) return -1;
-    cdsm__page_t *p = &cdsm__heap.pages[*pg];
+    cdsm__page_t *p = cdsm__pg(*pg);
     cdsm__buf_put_u32(b, *pg);
     cdsm__buf_put_u32(b, count);
     for (uint32_t i = 0; i < count; i++) {
@@ -562,7 +562,7 @@ void cdsm__serve_page(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 
 void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes)
 {
-    cdsm__page_t *p = &cdsm__heap.pages[pg];
+    cdsm__page_t *p = cdsm__pg(pg);
     cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
     if (p->state == CDSM_PG_OWN) cdsm__page_unown(pg); /* somebody else reads it now */
     if (p->claim == CDSM_CLAIM_UNCLAIMED) p->claim = CDSM_CLAIM_SERVED; /* (named owner, not told yet) */
