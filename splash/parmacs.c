@@ -29,6 +29,7 @@
 #include "cdsm/parmacs.h"
 #include "config.h"
 #include "heap.h"
+#include "lock.h"
 #include "pm_int.h"
 
 /* Set across the re-exec that turns randomisation off (not CDSM_*: cdsm_init would reject it). */
@@ -63,6 +64,18 @@ static struct {
     int warned_locks;
     unsigned long roi_begin, roi_end;
 } pm;
+
+/* The id each lock variable (its address, and whether main or a worker initialised it)
+ * took here: LOCKINIT again on the same variable takes the same id (pm_lock_init_at). */
+typedef struct pm_idslot {
+    uintptr_t key; /* 0: empty */
+    int id;
+} pm_idslot_t;
+static struct {
+    pm_idslot_t *v;
+    size_t cap, count;
+    uint64_t taken, reused;
+} ids;
 
 void cdsm__pm_die(const char *fmt, ...)
 {
@@ -228,6 +241,9 @@ static void pm_shutdown(void)
     pm.finished = 1;
     if (cdsm__cfg.stats >= 1 && pm.roi_end > pm.roi_begin)
         fprintf(stderr, "cdsm PARMACS: region of interest %lu us (rank 0)\n", pm.roi_end - pm.roi_begin);
+    if (cdsm__cfg.stats >= 1)
+        fprintf(stderr, "cdsm PARMACS: lock ids on rank 0: %llu taken, %llu initialisations of the same variable again\n",
+                (unsigned long long)ids.taken, (unsigned long long)ids.reused);
     int rc = cdsm_finalize();
     if (rc) fprintf(stderr, "cdsm PARMACS[rank 0]: cdsm_finalize: %s\n", cdsm_last_error());
 }
@@ -438,17 +454,58 @@ static int pm_lock_id(void)
     return pm.work_first + (int)(pm.work_next++ % (uint64_t)pm.work_count) * pm.n;
 }
 
-int cdsm__parmacs_lock_new(void)
+static pm_idslot_t *pm_idslot(uintptr_t key)
+{
+    size_t h = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & (ids.cap - 1);
+    while (ids.v[h].key && ids.v[h].key != key) h = (h + 1) & (ids.cap - 1);
+    return &ids.v[h];
+}
+
+static void pm_idmap_grow(void)
+{
+    pm_idslot_t *old = ids.v;
+    size_t oldcap = ids.cap;
+    ids.cap = oldcap ? oldcap * 2 : 1024;
+    ids.v = calloc(ids.cap, sizeof *ids.v);
+    if (!ids.v) cdsm__pm_die("no memory for the table of %zu lock variables", ids.count);
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].key) *pm_idslot(old[i].key) = old[i];
+    free(old);
+}
+
+/* The id of the lock variable at addr. A tree code initialises a lock or condition variable
+ * per cell at every step (BARNES: thousands a step), and its cells come from a pool: the
+ * same variable initialised again takes the id it took before, so the ids are not used up
+ * step after step. As in pthreads, initialising a lock that someone still uses is the
+ * program's error, so the old id is free; only one this rank holds right now is not taken
+ * again. A replay makes the same calls at the same addresses and gets the same ids. */
+static int pm_lock_init_at(void *addr)
 {
     cdsm__parmacs_start();
-    return pm_lock_id();
+    uintptr_t key = (uintptr_t)addr * 2 + (pm.rank == 0 && !pm.in_batch); /* (main's ids are others) */
+    if (ids.count * 2 >= ids.cap) pm_idmap_grow();
+    pm_idslot_t *s = pm_idslot(key);
+    if (s->key && cdsm__lock_get((uint32_t)s->id)->state != CDSM_LK_HELD) {
+        ids.reused++;
+        return s->id;
+    }
+    if (!s->key) ids.count++;
+    s->key = key;
+    s->id = pm_lock_id();
+    ids.taken++;
+    return s->id;
+}
+
+void cdsm__parmacs_lock_init(cdsm_parmacs_lock_t *l)
+{
+    *l = pm_lock_init_at(l);
 }
 
 void cdsm__parmacs_alock_init(cdsm_parmacs_lock_t *locks, long n)
 {
     cdsm__parmacs_start();
     if (n < 0) cdsm__pm_die("ALOCKINIT with a negative count (%ld)", n);
-    for (long i = 0; i < n; i++) locks[i] = pm_lock_id();
+    for (long i = 0; i < n; i++) locks[i] = pm_lock_init_at(&locks[i]);
 }
 
 static void pm_check_lock(int id, const char *what)
@@ -508,7 +565,7 @@ static void pm_poll_wait(unsigned *spins)
 void cdsm__parmacs_pause_init(cdsm_parmacs_pause_t *p)
 {
     pm_check_shared(p, "PAUSEINIT");
-    p->lock = cdsm__parmacs_lock_new();
+    p->lock = pm_lock_init_at(&p->lock);
     pm_lock_raw(p->lock, "PAUSEINIT");
     p->flag = 0;
     pm_unlock_raw(p->lock, "PAUSEINIT");
@@ -548,7 +605,7 @@ void cdsm__parmacs_pause_wait(cdsm_parmacs_pause_t *p)
 void cdsm__parmacs_cond_init(cdsm_parmacs_condvar_t *c)
 {
     pm_check_shared(c, "CONDVARINIT");
-    c->lock = cdsm__parmacs_lock_new();
+    c->lock = pm_lock_init_at(&c->lock);
     pm_lock_raw(c->lock, "CONDVARINIT");
     c->gen = 0;
     pm_unlock_raw(c->lock, "CONDVARINIT");

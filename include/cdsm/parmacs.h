@@ -27,10 +27,11 @@
  * - G_MALLOC in `main` allocates from the common arena (rank 0 only: the others are
  *   waiting); inside a worker it is cdsm_malloc() (private arena, valid on every rank).
  * - Locks are lock ids handed out by LOCKINIT with no message, from cdsm_nlocks()/2 to
- *   cdsm_nlocks()-2: main's in order, a worker's among the ids its rank manages. Low ids
- *   stay free for programs that also call the cdsm API. When more locks are initialised
- *   than ids exist, ids are shared (correct, but a worker must not hold two locks that
- *   share an id: raise CDSM_LOCKS).
+ *   cdsm_nlocks()-2: main's in order, a worker's among the ids its rank manages; a
+ *   variable initialised again takes the id it took before. Low ids stay free for
+ *   programs that also call the cdsm API. When more lock variables are initialised than
+ *   ids exist, ids are shared (correct, but a worker must not hold two locks that share
+ *   an id: raise CDSM_LOCKS).
  * - BARRIER is cdsm_barrier() (every rank; its count must equal the number of ranks).
  * - PAUSE variables and condition variables must lie in shared memory (G_MALLOC'd, or a
  *   global); each has a lock id of its own; waiting polls under that lock with sched_yield().
@@ -90,9 +91,9 @@ void *cdsm__parmacs_malloc(size_t size);
 void cdsm__parmacs_free(void *ptr);
 /** @brief CLOCK: wall-clock microseconds. Thread-safe. */
 unsigned long cdsm__parmacs_clock(void);
-/** @brief LOCKINIT: the next lock id of this rank (no message; main's range in main, else the ids this rank manages). */
-int cdsm__parmacs_lock_new(void);
-/** @brief ALOCKINIT: n lock ids into locks[]. */
+/** @brief LOCKINIT: a lock id into *l, with no message: the id this rank gave the same variable before (unless it holds it now), else its next one (main's range in main, else the ids this rank manages). */
+void cdsm__parmacs_lock_init(cdsm_parmacs_lock_t *l);
+/** @brief ALOCKINIT: n lock ids into locks[], each as LOCKINIT. */
 void cdsm__parmacs_alock_init(cdsm_parmacs_lock_t *locks, long n);
 /** @brief LOCK/ALOCK: cdsm_lock_acquire(id); fatal on error. */
 void cdsm__parmacs_lock(int id);
@@ -138,7 +139,7 @@ unsigned long cdsm_parmacs_roi_us(void);
 #define CDSM_PARMACS_G_MALLOC(size) cdsm__parmacs_malloc((size_t)(size))
 #define CDSM_PARMACS_G_FREE(ptr) cdsm__parmacs_free(ptr)
 #define CDSM_PARMACS_CLOCK(t) ((t) = cdsm__parmacs_clock())
-#define CDSM_PARMACS_LOCKINIT(l) ((l) = cdsm__parmacs_lock_new())
+#define CDSM_PARMACS_LOCKINIT(l) cdsm__parmacs_lock_init(&(l))
 #define CDSM_PARMACS_LOCK(l) cdsm__parmacs_lock(l)
 #define CDSM_PARMACS_UNLOCK(l) cdsm__parmacs_unlock(l)
 #define CDSM_PARMACS_ALOCKINIT(a, n) cdsm__parmacs_alock_init((a), (long)(n))

@@ -8,10 +8,15 @@
  *     well at MAIN_END;
  *   - -b: a G_MALLOC larger than the shared heap stops the run with a message naming the
  *     size and CDSM_HEAP_SIZE (G_MALLOC never hands NULL to a program);
+ *   - a sparse 4 GiB G_MALLOC in main (OCEAN's non-contiguous version asks for 25 GiB and
+ *     touches a few MB): each worker writes one word far into it, worker 0 reads them all,
+ *     and every worker's resident memory stays below 256 MiB (only touched pages cost);
  *   - as a tree code (BARNES: ALOCKINIT of MAXLOCK 2048 cell locks): each worker holds two
  *     cell locks 511 apart (one id under the old default of 1024 lock ids, where the
  *     second acquire failed with "already held by this rank") while it initialises a
- *     condition variable.
+ *     condition variable; and, as BARNES at every time step, each worker initialises its
+ *     condition variable again REINITS times (more than the ids a rank has at 4 ranks:
+ *     the same variable must take the same id, not use the ids up).
  *
  * Usage: mpiexec -n P edge -pP [-b]. Prints "edge: ok" and exits 0 only if the answer is right.
  */
@@ -23,6 +28,9 @@ MAIN_ENV
 
 #define SLOTS (__MAX_THREADS__ < 64 ? __MAX_THREADS__ : 64)
 #define CELLS 2048
+#define SPARSE_LONGS (((size_t)4 << 30) / sizeof(long))
+#define RSS_LIMIT_KB (256L << 10)
+#define REINITS 20000
 
 struct Padded {
     long value;
@@ -37,30 +45,55 @@ struct GlobalMemory {
     long Cell[CELLS];
     long Ids;
     long Sum;
+    long *Sparse;
     struct Padded Slot[SLOTS];
 } *Global;
 
 long P = 1;
 
+/* Resident memory of this process (kB), from /proc/self/status. */
+long rss_kb(void)
+{
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+/* The word worker i writes into the sparse block: spread over its whole length. */
+long *sparse_word(long i)
+{
+    return Global->Sparse + (size_t)(i + 1) * (SPARSE_LONGS / (size_t)(P + 1));
+}
+
 void Work(void)
 {
-    long id;
+    long id, i;
     LOCK(Global->IdLock)
     id = Global->Ids++;
     UNLOCK(Global->IdLock)
     ALOCK(Global->CellLock, id)
-    CONDVARINIT(Global->Cv[id])
+    for (i = 0; i < REINITS; i++) CONDVARINIT(Global->Cv[id])
     ALOCK(Global->CellLock, id + 511)
     Global->Cell[id] += 1;
     Global->Cell[id + 511] += 2;
     AULOCK(Global->CellLock, id + 511)
     AULOCK(Global->CellLock, id)
     Global->Slot[id].value = id + 1;
+    *sparse_word(id) = 10 * (id + 1);
     BARRIER(Global->Start, P)
     if (id == 0) {
         long s = 0, i;
-        for (i = 0; i < P; i++) s += Global->Slot[i].value + Global->Cell[i] + Global->Cell[i + 511] - 3;
+        for (i = 0; i < P; i++)
+            s += Global->Slot[i].value + Global->Cell[i] + Global->Cell[i + 511] - 3 + *sparse_word(i) - 10 * (i + 1);
         Global->Sum = s;
+    }
+    if (rss_kb() < 0 || rss_kb() > RSS_LIMIT_KB) {
+        printf("edge: worker %ld resident memory %ld kB, above %ld kB\n", id, rss_kb(), RSS_LIMIT_KB);
+        exit(1);
     }
     BARRIER(Global->Start, P)
 }
@@ -93,6 +126,7 @@ int main(int argc, char **argv)
     BARINIT(Global->Start, P)
     Global->Ids = 0;
     Global->Sum = 0;
+    Global->Sparse = (long *)G_MALLOC(SPARSE_LONGS * sizeof(long))
     CREATE(Work, P)
     if (P > 1) WAIT_FOR_END(P - 1) /* one worker: no WAIT_FOR_END, as VOLREND */
     if (Global->Sum != P * (P + 1) / 2) {
