@@ -96,11 +96,33 @@ TEST(Diff, WorstCaseFitsBound)
 {
     const size_t size = 4096, n = size / 4;
     std::vector<uint32_t> twin(n, 0), page(n, 0);
-    for (size_t i = 0; i < n; i += 2) page[i] = 1;
+    for (size_t i = 0; i < n; i += 2) page[i] = 1; // one byte of every other word: masked runs
     std::vector<uint8_t> enc(cdsm__diff_max(size));
     size_t len = cdsm__diff_encode(page.data(), twin.data(), size, enc.data());
-    EXPECT_EQ(len, (n / 2) * 12);
+    EXPECT_EQ(len, (n / 2) * 13);
     EXPECT_LE(len, enc.size());
+    for (size_t i = 0; i < n; i += 2) page[i] = 0x01010101u; // whole words: no mask
+    EXPECT_EQ(cdsm__diff_encode(page.data(), twin.data(), size, enc.data()), (n / 2) * 12);
+}
+
+// Two writers change different bytes of the same words (8-bit pixels, adjacent char flags):
+// each diff carries only its own bytes, so both writes survive in either order.
+TEST(Diff, BytesOfOneWordFromTwoWriters)
+{
+    const size_t size = 4096;
+    std::vector<uint8_t> twin(size, 0x55), a = twin, b = twin;
+    for (size_t i = 0; i < size; i += 2) a[i] = (uint8_t)(i / 2); // even bytes (a few equal the twin)
+    for (size_t i = 1; i < size; i += 4) b[i] = 0xee;             // every other odd byte
+    std::vector<uint8_t> ea(cdsm__diff_max(size)), eb(cdsm__diff_max(size));
+    size_t la = cdsm__diff_encode(a.data(), twin.data(), size, ea.data());
+    size_t lb = cdsm__diff_encode(b.data(), twin.data(), size, eb.data());
+    for (int order = 0; order < 2; order++) {
+        std::vector<uint8_t> m = twin;
+        ASSERT_EQ(cdsm__diff_apply(m.data(), size, order ? eb.data() : ea.data(), order ? lb : la), 0);
+        ASSERT_EQ(cdsm__diff_apply(m.data(), size, order ? ea.data() : eb.data(), order ? la : lb), 0);
+        for (size_t i = 0; i < size; i++) ASSERT_EQ(m[i], i % 2 == 0 ? a[i] : b[i]) << "byte " << i << " order " << order;
+    }
+    EXPECT_EQ(cdsm__diff_words(eb.data(), lb), (long)(size / 4)); // one changed byte in each word
 }
 
 TEST(Diff, MalformedIsRejectedWithoutWriting)
@@ -121,5 +143,13 @@ TEST(Diff, MalformedIsRejectedWithoutWriting)
     // A zero-length run is not valid output of the encoder.
     cdsm__diff_run_t zero = {0, 0};
     EXPECT_EQ(cdsm__diff_apply(page.data(), size, (const uint8_t *)&zero, sizeof zero), -1);
+    // A mask that names no byte, or a mask past the run's last word.
+    for (uint8_t bad : {(uint8_t)0, (uint8_t)0x11}) {
+        cdsm__diff_run_t m = {0, 1 | CDSM_DIFF_MASKED};
+        std::vector<uint8_t> e(sizeof m + 5, 0xab);
+        memcpy(e.data(), &m, sizeof m);
+        e[sizeof m] = bad;
+        EXPECT_EQ(cdsm__diff_apply(page.data(), size, e.data(), e.size()), -1);
+    }
     EXPECT_EQ(page, copy);
 }

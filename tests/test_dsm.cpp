@@ -92,6 +92,23 @@ TEST(Dsm, MultipleWritersOnOnePageMerge)
     }
 }
 
+// Distinct bytes are distinct objects (C's memory model): ranks write adjacent bytes of the
+// same words in the same interval (8-bit pixels, char flags), and every byte survives the
+// merge, also when a rank leaves part of a word unchanged (value equal to the old one).
+TEST(Dsm, MultipleWritersOnOneWordMergeByBytes)
+{
+    const size_t bytes = 2 * cdsm_page_size();
+    unsigned char *px = alloc<unsigned char>(bytes);
+    for (unsigned round = 1; round <= 6; round++) {
+        for (size_t i = (size_t)me(); i < bytes; i += (size_t)nr()) px[i] = (unsigned char)(round * 37 + i % 5);
+        barrier();
+        for (size_t i = 0; i < bytes; i++) {
+            ASSERT_EQ(px[i], (unsigned char)(round * 37 + i % 5)) << "byte " << i << " round " << round;
+        }
+        barrier();
+    }
+}
+
 TEST(Dsm, ProducerConsumerThroughALockChain)
 {
     // Rank k waits for rank k-1 through lock k-1, checks everything ranks < k wrote

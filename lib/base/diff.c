@@ -1,12 +1,39 @@
-/* Diff encode/apply: word granularity, exact runs. */
+/* Diff encode/apply: runs of changed words, exact to the byte (diff.h). */
 #include "diff.h"
 
 #include <string.h>
 
 size_t cdsm__diff_max(size_t size)
 {
+    /* Worst case: every other word changed in part (a run of one word with its mask). */
     size_t words = size / 4;
-    return ((words + 1) / 2) * (sizeof(cdsm__diff_run_t) + 4) + sizeof(cdsm__diff_run_t);
+    return ((words + 1) / 2) * (sizeof(cdsm__diff_run_t) + 4 + 1) + sizeof(cdsm__diff_run_t);
+}
+
+static size_t mask_bytes(size_t words)
+{
+    return (words + 1) / 2;
+}
+
+/* Which bytes of a word differ, from x = page ^ twin: bit b for the word's byte b in
+ * memory. (Each byte folded onto its lowest bit: no loop, no branch.) */
+static uint8_t byte_mask(uint32_t x)
+{
+    uint32_t t = x | x >> 1;
+    t |= t >> 2;
+    t |= t >> 4;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (uint8_t)((t >> 24 & 1) | (t >> 15 & 2) | (t >> 6 & 4) | (t << 3 & 8));
+#else
+    return (uint8_t)((t & 1) | (t >> 7 & 2) | (t >> 14 & 4) | (t >> 21 & 8));
+#endif
+}
+
+/* Nonzero when some byte of x is zero: a changed word that changed only in part (exact
+ * whether any byte is zero, in any byte order). */
+static uint32_t partial_word(uint32_t x)
+{
+    return (x - 0x01010101u) & ~x & 0x80808080u;
 }
 
 size_t cdsm__diff_encode(const void *page, const void *twin, size_t size, uint8_t *out)
@@ -25,14 +52,48 @@ size_t cdsm__diff_encode(const void *page, const void *twin, size_t size, uint8_
         while (i < n && p[i] == t[i]) i++;
         if (i >= n) break;
         size_t start = i;
-        while (i < n && p[i] != t[i]) i++;
-        cdsm__diff_run_t run = {(uint32_t)start, (uint32_t)(i - start)};
+        uint32_t partial = 0;
+        for (; i < n && p[i] != t[i]; i++) partial |= partial_word(p[i] ^ t[i]);
+        size_t k = i - start;
+        cdsm__diff_run_t run = {(uint32_t)start, (uint32_t)k | (partial ? CDSM_DIFF_MASKED : 0)};
         memcpy(out + len, &run, sizeof run);
         len += sizeof run;
-        memcpy(out + len, p + start, cdsm__u32s(i - start));
-        len += cdsm__u32s(i - start);
+        if (partial) { /* two masks a byte, the first word's in the low half */
+            memset(out + len, 0, mask_bytes(k));
+            for (size_t j = 0; j < k; j++) out[len + j / 2] |= (uint8_t)(byte_mask(p[start + j] ^ t[start + j]) << (j & 1) * 4);
+            len += mask_bytes(k);
+        }
+        memcpy(out + len, p + start, cdsm__u32s(k));
+        len += cdsm__u32s(k);
     }
     return len;
+}
+
+/* A mask's bytes as a word (bit b: memory byte b), to blend with no branch. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define B(m, b) (((m) >> (b) & 1u) ? 0xffu << (24 - 8 * (b)) : 0u)
+#else
+#define B(m, b) (((m) >> (b) & 1u) ? 0xffu << (8 * (b)) : 0u)
+#endif
+#define E(m) (B(m, 0) | B(m, 1) | B(m, 2) | B(m, 3))
+static const uint32_t expand[16] = {E(0), E(1), E(2),  E(3),  E(4),  E(5),  E(6),  E(7),
+                                    E(8), E(9), E(10), E(11), E(12), E(13), E(14), E(15)};
+
+static uint8_t mask_at(const uint8_t *masks, size_t j)
+{
+    return (uint8_t)(masks[j / 2] >> (j & 1) * 4 & 0xf);
+}
+
+/* Write the bytes of k words that their masks name. */
+static void put_masked(uint8_t *dst, const uint8_t *src, const uint8_t *masks, size_t k)
+{
+    for (size_t j = 0; j < k; j++) {
+        uint32_t d, v, m = expand[mask_at(masks, j)];
+        memcpy(&d, dst + 4 * j, 4);
+        memcpy(&v, src + 4 * j, 4);
+        d = (d & ~m) | (v & m);
+        memcpy(dst + 4 * j, &d, 4);
+    }
 }
 
 static int walk(void *page, size_t size, const uint8_t *diff, size_t len, long *words)
@@ -44,11 +105,20 @@ static int walk(void *page, size_t size, const uint8_t *diff, size_t len, long *
         if (len - pos < sizeof run) return -1;
         memcpy(&run, diff + pos, sizeof run);
         pos += sizeof run;
-        if (run.nwords == 0 || run.offset >= n || run.nwords > n - run.offset) return -1;
-        if ((len - pos) / 4 < run.nwords) return -1;
-        if (page) memcpy((uint32_t *)page + run.offset, diff + pos, cdsm__u32s((size_t)run.nwords));
-        pos += cdsm__u32s((size_t)run.nwords);
-        total += run.nwords;
+        int masked = (run.nwords & CDSM_DIFF_MASKED) != 0;
+        size_t k = run.nwords & ~CDSM_DIFF_MASKED;
+        if (k == 0 || run.offset >= n || k > n - run.offset) return -1;
+        size_t mb = masked ? mask_bytes(k) : 0;
+        if (len - pos < mb || (len - pos - mb) / 4 < k) return -1;
+        const uint8_t *mask = masked ? diff + pos : NULL, *data = diff + pos + mb;
+        for (size_t j = 0; mask && j < k; j++)
+            if (!mask_at(mask, j)) return -1; /* (a word in a run changed) */
+        if (mask && (k & 1) && mask[k / 2] >> 4) return -1;
+        uint8_t *dst = page ? (uint8_t *)page + (size_t)run.offset * 4 : NULL;
+        if (dst && !mask) memcpy(dst, data, cdsm__u32s(k));
+        if (dst && mask) put_masked(dst, data, mask, k);
+        pos += mb + cdsm__u32s(k);
+        total += (long)k;
     }
     if (words) *words = total;
     return 0;

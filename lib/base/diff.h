@@ -1,8 +1,14 @@
-/* Run-length word diffs between a page and its twin (internal).
+/* Run-length diffs between a page and its twin (internal), exact to the byte.
  *
- * Encoding: a sequence of runs, each a cdsm__diff_run_t header followed by nwords 32-bit
- * words. Only words that differ are included: runs are never merged across unchanged
- * words, because another writer may have changed those words concurrently. */
+ * Encoding: a sequence of runs of changed words, each a cdsm__diff_run_t header followed by
+ * its words. Only words that differ are included: runs are never merged across unchanged
+ * words, because another writer may have changed those words concurrently. For the same
+ * reason a run with a word that changed only in part (CDSM_DIFF_MASKED in nwords) carries
+ * a 4-bit mask per word (bit b: the word's byte b in memory changed; two a byte, the
+ * first word's in the low half) before its words,
+ * and applying it writes only those bytes: two workers writing adjacent bytes of one word
+ * (VOLREND's 8-bit pixels, adjacent char flags) both keep their writes. Runs whose words
+ * changed whole (most: a changed double or int) cost no mask. */
 #ifndef CDSM_DIFF_H
 #define CDSM_DIFF_H
 
@@ -17,11 +23,12 @@ extern "C" {
 
 typedef struct cdsm__diff_run {
     uint32_t offset; /* in 32-bit words from the start of the page */
-    uint32_t nwords;
+    uint32_t nwords; /* words in the run, | CDSM_DIFF_MASKED when masks follow */
 } cdsm__diff_run_t;
+#define CDSM_DIFF_MASKED 0x80000000u
 CDSM__STATIC_ASSERT(sizeof(cdsm__diff_run_t) == 8, "diff run header is a wire format");
 
-/* Largest possible encoding of a page of `size` bytes (every other word changed). */
+/* Largest possible encoding of a page of `size` bytes (every other word changed in part). */
 size_t cdsm__diff_max(size_t size);
 
 /* Encode the words where page differs from twin into out (capacity >= cdsm__diff_max).
