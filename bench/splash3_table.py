@@ -38,7 +38,7 @@ PROGRAMS = [
     ("WATER-NSQ", "apps/water-nsquared", "WATER-NSQUARED", "./WATER-NSQUARED < inputs/n512-p{P}"),
     ("WATER-SP", "apps/water-spatial", "WATER-SPATIAL", "./WATER-SPATIAL < inputs/n512-p{P}"),
     ("CHOLESKY", "kernels/cholesky", "CHOLESKY", "./CHOLESKY -p{P} < inputs/tk15.O"),
-    ("FFT", "kernels/fft", "FFT", "./FFT -p{P} -m16"),
+    ("FFT", "kernels/fft", "FFT", "./FFT -p{P} -m16 -t"),  # -t: the inverse FFT checks the answer
     ("LU-C", "kernels/lu/contiguous_blocks", "LU", "./LU -p{P} -n512"),
     ("LU-NC", "kernels/lu/non_contiguous_blocks", "LU", "./LU -p{P} -n512"),
     ("RADIX", "kernels/radix", "RADIX", "./RADIX -p{P} -n1048576"),
