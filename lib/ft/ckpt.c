@@ -235,22 +235,26 @@ cdsm__ckpt_pos_t cdsm__ckpt_committed(void)
 
 /* ---- the snapshot -------------------------------------------------------------------- */
 
-/* pop: in an owned heap, which pages hold data (an owned page is written without a trace,
- * so every one that holds data counts as changed). */
-static int want_page(uint32_t pg, int full, const uint8_t *pop)
+/* data: in an owned heap, the pages that hold data (an owned page is written without a
+ * trace, so every one that holds data counts as changed). Pages are asked in order. */
+static int want_page(uint32_t pg, int full, cdsm__runs_t *data)
 {
-    if (!cdsm__pg_made(pg)) return cdsm__heap.own_mode == CDSM_OWN_ALL && pop[pg]; /* (never touched) */
+    if (!cdsm__pg_made(pg)) return cdsm__heap.own_mode == CDSM_OWN_ALL && cdsm__runs_has(data, pg); /* (never touched) */
     const cdsm__page_t *p = cdsm__pg(pg);
-    if (p->state == CDSM_PG_OWN) return pop[pg];
+    if (p->state == CDSM_PG_OWN) return cdsm__runs_has(data, pg);
     if (full) return (p->ckflags & 2) != 0;
     return (p->ckflags & 1) || p->state == CDSM_PG_RW; /* hot pages are written without faults */
 }
 
-/* The next page at or after pg that a checkpoint may take: with one rank every page may
- * hold data without a fault ever making its entry. */
-static uint32_t candidate(uint32_t pg)
+/* The next page at or after pg that a checkpoint may take: a page whose entry was made,
+ * or with one rank a page that holds data (written without a fault ever making its
+ * entry). Neither visits the untouched rest of a large heap. */
+static uint32_t candidate(uint32_t pg, cdsm__runs_t *data)
 {
-    return cdsm__heap.own_mode == CDSM_OWN_ALL ? pg : cdsm__pg_next_made(pg);
+    uint32_t m = cdsm__pg_next_made(pg);
+    if (cdsm__heap.own_mode != CDSM_OWN_ALL) return m;
+    uint32_t d = cdsm__runs_next(data, pg);
+    return d < m ? d : m;
 }
 
 /* A region the library keeps in the checkpoint (none when it has no bytes). */
@@ -273,12 +277,13 @@ static int is_library_region(const char *name)
 
 /* Nothing can fail here: the change marks are cleared as the pages are copied (every
  * marked page is copied: a mark implies "ever changed" as well). */
-static void copy_pages(cdsm__ckpt_t *c, int full, const uint8_t *pop)
+static void copy_pages(cdsm__ckpt_t *c, int full, cdsm__runs_t *data)
 {
     int n = cdsm__w.n;
     uint32_t k = 0;
-    for (uint32_t pg = candidate(0); pg < cdsm__heap.npages; pg = candidate(pg + 1)) {
-        if (!want_page(pg, full, pop)) continue;
+    data->at = 0;
+    for (uint32_t pg = candidate(0, data); pg < cdsm__heap.npages; pg = candidate(pg + 1, data)) {
+        if (!want_page(pg, full, data)) continue;
         cdsm__page_t *p = cdsm__pg(pg);
         c->page_index[k] = pg;
         c->page_state[k] = p->state;
@@ -310,10 +315,11 @@ static cdsm__ckpt_t *snapshot(int full)
     c->nlog = LP_COUNT;
     c->log_pos = malloc(LP_COUNT * 8);
     int owned = cdsm__heap.own_mode != CDSM_OWN_OFF;
-    uint8_t *pop = owned ? malloc(cdsm__heap.npages) : NULL;
-    if (owned && (!pop || cdsm__heap_populated(pop))) goto nomem;
+    cdsm__runs_t data = {0};
+    if (owned && cdsm__heap_data_runs(&data)) goto nomem;
     uint32_t np = 0;
-    for (uint32_t pg = candidate(0); pg < cdsm__heap.npages; pg = candidate(pg + 1)) np += want_page(pg, full, pop);
+    for (uint32_t pg = candidate(0, &data); pg < cdsm__heap.npages; pg = candidate(pg + 1, &data))
+        np += want_page(pg, full, &data);
     c->npages = np;
     c->page_index = malloc(cdsm__u32s((size_t)np + 1));
     c->page_state = malloc((size_t)np + 1);
@@ -345,11 +351,11 @@ static cdsm__ckpt_t *snapshot(int full)
      * process may have died holding (issue 17). */
     if (library_region(c, CDSM_OUTPUT_HELD, cdsm__output_held_bytes(), cdsm__output_held_put)) goto nomem;
     if (library_region(c, CDSM_OWN_REGION, cdsm__own_state_bytes(), cdsm__own_state_put)) goto nomem;
-    copy_pages(c, full, pop);
-    free(pop);
+    copy_pages(c, full, &data);
+    free(data.v);
     return c;
 nomem:
-    free(pop);
+    free(data.v);
     snapshot_free(c);
     return NULL;
 }

@@ -253,21 +253,39 @@ int cdsm__page_protect(uint32_t first, uint32_t count, int state)
     return CDSM_OK;
 }
 
-int cdsm__heap_populated(uint8_t *out)
+int cdsm__heap_data_runs(cdsm__runs_t *r)
 {
     size_t ps = cdsm__heap.page_size;
     off_t pos = 0, end = (off_t)(cdsm__heap.heap_size + cdsm__heap.gsize);
-    memset(out, 0, cdsm__heap.npages);
+    r->n = r->at = 0;
     while (pos < end) {
         off_t data = lseek(cdsm__heap.memfd, pos, SEEK_DATA);
         if (data < 0 && errno == ENXIO) break; /* only a hole is left */
         if (data < 0) return cdsm__error(CDSM_ERR_HEAP_MAP, "lseek(SEEK_DATA) on the heap: %s", strerror(errno));
         off_t hole = lseek(cdsm__heap.memfd, data, SEEK_HOLE);
         if (hole < 0) return cdsm__error(CDSM_ERR_HEAP_MAP, "lseek(SEEK_HOLE) on the heap: %s", strerror(errno));
-        for (size_t pg = (size_t)data / ps; pg * ps < (size_t)hole && pg < cdsm__heap.npages; pg++) out[pg] = 1;
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? 2 * r->cap : 64;
+            uint32_t *v = realloc(r->v, cap * 2 * sizeof *v);
+            if (!v) return cdsm__error(CDSM_ERR_NOMEM, "list of %zu runs of heap data", cap);
+            r->v = v;
+            r->cap = cap;
+        }
+        uint64_t lo = (uint64_t)data / ps, hi = ((uint64_t)hole + ps - 1) / ps;
+        r->v[2 * r->n] = (uint32_t)lo;
+        r->v[2 * r->n + 1] = (uint32_t)(hi < cdsm__heap.npages ? hi : cdsm__heap.npages);
+        r->n++;
         pos = hole;
     }
     return CDSM_OK;
+}
+
+/* Runs are visited in increasing page order (r->at only moves forward). */
+uint32_t cdsm__runs_next(cdsm__runs_t *r, uint32_t pg)
+{
+    while (r->at < r->n && r->v[2 * r->at + 1] <= pg) r->at++;
+    if (r->at == r->n) return cdsm__heap.npages;
+    return pg > r->v[2 * r->at] ? pg : r->v[2 * r->at];
 }
 
 const char *cdsm__heap_detection(void)

@@ -128,9 +128,20 @@ int cdsm__heap_globals_map(void);
 int cdsm__heap_init(void);
 void cdsm__heap_fini(void);
 int cdsm__page_protect(uint32_t first, uint32_t count, int state);
-/* Marks in `out` (one byte per page) the pages that hold data (the memfd has no hole
- * there): an owned page's only sign of having been written. */
-int cdsm__heap_populated(uint8_t *out);
+/* The pages that hold data (the memfd has no hole there), an owned page's only sign of
+ * having been written: sorted runs [v[2i], v[2i+1]), as many as the heap has extents,
+ * not a map of every page of a large reservation. */
+typedef struct cdsm__runs {
+    uint32_t *v;
+    size_t n, cap, at; /* at: the cursor of cdsm__runs_next */
+} cdsm__runs_t;
+int cdsm__heap_data_runs(cdsm__runs_t *r);
+/* The first page at or after pg that holds data (npages if none); pg must not go back. */
+uint32_t cdsm__runs_next(cdsm__runs_t *r, uint32_t pg);
+static inline int cdsm__runs_has(cdsm__runs_t *r, uint32_t pg)
+{
+    return cdsm__runs_next(r, pg) == pg;
+}
 /* gc.c: the interval of the page's newest notice (it has one), whose writer holds a whole
  * copy (the GC's keeper). */
 const cdsm__interval_t *cdsm__latest_notice(const cdsm__page_t *p);
