@@ -37,8 +37,16 @@ static int own_mode(void)
 
 /* Every page starts alike on every rank (zero; the globals: the program's own bytes):
  * read-only until written (tracked), writable (one rank owns them all), or inaccessible
- * until its first touch claims it. By CDSM_OWN_*. */
-static const int initial_prot[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE};
+ * until its first touch claims it. By CDSM_OWN_*: the protection it is mapped with, and
+ * the state and claim its page-table entry is made with (cdsm__pg_make). */
+static const struct {
+    int prot;
+    uint8_t state, claim;
+} initial[] = {
+    [CDSM_OWN_OFF] = {PROT_READ, CDSM_PG_RO, CDSM_CLAIM_NONE},
+    [CDSM_OWN_ALL] = {PROT_READ | PROT_WRITE, CDSM_PG_OWN, CDSM_CLAIM_NONE},
+    [CDSM_OWN_FIRST_TOUCH] = {PROT_NONE, CDSM_PG_INVALID, CDSM_CLAIM_UNCLAIMED},
+};
 
 /* The program's globals to share (cdsm__heap_share_globals, before cdsm_init). */
 static struct {
@@ -83,7 +91,7 @@ int cdsm__heap_globals_map(void)
     for (size_t off = 0; off < cdsm__heap.gsize; off += cdsm__heap.os_page)
         if (!zero_page(cdsm__heap.gbase + off, cdsm__heap.os_page))
             raw_copy(dst + off, cdsm__heap.gbase + off, cdsm__heap.os_page);
-    void *a = mmap(cdsm__heap.gbase, cdsm__heap.gsize, initial_prot[cdsm__heap.own_mode], MAP_SHARED | MAP_FIXED,
+    void *a = mmap(cdsm__heap.gbase, cdsm__heap.gsize, initial[cdsm__heap.own_mode].prot, MAP_SHARED | MAP_FIXED,
                    cdsm__heap.memfd, (off_t)cdsm__heap.heap_size);
     if (a == MAP_FAILED) /* (the old mapping is intact: MAP_FIXED fails before unmapping) */
         return cdsm__error(CDSM_ERR_HEAP_MAP, "cannot map the program's globals (%p..+%zu) onto the heap: %s",
@@ -112,16 +120,13 @@ static pthread_mutex_t make_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void cdsm__pg_make(uint32_t chunk)
 {
-    /* (the states of initial_prot) */
-    static const uint8_t state0[] = {CDSM_PG_RO, CDSM_PG_OWN, CDSM_PG_INVALID};
     pthread_mutex_lock(&make_mu);
     if (!cdsm__heap.made[chunk]) {
         uint32_t first = chunk << CDSM_PG_CHUNK_SHIFT;
         uint32_t end = cdsm__heap.npages - first < CDSM_PG_CHUNK ? cdsm__heap.npages : first + CDSM_PG_CHUNK;
-        int first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
         for (uint32_t i = first; i < end; i++) {
-            cdsm__heap.pages[i].state = state0[cdsm__heap.own_mode];
-            cdsm__heap.pages[i].claim = first_touch ? CDSM_CLAIM_UNCLAIMED : CDSM_CLAIM_NONE;
+            cdsm__heap.pages[i].state = initial[cdsm__heap.own_mode].state;
+            cdsm__heap.pages[i].claim = initial[cdsm__heap.own_mode].claim;
             cdsm__heap.pages[i].holder = -1;
         }
         __atomic_store_n(&cdsm__heap.made[chunk], 1, __ATOMIC_RELEASE);
@@ -168,7 +173,7 @@ int cdsm__heap_init(void)
     }
     void *want = (void *)(uintptr_t)cdsm__cfg.heap_addr;
     cdsm__heap.own_mode = own_mode();
-    int prot = initial_prot[cdsm__heap.own_mode];
+    int prot = initial[cdsm__heap.own_mode].prot;
     void *a = mmap(want, cdsm__heap.heap_size, prot, MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_NORESERVE,
                    cdsm__heap.memfd, 0);
     if (a == MAP_FAILED || a != want) {
@@ -204,7 +209,7 @@ void cdsm__heap_fini(void)
     cdsm__state_t *g = &cdsm__g;
     cdsm__own_fini();
     if (cdsm__heap.pages && cdsm__heap.made) {
-        for (uint32_t i = cdsm__pg_next_made(0); i < cdsm__heap.npages; i = cdsm__pg_next_made(i + 1)) {
+        CDSM_PG_FOR_MADE(i) {
             cdsm__page_t *p = &cdsm__heap.pages[i];
             cdsm__pool_free(p->twin, cdsm__heap.page_size);
             free(p->applied);
