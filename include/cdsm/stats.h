@@ -59,7 +59,8 @@
     X(replays, "replays of a lost rank this process made (as its replacement)") \
     X(replay_us, "microseconds of replay until the rank was live again")       \
     X(replayed_barriers, "barriers replayed from the log")                    \
-    X(doorbells_skipped, "messages sent with no doorbell: the receiver was receiving itself")
+    X(doorbells_skipped, "messages sent with no doorbell: the receiver was receiving itself") \
+    X(conv_base_bytes, "bytes of base copies a home keeps for replays of its readers (spares)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -272,7 +272,7 @@ static int library_region(cdsm__ckpt_t *c, const char *name, size_t size, void (
 
 static int is_library_region(const char *name)
 {
-    return !strcmp(name, CDSM_OUTPUT_HELD) || !strcmp(name, CDSM_OWN_REGION);
+    return !strcmp(name, CDSM_OUTPUT_HELD) || !strcmp(name, CDSM_OWN_REGION) || !strcmp(name, CDSM_CONV_REGION);
 }
 
 /* Nothing can fail here: the change marks are cleared as the pages are copied (every
@@ -326,7 +326,7 @@ static cdsm__ckpt_t *snapshot(int full)
     c->page_data = malloc((size_t)np * cdsm__heap.page_size + 1);
     c->applied = calloc((size_t)np * (size_t)n + 1, 4);
     c->nregions = (uint32_t)nregions;
-    c->regions = calloc(nregions + 2, sizeof *c->regions);
+    c->regions = calloc(nregions + 3, sizeof *c->regions);
     if (!c->vc || !c->intervals || !c->lock_state || !c->log_pos || !c->page_index || !c->page_state ||
         !c->page_data || !c->applied || !c->regions)
         goto nomem;
@@ -351,6 +351,7 @@ static cdsm__ckpt_t *snapshot(int full)
      * process may have died holding (issue 17). */
     if (library_region(c, CDSM_OUTPUT_HELD, cdsm__output_held_bytes(), cdsm__output_held_put)) goto nomem;
     if (library_region(c, CDSM_OWN_REGION, cdsm__own_state_bytes(), cdsm__own_state_put)) goto nomem;
+    if (library_region(c, CDSM_CONV_REGION, cdsm__conv_state_bytes(), cdsm__conv_state_put)) goto nomem;
     copy_pages(c, full, &data);
     free(data.v);
     return c;
@@ -586,8 +587,10 @@ static int restore_regions(const cdsm__ckpt_t *c)
             if (rc) return rc;
             continue;
         }
-        if (!strcmp(c->regions[i].name, CDSM_OWN_REGION)) {
-            int rc = cdsm__own_state_take(c->regions[i].data, c->regions[i].size);
+        if (!strcmp(c->regions[i].name, CDSM_OWN_REGION) || !strcmp(c->regions[i].name, CDSM_CONV_REGION)) {
+            int rc = !strcmp(c->regions[i].name, CDSM_OWN_REGION)
+                         ? cdsm__own_state_take(c->regions[i].data, c->regions[i].size)
+                         : cdsm__conv_state_take(c->regions[i].data, c->regions[i].size);
             if (rc) return rc;
             continue;
         }
@@ -614,7 +617,7 @@ static void restore_state(uint32_t pg, uint8_t saved)
  * copies of pages only their owners wrote, or give owned pages to the first asker. */
 static int same_ownership(const cdsm__ckpt_t *c)
 {
-    int has = 0, first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH;
+    int has = 0, first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH || cdsm__heap.own_mode == CDSM_OWN_HOME;
     for (uint32_t i = 0; i < c->nregions; i++) has |= !strcmp(c->regions[i].name, CDSM_OWN_REGION);
     if (has == first_touch) return CDSM_OK;
     return cdsm__error(CDSM_ERR_STATE,
@@ -657,6 +660,7 @@ int cdsm__ckpt_restore(void)
         g->ivs[q].base = c->vc[q];
     }
     g->sync_seq = c->intervals[IV_SYNC];
+    cdsm__conv_sync(); /* (what the lost process converted after the checkpoint's barrier) */
     cdsm__bar.epoch = c->intervals[IV_EPOCH];
     for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) cdsm__lock_set_state(l, c->lock_state[l]);
     /* A whole job restarting: the barrier manager's view starts at the checkpoint (a

@@ -186,7 +186,7 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
     for (int x = 0; x < n; x++)
         if (x != cdsm__w.rank && take_records(q, x, rd)) return CDSM_ERR_PROTOCOL;
     uint32_t released = cdsm__rd_u32(rd);
-    if (rd->bad) return CDSM_ERR_PROTOCOL;
+    if (rd->bad || cdsm__conv_take_due(rd) || cdsm__conv_take_listed(rd)) return CDSM_ERR_PROTOCOL;
     if (released > rs.released_max) rs.released_max = released;
     return CDSM_OK;
 }
@@ -273,6 +273,8 @@ static int from_start_possible(void)
                        q < n ? rs.rec_first[q] : 1);
 }
 
+static void convert_listed(uint32_t epoch);
+
 int cdsm__replay_begin(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -290,6 +292,8 @@ int cdsm__replay_begin(void)
         /* The barrier manager's view as of the last logged barrier (survivors' arrivals
          * for the next one carry records newer than it). */
         if (rs.nbars) cdsm__barrier_adopt(rs.bars[rs.nbars - rs.bar0].vc);
+        cdsm__conv_sync(); /* (pages the lost process converted before its first synchronisation) */
+        if (!cdsm__mode.fast_forward) convert_listed(0);
         cdsm__log(CDSM_LOG_INFO, "rank %d: replaying %u logged barriers and %u lock grants%s", cdsm__w.rank,
                   rs.nbars ? rs.nbars - rs.bar0 + 1 : 0, rs.ngrants, ck ? " after its last checkpoint" : "");
     }
@@ -321,6 +325,15 @@ static int incorporate_upto(const uint32_t *vc)
     return rc;
 }
 
+/* Conversions no survivor saw served (their readers were lost too): at the start of the
+ * segment whose barrier logged the interval that lists them. epoch: the barrier passed. */
+static void convert_listed(uint32_t epoch)
+{
+    uint32_t next = UINT32_MAX;
+    if (rs.nbars && epoch + 1 >= rs.bar0 && epoch + 1 <= rs.nbars) next = rs.bars[epoch + 1 - rs.bar0].vc[cdsm__w.rank];
+    cdsm__conv_upto(next);
+}
+
 int cdsm__replay_logged(uint32_t epoch)
 {
     return rs.nbars && epoch >= rs.bar0 && epoch <= rs.nbars;
@@ -329,6 +342,7 @@ int cdsm__replay_logged(uint32_t epoch)
 void cdsm__replay_restored(void)
 {
     cdsm__state_t *g = &cdsm__g;
+    convert_listed(cdsm__bar.epoch);
     for (int q = 0; q < cdsm__w.n; q++) {
         if (q == cdsm__w.rank) continue;
         while (rs.rec_pos[q] < rs.recs[q].len) {
@@ -360,6 +374,7 @@ int cdsm__replay_barrier(uint32_t epoch, uint32_t *flags)
     *flags = br->flags;
     if (br->flags & CDSM_BAR_GC) rs.replay_saw_gc = 1;
     rs.replayed++;
+    convert_listed(epoch);
     return 1;
 }
 
@@ -442,6 +457,7 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 static int servable(const deferred_t *d)
 {
     cdsm__state_t *g = &cdsm__g;
+    if (d->hdr.type == CDSM_MSG_DIR_REQ) return !cdsm__mode.replaying || cdsm__own_dir_req_ready(d->payload, d->hdr.len);
     if (d->hdr.type != CDSM_MSG_DIFF_REQ) return !cdsm__mode.replaying;
     uint32_t newest;
     /* (A malformed one is served at once: serving it reports it.) */
@@ -476,6 +492,8 @@ void cdsm__replay_serve_deferred(void)
         cdsm__rd_t rd = {d->payload, d->hdr.len, 0, 0};
         if (d->hdr.type == CDSM_MSG_PAGE_REQ)
             cdsm__serve_page(&d->hdr, &rd);
+        else if (d->hdr.type == CDSM_MSG_DIR_REQ)
+            cdsm__own_on_dir_req(&d->hdr, &rd);
         else if (d->hdr.type == CDSM_MSG_BAR_ARRIVE)
             cdsm__bar_on_arrive(&d->hdr, &rd); /* live: collected as usual */
         else
@@ -511,7 +529,8 @@ int cdsm__replay_finish(void)
      * keeper: make every copy current first. */
     if (rs.replay_saw_gc)
         CDSM_PG_FOR_MADE(pg)
-            if (cdsm__pg(pg)->notices && cdsm__pg(pg)->state == CDSM_PG_INVALID) cdsm__validate(pg, NULL);
+            if (cdsm__pg(pg)->notices && cdsm__pg(pg)->state == CDSM_PG_INVALID)
+                cdsm__pg(pg)->claim ? cdsm__own_miss(pg, NULL) : cdsm__validate(pg, NULL); /* (never touched: whole) */
     cdsm__replay_serve_deferred();
     if (rs.deferred)
         cdsm__log(CDSM_LOG_ERROR, "rank %d went live with requests for diffs it has not made again", cdsm__w.rank);

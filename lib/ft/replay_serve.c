@@ -3,6 +3,7 @@
  * rank (both kinds), every record they hold (their own since the start, archived ones
  * included, and the others' they know), the last barrier released; and, at the replay's
  * frontier, how many of its intervals they know. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "proto.h"
@@ -56,6 +57,58 @@ static void put_record(const cdsm__interval_t *iv, void *arg)
     cdsm__iv_serialize(arg, iv);
 }
 
+/* (pg, idx) of every page of `home` that one of its records lists, as pairs in *v. */
+static void listed_in(const cdsm__interval_t *iv, void *arg)
+{
+    cdsm__buf_t *v = arg;
+    for (uint32_t j = 0; j < iv->npages; j++)
+        if (cdsm__own_home(iv->pages[j]) == iv->rank) {
+            cdsm__buf_put_u32(v, iv->pages[j]);
+            cdsm__buf_put_u32(v, iv->idx);
+        }
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const uint32_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* The pages of `home` its records list, each with the first interval listing it (its
+ * conversion, with home ownership): a rank lost together with the readers that knew the
+ * conversions' numbers converts there (conv.c). */
+static void put_listed(cdsm__buf_t *b, int home)
+{
+    cdsm__buf_t v = {0};
+    const cdsm__buf_t *kept = NULL;
+    uint32_t nkept = cdsm__archive_other_records(home, &kept);
+    for (size_t pos = 0, k = 0; k < nkept; k++, pos += cdsm__iv_wire_size(kept->p + pos)) {
+        cdsm__wire_iv_t w;
+        memcpy(&w, kept->p + pos, sizeof w);
+        const uint32_t *pages = (const uint32_t *)(const void *)(kept->p + pos + sizeof w + cdsm__u32s((size_t)cdsm__w.n));
+        for (uint32_t j = 0; j < w.npages; j++) {
+            uint32_t pg;
+            memcpy(&pg, &pages[j], 4);
+            if (cdsm__own_home(pg) != home) continue;
+            cdsm__buf_put_u32(&v, pg);
+            cdsm__buf_put_u32(&v, w.idx);
+        }
+    }
+    cdsm__ivlist_t *l = &cdsm__g.ivs[home];
+    for (uint32_t k = 0; k < l->count; k++) listed_in(l->v[k], &v);
+    size_t n = v.len / 8, m = 0;
+    uint32_t *p = (uint32_t *)(void *)v.p;
+    if (n) qsort(p, n, 8, cmp_pair);
+    for (size_t i = 0; i < n; i++)
+        if (!m || p[2 * (m - 1)] != p[2 * i]) {
+            p[2 * m] = p[2 * i];
+            p[2 * m++ + 1] = p[2 * i + 1];
+        }
+    cdsm__buf_put_u32(b, (uint32_t)m);
+    if (m) cdsm__buf_put(b, p, m * 8);
+    cdsm__buf_free(&v);
+}
+
 void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -92,6 +145,9 @@ void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     /* The barrier manager: the last barrier it released (its release may still be on its
      * way to the others, whose logs then end before it). */
     cdsm__buf_put_u32(&b, cdsm__bar_released());
+    /* The pages of the lost rank this one saw converted, and when (conv.c). */
+    cdsm__conv_put_for(&b, (int)h->src);
+    put_listed(&b, (int)h->src);
     cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }

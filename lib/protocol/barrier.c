@@ -502,6 +502,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     cdsm__close_interval();
     uint32_t epoch = ++cdsm__bar.epoch, flags = 0, manifest = 0;
     g->sync_seq++;
+    cdsm__conv_sync();
     /* A replacement takes a barrier the survivors passed from the log, without messages. */
     if (cdsm__mode.replaying && cdsm__ft.replay_barrier(kind, epoch, flags_out, &rc)) return rc;
     if (rc) goto out;

@@ -267,7 +267,7 @@ static void close_page(closing_t *c, uint32_t pg)
     int same = (p->spec || !p->hot) && !memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size);
     if (p->spec) { /* made writable ahead of time: written only if it changed */
         p->spec = 0;
-        if (same) {
+        if (same && !p->conv) {
             p->dirty = 0;
             cdsm__twin_free(p);
             c->prot[c->nprot++] = pg;
@@ -279,14 +279,19 @@ static void close_page(closing_t *c, uint32_t pg)
         c->prot[c->nprot++] = pg;
         /* Only pages whose bytes changed get a notice, as for hot and fault-around pages:
          * which pages an interval wrote then depends on the program alone, so a replay
-         * makes the same intervals (and the same interval numbers). */
-        if (same)
+         * makes the same intervals (and the same interval numbers). A page converted in
+         * the interval is listed anyway: its replay converts it at the same point. */
+        if (same && !p->conv) {
             cdsm__twin_free(p);
-        else
-            c->wr[c->nw++] = (written_t){pg, NULL};
+            return;
+        }
+        c->wr[c->nw++] = (written_t){pg, NULL};
+        p->conv = 0;
         return;
     }
     cdsm__diffrec_t *d = diff_hot(pg);
+    if (!d && p->conv) d = diffrec_from_scratch(0); /* (listed anyway) */
+    p->conv = 0;
     if (d) {
         p->hot = 1;
         c->wr[c->nw++] = (written_t){pg, d};
@@ -324,6 +329,47 @@ static void record_interval(written_t *wr, size_t nw)
     CDSM_STAT_ADD(intervals, 1);
 }
 
+/* Pages converted in the open interval (home ownership): each is listed in it. */
+static struct {
+    uint32_t *v;
+    size_t n, cap;
+} conv_open;
+
+void cdsm__page_convert(uint32_t pg)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    if (p->conv) return;
+    /* Read-only from now on: the served copy is exactly the bytes written so far, and the
+     * owner's next write faults and is tracked as any other (the application thread may
+     * be writing the page as this runs: a write after the mprotect waits for mu). A page
+     * never touched here is zero. */
+    if (p->state == CDSM_PG_OWN || p->claim) cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    p->claim = CDSM_CLAIM_NONE;
+    if (conv_open.n == conv_open.cap) {
+        conv_open.cap = conv_open.cap ? conv_open.cap * 2 : 64;
+        conv_open.v = realloc(conv_open.v, conv_open.cap * sizeof *conv_open.v);
+        cdsm_check(conv_open.v != NULL);
+    }
+    conv_open.v[conv_open.n++] = pg;
+    p->conv = 1;
+    p->last_wr = cdsm__g.vc[cdsm__w.rank] + 1; /* (it becomes hot sooner) */
+    CDSM_STAT_ADD(pages_unowned, 1);
+}
+
+/* The interval's converted pages that were not written in it are listed too, with an
+ * empty diff; written ones are listed by close_page whether or not they changed. */
+static void close_converted(closing_t *c)
+{
+    for (size_t i = 0; i < conv_open.n; i++) {
+        cdsm__page_t *p = cdsm__pg(conv_open.v[i]);
+        if (!p->conv || p->dirty) continue;
+        cdsm__g.scratch[0] = 0;
+        c->wr[c->nw++] = (written_t){conv_open.v[i], diffrec_from_scratch(0)};
+        p->conv = 0;
+    }
+    conv_open.n = 0;
+}
+
 void cdsm__close_interval(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -334,15 +380,16 @@ void cdsm__close_interval(void)
     uint64_t start = cdsm__mono_ns();
     closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end};
     cdsm__ra_reset(); /* the program's next phase: misses after this start a new stream */
-    if (!g->ndirty) {
+    if (!g->ndirty && !conv_open.n) {
         last_end = start;
         last_waste = 0;
         return;
     }
     if (!cmp_ns) cmp_ns = page_compare_ns();
-    c.wr = malloc(g->ndirty * sizeof *c.wr);
-    c.prot = malloc(g->ndirty * sizeof *c.prot);
+    c.wr = malloc((g->ndirty + conv_open.n + 1) * sizeof *c.wr);
+    c.prot = malloc((g->ndirty + 1) * sizeof *c.prot);
     cdsm_check(c.wr && c.prot);
+    close_converted(&c);
     for (size_t k = 0; k < g->ndirty; k++) close_page(&c, g->dirty[k]);
     g->ndirty = c.nkeep;
     if (c.nw) record_interval(c.wr, c.nw);

@@ -58,14 +58,21 @@ void cdsm__refill_notices(uint32_t pg);
 int cdsm__cmp_u32(const void *a, const void *b); /* qsort order of uint32_t */
 
 /* owner.c: ownership (the mode, first touch and its directory) */
+int cdsm__own_home(uint32_t pg); /* the page's directory rank (its home, with spares) */
 int cdsm__own_init(void);
 void cdsm__own_fini(void);
 /* An access miss on an unclaimed page (caller holds mu): claim it, or fetch it whole from
  * its owner. */
 int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra);
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+/* Whether a replacement still replaying can answer this DIR_REQ: a replay's first fetch
+ * of pages whose bases this replay has made again (two ranks replayed at once). */
+int cdsm__own_dir_req_ready(const uint8_t *p, size_t len);
 /* An owned page another rank reads: tracked from now on (caller holds mu). */
 void cdsm__page_unown(uint32_t pg);
+/* coherence.c, home ownership (conv.c): the same, and the page is listed in the open
+ * interval whether or not it changes, with the bytes as of now as its twin. */
+void cdsm__page_convert(uint32_t pg);
 /* A collective allocation at heap offset off: its pages not placed yet get directory
  * ranks in contiguous blocks, one per rank, as programs partition their arrays. */
 void cdsm__own_place(uint64_t off, size_t size);

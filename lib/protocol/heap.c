@@ -25,14 +25,15 @@ void cdsm__log_bytes_add(int64_t delta)
     if (cdsm__g.log_bytes > cdsm__st.log_bytes_peak) cdsm__st.log_bytes_peak = cdsm__g.log_bytes;
 }
 
-/* Ownership where nothing needs every write noticed: one rank; or no spare, so no replay
- * (a replay needs the exact version of every page its rank read: DESIGN, "Pages and
- * their states"). Checkpoints take every owned page that holds data. */
+/* One rank owns everything; without spares (no replay) the first toucher owns a page;
+ * with spares its home does, and the conversions are remembered for replays (a replay
+ * needs the exact version of every page its rank read: DESIGN, "Pages and their states").
+ * Checkpoints take every owned page that holds data. */
 static int own_mode(void)
 {
     if (!cdsm__cfg.ownership) return CDSM_OWN_OFF;
     if (cdsm__w.n == 1) return CDSM_OWN_ALL;
-    return cdsm__cfg.spares ? CDSM_OWN_OFF : CDSM_OWN_FIRST_TOUCH;
+    return cdsm__cfg.spares ? CDSM_OWN_HOME : CDSM_OWN_FIRST_TOUCH;
 }
 
 /* Every page starts alike on every rank (zero; the globals: the program's own bytes):
@@ -46,6 +47,7 @@ static const struct {
     [CDSM_OWN_OFF] = {PROT_READ, CDSM_PG_RO, CDSM_CLAIM_NONE},
     [CDSM_OWN_ALL] = {PROT_READ | PROT_WRITE, CDSM_PG_OWN, CDSM_CLAIM_NONE},
     [CDSM_OWN_FIRST_TOUCH] = {PROT_NONE, CDSM_PG_INVALID, CDSM_CLAIM_UNCLAIMED},
+    [CDSM_OWN_HOME] = {PROT_NONE, CDSM_PG_INVALID, CDSM_CLAIM_UNCLAIMED},
 };
 
 /* The program's globals to share (cdsm__heap_share_globals, before cdsm_init). */
@@ -297,6 +299,7 @@ const char *cdsm__heap_detection(void)
 {
     static const char *const what[] = {
         "write detection by mprotect on every page", "write detection off (one rank owns every page)",
-        "pages owned by first touch, write detection by mprotect once shared"};
+        "pages owned by first touch, write detection by mprotect once shared",
+        "pages owned by their home, write detection by mprotect once shared"};
     return what[cdsm__heap.own_mode];
 }

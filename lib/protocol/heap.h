@@ -16,8 +16,9 @@ extern "C" {
  * with no twin, no diff and no notice (write detection is off for it). */
 enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2, CDSM_PG_OWN = 3 };
 /* Ownership modes (owner.c): off (every page tracked), all (one rank owns every page),
- * first touch (a directory names each page's first toucher its owner). */
-enum { CDSM_OWN_OFF = 0, CDSM_OWN_ALL = 1, CDSM_OWN_FIRST_TOUCH = 2 };
+ * first touch (a directory names each page's first toucher its owner), home (with
+ * spares: each page's directory rank owns it; conv.c). */
+enum { CDSM_OWN_OFF = 0, CDSM_OWN_ALL = 1, CDSM_OWN_FIRST_TOUCH = 2, CDSM_OWN_HOME = 3 };
 /* A page's claim under first-touch ownership: none (owned, or its base copy is known),
  * unclaimed (never touched here: the first access asks the directory), unclaimed and
  * served meanwhile (the directory named this rank while another already read the page). */
@@ -40,6 +41,7 @@ typedef struct cdsm__page {
     uint8_t ckflags;   /* bit 0: changed since the last checkpoint; bit 1: ever changed */
     uint8_t claim;     /* CDSM_CLAIM_* */
     uint8_t ws;        /* working-set credit: CDSM_WS_CREDIT on a miss, one spent per refetch */
+    uint8_t conv;      /* converted in the open interval (home ownership): listed in it */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     uint32_t last_wr;  /* our interval count when the page was last write-faulted (+1; 0: never) */

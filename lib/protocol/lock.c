@@ -348,6 +348,7 @@ int cdsm_lock_acquire(int id)
     }
     cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
+    cdsm__conv_sync();
     CDSM_STAT_ADD(lock_acquires, 1);
     if (cdsm__mode.replaying) {
         /* The lost process passed this acquire (from the log, or by itself), or this is
@@ -414,6 +415,7 @@ int cdsm_lock_release(int id)
     }
     cdsm__close_interval();
     g->sync_seq++;
+    cdsm__conv_sync();
     if (cdsm__mode.replaying) {
         /* Whether the lost process passed the token on is known to the rebuild. */
         lk->state = CDSM_LK_NONE;

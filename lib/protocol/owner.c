@@ -33,7 +33,7 @@ static void set(uint16_t *t, uint32_t pg, int rank)
 
 int cdsm__own_init(void)
 {
-    if (cdsm__heap.own_mode != CDSM_OWN_FIRST_TOUCH) return CDSM_OK;
+    if (cdsm__heap.own_mode != CDSM_OWN_FIRST_TOUCH && cdsm__heap.own_mode != CDSM_OWN_HOME) return CDSM_OK;
     own.dir = calloc(cdsm__heap.npages, sizeof *own.dir);
     own.placed = calloc(cdsm__heap.npages, sizeof *own.placed);
     own.extent = 0;
@@ -46,6 +46,7 @@ int cdsm__own_init(void)
 
 void cdsm__own_fini(void)
 {
+    cdsm__conv_fini();
     free(own.dir);
     free(own.placed);
     own.dir = own.placed = NULL;
@@ -57,12 +58,14 @@ size_t cdsm__own_state_bytes(void)
 }
 
 /* What a checkpoint keeps: pages up to the last one placed or with an owner. Layout: u32
- * extent, then placed[extent], then dir[extent] (int16, -1 for none, host order as every
- * dataset of the file: CHECKPOINT_FORMAT.md). */
+ * extent (bit 31 set under home ownership), then placed[extent], then dir[extent] (int16,
+ * -1 for none, host order as every dataset of the file: CHECKPOINT_FORMAT.md). */
+#define OWN_HOME_BIT 0x80000000u
+
 void cdsm__own_state_put(uint8_t *dst)
 {
-    uint32_t e = own.extent;
-    memcpy(dst, &e, 4);
+    uint32_t e = own.extent, w = e | (cdsm__heap.own_mode == CDSM_OWN_HOME ? OWN_HOME_BIT : 0);
+    memcpy(dst, &w, 4);
     int16_t *pl = (int16_t *)(void *)(dst + 4), *di = pl + e;
     for (uint32_t pg = 0; pg < e; pg++) {
         int16_t a = (int16_t)get(own.placed, pg), b = (int16_t)get(own.dir, pg);
@@ -75,6 +78,13 @@ int cdsm__own_state_take(const uint8_t *p, size_t n)
 {
     uint32_t e = 0;
     if (n >= 4) memcpy(&e, p, 4);
+    int home = (e & OWN_HOME_BIT) != 0;
+    e &= ~OWN_HOME_BIT;
+    if (own.dir && n >= 4 && home != (cdsm__heap.own_mode == CDSM_OWN_HOME))
+        return cdsm__error(CDSM_ERR_STATE, "checkpoint region %s: written with pages owned %s, and this run owns "
+                           "them %s: restart it with the settings it was written with (CDSM_SPARES)", "cdsm-ownership",
+                           home ? "by their home (spares)" : "by first touch (no spares)",
+                           home ? "by first touch (no spares)" : "by their home (spares)");
     if (!own.dir || n < 4 || e > cdsm__heap.npages || n != 4 + (size_t)e * 2 * sizeof(int16_t))
         return cdsm__error(CDSM_ERR_CORRUPT, "checkpoint region %s: %zu bytes do not hold an ownership directory of "
                            "this heap (%u pages)", "cdsm-ownership", n, cdsm__heap.npages);
@@ -115,6 +125,11 @@ static int dir_rank(uint32_t pg)
     return r >= 0 ? r : (int)(pg % (uint32_t)cdsm__w.n);
 }
 
+int cdsm__own_home(uint32_t pg)
+{
+    return dir_rank(pg);
+}
+
 /* Whether pg's directory rank is for good: placed by an allocation, or in a rank's own
  * arena. A page past the allocations (a stream runs on beyond them) is placed by the
  * next collective allocation, perhaps elsewhere: no claim ahead of it. */
@@ -123,29 +138,36 @@ static int dir_final(uint32_t pg)
     return get(own.placed, pg) >= 0 || cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size) >= 0;
 }
 
-/* The directory: pg's owner, `who` if it had none. */
+/* The directory: pg's owner, `who` if it had none (under home ownership, always the
+ * directory itself: nothing of the directory is then lost with a rank). */
 static int dir_claim(uint32_t pg, int who)
 {
+    if (cdsm__heap.own_mode == CDSM_OWN_HOME) who = cdsm__w.rank;
     if (get(own.dir, pg) < 0) set(own.dir, pg, who);
     return get(own.dir, pg);
 }
 
 /* ---- the directory's messages ---------------------------------------------------------- */
 
-/* DIR_REQ: u32 count (1..CDSM_RA_MAX), then the pages: the asker's miss and the pages
+/* DIR_REQ: u32 count (1..CDSM_RA_MAX; DIR_BASE set: a replay's first fetch, which takes
+ * the base of a converted page: conv.c), then the pages: the asker's miss and the pages
  * its stream of misses goes to next. Each is claimed for the asker if nobody owns it: a
  * stream's next pages are almost surely its next first touches (an initialisation, a
  * partition walked in order), and a wrong guess only means another rank's first touch
  * gets the page from the asker, tracked. */
-static void put_dir_req(cdsm__buf_t *b, const uint32_t *pages, uint32_t n)
+#define DIR_BASE 0x80000000u
+
+static void put_dir_req(cdsm__buf_t *b, const uint32_t *pages, uint32_t n, int base)
 {
-    cdsm__buf_put_u32(b, n);
+    cdsm__buf_put_u32(b, n | (base ? DIR_BASE : 0));
     for (uint32_t i = 0; i < n; i++) cdsm__buf_put_u32(b, pages[i]);
 }
 
-static int take_dir_req(cdsm__rd_t *rd, uint32_t *pages, uint32_t *n)
+static int take_dir_req(cdsm__rd_t *rd, uint32_t *pages, uint32_t *n, int *base)
 {
     *n = cdsm__rd_u32(rd);
+    *base = (*n & DIR_BASE) != 0;
+    *n &= ~DIR_BASE;
     if (rd->bad || !*n || *n > CDSM_RA_MAX) return -1;
     for (uint32_t i = 0; i < *n; i++) {
         pages[i] = cdsm__rd_u32(rd);
@@ -155,25 +177,35 @@ static int take_dir_req(cdsm__rd_t *rd, uint32_t *pages, uint32_t *n)
 }
 
 /* DIR_REP: u32 count, then for each page asked, in order: u32 page, u32 owner (every
- * page asked is claimed, so there always is one), u32 with_page; with the page (its owner is the directory
- * itself, so one round trip brings it), its applied vector and its bytes. */
+ * page asked is claimed, so there always is one), u32 with_page; with the page (its owner
+ * is the directory itself, so one round trip brings it), its applied vector, its bytes
+ * and the synchronisation number of its conversion (home ownership; else 0). */
 typedef struct dir_ent {
     uint32_t pg;
     int owner, with_page;
     const uint32_t *applied;
     const void *bytes;
+    uint32_t seq;
 } dir_ent_t;
 
-static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner)
+static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner, int base)
 {
     int with_page = owner == cdsm__w.rank;
     cdsm__buf_put_u32(b, pg);
     cdsm__buf_put_u32(b, (uint32_t)owner);
     cdsm__buf_put_u32(b, (uint32_t)with_page);
     if (!with_page) return;
-    const void *bytes;
-    cdsm__page_reply(pg, b, &bytes); /* (the applied vector; the owner tracks it from now on) */
+    const void *bytes, *none;
+    const uint32_t *applied;
+    uint32_t seq = cdsm__conv_base(pg, &bytes, &applied);
+    if (base && bytes) { /* a replay's first fetch: the base (DESIGN, "Ownership with spares") */
+        cdsm__buf_put(b, applied, cdsm__u32s((size_t)cdsm__w.n));
+    } else { /* the applied vector; the first copy served converts the page */
+        cdsm__page_reply(pg, b, &bytes);
+        seq = cdsm__conv_base(pg, &none, &applied);
+    }
     cdsm__buf_put(b, bytes, cdsm__heap.page_size);
+    cdsm__buf_put_u32(b, seq);
 }
 
 static int take_dir_ent(cdsm__rd_t *rd, int d, dir_ent_t *e)
@@ -184,21 +216,39 @@ static int take_dir_ent(cdsm__rd_t *rd, int d, dir_ent_t *e)
     e->owner = (int)who;
     e->applied = e->with_page ? cdsm__rd_take(rd, cdsm__u32s((size_t)cdsm__w.n)) : NULL;
     e->bytes = e->with_page ? cdsm__rd_take(rd, cdsm__heap.page_size) : NULL;
+    e->seq = e->with_page ? cdsm__rd_u32(rd) : 0;
     return rd->bad || who >= (uint32_t)cdsm__w.n || (e->with_page && e->owner != d) ? -1 : 0;
+}
+
+int cdsm__own_dir_req_ready(const uint8_t *p, size_t len)
+{
+    cdsm__rd_t rd = {p, len, 0, 0};
+    uint32_t pages[CDSM_RA_MAX], n = 0;
+    int base = 0;
+    if (!own.dir || take_dir_req(&rd, pages, &n, &base)) return 1; /* (served now: reported there) */
+    for (uint32_t i = 0; i < n; i++) {
+        const void *bytes;
+        const uint32_t *applied;
+        cdsm__conv_base(pages[i], &bytes, &applied);
+        if (!base || !bytes) return 0;
+    }
+    return 1;
 }
 
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
     uint32_t pages[CDSM_RA_MAX], n = 0;
+    int base = 0;
+    if (cdsm__ft.defer(h, rd)) return; /* a replacement serves its pages once it is live */
     /* (The asker may have made the allocation that placed a page before this rank did:
      * collective allocations do not wait for each other.) */
-    if (!own.dir || take_dir_req(rd, pages, &n)) {
+    if (!own.dir || take_dir_req(rd, pages, &n, &base)) {
         cdsm__log(CDSM_LOG_ERROR, "bad directory request from rank %u (%u pages)", h->src, n);
         cdsm_check(!"directory request outside the heap");
     }
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, n);
-    for (uint32_t i = 0; i < n; i++) put_dir_ent(&b, pages[i], dir_claim(pages[i], (int)h->src));
+    for (uint32_t i = 0; i < n; i++) put_dir_ent(&b, pages[i], dir_claim(pages[i], (int)h->src), base);
     cdsm__tp_send((int)h->src, CDSM_MSG_DIR_REP, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }
@@ -263,6 +313,7 @@ static void take_ahead(const dir_ent_t *e)
     p->claim = CDSM_CLAIM_NONE;
     if (e->with_page) {
         cdsm__page_install(e->pg, e->bytes, e->applied);
+        if (cdsm__heap.own_mode == CDSM_OWN_HOME) cdsm__conv_learned(e->pg, e->owner, e->seq);
         cdsm__page_protect(e->pg, 1, CDSM_PG_RO);
         p->ws = CDSM_WS_CREDIT;
     } else {
@@ -272,12 +323,13 @@ static void take_ahead(const dir_ent_t *e)
 }
 
 /* Ask directory d about pages[0..n): who owns each (this rank, if nobody did).
- * *fetched: pages[0]'s copy came with the answer and is installed. */
-static int ask_remote(int d, const uint32_t *pages, uint32_t n, int *owner, int *fetched)
+ * *fetched: pages[0]'s copy came with the answer and is installed. base: a replay's
+ * first fetch (n is 1). */
+static int ask_remote(int d, const uint32_t *pages, uint32_t n, int base, int *owner, int *fetched)
 {
     uint64_t id = cdsm__g.next_req++;
     cdsm__buf_t b = {0};
-    put_dir_req(&b, pages, n);
+    put_dir_req(&b, pages, n, base);
     int rc = cdsm__tp_send(d, CDSM_MSG_DIR_REQ, id, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     if (rc) return rc;
@@ -293,6 +345,7 @@ static int ask_remote(int d, const uint32_t *pages, uint32_t n, int *owner, int 
         return cdsm__error(CDSM_ERR_PROTOCOL, "malformed directory reply from rank %d for page %u", d, pages[0]);
     }
     if (e[0].with_page) cdsm__page_install(pages[0], e[0].bytes, e[0].applied);
+    if (e[0].with_page && cdsm__heap.own_mode == CDSM_OWN_HOME) cdsm__conv_learned(pages[0], d, e[0].seq);
     for (uint32_t i = 1; i < n; i++) take_ahead(&e[i]);
     *owner = e[0].owner;
     *fetched = e[0].with_page;
@@ -305,9 +358,9 @@ static int ask_remote(int d, const uint32_t *pages, uint32_t n, int *owner, int 
 static int ask_directory(uint32_t pg, cdsm__ra_t *ra, int *owner, int *fetched)
 {
     int d = dir_rank(pg);
-    uint32_t pages[CDSM_RA_MAX], n = stream_pages(pg, ra, d, pages);
+    uint32_t pages[CDSM_RA_MAX], n = stream_pages(pg, cdsm__mode.replaying ? NULL : ra, d, pages);
     *fetched = 0;
-    if (d != cdsm__w.rank) return ask_remote(d, pages, n, owner, fetched);
+    if (d != cdsm__w.rank) return ask_remote(d, pages, n, 0, owner, fetched);
     *owner = dir_claim(pg, cdsm__w.rank);
     for (uint32_t i = 1; i < n; i++) {
         dir_ent_t e = {pages[i], dir_claim(pages[i], cdsm__w.rank), 0, NULL, NULL};
@@ -316,9 +369,30 @@ static int ask_directory(uint32_t pg, cdsm__ra_t *ra, int *owner, int *fetched)
     return CDSM_OK;
 }
 
+/* A replay's first access to a page another rank is home of: the base its conversion
+ * left (never the home's current copy: it may hold writes made after the logged clocks),
+ * then the diffs the copy lacks. */
+static int replay_first_fetch(uint32_t pg, int d)
+{
+    int owner = -1, fetched = 0;
+    int rc = ask_remote(d, &pg, 1, 1, &owner, &fetched);
+    if (rc) return rc;
+    if (!fetched)
+        return cdsm__error(CDSM_ERR_PROTOCOL, "rank %d sent no base copy of page %u to the replay", d, pg);
+    cdsm__page_t *p = cdsm__pg(pg);
+    p->claim = CDSM_CLAIM_NONE;
+    const uint32_t *ap = cdsm__page_applied(pg);
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
+        if (nt->iv->idx > ap[nt->iv->rank]) return cdsm__validate(pg, NULL); /* (still invalid) */
+    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    return CDSM_OK;
+}
+
 int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra)
 {
     cdsm__page_t *p = cdsm__pg(pg);
+    if (cdsm__mode.replaying && cdsm__heap.own_mode == CDSM_OWN_HOME && dir_rank(pg) != cdsm__w.rank)
+        return replay_first_fetch(pg, dir_rank(pg));
     /* Others wrote it since it left its owner: a writer (or the keeper a GC named) holds
      * a whole copy, and the validation fetches it with the diffs it lacks. */
     if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(p)->rank;

@@ -9,6 +9,7 @@
 
 #include "barrier.h"
 #include "coherence.h"
+#include "conv.h"
 #include "ft_hooks.h"
 #include "heap.h"
 #include "interval.h"

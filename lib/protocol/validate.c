@@ -564,8 +564,16 @@ void cdsm__page_reply(uint32_t pg, cdsm__buf_t *b, const void **bytes)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     cdsm_check(p->holder < 0); /* only a rank whose copy is current since the last GC is asked */
-    if (p->state == CDSM_PG_OWN) cdsm__page_unown(pg); /* somebody else reads it now */
-    if (p->claim == CDSM_CLAIM_UNCLAIMED) p->claim = CDSM_CLAIM_SERVED; /* (named owner, not told yet) */
+    if (cdsm__heap.own_mode == CDSM_OWN_HOME) {
+        /* The home: the first copy served converts the page (never touched here: zero). */
+        if (p->state == CDSM_PG_OWN || p->claim) {
+            cdsm__page_convert(pg);
+            cdsm__conv_served(pg);
+        }
+    } else {
+        if (p->state == CDSM_PG_OWN) cdsm__page_unown(pg); /* somebody else reads it now */
+        if (p->claim == CDSM_CLAIM_UNCLAIMED) p->claim = CDSM_CLAIM_SERVED; /* (named owner, not told yet) */
+    }
     /* While the page is being written, the twin is the copy as of the last interval end. */
     *bytes = (p->twin && p->twin_iv == CDSM_IV_OPEN) ? p->twin : cdsm__sys_page(pg);
     cdsm__buf_put(b, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
