@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Run the apps suite four ways and print the comparison table.
+"""Run the apps suite five ways and print the comparison table.
 
 For every app built in <build>/apps (the ones with -seq, -pthreads and cdsm binaries):
 the sequential build, then at each P pthreads (-p P), cdsm (mpiexec -n P: pages owned by
-first touch where the run allows it) and cdsm with every page tracked (CDSM_OWNERSHIP=0,
-as a run with spares or checkpoints has it), each `--reps` times, the variants taking
+first touch where the run allows it), cdsm with a spare (mpiexec -n P+1, CDSM_SPARES=1:
+pages owned by their home, conversions kept for a replay; the spare sleeps) and cdsm with
+every page tracked (CDSM_OWNERSHIP=0), each `--reps` times, the variants taking
 turns (median kept, spread = (max - min) / median). Prints per app and P: times, cdsm over
 sequential and over pthreads, DSM counters (faults, diffs), the protocol's peak memory
 per rank (twins, diffs, notices, records: log_bytes_peak) and whether every run verified
@@ -152,18 +153,23 @@ def app_rows(app, args, procs, a, appdir):
     (CDSM_OWNERSHIP=0), interleaved."""
     seq = median_run([os.path.join(appdir, app + "-seq")] + args, a.reps, a.timeout)
     tracked_env = dict(os.environ, CDSM_OWNERSHIP="0")
+    spare_env = dict(os.environ, CDSM_SPARES="1")
     rows = []
     for p in procs:
         dcmd = ["mpiexec", "-n", str(p), os.path.join(appdir, app)] + args
-        pt, ds, tr = interleaved([([os.path.join(appdir, app + "-pthreads"), "-p", str(p)] + args, None),
-                                  (dcmd, None), (dcmd, tracked_env)], a.reps, a.timeout)
-        answers = seq["answers"] | pt["answers"] | ds["answers"] | tr["answers"]
-        agree = seq["verified"] and pt["verified"] and ds["verified"] and tr["verified"] and len(answers) == 1
+        scmd = ["mpiexec", "-n", str(p + 1), os.path.join(appdir, app)] + args
+        pt, ds, sp, tr = interleaved([([os.path.join(appdir, app + "-pthreads"), "-p", str(p)] + args, None),
+                                      (dcmd, None), (scmd, spare_env), (dcmd, tracked_env)], a.reps, a.timeout)
+        answers = seq["answers"] | pt["answers"] | ds["answers"] | sp["answers"] | tr["answers"]
+        agree = (seq["verified"] and pt["verified"] and ds["verified"] and sp["verified"] and tr["verified"]
+                 and len(answers) == 1)
         ratio = lambda x, y: x / y if x and y else None
         mem = lambda r: r["log_bytes_peak"] / p if r["log_bytes_peak"] is not None else None
         rows.append({
             "app": app, "procs": p, "seq_s": seq["time"], "pthreads_s": pt["time"], "cdsm_s": ds["time"],
-            "tracked_s": tr["time"], "speedup": ratio(seq["time"], ds["time"]),
+            "tracked_s": tr["time"], "spare_s": sp["time"], "speedup": ratio(seq["time"], ds["time"]),
+            "spare_over_pthreads": ratio(sp["time"], pt["time"]), "spare_spread": sp["spread"],
+            "spare_diffs": sp["diffs_created"], "spare_mem_per_rank": mem(sp),
             "cdsm_over_pthreads": ratio(ds["time"], pt["time"]), "tracked_over_pthreads": ratio(tr["time"], pt["time"]),
             "cdsm_over_seq": ratio(ds["time"], seq["time"]), "cdsm_spread": ds["spread"], "tracked_spread": tr["spread"],
             "faults": None if ds["read_faults"] is None else ds["read_faults"] + (ds["write_faults"] or 0),
@@ -172,13 +178,13 @@ def app_rows(app, args, procs, a, appdir):
             "verified_same_answer": agree,
         })
         if not agree:
-            for name, r in (("seq", seq), ("pthreads", pt), ("cdsm", ds), ("tracked", tr)):
+            for name, r in (("seq", seq), ("pthreads", pt), ("cdsm", ds), ("spare", sp), ("tracked", tr)):
                 if not r["verified"]:
                     print("    %s run failed (exit %s):\n%s" % (name, r["rc"], r["out"][-1500:]))
     return rows
 
 
-FORMAT = "%-8s %3s %8s %8s %8s %8s %7s %7s %7s %6s %8s %8s %8s %9s %9s %s"
+FORMAT = "%-8s %3s %8s %8s %8s %8s %8s %7s %7s %7s %7s %6s %8s %8s %8s %8s %9s %9s %s"
 
 
 def print_row(r):
@@ -186,8 +192,9 @@ def print_row(r):
     kib = lambda v: fmt(None if v is None else v / 1024, ".0f", "K")
     print(FORMAT % (
         r["app"], r["procs"], fmt(r["seq_s"], ".4f"), fmt(r["pthreads_s"], ".4f"), fmt(r["cdsm_s"], ".4f"),
-        fmt(r["tracked_s"], ".4f"), fmt(r["cdsm_over_seq"], ".2f"), fmt(r["cdsm_over_pthreads"], ".2f"),
-        fmt(r["tracked_over_pthreads"], ".2f"), pct(r["cdsm_spread"]), fmt(r["faults"], "d"), fmt(r["diffs"], "d"),
+        fmt(r["spare_s"], ".4f"), fmt(r["tracked_s"], ".4f"), fmt(r["cdsm_over_seq"], ".2f"),
+        fmt(r["cdsm_over_pthreads"], ".2f"), fmt(r["spare_over_pthreads"], ".2f"), fmt(r["tracked_over_pthreads"], ".2f"),
+        pct(r["cdsm_spread"]), fmt(r["faults"], "d"), fmt(r["diffs"], "d"), fmt(r["spare_diffs"], "d"),
         fmt(r["tracked_diffs"], "d"), kib(r["mem_per_rank"]), kib(r["tracked_mem_per_rank"]),
         "same, verified" if r["verified_same_answer"] else "DIFFER/FAILED"), flush=True)
 
@@ -206,8 +213,8 @@ def main():
     os.makedirs(a.outdir, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
-    print(FORMAT % ("app", "P", "seq_s", "pthr_s", "cdsm_s", "track_s", "c/seq", "c/pthr", "t/pthr", "spread",
-                    "faults", "diffs", "t_diffs", "mem/rank", "t_mem/rk", "answers"))
+    print(FORMAT % ("app", "P", "seq_s", "pthr_s", "cdsm_s", "spare_s", "track_s", "c/seq", "c/pthr", "s/pthr",
+                    "t/pthr", "spread", "faults", "diffs", "s_diffs", "t_diffs", "mem/rank", "t_mem/rk", "answers"))
     for app in apps:
         for row in app_rows(app, extra.get(app, []), procs, a, appdir):
             rows.append(row)
