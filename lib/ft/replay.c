@@ -140,17 +140,17 @@ static int take_bars(const uint8_t *barp, uint32_t nbar)
  * case that rank cannot answer: lost with this one). */
 static int take_records(int q, int x, cdsm__rd_t *rd)
 {
-    int n = cdsm__w.n;
     uint32_t nrec = cdsm__rd_u32(rd);
     if (rd->bad) return CDSM_ERR_PROTOCOL;
     size_t start = rd->pos;
     uint32_t first = 0;
     int gap = 0;
     for (uint32_t k = 0; k < nrec; k++) {
-        const cdsm__wire_iv_t *w = cdsm__rd_take(rd, sizeof *w);
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(rd, &vc, &pages, &empty, &nempty);
         if (w && k == 0) first = w->idx;
-        if (!w || w->rank != (uint32_t)x || !cdsm__rd_take(rd, cdsm__u32s((size_t)n) + cdsm__u32s(w->npages)))
-            return CDSM_ERR_PROTOCOL;
+        if (!w || w->rank != (uint32_t)x) return CDSM_ERR_PROTOCOL;
         if (w->idx != first + k) gap = 1;
     }
     if (x == q) {

@@ -328,12 +328,12 @@ static void collect_head(int src, const arrival_t *a)
 static int collect_records(cdsm__rd_t *r, uint32_t nrec)
 {
     cdsm__barrier_t *b = &cdsm__bar;
-    int n = cdsm__w.n;
     for (uint32_t k = 0; k < nrec; k++) {
         const uint8_t *p = r->p + r->pos;
-        const cdsm__wire_iv_t *w = cdsm__rd_take(r, sizeof *w);
-        if (!w || w->rank >= n || !cdsm__rd_take(r, cdsm__u32s((size_t)n) + cdsm__u32s(w->npages)))
-            return CDSM_ERR_PROTOCOL;
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(r, &vc, &pages, &empty, &nempty);
+        if (!w) return CDSM_ERR_PROTOCOL;
         if (w->idx <= b->maxidx[w->rank]) continue; /* another rank brought it already */
         if (w->idx != b->maxidx[w->rank] + 1) return CDSM_ERR_PROTOCOL;
         cdsm__buf_put(&b->recs[w->rank], p, (size_t)(r->p + r->pos - p));

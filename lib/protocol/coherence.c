@@ -211,6 +211,7 @@ static void protect_sorted(const uint32_t *pages, size_t n, int state)
 typedef struct written {
     uint32_t pg;
     cdsm__diffrec_t *diff;
+    int empty; /* listed only because the interval converted it: its diff is empty */
 } written_t;
 
 static int cmp_written(const void *a, const void *b)
@@ -281,20 +282,20 @@ static void close_page(closing_t *c, uint32_t pg)
          * which pages an interval wrote then depends on the program alone, so a replay
          * makes the same intervals (and the same interval numbers). A page converted in
          * the interval is listed anyway: its replay converts it at the same point. */
-        if (same && !p->conv) {
-            cdsm__twin_free(p);
-            return;
-        }
-        c->wr[c->nw++] = (written_t){pg, NULL};
+        if (same) cdsm__twin_free(p);
+        if (same && !p->conv) return;
+        cdsm__g.scratch[0] = 0;
+        c->wr[c->nw++] = same ? (written_t){pg, diffrec_from_scratch(0), 1} : (written_t){pg, NULL, 0};
         p->conv = 0;
         return;
     }
     cdsm__diffrec_t *d = diff_hot(pg);
-    if (!d && p->conv) d = diffrec_from_scratch(0); /* (listed anyway) */
+    int empty = !d && p->conv;
+    if (empty) d = diffrec_from_scratch(0); /* (listed anyway) */
     p->conv = 0;
     if (d) {
         p->hot = 1;
-        c->wr[c->nw++] = (written_t){pg, d};
+        c->wr[c->nw++] = (written_t){pg, d, empty};
     } else if (c->nidle++, ++p->hot > cdsm__cfg.hot_idle || (c->pressure && p->sticky != CDSM_STICKY_IMMUNE)) {
         p->sticky = p->hot > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
         p->hot = 0;
@@ -314,9 +315,13 @@ static void record_interval(written_t *wr, size_t nw)
     qsort(wr, nw, sizeof *wr, cmp_written);
     uint32_t *pages = malloc(nw * sizeof *pages);
     cdsm_check(pages != NULL);
+    uint32_t ne = 0;
     for (size_t k = 0; k < nw; k++) pages[k] = wr[k].pg;
     uint32_t idx = ++g->vc[cdsm__w.rank];
     cdsm__interval_t *iv = cdsm__iv_new(cdsm__w.rank, idx, g->vc, (uint32_t)nw, pages, 1);
+    for (size_t k = 0; k < nw; k++)
+        if (wr[k].empty) pages[ne++] = wr[k].pg; /* (sorted: a subset of the sorted pages) */
+    cdsm_check(cdsm__iv_set_empty(iv, pages, ne) == 0);
     cdsm__iv_append(iv);
     for (size_t k = 0; k < nw; k++) {
         iv->diffs[k] = wr[k].diff;
@@ -343,7 +348,11 @@ void cdsm__page_convert(uint32_t pg)
      * owner's next write faults and is tracked as any other (the application thread may
      * be writing the page as this runs: a write after the mprotect waits for mu). A page
      * never touched here is zero. */
-    if (p->state == CDSM_PG_OWN || p->claim) cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    if (p->state == CDSM_PG_OWN || p->claim) {
+        cdsm__page_protect(pg, 1, CDSM_PG_RO);
+        /* It holds every write of ours so far, which the copy served says. */
+        cdsm__page_applied(pg)[cdsm__w.rank] = cdsm__g.vc[cdsm__w.rank];
+    }
     p->claim = CDSM_CLAIM_NONE;
     if (conv_open.n == conv_open.cap) {
         conv_open.cap = conv_open.cap ? conv_open.cap * 2 : 64;
@@ -364,7 +373,7 @@ static void close_converted(closing_t *c)
         cdsm__page_t *p = cdsm__pg(conv_open.v[i]);
         if (!p->conv || p->dirty) continue;
         cdsm__g.scratch[0] = 0;
-        c->wr[c->nw++] = (written_t){conv_open.v[i], diffrec_from_scratch(0)};
+        c->wr[c->nw++] = (written_t){conv_open.v[i], diffrec_from_scratch(0), 1};
         p->conv = 0;
     }
     conv_open.n = 0;

@@ -10,14 +10,22 @@
 #include "proto.h"
 
 /* The writer of the latest notice keeps the page: every rank names the same one, since at
- * a barrier all ranks hold the same notices. */
-const cdsm__interval_t *cdsm__latest_notice(const cdsm__page_t *p)
+ * a barrier all ranks hold the same notices. A notice that only lists a conversion (its
+ * diff is empty) names no writer: its home may lack others' writes, and such a notice can
+ * be made during a collection (a serve while keepers fetch their copies). */
+const cdsm__interval_t *cdsm__latest_notice(uint32_t pg)
 {
     const cdsm__interval_t *best = NULL;
-    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
-        if (!best || nt->iv->vcsum > best->vcsum ||
-            (nt->iv->vcsum == best->vcsum && nt->iv->rank > best->rank))
+    int best_empty = 1;
+    for (const cdsm__notice_t *nt = cdsm__pg(pg)->notices; nt; nt = nt->next) {
+        int empty = cdsm__iv_is_empty(nt->iv, pg);
+        if (!best || (best_empty && !empty) ||
+            (empty == best_empty && (nt->iv->vcsum > best->vcsum ||
+                                     (nt->iv->vcsum == best->vcsum && nt->iv->rank > best->rank)))) {
             best = nt->iv;
+            best_empty = empty;
+        }
+    }
     return best;
 }
 
@@ -25,8 +33,8 @@ static int page_current(uint32_t pg)
 {
     const cdsm__page_t *p = cdsm__pg(pg);
     if (p->holder >= 0) return 0;
-    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next)
-        if (!p->applied || p->applied[nt->iv->rank] < nt->iv->idx) return 0;
+    for (const cdsm__notice_t *nt = p->notices; nt; nt = nt->next) /* (a conversion's listing changed nothing) */
+        if ((!p->applied || p->applied[nt->iv->rank] < nt->iv->idx) && !cdsm__iv_is_empty(nt->iv, pg)) return 0;
     return 1;
 }
 
@@ -44,7 +52,7 @@ int cdsm__gc(void)
         if (rc) break;
         cdsm__page_t *p = cdsm__pg(pg);
         if (!p->notices) continue;
-        if ((ckpt || cdsm__latest_notice(p)->rank == cdsm__w.rank) && !page_current(pg)) {
+        if ((ckpt || cdsm__latest_notice(pg)->rank == cdsm__w.rank) && !page_current(pg)) {
             if (p->state != CDSM_PG_INVALID) cdsm__invalidate(pg);
             /* (never touched here: a whole copy from a writer first) */
             rc = p->claim ? cdsm__own_miss(pg, NULL) : cdsm__validate(pg, NULL);
@@ -76,7 +84,7 @@ int cdsm__gc(void)
         if (!p->notices) continue;
         if (!page_current(pg)) {
             cdsm_check(p->state == CDSM_PG_INVALID);
-            p->holder = (int16_t)cdsm__latest_notice(p)->rank;
+            p->holder = (int16_t)cdsm__latest_notice(pg)->rank;
             memset(p->applied, 0, cdsm__u32s((size_t)cdsm__w.n));
         }
         if (p->twin && !p->hot) { /* a hot page's twin is its open interval's */

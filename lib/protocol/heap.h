@@ -146,7 +146,7 @@ static inline int cdsm__runs_has(cdsm__runs_t *r, uint32_t pg)
 }
 /* gc.c: the interval of the page's newest notice (it has one), whose writer holds a whole
  * copy (the GC's keeper). */
-const cdsm__interval_t *cdsm__latest_notice(const cdsm__page_t *p);
+const cdsm__interval_t *cdsm__latest_notice(uint32_t pg);
 /* How writes are detected, for the start-up line. */
 const char *cdsm__heap_detection(void);
 void cdsm__log_bytes_add(int64_t delta);

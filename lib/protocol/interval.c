@@ -16,7 +16,8 @@ cdsm__interval_t *cdsm__iv_get(int rank, uint32_t idx)
 
 size_t cdsm__iv_bytes(const cdsm__interval_t *iv)
 {
-    return sizeof *iv + cdsm__u32s((size_t)cdsm__w.n) + (size_t)iv->npages * (sizeof(uint32_t) + (iv->diffs ? sizeof(void *) : 0));
+    return sizeof *iv + cdsm__u32s((size_t)cdsm__w.n) + (size_t)iv->npages * (sizeof(uint32_t) + (iv->diffs ? sizeof(void *) : 0)) +
+           cdsm__u32s(iv->nempty);
 }
 
 cdsm__interval_t *cdsm__iv_new(int rank, uint32_t idx, const uint32_t *vc, uint32_t npages,
@@ -55,6 +56,7 @@ void cdsm__iv_free(cdsm__interval_t *iv)
         free(iv->diffs);
     }
     cdsm__log_bytes_add(-bytes);
+    free(iv->empty);
     free(iv->vc);
     free(iv->pages);
     free(iv);
@@ -74,6 +76,30 @@ void cdsm__iv_append(cdsm__interval_t *iv)
     l->v[l->count++] = iv;
 }
 
+int cdsm__iv_set_empty(cdsm__interval_t *iv, const uint32_t *empty, uint32_t nempty)
+{
+    if (!nempty) return 0;
+    iv->empty = malloc(cdsm__u32s(nempty));
+    cdsm_check(iv->empty != NULL);
+    memcpy(iv->empty, empty, cdsm__u32s(nempty));
+    iv->nempty = nempty;
+    cdsm__log_bytes_add((int64_t)cdsm__u32s(nempty));
+    for (uint32_t e = 0; e < nempty; e++) /* (a sorted subset of the pages) */
+        if ((e && iv->empty[e] <= iv->empty[e - 1]) || cdsm__iv_find_page(iv, iv->empty[e]) < 0) return -1;
+    return 0;
+}
+
+int cdsm__iv_is_empty(const cdsm__interval_t *iv, uint32_t pg)
+{
+    uint32_t lo = 0, hi = iv->nempty;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (iv->empty[mid] < pg) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < iv->nempty && iv->empty[lo] == pg;
+}
+
 int cdsm__iv_find_page(const cdsm__interval_t *iv, uint32_t pg)
 {
     uint32_t lo = 0, hi = iv->npages;
@@ -87,17 +113,38 @@ int cdsm__iv_find_page(const cdsm__interval_t *iv, uint32_t pg)
 
 void cdsm__iv_serialize(cdsm__buf_t *b, const cdsm__interval_t *iv)
 {
-    cdsm__wire_iv_t w = {iv->rank, 0, iv->idx, iv->npages};
+    cdsm__wire_iv_t w = {iv->rank, iv->nempty ? CDSM_IV_EMPTY : 0, iv->idx, iv->npages};
     cdsm__buf_put(b, &w, sizeof w);
     cdsm__buf_put(b, iv->vc, cdsm__u32s((size_t)cdsm__w.n));
     cdsm__buf_put(b, iv->pages, cdsm__u32s(iv->npages));
+    if (!iv->nempty) return;
+    cdsm__buf_put_u32(b, iv->nempty);
+    cdsm__buf_put(b, iv->empty, cdsm__u32s(iv->nempty));
 }
 
 size_t cdsm__iv_wire_size(const uint8_t *p)
 {
     cdsm__wire_iv_t w;
     memcpy(&w, p, sizeof w);
-    return sizeof w + cdsm__u32s((size_t)cdsm__w.n) + cdsm__u32s(w.npages);
+    size_t sz = sizeof w + cdsm__u32s((size_t)cdsm__w.n) + cdsm__u32s(w.npages);
+    uint32_t ne = 0;
+    if (w.flags & CDSM_IV_EMPTY) memcpy(&ne, p + sz, 4);
+    return sz + (w.flags & CDSM_IV_EMPTY ? 4 + cdsm__u32s(ne) : 0);
+}
+
+const cdsm__wire_iv_t *cdsm__iv_take(cdsm__rd_t *r, const uint32_t **vc, const uint32_t **pages,
+                                     const uint32_t **empty, uint32_t *nempty)
+{
+    const cdsm__wire_iv_t *w = cdsm__rd_take(r, sizeof *w);
+    *vc = w ? cdsm__rd_take(r, cdsm__u32s((size_t)cdsm__w.n)) : NULL;
+    *pages = *vc ? cdsm__rd_take(r, cdsm__u32s(w->npages)) : NULL;
+    *empty = NULL;
+    *nempty = 0;
+    if (!*pages || w->rank >= cdsm__w.n || (w->flags & ~CDSM_IV_EMPTY)) return NULL;
+    if (!(w->flags & CDSM_IV_EMPTY)) return w;
+    *nempty = cdsm__rd_u32(r);
+    *empty = r->bad || !*nempty || *nempty > w->npages ? NULL : cdsm__rd_take(r, cdsm__u32s(*nempty));
+    return *empty ? w : NULL;
 }
 
 uint32_t cdsm__iv_serialize_between(cdsm__buf_t *b, const uint32_t *have, const uint32_t *upto)
@@ -130,13 +177,19 @@ uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have)
     return count;
 }
 
-/* Post a notice for page pg of interval iv; invalidate our copy if it lacks the write. */
-static void post_notice(uint32_t pg, cdsm__interval_t *iv)
+/* Post a notice for page pg of interval iv; invalidate our copy if it lacks the write.
+ * empty: the interval only converted the page (its diff is empty), so a copy that holds
+ * the writer's earlier intervals holds this one too. */
+static void post_notice(uint32_t pg, cdsm__interval_t *iv, int empty)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     cdsm__notice_add(pg, iv);
     uint32_t *ap = cdsm__page_applied(pg);
     if (ap[iv->rank] >= iv->idx) return; /* a fetched whole page already holds it */
+    if (empty && ap[iv->rank] + 1 == iv->idx && p->state != CDSM_PG_INVALID) {
+        ap[iv->rank] = iv->idx;
+        return;
+    }
     if (p->state != CDSM_PG_INVALID && p->holder < 0) {
         cdsm__invalidate(pg);
         cdsm__refetch_note(pg);
@@ -146,13 +199,11 @@ static void post_notice(uint32_t pg, cdsm__interval_t *iv)
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec)
 {
     cdsm__state_t *g = &cdsm__g;
-    int n = cdsm__w.n;
     for (uint32_t k = 0; k < nrec; k++) {
-        const cdsm__wire_iv_t *w = cdsm__rd_take(r, sizeof *w);
-        const uint32_t *vc = cdsm__rd_take(r, cdsm__u32s((size_t)n));
-        if (!w || !vc) return CDSM_ERR_PROTOCOL;
-        const uint32_t *pages = cdsm__rd_take(r, cdsm__u32s((size_t)w->npages));
-        if (!pages || w->rank >= n) return CDSM_ERR_PROTOCOL;
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(r, &vc, &pages, &empty, &nempty);
+        if (!w) return CDSM_ERR_PROTOCOL;
         cdsm__ivlist_t *l = &g->ivs[w->rank];
         if (w->idx <= l->base + l->count) continue; /* already known */
         if (w->idx != l->base + l->count + 1) {
@@ -163,8 +214,16 @@ int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec)
         for (uint32_t j = 0; j < w->npages; j++)
             if (pages[j] >= cdsm__heap.npages || (j && pages[j] <= pages[j - 1])) return CDSM_ERR_PROTOCOL;
         cdsm__interval_t *iv = cdsm__iv_new(w->rank, w->idx, vc, w->npages, pages, 0);
+        if (cdsm__iv_set_empty(iv, empty, nempty)) {
+            cdsm__iv_free(iv);
+            return CDSM_ERR_PROTOCOL;
+        }
         cdsm__iv_append(iv);
-        for (uint32_t j = 0; j < w->npages; j++) post_notice(pages[j], iv);
+        for (uint32_t j = 0, e = 0; j < w->npages; j++) {
+            int is_empty = e < nempty && iv->empty[e] == pages[j];
+            e += (uint32_t)is_empty;
+            post_notice(pages[j], iv, is_empty);
+        }
         CDSM_STAT_ADD(notices_received, w->npages);
     }
     return r->bad ? CDSM_ERR_PROTOCOL : CDSM_OK;

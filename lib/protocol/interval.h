@@ -25,6 +25,8 @@ typedef struct cdsm__interval {
     uint32_t *vc;    /* vector timestamp when the interval closed (n entries) */
     uint32_t *pages; /* sorted page numbers written in the interval */
     cdsm__diffrec_t **diffs; /* own intervals only: diff per page, NULL until made (lazy) */
+    uint32_t nempty;  /* of pages, those listed only because the interval converted them */
+    uint32_t *empty;  /* (home ownership): their diffs are empty, sorted; NULL if none */
 } cdsm__interval_t;
 
 /* The interval records of one rank: v[k] has idx == base + 1 + k. */
@@ -44,10 +46,16 @@ cdsm__interval_t *cdsm__iv_new(int rank, uint32_t idx, const uint32_t *vc, uint3
                                const uint32_t *pages, int own);
 void cdsm__iv_append(cdsm__interval_t *iv);
 void cdsm__iv_free(cdsm__interval_t *iv);
-/* The one encoder of an interval record (cdsm__wire_iv_t, vc, pages). */
+/* The one encoder of an interval record (cdsm__wire_iv_t, vc, pages; with flag
+ * CDSM_IV_EMPTY in the header's pad, u32 nempty and the empty-diff pages). */
 void cdsm__iv_serialize(cdsm__buf_t *b, const cdsm__interval_t *iv);
-/* Bytes of the encoded record that starts at p (its header already checked). */
+/* Bytes of the encoded record that starts at p (taken with cdsm__iv_take before). */
 size_t cdsm__iv_wire_size(const uint8_t *p);
+/* The one decoder of a record's fields: the header, or NULL when malformed (the record
+ * is consumed); vc, pages and the empty-diff pages point into the reader's bytes. */
+struct cdsm__wire_iv;
+const struct cdsm__wire_iv *cdsm__iv_take(cdsm__rd_t *r, const uint32_t **vc, const uint32_t **pages,
+                                          const uint32_t **empty, uint32_t *nempty);
 /* Records this rank knows with idx > have[q]; returns how many were written. */
 uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have);
 /* Those with have[q] < idx <= upto[q] (a grant carries what its vector clock covers). */
@@ -57,6 +65,9 @@ uint32_t cdsm__iv_serialize_between(cdsm__buf_t *b, const uint32_t *have, const 
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec);
 size_t cdsm__iv_bytes(const cdsm__interval_t *iv);
 int cdsm__iv_find_page(const cdsm__interval_t *iv, uint32_t pg);
+/* The interval's empty-diff conversions (a sorted subset of its pages; -1 if not). */
+int cdsm__iv_set_empty(cdsm__interval_t *iv, const uint32_t *empty, uint32_t nempty);
+int cdsm__iv_is_empty(const cdsm__interval_t *iv, uint32_t pg); /* pg is one of them */
 
 #ifdef __cplusplus
 }

@@ -42,10 +42,14 @@ static inline int cdsm__is_lock_msg(int type)
     return type == CDSM_MSG_LOCK_REQ || type == CDSM_MSG_LOCK_FWD || type == CDSM_MSG_LOCK_GRANT;
 }
 
-/* Interval record on the wire: header, then vc[n], then pages[npages]. */
+/* Interval record on the wire: header, then vc[n], then pages[npages]; with CDSM_IV_EMPTY
+ * in flags, then u32 nempty and the pages (of pages[]) whose diffs are empty: listed only
+ * because the interval converted them (home ownership), which a copy served at the
+ * conversion holds already. */
+#define CDSM_IV_EMPTY 1u
 typedef struct cdsm__wire_iv {
     uint16_t rank;
-    uint16_t pad;
+    uint16_t flags;
     uint32_t idx;
     uint32_t npages;
 } cdsm__wire_iv_t;

@@ -188,8 +188,21 @@ typedef struct dir_ent {
     uint32_t seq;
 } dir_ent_t;
 
+/* Who serves pg's copy: its owner; but a home whose copy a collection left invalid (others
+ * wrote it since) names the rank that keeps the current copy, as a GC's holder does. */
+static int server_of(uint32_t pg, int owner)
+{
+    const cdsm__page_t *p = cdsm__pg(pg);
+    if (owner != cdsm__w.rank || p->state != CDSM_PG_INVALID || p->claim) return owner;
+    return p->holder >= 0 ? p->holder : p->notices ? (int)cdsm__latest_notice(pg)->rank : owner;
+}
+
 static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner, int base)
 {
+    const void *stored;
+    const uint32_t *ap;
+    cdsm__conv_base(pg, &stored, &ap);
+    if (!base || !stored) owner = server_of(pg, owner);
     int with_page = owner == cdsm__w.rank;
     cdsm__buf_put_u32(b, pg);
     cdsm__buf_put_u32(b, (uint32_t)owner);
@@ -395,7 +408,7 @@ int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra)
         return replay_first_fetch(pg, dir_rank(pg));
     /* Others wrote it since it left its owner: a writer (or the keeper a GC named) holds
      * a whole copy, and the validation fetches it with the diffs it lacks. */
-    if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(p)->rank;
+    if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(pg)->rank;
     if (p->holder >= 0) {
         p->claim = CDSM_CLAIM_NONE;
         return cdsm__validate(pg, ra);
