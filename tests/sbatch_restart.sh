@@ -86,11 +86,15 @@ msg="$("$root/cmd/cdsmrun" -n $((ntasks + 1)) --restart "$ck" "$app" "$@" 2>&1)"
 echo "$msg" | grep -q "its manifest is of a job of $ntasks ranks, this one has $((ntasks + 1))" && [ "$rc" -ne 0 ] ||
     { echo "sbatch_restart: FAIL: a restart with another rank count: $msg"; fail=1; }
 # Checkpoints of pages owned by first touch (no spares) restarted by a run that tracks every
-# page (here CDSM_OWNERSHIP=0; spares do the same) are refused, naming both.
+# page (CDSM_OWNERSHIP=0), or that owns pages by their home (with a spare), are refused,
+# naming both.
 if [ "$ntasks" -gt 1 ]; then
     msg="$(CDSM_OWNERSHIP=0 "$root/cmd/cdsmrun" -n "$ntasks" --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
-    echo "$msg" | grep -q "was written with pages owned by first touch (no spares), and this run tracks every page" &&
+    echo "$msg" | grep -q "was written with pages owned (by first touch, or by their home with spares), and this run tracks every page" &&
         [ "$rc" -ne 0 ] || { echo "sbatch_restart: FAIL: a restart with another page ownership: $msg"; fail=1; }
+    msg="$("$root/cmd/cdsmrun" -n "$ntasks" -s 1 --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
+    echo "$msg" | grep -q "written with pages owned by first touch (no spares), and this run owns them by their home (spares)" &&
+        [ "$rc" -ne 0 ] || { echo "sbatch_restart: FAIL: a restart with spares of a run without: $msg"; fail=1; }
 fi
 # A checkpoint folder of another job: the restarted job's files under the first job's
 # manifest (another job id) are refused, naming the file.

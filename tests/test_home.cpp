@@ -11,42 +11,15 @@
 
 #include <cdsm.h>
 
+#include "dsm_test_util.h"
+
 namespace {
 
-int me()
-{
-    return cdsm_rank();
-}
-int nr()
-{
-    return cdsm_nranks();
-}
-size_t ps()
-{
-    return cdsm_page_size();
-}
+using namespace dsmtest;
+
 size_t words()
 {
     return ps() / sizeof(uint64_t);
-}
-
-template <typename T> T *alloc(size_t count)
-{
-    void *p = nullptr;
-    EXPECT_EQ(cdsm_alloc(count * sizeof(T), &p), CDSM_OK) << cdsm_last_error();
-    return static_cast<T *>(p);
-}
-
-void barrier()
-{
-    ASSERT_EQ(cdsm_barrier(), CDSM_OK);
-}
-
-cdsm_stats_t stats()
-{
-    cdsm_stats_t s;
-    EXPECT_EQ(cdsm_stats_get(&s), CDSM_OK);
-    return s;
 }
 
 } // namespace
@@ -78,21 +51,7 @@ TEST(Home, HomeOwnershipIsOnForThisRun)
 // Pages only their home uses cost nothing: no write fault, twin, diff, notice or interval.
 TEST(Home, PagesTheirHomeAloneUsesCostNothing)
 {
-    const size_t per = 8 * words();
-    uint64_t *a = alloc<uint64_t>(per * (size_t)nr());
-    uint64_t *mine = a + per * (size_t)me();
-    cdsm_stats_t s0 = stats();
-    for (int it = 0; it < 20; it++) {
-        for (size_t i = 0; i < per; i++) mine[i] = (uint64_t)it * 1000 + i + (uint64_t)me();
-        barrier();
-    }
-    cdsm_stats_t s1 = stats();
-    EXPECT_EQ(s1.pages_owned - s0.pages_owned, 8u);
-    EXPECT_EQ(s1.pages_unowned, s0.pages_unowned);
-    EXPECT_EQ(s1.write_faults, s0.write_faults);
-    EXPECT_EQ(s1.diffs_created, s0.diffs_created);
-    EXPECT_EQ(s1.intervals, s0.intervals);
-    for (size_t i = 0; i < per; i++) ASSERT_EQ(mine[i], 19000 + i + (uint64_t)me());
+    pages_their_owner_alone_uses_cost_nothing();
 }
 
 // Written by its home alone for many barriers, then read by another rank: the reader gets

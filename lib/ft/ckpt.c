@@ -612,9 +612,10 @@ static void restore_state(uint32_t pg, uint8_t saved)
     cdsm__page_protect(pg, 1, st);
 }
 
-/* The checkpoint's pages are owned by first touch exactly when it holds the ownership
- * directory; a run that decided otherwise (spares, CDSM_OWNERSHIP) would hold stale zero
- * copies of pages only their owners wrote, or give owned pages to the first asker. */
+/* The checkpoint's pages are owned (first touch or home) exactly when it holds the
+ * ownership directory; a run that decided otherwise (CDSM_OWNERSHIP) would hold stale zero
+ * copies of pages only their owners wrote, or give owned pages to the first asker (the
+ * directory region itself tells first touch from home). */
 static int same_ownership(const cdsm__ckpt_t *c)
 {
     int has = 0, first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH || cdsm__heap.own_mode == CDSM_OWN_HOME;
@@ -624,8 +625,8 @@ static int same_ownership(const cdsm__ckpt_t *c)
                        "cdsm_resume: checkpoint %" PRIu64 " of rank %d was written %s, and this run %s: restart it "
                        "with the settings it was written with (CDSM_SPARES, CDSM_OWNERSHIP)",
                        restore_seq, cdsm__w.rank,
-                       has ? "with pages owned by first touch (no spares)" : "with every page tracked",
-                       first_touch ? "owns pages by first touch" : "tracks every page (spares or CDSM_OWNERSHIP=0)");
+                       has ? "with pages owned (by first touch, or by their home with spares)" : "with every page tracked",
+                       first_touch ? "owns pages" : "tracks every page (CDSM_OWNERSHIP=0)");
 }
 
 int cdsm__ckpt_restore(void)

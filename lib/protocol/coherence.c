@@ -112,6 +112,12 @@ static void unmark_dirty(uint32_t pg)
 void cdsm__invalidate(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
+    if (p->state == CDSM_PG_OWN && cdsm__heap.own_mode == CDSM_OWN_HOME) {
+        /* A replacement whose conversion of the page was known only to a reader lost with
+         * it (a node, in the conversion's open interval): converted now, as at a serve. */
+        cdsm__page_convert(pg);
+        cdsm__conv_served(pg);
+    }
     cdsm_check(p->state != CDSM_PG_OWN); /* nobody else can write a page nobody else read */
     if (p->hot) {
         /* Its last diff was made when the interval closed (just now: notices come in

@@ -151,20 +151,28 @@ static int cmp_due(const void *a, const void *b)
     return x[1] != y[1] ? (x[1] < y[1] ? -1 : 1) : (x[0] > y[0]) - (x[0] < y[0]);
 }
 
-int cdsm__conv_take_due(cdsm__rd_t *rd)
+/* Append a report's (pg, x) pairs (u32 count, then the pairs) to *v; pages checked. */
+static int take_pairs(cdsm__rd_t *rd, uint32_t **v, size_t *n)
 {
     uint32_t k = cdsm__rd_u32(rd);
     const uint32_t *pairs = rd->bad ? NULL : cdsm__rd_take(rd, (size_t)k * 8);
     if (!pairs) return CDSM_ERR_PROTOCOL;
-    uint32_t *nd = realloc(cv.due, (cv.ndue + k) * 8 + 8);
-    cdsm_check(nd != NULL);
-    cv.due = nd;
-    for (uint32_t i = 0; i < k; i++) {
-        memcpy(&cv.due[2 * cv.ndue], &pairs[2 * i], 8);
-        if (cv.due[2 * cv.ndue] >= cdsm__heap.npages) return CDSM_ERR_PROTOCOL;
-        cdsm__conv_learned(cv.due[2 * cv.ndue], cdsm__w.rank, cv.due[2 * cv.ndue + 1]); /* (known: not listed) */
-        cv.ndue++;
-    }
+    for (uint32_t i = 0; i < k; i++)
+        if (pairs[2 * i] >= cdsm__heap.npages) return CDSM_ERR_PROTOCOL;
+    uint32_t *nv = realloc(*v, (*n + k) * 8 + 8);
+    cdsm_check(nv != NULL);
+    memcpy(&nv[2 * *n], pairs, (size_t)k * 8);
+    *v = nv;
+    *n += k;
+    return CDSM_OK;
+}
+
+int cdsm__conv_take_due(cdsm__rd_t *rd)
+{
+    size_t from = cv.ndue;
+    if (take_pairs(rd, &cv.due, &cv.ndue)) return CDSM_ERR_PROTOCOL;
+    for (size_t i = from; i < cv.ndue; i++) /* (known: not taken from the listed ones) */
+        cdsm__conv_learned(cv.due[2 * i], cdsm__w.rank, cv.due[2 * i + 1]);
     qsort(cv.due, cv.ndue, 8, cmp_due);
     cv.due_at = 0;
     return CDSM_OK;
@@ -172,17 +180,7 @@ int cdsm__conv_take_due(cdsm__rd_t *rd)
 
 int cdsm__conv_take_listed(cdsm__rd_t *rd)
 {
-    uint32_t k = cdsm__rd_u32(rd);
-    const uint32_t *pairs = rd->bad ? NULL : cdsm__rd_take(rd, (size_t)k * 8);
-    if (!pairs) return CDSM_ERR_PROTOCOL;
-    uint32_t *nl = realloc(cv.listed, (cv.nlisted + k) * 8 + 8);
-    cdsm_check(nl != NULL);
-    cv.listed = nl;
-    memcpy(&cv.listed[2 * cv.nlisted], pairs, (size_t)k * 8);
-    for (uint32_t i = 0; i < k; i++)
-        if (pairs[2 * i] >= cdsm__heap.npages) return CDSM_ERR_PROTOCOL;
-    cv.nlisted += k;
-    return CDSM_OK;
+    return take_pairs(rd, &cv.listed, &cv.nlisted);
 }
 
 void cdsm__conv_upto(uint32_t next)

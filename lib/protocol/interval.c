@@ -89,26 +89,26 @@ int cdsm__iv_set_empty(cdsm__interval_t *iv, const uint32_t *empty, uint32_t nem
     return 0;
 }
 
-int cdsm__iv_is_empty(const cdsm__interval_t *iv, uint32_t pg)
+/* The index of pg in the sorted v[0..n), or -1. */
+static int find_sorted(const uint32_t *v, uint32_t n, uint32_t pg)
 {
-    uint32_t lo = 0, hi = iv->nempty;
+    uint32_t lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (iv->empty[mid] < pg) lo = mid + 1;
+        if (v[mid] < pg) lo = mid + 1;
         else hi = mid;
     }
-    return lo < iv->nempty && iv->empty[lo] == pg;
+    return lo < n && v[lo] == pg ? (int)lo : -1;
+}
+
+int cdsm__iv_is_empty(const cdsm__interval_t *iv, uint32_t pg)
+{
+    return find_sorted(iv->empty, iv->nempty, pg) >= 0;
 }
 
 int cdsm__iv_find_page(const cdsm__interval_t *iv, uint32_t pg)
 {
-    uint32_t lo = 0, hi = iv->npages;
-    while (lo < hi) {
-        uint32_t mid = (lo + hi) / 2;
-        if (iv->pages[mid] < pg) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < iv->npages && iv->pages[lo] == pg ? (int)lo : -1;
+    return find_sorted(iv->pages, iv->npages, pg);
 }
 
 void cdsm__iv_serialize(cdsm__buf_t *b, const cdsm__interval_t *iv)
