@@ -179,14 +179,16 @@ uint32_t cdsm__iv_serialize_newer(cdsm__buf_t *b, const uint32_t *have)
 
 /* Post a notice for page pg of interval iv; invalidate our copy if it lacks the write.
  * empty: the interval only converted the page (its diff is empty), so a copy that holds
- * the writer's earlier intervals holds this one too. */
+ * the writer's earlier intervals holds this one too; not while replaying: the base may
+ * come from the home's replacement, converted at the start of the segment, whose diff
+ * of the interval holds the writes the original's copy already had. */
 static void post_notice(uint32_t pg, cdsm__interval_t *iv, int empty)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     cdsm__notice_add(pg, iv);
     uint32_t *ap = cdsm__page_applied(pg);
     if (ap[iv->rank] >= iv->idx) return; /* a fetched whole page already holds it */
-    if (empty && ap[iv->rank] + 1 == iv->idx && p->state != CDSM_PG_INVALID) {
+    if (empty && !cdsm__mode.replaying && ap[iv->rank] + 1 == iv->idx && p->state != CDSM_PG_INVALID) {
         ap[iv->rank] = iv->idx;
         return;
     }
