@@ -197,13 +197,15 @@ static int server_of(uint32_t pg, int owner)
     return p->holder >= 0 ? p->holder : p->notices ? (int)cdsm__latest_notice(pg)->rank : owner;
 }
 
+/* base: 1 for a replay's miss, 2 for a page a replay's stream goes to next (sent only
+ * with a base: a current copy could hold writes the replay must not see yet). */
 static void put_dir_ent(cdsm__buf_t *b, uint32_t pg, int owner, int base)
 {
     const void *stored;
     const uint32_t *ap;
     cdsm__conv_base(pg, &stored, &ap);
     if (!base || !stored) owner = server_of(pg, owner);
-    int with_page = owner == cdsm__w.rank;
+    int with_page = owner == cdsm__w.rank && (base < 2 || stored);
     cdsm__buf_put_u32(b, pg);
     cdsm__buf_put_u32(b, (uint32_t)owner);
     cdsm__buf_put_u32(b, (uint32_t)with_page);
@@ -239,13 +241,10 @@ int cdsm__own_dir_req_ready(const uint8_t *p, size_t len)
     uint32_t pages[CDSM_RA_MAX], n = 0;
     int base = 0;
     if (!own.dir || take_dir_req(&rd, pages, &n, &base)) return 1; /* (served now: reported there) */
-    for (uint32_t i = 0; i < n; i++) {
-        const void *bytes;
-        const uint32_t *applied;
-        cdsm__conv_base(pages[i], &bytes, &applied);
-        if (!base || !bytes) return 0;
-    }
-    return 1;
+    const void *bytes;
+    const uint32_t *applied;
+    cdsm__conv_base(pages[0], &bytes, &applied);
+    return base && bytes; /* (the stream's next pages go without a page when they have none yet) */
 }
 
 void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
@@ -261,7 +260,7 @@ void cdsm__own_on_dir_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     }
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, n);
-    for (uint32_t i = 0; i < n; i++) put_dir_ent(&b, pages[i], dir_claim(pages[i], (int)h->src), base);
+    for (uint32_t i = 0; i < n; i++) put_dir_ent(&b, pages[i], dir_claim(pages[i], (int)h->src), base ? 1 + (i > 0) : 0);
     cdsm__tp_send((int)h->src, CDSM_MSG_DIR_REP, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }
@@ -318,7 +317,7 @@ static void became_ours(uint32_t pg)
 static void take_ahead(const dir_ent_t *e)
 {
     cdsm__page_t *p = cdsm__pg(e->pg);
-    if (p->claim == CDSM_CLAIM_NONE) return;
+    if (p->claim == CDSM_CLAIM_NONE || (cdsm__mode.replaying && !e->with_page)) return; /* (no base: its own miss asks) */
     if (e->owner == cdsm__w.rank) {
         became_ours(e->pg);
         return;
@@ -385,10 +384,11 @@ static int ask_directory(uint32_t pg, cdsm__ra_t *ra, int *owner, int *fetched)
 /* A replay's first access to a page another rank is home of: the base its conversion
  * left (never the home's current copy: it may hold writes made after the logged clocks),
  * then the diffs the copy lacks. */
-static int replay_first_fetch(uint32_t pg, int d)
+static int replay_first_fetch(uint32_t pg, cdsm__ra_t *ra, int d)
 {
     int owner = -1, fetched = 0;
-    int rc = ask_remote(d, &pg, 1, 1, &owner, &fetched);
+    uint32_t pages[CDSM_RA_MAX], n = stream_pages(pg, ra, d, pages); /* (bases of the stream too) */
+    int rc = ask_remote(d, pages, n, 1, &owner, &fetched);
     if (rc) return rc;
     if (!fetched)
         return cdsm__error(CDSM_ERR_PROTOCOL, "rank %d sent no base copy of page %u to the replay", d, pg);
@@ -405,7 +405,7 @@ int cdsm__own_miss(uint32_t pg, cdsm__ra_t *ra)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     if (cdsm__mode.replaying && cdsm__heap.own_mode == CDSM_OWN_HOME && dir_rank(pg) != cdsm__w.rank)
-        return replay_first_fetch(pg, dir_rank(pg));
+        return replay_first_fetch(pg, ra, dir_rank(pg));
     /* Others wrote it since it left its owner: a writer (or the keeper a GC named) holds
      * a whole copy, and the validation fetches it with the diffs it lacks. */
     if (p->holder < 0 && p->notices) p->holder = (int16_t)cdsm__latest_notice(pg)->rank;
