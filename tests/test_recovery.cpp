@@ -265,8 +265,10 @@ TEST(Recovery, LogsAndCheckpointFilesStayBounded)
     }
     if (cdsm__cfg.gc_bound <= (256u << 10)) {
         EXPECT_GT(s.gc_runs, 0u) << "the diffs of this run pass CDSM_GC_BOUND";
-        EXPECT_LE(s.log_bytes_peak - s.archive_bytes,
-                  4 * cdsm__cfg.gc_bound + ((uint64_t)pages_per_rank * n + nlocks) * 2 * ps);
+        // (archive_bytes also counts the other ranks' records kept with spares, which
+        // log_bytes never held: with pages owned by their home it can pass the peak.)
+        uint64_t held = s.log_bytes_peak > s.archive_bytes ? s.log_bytes_peak - s.archive_bytes : 0;
+        EXPECT_LE(held, 4 * cdsm__cfg.gc_bound + ((uint64_t)pages_per_rank * n + nlocks) * 2 * ps);
     }
     ASSERT_EQ(cdsm_unprotect("iter"), CDSM_OK);
     ASSERT_EQ(cdsm_barrier(), CDSM_OK);
