@@ -49,6 +49,12 @@ static cdsm__diffrec_t *diffrec_from_scratch(size_t len)
     return d;
 }
 
+/* The diff of a page listed only because its interval converted it: empty. */
+static cdsm__diffrec_t *empty_diff(void)
+{
+    return diffrec_from_scratch(0);
+}
+
 /* The diff of own interval iv on its j-th page, made now from page and twin if needed. */
 cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
 {
@@ -290,14 +296,13 @@ static void close_page(closing_t *c, uint32_t pg)
          * the interval is listed anyway: its replay converts it at the same point. */
         if (same) cdsm__twin_free(p);
         if (same && !p->conv) return;
-        cdsm__g.scratch[0] = 0;
-        c->wr[c->nw++] = same ? (written_t){pg, diffrec_from_scratch(0), 1} : (written_t){pg, NULL, 0};
+        c->wr[c->nw++] = same ? (written_t){pg, empty_diff(), 1} : (written_t){pg, NULL, 0};
         p->conv = 0;
         return;
     }
     cdsm__diffrec_t *d = diff_hot(pg);
     int empty = !d && p->conv;
-    if (empty) d = diffrec_from_scratch(0); /* (listed anyway) */
+    if (empty) d = empty_diff(); /* (listed anyway) */
     p->conv = 0;
     if (d) {
         p->hot = 1;
@@ -378,8 +383,7 @@ static void close_converted(closing_t *c)
     for (size_t i = 0; i < conv_open.n; i++) {
         cdsm__page_t *p = cdsm__pg(conv_open.v[i]);
         if (!p->conv || p->dirty) continue;
-        cdsm__g.scratch[0] = 0;
-        c->wr[c->nw++] = (written_t){conv_open.v[i], diffrec_from_scratch(0), 1};
+        c->wr[c->nw++] = (written_t){conv_open.v[i], empty_diff(), 1};
         p->conv = 0;
     }
     conv_open.n = 0;
