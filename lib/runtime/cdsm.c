@@ -42,6 +42,11 @@ static int init_mpi(int *argc, char ***argv)
     int flag = 0, provided = 0;
     MPI_Initialized(&flag);
     if (!flag) {
+        /* No rendezvous: with it, UCX's CMA transport reads a large message from the
+         * sender's memory when the receiver gets to it, and a sender killed meanwhile makes
+         * UCX abort the receiver (process_vm_readv: No such process), turning one loss into
+         * two. Eager messages are copied out by the sender. A value already set wins. */
+        setenv("UCX_RNDV_THRESH", "inf", 0);
         if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
             return cdsm__error(CDSM_ERR_MPI, "MPI_Init_thread failed");
         g->mpi_owned = 1;
