@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -52,20 +53,44 @@ static int starving(int pid, uint64_t silent, uint64_t limit)
     return r;
 }
 
+/* One tick's view of a peer: when last heard, whether its connection is open, and (read
+ * from /proc at most once a tick, and only for a peer silent past the self-fencing
+ * limit) whether it is starved rather than frozen. */
+typedef struct {
+    uint64_t silent;
+    int pid, open, starved; /* starved: -1 not read yet */
+} peer_view_t;
+
+static peer_view_t *views; /* one per process, for the service thread's tick */
+
+static peer_view_t *view_of(int p, uint64_t now)
+{
+    peer_view_t *v = &views[p];
+    uint64_t at;
+    cdsm__tp_peer_info(p, &at, &v->pid, &v->open);
+    v->silent = now > at ? now - at : 0; /* (heard by another thread after now was read) */
+    v->starved = -1;
+    return v;
+}
+
+static int view_starving(peer_view_t *v, uint64_t limit)
+{
+    if (v->starved < 0) v->starved = starving(v->pid, v->silent, limit);
+    return v->starved;
+}
+
 /* A working process that hears from less than half of the live processes (itself
  * included) is the one cut off: it stops itself before the majority declares it lost (at
  * the full timeout), so that it never writes shared state again once a spare replays its
  * rank. Exactly half: the side that hears the lowest live process goes on. */
-static void fence_self_if_cut_off(uint64_t now, uint64_t limit)
+static void fence_self_if_cut_off(uint64_t limit)
 {
     uint64_t self_limit = limit / 4 * 3;
     int live = 1, heard = 1, lowest = cdsm__w.wrank, lowest_heard = 1;
     for (int p = 0; p < cdsm__w.wn; p++) {
-        uint64_t at;
-        int pid, open;
-        cdsm__tp_peer_info(p, &at, &pid, &open);
-        if (!open || __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE)) continue;
-        int h = now - at <= self_limit || starving(pid, now - at, limit);
+        peer_view_t *v = &views[p];
+        if (!v->open || __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE)) continue;
+        int h = v->silent <= self_limit || view_starving(v, limit);
         live++;
         heard += h;
         if (p < lowest) {
@@ -81,6 +106,21 @@ static void fence_self_if_cut_off(uint64_t now, uint64_t limit)
     _exit(CDSM_EXIT_FENCED);
 }
 
+/* Declare peer p, silent past the timeout and not starving, lost: fence it first. */
+static void declare_silent_lost(int p, const peer_view_t *v)
+{
+    char why[96];
+    snprintf(why, sizeof why, "no heartbeat for %.0f ms", (double)v->silent / 1e6);
+    /* Fence first: a frozen process must never wake up to write shared state. */
+    if (v->pid > 0 && kill(v->pid, SIGKILL) == 0)
+        snprintf(why + strlen(why), sizeof why - strlen(why), "; pid %d killed", v->pid);
+    cdsm__log(CDSM_LOG_ERROR, "process %d (rank %d) declared lost: %s", p,
+              cdsm__w.logical ? cdsm__w.logical[p] : -1, why);
+    cdsm__tp_cut(p);
+    CDSM_STAT_ADD(heartbeat_losses, 1);
+    cdsm__member_peer_down(p, why);
+}
+
 /* The transport's heartbeat tick (service thread, receiving): declare the peers silent for
  * too long lost. */
 void cdsm__member_tick(void)
@@ -89,29 +129,20 @@ void cdsm__member_tick(void)
     /* Peers close as they finish; and a spare never fences anyone (it acts on no shared
      * state, and ends when the working processes' connections close). */
     if (__atomic_load_n(&cdsm__w.finalizing, __ATOMIC_ACQUIRE) || cdsm__w.rank < 0) return;
-    fence_self_if_cut_off(now, limit);
+    if (!views && !(views = calloc((size_t)cdsm__w.wn, sizeof *views))) return; /* (next tick again) */
+    for (int p = 0; p < cdsm__w.wn; p++) view_of(p, now);
+    fence_self_if_cut_off(limit);
     for (int p = 0; p < cdsm__w.wn; p++) {
-        uint64_t at;
-        int pid, open;
-        cdsm__tp_peer_info(p, &at, &pid, &open);
-        if (!open || now - at <= limit) continue;
-        if (starving(pid, now - at, limit)) {
+        peer_view_t *v = &views[p];
+        if (!v->open || v->silent <= limit) continue;
+        if (view_starving(v, limit)) {
             if (!starved_warned++)
                 cdsm__log(CDSM_LOG_WARN,
                           "process %d silent for %.0f ms but runnable: this host is overloaded (more busy processes "
                           "than cores); it is declared lost only after %d times CDSM_HEARTBEAT_TIMEOUT",
-                          p, (double)(now - at) / 1e6, STARVED_MAX);
+                          p, (double)v->silent / 1e6, STARVED_MAX);
             continue;
         }
-        char why[96];
-        snprintf(why, sizeof why, "no heartbeat for %.0f ms", (double)(now - at) / 1e6);
-        /* Fence first: a frozen process must never wake up to write shared state. */
-        if (pid > 0 && kill(pid, SIGKILL) == 0)
-            snprintf(why + strlen(why), sizeof why - strlen(why), "; pid %d killed", pid);
-        cdsm__log(CDSM_LOG_ERROR, "process %d (rank %d) declared lost: %s", p,
-                  cdsm__w.logical ? cdsm__w.logical[p] : -1, why);
-        cdsm__tp_cut(p);
-        CDSM_STAT_ADD(heartbeat_losses, 1);
-        cdsm__member_peer_down(p, why);
+        declare_silent_lost(p, v);
     }
 }
