@@ -18,14 +18,15 @@ void cdsm__invalidate(uint32_t pg);
 /* The one place a write notice is put on a page (newest first; counted in log_bytes). */
 void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv);
 cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
-/* validate.c: the readahead of one access miss: the pages pg + k * stride, k in
- * [1, window), are fetched with it where they need it; `covered` says how far the miss
- * went (the stream's next miss is expected there). cdsm__ra_begin updates the stream with
- * a miss on pg; cdsm__ra_end records how far it went. */
+/* validate.c: the readahead of one access miss: the positions k in [1, window) of the
+ * stream, page pg + (k / run) * stride + k % run (run 1: pg + k * stride), are fetched
+ * with it where they need it; `covered` says how far the miss went (the stream's next
+ * miss is expected there). cdsm__ra_begin updates the stream with a miss on pg;
+ * cdsm__ra_end records how far it went. */
 #define CDSM_RA_MAX 64
 typedef struct cdsm__ra {
     int32_t stride;
-    uint32_t window, covered;
+    uint32_t window, run, covered;
 } cdsm__ra_t;
 cdsm__ra_t cdsm__ra_begin(uint32_t pg);
 void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra);

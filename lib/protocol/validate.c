@@ -313,14 +313,43 @@ static int v_finish(vstate_t *v)
 
 /* The stream of access misses: the stride between the last two (sequential: 1; a column
  * walk over rows of a few pages: a few), and the window, which doubles while misses land
- * where the stream goes next. A miss elsewhere starts over. */
+ * where the stream goes next. A miss elsewhere starts over. A stream can also go in runs:
+ * `run` consecutive pages every `stride` pages (a column of blocks of a few pages each, as
+ * blocked LU reads the other rank's blocks: two sequential misses, then a jump). The
+ * window then counts runs. */
 static struct {
-    uint32_t last, next, window;
+    uint32_t last, next, window, run;
     int32_t stride;
-} ra_st = {UINT32_MAX, UINT32_MAX, 1, 0};
+    uint32_t start, seq_last; /* the stream's first miss, and its last miss while sequential */
+    uint32_t miss;            /* the last miss */
+} ra_st = {UINT32_MAX, UINT32_MAX, 1, 1, 0, UINT32_MAX, UINT32_MAX, UINT32_MAX};
 
 /* Strides farther apart than this are no stream (a miss anywhere else). */
 #define RA_MAX_STRIDE 64
+/* Runs may lie farther apart: a row of blocks of a matrix of order 8192 is 16 MiB. */
+#define RA_MAX_RUN_STRIDE 4096
+
+/* Position k of the stream from pg (k = 0: pg itself). */
+static int64_t ra_pos(uint32_t pg, const cdsm__ra_t *ra, uint32_t k)
+{
+    return (int64_t)pg + (int64_t)(k / ra->run) * ra->stride + (int64_t)(k % ra->run);
+}
+
+/* A miss on pg right after a sequential stream of at least two misses, a run's length
+ * or more ahead of the stream's start: the stream goes in runs of that many pages (when
+ * two runs fit in the window of cap pages). */
+static int ra_runs_from(uint32_t pg, uint32_t cap)
+{
+    if (ra_st.stride != 1 || ra_st.run != 1 || ra_st.start == UINT32_MAX || ra_st.seq_last <= ra_st.start)
+        return 0;
+    uint32_t len = ra_st.seq_last - ra_st.start + 1;
+    int64_t d = (int64_t)pg - (int64_t)ra_st.start;
+    if (d <= (int64_t)len || d > RA_MAX_RUN_STRIDE || 2 * len > cap) return 0;
+    ra_st.run = len;
+    ra_st.stride = (int32_t)d;
+    ra_st.start = pg;
+    return 1;
+}
 
 cdsm__ra_t cdsm__ra_begin(uint32_t pg)
 {
@@ -328,32 +357,39 @@ cdsm__ra_t cdsm__ra_begin(uint32_t pg)
     int64_t d = (int64_t)pg - (int64_t)ra_st.last;
     if (ra_st.stride && pg == ra_st.next) {
         ra_st.window *= 2;
+        if (ra_st.run == 1 && ra_st.stride == 1) ra_st.seq_last = pg;
+    } else if (ra_runs_from(pg, cap)) {
+        ra_st.window = 2;
     } else {
         ra_st.stride = ra_st.last != UINT32_MAX && d && d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE ? (int32_t)d : 0;
         ra_st.window = ra_st.stride ? 2 : 1;
+        ra_st.run = 1;
+        ra_st.start = ra_st.stride ? ra_st.miss : pg; /* (a stream starts at its first miss) */
+        ra_st.seq_last = pg;
     }
-    if (ra_st.window > cap) ra_st.window = cap;
-    return (cdsm__ra_t){.stride = ra_st.stride, .window = ra_st.window, .covered = 1};
+    ra_st.miss = pg;
+    if (ra_st.window * ra_st.run > cap) ra_st.window = cap / ra_st.run ? cap / ra_st.run : 1;
+    return (cdsm__ra_t){.stride = ra_st.stride, .window = ra_st.window * ra_st.run, .run = ra_st.run, .covered = 1};
 }
 
 void cdsm__ra_reset(void)
 {
-    ra_st.last = ra_st.next = UINT32_MAX;
+    ra_st.last = ra_st.next = ra_st.start = ra_st.seq_last = ra_st.miss = UINT32_MAX;
     ra_st.stride = 0;
-    ra_st.window = 1;
+    ra_st.window = ra_st.run = 1;
 }
 
 void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra)
 {
-    ra_st.last = (uint32_t)((int64_t)pg + (int64_t)(ra->covered - 1) * ra->stride);
-    ra_st.next = (uint32_t)((int64_t)pg + (int64_t)ra->covered * ra->stride);
+    ra_st.last = (uint32_t)ra_pos(pg, ra, ra->covered - 1);
+    ra_st.next = (uint32_t)ra_pos(pg, ra, ra->covered);
 }
 
 void cdsm__ra_walk(uint32_t pg, cdsm__ra_t *ra, int (*take)(uint32_t q, void *arg), void *arg)
 {
     uint32_t k;
     for (k = 1; ra && k < ra->window; k++) {
-        int64_t q = (int64_t)pg + (int64_t)k * ra->stride;
+        int64_t q = ra_pos(pg, ra, k);
         if (take(q < 0 || q >= cdsm__heap.npages ? UINT32_MAX : (uint32_t)q, arg) < 0) break;
     }
     if (ra) ra->covered = k;

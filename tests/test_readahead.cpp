@@ -1,0 +1,118 @@
+// Unit tests: the stream detector of access misses (lib/protocol/validate.c readahead),
+// on a private fake of the library state (no MPI): which pages a miss takes with it for a
+// sequential reader, a constant stride, and runs of a few pages at a long stride (blocked
+// LU's column of the other rank's two-page blocks), and where a stream does not continue.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "proto.h"
+
+namespace {
+
+struct Readahead : ::testing::Test {
+    void SetUp() override
+    {
+        cdsm__cfg.prefetch = 32;
+        cdsm__heap.npages = 1u << 20;
+        cdsm__ra_reset();
+    }
+    void TearDown() override
+    {
+        cdsm__ra_reset();
+        cdsm__heap.npages = 0;
+    }
+    // A miss on pg: the positions its readahead offers (every one taken, or stopped at
+    // `stop_at`), recorded as the stream's extent.
+    std::vector<uint32_t> miss(uint32_t pg, uint32_t stop_at = UINT32_MAX)
+    {
+        struct Arg {
+            std::vector<uint32_t> seen;
+            uint32_t stop_at;
+        } a{{}, stop_at};
+        cdsm__ra_t ra = cdsm__ra_begin(pg);
+        cdsm__ra_walk(
+            pg, &ra,
+            [](uint32_t q, void *p) {
+                Arg *a = (Arg *)p;
+                if (q == a->stop_at) return -1;
+                a->seen.push_back(q);
+                return 1;
+            },
+            &a);
+        cdsm__ra_end(pg, &ra);
+        return a.seen;
+    }
+};
+
+using V = std::vector<uint32_t>;
+
+TEST_F(Readahead, SequentialWindowDoubles)
+{
+    EXPECT_EQ(miss(10), V{});
+    EXPECT_EQ(miss(11), (V{12}));
+    EXPECT_EQ(miss(13), (V{14, 15, 16}));
+    EXPECT_EQ(miss(17), (V{18, 19, 20, 21, 22, 23, 24}));
+}
+
+TEST_F(Readahead, ConstantStride)
+{
+    EXPECT_EQ(miss(0), V{});
+    EXPECT_EQ(miss(4), (V{8}));
+    EXPECT_EQ(miss(12), (V{16, 20, 24}));
+}
+
+TEST_F(Readahead, RunsOfTwoPagesAtALongStride)
+{
+    // Blocked LU at two ranks: the other rank's blocks down a column, two pages each,
+    // 64 pages apart (its region's row of blocks).
+    EXPECT_EQ(miss(100), V{});
+    EXPECT_EQ(miss(101), (V{102}));
+    EXPECT_EQ(miss(164), (V{165, 228, 229}));
+    EXPECT_EQ(miss(292), (V{293, 356, 357, 420, 421, 484, 485}));
+    // The window is capped by CDSM_PREFETCH in pages: 32 pages are 16 runs.
+    EXPECT_EQ(miss(548).size(), 15u);
+    std::vector<uint32_t> w = miss(548 + 8 * 64);
+    ASSERT_EQ(w.size(), 31u);
+    EXPECT_EQ(w.back(), 548 + 8 * 64 + 15 * 64 + 1);
+}
+
+TEST_F(Readahead, RunLongerThanHalfTheWindowIsNoRun)
+{
+    // A sequential stream whose misses span 32 pages, then a jump: no runs (a run would
+    // not fit twice in the window of 32 pages) and no stride (too far).
+    miss(0);
+    miss(1);
+    miss(3);
+    miss(7);
+    miss(15);
+    EXPECT_EQ(miss(31).size(), 31u);
+    EXPECT_EQ(miss(1000), V{});
+}
+
+TEST_F(Readahead, FarJumpIsNoStream)
+{
+    miss(100);
+    miss(101);
+    EXPECT_EQ(miss(101 + 5000), V{});
+    EXPECT_EQ(miss(90), V{}); // (backwards from a run's start: no run either)
+}
+
+TEST_F(Readahead, StoppedWalkMovesTheNextMiss)
+{
+    miss(100);
+    miss(101);
+    EXPECT_EQ(miss(164, 228), (V{165})); // stopped before 228: the stream's next miss is there
+    EXPECT_EQ(miss(228), (V{229, 292, 293, 356, 357, 420, 421}));
+}
+
+TEST_F(Readahead, ResetEndsTheStream)
+{
+    miss(100);
+    miss(101);
+    cdsm__ra_reset();
+    EXPECT_EQ(miss(164), V{});
+    EXPECT_EQ(miss(165), (V{166}));
+}
+
+} // namespace
