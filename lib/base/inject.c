@@ -11,8 +11,8 @@
 #include "config.h"
 #include "log.h"
 
-static const char *const steps[] = {"ckpt_snapshot", "ckpt_write",   "ckpt_rename",    "ckpt_fsync", "ckpt_commit",
-                                    "ckpt_collect",  "output_release", "barrier",     "lk_freeze"};
+static const char *const steps[] = {"ckpt_snapshot", "ckpt_write", "ckpt_rename", "ckpt_fsync", "ckpt_commit",
+                                    "ckpt_collect",  "output_release", "barrier", "lk_freeze", "finished"};
 
 static struct {
     int set, on, rank; /* a valid value was given; this process is armed */

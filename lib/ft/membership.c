@@ -408,7 +408,9 @@ void cdsm__on_retire(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
 {
     uint32_t died = cdsm__rd_u32(rd);
     if (rd->bad) cdsm__log(CDSM_LOG_ERROR, "malformed retire message from rank %u", h->src);
-    __atomic_store_n(&cdsm__w.recovered, died ? 1 : 0, __ATOMIC_RELEASE);
+    /* Every rank sends one: the first replaces what the spare guessed from closed
+     * connections (a finish looks like a death), the others can only add a death. */
+    if (!mb.retired || died) __atomic_store_n(&cdsm__w.recovered, died ? 1 : 0, __ATOMIC_RELEASE);
     mb.retired = 1;
     __atomic_store_n(&cdsm__w.finalizing, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&cdsm__g.cv); /* caller holds mu */

@@ -97,6 +97,8 @@ static void agree_job_id(void)
 static int init_state(void);
 static int mpi_left_behind; /* an MPI_Finalize that never returned: no second cdsm_init */
 
+static int finalize_mpi(int always);
+
 /* A spare: asleep until it replaces a lost rank (then it returns, as that rank, to run the
  * program from its start in replay) or until the run ends (then it finishes here: the
  * documented exit of a spare that was never needed, status 0, or of one whose job failed
@@ -114,8 +116,10 @@ static void spare(void)
     if (r < 0) {
         cdsm__tp_fini();
         /* Also when the program initialised MPI itself: it never gets control back here,
-         * and a process ending without MPI_Finalize makes mpiexec kill the job. */
-        if (!__atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE)) MPI_Finalize();
+         * and a process ending without MPI_Finalize makes mpiexec kill the job. Bounded as
+         * the ranks' is: a rank that died after the last barrier (its death looks like its
+         * finish) makes MPI_Finalize wait for it for ever, and the job waited for the spare. */
+        if (!__atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE)) finalize_mpi(1);
         exit(0);
     }
     cdsm__w.rank = r;
@@ -264,19 +268,20 @@ static void exit_past_mpi(int status, void *arg)
     _exit(status);
 }
 
-/* Free the communicator and finalize MPI (if the library initialised it), bounded by
- * CDSM_FINALIZE_TIMEOUT: past it, MPI is left to a thread that may never return. */
-static int finalize_mpi(void)
+/* Free the communicator and finalize MPI (if the library initialised it, or always: a
+ * spare), bounded by CDSM_FINALIZE_TIMEOUT: past it, MPI is left to a thread that may
+ * never return. */
+static int finalize_mpi(int always)
 {
-    cdsm__state_t *g = &cdsm__g;
+    int fin = cdsm__g.mpi_owned || always;
     uint64_t ms = cdsm__cfg.finalize_timeout_ms;
     static MPI_Comm comm;
     comm = cdsm__w.comm;
     pthread_t t;
     fin_done = fin_failed = 0;
-    if (!g->mpi_owned || !ms || pthread_create(&t, NULL, finalizer, &comm)) {
+    if (!fin || !ms || pthread_create(&t, NULL, finalizer, &comm)) {
         MPI_Comm_free(&comm);
-        return g->mpi_owned && MPI_Finalize() != MPI_SUCCESS ? cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed") : CDSM_OK;
+        return fin && MPI_Finalize() != MPI_SUCCESS ? cdsm__error(CDSM_ERR_MPI, "MPI_Finalize failed") : CDSM_OK;
     }
     struct timespec dl = cdsm__deadline_ms(ms);
     pthread_mutex_lock(&fin_mu);
@@ -292,10 +297,12 @@ static int finalize_mpi(void)
     mpi_left_behind = 1;
     on_exit(exit_past_mpi, NULL);
     cdsm__log(CDSM_LOG_WARN,
-              "rank %d: MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint "
-              "close over TCP): every rank had finished, so cdsm_finalize returns and leaves it behind; the process ends "
-              "at exit with the program's status, without MPI's exit-time cleanup",
-              cdsm__w.rank, (unsigned long long)ms);
+              "%s %d: MPI_Finalize did not return within %llu ms (CDSM_FINALIZE_TIMEOUT; a known hang of UCX endpoint "
+              "close over TCP, or a process that died after the last barrier): every rank had finished, so cdsm_finalize "
+              "returns and leaves it behind; the process ends at exit with the program's status, without MPI's "
+              "exit-time cleanup",
+              cdsm__w.rank >= 0 ? "rank" : "spare process", cdsm__w.rank >= 0 ? cdsm__w.rank : cdsm__w.wrank,
+              (unsigned long long)ms);
     return CDSM_OK;
 }
 
@@ -322,6 +329,7 @@ int cdsm_finalize(void)
         !__atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE))
         return rc;
     rc = CDSM_OK;
+    cdsm__inject(cdsm__w.rank, "finished"); /* (a test's moment: a death that looks like a finish) */
     /* srun ends with the highest task status: a killed task's 137 although its rank was
      * replayed and the job's work is done. This line is what a batch script can check. */
     if (cdsm__w.rank == 0 && __atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE)) {
@@ -332,7 +340,11 @@ int cdsm_finalize(void)
                   "still report the lost task's status, such as srun's 137)",
                   dead);
     }
-    if (cdsm__w.rank == 0) cdsm__retire_spares();
+    /* Every rank retires the spares (each keeps the first word and any death it tells): a
+     * rank that dies now must not leave them waiting for ever, nor orphaned (status 75). */
+    cdsm__retire_spares();
+    cdsm__log(CDSM_LOG_INFO, "process %d (rank %d) finished: every rank passed the last barrier", cdsm__w.wrank,
+              cdsm__w.rank);
     if (cdsm__cfg.stats >= 1) cdsm_stats_print(stderr);
     if (cdsm__cfg.stats >= 2 && cdsm__w.rank == 0) cdsm__stats_print_total(stderr, &total);
     cdsm__fault_uninstall();
@@ -344,7 +356,7 @@ int cdsm_finalize(void)
          * wait for it forever. The run's answer is still good: its rank was replayed. */
         cdsm__log(CDSM_LOG_INFO, "a process died during the run: MPI_Finalize is skipped (it would wait for it)");
     } else {
-        rc = finalize_mpi();
+        rc = finalize_mpi(0);
     }
     cdsm__map_fini();
     g->mpi_owned = 0;
