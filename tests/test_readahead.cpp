@@ -106,6 +106,28 @@ TEST_F(Readahead, StoppedWalkMovesTheNextMiss)
     EXPECT_EQ(miss(228), (V{229, 292, 293, 356, 357, 420, 421}));
 }
 
+TEST_F(Readahead, StrideFromTheLastMissPastValidPages)
+{
+    // A column walk of stride 3 over pages some of which are valid already (refetched
+    // after a barrier): misses at 110 and 116 (113 valid), then 119. The stride comes
+    // from the last miss (3), not from the end of what 116 took ahead (122: -3).
+    EXPECT_EQ(miss(110), V{});
+    EXPECT_EQ(miss(116), (V{122}));
+    EXPECT_EQ(miss(119), (V{122}));
+    EXPECT_EQ(miss(125), (V{128, 131, 134}));
+}
+
+TEST_F(Readahead, ContinuesWhereTheNextPageWasValid)
+{
+    EXPECT_EQ(miss(10), V{});
+    EXPECT_EQ(miss(11), (V{12}));
+    // 13 (where the stream went next) was valid: a miss one page further goes on.
+    EXPECT_EQ(miss(14), (V{15, 16, 17}));
+    // Further than a window along it: the sequential stream (10..14) is taken as a run
+    // of 5 pages, and the miss as the start of the next run 20 pages on.
+    EXPECT_EQ(miss(30), (V{31, 32, 33, 34, 50, 51, 52, 53, 54}));
+}
+
 TEST_F(Readahead, ResetEndsTheStream)
 {
     miss(100);

@@ -351,17 +351,33 @@ static int ra_runs_from(uint32_t pg, uint32_t cap)
     return 1;
 }
 
+/* A miss on pg continues the stream: it lands where the stream goes next, or up to a
+ * window further along it (the pages between were valid already: taken ahead by an
+ * earlier miss, or refetched after a barrier). */
+static int ra_continues(uint32_t pg)
+{
+    if (!ra_st.stride || ra_st.next == UINT32_MAX) return 0;
+    if (pg == ra_st.next) return 1;
+    if (ra_st.run != 1) return 0;
+    int64_t ahead = ((int64_t)pg - (int64_t)ra_st.next) / ra_st.stride;
+    return ahead > 0 && ahead < (int64_t)ra_st.window &&
+           (int64_t)ra_st.next + ahead * ra_st.stride == (int64_t)pg;
+}
+
 cdsm__ra_t cdsm__ra_begin(uint32_t pg)
 {
     uint32_t cap = (uint32_t)cdsm__cfg.prefetch < CDSM_RA_MAX ? (uint32_t)cdsm__cfg.prefetch : CDSM_RA_MAX;
-    int64_t d = (int64_t)pg - (int64_t)ra_st.last;
-    if (ra_st.stride && pg == ra_st.next) {
+    /* A new stride is taken from the last miss, not from the end of what it took ahead:
+     * pages valid already in between (refetched after a barrier) must not make a column
+     * walk of stride 3 look like strides of 6, -3, 9, -6 (one round trip per page). */
+    int64_t d = ra_st.miss == UINT32_MAX ? 0 : (int64_t)pg - (int64_t)ra_st.miss;
+    if (ra_continues(pg)) {
         ra_st.window *= 2;
         if (ra_st.run == 1 && ra_st.stride == 1) ra_st.seq_last = pg;
     } else if (ra_runs_from(pg, cap)) {
         ra_st.window = 2;
     } else {
-        ra_st.stride = ra_st.last != UINT32_MAX && d && d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE ? (int32_t)d : 0;
+        ra_st.stride = d && d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE ? (int32_t)d : 0;
         ra_st.window = ra_st.stride ? 2 : 1;
         ra_st.run = 1;
         ra_st.start = ra_st.stride ? ra_st.miss : pg; /* (a stream starts at its first miss) */
