@@ -63,14 +63,13 @@ typedef struct {
 
 static peer_view_t *views; /* one per process, for the service thread's tick */
 
-static peer_view_t *view_of(int p, uint64_t now)
+static void view_of(int p, uint64_t now)
 {
     peer_view_t *v = &views[p];
     uint64_t at;
     cdsm__tp_peer_info(p, &at, &v->pid, &v->open);
     v->silent = now > at ? now - at : 0; /* (heard by another thread after now was read) */
     v->starved = -1;
-    return v;
 }
 
 static int view_starving(peer_view_t *v, uint64_t limit)

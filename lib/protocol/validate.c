@@ -318,11 +318,11 @@ static int v_finish(vstate_t *v)
  * blocked LU reads the other rank's blocks: two sequential misses, then a jump). The
  * window then counts runs. */
 static struct {
-    uint32_t last, next, window, run;
+    uint32_t next, window, run;
     int32_t stride;
-    uint32_t start, seq_last; /* the stream's first miss, and its last miss while sequential */
-    uint32_t miss;            /* the last miss */
-} ra_st = {UINT32_MAX, UINT32_MAX, 1, 1, 0, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+    uint32_t start; /* the stream's first miss */
+    uint32_t miss;  /* the last miss */
+} ra_st = {UINT32_MAX, 1, 1, 0, UINT32_MAX, UINT32_MAX};
 
 /* Strides farther apart than this are no stream (a miss anywhere else). */
 #define RA_MAX_STRIDE 64
@@ -340,9 +340,9 @@ static int64_t ra_pos(uint32_t pg, const cdsm__ra_t *ra, uint32_t k)
  * two runs fit in the window of cap pages). */
 static int ra_runs_from(uint32_t pg, uint32_t cap)
 {
-    if (ra_st.stride != 1 || ra_st.run != 1 || ra_st.start == UINT32_MAX || ra_st.seq_last <= ra_st.start)
-        return 0;
-    uint32_t len = ra_st.seq_last - ra_st.start + 1;
+    /* (While the stream is sequential, its last miss is the run's last page.) */
+    if (ra_st.stride != 1 || ra_st.run != 1 || ra_st.start == UINT32_MAX || ra_st.miss <= ra_st.start) return 0;
+    uint32_t len = ra_st.miss - ra_st.start + 1;
     int64_t d = (int64_t)pg - (int64_t)ra_st.start;
     if (d <= (int64_t)len || d > RA_MAX_RUN_STRIDE || 2 * len > cap) return 0;
     ra_st.run = len;
@@ -373,7 +373,6 @@ cdsm__ra_t cdsm__ra_begin(uint32_t pg)
     int64_t d = ra_st.miss == UINT32_MAX ? 0 : (int64_t)pg - (int64_t)ra_st.miss;
     if (ra_continues(pg)) {
         ra_st.window *= 2;
-        if (ra_st.run == 1 && ra_st.stride == 1) ra_st.seq_last = pg;
     } else if (ra_runs_from(pg, cap)) {
         ra_st.window = 2;
     } else {
@@ -381,7 +380,6 @@ cdsm__ra_t cdsm__ra_begin(uint32_t pg)
         ra_st.window = ra_st.stride ? 2 : 1;
         ra_st.run = 1;
         ra_st.start = ra_st.stride ? ra_st.miss : pg; /* (a stream starts at its first miss) */
-        ra_st.seq_last = pg;
     }
     ra_st.miss = pg;
     if (ra_st.window * ra_st.run > cap) ra_st.window = cap / ra_st.run ? cap / ra_st.run : 1;
@@ -390,14 +388,13 @@ cdsm__ra_t cdsm__ra_begin(uint32_t pg)
 
 void cdsm__ra_reset(void)
 {
-    ra_st.last = ra_st.next = ra_st.start = ra_st.seq_last = ra_st.miss = UINT32_MAX;
+    ra_st.next = ra_st.start = ra_st.miss = UINT32_MAX;
     ra_st.stride = 0;
     ra_st.window = ra_st.run = 1;
 }
 
 void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra)
 {
-    ra_st.last = (uint32_t)ra_pos(pg, ra, ra->covered - 1);
     ra_st.next = (uint32_t)ra_pos(pg, ra, ra->covered);
 }
 
