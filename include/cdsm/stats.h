@@ -60,7 +60,9 @@
     X(replay_us, "microseconds of replay until the rank was live again")       \
     X(replayed_barriers, "barriers replayed from the log")                    \
     X(doorbells_skipped, "messages sent with no doorbell: the receiver was receiving itself") \
-    X(conv_base_bytes, "bytes of base copies a home keeps for replays of its readers (spares)")
+    X(conv_base_bytes, "bytes of base copies a home keeps for replays of its readers (spares)") \
+    X(lazy_releases, "lock releases that closed no interval (lazy release: nobody was waiting)") \
+    X(lazy_closes, "intervals a lazy release left open, closed when their writes had to leave")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

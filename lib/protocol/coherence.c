@@ -399,6 +399,7 @@ void cdsm__close_interval(void)
     uint64_t start = cdsm__mono_ns();
     closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end};
     cdsm__ra_reset(); /* the program's next phase: misses after this start a new stream */
+    g->open_release = 0;
     if (!g->ndirty && !conv_open.n) {
         last_end = start;
         last_waste = 0;
@@ -418,6 +419,33 @@ void cdsm__close_interval(void)
     free(c.wr);
     last_end = cdsm__mono_ns();
     last_waste = c.nidle * cmp_ns;
+}
+
+/* The service thread ends the interval while the application may be writing: every page
+ * of the dirty set is write-protected first, so no write lands between its comparison
+ * with the twin and its protection (a write now faults and waits for mu). Hot pages end
+ * as cold ones: they stay protected, and their next write faults as any other. */
+static void freeze_dirty(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t *v = malloc((g->ndirty + 1) * sizeof *v);
+    cdsm_check(v != NULL);
+    for (size_t k = 0; k < g->ndirty; k++) {
+        v[k] = g->dirty[k];
+        cdsm__pg(v[k])->hot = 0;
+    }
+    qsort(v, g->ndirty, sizeof *v, cdsm__cmp_u32);
+    protect_sorted(v, g->ndirty, CDSM_PG_RO);
+    free(v);
+}
+
+void cdsm__close_released(void)
+{
+    cdsm__state_t *g = &cdsm__g;
+    if (!g->open_release) return;
+    if (g->ndirty) CDSM_STAT_ADD(lazy_closes, 1);
+    if (!pthread_equal(pthread_self(), g->app)) freeze_dirty();
+    cdsm__close_interval();
 }
 
 /* Fault-around: after a write fault on the page before `first`, twin the following valid

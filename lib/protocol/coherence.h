@@ -14,6 +14,10 @@ extern "C" {
 
 void cdsm__fault(uint32_t pg, int is_write);
 void cdsm__close_interval(void);
+/* Lazy release: close the open interval if it holds a release's writes, before its
+ * records leave the process. From a thread other than the application's, the dirty set
+ * is write-protected first. Caller holds mu. */
+void cdsm__close_released(void);
 void cdsm__invalidate(uint32_t pg);
 /* The one place a write notice is put on a page (newest first; counted in log_bytes). */
 void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv);

@@ -40,6 +40,11 @@ int cdsm__locks_init(void)
         lk->last_to = -1;
         lk->state = mgr == cdsm__w.rank ? CDSM_LK_TOKEN : CDSM_LK_NONE;
     }
+    /* Lazy release only where no replay must make the same intervals (DESIGN, "Lazy
+     * release"): where an interval ends would then depend on timing. */
+    cdsm__g.lazy = cdsm__cfg.lazy_release && !cdsm__cfg.spares;
+    cdsm__g.open_release = 0;
+    cdsm__g.app = pthread_self();
     return CDSM_OK;
 }
 
@@ -177,6 +182,7 @@ static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t s
     cdsm__lock_t *lk = &cdsm__lk.locks[l];
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_NONE;
+        cdsm__close_released(); /* the writes of its last release go with the token */
         send_grant(l, requester, vc, seq);
         return;
     }
@@ -346,7 +352,8 @@ int cdsm_lock_acquire(int id)
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
-    cdsm__close_interval();
+    /* A cached token brings nothing new: with lazy release the interval goes on. */
+    if (!(g->lazy && lk->state == CDSM_LK_TOKEN)) cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
     cdsm__conv_sync();
     CDSM_STAT_ADD(lock_acquires, 1);
@@ -413,7 +420,14 @@ int cdsm_lock_release(int id)
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_release(%d): not held by this rank", id);
     }
-    cdsm__close_interval();
+    /* Lazy release: with nobody waiting the writes stay in the open interval, closed when
+     * they must leave (cdsm__close_released at a grant; a remote acquire; a barrier). */
+    if (g->lazy && lk->next < 0) {
+        g->open_release = 1;
+        CDSM_STAT_ADD(lazy_releases, 1);
+    } else {
+        cdsm__close_interval();
+    }
     g->sync_seq++;
     cdsm__conv_sync();
     if (cdsm__mode.replaying) {

@@ -40,6 +40,9 @@ typedef struct cdsm__state {
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
     uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
     uint32_t sync_seq;     /* synchronisation operations (acquire, release, barrier) so far */
+    int lazy;              /* lazy release: a release with nobody waiting closes no interval */
+    int open_release;      /* the open interval holds writes of a release (lazy release) */
+    pthread_t app;         /* the application thread (it called cdsm_init) */
     uint64_t job_id;       /* the run, agreed at init (checkpoint files carry it) */
     /* memory held by diffs, twins and records (for GC), and by archived diffs (in
      * log_bytes too, but not collectable) */

@@ -1,0 +1,139 @@
+// Lazy release (DESIGN, "Lazy release"): a release that hands the token to nobody closes
+// no interval; the interval closes when its writes must leave the process, at the latest
+// when another rank takes the token, and then the service thread write-protects the pages
+// the application may be writing at that moment. Run with it on (the default without
+// spares) and off (CDSM_LAZY_RELEASE=0): the answers must be the same, the counters differ.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include <mpi.h>
+
+#include "dsm_test_util.h"
+
+using namespace dsmtest;
+
+namespace {
+
+bool lazy_on()
+{
+    const char *v = getenv("CDSM_LAZY_RELEASE");
+    return !(v && strcmp(v, "0") == 0);
+}
+
+// Every rank reads the pages once, so that none stays owned by its first toucher: owned
+// pages are never tracked, and these tests are about tracked ones.
+void share(const uint64_t *a, size_t words)
+{
+    volatile uint64_t sink = 0;
+    for (size_t i = 0; i < words; i += ps() / sizeof(uint64_t)) sink = sink + a[i];
+    barrier();
+}
+
+} // namespace
+
+// A rank taking and giving back a lock nobody else wants, 50 times, writing each time:
+// lazily, that is one open interval (no record until the barrier); eagerly, 50 records.
+// Either way every rank sees the last value after the barrier.
+TEST(LazyRelease, ReleasesNobodyWaitsForCloseNoInterval)
+{
+    const size_t W = ps() / sizeof(uint64_t);
+    uint64_t *a = alloc<uint64_t>(W);
+    if (me() == 0) a[0] = 1;
+    barrier();
+    share(a, W);
+    cdsm_stats_t s0 = stats();
+    if (me() == 0) { // lock 0 is managed by rank 0: its token starts here
+        for (int k = 0; k < 50; k++) {
+            ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+            a[0] += 1;
+            ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        }
+        cdsm_stats_t s1 = stats();
+        EXPECT_EQ(s1.lock_acquires_local - s0.lock_acquires_local, 50u);
+        if (lazy_on() && nr() > 1) {
+            EXPECT_EQ(s1.lazy_releases - s0.lazy_releases, 50u);
+            EXPECT_EQ(s1.intervals, s0.intervals);
+        } else if (nr() > 1) {
+            EXPECT_EQ(s1.lazy_releases, s0.lazy_releases);
+            EXPECT_EQ(s1.intervals - s0.intervals, 50u);
+        }
+    }
+    barrier();
+    EXPECT_EQ(a[0], 51u);
+    barrier();
+}
+
+// Each round, rank 0 writes four pages under lock 0 (managed by rank 0) and releases it
+// with nobody waiting: lazily, its interval stays open. Only then (an MPI message, which
+// no interval sees) do the other ranks take the lock, while rank 0 goes on writing, outside
+// any lock, words it writes only once, spread over many pages that stay writable. So each round the service thread of rank 0 closes the interval
+// while the program writes. Every grant must carry the whole critical section (the four
+// pages at one value, never going back), and no write may be lost: after the barrier
+// every rank sees every word rank 0 wrote.
+TEST(LazyRelease, GrantsCarryTheCriticalSectionAndLoseNoLaterWrite)
+{
+    const size_t W = ps() / sizeof(uint64_t), P = 4, NPOST = 256 * W;
+    const uint64_t rounds = 150;
+    // Word w goes to page w mod 256: every page is written again and again (it turns hot,
+    // and stays writable across intervals), each word once.
+    auto slot = [&](size_t w) { return (w % 256) * W + w / 256; };
+    uint64_t *cs = alloc<uint64_t>(P * W);
+    uint64_t *post = alloc<uint64_t>(NPOST + 1);
+    share(cs, P * W);
+    share(post, NPOST + 1);
+    cdsm_stats_t s0 = stats();
+    int n = nr();
+    if (me() == 0) {
+        volatile uint64_t *vp = post;
+        size_t next = 0;
+        for (uint64_t k = 1; k <= rounds; k++) {
+            ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+            for (size_t i = 0; i < P * W; i += 64) cs[i] = k;
+            ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+            for (int r = 1; r < n; r++) MPI_Send(&k, 1, MPI_UINT64_T, r, 77, MPI_COMM_WORLD);
+            int left = n - 1;
+            while (left > 0) {
+                for (int j = 0; j < 64 && next < NPOST; j++, next++) vp[slot(next)] = next + 1;
+                int flag = 0;
+                MPI_Status st;
+                MPI_Iprobe(MPI_ANY_SOURCE, 78, MPI_COMM_WORLD, &flag, &st);
+                if (flag) {
+                    uint64_t done;
+                    MPI_Recv(&done, 1, MPI_UINT64_T, st.MPI_SOURCE, 78, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                    left--;
+                }
+            }
+        }
+        post[NPOST] = next;
+        cdsm_stats_t s1 = stats();
+        if (lazy_on() && n > 1) {
+            EXPECT_EQ(s1.lazy_releases - s0.lazy_releases, rounds);
+            EXPECT_EQ(s1.lazy_closes - s0.lazy_closes, rounds); // one grant per round closed it
+        } else {
+            EXPECT_EQ(s1.lazy_closes, s0.lazy_closes);
+        }
+    } else {
+        uint64_t last = 0;
+        for (uint64_t j = 0; j < rounds; j++) {
+            uint64_t k;
+            MPI_Recv(&k, 1, MPI_UINT64_T, 0, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+            uint64_t v = cs[0];
+            for (size_t i = 0; i < P * W; i += 64) ASSERT_EQ(cs[i], v) << "word " << i << ", round " << k;
+            ASSERT_GE(v, k) << "round " << k;
+            ASSERT_GE(v, last) << "round " << k;
+            last = v;
+            ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+            MPI_Send(&k, 1, MPI_UINT64_T, 0, 78, MPI_COMM_WORLD);
+        }
+    }
+    barrier();
+    uint64_t written = post[NPOST];
+    ASSERT_GT(written, 0u);
+    for (size_t i = 0; i < written; i++) ASSERT_EQ(post[slot(i)], i + 1) << "word " << i << " of " << written;
+    for (size_t i = 0; i < P * W; i += 64) ASSERT_EQ(cs[i], rounds) << "word " << i;
+    barrier();
+}
