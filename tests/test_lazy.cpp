@@ -3,6 +3,7 @@
 // when another rank takes the token, and then the service thread write-protects the pages
 // the application may be writing at that moment. Run with it on (the default without
 // spares) and off (CDSM_LAZY_RELEASE=0): the answers must be the same, the counters differ.
+// And diffs with the grant (CDSM_GRANT_DIFFS): what the granter wrote comes with the token.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -16,6 +17,24 @@
 using namespace dsmtest;
 
 namespace {
+
+bool grant_diffs_on()
+{
+    const char *v = getenv("CDSM_GRANT_DIFFS");
+    return !(v && strcmp(v, "0") == 0);
+}
+
+// Wait for rank `from`'s go (an MPI message: no interval sees it), or give rank `to` one.
+void wait_go(int from)
+{
+    int k;
+    MPI_Recv(&k, 1, MPI_INT, from, 79, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}
+void give_go(int to)
+{
+    int k = 1;
+    MPI_Send(&k, 1, MPI_INT, to, 79, MPI_COMM_WORLD);
+}
 
 bool lazy_on()
 {
@@ -135,5 +154,82 @@ TEST(LazyRelease, GrantsCarryTheCriticalSectionAndLoseNoLaterWrite)
     ASSERT_GT(written, 0u);
     for (size_t i = 0; i < written; i++) ASSERT_EQ(post[slot(i)], i + 1) << "word " << i << " of " << written;
     for (size_t i = 0; i < P * W; i += 64) ASSERT_EQ(cs[i], rounds) << "word " << i;
+    barrier();
+}
+
+// Rank 0 writes two pages under lock 0 that rank 1 holds copies of; rank 1 then takes the
+// lock: the grant brings rank 0's diffs, and rank 1 reads both pages with no miss. Rank 2
+// (at 3 ranks and more) takes the lock from rank 1, whose grant carries only rank 1's own
+// diffs: it misses on rank 0's pages and fetches them, and sees the same values.
+TEST(GrantDiffs, TheCriticalSectionComesWithTheToken)
+{
+    if (nr() < 2) GTEST_SKIP() << "needs two ranks";
+    const size_t W = ps() / sizeof(uint64_t);
+    uint64_t *a = alloc<uint64_t>(2 * W);
+    share(a, 2 * W);
+    if (me() == 0) {
+        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+        a[3] = 11;
+        a[W + 5] = 12;
+        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        give_go(1);
+    } else if (me() == 1 || me() == 2) {
+        wait_go(me() - 1);
+        cdsm_stats_t s0 = stats();
+        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+        cdsm_stats_t s1 = stats();
+        EXPECT_EQ(a[3], 11u);
+        EXPECT_EQ(a[W + 5], 12u);
+        cdsm_stats_t s2 = stats();
+        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        if (me() == 1 && nr() > 2) give_go(2);
+        if (me() == 1 && grant_diffs_on()) {
+            EXPECT_EQ(s1.grant_diffs_applied - s0.grant_diffs_applied, 2u);
+            EXPECT_EQ(s2.read_faults, s1.read_faults); // both pages valid on arrival
+        } else {
+            EXPECT_EQ(s1.grant_diffs_applied, s0.grant_diffs_applied);
+            EXPECT_EQ(s2.read_faults - s1.read_faults, 2u); // one miss per page
+        }
+    }
+    barrier();
+    EXPECT_EQ(a[3], 11u);
+    EXPECT_EQ(a[W + 5], 12u);
+    barrier();
+}
+
+// A page that lacks another rank's write as well is not made valid by the grant's diffs:
+// rank 2 writes word 1 under lock 0, rank 0 takes the lock and writes word 0, and rank 1
+// takes it from rank 0. Rank 1's copy lacks both writes; the grant carries rank 0's diff
+// only, so the page stays invalid and its miss fetches both.
+TEST(GrantDiffs, APageLackingOtherWritesIsFetchedAtItsMiss)
+{
+    if (nr() < 3) GTEST_SKIP() << "needs three ranks";
+    const size_t W = ps() / sizeof(uint64_t);
+    uint64_t *a = alloc<uint64_t>(W);
+    share(a, W);
+    if (me() == 2) {
+        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+        a[1] = 7;
+        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        give_go(0);
+    } else if (me() == 0) {
+        wait_go(2);
+        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+        a[0] = 5;
+        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        give_go(1);
+    } else if (me() == 1) {
+        wait_go(0);
+        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+        cdsm_stats_t s1 = stats();
+        EXPECT_EQ(a[0], 5u);
+        EXPECT_EQ(a[1], 7u);
+        cdsm_stats_t s2 = stats();
+        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        EXPECT_EQ(s2.read_faults - s1.read_faults, 1u);
+    }
+    barrier();
+    EXPECT_EQ(a[0], 5u);
+    EXPECT_EQ(a[1], 7u);
     barrier();
 }

@@ -62,7 +62,9 @@
     X(doorbells_skipped, "messages sent with no doorbell: the receiver was receiving itself") \
     X(conv_base_bytes, "bytes of base copies a home keeps for replays of its readers (spares)") \
     X(lazy_releases, "lock releases that closed no interval (lazy release: nobody was waiting)") \
-    X(lazy_closes, "intervals a lazy release left open, closed when their writes had to leave")
+    X(lazy_closes, "intervals a lazy release left open, closed when their writes had to leave") \
+    X(grant_diffs_sent, "own diffs sent with lock grants")                     \
+    X(grant_diffs_applied, "diffs applied from lock grants (pages made valid with no miss)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -88,6 +88,7 @@ int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq
     CDSM_STAT_ADD(piggyback_bytes, 8);
     uint32_t nrec = cdsm__iv_serialize_between(&b, to_vc, vc);
     memcpy(b.p, &nrec, sizeof nrec);
+    if (cdsm__grant_diffs_on()) cdsm__grant_put_diffs(&b, to_vc, vc);
     int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
@@ -394,6 +395,7 @@ wait:
             continue;
         }
         if (!rc) rc = cdsm__iv_incorporate(&rd, gr.nrec);
+        if (!rc) rc = cdsm__grant_take_diffs(&rd, (int)rep->hdr.src);
         if (rc) {
             cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
         } else {

@@ -35,6 +35,12 @@ int cdsm__locks_init(void);
 void cdsm__locks_fini(void);
 void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
+/* grant_diffs.c: the granter's own diffs that go with a grant (to_vc: the acquirer's
+ * clock, vc: the granter's), and the acquirer's side, which applies those that bring a
+ * page fully up to date (src: the granter). Caller holds mu. */
+int cdsm__grant_diffs_on(void);
+void cdsm__grant_put_diffs(cdsm__buf_t *b, const uint32_t *to_vc, const uint32_t *vc);
+int cdsm__grant_take_diffs(cdsm__rd_t *r, int src);
 /* Build and send a grant of lock l to `to` for its acquire to_seq (vc: the granter's). */
 int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq, const uint32_t *vc,
                          const uint32_t *to_vc);
