@@ -207,18 +207,17 @@ TEST(GrantDiffs, APageLackingOtherWritesIsFetchedAtItsMiss)
     const size_t W = ps() / sizeof(uint64_t);
     uint64_t *a = alloc<uint64_t>(W);
     share(a, W);
-    if (me() == 2) {
+    // Rank 2 writes word 1, then rank 0 word 0, each under lock 0, in that order.
+    for (int turn = 0; turn < 2; turn++) {
+        int who = turn == 0 ? 2 : 0;
+        if (me() != who) continue;
+        if (turn == 1) wait_go(2);
         ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
-        a[1] = 7;
+        a[turn == 0 ? 1 : 0] = turn == 0 ? 7 : 5;
         ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
-        give_go(0);
-    } else if (me() == 0) {
-        wait_go(2);
-        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
-        a[0] = 5;
-        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
-        give_go(1);
-    } else if (me() == 1) {
+        give_go(turn == 0 ? 0 : 1);
+    }
+    if (me() == 1) {
         wait_go(0);
         ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
         cdsm_stats_t s1 = stats();
