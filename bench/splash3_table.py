@@ -77,6 +77,37 @@ def configure_cdsm(codes, build_dir):
     open(path, "w").write(text)
 
 
+def configure_pthreads_roi(codes):
+    """Make the pthreads copy time its region of interest: a copy of the suite's macro file
+    whose SPLASH3_ROI_BEGIN and SPLASH3_ROI_END (empty in the suite) print the monotonic
+    clock to stderr, and MACROS pointed at it. cdsm's macro file records the same region
+    (rank 0 prints it with CDSM_STATS=1). Nothing else changes."""
+    path = os.path.join(codes, "Makefile.config")
+    text = open(path).read()
+    m = re.search(r"(?m)^MACROS :=\s*(\S+)\s*$", text)
+    src = m.group(1).replace("$(BASEDIR)", codes)
+    macros = open(src).read()
+    stamp = ('{struct timespec splash3_roi_ts; clock_gettime(CLOCK_MONOTONIC, &splash3_roi_ts); '
+             'fprintf(stderr, "splash3 roi %s %%ld.%%09ld\\n", (long)splash3_roi_ts.tv_sec, splash3_roi_ts.tv_nsec);}')
+    for which in ("BEGIN", "END"):
+        line = f"define(SPLASH3_ROI_{which}, `" + stamp % which.lower() + "')"
+        macros = re.sub(rf"(?m)^define\(SPLASH3_ROI_{which},.*$", lambda m: line, macros)
+    macros = macros.replace("#include <stdint.h>", "#include <stdint.h>\n#include <stdio.h>\n#include <time.h>", 1)
+    out = src + ".roi"
+    open(out, "w").write(macros)
+    open(path, "w").write(text[:m.start(1)] + out + text[m.end(1):])
+
+
+def roi_seconds(stderr, cdsm):
+    """The region of interest as the run printed it, in seconds, or None."""
+    if cdsm:
+        m = re.search(r"region of interest (\d+) us", stderr)
+        return int(m.group(1)) / 1e6 if m else None
+    b = re.search(r"splash3 roi begin (\d+\.\d+)", stderr)
+    e = re.search(r"splash3 roi end (\d+\.\d+)", stderr)
+    return float(e.group(1)) - float(b.group(1)) if b and e else None
+
+
 def build(codes, folder, binary):
     """make in one program's folder; returns (ok, the last line of its log when it failed)."""
     d = os.path.join(codes, folder)
@@ -100,7 +131,8 @@ def output_files(d, name, remove):
 
 
 def run(codes, folder, cmd, procs, cdsm, timeout, name=""):
-    """One run; returns (status, seconds, normalised output with the answer files' hashes)."""
+    """One run; returns (status, seconds, normalised output with the answer files' hashes,
+    seconds of the region of interest or None)."""
     d = os.path.join(codes, folder)
     output_files(d, name, True)
     line = cmd.format(P=procs)
@@ -109,13 +141,14 @@ def run(codes, folder, cmd, procs, cdsm, timeout, name=""):
         line = f"mpiexec -n {procs} {exe} {rest}"
     t0 = time.monotonic()
     try:
-        r = subprocess.run(["sh", "-c", line], cwd=d, capture_output=True, text=True, timeout=timeout)
+        env = dict(os.environ, CDSM_STATS="1") if cdsm else None
+        r = subprocess.run(["sh", "-c", line], cwd=d, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - t0, ""
+        return "timeout", time.monotonic() - t0, "", None
     dt = time.monotonic() - t0
     out = [l.strip() for l in r.stdout.splitlines() if ANSWER.search(l) and not TIMING.search(l)]
     out += output_files(d, name, False)
-    return ("ok" if r.returncode == 0 else f"exit {r.returncode}"), dt, "\n".join(out)
+    return ("ok" if r.returncode == 0 else f"exit {r.returncode}"), dt, "\n".join(out), roi_seconds(r.stderr, cdsm)
 
 
 def main():
@@ -136,16 +169,18 @@ def main():
         shutil.rmtree(trees[kind], ignore_errors=True)
         shutil.copytree(os.path.join(a.splash3, "codes"), trees[kind], symlinks=True)
     configure_cdsm(trees["cdsm"], a.build)
+    configure_pthreads_roi(trees["pthreads"])
     procs = [int(p) for p in a.procs.split(",")]
     only = set(a.only.split(",")) if a.only else None
     rows = []
-    print(f"{'program':10} {'P':>2} {'builds':>8} {'pthreads':>10} {'cdsm':>10} {'answer':>8} {'pthr_s':>8} {'cdsm_s':>8} {'ratio':>7}")
+    print(f"{'program':10} {'P':>2} {'builds':>8} {'pthreads':>10} {'cdsm':>10} {'answer':>8} {'pthr_s':>8} {'cdsm_s':>8} {'ratio':>7}"
+          f" {'pthr_roi':>8} {'cdsm_roi':>8} {'roi_ratio':>9}")
     for name, folder, binary, cmd in PROGRAMS:
         if only and name not in only:
             continue
         built = {k: build(trees[k], folder, binary) for k in trees}
         for p in procs:
-            res = {k: run(trees[k], folder, cmd, p, k == "cdsm", a.timeout, name) if built[k][0] else ("no build", 0, "")
+            res = {k: run(trees[k], folder, cmd, p, k == "cdsm", a.timeout, name) if built[k][0] else ("no build", 0, "", None)
                    for k in trees}
             # A second pthreads run: a program whose answer lines differ from run to run
             # under pthreads too (RADIOSITY's refinement order) cannot be compared exactly.
@@ -155,16 +190,21 @@ def main():
                        "varies" if res["cdsm"][0] == "ok" and again[0] == "ok" and again[2] != res["pthreads"][2] else
                        "equal" if same else "DIFFERS")
             ratio = res["cdsm"][1] / res["pthreads"][1] if res["pthreads"][1] and res["cdsm"][0] == "ok" else None
+            proi, croi = res["pthreads"][3], res["cdsm"][3]
+            roi_ratio = croi / proi if proi and croi and res["cdsm"][0] == "ok" else None
             row = {"program": name, "procs": p,
                    "builds": "both" if built["pthreads"][0] and built["cdsm"][0] else
                              ("pthreads" if built["pthreads"][0] else "cdsm" if built["cdsm"][0] else "none"),
                    "pthreads_run": res["pthreads"][0], "cdsm_run": res["cdsm"][0],
                    "answer": verdict, "pthreads_s": round(res["pthreads"][1], 3), "cdsm_s": round(res["cdsm"][1], 3),
                    "ratio": round(ratio, 2) if ratio else "",
+                   "pthreads_roi_s": round(proi, 4) if proi else "", "cdsm_roi_s": round(croi, 4) if croi else "",
+                   "roi_ratio": round(roi_ratio, 2) if roi_ratio else "",
                    "build_error": " ".join(built["cdsm"][1])[:200]}
             rows.append(row)
             print(f"{name:10} {p:>2} {row['builds']:>8} {res['pthreads'][0]:>10} {res['cdsm'][0]:>10} {verdict:>8} "
-                  f"{row['pthreads_s']:>8} {row['cdsm_s']:>8} {row['ratio']:>7}", flush=True)
+                  f"{row['pthreads_s']:>8} {row['cdsm_s']:>8} {row['ratio']:>7} {row['pthreads_roi_s']:>8} "
+                  f"{row['cdsm_roi_s']:>8} {row['roi_ratio']:>9}", flush=True)
     os.makedirs(a.outdir, exist_ok=True)
     path = os.path.join(a.outdir, time.strftime("splash3-%Y%m%d-%H%M%S.csv"))
     with open(path, "w", newline="") as f:

@@ -24,6 +24,7 @@
 
 #include "cdsm.h"
 #include "heap.h"
+#include "interval.h"
 #include "pm_int.h"
 
 typedef struct pm_range {
@@ -43,6 +44,7 @@ static struct {
     size_t mixed_bytes;
     char *shadow;      /* [mixed_bytes] in shared memory */
     char *twin;        /* [mixed_bytes] the shadow as this rank last synchronised it */
+    uint64_t pulled_gen; /* cdsm__iv_incorporated() at the last pull */
     int pulled;        /* the first pull of a rank > 0 takes every byte */
     uint64_t fingerprint;
 } gl;
@@ -337,4 +339,14 @@ void cdsm__pm_globals_pull(void)
         off += len;
     }
     gl.pulled = 1;
+    gl.pulled_gen = cdsm__iv_incorporated();
+}
+
+void cdsm__pm_globals_sync_if_new(void)
+{
+    if (!gl.shadow || (gl.pulled && cdsm__iv_incorporated() == gl.pulled_gen)) return;
+    /* This rank's writes since its last synchronisation go first, so that the pull cannot
+     * overwrite them (another rank's newer bytes are other bytes: the program is race-free). */
+    cdsm__pm_globals_push();
+    cdsm__pm_globals_pull();
 }

@@ -23,5 +23,8 @@ int cdsm__pm_globals_has(const void *p);
 void cdsm__pm_globals_push(void);
 /* After an acquire: the changes others made (and this rank now sees) come in. */
 void cdsm__pm_globals_pull(void);
+/* After an acquire: push then pull, only if records came in since the last pull (an
+ * acquire served by the cached token brings none). */
+void cdsm__pm_globals_sync_if_new(void);
 
 #endif

@@ -198,6 +198,13 @@ static void post_notice(uint32_t pg, cdsm__interval_t *iv, int empty)
     }
 }
 
+static uint64_t incorporated;
+
+uint64_t cdsm__iv_incorporated(void)
+{
+    return __atomic_load_n(&incorporated, __ATOMIC_RELAXED);
+}
+
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -221,6 +228,7 @@ int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec)
             return CDSM_ERR_PROTOCOL;
         }
         cdsm__iv_append(iv);
+        __atomic_add_fetch(&incorporated, 1, __ATOMIC_RELAXED);
         for (uint32_t j = 0, e = 0; j < w->npages; j++) {
             int is_empty = e < nempty && iv->empty[e] == pages[j];
             e += (uint32_t)is_empty;

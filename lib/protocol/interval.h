@@ -63,6 +63,10 @@ uint32_t cdsm__iv_serialize_between(cdsm__buf_t *b, const uint32_t *have, const 
 /* The one decoder: parse nrec records, store the ones not yet known, post their notices
  * (invalidating pages) and return 0; CDSM_ERR_PROTOCOL on malformed input. */
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec);
+/* How many records this rank has incorporated so far: if it has not changed, no other
+ * rank's write has reached this rank's copies (the PARMACS layer's globals copy skips its
+ * pull then). */
+uint64_t cdsm__iv_incorporated(void);
 size_t cdsm__iv_bytes(const cdsm__interval_t *iv);
 int cdsm__iv_find_page(const cdsm__interval_t *iv, uint32_t pg);
 /* The interval's empty-diff conversions (a sorted subset of its pages; -1 if not). */
