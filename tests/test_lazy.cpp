@@ -181,6 +181,8 @@ TEST(GrantDiffs, TheCriticalSectionComesWithTheToken)
         EXPECT_EQ(a[3], 11u);
         EXPECT_EQ(a[W + 5], 12u);
         cdsm_stats_t s2 = stats();
+        // The page a diff made valid is read-only again: this write is tracked.
+        a[W + 6 + (size_t)me()] = 20u + (uint64_t)me();
         ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
         if (me() == 1 && nr() > 2) give_go(2);
         if (me() == 1 && grant_diffs_on()) {
@@ -194,6 +196,7 @@ TEST(GrantDiffs, TheCriticalSectionComesWithTheToken)
     barrier();
     EXPECT_EQ(a[3], 11u);
     EXPECT_EQ(a[W + 5], 12u);
+    for (int r = 1; r < nr() && r <= 2; r++) EXPECT_EQ(a[W + 6 + (size_t)r], 20u + (uint64_t)r) << "rank " << r;
     barrier();
 }
 

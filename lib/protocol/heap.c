@@ -206,6 +206,18 @@ int cdsm__heap_init(void)
     return rc;
 }
 
+/* Protection changes deferred while the application thread is in the library and touches
+ * no shared page (cdsm__protect_batch): the page, its state before, the order. */
+typedef struct pb_rec {
+    uint32_t pg, seq;
+    uint8_t was;
+} pb_rec_t;
+static struct {
+    int on;
+    pb_rec_t *v;
+    size_t n, cap;
+} pb;
+
 void cdsm__heap_fini(void)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -227,6 +239,8 @@ void cdsm__heap_fini(void)
     cdsm__heap.made = NULL;
     free(g->scratch);
     free(g->scratch_n);
+    free(pb.v);
+    memset(&pb, 0, sizeof pb);
     g->scratch = NULL;
     g->scratch_n = NULL;
     /* The globals stay where they are, on the memfd, writable: the program lives on. */
@@ -239,10 +253,70 @@ void cdsm__heap_fini(void)
     cdsm__heap.memfd = -1;
 }
 
+static const int page_prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE};
+
+static void pb_add(uint32_t first, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        if (pb.n == pb.cap) {
+            pb.cap = pb.cap ? pb.cap * 2 : 256;
+            pb.v = realloc(pb.v, pb.cap * sizeof *pb.v);
+            cdsm_check(pb.v != NULL);
+        }
+        pb.v[pb.n] = (pb_rec_t){first + i, (uint32_t)pb.n, cdsm__pg(first + i)->state};
+        pb.n++;
+    }
+}
+
+static int pb_cmp(const void *a, const void *b)
+{
+    const pb_rec_t *x = a, *y = b;
+    if (x->pg != y->pg) return x->pg < y->pg ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Each page's protection once, from its state before the batch to its state now; runs of
+ * pages that end with the same protection in one call. */
+static void pb_apply(void)
+{
+    qsort(pb.v, pb.n, sizeof *pb.v, pb_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < pb.n; i++) {
+        if (i && pb.v[i].pg == pb.v[i - 1].pg) continue; /* (the first record has the state before) */
+        int now = cdsm__pg(pb.v[i].pg)->state;
+        if (page_prot[now] != page_prot[pb.v[i].was]) pb.v[m++] = (pb_rec_t){pb.v[i].pg, 0, (uint8_t)now};
+    }
+    for (size_t i = 0; i < m;) {
+        size_t j = i + 1;
+        while (j < m && pb.v[j].pg == pb.v[j - 1].pg + 1 && page_prot[pb.v[j].was] == page_prot[pb.v[i].was]) j++;
+        cdsm__page_protect(pb.v[i].pg, (uint32_t)(j - i), pb.v[i].was);
+        i = j;
+    }
+    pb.n = 0;
+}
+
+void cdsm__protect_batch(int on)
+{
+    if (!on && pb.on) {
+        pb.on = 0;
+        pb_apply();
+    }
+    pb.on = on;
+}
+
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 {
-    static const int prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE};
+    static const int *const prot = page_prot;
     uint32_t h = cdsm__heap.hpages;
+    if (pb.on) {
+        pb_add(first, count);
+        for (uint32_t i = 0; i < count; i++) {
+            cdsm__page_t *p = cdsm__pg(first + i);
+            p->state = (uint8_t)state;
+            p->ckflags = 3;
+        }
+        return CDSM_OK;
+    }
     if (first < h && count > h - first) { /* the heap's end and the globals are not adjacent */
         cdsm__page_protect(h, count - (h - first), state);
         count = h - first;

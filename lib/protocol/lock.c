@@ -394,6 +394,10 @@ wait:
             cdsm__reply_free(rep);
             continue;
         }
+        /* From here to the return nothing waits and the program runs no shared access: each
+         * page's protection is set once, at `out` (a page invalidated by the grant's
+         * notices and made valid by its diffs keeps its protection). */
+        cdsm__protect_batch(1);
         if (!rc) rc = cdsm__iv_incorporate(&rd, gr.nrec);
         if (!rc) rc = cdsm__grant_take_diffs(&rd, (int)rep->hdr.src);
         if (rc) {
@@ -407,6 +411,7 @@ wait:
         break;
     }
 out:
+    cdsm__protect_batch(0);
     pthread_mutex_unlock(&g->mu);
     return rc;
 }
