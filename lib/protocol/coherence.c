@@ -207,13 +207,18 @@ void cdsm__refill_notices(uint32_t pg)
     }
 }
 
-/* Protect pages in runs of consecutive page numbers: one mprotect per run. */
+/* Protect pages in runs of consecutive page numbers: one mprotect per run. Pages in that
+ * state already are left alone (a grant from the service thread froze them). */
 static void protect_sorted(const uint32_t *pages, size_t n, int state)
 {
     size_t i = 0;
     while (i < n) {
+        if (cdsm__pg(pages[i])->state == state) {
+            i++;
+            continue;
+        }
         size_t j = i + 1;
-        while (j < n && pages[j] == pages[j - 1] + 1) j++;
+        while (j < n && pages[j] == pages[j - 1] + 1 && cdsm__pg(pages[j])->state != state) j++;
         cdsm__page_protect(pages[i], (uint32_t)(j - i), state);
         i = j;
     }
