@@ -508,9 +508,13 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     if (rc) goto out;
     int has_check = flags_out != NULL && kind == CDSM_BAR_PLAIN && check != 0;
     if ((rc = arrive(kind, epoch, check, stats, has_check))) goto out;
+    /* Until this returns the program runs nothing: a page the release's notices invalidate
+     * and the refetch makes valid again keeps its protection (no mprotect at all). */
+    cdsm__protect_batch(1);
     rc = take_release_msg(kind, epoch, sum, &flags, &manifest);
     if (flags_out) *flags_out = (int)flags;
     if (!rc) rc = after_release(kind, flags);
+    cdsm__protect_batch(0);
 out:
     pthread_mutex_unlock(&g->mu);
     if (!rc) rc = cdsm__tp_flush();

@@ -213,7 +213,7 @@ typedef struct pb_rec {
     uint8_t was;
 } pb_rec_t;
 static struct {
-    int on;
+    int on; /* depth: a barrier's collection runs barriers of its own */
     pb_rec_t *v;
     size_t n, cap;
 } pb;
@@ -297,11 +297,11 @@ static void pb_apply(void)
 
 void cdsm__protect_batch(int on)
 {
-    if (!on && pb.on) {
-        pb.on = 0;
+    if (on) {
+        pb.on++;
+    } else if (pb.on && !--pb.on) {
         pb_apply();
     }
-    pb.on = on;
 }
 
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)

@@ -130,10 +130,12 @@ int cdsm__heap_globals_map(void);
 int cdsm__heap_init(void);
 void cdsm__heap_fini(void);
 int cdsm__page_protect(uint32_t first, uint32_t count, int state);
-/* Defer protection changes (on) while the application thread is in the library and
- * touches no shared page, holding mu without waiting: a page invalidated by a grant's
- * notice and made valid by its diff changes state twice and protection not at all. Off:
- * each page's protection is set once, from its state before to its state now. */
+/* Defer protection changes (on) while the application thread is in the library, where it
+ * touches shared pages only through the library's own mapping (waits included: the
+ * service thread's changes wait too, and the program runs nothing meanwhile): a page
+ * invalidated by a notice and made valid again changes state twice and protection not at
+ * all. Off (as many times as on): each page's protection is set once, from its state
+ * before to its state now, in runs. */
 void cdsm__protect_batch(int on);
 /* The pages that hold data (the memfd has no hole there), an owned page's only sign of
  * having been written: sorted runs [v[2i], v[2i+1]), as many as the heap has extents,
