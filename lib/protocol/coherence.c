@@ -517,6 +517,9 @@ void cdsm__fault(uint32_t pg, int is_write)
 {
     cdsm__state_t *g = &cdsm__g;
     pthread_mutex_lock(&g->mu);
+    /* The program waits in this handler: the pages a miss validates (its readahead window)
+     * get their protection in runs, at the end. */
+    cdsm__protect_batch(1);
     if (cdsm__pg(pg)->state == CDSM_PG_INVALID) {
         CDSM_STAT_ADD(read_faults, 1);
         cdsm__ra_t ra = cdsm__ra_begin(pg);
@@ -538,5 +541,6 @@ void cdsm__fault(uint32_t pg, int is_write)
         }
     }
     if (is_write && cdsm__pg(pg)->state == CDSM_PG_RO) write_fault(pg);
+    cdsm__protect_batch(0);
     pthread_mutex_unlock(&g->mu);
 }

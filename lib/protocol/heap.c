@@ -275,6 +275,21 @@ static int pb_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* mprotect of the application's view of pages [first, first + count). */
+static void protect_raw(uint32_t first, uint32_t count, int prot)
+{
+    uint32_t h = cdsm__heap.hpages;
+    if (first < h && count > h - first) { /* the heap's end and the globals are not adjacent */
+        protect_raw(h, count - (h - first), prot);
+        count = h - first;
+    }
+    if (mprotect(cdsm__app_page(first), (size_t)count * cdsm__heap.page_size, prot)) {
+        /* Only fails on a bad range or when the kernel is out of mapping entries. */
+        cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
+        cdsm_check(!"mprotect failed");
+    }
+}
+
 /* Each page's protection once, from its state before the batch to its state now; runs of
  * pages that end with the same protection in one call. */
 static void pb_apply(void)
@@ -289,7 +304,7 @@ static void pb_apply(void)
     for (size_t i = 0; i < m;) {
         size_t j = i + 1;
         while (j < m && pb.v[j].pg == pb.v[j - 1].pg + 1 && page_prot[pb.v[j].was] == page_prot[pb.v[i].was]) j++;
-        cdsm__page_protect(pb.v[i].pg, (uint32_t)(j - i), pb.v[i].was);
+        protect_raw(pb.v[i].pg, (uint32_t)(j - i), page_prot[pb.v[i].was]); /* (states are set) */
         i = j;
     }
     pb.n = 0;
@@ -306,26 +321,10 @@ void cdsm__protect_batch(int on)
 
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 {
-    static const int *const prot = page_prot;
-    uint32_t h = cdsm__heap.hpages;
-    if (pb.on) {
+    if (pb.on)
         pb_add(first, count);
-        for (uint32_t i = 0; i < count; i++) {
-            cdsm__page_t *p = cdsm__pg(first + i);
-            p->state = (uint8_t)state;
-            p->ckflags = 3;
-        }
-        return CDSM_OK;
-    }
-    if (first < h && count > h - first) { /* the heap's end and the globals are not adjacent */
-        cdsm__page_protect(h, count - (h - first), state);
-        count = h - first;
-    }
-    if (mprotect(cdsm__app_page(first), (size_t)count * cdsm__heap.page_size, prot[state])) {
-        /* Only fails on a bad range or when the kernel is out of mapping entries. */
-        cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
-        cdsm_check(!"mprotect failed");
-    }
+    else
+        protect_raw(first, count, page_prot[state]);
     for (uint32_t i = 0; i < count; i++) {
         cdsm__page_t *p = cdsm__pg(first + i);
         p->state = (uint8_t)state;
