@@ -69,6 +69,14 @@ cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j)
     return iv->diffs[j];
 }
 
+cdsm__diffrec_t *cdsm__own_diff_out(cdsm__interval_t *iv, int j)
+{
+    cdsm__page_t *p = cdsm__pg(iv->pages[j]);
+    cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
+    if (p->twin && p->twin_iv == iv->idx) cdsm__twin_free(p); /* its diff now exists */
+    return d;
+}
+
 /* Make the diff of the closed interval the twin belongs to. */
 static void diff_pending_twin(uint32_t pg)
 {

@@ -22,6 +22,9 @@ void cdsm__invalidate(uint32_t pg);
 /* The one place a write notice is put on a page (newest first; counted in log_bytes). */
 void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv);
 cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
+/* The same diff as it leaves for another rank (a diff reply, a grant): the twin it was made
+ * from is freed, since the diff now exists. */
+cdsm__diffrec_t *cdsm__own_diff_out(cdsm__interval_t *iv, int j);
 /* validate.c: the readahead of one access miss: the positions k in [1, window) of the
  * stream, page pg + (k / run) * stride + k % run (run 1: pg + k * stride), are fetched
  * with it where they need it; `covered` says how far the miss went (the stream's next

@@ -24,14 +24,13 @@ int cdsm__grant_diffs_on(void)
     return cdsm__cfg.grant_diffs && !cdsm__cfg.spares;
 }
 
-/* One own diff for the grant, made now if it was lazy. */
+/* One own diff for the grant, made now if it was lazy; NULL if neither it nor its twin
+ * exists. */
 static cdsm__diffrec_t *grant_diff(cdsm__interval_t *iv, int j)
 {
     cdsm__page_t *p = cdsm__pg(iv->pages[j]);
-    if (!iv->diffs[j] && !(p->twin && p->twin_iv == iv->idx)) return NULL; /* (collected) */
-    cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
-    if (p->twin && p->twin_iv == iv->idx) cdsm__twin_free(p); /* its diff now exists */
-    return d;
+    if (!iv->diffs[j] && !(p->twin && p->twin_iv == iv->idx)) return NULL;
+    return cdsm__own_diff_out(iv, j);
 }
 
 void cdsm__grant_put_diffs(cdsm__buf_t *b, const uint32_t *to_vc, const uint32_t *vc)

@@ -207,13 +207,14 @@ int cdsm__heap_init(void)
 }
 
 /* Protection changes deferred while the application thread is in the library and touches
- * no shared page (cdsm__protect_batch): the page, its state before, the order. */
+ * no shared page (cdsm__protect_batch): the page, the order, and its state before the
+ * change (pb_apply's second pass keeps its state now there). */
 typedef struct pb_rec {
     uint32_t pg, seq;
-    uint8_t was;
+    uint8_t state;
 } pb_rec_t;
 static struct {
-    int on; /* depth: a barrier's collection runs barriers of its own */
+    int depth; /* nested: a barrier's collection runs barriers of its own */
     pb_rec_t *v;
     size_t n, cap;
 } pb;
@@ -299,12 +300,12 @@ static void pb_apply(void)
     for (size_t i = 0; i < pb.n; i++) {
         if (i && pb.v[i].pg == pb.v[i - 1].pg) continue; /* (the first record has the state before) */
         int now = cdsm__pg(pb.v[i].pg)->state;
-        if (page_prot[now] != page_prot[pb.v[i].was]) pb.v[m++] = (pb_rec_t){pb.v[i].pg, 0, (uint8_t)now};
+        if (page_prot[now] != page_prot[pb.v[i].state]) pb.v[m++] = (pb_rec_t){pb.v[i].pg, 0, (uint8_t)now};
     }
     for (size_t i = 0; i < m;) {
         size_t j = i + 1;
-        while (j < m && pb.v[j].pg == pb.v[j - 1].pg + 1 && page_prot[pb.v[j].was] == page_prot[pb.v[i].was]) j++;
-        protect_raw(pb.v[i].pg, (uint32_t)(j - i), page_prot[pb.v[i].was]); /* (states are set) */
+        while (j < m && pb.v[j].pg == pb.v[j - 1].pg + 1 && page_prot[pb.v[j].state] == page_prot[pb.v[i].state]) j++;
+        protect_raw(pb.v[i].pg, (uint32_t)(j - i), page_prot[pb.v[i].state]); /* (states are set) */
         i = j;
     }
     pb.n = 0;
@@ -313,15 +314,15 @@ static void pb_apply(void)
 void cdsm__protect_batch(int on)
 {
     if (on) {
-        pb.on++;
-    } else if (pb.on && !--pb.on) {
+        pb.depth++;
+    } else if (pb.depth && !--pb.depth) {
         pb_apply();
     }
 }
 
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 {
-    if (pb.on)
+    if (pb.depth)
         pb_add(first, count);
     else
         protect_raw(first, count, page_prot[state]);

@@ -555,7 +555,6 @@ static int serve_page_diffs(cdsm__rd_t *r, cdsm__buf_t *b, uint32_t *pg)
     *pg = cdsm__rd_u32(r);
     uint32_t count = cdsm__rd_u32(r);
     if (r->bad || *pg >= cdsm__heap.npages) return -1;
-    cdsm__page_t *p = cdsm__pg(*pg);
     cdsm__buf_put_u32(b, *pg);
     cdsm__buf_put_u32(b, count);
     for (uint32_t i = 0; i < count; i++) {
@@ -564,8 +563,7 @@ static int serve_page_diffs(cdsm__rd_t *r, cdsm__buf_t *b, uint32_t *pg)
         if (!r->bad && !iv) iv = (cdsm__interval_t *)cdsm__ft.archived(idx); /* a replay asks */
         int j = iv ? cdsm__iv_find_page(iv, *pg) : -1;
         if (j < 0) return -1;
-        cdsm__diffrec_t *d = cdsm__own_diff(iv, j);
-        if (p->twin && p->twin_iv == idx) cdsm__twin_free(p); /* its diff now exists */
+        cdsm__diffrec_t *d = cdsm__own_diff_out(iv, j);
         cdsm__buf_put_u32(b, idx);
         cdsm__buf_put_u32(b, d->len);
         cdsm__buf_put(b, d->data, d->len);
