@@ -18,7 +18,8 @@
  *
  * Each operation is timed one at a time on rank 0; the table gives median, min, 90th
  * percentile and mean in microseconds, a reference built from the MPI numbers of the same
- * run, the ratio of the medians, and whether the performance goal (ratio <= 3) is met.
+ * run, the ratio of the medians, and whether the performance goal is met (ratio <= 3; a
+ * miss served from a node-mate's published diffs: <= 2 x a local write fault).
  * Rank 0 prints; -o FILE also writes the rows as CSV. Between tests a run of empty
  * barriers lets adaptive protocol state of the previous test age out.
  *
@@ -46,7 +47,6 @@
 #include <cdsm.h>
 
 #define LOCK_CONTENDED 0  /* manager rank 0 */
-#define LOCK_CLOSER 1     /* manager rank 1: rank 1 holds its token from the start */
 #define LOCK_FIRST_FREE 3 /* odd ids from here: one fresh lock per uncontended acquire */
 
 static int me;
@@ -154,7 +154,7 @@ typedef struct row {
     summary_t s;
     char ref_name[48]; /* empty: no reference */
     double ref;
-    int goal;          /* 1: the ratio is a goal (<= GOAL_FACTOR) */
+    double goal;       /* the ratio is a goal: at most this (0: no goal) */
 } row_t;
 
 #define GOAL_FACTOR 3.0
@@ -174,7 +174,7 @@ static row_t *add_row(const char *op, const char *path, summary_t s)
     return r;
 }
 
-static void set_ref(row_t *r, const char *name, double ref, int goal)
+static void set_ref(row_t *r, const char *name, double ref, double goal)
 {
     snprintf(r->ref_name, sizeof r->ref_name, "%s", name);
     r->ref = ref;
@@ -186,14 +186,14 @@ static const char *goal_text(const row_t *r, int csv)
     if (!r->goal) return csv ? "" : "-";
     double ratio = r->s.med / r->ref;
     if (!isfinite(ratio)) return "n/a";
-    return ratio <= GOAL_FACTOR ? (csv ? "met" : "goal met") : (csv ? "missed" : "goal missed");
+    return ratio <= r->goal ? (csv ? "met" : "goal met") : (csv ? "missed" : "goal missed");
 }
 
 static void print_table(FILE *f)
 {
     fprintf(f, "\n%-30s %-28s %5s %9s %9s %9s %9s  %-25s %8s %7s  %s\n", "operation", "path", "n",
             "median_us", "min_us", "p90_us", "mean_us", "reference", "ref_us", "ratio",
-            "goal (ratio<=3)");
+            "goal (ratio<=x)");
     for (int i = 0; i < nrows; i++) {
         const row_t *r = &rows[i];
         fprintf(f, "%-30s %-28s %5d %9.2f %9.2f %9.2f %9.2f  ", r->op, r->path, r->s.n, r->s.med,
@@ -242,7 +242,7 @@ static int write_csv(const char *path)
             fprintf(f, ",,,");
         }
         if (r->goal)
-            fprintf(f, "%.1f,%s\n", GOAL_FACTOR, goal_text(r, 1));
+            fprintf(f, "%.1f,%s\n", r->goal, goal_text(r, 1));
         else
             fprintf(f, ",\n");
     }
@@ -379,6 +379,7 @@ static summary_t wakeup_pingpong(int reps, int warm)
 
 typedef struct faults {
     summary_t fresh, nofault, rewrite;
+    int published; /* the closed interval's diffs were made at its close (CDSM_SHM_DIFFS) */
 } faults_t;
 
 /* Write one word at `offset` in each of np pages, timing each write after the first warm. */
@@ -397,14 +398,15 @@ static void time_writes(char *reg, size_t ps, int np, int warm, size_t offset, l
 
 static faults_t write_faults(size_t ps, int reps, int warm)
 {
-    faults_t out;
+    faults_t out = {0};
     int np = reps + warm;
     char *reg;
     CHECK(cdsm_alloc((size_t)np * ps, (void **)&reg));
     double *vf = samples(reps), *vn = samples(reps), *vr = samples(reps);
     CHECK(cdsm_barrier());
+    cdsm_stats_t before = stats_now();
     if (me == 0) {
-        cdsm_stats_t a = stats_now();
+        cdsm_stats_t a = before;
         /* First write to a fresh (valid, zero, read-only) page: fault, twin, mprotect. */
         time_writes(reg, ps, np, warm, 0, 1, vf);
         cdsm_stats_t b = stats_now();
@@ -418,13 +420,16 @@ static faults_t write_faults(size_t ps, int reps, int warm)
                                                  (unsigned long long)DELTA(b, c, write_faults));
     }
     /* Ends rank 0's interval: its pages are read-only again, each with the twin of a
-     * closed interval whose diff nobody asked for yet. */
+     * closed interval whose diff nobody asked for yet; or, with published diffs
+     * (node-mates), each diff made at the close and the twin gone. */
     CHECK(cdsm_barrier());
     if (me == 0) {
         cdsm_stats_t a = stats_now();
+        out.published = DELTA(before, a, board_published) >= (uint64_t)np;
         time_writes(reg, ps, np, warm, 128, 3, vr);
         cdsm_stats_t b = stats_now();
-        if (DELTA(a, b, write_faults) != (uint64_t)np || DELTA(a, b, diffs_created) != (uint64_t)np)
+        uint64_t want_diffs = out.published ? 0 : (uint64_t)np;
+        if (DELTA(a, b, write_faults) != (uint64_t)np || DELTA(a, b, diffs_created) != want_diffs)
             fail("rewrite fault: %llu write faults, %llu diffs for %d pages",
                  (unsigned long long)DELTA(a, b, write_faults),
                  (unsigned long long)DELTA(a, b, diffs_created), np);
@@ -469,9 +474,8 @@ static long miss_value(int page, int interval, int word)
 }
 
 /* Rank 1 writes MISS_WORDS words in each of reps+warm fresh pages in `intervals` separate
- * intervals (closed by acquiring a lock whose token rank 1 holds, so rank 0 sees nothing
- * until the barrier); after one barrier rank 0 reads one word of each page, each read an
- * access miss. `path` receives which path the library took for the timed misses. */
+ * intervals (each closed by a barrier, which rank 0 passes without touching them); after
+ * the last, rank 0 reads one word of each page, each read an access miss. `path` receives which path the library took for the timed misses. */
 static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int busy, char *path, size_t pathlen)
 {
     int np = reps + warm;
@@ -479,18 +483,16 @@ static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int b
     CHECK(cdsm_alloc((size_t)np * ps, (void **)&reg));
     double *v = samples(reps);
     CHECK(cdsm_barrier());
-    if (me == 1) {
-        for (int k = 0; k < intervals; k++) {
+    /* Each barrier closes one interval of rank 1's writes; rank 0 learns its write notices
+     * and invalidates its copies, but touches nothing until the last. (A lock release
+     * would not do: nobody waits for the lock, so a lazy release closes no interval.) */
+    for (int k = 0; k < intervals; k++) {
+        if (me == 1)
             for (int i = 0; i < np; i++)
                 for (int w = 0; w < MISS_WORDS; w++)
                     ((volatile long *)(reg + (size_t)i * ps))[w * 64] = miss_value(i, k, w);
-            /* Closes the interval; the token of LOCK_CLOSER is cached here: no message. */
-            CHECK(cdsm_lock_acquire(LOCK_CLOSER));
-            CHECK(cdsm_lock_release(LOCK_CLOSER));
-        }
+        CHECK(cdsm_barrier());
     }
-    /* Rank 0 learns the write notices of all intervals and invalidates its copies. */
-    CHECK(cdsm_barrier());
     if (me == 0) {
         cdsm_stats_t a = stats_now(), b = a;
         long bad = 0;
@@ -511,13 +513,15 @@ static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int b
                 if (((volatile long *)(reg + (size_t)i * ps))[w * 64] != miss_value(i, intervals - 1, w)) bad++;
         if (bad) fail("remote miss (%d intervals): %ld words read back wrong", intervals, bad);
         uint64_t misses = DELTA(a, b, read_faults), whole = DELTA(a, b, pages_fetched),
-                 diffs = DELTA(a, b, diffs_applied);
+                 diffs = DELTA(a, b, diffs_applied), shared = DELTA(a, b, board_taken);
         if (misses != (uint64_t)reps)
             fail("remote miss (%d intervals): %llu access misses for %d reads", intervals,
                  (unsigned long long)misses, reps);
         if (whole == (uint64_t)reps && diffs == 0)
             snprintf(path, pathlen, "whole page");
-        else if (whole == 0 && diffs == (uint64_t)reps * (uint64_t)intervals)
+        else if (whole == 0 && diffs == (uint64_t)reps * (uint64_t)intervals && shared == diffs)
+            snprintf(path, pathlen, intervals == 1 ? "diff, shared memory" : "%d diffs, shared memory", intervals);
+        else if (whole == 0 && diffs == (uint64_t)reps * (uint64_t)intervals && shared == 0)
             snprintf(path, pathlen, intervals == 1 ? "diff" : "%d diffs", intervals);
         else
             snprintf(path, pathlen, "mixed: %llu pages %llu diffs", (unsigned long long)whole,
@@ -853,13 +857,14 @@ static void run_tests(const opts_t *o, size_t ps, results_t *r)
 /* Whether the whole-page row measured what it says (rank 0). */
 static void check_paths(const opts_t *o, const results_t *r)
 {
-    int want_whole = o->lib_wpn > 0 && o->wp >= o->lib_wpn;
+    /* Published diffs (node-mates) are at hand: no whole copy is asked for. */
+    int shm = r->wf.published, want_whole = !shm && o->lib_wpn > 0 && o->wp >= o->lib_wpn;
     char want[64];
-    snprintf(want, sizeof want, want_whole ? "whole page" : "%d diffs", o->wp);
+    snprintf(want, sizeof want, want_whole ? "whole page" : shm ? "%d diffs, shared memory" : "%d diffs", o->wp);
     if (strcmp(r->path_whole, want))
         fail("multi-interval miss took path \"%s\", expected \"%s\"", r->path_whole, want);
-    if (strcmp(r->path_diff, o->lib_wpn == 1 ? "whole page" : "diff"))
-        fail("single-diff miss took path \"%s\"", r->path_diff);
+    const char *one = shm ? "diff, shared memory" : o->lib_wpn == 1 ? "whole page" : "diff";
+    if (strcmp(r->path_diff, one)) fail("single-diff miss took path \"%s\"", r->path_diff);
 }
 
 /* The table's rows, with their references (rank 0). */
@@ -872,18 +877,23 @@ static void add_rows(const results_t *x)
     if (x->wake.n) add_row("wakeup_pingpong_1B", "TCP, both sides in poll()", x->wake);
     add_row("write_nofault", "page already writable", x->wf.nofault);
     add_row("write_fault", "fresh page: twin", x->wf.fresh);
-    add_row("write_fault_rewrite", "lazy diff + twin", x->wf.rewrite);
+    add_row("write_fault_rewrite", x->wf.published ? "twin (diff made at close)" : "lazy diff + twin", x->wf.rewrite);
     double miss_ref = x->wf.fresh.med + x->pp4k.med;
     r = add_row("remote_miss_diff", x->path_diff, x->miss_diff);
-    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
+    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, GOAL_FACTOR);
     r = add_row("remote_miss_whole_page", x->path_whole, x->miss_whole);
-    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
-    r = add_row("remote_miss_diff_busy", "diff, partner computing", x->miss_busy);
-    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, 1);
+    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, GOAL_FACTOR);
+    r = add_row("remote_miss_diff_busy", x->path_busy, x->miss_busy);
+    set_ref(r, "write_fault+pingpong_4KiB", miss_ref, GOAL_FACTOR);
+    /* Issue 15: a miss served by a node-mate within 2x a local write fault, holder busy. */
+    if (strstr(x->path_busy, "shared memory")) {
+        r = add_row("node_mate_miss_busy", x->path_busy, x->miss_busy);
+        set_ref(r, "write_fault", x->wf.fresh.med, 2.0);
+    }
     r = add_row("lock_acquire_remote", "request/grant", x->lk.remote);
-    set_ref(r, "mpi_pingpong_8B", x->pp8.med, 1);
+    set_ref(r, "mpi_pingpong_8B", x->pp8.med, GOAL_FACTOR);
     r = add_row("lock_acquire_remote_busy", "request/grant, partner computing", x->lkb.remote);
-    set_ref(r, "mpi_pingpong_8B", x->pp8.med, 1);
+    set_ref(r, "mpi_pingpong_8B", x->pp8.med, GOAL_FACTOR);
     add_row("lock_release", "local (token kept)", x->lk.release);
     add_row("lock_acquire_cached", "local (cached token)", x->lk.cached);
     const contended_t *ct = &x->ct;
@@ -895,7 +905,7 @@ static void add_rows(const results_t *x)
     set_ref(r, "mpi_pingpong_8B", x->pp8.med, 0);
     add_row("lock_iteration_contended", "acq+incr+rel", ct->iteration);
     r = add_row("cdsm_barrier", "via manager rank 0", x->cbar);
-    set_ref(r, "mpi_barrier", x->mbar.med, 1);
+    set_ref(r, "mpi_barrier", x->mbar.med, GOAL_FACTOR);
 }
 
 /* The table, the goals and the checks on stdout, and the CSV (rank 0). */
@@ -905,7 +915,8 @@ static void report(const opts_t *o, const results_t *x)
     add_rows(x);
     print_table(stdout);
     printf("\ngoals: remote miss <= 3 x (write_fault + pingpong_4KiB); uncontended remote acquire "
-           "<= 3 x pingpong_8B; cdsm_barrier <= 3 x MPI_Barrier (medians, this run)\n");
+           "<= 3 x pingpong_8B; cdsm_barrier <= 3 x MPI_Barrier; a miss served from a node-mate's "
+           "published diffs, the node-mate computing, <= 2 x write_fault (medians, this run)\n");
     printf("contended lock: %.2f s, rank 0 %ld increments (%llu acquires local), rank 1 %ld "
            "(%llu local), counter %ld\n", ct->seconds, ct->incs[0], (unsigned long long)ct->local[0],
            ct->incs[1], (unsigned long long)ct->local[1], ct->counter);

@@ -64,7 +64,10 @@
     X(lazy_releases, "lock releases that closed no interval (lazy release: nobody was waiting)") \
     X(lazy_closes, "intervals a lazy release left open, closed when their writes had to leave") \
     X(grant_diffs_sent, "own diffs sent with lock grants")                     \
-    X(grant_diffs_applied, "diffs applied from lock grants (pages made valid with no miss)")
+    X(grant_diffs_applied, "diffs applied from lock grants (pages made valid with no miss)") \
+    X(board_published, "own diffs published in shared memory for node-mates")  \
+    X(board_taken, "diffs copied from a node-mate's shared memory (no message)") \
+    X(board_missed, "diffs looked for in a node-mate's shared memory and not there (asked for)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -56,6 +56,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_INT, OFF(spin_us), 0, 1000000, NULL},
     {"CDSM_SKIP_BELLS", "1", "mpi transport, processes on one host: a message to a process whose application thread is receiving itself rings no doorbell (a flag in shared memory says so); needs heartbeats (0: always ring)",
      CDSM_CFG_BOOL, OFF(skip_bells), 0, 1, NULL},
+    {"CDSM_SHM_DIFFS", "8M", "mpi transport, processes on one host: each publishes the diffs it makes in a ring of this many bytes of shared memory that its node-mates map, and a node-mate's miss copies them from there with no message and no wake-up of the writer (a diff overwritten since is asked for as usual); only without CDSM_SPARES (0: off)",
+     CDSM_CFG_SIZE, OFF(shm_diffs), 0, 1ull << 34, NULL},
 };
 
 static const cdsm__cfg_entry_t recovery_entries[] = {

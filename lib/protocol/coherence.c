@@ -347,12 +347,18 @@ static void record_interval(written_t *wr, size_t nw)
         if (wr[k].empty) pages[ne++] = wr[k].pg; /* (sorted: a subset of the sorted pages) */
     cdsm_check(cdsm__iv_set_empty(iv, pages, ne) == 0);
     cdsm__iv_append(iv);
+    int publish = cdsm__board_on();
     for (size_t k = 0; k < nw; k++) {
         iv->diffs[k] = wr[k].diff;
         if (!wr[k].diff) cdsm__pg(wr[k].pg)->twin_iv = idx; /* diffed when first needed */
         cdsm__page_applied(wr[k].pg)[cdsm__w.rank] = idx;
         cdsm__notice_add(wr[k].pg, iv);
         cdsm__prune_notices(wr[k].pg);
+        /* Node-mates read published diffs without asking: made now, not lazily. */
+        if (publish) {
+            cdsm__diffrec_t *d = cdsm__own_diff_out(iv, (int)k);
+            cdsm__board_put(cdsm__board_key(wr[k].pg, idx), d->data, d->len);
+        }
     }
     free(pages);
     CDSM_STAT_ADD(intervals, 1);

@@ -25,6 +25,11 @@ cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);
 /* The same diff as it leaves for another rank (a diff reply, a grant): the twin it was made
  * from is freed, since the diff now exists. */
 cdsm__diffrec_t *cdsm__own_diff_out(cdsm__interval_t *iv, int j);
+/* The key of a diff on the board of published diffs (transport's board.c). */
+static inline uint64_t cdsm__board_key(uint32_t pg, uint32_t idx)
+{
+    return (uint64_t)idx << 32 | pg;
+}
 /* validate.c: the readahead of one access miss: the positions k in [1, window) of the
  * stream, page pg + (k / run) * stride + k % run (run 1: pg + k * stride), are fetched
  * with it where they need it; `covered` says how far the miss went (the stream's next

@@ -25,6 +25,8 @@ typedef struct vstate {
     size_t nav, capav;
     cdsm__reply_t **replies;
     size_t nrep, caprep;
+    void **blobs;            /* diffs copied from node-mates' boards (av points into them) */
+    size_t nblob, capblob;
     cdsm__interval_t **need; /* missing()'s answer; need[0..nreq): to ask the writers for */
     size_t capneed, nreq;
     /* requests sent by v_start, answered in v_finish */
@@ -63,6 +65,27 @@ static void keep_reply(vstate_t *v, cdsm__reply_t *r)
         cdsm_check(v->replies != NULL);
     }
     v->replies[v->nrep++] = r;
+}
+
+/* The diffs of need[0..nreq) that node-mates published (transport's board): copied, no
+ * message. Only outside a replay (which has no board: runs with spares). */
+static void board_take(vstate_t *v)
+{
+    for (size_t j = 0; j < v->nreq; j++) {
+        cdsm__interval_t *iv = v->need[j];
+        void *blob;
+        uint32_t len;
+        if (iv->rank == cdsm__w.rank || av_find(v, iv) ||
+            cdsm__board_get(iv->rank, cdsm__board_key(v->pg, iv->idx), &blob, &len))
+            continue;
+        if (v->nblob == v->capblob) {
+            v->capblob = v->capblob ? v->capblob * 2 : 8;
+            v->blobs = realloc(v->blobs, v->capblob * sizeof *v->blobs);
+            cdsm_check(v->blobs != NULL);
+        }
+        v->blobs[v->nblob++] = blob;
+        av_add(v, iv, blob, len);
+    }
 }
 
 /* Notices of pg whose writes this copy lacks. */
@@ -222,13 +245,14 @@ static int collect_page(vstate_t *v)
 }
 
 /* Choose where a whole copy comes from, or -1 for diffs only. */
-static int whole_source(uint32_t pg, cdsm__interval_t **need, size_t k, cdsm__interval_t **latest)
+static int whole_source(const vstate_t *v, size_t k, cdsm__interval_t **latest)
 {
+    cdsm__interval_t **need = v->need;
     *latest = NULL;
-    if (cdsm__pg(pg)->holder >= 0) return cdsm__pg(pg)->holder;
+    if (cdsm__pg(v->pg)->holder >= 0) return cdsm__pg(v->pg)->holder;
     size_t remote = 0;
     for (size_t i = 0; i < k; i++)
-        if (need[i]->rank != cdsm__w.rank) {
+        if (need[i]->rank != cdsm__w.rank && !av_find(v, need[i])) { /* (published: at hand) */
             remote++;
             if (!*latest || cmp_hb(&need[i], latest) > 0) *latest = need[i];
         }
@@ -249,8 +273,9 @@ static int v_start(vstate_t *v)
     cdsm__state_t *g = &cdsm__g;
     cdsm__interval_t *latest = NULL;
     size_t k = missing(v->pg, &v->need, &v->capneed);
-    int src = whole_source(v->pg, v->need, k, &latest);
     v->nreq = k;
+    if (cdsm__pg(v->pg)->holder < 0) board_take(v);
+    int src = whole_source(v, k, &latest);
     if (src < 0) return CDSM_OK;
     /* A whole copy from the writer of the latest notice holds every write that happened
      * before it: ask the others only for what is concurrent with it. */
@@ -279,6 +304,7 @@ static int v_finish(vstate_t *v)
     size_t k;
     for (;;) {
         k = v->nreq = missing(pg, &v->need, &v->capneed);
+        board_take(v);
         for (size_t i = 0; i < k; i++)
             if (v->need[i]->rank == cdsm__w.rank && !av_find(v, v->need[i])) {
                 int j = cdsm__iv_find_page(v->need[i], pg);
@@ -467,6 +493,8 @@ static int validate_set(vstate_t *v, uint32_t nv)
     for (uint32_t i = 0; i < nv; i++) {
         for (size_t j = 0; j < v[i].nrep; j++) cdsm__reply_free(v[i].replies[j]);
         free(v[i].replies);
+        for (size_t j = 0; j < v[i].nblob; j++) free(v[i].blobs[j]);
+        free(v[i].blobs);
         free(v[i].av);
         free(v[i].need);
     }

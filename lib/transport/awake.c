@@ -17,17 +17,14 @@
  * the credit, or the sender sees the flag clear and takes it back and rings. Skipping
  * is off without heartbeats (CDSM_HEARTBEAT_MS=0), whose wake-ups are the last resort. */
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bell.h"
 
-enum { AWAKE_BYTE = 3, AWAKE_WAIT_MS = 2000 };
+enum { AWAKE_BYTE = 3 };
 
 typedef struct awake_page {
     uint32_t receiving; /* the application thread receives itself now */
@@ -41,84 +38,24 @@ static struct awake {
     size_t bytes;
 } aw;
 
-static void send_page(int p, int fd)
-{
-    char byte = AWAKE_BYTE;
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space, .msg_controllen = sizeof ctl.space};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (sendmsg(cdsm__bell.bell[p], &mh, MSG_NOSIGNAL) != 1)
-        cdsm__log(CDSM_LOG_INFO, "sharing the receiving flag with process %d: %s (it rings every message)", p, strerror(errno));
-}
-
-/* Receive and map p's page; NULL (ring p every time) if anything is off. */
-static awake_page_t *take_page(int p)
-{
-    int s = cdsm__bell.bell[p], fd = -1;
-    struct pollfd pf = {s, POLLIN, 0};
-    if (poll(&pf, 1, AWAKE_WAIT_MS) != 1) return NULL;
-    char byte = 0;
-    struct iovec iov = {&byte, 1};
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space, .msg_controllen = sizeof ctl.space};
-    if (recvmsg(s, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1) return NULL;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    struct stat st;
-    void *m = MAP_FAILED;
-    if (byte == AWAKE_BYTE && fd >= 0 && !fstat(fd, &st) && (size_t)st.st_size >= aw.bytes)
-        m = mmap(NULL, aw.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (fd >= 0) close(fd);
-    if (m == MAP_FAILED) {
-        cdsm__log(CDSM_LOG_INFO, "process %d's receiving flag could not be mapped (it is rung every message)", p);
-        return NULL;
-    }
-    return m;
-}
-
 int cdsm__awake_setup(void)
 {
     if (!cdsm__cfg.skip_bells || !cdsm__cfg.heartbeat_ms || cdsm__bell.stream) return CDSM_OK;
+    int fd = -1;
     aw.bytes = sizeof(awake_page_t) + (size_t)cdsm__w.wn * sizeof(uint32_t);
     aw.peer = calloc((size_t)cdsm__w.wn, sizeof *aw.peer);
-    int fd = memfd_create("cdsm-awake", MFD_CLOEXEC);
-    if (!aw.peer || fd < 0 || ftruncate(fd, (off_t)aw.bytes)) goto off;
-    aw.self = mmap(NULL, aw.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (aw.self == MAP_FAILED) goto off;
-    /* All sends first, then all receives: the socket buffers hold them, nobody waits. */
-    for (int p = 0; p < cdsm__w.wn; p++)
-        if (cdsm__bell.peer_pid[p]) send_page(p, fd);
-    for (int p = 0; p < cdsm__w.wn; p++)
-        if (cdsm__bell.peer_pid[p]) aw.peer[p] = take_page(p);
-    close(fd);
-    return CDSM_OK;
-off:
-    cdsm__log(CDSM_LOG_INFO, "no shared receiving flag (%s): every message rings its doorbell", strerror(errno));
-    if (fd >= 0) close(fd);
-    if (aw.self == MAP_FAILED) aw.self = NULL;
-    free(aw.peer);
-    aw.peer = NULL;
+    if (!aw.peer || !(aw.self = cdsm__shmfd_create("cdsm-awake", aw.bytes, 0, &fd))) {
+        cdsm__log(CDSM_LOG_INFO, "no shared receiving flag (%s): every message rings its doorbell", strerror(errno));
+        cdsm__awake_fini();
+        return CDSM_OK;
+    }
+    cdsm__shmfd_exchange(fd, AWAKE_BYTE, aw.bytes, PROT_READ | PROT_WRITE, "receiving flag", (void **)aw.peer);
     return CDSM_OK;
 }
 
 void cdsm__awake_fini(void)
 {
-    for (int p = 0; aw.peer && p < cdsm__w.wn; p++)
-        if (aw.peer[p]) munmap(aw.peer[p], aw.bytes);
-    if (aw.self) munmap(aw.self, aw.bytes);
-    free(aw.peer);
+    cdsm__shmfd_unmap(aw.self, (void **)aw.peer, aw.bytes);
     memset(&aw, 0, sizeof aw);
 }
 

@@ -105,6 +105,22 @@ typedef struct cdsm__tp_ops {
     pthread_t (*service_thread)(void);
 } cdsm__tp_ops_t;
 
+/* Published diffs (board.c; MPI-doorbell provider, node-mates): a process publishes the
+ * diffs it makes, by key, in shared memory its node-mates map; a node-mate copies one
+ * without a message. A cache that can only miss: cdsm__board_get returns -1 for a key
+ * never published, overwritten since, or of a rank on another host, and the caller asks
+ * by message. cdsm__board_on: node-mates read ours, so publishing is worth it. */
+int cdsm__board_on(void);
+void cdsm__board_put(uint64_t key, const void *data, uint32_t len);
+/* A malloc'd copy of the blob `key` of logical rank `rank` (0), or -1. */
+int cdsm__board_get(int rank, uint64_t key, void **out, uint32_t *len);
+/* The board's memory itself (for its unit test): bytes for a ring of `ring` bytes, an empty
+ * board, one entry written (-1: too large for the ring), one read by a node-mate. */
+size_t cdsm__board_bytes(uint64_t ring);
+void cdsm__board_format(void *mem, uint64_t ring);
+int cdsm__board_write(void *mem, uint64_t key, const void *data, uint32_t len);
+int cdsm__board_read(const void *mem, uint64_t ring, uint64_t nslots, uint64_t key, void **out, uint32_t *len);
+
 /* The routing table for wn processes of which the first n work (membership fills it). */
 int cdsm__world_init(int wrank, int wn, int n);
 void cdsm__world_fini(void);

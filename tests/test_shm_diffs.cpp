@@ -1,0 +1,66 @@
+// Published diffs (DESIGN, "Published diffs"; CDSM_SHM_DIFFS): node-mates copy each other's
+// diffs from shared memory instead of asking. Every rank writes its own words of shared
+// pages each round (multiple writers per page), and after the barrier reads every word.
+// Run with the board on (the default without spares: no diff is asked for by message), on
+// with a ring too small for a round's diffs (what was overwritten is asked for, and the
+// answers stay exact), and off (every diff asked for).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "dsm_test_util.h"
+
+using namespace dsmtest;
+
+namespace {
+
+// CDSM_SHM_DIFFS as the test runs it: 0 (off), "small" (below 1 MiB) or the default.
+uint64_t ring_bytes()
+{
+    const char *v = getenv("CDSM_SHM_DIFFS");
+    if (!v) return 8u << 20;
+    return strtoull(v, nullptr, 10) * (strchr(v, 'K') ? 1024 : strchr(v, 'M') ? 1u << 20 : 1);
+}
+
+uint64_t value(int rank, int round, size_t word)
+{
+    return ((uint64_t)round << 40) ^ ((uint64_t)rank << 32) ^ (word * 2654435761u);
+}
+
+} // namespace
+
+TEST(SharedDiffs, NodeMatesTakeDiffsWithoutAsking)
+{
+    const size_t PAGES = 64, W = ps() / sizeof(uint64_t), N = PAGES * W;
+    const int ROUNDS = 6, n = nr();
+    uint64_t *a = alloc<uint64_t>(N);
+    // Every rank touches every page first, so none stays owned by its first toucher.
+    volatile uint64_t sink = 0;
+    for (size_t i = 0; i < N; i += W) sink = sink + a[i];
+    barrier();
+    cdsm_stats_t s0 = stats();
+    for (int r = 1; r <= ROUNDS; r++) {
+        for (size_t i = (size_t)me(); i < N; i += (size_t)n) a[i] = value(me(), r, i);
+        barrier();
+        for (size_t i = 0; i < N; i++) ASSERT_EQ(a[i], value((int)(i % (size_t)n), r, i)) << "word " << i << ", round " << r;
+        barrier();
+    }
+    cdsm_stats_t s1 = stats();
+    uint64_t taken = s1.board_taken - s0.board_taken, served = s1.diffs_served - s0.diffs_served;
+    uint64_t missed = s1.board_missed - s0.board_missed;
+    if (n < 2) return;
+    if (ring_bytes() == 0) {
+        EXPECT_EQ(taken, 0u);
+        EXPECT_EQ(s1.board_published, 0u);
+        EXPECT_GT(served, 0u);
+    } else if (ring_bytes() >= (1u << 20)) {
+        EXPECT_GT(taken, 0u);
+        EXPECT_EQ(missed, 0u);
+        EXPECT_EQ(served, 0u) << "a diff was asked for by message";
+    } else { // a round's diffs (64 pages per writer) do not fit: the first ones are asked for
+        EXPECT_GT(missed, 0u);
+        EXPECT_GT(served, 0u);
+    }
+}
