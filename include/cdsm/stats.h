@@ -67,7 +67,9 @@
     X(grant_diffs_applied, "diffs applied from lock grants (pages made valid with no miss)") \
     X(board_published, "own diffs published in shared memory for node-mates")  \
     X(board_taken, "diffs copied from a node-mate's shared memory (no message)") \
-    X(board_missed, "diffs looked for in a node-mate's shared memory and not there (asked for)")
+    X(board_missed, "diffs looked for in a node-mate's shared memory and not there (asked for)") \
+    X(bells_late, "requests to node-mates sent with a late doorbell (rung only if not taken soon)") \
+    X(bells_late_rung, "late doorbells rung: the node-mate had not taken the request in time")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

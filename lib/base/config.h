@@ -51,6 +51,7 @@ typedef struct cdsm__config {
     uint64_t spin_us;
     uint64_t skip_bells;
     uint64_t shm_diffs;
+    uint64_t late_bell_us;
     uint64_t bind;
     uint64_t bind_service;
     uint64_t transport;

@@ -375,10 +375,19 @@ int cdsm_lock_acquire(int id)
     lk->state = CDSM_LK_WAITING;
     lk->req_seq = seq;
     int mgr = id % cdsm__w.n;
+    /* The request's receiver (the manager, or the token's holder) is woken only if it
+     * has not taken the request itself by the time we stop waiting actively: a lock
+     * program's ranks call in here often (CDSM_LATE_BELL_US). */
+    cdsm__tp_late(1);
     if (mgr == cdsm__w.rank) {
         lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, g->vc, seq);
     } else {
-        if ((rc = send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, g->vc))) goto out;
+        rc = send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, g->vc);
+    }
+    cdsm__tp_late(0);
+    if (rc) {
+        cdsm__tp_ring_late(0);
+        goto out;
     }
 wait:
     for (;;) {

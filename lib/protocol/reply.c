@@ -114,11 +114,17 @@ static cdsm__reply_t *wait_loop(int type, uint64_t tag, uint64_t timeout_ms, int
     cdsm__state_t *g = &cdsm__g;
     uint32_t gen = __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE);
     unlocked_resend();
-    uint64_t t0 = cdsm__mono_ns(), spin_ns = cdsm__cfg.spin_us * 1000u;
+    uint64_t t0 = cdsm__mono_ns(), spin_ns = cdsm__cfg.spin_us * 1000u, late_ns = cdsm__cfg.late_bell_us * 1000u;
     int drained = 0;
     for (;;) {
         cdsm__reply_t *r = take_reply(type, tag);
-        if (r) return r;
+        if (r) {
+            if (cdsm__tp_late_pending()) cdsm__tp_ring_late(1);
+            return r;
+        }
+        /* Our request's receiver has not taken it by itself: wake it now (and always
+         * before sleeping: nobody else would). */
+        if (cdsm__tp_late_pending() && (!*spinning || cdsm__mono_ns() - t0 >= late_ns)) cdsm__tp_ring_late(0);
         if (cdsm__lost() >= 0) {
             cdsm__tp_resend_clear();
             return NULL;

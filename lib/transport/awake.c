@@ -53,21 +53,102 @@ int cdsm__awake_setup(void)
     return CDSM_OK;
 }
 
-void cdsm__awake_fini(void)
-{
-    cdsm__shmfd_unmap(aw.self, (void **)aw.peer, aw.bytes);
-    memset(&aw, 0, sizeof aw);
-}
 
 void cdsm__awake_receiving(int on)
 {
     if (aw.self) __atomic_store_n(&aw.self->receiving, (uint32_t)on, __ATOMIC_SEQ_CST);
 }
 
+/* ---- late doorbells ---------------------------------------------------------------------
+ * A request whose sender then waits for the answer need not wake the receiver's service
+ * thread at once: a receiver that calls into the library often (a lock program's
+ * acquires) takes it from MPI itself within microseconds. So the sender leaves a credit
+ * and rings only if the credit is still there CDSM_LATE_BELL_US later (or before it
+ * sleeps). Per receiver, a late bell that had to be rung turns them off for the next
+ * requests, 16 at first, twice as many after each further miss, up to 1024, back to 16
+ * once one is taken in time: a receiver busy computing outside the library pays one
+ * delay now and then, not one per request. Only the application thread defers. */
+enum { LATE_MAX = 8, LATE_BACKOFF = 16, LATE_BACKOFF_MAX = 1024 };
+
+typedef struct late_peer {
+    uint16_t left;            /* requests that still ring at once */
+    uint16_t next;            /* the backoff after the next miss */
+} late_peer_t;
+
+static struct late {
+    int on;                   /* this thread's sends ring late */
+    int n;                    /* receivers with late credits */
+    int w[LATE_MAX];
+    uint32_t k[LATE_MAX];     /* credits left with each */
+    late_peer_t *peer;        /* per process */
+} late;
+
+void cdsm__awake_late(int on)
+{
+    late.on = on && cdsm__cfg.late_bell_us > 0 && aw.peer;
+    if (late.on && !late.peer) late.on = (late.peer = calloc((size_t)cdsm__w.wn, sizeof *late.peer)) != NULL;
+}
+
+int cdsm__awake_late_pending(void)
+{
+    return late.n;
+}
+
+/* Leave a late credit with w, if it can wait. */
+static int late_credit(int w, awake_page_t *pg)
+{
+    if (late.peer[w].left > 0) {
+        late.peer[w].left--;
+        return 0;
+    }
+    int i = 0;
+    while (i < late.n && late.w[i] != w) i++;
+    if (i == LATE_MAX) return 0;
+    if (i == late.n) {
+        late.w[late.n] = w;
+        late.k[late.n++] = 0;
+    }
+    late.k[i]++;
+    __atomic_fetch_add(&pg->credit[cdsm__w.wrank], 1, __ATOMIC_SEQ_CST);
+    CDSM_STAT_ADD(bells_late, 1);
+    return 1;
+}
+
+/* Take back up to k of our credits with pg that it has not collected; how many. */
+static uint32_t take_back(awake_page_t *pg, uint32_t k)
+{
+    uint32_t *c = &pg->credit[cdsm__w.wrank], v = __atomic_load_n(c, __ATOMIC_ACQUIRE), t = 0;
+    do {
+        t = v < k ? v : k;
+    } while (t && !__atomic_compare_exchange_n(c, &v, v - t, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    return t;
+}
+
+int cdsm__awake_ring_late(int answered, int (*ring)(int w))
+{
+    int rc = 0;
+    for (int i = 0; i < late.n; i++) {
+        int w = late.w[i];
+        uint32_t t = take_back(aw.peer[w], late.k[i]);
+        late_peer_t *lp = &late.peer[w];
+        if (t && !answered) { /* it did not come by: ring at once for a while */
+            lp->left = lp->next ? lp->next : LATE_BACKOFF;
+            lp->next = lp->left < LATE_BACKOFF_MAX ? (uint16_t)(lp->left * 2) : LATE_BACKOFF_MAX;
+            CDSM_STAT_ADD(bells_late_rung, t);
+        } else if (!t) {
+            lp->next = LATE_BACKOFF;
+        }
+        while (t--) rc |= ring(w);
+    }
+    late.n = 0;
+    return rc;
+}
+
 int cdsm__awake_skip(int w)
 {
     awake_page_t *pg = aw.peer ? aw.peer[w] : NULL;
     if (!pg) return 0;
+    if (late.on && late_credit(w, pg)) return 1;
     /* Announce first, then look (the message is in MPI already): either the receiver's
      * last pass counts this credit, or we see its flag clear and take the credit back. */
     uint32_t *c = &pg->credit[cdsm__w.wrank];
@@ -87,4 +168,12 @@ void cdsm__awake_collect(int64_t *rx_count)
     if (!aw.self) return;
     for (int p = 0; p < cdsm__w.wn; p++)
         if (aw.peer[p]) rx_count[p] += __atomic_exchange_n(&aw.self->credit[p], 0, __ATOMIC_ACQ_REL);
+}
+
+void cdsm__awake_fini(void)
+{
+    free(late.peer);
+    memset(&late, 0, sizeof late);
+    cdsm__shmfd_unmap(aw.self, (void **)aw.peer, aw.bytes);
+    memset(&aw, 0, sizeof aw);
 }

@@ -406,6 +406,9 @@ static int rx_pass(void)
 static int bell_progress(void)
 {
     if (bl->epfd < 0 || pthread_mutex_trylock(&bl->rx_mu)) return 0;
+    /* Messages node-mates left without a doorbell (late bells): received here, their
+     * credits taken, so that their senders ring nobody. */
+    cdsm__awake_collect(bl->rx_count);
     int got = rx_pass();
     pthread_mutex_unlock(&bl->rx_mu);
     /* Requests served here were answered from this thread: complete those sends before it
@@ -428,6 +431,11 @@ static void bell_receiving(int on)
     pthread_mutex_unlock(&bl->rx_mu);
     if (late) cdsm__bell_kick(); /* (spares: a message still on its way is the service thread's to wait for) */
     if (got) bell_flush();
+}
+
+static int bell_ring_late(int answered)
+{
+    return cdsm__awake_ring_late(answered, ring);
 }
 
 /* ---- set-up ------------------------------------------------------------------------------ */
@@ -565,6 +573,9 @@ const cdsm__tp_ops_t cdsm__bell_ops = {
     .sending = bell_sending,
     .idle = cdsm__loop_wake,
     .receiving = bell_receiving,
+    .late = cdsm__awake_late,
+    .ring_late = bell_ring_late,
+    .late_pending = cdsm__awake_late_pending,
     .progress = bell_progress,
     .peer_info = bell_peer_info,
     .cut = bell_cut,

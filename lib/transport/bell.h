@@ -92,6 +92,12 @@ void cdsm__board_fini(void);
 void cdsm__awake_fini(void);
 void cdsm__awake_receiving(int on);
 int cdsm__awake_skip(int w);
+/* Late doorbells (awake.c): this thread's sends ring late (1) or at once (0); credits left
+ * late with anyone; ring those still there (answered: the reply came, which keeps late
+ * bells on for those receivers), with ring(w) once per credit taken back. */
+void cdsm__awake_late(int on);
+int cdsm__awake_late_pending(void);
+int cdsm__awake_ring_late(int answered, int (*ring)(int w));
 void cdsm__awake_collect(int64_t *rx_count);
 
 #endif

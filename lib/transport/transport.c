@@ -192,6 +192,21 @@ void cdsm__tp_receiving(int on)
     if (ops->receiving) ops->receiving(on);
 }
 
+void cdsm__tp_late(int on)
+{
+    if (ops->late) ops->late(on);
+}
+
+int cdsm__tp_ring_late(int answered)
+{
+    return ops->ring_late ? ops->ring_late(answered) : CDSM_OK;
+}
+
+int cdsm__tp_late_pending(void)
+{
+    return ops->late_pending ? ops->late_pending() : 0;
+}
+
 int cdsm__tp_progress(void)
 {
     return ops->progress();

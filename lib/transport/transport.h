@@ -95,6 +95,13 @@ typedef struct cdsm__tp_ops {
     /* This thread receives itself from now on (1) or no longer (0), so senders on this
      * host may skip the doorbell; NULL where the provider has no use for it. */
     void (*receiving)(int on);
+    /* Late doorbells (NULL where the provider has none): this thread's requests from now
+     * on wake their receiver only if it has not taken them itself within
+     * CDSM_LATE_BELL_US (on 1) or ring at once (0); ring_late rings those not taken yet
+     * (answered: the reply came); late_pending: some are waiting to be rung. */
+    void (*late)(int on);
+    int (*ring_late)(int answered);
+    int (*late_pending)(void);
     /* Receive and deliver what has arrived, without blocking; >0 if anything came. */
     int (*progress)(void);
     /* Liveness facts about process w, for membership's judgement: when a byte of it last
@@ -149,6 +156,10 @@ void cdsm__tp_idle(void);
 /* The application thread receives itself from now on (1), or no longer (0): after 0 it
  * must receive once more (a sender may have seen the 1). */
 void cdsm__tp_receiving(int on);
+/* Late doorbells (see cdsm__tp_ops_t.late): no-ops where the provider has none. */
+void cdsm__tp_late(int on);
+int cdsm__tp_ring_late(int answered);
+int cdsm__tp_late_pending(void);
 /* Whether this thread has sends not yet complete. */
 int cdsm__tp_sending(void);
 /* Kept requests: the reply of (type, tag) came; forget every one (a peer is lost for
