@@ -335,6 +335,23 @@ static int check_id(const char *what, int id)
     return CDSM_OK;
 }
 
+/* Ask for lock id's token: its manager forwards the request to the last requester (or
+ * this rank does, managing it). The request's receiver is woken only if it has not taken
+ * the request itself by the time we stop waiting actively: a lock program's ranks call in
+ * here often (CDSM_LATE_BELL_US). */
+static int request_token(int id, uint32_t seq)
+{
+    int mgr = id % cdsm__w.n, rc = CDSM_OK;
+    cdsm__tp_late(1);
+    if (mgr == cdsm__w.rank)
+        lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, cdsm__g.vc, seq);
+    else
+        rc = send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc);
+    cdsm__tp_late(0);
+    if (rc) cdsm__tp_ring_late(0);
+    return rc;
+}
+
 int cdsm_lock_acquire(int id)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -374,21 +391,7 @@ int cdsm_lock_acquire(int id)
     }
     lk->state = CDSM_LK_WAITING;
     lk->req_seq = seq;
-    int mgr = id % cdsm__w.n;
-    /* The request's receiver (the manager, or the token's holder) is woken only if it
-     * has not taken the request itself by the time we stop waiting actively: a lock
-     * program's ranks call in here often (CDSM_LATE_BELL_US). */
-    cdsm__tp_late(1);
-    if (mgr == cdsm__w.rank) {
-        lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, g->vc, seq);
-    } else {
-        rc = send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, g->vc);
-    }
-    cdsm__tp_late(0);
-    if (rc) {
-        cdsm__tp_ring_late(0);
-        goto out;
-    }
+    if ((rc = request_token(id, seq))) goto out;
 wait:
     for (;;) {
         cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
