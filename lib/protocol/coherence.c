@@ -530,6 +530,9 @@ static void write_fault(uint32_t pg)
 void cdsm__fault(uint32_t pg, int is_write)
 {
     cdsm__state_t *g = &cdsm__g;
+    /* Requests node-mates left with late doorbells are served here first: a program that
+     * faults often answers them with no wake-up of its service thread. */
+    cdsm__tp_poll();
     pthread_mutex_lock(&g->mu);
     /* The program waits in this handler: the pages a miss validates (its readahead window)
      * get their protection in runs, at the end. */

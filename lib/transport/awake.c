@@ -28,7 +28,7 @@ enum { AWAKE_BYTE = 3 };
 
 typedef struct awake_page {
     uint32_t receiving; /* the application thread receives itself now */
-    uint32_t pad;
+    uint32_t late;      /* late credits were left here since the last collect (a hint) */
     uint32_t credit[];  /* per sender (world rank): messages sent with no doorbell */
 } awake_page_t;
 
@@ -110,6 +110,7 @@ static int late_credit(int w, awake_page_t *pg)
     }
     late.k[i]++;
     __atomic_fetch_add(&pg->credit[cdsm__w.wrank], 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pg->late, 1, __ATOMIC_RELEASE);
     CDSM_STAT_ADD(bells_late, 1);
     return 1;
 }
@@ -166,8 +167,16 @@ int cdsm__awake_skip(int w)
 void cdsm__awake_collect(int64_t *rx_count)
 {
     if (!aw.self) return;
+    /* The hint first: a late credit left after the collect below sets it again. */
+    if (__atomic_load_n(&aw.self->late, __ATOMIC_RELAXED)) __atomic_store_n(&aw.self->late, 0, __ATOMIC_SEQ_CST);
     for (int p = 0; p < cdsm__w.wn; p++)
-        if (aw.peer[p]) rx_count[p] += __atomic_exchange_n(&aw.self->credit[p], 0, __ATOMIC_ACQ_REL);
+        if (aw.peer[p] && __atomic_load_n(&aw.self->credit[p], __ATOMIC_RELAXED))
+            rx_count[p] += __atomic_exchange_n(&aw.self->credit[p], 0, __ATOMIC_ACQ_REL);
+}
+
+int cdsm__awake_late_left(void)
+{
+    return aw.self && __atomic_load_n(&aw.self->late, __ATOMIC_ACQUIRE);
 }
 
 void cdsm__awake_fini(void)

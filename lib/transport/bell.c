@@ -433,6 +433,11 @@ static void bell_receiving(int on)
     if (got) bell_flush();
 }
 
+static int bell_poll(void)
+{
+    return cdsm__awake_late_left() ? bell_progress() : 0;
+}
+
 static int bell_ring_late(int answered)
 {
     return cdsm__awake_ring_late(answered, ring);
@@ -576,6 +581,7 @@ const cdsm__tp_ops_t cdsm__bell_ops = {
     .late = cdsm__awake_late,
     .ring_late = bell_ring_late,
     .late_pending = cdsm__awake_late_pending,
+    .poll = bell_poll,
     .progress = bell_progress,
     .peer_info = bell_peer_info,
     .cut = bell_cut,

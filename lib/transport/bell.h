@@ -97,6 +97,8 @@ int cdsm__awake_skip(int w);
  * bells on for those receivers), with ring(w) once per credit taken back. */
 void cdsm__awake_late(int on);
 int cdsm__awake_late_pending(void);
+/* Node-mates left late credits here since the last collect (one load). */
+int cdsm__awake_late_left(void);
 int cdsm__awake_ring_late(int answered, int (*ring)(int w));
 void cdsm__awake_collect(int64_t *rx_count);
 

@@ -207,6 +207,11 @@ int cdsm__tp_late_pending(void)
     return ops->late_pending ? ops->late_pending() : 0;
 }
 
+int cdsm__tp_poll(void)
+{
+    return ops->poll ? ops->poll() : 0;
+}
+
 int cdsm__tp_progress(void)
 {
     return ops->progress();

@@ -102,6 +102,8 @@ typedef struct cdsm__tp_ops {
     void (*late)(int on);
     int (*ring_late)(int answered);
     int (*late_pending)(void);
+    /* Receive what node-mates left with late doorbells, if any (cheap when nothing is). */
+    int (*poll)(void);
     /* Receive and deliver what has arrived, without blocking; >0 if anything came. */
     int (*progress)(void);
     /* Liveness facts about process w, for membership's judgement: when a byte of it last
@@ -160,6 +162,7 @@ void cdsm__tp_receiving(int on);
 void cdsm__tp_late(int on);
 int cdsm__tp_ring_late(int answered);
 int cdsm__tp_late_pending(void);
+int cdsm__tp_poll(void);
 /* Whether this thread has sends not yet complete. */
 int cdsm__tp_sending(void);
 /* Kept requests: the reply of (type, tag) came; forget every one (a peer is lost for
