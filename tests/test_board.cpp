@@ -95,8 +95,8 @@ TEST(Board, WhatTheRingOverwroteIsGone)
     EXPECT_GE(found, (int)(RING / (len + 16)) - 1);
 }
 
-// Two keys in one index slot: the later one is found, the earlier one is not (it is still
-// in the ring, but the index names another entry).
+// Keys whose index pair is full push out the oldest of the pair: it is not found although
+// it is still in the ring (the index names other entries), and the newest is found.
 TEST(Board, AKeyDisplacedFromTheIndexIsNotFound)
 {
     const uint64_t ring = 1 << 20;
@@ -109,7 +109,7 @@ TEST(Board, AKeyDisplacedFromTheIndexIsNotFound)
         ASSERT_EQ(cdsm__board_write(b.p(), k, &one, 1), 0);
         if (!read_back(b, ring, 1, &got)) break;
     }
-    ASSERT_LT(k, 100000u) << "no two keys shared a slot";
+    ASSERT_LT(k, 100000u) << "no three keys shared a pair of slots";
     EXPECT_TRUE(read_back(b, ring, k, &got));
 }
 

@@ -91,14 +91,18 @@ int cdsm__board_write(void *mem, uint64_t key, const void *data, uint32_t len)
     memcpy(at, &e, sizeof e);
     memcpy(at + sizeof e, data, len);
     __atomic_store_n(&h->head, pos + need, __ATOMIC_RELEASE);
-    __atomic_store_n(&slots(mem)[slot_of(key, h->nslots)], pos + 1, __ATOMIC_RELEASE);
+    /* Two slots per key (a pair in one cache line): the older entry's gives way, so a key
+     * is pushed out by the ring's wrapping rather than by another key's hash. */
+    uint64_t *sl = &slots(mem)[slot_of(key, h->nslots) & ~1ull];
+    int i = __atomic_load_n(&sl[0], __ATOMIC_RELAXED) <= __atomic_load_n(&sl[1], __ATOMIC_RELAXED) ? 0 : 1;
+    __atomic_store_n(&sl[i], pos + 1, __ATOMIC_RELEASE);
     return 0;
 }
 
-int cdsm__board_read(const void *mem, uint64_t ring, uint64_t nslots, uint64_t key, void **out, uint32_t *len)
+/* The entry that slot value s names, copied, if it holds key and was not overwritten. */
+static int read_slot(const void *mem, uint64_t ring, uint64_t nslots, uint64_t s, uint64_t key, void **out, uint32_t *len)
 {
     const board_hdr_t *h = mem;
-    uint64_t s = __atomic_load_n(&slots(mem)[slot_of(key, nslots)], __ATOMIC_ACQUIRE);
     if (!s) return -1;
     uint64_t pos = s - 1, off = pos % ring;
     board_entry_t e;
@@ -117,6 +121,14 @@ int cdsm__board_read(const void *mem, uint64_t ring, uint64_t nslots, uint64_t k
     *out = buf;
     *len = e.len;
     return 0;
+}
+
+int cdsm__board_read(const void *mem, uint64_t ring, uint64_t nslots, uint64_t key, void **out, uint32_t *len)
+{
+    const uint64_t *sl = &slots(mem)[slot_of(key, nslots) & ~1ull];
+    for (int i = 0; i < 2; i++)
+        if (!read_slot(mem, ring, nslots, __atomic_load_n(&sl[i], __ATOMIC_ACQUIRE), key, out, len)) return 0;
+    return -1;
 }
 
 /* ---- this process's board and its node-mates' ------------------------------------------ */
