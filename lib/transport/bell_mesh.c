@@ -157,6 +157,20 @@ static int take_greeting(int fd, int tcp)
     return 0;
 }
 
+/* Every process of the job is connected: whoever still waits in a listen backlog is a
+ * stranger. Each is read (its greeting, within the usual bound), logged and closed, rather
+ * than left hanging until the listener closes, unnamed. */
+static void turn_away_backlog(int lfd, int ufd)
+{
+    for (;;) {
+        struct pollfd pf[2] = {{lfd, POLLIN, 0}, {ufd, POLLIN, 0}};
+        if (poll(pf, 2, 0) <= 0) return;
+        int tcp = pf[0].revents != 0, fd = accept4(tcp ? lfd : ufd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) return;
+        take_greeting(fd, tcp); /* (refused: no rank is left to connect) */
+    }
+}
+
 /* Full mesh: connect to lower ranks, accept higher ones (connects complete in the listen
  * backlog, so the order cannot deadlock). */
 int cdsm__bell_mesh(void)
@@ -206,6 +220,7 @@ int cdsm__bell_mesh(void)
         if (take_greeting(fd, tcp)) continue; /* a stranger: closed, logged */
         k++;
     }
+    if (!rc) turn_away_backlog(lfd, ufd);
     if (!rc) rc = cdsm__awake_setup();
     if (!rc) rc = cdsm__board_setup();
     if (!rc && (bl->self_in = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
