@@ -75,9 +75,12 @@ typedef struct late_peer {
     uint16_t next;            /* the backoff after the next miss */
 } late_peer_t;
 
+/* Whether this thread's sends ring late: only the application thread ever turns it on,
+ * and a send the service thread makes meanwhile rings as usual. */
+static __thread int late_on;
+
 static struct late {
-    int on;                   /* this thread's sends ring late */
-    int n;                    /* receivers with late credits */
+    int n;                    /* receivers with late credits (the application thread's) */
     int w[LATE_MAX];
     uint32_t k[LATE_MAX];     /* credits left with each */
     late_peer_t *peer;        /* per process */
@@ -85,8 +88,8 @@ static struct late {
 
 void cdsm__awake_late(int on)
 {
-    late.on = on && cdsm__cfg.late_bell_us > 0 && aw.peer;
-    if (late.on && !late.peer) late.on = (late.peer = calloc((size_t)cdsm__w.wn, sizeof *late.peer)) != NULL;
+    late_on = on && cdsm__cfg.late_bell_us > 0 && aw.peer;
+    if (late_on && !late.peer) late_on = (late.peer = calloc((size_t)cdsm__w.wn, sizeof *late.peer)) != NULL;
 }
 
 int cdsm__awake_late_pending(void)
@@ -149,7 +152,7 @@ int cdsm__awake_skip(int w)
 {
     awake_page_t *pg = aw.peer ? aw.peer[w] : NULL;
     if (!pg) return 0;
-    if (late.on && late_credit(w, pg)) return 1;
+    if (late_on && late_credit(w, pg)) return 1;
     /* Announce first, then look (the message is in MPI already): either the receiver's
      * last pass counts this credit, or we see its flag clear and take the credit back. */
     uint32_t *c = &pg->credit[cdsm__w.wrank];
