@@ -153,14 +153,15 @@ void cdsm__lock_placed(uint32_t l, int requester, uint32_t seq)
 
 /* The one encoder of a lock request and its forward (decoder: parse_req): the requester,
  * its acquire's synchronisation number (piggybacked for logging) and its vector clock. */
-static int send_req(int type, int to, uint32_t l, int requester, uint32_t seq, const uint32_t *vc)
+/* late: the application thread's own request, which it waits for next (late doorbell). */
+static int send_req(int type, int to, uint32_t l, int requester, uint32_t seq, const uint32_t *vc, int late)
 {
     cdsm__buf_t b = {0};
     cdsm__buf_put_u32(&b, (uint32_t)requester);
     cdsm__buf_put_u32(&b, seq);
     cdsm__buf_put(&b, vc, cdsm__u32s((size_t)cdsm__w.n));
     CDSM_STAT_ADD(piggyback_bytes, 4);
-    int rc = cdsm__tp_send(to, type, l, b.p, b.len, NULL, 0);
+    int rc = (late ? cdsm__tp_send_late : cdsm__tp_send)(to, type, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
 }
@@ -224,7 +225,7 @@ static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t
         on_forward(l, requester, vc, seq);
         return;
     }
-    send_req(CDSM_MSG_LOCK_FWD, t, l, requester, seq, vc);
+    send_req(CDSM_MSG_LOCK_FWD, t, l, requester, seq, vc, 0);
 }
 
 static int parse_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, int *req, uint32_t *seq, const uint32_t **vc)
@@ -341,15 +342,12 @@ static int check_id(const char *what, int id)
  * here often (CDSM_LATE_BELL_US). */
 static int request_token(int id, uint32_t seq)
 {
-    int mgr = id % cdsm__w.n, rc = CDSM_OK;
-    cdsm__tp_late(1);
-    if (mgr == cdsm__w.rank)
-        lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, cdsm__g.vc, seq);
-    else
-        rc = send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc);
+    int mgr = id % cdsm__w.n;
+    if (mgr != cdsm__w.rank) return send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc, 1);
+    cdsm__tp_late(1); /* (the forward to the last requester, if lock_step sends one) */
+    lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, cdsm__g.vc, seq);
     cdsm__tp_late(0);
-    if (rc) cdsm__tp_ring_late(0);
-    return rc;
+    return CDSM_OK;
 }
 
 int cdsm_lock_acquire(int id)

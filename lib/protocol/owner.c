@@ -342,11 +342,9 @@ static int ask_remote(int d, const uint32_t *pages, uint32_t n, int base, int *o
     uint64_t id = cdsm__g.next_req++;
     cdsm__buf_t b = {0};
     put_dir_req(&b, pages, n, base);
-    cdsm__tp_late(1); /* (the directory rank may take it at its own next fault) */
-    int rc = cdsm__tp_send(d, CDSM_MSG_DIR_REQ, id, b.p, b.len, NULL, 0);
-    cdsm__tp_late(0);
+    /* (late: the directory rank may take it at its own next fault) */
+    int rc = cdsm__tp_send_late(d, CDSM_MSG_DIR_REQ, id, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
-    if (rc) cdsm__tp_ring_late(0);
     if (rc) return rc;
     cdsm__reply_t *r = cdsm__wait_reply(CDSM_MSG_DIR_REP, id); /* (releases mu meanwhile) */
     if (!r) return CDSM_ERR_PEER_LOST;

@@ -153,16 +153,12 @@ static int request_diffs(vstate_t *v, uint32_t nv, round_t *rn)
         cdsm__buf_t b = {0};
         int rc = CDSM_OK;
         if (put_diff_req(&b, v, nv, q)) {
-            cdsm__tp_late(1); /* (the writer may take it at its own next fault) */
-            rc = cdsm__tp_send(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
-            cdsm__tp_late(0);
+            /* (late: the writer may take it at its own next fault) */
+            rc = cdsm__tp_send_late(q, CDSM_MSG_DIFF_REQ, g->next_req++, b.p, b.len, NULL, 0);
             rn->nsent += !rc;
         }
         cdsm__buf_free(&b);
-        if (rc) {
-            cdsm__tp_ring_late(0);
-            return rc;
-        }
+        if (rc) return rc;
     }
     return CDSM_OK;
 }
@@ -285,10 +281,8 @@ static int v_start(vstate_t *v)
     /* A whole copy from the writer of the latest notice holds every write that happened
      * before it: ask the others only for what is concurrent with it. */
     v->page_id = g->next_req++;
-    cdsm__tp_late(1); /* (the holder may take it at its own next fault) */
-    int rc = cdsm__tp_send(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
-    cdsm__tp_late(0);
-    if (rc) cdsm__tp_ring_late(0);
+    /* (late: the holder may take it at its own next fault) */
+    int rc = cdsm__tp_send_late(src, CDSM_MSG_PAGE_REQ, v->page_id, &v->pg, 4, NULL, 0);
     v->page_req = rc == CDSM_OK; /* (only a request that went out is waited for) */
     size_t kk = 0;
     for (size_t i = 0; i < k; i++)

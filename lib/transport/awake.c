@@ -53,7 +53,6 @@ int cdsm__awake_setup(void)
     return CDSM_OK;
 }
 
-
 void cdsm__awake_receiving(int on)
 {
     if (aw.self) __atomic_store_n(&aw.self->receiving, (uint32_t)on, __ATOMIC_SEQ_CST);
@@ -155,16 +154,12 @@ int cdsm__awake_skip(int w)
     if (late_on && late_credit(w, pg)) return 1;
     /* Announce first, then look (the message is in MPI already): either the receiver's
      * last pass counts this credit, or we see its flag clear and take the credit back. */
-    uint32_t *c = &pg->credit[cdsm__w.wrank];
-    __atomic_fetch_add(c, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&pg->credit[cdsm__w.wrank], 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&pg->receiving, __ATOMIC_SEQ_CST)) {
         CDSM_STAT_ADD(doorbells_skipped, 1);
         return 1;
     }
-    uint32_t v = __atomic_load_n(c, __ATOMIC_ACQUIRE);
-    while (v && !__atomic_compare_exchange_n(c, &v, v - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-    }
-    return v == 0; /* 0: taken back, ring; 1: the receiver counted it already */
+    return take_back(pg, 1) == 0; /* taken back: ring; none left: the receiver counted it */
 }
 
 void cdsm__awake_collect(int64_t *rx_count)

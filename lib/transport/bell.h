@@ -74,15 +74,11 @@ void cdsm__loop_drop(void);
  * w, whether its doorbell may be skipped (w collects a credit instead); add the credits
  * senders left us to the per-peer counts (under rx_mu). */
 int cdsm__awake_setup(void);
-/* shmfd.c: hand our memfd to node-mate p over its doorbell socket with a tag byte; take
- * p's (the tag must match) and map `bytes` of it with prot, or NULL (logged, with what it
- * is) if anything is off. */
-void cdsm__shmfd_send(int p, int fd, uint8_t tag, const char *what);
-void *cdsm__shmfd_take(int p, uint8_t tag, size_t bytes, int prot, const char *what);
-/* A segment of ours: a memfd of `bytes` mapped here (NULL and fd -1 if that failed). */
+/* shmfd.c, memfds shared with node-mates over the doorbell sockets. A segment of ours: a memfd of `bytes` mapped here (NULL and fd -1 if that failed). */
 void *cdsm__shmfd_create(const char *name, size_t bytes, int populate, int *fd);
-/* Hand fd to every node-mate and map theirs into peer[] (per process; NULL where none or
- * on failure); closes fd. */
+/* Hand fd to every node-mate (with a tag byte saying what it is) and map `bytes` of each
+ * one's with prot into peer[] (per process; NULL where none or on failure, logged);
+ * closes fd. */
 void cdsm__shmfd_exchange(int fd, uint8_t tag, size_t bytes, int prot, const char *what, void **peer);
 /* Unmap our segment and the node-mates' (per process, NULL where none), free the array. */
 void cdsm__shmfd_unmap(void *self, void **peer, size_t bytes);

@@ -21,7 +21,8 @@ typedef union {
     char space[CMSG_SPACE(sizeof(int))];
 } fd_ctl_t;
 
-void cdsm__shmfd_send(int p, int fd, uint8_t tag, const char *what)
+/* Hand fd to node-mate p over its doorbell socket, with a tag byte saying what it is. */
+static void shmfd_send(int p, int fd, uint8_t tag, const char *what)
 {
     char byte = (char)tag;
     struct iovec iov = {&byte, 1};
@@ -37,7 +38,9 @@ void cdsm__shmfd_send(int p, int fd, uint8_t tag, const char *what)
         cdsm__log(CDSM_LOG_INFO, "sharing %s with process %d: %s", what, p, strerror(errno));
 }
 
-void *cdsm__shmfd_take(int p, uint8_t tag, size_t bytes, int prot, const char *what)
+/* Take p's fd (the tag must match) and map `bytes` of it with prot; NULL, logged, if
+ * anything is off. */
+static void *shmfd_take(int p, uint8_t tag, size_t bytes, int prot, const char *what)
 {
     int s = cdsm__bell.bell[p], fd = -1;
     struct pollfd pf = {s, POLLIN, 0};
@@ -84,8 +87,8 @@ void cdsm__shmfd_exchange(int fd, uint8_t tag, size_t bytes, int prot, const cha
 {
     /* All sends first, then all receives: the socket buffers hold them, nobody waits. */
     for (int p = 0; p < cdsm__w.wn; p++)
-        if (cdsm__bell.peer_pid[p]) cdsm__shmfd_send(p, fd, tag, what);
+        if (cdsm__bell.peer_pid[p]) shmfd_send(p, fd, tag, what);
     for (int p = 0; p < cdsm__w.wn; p++)
-        if (cdsm__bell.peer_pid[p]) peer[p] = cdsm__shmfd_take(p, tag, bytes, prot, what);
+        if (cdsm__bell.peer_pid[p]) peer[p] = shmfd_take(p, tag, bytes, prot, what);
     close(fd);
 }

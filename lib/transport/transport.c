@@ -207,6 +207,15 @@ int cdsm__tp_late_pending(void)
     return ops->late_pending ? ops->late_pending() : 0;
 }
 
+int cdsm__tp_send_late(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
+{
+    cdsm__tp_late(1);
+    int rc = cdsm__tp_send(dst, type, tag, p1, l1, p2, l2);
+    cdsm__tp_late(0);
+    if (rc) cdsm__tp_ring_late(0);
+    return rc;
+}
+
 int cdsm__tp_poll(void)
 {
     return ops->poll ? ops->poll() : 0;

@@ -158,6 +158,11 @@ void cdsm__tp_idle(void);
 /* The application thread receives itself from now on (1), or no longer (0): after 0 it
  * must receive once more (a sender may have seen the 1). */
 void cdsm__tp_receiving(int on);
+/* A request whose sender waits for the answer next: sent with a late doorbell (its
+ * receiver is woken only if it has not taken the request itself by the time the wait
+ * stops being active). After a failed send, requests already left late are rung, since no
+ * wait follows. */
+int cdsm__tp_send_late(int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2);
 /* Late doorbells (see cdsm__tp_ops_t.late): no-ops where the provider has none. */
 void cdsm__tp_late(int on);
 int cdsm__tp_ring_late(int answered);
