@@ -45,6 +45,24 @@ inline cdsm_stats_t stats()
     return s;
 }
 
+// The value rank writes to a word in a round (distinct for every triple).
+inline uint64_t word_value(int rank, int round, size_t word)
+{
+    return ((uint64_t)round << 40) ^ ((uint64_t)rank << 32) ^ (word * 2654435761u);
+}
+
+// A collective allocation of whole pages that every rank has read once (so none stays
+// owned by its first toucher: each is tracked from the barrier on).
+template <typename T> T *alloc_read_by_all(size_t pages)
+{
+    const size_t per = ps() / sizeof(T);
+    T *a = alloc<T>(pages * per);
+    volatile T sink = 0;
+    for (size_t i = 0; i < pages * per; i += per) sink = sink + a[i];
+    EXPECT_EQ(cdsm_barrier(), CDSM_OK);
+    return a;
+}
+
 // Pages only their owner (first toucher, or home) uses cost nothing: no write fault, twin,
 // diff, notice or interval, however often they are written between barriers.
 inline void pages_their_owner_alone_uses_cost_nothing()

@@ -25,10 +25,6 @@ uint64_t ring_bytes()
     return strtoull(v, nullptr, 10) * (strchr(v, 'K') ? 1024 : strchr(v, 'M') ? 1u << 20 : 1);
 }
 
-uint64_t value(int rank, int round, size_t word)
-{
-    return ((uint64_t)round << 40) ^ ((uint64_t)rank << 32) ^ (word * 2654435761u);
-}
 
 } // namespace
 
@@ -36,16 +32,12 @@ TEST(SharedDiffs, NodeMatesTakeDiffsWithoutAsking)
 {
     const size_t PAGES = 64, W = ps() / sizeof(uint64_t), N = PAGES * W;
     const int ROUNDS = 6, n = nr();
-    uint64_t *a = alloc<uint64_t>(N);
-    // Every rank touches every page first, so none stays owned by its first toucher.
-    volatile uint64_t sink = 0;
-    for (size_t i = 0; i < N; i += W) sink = sink + a[i];
-    barrier();
+    uint64_t *a = alloc_read_by_all<uint64_t>(PAGES);
     cdsm_stats_t s0 = stats();
     for (int r = 1; r <= ROUNDS; r++) {
-        for (size_t i = (size_t)me(); i < N; i += (size_t)n) a[i] = value(me(), r, i);
+        for (size_t i = (size_t)me(); i < N; i += (size_t)n) a[i] = word_value(me(), r, i);
         barrier();
-        for (size_t i = 0; i < N; i++) ASSERT_EQ(a[i], value((int)(i % (size_t)n), r, i)) << "word " << i << ", round " << r;
+        for (size_t i = 0; i < N; i++) ASSERT_EQ(a[i], word_value((int)(i % (size_t)n), r, i)) << "word " << i << ", round " << r;
         barrier();
     }
     cdsm_stats_t s1 = stats();

@@ -24,6 +24,8 @@ static const cdsm__cfg_entry_t heap_entries[] = {
      CDSM_CFG_SIZE, OFF(page_size), 4096, 1u << 24, NULL},
     {"CDSM_HEAP_ADDR", "0x200000000000", "virtual address where the shared heap is mapped on every rank",
      CDSM_CFG_ADDR, OFF(heap_addr), 1ull << 32, 1ull << 46, NULL},
+    {"CDSM_WRITE_DETECT", "auto", "how a read-only page's first write is caught: uffd (userfaultfd write-protect bits: no change of the mapping, Linux 6.0 or later), mprotect (the page is mapped read-only) or auto (uffd where the kernel offers it, else mprotect)",
+     CDSM_CFG_ENUM, OFF(write_detect), 0, 0, "auto,uffd,mprotect"},
 };
 
 static const cdsm__cfg_entry_t protocol_entries[] = {

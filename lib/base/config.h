@@ -36,6 +36,7 @@ typedef struct cdsm__config {
     uint64_t heap_size;
     uint64_t page_size;
     uint64_t heap_addr;
+    uint64_t write_detect; /* CDSM_WRITE_DETECT: 0 auto, 1 uffd, 2 mprotect */
     /* protocol */
     uint64_t locks;
     uint64_t gc_bound;

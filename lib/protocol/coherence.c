@@ -557,7 +557,11 @@ void cdsm__fault(uint32_t pg, int is_write)
             cdsm_check(!"access miss failed");
         }
     }
-    if (is_write && cdsm__pg(pg)->state == CDSM_PG_RO) write_fault(pg);
+    if (is_write == 2) CDSM_STAT_ADD(write_faults_wp, 1);
+    if (is_write && cdsm__pg(pg)->state == CDSM_PG_RO)
+        write_fault(pg);
+    else if (is_write)
+        cdsm__page_rearm(pg);
     cdsm__protect_batch(0);
     pthread_mutex_unlock(&g->mu);
 }

@@ -12,6 +12,8 @@
 extern "C" {
 #endif
 
+/* An access fault on page pg: is_write 0 (read), 1 (write), 2 (write caught by a
+ * userfaultfd write-protect bit). */
 void cdsm__fault(uint32_t pg, int is_write);
 void cdsm__close_interval(void);
 /* Lazy release: close the open interval if it holds a release's writes, before its

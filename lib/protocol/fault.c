@@ -1,6 +1,7 @@
-/* SIGSEGV handling: faults inside the shared heap are protocol events (read miss, first
- * write in an interval); every other fault goes to the handler that was there before
- * (UCX installs one at MPI_Init), so real crashes still report. Installed after MPI_Init. */
+/* SIGSEGV and SIGBUS handling: faults inside the shared heap are protocol events (read
+ * miss, first write in an interval: SIGBUS where userfaultfd write-protects, wprot.c);
+ * every other fault goes to the handler that was there before (UCX installs one at
+ * MPI_Init), so real crashes still report. Installed after MPI_Init. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -8,7 +9,7 @@
 
 #include "proto.h"
 
-static struct sigaction previous;
+static struct sigaction previous, previous_bus;
 static int installed;
 
 static int fault_is_write(void *ucv)
@@ -26,31 +27,32 @@ static int fault_is_write(void *ucv)
 #endif
 }
 
-static void chain(int sig, siginfo_t *si, void *uc)
+static void chain(const struct sigaction *prev, int sig, siginfo_t *si, void *uc)
 {
-    if (previous.sa_flags & SA_SIGINFO) {
-        previous.sa_sigaction(sig, si, uc);
-    } else if (previous.sa_handler == SIG_IGN) {
+    if (prev->sa_flags & SA_SIGINFO) {
+        prev->sa_sigaction(sig, si, uc);
+    } else if (prev->sa_handler == SIG_IGN) {
         return;
-    } else if (previous.sa_handler == SIG_DFL) {
+    } else if (prev->sa_handler == SIG_DFL) {
         /* Restore the default action and return: the access faults again and the
          * process dies with the original signal and address. */
         signal(sig, SIG_DFL);
     } else {
-        previous.sa_handler(sig);
+        prev->sa_handler(sig);
     }
 }
 
-static void on_segv(int sig, siginfo_t *si, void *uc)
+/* In the heap, SIGBUS is a write to a write-protected page (wprot.c). */
+static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     char *a = si->si_addr;
     if (!cdsm__heap_contains(a)) {
-        chain(sig, si, uc);
+        chain(sig == SIGBUS ? &previous_bus : &previous, sig, si, uc);
         return;
     }
     int saved = errno;
     uint32_t pg = cdsm__page_of(a);
-    int w = fault_is_write(uc);
+    int w = sig == SIGBUS ? 2 : fault_is_write(uc);
     if (w < 0) w = cdsm__pg(pg)->state != CDSM_PG_INVALID;
     cdsm__fault(pg, w);
     errno = saved;
@@ -60,17 +62,25 @@ int cdsm__fault_install(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_segv;
+    sa.sa_sigaction = on_fault;
     sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGSEGV, &sa, &previous))
         return cdsm__error(CDSM_ERR_INVALID_ARG, "sigaction(SIGSEGV): %s", strerror(errno));
+    if (sigaction(SIGBUS, &sa, &previous_bus)) {
+        int e = errno;
+        sigaction(SIGSEGV, &previous, NULL);
+        return cdsm__error(CDSM_ERR_INVALID_ARG, "sigaction(SIGBUS): %s", strerror(e));
+    }
     installed = 1;
     return CDSM_OK;
 }
 
 void cdsm__fault_uninstall(void)
 {
-    if (installed) sigaction(SIGSEGV, &previous, NULL);
+    if (installed) {
+        sigaction(SIGSEGV, &previous, NULL);
+        sigaction(SIGBUS, &previous_bus, NULL);
+    }
     installed = 0;
 }

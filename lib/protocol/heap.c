@@ -2,7 +2,9 @@
  * seen by the application) and anywhere (always writable, used by the library to apply
  * diffs and read pages without touching the protection). */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -99,7 +101,7 @@ int cdsm__heap_globals_map(void)
         return cdsm__error(CDSM_ERR_HEAP_MAP, "cannot map the program's globals (%p..+%zu) onto the heap: %s",
                            (void *)cdsm__heap.gbase, cdsm__heap.gsize, strerror(errno));
     cdsm__heap.gmapped = 1;
-    return CDSM_OK;
+    return cdsm__wp_register(cdsm__heap.gbase, cdsm__heap.gsize);
 }
 
 /* The page table: zero pages of an anonymous mapping until a chunk is made. */
@@ -201,17 +203,18 @@ int cdsm__heap_init(void)
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);
     }
-    int rc = cdsm__own_init();
+    int rc = cdsm__wp_init(cdsm__heap.base, cdsm__heap.heap_size);
+    if (!rc) rc = cdsm__own_init();
     if (rc) cdsm__heap_fini();
     return rc;
 }
 
 /* Protection changes deferred while the application thread is in the library and touches
- * no shared page (cdsm__protect_batch): the page, the order, and its state before the
- * change (pb_apply's second pass keeps its state now there). */
+ * no shared page (cdsm__protect_batch): the page, the order, and its state and
+ * write-protect bit before the change (pb_apply's second pass keeps them). */
 typedef struct pb_rec {
     uint32_t pg, seq;
-    uint8_t state;
+    uint8_t state, wp;
 } pb_rec_t;
 static struct {
     int depth; /* nested: a barrier's collection runs barriers of its own */
@@ -245,6 +248,7 @@ void cdsm__heap_fini(void)
     g->scratch = NULL;
     g->scratch_n = NULL;
     /* The globals stay where they are, on the memfd, writable: the program lives on. */
+    cdsm__wp_fini();
     if (cdsm__heap.gmapped) mprotect(cdsm__heap.gbase, cdsm__heap.gsize, PROT_READ | PROT_WRITE);
     cdsm__heap.gmapped = 0;
     if (cdsm__heap.sys) munmap(cdsm__heap.sys, cdsm__heap.heap_size + cdsm__heap.gsize);
@@ -254,7 +258,20 @@ void cdsm__heap_fini(void)
     cdsm__heap.memfd = -1;
 }
 
-static const int page_prot[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE};
+/* A page's protection: read-only pages are mapped read-only, or read-write with their
+ * write-protect bit set (wprot.c). */
+static int prot_of(int state, int wp)
+{
+    if (state == CDSM_PG_INVALID) return PROT_NONE;
+    return state == CDSM_PG_RO && !wp ? PROT_READ : PROT_READ | PROT_WRITE;
+}
+
+/* The write-protect bit a page in `state` gets (an invalid page keeps the one it has). */
+static int wp_for(int state, int old_wp)
+{
+    if (!cdsm__wp_uffd()) return 0;
+    return state == CDSM_PG_INVALID ? old_wp : state == CDSM_PG_RO;
+}
 
 static void pb_add(uint32_t first, uint32_t count)
 {
@@ -264,7 +281,8 @@ static void pb_add(uint32_t first, uint32_t count)
             pb.v = realloc(pb.v, pb.cap * sizeof *pb.v);
             cdsm_check(pb.v != NULL);
         }
-        pb.v[pb.n] = (pb_rec_t){first + i, (uint32_t)pb.n, cdsm__pg(first + i)->state};
+        cdsm__page_t *p = cdsm__pg(first + i);
+        pb.v[pb.n] = (pb_rec_t){first + i, (uint32_t)pb.n, p->state, p->wp};
         pb.n++;
     }
 }
@@ -276,38 +294,77 @@ static int pb_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* mprotect of the application's view of pages [first, first + count). */
-static void protect_raw(uint32_t first, uint32_t count, int prot)
+/* What a batch does to a page: set its write-protect bit, clear it, change its
+ * protection (to `prot`). */
+enum { PB_WP_ON = 1, PB_WP_OFF = 2, PB_PROT = 4 };
+
+/* One operation on the application's view of pages [first, first + count). */
+static void range_op(uint32_t first, uint32_t count, int op, int prot)
 {
     uint32_t h = cdsm__heap.hpages;
     if (first < h && count > h - first) { /* the heap's end and the globals are not adjacent */
-        protect_raw(h, count - (h - first), prot);
+        range_op(h, count - (h - first), op, prot);
         count = h - first;
     }
-    if (mprotect(cdsm__app_page(first), (size_t)count * cdsm__heap.page_size, prot)) {
+    char *a = cdsm__app_page(first);
+    size_t len = (size_t)count * cdsm__heap.page_size;
+    if (op == PB_WP_ON) {
+        /* A page the memfd has no memory for takes no bit (a write would go unseen):
+         * allocate it first (a no-op where the memory is there). */
+        off_t off = (off_t)((size_t)first * cdsm__heap.page_size);
+        int e = fallocate(cdsm__heap.memfd, 0, off, (off_t)len);
+        if (e) cdsm__log(CDSM_LOG_ERROR, "fallocate(page %u, %u pages): %s", first, count, strerror(errno));
+        cdsm_check(e == 0);
+        cdsm__wp_range(a, len, 1);
+    } else if (op == PB_WP_OFF) {
+        cdsm__wp_range(a, len, 0);
+    } else if (mprotect(a, len, prot)) {
         /* Only fails on a bad range or when the kernel is out of mapping entries. */
         cdsm__log(CDSM_LOG_ERROR, "mprotect(page %u, %u pages): %s", first, count, strerror(errno));
         cdsm_check(!"mprotect failed");
     }
 }
 
-/* Each page's protection once, from its state before the batch to its state now; runs of
- * pages that end with the same protection in one call. */
+/* Runs of consecutive pages that take operation `op` (with the same protection). */
+static void pb_runs(size_t m, int op)
+{
+    for (size_t i = 0; i < m;) {
+        if (!(pb.v[i].wp & op)) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < m && pb.v[j].pg == pb.v[j - 1].pg + 1 && (pb.v[j].wp & op) &&
+               (op != PB_PROT || pb.v[j].state == pb.v[i].state))
+            j++;
+        range_op(pb.v[i].pg, (uint32_t)(j - i), op, pb.v[i].state);
+        i = j;
+    }
+}
+
+/* Each page once, from its state before the batch to its state now. Bits are set before
+ * a page becomes accessible and cleared while it still is not, so a page is never
+ * writable unseen: write-protect on, then off, then the protection changes. */
 static void pb_apply(void)
 {
     qsort(pb.v, pb.n, sizeof *pb.v, pb_cmp);
     size_t m = 0;
     for (size_t i = 0; i < pb.n; i++) {
         if (i && pb.v[i].pg == pb.v[i - 1].pg) continue; /* (the first record has the state before) */
-        int now = cdsm__pg(pb.v[i].pg)->state;
-        if (page_prot[now] != page_prot[pb.v[i].state]) pb.v[m++] = (pb_rec_t){pb.v[i].pg, 0, (uint8_t)now};
+        cdsm__page_t *p = cdsm__pg(pb.v[i].pg);
+        int wp = wp_for(p->state, pb.v[i].wp);
+        int before = prot_of(pb.v[i].state, pb.v[i].wp), after = prot_of(p->state, wp);
+        /* (re-armed on every return to read-only: the bit may be gone with the page) */
+        int ops = (wp && p->state == CDSM_PG_RO ? PB_WP_ON : 0) | (pb.v[i].wp && !wp ? PB_WP_OFF : 0) |
+                  (before != after ? PB_PROT : 0);
+        if (ops == PB_WP_ON && pb.v[i].state == CDSM_PG_RO && pb.v[i].wp) ops = 0; /* (unchanged) */
+        p->wp = (uint8_t)wp;
+        /* (the record now holds the operations in wp, the protection after in state) */
+        if (ops) pb.v[m++] = (pb_rec_t){pb.v[i].pg, 0, (uint8_t)after, (uint8_t)ops};
     }
-    for (size_t i = 0; i < m;) {
-        size_t j = i + 1;
-        while (j < m && pb.v[j].pg == pb.v[j - 1].pg + 1 && page_prot[pb.v[j].state] == page_prot[pb.v[i].state]) j++;
-        protect_raw(pb.v[i].pg, (uint32_t)(j - i), page_prot[pb.v[i].state]); /* (states are set) */
-        i = j;
-    }
+    pb_runs(m, PB_WP_ON);
+    pb_runs(m, PB_WP_OFF);
+    pb_runs(m, PB_PROT);
     pb.n = 0;
 }
 
@@ -322,16 +379,22 @@ void cdsm__protect_batch(int on)
 
 int cdsm__page_protect(uint32_t first, uint32_t count, int state)
 {
-    if (pb.depth)
-        pb_add(first, count);
-    else
-        protect_raw(first, count, page_prot[state]);
+    pb_add(first, count);
     for (uint32_t i = 0; i < count; i++) {
         cdsm__page_t *p = cdsm__pg(first + i);
         p->state = (uint8_t)state;
         p->ckflags = 3; /* changed since the last checkpoint */
     }
+    if (!pb.depth) pb_apply();
     return CDSM_OK;
+}
+
+void cdsm__page_rearm(uint32_t pg)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    if (!cdsm__wp_uffd() || p->state == CDSM_PG_RO || p->state == CDSM_PG_INVALID) return;
+    range_op(pg, 1, PB_WP_OFF, 0);
+    p->wp = 0;
 }
 
 int cdsm__heap_data_runs(cdsm__runs_t *r)
@@ -371,9 +434,11 @@ uint32_t cdsm__runs_next(cdsm__runs_t *r, uint32_t pg)
 
 const char *cdsm__heap_detection(void)
 {
-    static const char *const what[] = {
-        "write detection by mprotect on every page", "write detection off (one rank owns every page)",
-        "pages owned by first touch, write detection by mprotect once shared",
-        "pages owned by their home, write detection by mprotect once shared"};
-    return what[cdsm__heap.own_mode];
+    static const char *const what[] = {"write detection by %s on every page",
+                                       "write detection off (one rank owns every page)",
+                                       "pages owned by first touch, write detection by %s once shared",
+                                       "pages owned by their home, write detection by %s once shared"};
+    static char line[96];
+    snprintf(line, sizeof line, what[cdsm__heap.own_mode], cdsm__wp_uffd() ? "userfaultfd write-protect" : "mprotect");
+    return line;
 }

@@ -42,6 +42,7 @@ typedef struct cdsm__page {
     uint8_t claim;     /* CDSM_CLAIM_* */
     uint8_t ws;        /* working-set credit: CDSM_WS_CREDIT on a miss, one spent per refetch */
     uint8_t conv;      /* converted in the open interval (home ownership): listed in it */
+    uint8_t wp;        /* its userfaultfd write-protect bit is set (wprot.c) */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     uint32_t last_wr;  /* our interval count when the page was last write-faulted (+1; 0: never) */
@@ -130,6 +131,9 @@ int cdsm__heap_globals_map(void);
 int cdsm__heap_init(void);
 void cdsm__heap_fini(void);
 int cdsm__page_protect(uint32_t first, uint32_t count, int state);
+/* A write fault on a page its state already lets the program write (a write-protect bit
+ * left by a change of state made meanwhile): clear the bit. */
+void cdsm__page_rearm(uint32_t pg);
 /* Defer protection changes (on) while the application thread is in the library, where it
  * touches shared pages only through the library's own mapping (waits included: the
  * service thread's changes wait too, and the program runs nothing meanwhile): a page
@@ -165,6 +169,16 @@ void cdsm__alloc_fini(void);
 int cdsm__alloc_master(size_t size, void **out);
 /* The rank whose cdsm_malloc arena holds heap offset off, or -1 (the common arena). */
 int cdsm__alloc_arena_rank(uint64_t off);
+
+/* wprot.c: write detection by userfaultfd write-protect bits (CDSM_WRITE_DETECT). Init
+ * registers the heap's application view when the kernel allows (else mprotect stays); the
+ * globals are registered when they are mapped. */
+int cdsm__wp_init(void *addr, size_t len);
+int cdsm__wp_register(void *addr, size_t len);
+void cdsm__wp_fini(void);
+/* Whether read-only pages are write-protected by userfaultfd (mapped read-write). */
+int cdsm__wp_uffd(void);
+void cdsm__wp_range(void *addr, size_t len, int on);
 
 /* fault.c */
 int cdsm__fault_install(void);
