@@ -107,6 +107,9 @@ static int nap(uint64_t t0, uint64_t timeout_ms)
     return timeout_ms && (cdsm__mono_ns() - t0) / 1000000u >= timeout_ms;
 }
 
+/* How long a waiter that woke nobody spins before it yields its core between polls. */
+#define NOYIELD_NS 2000u
+
 /* The wait itself; *spinning: this thread receives itself (cleared when that time is up,
  * and the receiving flag with it). Caller holds mu. */
 static cdsm__reply_t *wait_loop(int type, uint64_t tag, uint64_t timeout_ms, int *timed_out, int *spinning)
@@ -115,7 +118,7 @@ static cdsm__reply_t *wait_loop(int type, uint64_t tag, uint64_t timeout_ms, int
     uint32_t gen = __atomic_load_n(&cdsm__w.remap_gen, __ATOMIC_ACQUIRE);
     unlocked_resend();
     uint64_t t0 = cdsm__mono_ns(), spin_ns = cdsm__cfg.spin_us * 1000u, late_ns = cdsm__cfg.late_bell_us * 1000u;
-    int drained = 0;
+    int drained = 0, woke = cdsm__tp_woke();
     for (;;) {
         cdsm__reply_t *r = take_reply(type, tag);
         if (r) {
@@ -152,8 +155,14 @@ static cdsm__reply_t *wait_loop(int type, uint64_t tag, uint64_t timeout_ms, int
         }
         /* Receive ourselves for a while: the reply usually comes within a round trip. */
         pthread_mutex_unlock(&g->mu);
-        if (!cdsm__tp_progress()) sched_yield();
-        if (cdsm__mono_ns() - t0 >= spin_ns) {
+        /* A thread we woke may need this core to answer (the scheduler tends to wake it
+         * next to its waker): yield to it. Otherwise the answer is being made on a running
+         * thread and comes within a round trip, which a yield (a system call) would
+         * lengthen: spin without yielding for NOYIELD_NS. */
+        uint64_t waited = cdsm__mono_ns() - t0;
+        woke |= cdsm__tp_woke();
+        if (!cdsm__tp_progress() && (woke || waited >= NOYIELD_NS)) sched_yield();
+        if (waited >= spin_ns) {
             *spinning = 0;
             cdsm__tp_receiving(0); /* (receives once more: a sender may have seen us receiving) */
         }

@@ -113,6 +113,7 @@ void cdsm__bell_kick(void)
 static int ring(int dst)
 {
     ssize_t w = ring_bytes(dst, 1);
+    cdsm__tp_note_wake();
     if (w < 0) {
         /* Dead. The service thread handles the loss when it reads the end of the stream
          * (this thread may hold mu); if a spare takes the rank's place, requests are sent

@@ -139,6 +139,7 @@ static int sock_post(int w, int type, uint8_t *buf, size_t total)
 {
     cdsm__bell_count_sent(w, type, total);
     if (w == cdsm__w.wrank) return cdsm__loop_post(buf, total);
+    cdsm__tp_note_wake(); /* (a frame wakes the peer's service thread) */
     if (bl->bell[w] < 0) {
         free(buf);
         return lost(w, ENOTCONN);

@@ -61,6 +61,19 @@ typedef struct resend {
     uint8_t *msg;  /* header and payload */
 } resend_t;
 static __thread resend_t *resends;
+static __thread int woke;
+
+void cdsm__tp_note_wake(void)
+{
+    woke = 1;
+}
+
+int cdsm__tp_woke(void)
+{
+    int w = woke;
+    woke = 0;
+    return w;
+}
 
 static int send_to(int w, int dst, int type, uint64_t tag, const void *p1, size_t l1, const void *p2, size_t l2)
 {

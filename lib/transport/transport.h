@@ -170,6 +170,12 @@ int cdsm__tp_late_pending(void);
 int cdsm__tp_poll(void);
 /* Whether this thread has sends not yet complete. */
 int cdsm__tp_sending(void);
+/* Whether this thread woke another thread (a doorbell rung, a frame on a socket, its own
+ * service thread kicked) since it last asked; asking clears it. A waiter that woke nobody
+ * spins without yielding the core for a moment: the thread that will answer is running. */
+int cdsm__tp_woke(void);
+/* (providers) This thread just woke one. */
+void cdsm__tp_note_wake(void);
 /* Kept requests: the reply of (type, tag) came; forget every one (a peer is lost for
  * good); send again those whose destination now lives in another process. This thread's. */
 void cdsm__tp_resend_done(int reply_type, uint64_t tag);
