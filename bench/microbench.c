@@ -10,8 +10,9 @@
  *   3. remote access miss served by one diff;
  *   4. remote access miss served by a whole page (the page has >= CDSM_WHOLE_PAGE_NOTICES
  *      missing diffs; checked with the pages_fetched counter);
- *   5. uncontended lock acquire whose token is at the other rank (one request/grant round
- *      trip), the release, and a re-acquire of a cached token;
+ *   5. uncontended lock acquire whose token is at the other rank: a lock never used (a
+ *      node-mate claims it in shared memory), and one the other rank released (one
+ *      request/grant round trip); the release, and a re-acquire of a cached token;
  *   6. contended lock: both ranks increment one shared counter under one lock; every
  *      acquire, and separately those that had to fetch the token from the other rank;
  *   7. cdsm_barrier().
@@ -541,16 +542,37 @@ static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int b
 
 typedef struct locks {
     summary_t remote, release, cached;
+    char path[64];
 } locks_t;
 
-/* Rank 0 acquires fresh odd lock ids (manager rank 1, token at rank 1 since start-up):
- * one request/grant round trip each; releases it (local: nobody waits); re-acquires it
- * (local: the token is cached) and releases again. Rank 1 waits in the barrier, its
- * service thread answering. */
-static locks_t uncontended_locks(int reps, int warm, int busy, int first)
+/* Rank 0 acquires odd lock ids (manager rank 1), each once: one request/grant round trip,
+ * or, for a lock never used (fresh) whose manager is a node-mate, a claim in shared memory
+ * with no message at all; releases it (local: nobody waits); re-acquires it (local: the
+ * token is cached) and releases again. With `released`, rank 1 has acquired and released
+ * every one of them first, so the token waits at rank 1 with the writes of a release: the
+ * hand-off a lock program makes, always a request/grant. Rank 1 waits in the barrier, its
+ * service thread answering (or computes, with `busy`). */
+static void uncontended_checks(const cdsm_stats_t *a, const cdsm_stats_t *b, int reps, locks_t *out)
+{
+    uint64_t claims = DELTA(*a, *b, lock_claims), msgs = DELTA(*a, *b, msgs_sent);
+    snprintf(out->path, sizeof out->path, "%s", claims ? "claim, shared memory" : "request/grant");
+    if (DELTA(*a, *b, lock_acquires) != 2u * (uint64_t)reps || DELTA(*a, *b, lock_acquires_local) != (uint64_t)reps)
+        fail("uncontended locks: %llu acquires, %llu local; want %d and %d",
+             (unsigned long long)DELTA(*a, *b, lock_acquires), (unsigned long long)DELTA(*a, *b, lock_acquires_local),
+             2 * reps, reps);
+    if (claims ? claims != (uint64_t)reps || msgs != 0 : msgs != (uint64_t)reps)
+        fail("uncontended locks: %llu messages sent and %llu claims for %d remote acquires", (unsigned long long)msgs,
+             (unsigned long long)claims, reps);
+}
+
+static locks_t uncontended_locks(int reps, int warm, int busy, int first, int released)
 {
     locks_t out;
     double *va = samples(reps), *vr = samples(reps), *vc = samples(reps);
+    for (int i = -warm; released && me == 1 && i < reps; i++) {
+        CHECK(cdsm_lock_acquire(first + 2 * (i + warm)));
+        CHECK(cdsm_lock_release(first + 2 * (i + warm)));
+    }
     CHECK(cdsm_barrier());
     if (me == 0) {
         cdsm_stats_t a = stats_now(), b;
@@ -572,14 +594,7 @@ static locks_t uncontended_locks(int reps, int warm, int busy, int first)
             }
         }
         b = stats_now();
-        if (DELTA(a, b, lock_acquires) != 2u * (uint64_t)reps ||
-            DELTA(a, b, lock_acquires_local) != (uint64_t)reps)
-            fail("uncontended locks: %llu acquires, %llu local; want %d and %d",
-                 (unsigned long long)DELTA(a, b, lock_acquires),
-                 (unsigned long long)DELTA(a, b, lock_acquires_local), 2 * reps, reps);
-        if (DELTA(a, b, msgs_sent) != (uint64_t)reps)
-            fail("uncontended locks: %llu messages sent for %d remote acquires",
-                 (unsigned long long)DELTA(a, b, msgs_sent), reps);
+        uncontended_checks(&a, &b, reps, &out);
         if (busy) release_partner();
     } else if (busy) {
         partner_compute();
@@ -801,7 +816,7 @@ static int plan_repetitions(opts_t *o)
     o->mwarm = o->mreps / 10 < 20 ? o->mreps / 10 : 20;
     o->lreps = o->reps;
     o->lwarm = o->warm;
-    int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 4; /* odd ids >= LOCK_FIRST_FREE, two runs */
+    int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 8; /* odd ids >= LOCK_FIRST_FREE, four runs */
     if (o->lreps + o->lwarm > avail) {
         o->lwarm = avail / 10 < o->warm ? avail / 10 : o->warm;
         o->lreps = avail - o->lwarm;
@@ -822,7 +837,7 @@ typedef struct results {
     faults_t wf;
     char path_diff[64], path_whole[64], path_busy[64];
     summary_t miss_diff, miss_whole, miss_busy;
-    locks_t lk, lkb;
+    locks_t lk[4]; /* fresh, fresh busy, released, released busy */
     contended_t ct;
     summary_t cbar;
 } results_t;
@@ -846,10 +861,11 @@ static void run_tests(const opts_t *o, size_t ps, results_t *r)
     r->miss_busy = remote_miss(ps, o->mreps, o->mwarm, 1, 1, r->path_busy, sizeof r->path_busy);
     settle();
     /* 5. */
-    r->lk = uncontended_locks(o->lreps, o->lwarm, 0, LOCK_FIRST_FREE);
-    settle();
-    r->lkb = uncontended_locks(o->lreps, o->lwarm, 1, LOCK_FIRST_FREE + 2 * (o->lreps + o->lwarm));
-    settle();
+    int span = 2 * (o->lreps + o->lwarm);
+    for (int k = 0; k < 4; k++) { /* fresh, fresh busy, released, released busy */
+        r->lk[k] = uncontended_locks(o->lreps, o->lwarm, k & 1, LOCK_FIRST_FREE + k * span, k >> 1);
+        settle();
+    }
     /* 6. */
     r->ct = contended_lock(ps, o->mreps, o->mwarm, o->csec);
     settle();
@@ -895,12 +911,16 @@ static void add_rows(const results_t *x)
         r = add_row("node_mate_miss_busy", x->path_busy, x->miss_busy);
         set_ref(r, "write_fault", x->wf.fresh.med, 2.0);
     }
-    r = add_row("lock_acquire_remote", "request/grant", x->lk.remote);
-    set_ref(r, "mpi_pingpong_8B", x->pp8.med, GOAL_FACTOR);
-    r = add_row("lock_acquire_remote_busy", "request/grant, partner computing", x->lkb.remote);
-    set_ref(r, "mpi_pingpong_8B", x->pp8.med, GOAL_FACTOR);
-    add_row("lock_release", "local (token kept)", x->lk.release);
-    add_row("lock_acquire_cached", "local (cached token)", x->lk.cached);
+    static const char *const lk_names[4] = {"lock_acquire_remote", "lock_acquire_remote_busy",
+                                            "lock_acquire_remote_released", "lock_acquire_remote_released_busy"};
+    for (int k = 0; k < 4; k++) {
+        char path[96];
+        snprintf(path, sizeof path, "%s%s", x->lk[k].path, k & 1 ? ", partner computing" : "");
+        r = add_row(lk_names[k], path, x->lk[k].remote);
+        set_ref(r, "mpi_pingpong_8B", x->pp8.med, GOAL_FACTOR);
+    }
+    add_row("lock_release", "local (token kept)", x->lk[0].release);
+    add_row("lock_acquire_cached", "local (cached token)", x->lk[0].cached);
     const contended_t *ct = &x->ct;
     char cpath[48];
     snprintf(cpath, sizeof cpath, "all (%llu%% local)",

@@ -16,8 +16,14 @@ TEST(LoggingAudit, AMissingGrantDeterminantIsNamed)
     ASSERT_TRUE(cdsm__cfg.check && cdsm__cfg.logging) << "run with CDSM_CHECK=1 and logging on";
     const int me = cdsm_rank();
     ASSERT_GE(cdsm_nranks(), 2);
+    // Lock 0 is managed by rank 0, which uses it first (a node-mate could otherwise claim
+    // the never-used token with no grant at all) and keeps its token: rank 1 takes it by a
+    // grant.
+    if (me == 0) {
+        ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+        ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+    }
     ASSERT_EQ(cdsm_barrier(), CDSM_OK);
-    // Lock 0 is managed by rank 0, which holds its token: rank 1 takes it by a grant.
     if (me == 1) {
         ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
         ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);

@@ -70,7 +70,8 @@
     X(board_missed, "diffs looked for in a node-mate's shared memory and not there (asked for)") \
     X(bells_late, "requests to node-mates sent with a late doorbell (rung only if not taken soon)") \
     X(bells_late_rung, "late doorbells rung: the node-mate had not taken the request in time") \
-    X(write_faults_wp, "write faults caught by a userfaultfd write-protect bit (CDSM_WRITE_DETECT=uffd)")
+    X(write_faults_wp, "write faults caught by a userfaultfd write-protect bit (CDSM_WRITE_DETECT=uffd)") \
+    X(lock_claims, "first acquires of a node-mate's never-used lock, taken in shared memory (no message)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

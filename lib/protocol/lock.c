@@ -65,6 +65,58 @@ void cdsm__locks_fini(void)
     seen = NULL;
 }
 
+/* ---- fresh-lock claims ----------------------------------------------------------------
+ * A lock nobody has used yet has no release whose writes its acquirer must see, so its
+ * token can be taken without asking: a node-mate of the manager claims it by an atomic
+ * exchange on the manager's word for the lock (shared memory, cdsm__words_of), 0 -> its
+ * rank + 1. The manager settles the word the first time it touches the lock itself (its
+ * own acquire, or a request): 0 -> SETTLED keeps the token with it as before, while a
+ * claim found there means the claimant holds the token and is the queue's tail. Either
+ * way the word never changes again, and the queue goes on as if the claimant had asked
+ * first. (SPLASH programs initialise thousands of locks: their first acquires were one
+ * round trip each to a manager that was usually computing.) */
+#define CLAIM_SETTLED UINT32_MAX
+
+static uint32_t *claim_word(uint32_t l)
+{
+    uint32_t *w = cdsm__words_of((int)(l % (uint32_t)cdsm__w.n));
+    return w ? &w[l] : NULL;
+}
+
+/* Manager, before anything else touches lock l. Caller holds mu. */
+static void settle(uint32_t l)
+{
+    uint32_t *w = claim_word(l), v = 0;
+    if (!w || __atomic_load_n(w, __ATOMIC_ACQUIRE) == CLAIM_SETTLED) return;
+    if (__atomic_compare_exchange_n(w, &v, CLAIM_SETTLED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;
+    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    cdsm_check(lk->state == CDSM_LK_TOKEN && v - 1 < (uint32_t)cdsm__w.n);
+    lk->state = CDSM_LK_NONE; /* (never held here: no interval goes with it) */
+    lk->tail = (int)(v - 1);
+    __atomic_store_n(w, CLAIM_SETTLED, __ATOMIC_RELEASE);
+}
+
+/* A node-mate's first acquire of lock l: whether it took the never-used token. */
+static int try_claim(uint32_t l)
+{
+    uint32_t *w = claim_word(l), v = 0;
+    return w && __atomic_compare_exchange_n(w, &v, (uint32_t)cdsm__w.rank + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+/* Before an acquire of lock l: its manager settles it; a node-mate without the token
+ * tries to claim it (then holds the token: returns 1). Caller holds mu. */
+static int fresh_token(uint32_t l)
+{
+    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    if (l % (uint32_t)cdsm__w.n == (uint32_t)cdsm__w.rank) {
+        settle(l);
+        return 0;
+    }
+    if (lk->state != CDSM_LK_NONE || cdsm__mode.replaying || !try_claim(l)) return 0;
+    lk->state = CDSM_LK_TOKEN;
+    return 1;
+}
+
 /* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). The
  * grant is a determinant of the acquirer's acquire number to_seq: logged here (SENT) and by
  * the acquirer (RECV); it carries this rank's synchronisation number. */
@@ -258,6 +310,7 @@ static void lock_step(int type, uint32_t l, int req, const uint32_t *vc, uint32_
         /* Where a rank can be replaced, remember each request taken: the replacement may
          * ask again for an acquire its lost process had asked for. */
         if (cdsm__cfg.spares) cdsm__lock_placed(l, req, seq);
+        settle(l);
         manager_step(l, req, vc, seq);
     } else {
         on_forward(l, req, vc, seq);
@@ -368,7 +421,9 @@ int cdsm_lock_acquire(int id)
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
-    /* A cached token brings nothing new: with lazy release the interval goes on. */
+    int claimed = fresh_token((uint32_t)id);
+    /* A cached token (or a claimed fresh one) brings nothing new: with lazy release the
+     * interval goes on. */
     if (!(g->lazy && lk->state == CDSM_LK_TOKEN)) cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
     cdsm__conv_sync();
@@ -383,7 +438,10 @@ int cdsm_lock_acquire(int id)
     }
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_HELD;
-        CDSM_STAT_ADD(lock_acquires_local, 1);
+        if (claimed)
+            CDSM_STAT_ADD(lock_claims, 1);
+        else
+            CDSM_STAT_ADD(lock_acquires_local, 1);
         pthread_mutex_unlock(&g->mu);
         return CDSM_OK;
     }

@@ -41,15 +41,10 @@ static struct awake {
 int cdsm__awake_setup(void)
 {
     if (!cdsm__cfg.skip_bells || !cdsm__cfg.heartbeat_ms || cdsm__bell.stream) return CDSM_OK;
-    int fd = -1;
     aw.bytes = sizeof(awake_page_t) + (size_t)cdsm__w.wn * sizeof(uint32_t);
-    aw.peer = calloc((size_t)cdsm__w.wn, sizeof *aw.peer);
-    if (!aw.peer || !(aw.self = cdsm__shmfd_create("cdsm-awake", aw.bytes, 0, &fd))) {
-        cdsm__log(CDSM_LOG_INFO, "no shared receiving flag (%s): every message rings its doorbell", strerror(errno));
-        cdsm__awake_fini();
-        return CDSM_OK;
-    }
-    cdsm__shmfd_exchange(fd, AWAKE_BYTE, aw.bytes, PROT_READ | PROT_WRITE, "receiving flag", (void **)aw.peer);
+    cdsm__shm_seg_t seg = {"cdsm-awake", "receiving flag", aw.bytes, 0, PROT_READ | PROT_WRITE, AWAKE_BYTE, NULL};
+    aw.self = cdsm__shmfd_share(&seg, (void ***)&aw.peer);
+    if (!aw.self) cdsm__log(CDSM_LOG_INFO, "no shared receiving flag (%s): every message rings its doorbell", strerror(errno));
     return CDSM_OK;
 }
 

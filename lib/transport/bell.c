@@ -527,6 +527,7 @@ static void bell_fini(void)
     cdsm__loop_drop();
     cdsm__awake_fini();
     cdsm__board_fini();
+    cdsm__words_fini();
     for (int i = 0; i < 2; i++)
         if (bl->stop_pipe[i] >= 0) close(bl->stop_pipe[i]);
     bl->stop_pipe[0] = bl->stop_pipe[1] = -1;

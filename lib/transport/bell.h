@@ -82,9 +82,23 @@ void *cdsm__shmfd_create(const char *name, size_t bytes, int populate, int *fd);
 void cdsm__shmfd_exchange(int fd, uint8_t tag, size_t bytes, int prot, const char *what, void **peer);
 /* Unmap our segment and the node-mates' (per process, NULL where none), free the array. */
 void cdsm__shmfd_unmap(void *self, void **peer, size_t bytes);
+/* A segment of ours that every node-mate maps: made (populated if asked), set up by init
+ * (if any), handed out, and theirs mapped into *peer (an array made here, per process).
+ * NULL, errno set and *peer NULL, if ours could not be made. */
+typedef struct cdsm__shm_seg {
+    const char *name, *what; /* memfd name; what it is, for the log */
+    size_t bytes;
+    int populate, prot; /* prot: how node-mates' segments are mapped here */
+    uint8_t tag;
+    void (*init)(void *mem);
+} cdsm__shm_seg_t;
+void *cdsm__shmfd_share(const cdsm__shm_seg_t *seg, void ***peer);
 /* board.c: the published diffs, shared with node-mates at start-up (after the flags). */
 int cdsm__board_setup(void);
 void cdsm__board_fini(void);
+/* words.c: the lock words, shared with node-mates at start-up (after the board). */
+int cdsm__words_setup(void);
+void cdsm__words_fini(void);
 void cdsm__awake_fini(void);
 void cdsm__awake_receiving(int on);
 int cdsm__awake_skip(int w);

@@ -151,9 +151,14 @@ static void *checked(void *m, int p)
     return NULL;
 }
 
+static void format_ours(void *mem)
+{
+    cdsm__board_format(mem, bd.ring);
+}
+
 int cdsm__board_setup(void)
 {
-    int any = 0, fd = -1;
+    int any = 0;
     for (int p = 0; p < cdsm__w.wn; p++) any |= cdsm__bell.peer_pid[p] != 0;
     /* With spares a replacement makes its diffs again while others may look for them:
      * they ask it, as they always did (the board is for runs without spares). */
@@ -161,17 +166,15 @@ int cdsm__board_setup(void)
     bd.ring = (cdsm__cfg.shm_diffs + 4095) & ~4095ull;
     bd.nslots = nslots_for(bd.ring);
     bd.bytes = cdsm__board_bytes(bd.ring);
-    bd.peer = calloc((size_t)cdsm__w.wn, sizeof *bd.peer);
     /* Populated now: a fresh ring page costs a fault at its first write otherwise, which
      * made publishing cost radix what reading saved (populated: fft 0.92x, is 0.80x,
      * radix 0.99x the time without the board; unpopulated 1.0x, 0.95x, 1.06x). */
-    if (!bd.peer || !(bd.self = cdsm__shmfd_create("cdsm-board", bd.bytes, 1, &fd))) {
+    cdsm__shm_seg_t seg = {"cdsm-board", "published diffs", bd.bytes, 1, PROT_READ, BOARD_BYTE, format_ours};
+    bd.self = cdsm__shmfd_share(&seg, &bd.peer);
+    if (!bd.self) {
         cdsm__log(CDSM_LOG_INFO, "no published diffs (%s): node-mates ask for every diff", strerror(errno));
-        cdsm__board_fini();
         return CDSM_OK;
     }
-    cdsm__board_format(bd.self, bd.ring);
-    cdsm__shmfd_exchange(fd, BOARD_BYTE, bd.bytes, PROT_READ, "published diffs", bd.peer);
     for (int p = 0; p < cdsm__w.wn; p++) {
         bd.peer[p] = checked(bd.peer[p], p);
         bd.on |= bd.peer[p] != NULL;

@@ -92,3 +92,21 @@ void cdsm__shmfd_exchange(int fd, uint8_t tag, size_t bytes, int prot, const cha
         if (cdsm__bell.peer_pid[p]) peer[p] = shmfd_take(p, tag, bytes, prot, what);
     close(fd);
 }
+
+void *cdsm__shmfd_share(const cdsm__shm_seg_t *seg, void ***peer)
+{
+    int fd = -1;
+    void *self = NULL;
+    *peer = calloc((size_t)cdsm__w.wn, sizeof **peer);
+    if (*peer) self = cdsm__shmfd_create(seg->name, seg->bytes, seg->populate, &fd);
+    if (!self) {
+        int e = *peer ? errno : ENOMEM;
+        free(*peer);
+        *peer = NULL;
+        errno = e;
+        return NULL;
+    }
+    if (seg->init) seg->init(self);
+    cdsm__shmfd_exchange(fd, seg->tag, seg->bytes, seg->prot, seg->what, *peer);
+    return self;
+}
