@@ -71,7 +71,9 @@
     X(bells_late, "requests to node-mates sent with a late doorbell (rung only if not taken soon)") \
     X(bells_late_rung, "late doorbells rung: the node-mate had not taken the request in time") \
     X(write_faults_wp, "write faults caught by a userfaultfd write-protect bit (CDSM_WRITE_DETECT=uffd)") \
-    X(lock_claims, "first acquires of a node-mate's never-used lock, taken in shared memory (no message)")
+    X(lock_claims, "first acquires of a node-mate's never-used lock, taken in shared memory (no message)") \
+    X(archive_disk_bytes, "bytes of the diff archive written to its file on disk (past CDSM_ARCHIVE_MEM)") \
+    X(archive_disk_reads, "archived intervals read back from that file for a replacement")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

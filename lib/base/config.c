@@ -71,6 +71,8 @@ static const cdsm__cfg_entry_t recovery_entries[] = {
      CDSM_CFG_BOOL, OFF(logging), 0, 1, NULL},
     {"CDSM_ARCHIVE_WARN", "1G", "with spares and no checkpoint to restore, warn when a rank's diff archive (kept for a replay from the start) passes this size, and again at each doubling (0: never)",
      CDSM_CFG_SIZE, OFF(archive_warn), 0, 1ull << 50, NULL},
+    {"CDSM_ARCHIVE_MEM", "1G", "with spares and no checkpoint to restore, a rank keeps at most this many bytes of its diff archive in memory; older diffs go to a file (unlinked, in CDSM_CKPT_DIR, else TMPDIR, else /tmp) and are read back when a replacement asks (0: all in memory)",
+     CDSM_CFG_SIZE, OFF(archive_mem), 0, 1ull << 40, NULL},
     {"CDSM_CKPT_DIR", "", "folder for checkpoint files (one HDF5 file per rank and checkpoint); empty: no checkpoints",
      CDSM_CFG_STR, OFF(ckpt_dir), 0, CDSM_CFG_PATH_MAX, NULL},
     {"CDSM_RESTART", "", "restart the whole job from the manifest in this job folder of an earlier run (<CDSM_CKPT_DIR>/job-<id>); the program must call cdsm_resume; empty: a fresh start",

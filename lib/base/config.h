@@ -41,6 +41,7 @@ typedef struct cdsm__config {
     uint64_t locks;
     uint64_t gc_bound;
     uint64_t archive_warn;
+    uint64_t archive_mem;
     uint64_t whole_page_notices;
     uint64_t hot_idle;
     uint64_t fault_around;
