@@ -73,7 +73,7 @@ void cdsm__refill_notices(uint32_t pg);
 int cdsm__cmp_u32(const void *a, const void *b); /* qsort order of uint32_t */
 
 /* owner.c: ownership (the mode, first touch and its directory) */
-int cdsm__own_home(uint32_t pg); /* the page's directory rank (its home, with spares) */
+int cdsm__own_home(uint32_t pg); /* the page's directory rank (its home, with spares); -1 without ownership */
 int cdsm__own_init(void);
 void cdsm__own_fini(void);
 /* An access miss on an unclaimed page (caller holds mu): claim it, or fetch it whole from

@@ -127,7 +127,8 @@ static int dir_rank(uint32_t pg)
 
 int cdsm__own_home(uint32_t pg)
 {
-    return dir_rank(pg);
+    /* Without ownership (CDSM_OWNERSHIP=0) no page has a home: nothing is converted. */
+    return own.placed ? dir_rank(pg) : -1;
 }
 
 /* Whether pg's directory rank is for good: placed by an allocation, or in a rank's own
