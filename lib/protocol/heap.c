@@ -355,9 +355,8 @@ static void pb_apply(void)
         int wp = wp_for(p->state, pb.v[i].wp);
         int before = prot_of(pb.v[i].state, pb.v[i].wp), after = prot_of(p->state, wp);
         /* (re-armed on every return to read-only: the bit may be gone with the page) */
-        int ops = (wp && p->state == CDSM_PG_RO ? PB_WP_ON : 0) | (pb.v[i].wp && !wp ? PB_WP_OFF : 0) |
-                  (before != after ? PB_PROT : 0);
-        if (ops == PB_WP_ON && pb.v[i].state == CDSM_PG_RO && pb.v[i].wp) ops = 0; /* (unchanged) */
+        int arm = wp && p->state == CDSM_PG_RO && !(pb.v[i].state == CDSM_PG_RO && pb.v[i].wp);
+        int ops = (arm ? PB_WP_ON : 0) | (pb.v[i].wp && !wp ? PB_WP_OFF : 0) | (before != after ? PB_PROT : 0);
         p->wp = (uint8_t)wp;
         /* (the record now holds the operations in wp, the protection after in state) */
         if (ops) pb.v[m++] = (pb_rec_t){pb.v[i].pg, 0, (uint8_t)after, (uint8_t)ops};

@@ -55,14 +55,19 @@ static int uffd_open(const char **why)
     return fd;
 }
 
-int cdsm__wp_register(void *addr, size_t len)
+/* Register [addr, addr + len) for write-protect; NULL, or why not. */
+static const char *register_range(void *addr, size_t len)
 {
-    if (uffd < 0 || !len) return CDSM_OK;
     errno = 0;
     struct uffdio_register r = {.range = {(uintptr_t)addr, len}, .mode = UFFDIO_REGISTER_MODE_WP};
-    if (ioctl(uffd, UFFDIO_REGISTER, &r) || !(r.ioctls & (1ull << _UFFDIO_WRITEPROTECT)))
-        return cdsm__error(CDSM_ERR_HEAP_MAP, "userfaultfd write-protect of %p..+%zu: %s", addr, len,
-                           errno ? strerror(errno) : "not offered for this mapping");
+    if (!ioctl(uffd, UFFDIO_REGISTER, &r) && (r.ioctls & (1ull << _UFFDIO_WRITEPROTECT))) return NULL;
+    return errno ? strerror(errno) : "write-protect not offered for this mapping";
+}
+
+int cdsm__wp_register(void *addr, size_t len)
+{
+    const char *why = uffd < 0 || !len ? NULL : register_range(addr, len);
+    if (why) return cdsm__error(CDSM_ERR_HEAP_MAP, "userfaultfd write-protect of %p..+%zu: %s", addr, len, why);
     return CDSM_OK;
 }
 
@@ -71,14 +76,9 @@ int cdsm__wp_init(void *addr, size_t len)
     if (cdsm__cfg.write_detect == WD_MPROTECT) return CDSM_OK;
     const char *why = NULL;
     uffd = uffd_open(&why);
-    if (uffd >= 0) {
-        errno = 0;
-        struct uffdio_register r = {.range = {(uintptr_t)addr, len}, .mode = UFFDIO_REGISTER_MODE_WP};
-        if (ioctl(uffd, UFFDIO_REGISTER, &r) || !(r.ioctls & (1ull << _UFFDIO_WRITEPROTECT))) {
-            why = errno ? strerror(errno) : "write-protect not offered for the heap";
-            close(uffd);
-            uffd = -1;
-        }
+    if (uffd >= 0 && (why = register_range(addr, len))) {
+        close(uffd);
+        uffd = -1;
     }
     if (uffd >= 0) return CDSM_OK;
     if (cdsm__cfg.write_detect == WD_UFFD)

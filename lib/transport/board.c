@@ -158,11 +158,9 @@ static void format_ours(void *mem)
 
 int cdsm__board_setup(void)
 {
-    int any = 0;
-    for (int p = 0; p < cdsm__w.wn; p++) any |= cdsm__bell.peer_pid[p] != 0;
     /* With spares a replacement makes its diffs again while others may look for them:
      * they ask it, as they always did (the board is for runs without spares). */
-    if (!cdsm__cfg.shm_diffs || cdsm__cfg.spares || cdsm__bell.stream || !any) return CDSM_OK;
+    if (!cdsm__cfg.shm_diffs || cdsm__cfg.spares || cdsm__bell.stream || !cdsm__shmfd_any_mate()) return CDSM_OK;
     bd.ring = (cdsm__cfg.shm_diffs + 4095) & ~4095ull;
     bd.nslots = nslots_for(bd.ring);
     bd.bytes = cdsm__board_bytes(bd.ring);

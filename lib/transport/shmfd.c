@@ -110,3 +110,10 @@ void *cdsm__shmfd_share(const cdsm__shm_seg_t *seg, void ***peer)
     cdsm__shmfd_exchange(fd, seg->tag, seg->bytes, seg->prot, seg->what, *peer);
     return self;
 }
+
+int cdsm__shmfd_any_mate(void)
+{
+    for (int p = 0; p < cdsm__w.wn; p++)
+        if (cdsm__bell.peer_pid[p]) return 1;
+    return 0;
+}
