@@ -1,7 +1,8 @@
 // Unit tests: the stream detector of access misses (lib/protocol/validate.c readahead),
 // on a private fake of the library state (no MPI): which pages a miss takes with it for a
 // sequential reader, a constant stride, and runs of a few pages at a long stride (blocked
-// LU's column of the other rank's two-page blocks), and where a stream does not continue.
+// LU's column of the other rank's two-page blocks), where a stream does not continue, and
+// several streams at once.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -95,7 +96,30 @@ TEST_F(Readahead, FarJumpIsNoStream)
     miss(100);
     miss(101);
     EXPECT_EQ(miss(101 + 5000), V{});
-    EXPECT_EQ(miss(90), V{}); // (backwards from a run's start: no run either)
+    EXPECT_EQ(miss(101 + 5000 + 65), V{}); // (beyond a stride's reach of either stream)
+}
+
+TEST_F(Readahead, InterleavedStreamsKeepTheirWindows)
+{
+    // A transpose: one array read in order while the first writes to the other walk it
+    // four pages at a time. Each miss continues its own stream.
+    EXPECT_EQ(miss(1000), V{});
+    EXPECT_EQ(miss(5000), V{});
+    EXPECT_EQ(miss(1001), (V{1002}));
+    EXPECT_EQ(miss(5004), (V{5008}));
+    EXPECT_EQ(miss(1003), (V{1004, 1005, 1006}));
+    EXPECT_EQ(miss(5012), (V{5016, 5020, 5024}));
+    EXPECT_EQ(miss(1007).size(), 7u);
+    EXPECT_EQ(miss(5028).size(), 7u);
+}
+
+TEST_F(Readahead, OldestStreamMakesRoom)
+{
+    // Five streams in turn: the fifth takes the slot of the least recently used (the
+    // first), the others go on.
+    for (uint32_t s = 0; s < 5; s++) miss(10000 * (s + 1));
+    for (uint32_t s = 1; s < 5; s++) EXPECT_EQ(miss(10000 * (s + 1) + 1), (V{10000 * (s + 1) + 2}));
+    EXPECT_EQ(miss(10001), V{}); // (its stream was forgotten: no stride yet)
 }
 
 TEST_F(Readahead, StoppedWalkMovesTheNextMiss)

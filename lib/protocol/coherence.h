@@ -41,6 +41,7 @@ static inline uint64_t cdsm__board_key(uint32_t pg, uint32_t idx)
 typedef struct cdsm__ra {
     int32_t stride;
     uint32_t window, run, covered;
+    uint32_t slot; /* which of the streams it belongs to */
 } cdsm__ra_t;
 cdsm__ra_t cdsm__ra_begin(uint32_t pg);
 void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra);

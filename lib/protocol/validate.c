@@ -339,23 +339,38 @@ static int v_finish(vstate_t *v)
 
 /* ---- readahead ------------------------------------------------------------------------ */
 
-/* The stream of access misses: the stride between the last two (sequential: 1; a column
- * walk over rows of a few pages: a few), and the window, which doubles while misses land
- * where the stream goes next. A miss elsewhere starts over. A stream can also go in runs:
- * `run` consecutive pages every `stride` pages (a column of blocks of a few pages each, as
- * blocked LU reads the other rank's blocks: two sequential misses, then a jump). The
- * window then counts runs. */
-static struct {
+/* Streams of access misses, a few at once (a transpose reads one array in rows while its
+ * first writes walk the other in columns: one stream would start over at every miss of
+ * the other). Each has the stride between its last two misses (sequential: 1; a column
+ * walk over rows of a few pages: a few), and a window, which doubles while misses land
+ * where the stream goes next. A stream can also go in runs: `run` consecutive pages every
+ * `stride` pages (a column of blocks of a few pages each, as blocked LU reads the other
+ * rank's blocks: two sequential misses, then a jump). The window then counts runs. A miss
+ * that continues no stream re-strides the stream whose last miss is nearest (within a
+ * stride's reach), else starts a new one in the least recently used slot. */
+#define RA_STREAMS 4
+typedef struct ra_stream {
     uint32_t next, window, run;
     int32_t stride;
     uint32_t start; /* the stream's first miss */
     uint32_t miss;  /* the last miss */
-} ra_st = {UINT32_MAX, 1, 1, 0, UINT32_MAX, UINT32_MAX};
+    uint64_t used;  /* when it last took a miss (LRU) */
+} ra_stream_t;
+
+static struct {
+    ra_stream_t s[RA_STREAMS];
+    uint64_t clock;
+} ra_st;
 
 /* Strides farther apart than this are no stream (a miss anywhere else). */
 #define RA_MAX_STRIDE 64
 /* Runs may lie farther apart: a row of blocks of a matrix of order 8192 is 16 MiB. */
 #define RA_MAX_RUN_STRIDE 4096
+
+static void ra_clear(ra_stream_t *s)
+{
+    *s = (ra_stream_t){UINT32_MAX, 1, 1, 0, UINT32_MAX, UINT32_MAX, 0};
+}
 
 /* Position k of the stream from pg (k = 0: pg itself). */
 static int64_t ra_pos(uint32_t pg, const cdsm__ra_t *ra, uint32_t k)
@@ -365,65 +380,95 @@ static int64_t ra_pos(uint32_t pg, const cdsm__ra_t *ra, uint32_t k)
 
 /* A miss on pg right after a sequential stream of at least two misses, a run's length
  * or more ahead of the stream's start: the stream goes in runs of that many pages (when
- * two runs fit in the window of cap pages). */
-static int ra_runs_from(uint32_t pg, uint32_t cap)
+ * two runs fit in the window of cap pages). Returns the run's length, 0 if not. */
+static uint32_t ra_runs_from(const ra_stream_t *s, uint32_t pg, uint32_t cap)
 {
     /* (While the stream is sequential, its last miss is the run's last page.) */
-    if (ra_st.stride != 1 || ra_st.run != 1 || ra_st.start == UINT32_MAX || ra_st.miss <= ra_st.start) return 0;
-    uint32_t len = ra_st.miss - ra_st.start + 1;
-    int64_t d = (int64_t)pg - (int64_t)ra_st.start;
-    if (d <= (int64_t)len || d > RA_MAX_RUN_STRIDE || 2 * len > cap) return 0;
-    ra_st.run = len;
-    ra_st.stride = (int32_t)d;
-    ra_st.start = pg;
-    return 1;
+    if (s->stride != 1 || s->run != 1 || s->start == UINT32_MAX || s->miss <= s->start) return 0;
+    uint32_t len = s->miss - s->start + 1;
+    int64_t d = (int64_t)pg - (int64_t)s->start;
+    return d <= (int64_t)len || d > RA_MAX_RUN_STRIDE || 2 * len > cap ? 0 : len;
 }
 
 /* A miss on pg continues the stream: it lands where the stream goes next, or up to a
  * window further along it (the pages between were valid already: taken ahead by an
  * earlier miss, or refetched after a barrier). */
-static int ra_continues(uint32_t pg)
+static int ra_continues(const ra_stream_t *s, uint32_t pg)
 {
-    if (!ra_st.stride || ra_st.next == UINT32_MAX) return 0;
-    if (pg == ra_st.next) return 1;
-    if (ra_st.run != 1) return 0;
-    int64_t ahead = ((int64_t)pg - (int64_t)ra_st.next) / ra_st.stride;
-    return ahead > 0 && ahead < (int64_t)ra_st.window &&
-           (int64_t)ra_st.next + ahead * ra_st.stride == (int64_t)pg;
+    if (!s->stride || s->next == UINT32_MAX) return 0;
+    if (pg == s->next) return 1;
+    if (s->run != 1) return 0;
+    int64_t ahead = ((int64_t)pg - (int64_t)s->next) / s->stride;
+    return ahead > 0 && ahead < (int64_t)s->window && (int64_t)s->next + ahead * s->stride == (int64_t)pg;
+}
+
+/* The distance from s's last miss to pg when the miss can extend s (a stride's reach, or
+ * the start of its next run); else -1. */
+static int64_t ra_reach(const ra_stream_t *s, uint32_t pg, uint32_t cap)
+{
+    if (!s->used || s->miss == UINT32_MAX) return -1; /* (an empty slot) */
+    int64_t d = (int64_t)pg - (int64_t)s->miss;
+    if (!d) return -1;
+    return (d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE) || ra_runs_from(s, pg, cap) ? (d < 0 ? -d : d) : -1;
+}
+
+/* The stream a miss on pg belongs to: one it continues (*how 1); else the one whose last
+ * miss is nearest, turned into runs (2) or re-strided from its last miss (0); else a
+ * fresh slot, the least recently used (-1). */
+static ra_stream_t *ra_pick(uint32_t pg, uint32_t cap, int *how)
+{
+    ra_stream_t *near = NULL, *lru = &ra_st.s[0];
+    int64_t best = -1;
+    for (int i = 0; i < RA_STREAMS; i++) {
+        ra_stream_t *s = &ra_st.s[i];
+        if (ra_continues(s, pg)) return *how = 1, s;
+        if (s->used < lru->used) lru = s;
+        int64_t r = ra_reach(s, pg, cap);
+        if (r >= 0 && (best < 0 || r < best)) best = r, near = s;
+    }
+    if (near) return *how = ra_runs_from(near, pg, cap) ? 2 : 0, near;
+    ra_clear(lru);
+    return *how = -1, lru;
 }
 
 cdsm__ra_t cdsm__ra_begin(uint32_t pg)
 {
     uint32_t cap = (uint32_t)cdsm__cfg.prefetch < CDSM_RA_MAX ? (uint32_t)cdsm__cfg.prefetch : CDSM_RA_MAX;
-    /* A new stride is taken from the last miss, not from the end of what it took ahead:
-     * pages valid already in between (refetched after a barrier) must not make a column
-     * walk of stride 3 look like strides of 6, -3, 9, -6 (one round trip per page). */
-    int64_t d = ra_st.miss == UINT32_MAX ? 0 : (int64_t)pg - (int64_t)ra_st.miss;
-    if (ra_continues(pg)) {
-        ra_st.window *= 2;
-    } else if (ra_runs_from(pg, cap)) {
-        ra_st.window = 2;
+    int how;
+    ra_stream_t *s = ra_pick(pg, cap, &how);
+    if (how == 1) {
+        s->window *= 2;
+    } else if (how == 2) {
+        uint32_t len = ra_runs_from(s, pg, cap);
+        s->run = len;
+        s->stride = (int32_t)((int64_t)pg - (int64_t)s->start);
+        s->start = pg;
+        s->window = 2;
     } else {
-        ra_st.stride = d && d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE ? (int32_t)d : 0;
-        ra_st.window = ra_st.stride ? 2 : 1;
-        ra_st.run = 1;
-        ra_st.start = ra_st.stride ? ra_st.miss : pg; /* (a stream starts at its first miss) */
+        /* A new stride is taken from the last miss, not from the end of what it took
+         * ahead: pages valid already in between (refetched after a barrier) must not make
+         * a column walk of stride 3 look like strides of 6, -3, 9, -6. */
+        int64_t d = s->miss == UINT32_MAX ? 0 : (int64_t)pg - (int64_t)s->miss;
+        s->stride = d && d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE ? (int32_t)d : 0;
+        s->window = s->stride ? 2 : 1;
+        s->run = 1;
+        s->start = s->stride ? s->miss : pg; /* (a stream starts at its first miss) */
     }
-    ra_st.miss = pg;
-    if (ra_st.window * ra_st.run > cap) ra_st.window = cap / ra_st.run ? cap / ra_st.run : 1;
-    return (cdsm__ra_t){.stride = ra_st.stride, .window = ra_st.window * ra_st.run, .run = ra_st.run, .covered = 1};
+    s->miss = pg;
+    s->used = ++ra_st.clock;
+    if (s->window * s->run > cap) s->window = cap / s->run ? cap / s->run : 1;
+    return (cdsm__ra_t){.stride = s->stride, .window = s->window * s->run, .run = s->run, .covered = 1,
+                        .slot = (uint32_t)(s - ra_st.s)};
 }
 
 void cdsm__ra_reset(void)
 {
-    ra_st.next = ra_st.start = ra_st.miss = UINT32_MAX;
-    ra_st.stride = 0;
-    ra_st.window = ra_st.run = 1;
+    for (int i = 0; i < RA_STREAMS; i++) ra_clear(&ra_st.s[i]);
 }
 
 void cdsm__ra_end(uint32_t pg, const cdsm__ra_t *ra)
 {
-    ra_st.next = (uint32_t)ra_pos(pg, ra, ra->covered);
+    ra_st.s[ra->slot].next = (uint32_t)ra_pos(pg, ra, ra->covered);
 }
 
 void cdsm__ra_walk(uint32_t pg, cdsm__ra_t *ra, int (*take)(uint32_t q, void *arg), void *arg)
