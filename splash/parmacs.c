@@ -296,6 +296,8 @@ void cdsm__parmacs_start(void)
                "data segment differs): the same program must run on every rank with address-space "
                "randomisation off");
     cdsm__pm_globals_setup(pm.rank, pm.n);
+    /* (Every rank, before rank 0 runs main: the directory of G_MALLOC's pages is rank 0.) */
+    cdsm__alloc_master_start();
     if (cdsm__cfg.stats >= 1 && pm.rank == 0) {
         size_t mixed, all = cdsm__pm_globals_bytes(&mixed);
         fprintf(stderr, "cdsm PARMACS: the program's globals are shared: %zu bytes, %zu as DSM pages at %p, %zu "

@@ -20,6 +20,7 @@ typedef struct arena {
 
 static arena_t common, own;
 static uint64_t own_size; /* size of each per-rank arena */
+static int master;        /* the common arena is rank 0's (cdsm__alloc_master_start) */
 
 static int insert_at(range_t **v, size_t *n, size_t *cap, size_t at, range_t r)
 {
@@ -121,6 +122,7 @@ int cdsm__alloc_init(void)
 
 void cdsm__alloc_fini(void)
 {
+    master = 0;
     arena_fini(&common);
     arena_fini(&own);
 }
@@ -148,6 +150,9 @@ static int do_alloc(arena_t *a, const char *what, size_t size, void **out)
 
 int cdsm_alloc(size_t size, void **out)
 {
+    if (master)
+        return cdsm__error(CDSM_ERR_STATE, "cdsm_alloc(%zu): the common arena belongs to rank 0's G_MALLOC since the "
+                           "PARMACS layer started; a PARMACS program allocates with G_MALLOC", size);
     int rc = do_alloc(&common, "cdsm_alloc", size, out);
     if (rc) return rc;
     cdsm__own_place((uint64_t)((char *)*out - cdsm__heap.base), size); /* (every rank alike: collective) */
@@ -169,6 +174,16 @@ int cdsm__alloc_arena_rank(uint64_t off)
 {
     if (off >= cdsm__heap.heap_size) return -1; /* the program's shared globals */
     return off < common.end || !own_size ? -1 : (int)((off - common.end) / own_size);
+}
+
+void cdsm__alloc_master_start(void)
+{
+    master = 1;
+}
+
+int cdsm__alloc_master_arena(uint64_t off)
+{
+    return master && off >= common.start && off < common.end;
 }
 
 int cdsm__alloc_master(size_t size, void **out)

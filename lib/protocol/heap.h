@@ -167,6 +167,11 @@ int cdsm__alloc_init(void);
 void cdsm__alloc_fini(void);
 /* Non-collective allocation from the common arena (rank 0 of the PARMACS layer only). */
 int cdsm__alloc_master(size_t size, void **out);
+/* Every rank at the same point (the PARMACS layer's start, after its collective
+ * allocations): from now on the common arena is rank 0's; cdsm_alloc is refused. */
+void cdsm__alloc_master_start(void);
+/* Whether heap offset off lies in the common arena after that point. */
+int cdsm__alloc_master_arena(uint64_t off);
 /* The rank whose cdsm_malloc arena holds heap offset off, or -1 (the common arena). */
 int cdsm__alloc_arena_rank(uint64_t off);
 
