@@ -39,10 +39,13 @@ enum { PM_OP_RUN = 1, PM_OP_EXIT = 2 };
 
 /* In shared memory (the collective allocation at start). Rank 0 writes seq/op/fn before
  * the barrier that publishes a command. */
+#define PM_PLACE_MAX 4096 /* G_MALLOCs of main placed between two CREATEs (more: directory 0) */
 typedef struct pm_ctl {
     uint64_t seq;       /* number of the last command */
     uint64_t op;        /* PM_OP_* */
     uint64_t fn;        /* worker function (same address on every rank) */
+    uint64_t nplace;    /* RUN: main's G_MALLOCs since the last RUN, (offset, size) each */
+    uint64_t place[PM_PLACE_MAX][2];
     uint64_t fp[];      /* per rank: hash of the address layout (start-up check) */
 } pm_ctl_t;
 
@@ -201,12 +204,25 @@ static void pm_send(uint64_t op, cdsm_parmacs_fn_t fn)
     pm_ctl_t *c = pm.ctl;
     c->op = op;
     c->fn = (uint64_t)(uintptr_t)fn;
+    /* (The workers learn where main's allocations have their directories before they
+     * touch them: alloc.c.) */
+    c->nplace = op == PM_OP_RUN ? cdsm__alloc_master_take(c->place, PM_PLACE_MAX) : 0;
     c->seq = ++pm.seq;
     pm_barrier(op == PM_OP_RUN ? "CREATE" : "MAIN_END");
 }
 
 static void pm_worker_loop(void) __attribute__((noreturn));
 static void pm_lock_ids(int nl);
+
+/* A worker: main's G_MALLOCs since the last batch, placed as rank 0 placed them. */
+static void pm_learn_places(const pm_ctl_t *c)
+{
+    if (c->nplace > PM_PLACE_MAX)
+        cdsm__pm_die("command %llu from rank 0 lists %llu G_MALLOC placements (at most %d)",
+                     (unsigned long long)c->seq, (unsigned long long)c->nplace, PM_PLACE_MAX);
+    for (uint64_t i = 0; i < c->nplace; i++)
+        if (cdsm__alloc_master_learn(c->place[i][0], c->place[i][1])) cdsm__pm_die("%s", cdsm_last_error());
+}
 
 static void pm_worker_loop(void)
 {
@@ -225,6 +241,7 @@ static void pm_worker_loop(void)
             exit(rc ? 1 : 0);
         }
         if (c->op != PM_OP_RUN) cdsm__pm_die("unknown command %llu from rank 0", (unsigned long long)c->op);
+        pm_learn_places(c);
         cdsm_parmacs_fn_t fn = (cdsm_parmacs_fn_t)(uintptr_t)c->fn;
         pm.in_batch = 1;
         fn();
@@ -296,8 +313,8 @@ void cdsm__parmacs_start(void)
                "data segment differs): the same program must run on every rank with address-space "
                "randomisation off");
     cdsm__pm_globals_setup(pm.rank, pm.n);
-    /* (Every rank, before rank 0 runs main: the directory of G_MALLOC's pages is rank 0.) */
-    cdsm__alloc_master_start();
+    /* (Every rank, before rank 0 runs main: G_MALLOC's arena is rank 0's from here on.) */
+    if (cdsm__alloc_master_start(PM_PLACE_MAX)) cdsm__pm_die("%s", cdsm_last_error());
     if (cdsm__cfg.stats >= 1 && pm.rank == 0) {
         size_t mixed, all = cdsm__pm_globals_bytes(&mixed);
         fprintf(stderr, "cdsm PARMACS: the program's globals are shared: %zu bytes, %zu as DSM pages at %p, %zu "

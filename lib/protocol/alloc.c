@@ -21,6 +21,13 @@ typedef struct arena {
 static arena_t common, own;
 static uint64_t own_size; /* size of each per-rank arena */
 static int master;        /* the common arena is rank 0's (cdsm__alloc_master_start) */
+/* Rank 0: its G_MALLOCs placed since the others last learned them (cdsm__alloc_master_take). */
+static struct {
+    uint64_t (*ent)[2];
+    size_t n, cap;
+    int full; /* a batch had more: none placed from then on (a page placed after it was touched
+               * unplaced would change directory, as one shared with an unlisted allocation) */
+} placing;
 
 static int insert_at(range_t **v, size_t *n, size_t *cap, size_t at, range_t r)
 {
@@ -123,6 +130,8 @@ int cdsm__alloc_init(void)
 void cdsm__alloc_fini(void)
 {
     master = 0;
+    free(placing.ent);
+    memset(&placing, 0, sizeof placing);
     arena_fini(&common);
     arena_fini(&own);
 }
@@ -166,29 +175,59 @@ int cdsm_alloc(size_t size, void **out)
     return CDSM_OK;
 }
 
-/* Non-collective allocation from the common arena, for a program phase in which only this
- * rank allocates there (the PARMACS layer: rank 0 running main while the others wait). The
- * other ranks' copies of the common arena do not learn about it, so no other rank may
- * allocate from the common arena afterwards. */
 int cdsm__alloc_arena_rank(uint64_t off)
 {
     if (off >= cdsm__heap.heap_size) return -1; /* the program's shared globals */
     return off < common.end || !own_size ? -1 : (int)((off - common.end) / own_size);
 }
 
-void cdsm__alloc_master_start(void)
+int cdsm__alloc_master_start(size_t cap)
 {
     master = 1;
+    /* (Under home ownership, with spares, the homes stay spread by page number.) */
+    if (cdsm__heap.own_mode != CDSM_OWN_FIRST_TOUCH || !cap) return CDSM_OK;
+    placing.ent = calloc(cap, sizeof *placing.ent);
+    if (!placing.ent) return cdsm__error(CDSM_ERR_NOMEM, "list of %zu G_MALLOC placements", cap);
+    placing.cap = cap;
+    return CDSM_OK;
 }
 
-int cdsm__alloc_master_arena(uint64_t off)
-{
-    return master && off >= common.start && off < common.end;
-}
-
+/* Non-collective allocation from the common arena, for a program phase in which only this
+ * rank allocates there (the PARMACS layer: rank 0 running main while the others wait). The
+ * other ranks' copies of the common arena do not learn about it, so no other rank may
+ * allocate from the common arena afterwards. */
 int cdsm__alloc_master(size_t size, void **out)
 {
-    return do_alloc(&common, "G_MALLOC", size, out);
+    int rc = do_alloc(&common, "G_MALLOC", size, out);
+    if (rc || placing.full || !placing.cap) return rc;
+    if (placing.n == placing.cap) {
+        placing.full = 1; /* (the next CREATE's list is cut here: the others stop with rank 0) */
+        cdsm__log(CDSM_LOG_INFO, "more than %zu G_MALLOCs in main between two CREATEs: later ones keep directories "
+                  "by page number (a first miss each)", placing.cap);
+        return rc;
+    }
+    uint64_t off = (uint64_t)((char *)*out - cdsm__heap.base);
+    placing.ent[placing.n][0] = off;
+    placing.ent[placing.n++][1] = size;
+    cdsm__own_place(off, size);
+    return CDSM_OK;
+}
+
+size_t cdsm__alloc_master_take(uint64_t (*out)[2], size_t max)
+{
+    size_t n = placing.n < max ? placing.n : max;
+    memcpy(out, placing.ent, n * sizeof *out);
+    placing.n = 0;
+    return n;
+}
+
+int cdsm__alloc_master_learn(uint64_t off, uint64_t size)
+{
+    if (!master || off >= common.end || !size || size > common.end - off)
+        return cdsm__error(CDSM_ERR_PROTOCOL, "G_MALLOC placement [%llu, +%llu) from rank 0 is not in the common arena",
+                           (unsigned long long)off, (unsigned long long)size);
+    cdsm__own_place(off, size);
+    return CDSM_OK;
 }
 
 int cdsm_malloc(size_t size, void **out)

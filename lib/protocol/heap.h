@@ -165,13 +165,17 @@ void cdsm__log_bytes_add(int64_t delta);
 /* alloc.c */
 int cdsm__alloc_init(void);
 void cdsm__alloc_fini(void);
+/* Every rank at the same point (the PARMACS layer's start, after its collective
+ * allocations): from now on the common arena is rank 0's, cdsm_alloc is refused, and
+ * under first-touch ownership rank 0 places up to cap of its G_MALLOCs (directories in
+ * blocks, one per rank, as a collective allocation's) until the others learn them. */
+int cdsm__alloc_master_start(size_t cap);
 /* Non-collective allocation from the common arena (rank 0 of the PARMACS layer only). */
 int cdsm__alloc_master(size_t size, void **out);
-/* Every rank at the same point (the PARMACS layer's start, after its collective
- * allocations): from now on the common arena is rank 0's; cdsm_alloc is refused. */
-void cdsm__alloc_master_start(void);
-/* Whether heap offset off lies in the common arena after that point. */
-int cdsm__alloc_master_arena(uint64_t off);
+/* Rank 0: the placements (offset, size) made since the last call, at most max (the rest
+ * stay unplaced). Another rank: learn one, before it touches the allocation. */
+size_t cdsm__alloc_master_take(uint64_t (*out)[2], size_t max);
+int cdsm__alloc_master_learn(uint64_t off, uint64_t size);
 /* The rank whose cdsm_malloc arena holds heap offset off, or -1 (the common arena). */
 int cdsm__alloc_arena_rank(uint64_t off);
 

@@ -116,25 +116,14 @@ void cdsm__own_place(uint64_t off, size_t size)
         if (get(own.placed, pg) < 0) set(own.placed, pg, (int)(((uint64_t)(pg - first) * (uint64_t)cdsm__w.n) / np));
 }
 
-/* Rank 0's G_MALLOC arena under first-touch ownership: every page's directory is rank
- * 0, for good. Its main touches them first, with no message; a worker's stream of first
- * misses then asks one directory, which also holds most of the pages (main initialised
- * them), so a window of pages comes in one round trip. Spread by page number, a stream's
- * directories would alternate and every page cost its own round trip. (Under home
- * ownership the directory is the owner too: the homes stay spread.) */
-static int master_page(uint32_t pg)
-{
-    return cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH && cdsm__alloc_master_arena((uint64_t)pg * cdsm__heap.page_size);
-}
-
-/* Placed by a collective allocation; else in a cdsm_malloc arena, its rank (every rank
- * computes the same from the offset); else rank 0 for its G_MALLOC arena; else spread by
- * page number. */
+/* Placed by an allocation (a collective one, or main's G_MALLOC in the PARMACS layer:
+ * alloc.c); else in a cdsm_malloc arena, its rank (every rank computes the same from the
+ * offset); else spread by page number. */
 static int dir_rank(uint32_t pg)
 {
     if (get(own.placed, pg) >= 0) return get(own.placed, pg);
     int r = cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size);
-    return r >= 0 ? r : master_page(pg) ? 0 : (int)(pg % (uint32_t)cdsm__w.n);
+    return r >= 0 ? r : (int)(pg % (uint32_t)cdsm__w.n);
 }
 
 int cdsm__own_home(uint32_t pg)
@@ -143,13 +132,12 @@ int cdsm__own_home(uint32_t pg)
     return own.placed ? dir_rank(pg) : -1;
 }
 
-/* Whether pg's directory rank is for good: placed by an allocation, in a rank's own
- * arena, or in rank 0's G_MALLOC arena. A page past the allocations (a stream runs on beyond them) is placed by the
+/* Whether pg's directory rank is for good: placed by an allocation, or in a rank's own
+ * arena. A page past the allocations (a stream runs on beyond them) is placed by the
  * next collective allocation, perhaps elsewhere: no claim ahead of it. */
 static int dir_final(uint32_t pg)
 {
-    return get(own.placed, pg) >= 0 || cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size) >= 0 ||
-           master_page(pg);
+    return get(own.placed, pg) >= 0 || cdsm__alloc_arena_rank((uint64_t)pg * cdsm__heap.page_size) >= 0;
 }
 
 /* The directory: pg's owner, `who` if it had none (under home ownership, always the

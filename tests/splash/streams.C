@@ -7,7 +7,10 @@
  *     stream of first misses asks once per readahead window;
  *   - as it reads its own rows of A, each worker first writes the same rows of a second
  *     matrix T, never touched in main: a second stream of first misses, interleaved miss
- *     for miss with the first (as in FFT's transpose).
+ *     for miss with the first (as in FFT's transpose);
+ *   - main allocates a small matrix S (and T) after filling A and a page B after it, so
+ *     its stream of first writes ran on to where S lies; each worker writes its rows of S, another checks them: pages past an allocation must not be claimed ahead (WATER-SPATIAL's answer was
+ *     NaN when they were).
  *
  * Each worker checks its sum and the rows of T another worker wrote, and that it missed at
  * most MAX_MISSES times (on ranks other than 0, which ran main: with the pages' directory
@@ -27,6 +30,7 @@ MAIN_ENV
 #define ROWS 512
 #define COLS (PAGE_SIZE / sizeof(long))
 #define MAX_MISSES 96
+#define SROWS 16 /* a small matrix allocated after A is filled */
 
 #define MAXPROCS 64
 
@@ -38,6 +42,7 @@ struct GlobalMemory {
 long P = 1;
 long (*A)[COLS]; /* main's: filled there */
 long (*T)[COLS]; /* the workers': first written by them */
+long (*S)[COLS]; /* the same, small */
 
 long Shifted(long r, long c)
 {
@@ -81,8 +86,13 @@ void Work(void)
                last - first, MAX_MISSES);
         bad++;
     }
+    for (long r = SROWS * me / P; r < SROWS * (me + 1) / P; r++)
+        for (long c = 0; c < (long)COLS; c++) S[r][c] = Value(r, c) + 1;
     BARRIER(Global->Start, P);
     long other = (me + 1) % P, ofirst = ROWS * other / P, olast = ROWS * (other + 1) / P;
+    for (long r = SROWS * other / P; r < SROWS * (other + 1) / P; r++)
+        for (long c = 0; c < (long)COLS; c++)
+            if (S[r][c] != Value(r, c) + 1) bad++;
     for (long r = ofirst; r < olast; r++)
         for (long c = 0; c < (long)COLS; c++)
             if (T[r][c] != Shifted(r, c)) bad++;
@@ -101,11 +111,18 @@ int main(int argc, char *argv[])
     MAIN_INITENV(,)
     Global = (struct GlobalMemory *) G_MALLOC(sizeof(struct GlobalMemory));
     A = (long (*)[COLS]) G_MALLOC(ROWS * sizeof *A);
-    T = (long (*)[COLS]) G_MALLOC(ROWS * sizeof *T);
+    long *B = (long *) G_MALLOC(PAGE_SIZE); /* one page: its directory is rank 0 */
     BARINIT(Global->Start, P);
     memset(Global->Bad, 0, sizeof Global->Bad);
     for (long r = 0; r < ROWS; r++)
         for (long c = 0; c < (long)COLS; c++) A[r][c] = Value(r, c);
+    for (long c = 0; c < (long)COLS; c++) B[c] = c;
+    /* S and T only now: main's stream of first writes to A and B ran on to where S lies
+     * (B's directory is main's rank, as the pages past it were by page number). No page
+     * past an allocation may be claimed ahead: S is placed in blocks afterwards, and a page
+     * main claimed would then have two owners (main and the worker whose block it is in). */
+    S = (long (*)[COLS]) G_MALLOC(SROWS * sizeof *S);
+    T = (long (*)[COLS]) G_MALLOC(ROWS * sizeof *T);
     CREATE(Work, P);
     WAIT_FOR_END(P);
     long bad = 0;
