@@ -302,20 +302,26 @@ int cdsm__pm_globals_has(const void *p)
 }
 
 /* Uninstrumented (the globals' AddressSanitizer red zones are read too). Copies the bytes
- * of `from` that differ from `twin` to `to` and to the twin; all of them when `all`. */
+ * of `from` that differ from `twin` to `to` and to the twin; all of them when `all`. A
+ * lock program pushes at every release (BARNES: 1.1 M per rank), mostly with nothing
+ * changed: equal chunks are passed by libc's vectorised memcmp, a byte loop runs only in
+ * a chunk that differs (it was 7 % of BARNES's profile comparing 8 bytes at a time).
+ * Under AddressSanitizer libc's memcmp is intercepted and would report the red zones. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SYNC_CHUNK 8
+#define SYNC_EQUAL(a, b, m) 0
+#else
+#define SYNC_CHUNK 256
+#define SYNC_EQUAL(a, b, m) (memcmp((a), (b), (m)) == 0)
+#endif
 __attribute__((no_sanitize_address)) static void sync_bytes(const char *from, char *twin, char *to, size_t n, int all)
 {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t a, b;
-        __builtin_memcpy(&a, from + i, 8);
-        __builtin_memcpy(&b, twin + i, 8);
-        if (a == b && !all) continue;
-        for (size_t k = i; k < i + 8; k++)
+    for (size_t c = 0; c < n; c += SYNC_CHUNK) {
+        size_t m = n - c < SYNC_CHUNK ? n - c : SYNC_CHUNK;
+        if (!all && SYNC_EQUAL(from + c, twin + c, m)) continue;
+        for (size_t k = c; k < c + m; k++)
             if (from[k] != twin[k] || all) to[k] = twin[k] = from[k];
     }
-    for (; i < n; i++)
-        if (from[i] != twin[i] || all) to[i] = twin[i] = from[i];
 }
 
 void cdsm__pm_globals_push(void)
