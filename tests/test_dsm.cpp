@@ -1,6 +1,9 @@
 // Multi-rank tests of the DSM protocol (run at 2, 3 and 4 ranks, and under several
 // configurations: whole-page fetches forced, garbage collection forced, larger pages).
 #include <gtest/gtest.h>
+#include <string>
+#include <iterator>
+#include <fstream>
 
 #include <cstdint>
 #include <cstdlib>
@@ -34,6 +37,28 @@ void barrier()
 }
 
 } // namespace
+
+// cdsm_init started MPI with the I/O devices hidden from MPI's hwloc
+// (CDSM_MPI_IO_TOPOLOGY=0): the variable it set for that must be gone again, and one the
+// environment gave at exec (/proc/self/environ) must be untouched.
+TEST(Dsm, StartLeavesHwlocComponentsAsItFoundIt)
+{
+    std::ifstream f("/proc/self/environ", std::ios::binary);
+    std::string env((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), at_exec;
+    const std::string key = "HWLOC_COMPONENTS=";
+    for (size_t i = 0; i < env.size();) {
+        size_t end = env.find('\0', i);
+        if (end == std::string::npos) end = env.size();
+        if (env.compare(i, key.size(), key) == 0) at_exec = env.substr(i, end - i);
+        i = end + 1;
+    }
+    const char *now = getenv("HWLOC_COMPONENTS");
+    if (at_exec.empty()) {
+        EXPECT_EQ(now, nullptr) << "HWLOC_COMPONENTS=" << now << " left behind by cdsm_init";
+    } else {
+        EXPECT_EQ(key + (now ? now : "(unset)"), at_exec);
+    }
+}
 
 TEST(Dsm, CollectiveAllocationHasTheSameAddressEverywhere)
 {
@@ -345,8 +370,9 @@ TEST(Dsm, WaitersInTheLibraryTakeMessagesWithoutDoorbells)
     ASSERT_EQ(cdsm_stats_reduce(&s1, &total), CDSM_OK);
     const char *tp = getenv("CDSM_TRANSPORT"), *skip = getenv("CDSM_SKIP_BELLS"), *spin = getenv("CDSM_SPIN_US");
     bool off = nr() == 1 || (tp && strcmp(tp, "socket") == 0) || (skip && strcmp(skip, "0") == 0);
-    if (off)
+    if (off) {
         EXPECT_EQ(total.doorbells_skipped, 0u);
-    else if (spin && atol(spin) >= 1000000)
+    } else if (spin && atol(spin) >= 1000000) {
         EXPECT_GT(total.doorbells_skipped, 0u);
+    }
 }

@@ -52,6 +52,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_ENUM, OFF(bind), 0, 0, "auto,core,none"},
     {"CDSM_BIND_SERVICE", "auto", "where the service thread runs: auto (another PU of the process's cores when it has one, else with the program thread), same, or apart (another PU, the next core's if need be)",
      CDSM_CFG_ENUM, OFF(bind_service), 0, 0, "auto,same,apart"},
+    {"CDSM_MPI_IO_TOPOLOGY", "0", "when cdsm_init starts MPI: 1 lets MPI's hwloc read the I/O devices (PCI) as usual; 0 hides them from it during MPI_Init (HWLOC_COMPONENTS=-linuxio, only where HWLOC_COMPONENTS is unset), which costs 12-15 ms per process on a virtual machine and that cdsm's placement does not need",
+     CDSM_CFG_BOOL, OFF(mpi_io_topology), 0, 1, NULL},
     {"CDSM_TRANSPORT", "auto", "how protocol messages travel: mpi (MPI messages, each announced by a byte on a per-peer socket), socket (frames on those sockets: a process killed mid-send harms only its own stream) or auto (socket with CDSM_SPARES, else mpi)",
      CDSM_CFG_ENUM, OFF(transport), 0, 0, "auto,mpi,socket"},
     {"CDSM_SPIN_US", "100", "an application thread waiting for a reply receives messages itself for this long before it sleeps (0: sleep at once)",

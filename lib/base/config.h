@@ -57,6 +57,7 @@ typedef struct cdsm__config {
     uint64_t bind;
     uint64_t bind_service;
     uint64_t transport;
+    uint64_t mpi_io_topology;
     /* recovery */
     uint64_t spares;
     uint64_t logging;

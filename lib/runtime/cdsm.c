@@ -47,8 +47,14 @@ static int init_mpi(int *argc, char ***argv)
          * UCX abort the receiver (process_vm_readv: No such process), turning one loss into
          * two. Eager messages are copied out by the sender. A value already set wins. */
         setenv("UCX_RNDV_THRESH", "inf", 0);
-        if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
-            return cdsm__error(CDSM_ERR_MPI, "MPI_Init_thread failed");
+        /* MPI's hwloc reads every PCI device's configuration at start-up, trapped by the
+         * hypervisor on a virtual machine (12-15 ms per process here); its placement and
+         * ours need cores only (CDSM_MPI_IO_TOPOLOGY). Put back once MPI is up. */
+        int hide_io = !cdsm__cfg.mpi_io_topology && !getenv("HWLOC_COMPONENTS");
+        if (hide_io) setenv("HWLOC_COMPONENTS", "-linuxio", 1);
+        int mrc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+        if (hide_io) unsetenv("HWLOC_COMPONENTS");
+        if (mrc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "MPI_Init_thread failed");
         g->mpi_owned = 1;
     } else {
         MPI_Query_thread(&provided);
