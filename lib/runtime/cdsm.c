@@ -105,6 +105,24 @@ static int mpi_left_behind; /* an MPI_Finalize that never returned: no second cd
 
 static int finalize_mpi(int always);
 
+/* Past the program's last barrier: the goodbye (transport). 1 when a process died since
+ * (its end looked like a finish): MPI_Finalize would wait for it for ever, so it is
+ * skipped. A death earlier in the run is known already (cdsm__w.recovered). */
+static int goodbye(void)
+{
+    uint64_t ms = cdsm__cfg.finalize_timeout_ms ? cdsm__cfg.finalize_timeout_ms : UINT32_MAX;
+    int missing = 0, first = -1, died = cdsm__tp_goodbye(ms, &missing, &first);
+    if (__atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE)) return 1;
+    if (died)
+        cdsm__log(CDSM_LOG_WARN, "process %d%s ended after the program's last barrier without saying goodbye (it was "
+                  "killed, or crashed): MPI_Finalize is skipped, it would wait for %s for ever; the run's work is "
+                  "complete", first, died > 1 ? " and others" : "", died > 1 ? "them" : "it");
+    else if (missing)
+        cdsm__log(CDSM_LOG_WARN, "%d process(es) neither said goodbye nor ended within %llu ms (CDSM_FINALIZE_TIMEOUT)",
+                  missing, (unsigned long long)ms);
+    return died > 0;
+}
+
 /* A spare: asleep until it replaces a lost rank (then it returns, as that rank, to run the
  * program from its start in replay) or until the run ends (then it finishes here: the
  * documented exit of a spare that was never needed, status 0, or of one whose job failed
@@ -120,12 +138,13 @@ static void spare(void)
         _exit(CDSM_EXIT_PEER_LOST);
     }
     if (r < 0) {
+        int died = goodbye();
         cdsm__tp_fini();
         /* Also when the program initialised MPI itself: it never gets control back here,
          * and a process ending without MPI_Finalize makes mpiexec kill the job. Bounded as
          * the ranks' is: a rank that died after the last barrier (its death looks like its
          * finish) makes MPI_Finalize wait for it for ever, and the job waited for the spare. */
-        if (!__atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE)) finalize_mpi(1);
+        if (!died) finalize_mpi(1);
         exit(0);
     }
     cdsm__w.rank = r;
@@ -353,6 +372,7 @@ int cdsm_finalize(void)
               cdsm__w.rank);
     if (cdsm__cfg.stats >= 1) cdsm_stats_print(stderr);
     if (cdsm__cfg.stats >= 2 && cdsm__w.rank == 0) cdsm__stats_print_total(stderr, &total);
+    int died = goodbye();
     cdsm__fault_uninstall();
     cdsm__tp_fini();
     g->initialized = 0;
@@ -361,7 +381,7 @@ int cdsm_finalize(void)
         /* A process died in this run: MPI_Finalize (and freeing the communicator) would
          * wait for it forever. The run's answer is still good: its rank was replayed. */
         cdsm__log(CDSM_LOG_INFO, "a process died during the run: MPI_Finalize is skipped (it would wait for it)");
-    } else {
+    } else if (!died) {
         rc = finalize_mpi(0);
     }
     cdsm__map_fini();

@@ -30,7 +30,7 @@
 #include "bell.h"
 
 cdsm__bell_t cdsm__bell = {.self_in = -1, .kick_fd = -1, .stop_pipe = {-1, -1}, .epfd = -1,
-                           .rx_mu = PTHREAD_MUTEX_INITIALIZER};
+                           .rx_mu = PTHREAD_MUTEX_INITIALIZER, .bye_cv = PTHREAD_COND_INITIALIZER};
 static cdsm__bell_t *const bl = &cdsm__bell;
 
 typedef struct pend {
@@ -286,6 +286,7 @@ void cdsm__bell_ended(int p, ssize_t r, int err)
     epoll_ctl(bl->epfd, EPOLL_CTL_DEL, bl->bell[p], NULL);
     bl->ended[p] = 1; /* the socket stays open (closed at finalize): no fd number is reused under a ringer */
     bl->rx_count[p] = 0; /* what it rang for and did not send will never come */
+    pthread_cond_broadcast(&bl->bye_cv); /* (a goodbye's wait counts it) */
     cdsm__tp_ev.peer_down(p, r == 0 ? "its doorbell connection closed" : strerror(err));
 }
 
@@ -298,7 +299,10 @@ static int bell_read(int p)
     ssize_t r = recv(bl->bell[p], tmp, sizeof tmp, MSG_DONTWAIT);
     if (r > 0) {
         int rings = 0;
-        for (ssize_t i = 0; i < r; i++) rings += tmp[i] == BELL_BYTE;
+        for (ssize_t i = 0; i < r; i++) {
+            rings += tmp[i] == BELL_BYTE;
+            if (tmp[i] == BYE_BYTE) cdsm__bell_heard_bye(p);
+        }
         bl->heard_ns[p] = cdsm__mono_ns();
         bl->rx_count[p] += rings;
         return rings;
@@ -480,8 +484,9 @@ static int bell_init(void)
     if (pipe2(bl->stop_pipe, O_CLOEXEC)) return cdsm__error(CDSM_ERR_NET, "pipe: %s", strerror(errno));
     bl->rx_count = calloc((size_t)cdsm__w.wn, sizeof *bl->rx_count);
     bl->ended = calloc((size_t)cdsm__w.wn, 1);
+    bl->bye = calloc((size_t)cdsm__w.wn, 1);
     bl->debt = calloc((size_t)cdsm__w.wn, sizeof *bl->debt);
-    if (!bl->debt || !bl->ended) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
+    if (!bl->debt || !bl->ended || !bl->bye) return cdsm__error(CDSM_ERR_NOMEM, "doorbell table");
     bl->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (!bl->rx_count || bl->epfd < 0) return cdsm__error(CDSM_ERR_NET, "epoll_create1: %s", strerror(errno));
     bl->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -544,6 +549,8 @@ static void bell_fini(void)
     bl->epfd = bl->kick_fd = -1;
     free(bl->rx_count);
     free(bl->ended);
+    free(bl->bye);
+    bl->bye = NULL;
     free(bl->debt);
     free(bl->peer_pid);
     free(bl->heard_ns);
@@ -587,5 +594,6 @@ const cdsm__tp_ops_t cdsm__bell_ops = {
     .progress = bell_progress,
     .peer_info = bell_peer_info,
     .cut = bell_cut,
+    .goodbye = cdsm__bell_goodbye,
     .service_thread = bell_service_thread,
 };

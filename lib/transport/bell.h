@@ -8,8 +8,8 @@
 
 #include "transport.h"
 
-/* Doorbell bytes are 1, heartbeats 2. */
-enum { BELL_BYTE = 1, BEAT_BYTE = 2 };
+/* Doorbell bytes are 1, heartbeats 2, the goodbye at the end 3 (goodbye.c). */
+enum { BELL_BYTE = 1, BEAT_BYTE = 2, BYE_BYTE = 3 };
 
 /* Sockets, counts and debts are per process of the communicator (world rank: spares
  * included). */
@@ -23,6 +23,8 @@ typedef struct cdsm__bell {
     pthread_mutex_t rx_mu; /* whoever holds it receives */
     int64_t *rx_count;  /* per peer: doorbell bytes read minus messages received */
     uint8_t *ended;     /* per peer: its doorbell stream has ended (read under rx_mu) */
+    uint8_t *bye;       /* per peer: it said goodbye before its end (under rx_mu) */
+    pthread_cond_t bye_cv; /* (with rx_mu) a goodbye came, or a stream ended */
     pthread_t svc;
     int svc_started;
     /* The failure detector's second half (the first is end-of-file on a doorbell
@@ -61,6 +63,11 @@ void cdsm__bell_ended(int p, ssize_t r, int err);
  * frames (1 while some remain). */
 int cdsm__sock_read(int p);
 void cdsm__sock_beat(int p);
+/* The socket provider's goodbye frame to p, after the frames queued before it. */
+void cdsm__sock_bye(int p);
+/* goodbye.c: p said goodbye (under rx_mu); the goodbye itself (cdsm__tp_goodbye). */
+void cdsm__bell_heard_bye(int p);
+int cdsm__bell_goodbye(uint64_t ms, int *missing, int *first);
 int cdsm__sock_push_all(void);
 /* Messages to ourselves (loopback.c): queue one (takes buf); deliver the queued ones
  * (under rx_mu; 1 if any); wake the service thread for what is still queued, once this

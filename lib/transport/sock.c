@@ -186,15 +186,15 @@ static int sock_sending(void)
     return __atomic_load_n(&sk.queued, __ATOMIC_RELAXED) != 0;
 }
 
-/* A heartbeat: an empty frame of type 0, only when nothing waits (a waiting frame will
- * reach the peer first, and any byte counts as a sign of life). */
-void cdsm__sock_beat(int p)
+/* An empty frame of type 0 (a header alone), pushed now or queued behind what waits;
+ * idle: only when nothing waits (a heartbeat). */
+static void empty_frame(int p, uint64_t tag, int idle)
 {
     txq_t *q = &sk.tx[p];
+    cdsm__msg_hdr_t h = {0, (uint16_t)cdsm__w.rank, 0, tag};
     pthread_mutex_lock(&q->mu);
-    if (!q->head) {
-        cdsm__msg_hdr_t h = {0, (uint16_t)cdsm__w.rank, 0, 0};
-        ssize_t k = push_bytes(p, (const uint8_t *)&h, sizeof h);
+    if (!q->head || !idle) {
+        ssize_t k = q->head ? 0 : push_bytes(p, (const uint8_t *)&h, sizeof h);
         if (k >= 0 && (size_t)k < sizeof h) {
             uint8_t *copy = malloc(sizeof h);
             cdsm_check(copy != NULL);
@@ -203,6 +203,18 @@ void cdsm__sock_beat(int p)
         }
     }
     pthread_mutex_unlock(&q->mu);
+}
+
+/* A heartbeat only when nothing waits (a waiting frame will reach the peer first, and
+ * any byte counts as a sign of life). */
+void cdsm__sock_beat(int p)
+{
+    empty_frame(p, 0, 1);
+}
+
+void cdsm__sock_bye(int p)
+{
+    empty_frame(p, CDSM_TP_BYE_TAG, 0);
 }
 
 /* ---- receiving ------------------------------------------------------------------------ */
@@ -220,7 +232,10 @@ static void take(int p, const uint8_t *d, size_t n)
             n -= k;
             if (s->hgot < sizeof s->hdr) return;
             s->hgot = 0;
-            if (s->hdr.type == 0 && s->hdr.len == 0) continue; /* a heartbeat */
+            if (s->hdr.type == 0 && s->hdr.len == 0) { /* a heartbeat, or the goodbye */
+                if (s->hdr.tag == CDSM_TP_BYE_TAG) cdsm__bell_heard_bye(p);
+                continue;
+            }
             if (s->hdr.type == 0 || s->hdr.type >= CDSM_TP_MAX_TYPES || s->hdr.len > INT32_MAX - sizeof s->hdr) {
                 cdsm__log(CDSM_LOG_ERROR, "malformed frame (type %u, %u bytes) from process %d", s->hdr.type,
                           s->hdr.len, p);
@@ -366,5 +381,6 @@ const cdsm__tp_ops_t cdsm__sock_ops = {
     .progress = sock_progress,
     .peer_info = sock_peer_info,
     .cut = sock_cut,
+    .goodbye = cdsm__bell_goodbye,
     .service_thread = sock_service_thread,
 };

@@ -173,6 +173,13 @@ int cdsm__tp_init(void)
     return ops->init();
 }
 
+int cdsm__tp_goodbye(uint64_t ms, int *missing, int *first)
+{
+    *missing = 0;
+    *first = -1;
+    return ops->goodbye ? ops->goodbye(ms, missing, first) : 0;
+}
+
 void cdsm__tp_fini(void)
 {
     ops->fini();

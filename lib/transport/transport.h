@@ -36,6 +36,9 @@ typedef struct cdsm__msg_hdr {
 CDSM__STATIC_ASSERT(sizeof(cdsm__msg_hdr_t) == 16, "message header is a wire format");
 
 enum { CDSM_TP_MAX_TYPES = 64 };
+/* The goodbye frame of the socket provider: type 0 and no payload, as a heartbeat, with
+ * this tag ("goodbye!"). */
+#define CDSM_TP_BYE_TAG 0x2165796264646f67ull
 
 /* Who is where: written by membership (floor 3), read by every floor. */
 typedef struct cdsm__world {
@@ -112,6 +115,8 @@ typedef struct cdsm__tp_ops {
     /* Stop hearing process w for good (it was declared lost). */
     void (*cut)(int w);
     pthread_t (*service_thread)(void);
+    /* The goodbye at the end (NULL: none): see cdsm__tp_goodbye. */
+    int (*goodbye)(uint64_t ms, int *missing, int *first);
 } cdsm__tp_ops_t;
 
 /* Published diffs (board.c; MPI-doorbell provider, node-mates): a process publishes the
@@ -140,6 +145,11 @@ void cdsm__world_fini(void);
 
 int cdsm__tp_init(void);
 void cdsm__tp_fini(void);
+/* Once past the program's last barrier, before cdsm__tp_fini: say goodbye to every peer
+ * and wait up to ms until each has said goodbye or its stream ended. Returns how many
+ * ended without one (processes that died after the last barrier; the first's world rank
+ * in *first, else -1); *missing: peers heard neither way by then. */
+int cdsm__tp_goodbye(uint64_t ms, int *missing, int *first);
 /* The provider in use ("mpi-doorbell" or "socket"), for the start-up line. */
 const char *cdsm__tp_name(void);
 /* Send header+payload (two parts, either may be empty) to logical rank dst. Never blocks
