@@ -39,7 +39,7 @@ enum { PM_OP_RUN = 1, PM_OP_EXIT = 2 };
 
 /* In shared memory (the collective allocation at start). Rank 0 writes seq/op/fn before
  * the barrier that publishes a command. */
-#define PM_PLACE_MAX 4096 /* G_MALLOCs of main placed between two CREATEs (more: directory 0) */
+#define PM_PLACE_MAX 4096 /* G_MALLOCs of main placed between two CREATEs (past it: none any more) */
 typedef struct pm_ctl {
     uint64_t seq;       /* number of the last command */
     uint64_t op;        /* PM_OP_* */
