@@ -68,13 +68,19 @@ static void warn_growth(uint64_t bytes)
 
 /* ---- the spill file ---------------------------------------------------------------------- */
 
-/* Diff memory of an archived interval: counted in log_bytes and archive_bytes alike. */
-static void count_mem(int64_t delta)
+/* Diff memory of the archive in memory: archive_bytes and the bound's count. */
+static void count_archived(int64_t delta)
 {
-    cdsm__log_bytes_add(delta);
     cdsm__g.archive_bytes += (uint64_t)delta;
     cdsm__st.archive_bytes = cdsm__g.archive_bytes;
     A.mem += (uint64_t)delta;
+}
+
+/* The same diffs leaving or coming back to memory: in log_bytes too. */
+static void count_mem(int64_t delta)
+{
+    cdsm__log_bytes_add(delta);
+    count_archived(delta);
 }
 
 static void drop_diffs(cdsm__interval_t *iv)
@@ -204,11 +210,9 @@ void cdsm__archive_keep(cdsm__interval_t *iv)
     }
     A.arch[A.narch++] = iv;
     g->archive_bytes += cdsm__iv_bytes(iv);
-    uint64_t diffs = 0;
-    for (uint32_t j = 0; j < iv->npages; j++) diffs += sizeof(cdsm__diffrec_t) + iv->diffs[j]->len;
-    g->archive_bytes += diffs;
-    A.mem += diffs;
-    cdsm__st.archive_bytes = g->archive_bytes;
+    int64_t diffs = 0;
+    for (uint32_t j = 0; j < iv->npages; j++) diffs += (int64_t)(sizeof(cdsm__diffrec_t) + iv->diffs[j]->len);
+    count_archived(diffs);
     if (cdsm__cfg.archive_mem) spill();
     warn_growth(g->archive_bytes + A.file_end);
 }

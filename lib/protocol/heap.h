@@ -173,8 +173,9 @@ void cdsm__alloc_fini(void);
 int cdsm__alloc_master_start(size_t cap);
 /* Non-collective allocation from the common arena (rank 0 of the PARMACS layer only). */
 int cdsm__alloc_master(size_t size, void **out);
-/* Rank 0: the placements (offset, size) made since the last call, at most max (the rest
- * stay unplaced). Another rank: learn one, before it touches the allocation. */
+/* Rank 0: the placements (offset, size) made since the last call, into out (room for max,
+ * at least the cap given at the start). Another rank: learn one, before it touches the
+ * allocation. */
 size_t cdsm__alloc_master_take(uint64_t (*out)[2], size_t max);
 int cdsm__alloc_master_learn(uint64_t off, uint64_t size);
 /* The rank whose cdsm_malloc arena holds heap offset off, or -1 (the common arena). */

@@ -403,19 +403,21 @@ static int ra_continues(const ra_stream_t *s, uint32_t pg)
 }
 
 /* The distance from s's last miss to pg when the miss can extend s (a stride's reach, or
- * the start of its next run); else -1. */
-static int64_t ra_reach(const ra_stream_t *s, uint32_t pg, uint32_t cap)
+ * the start of its next run: *run, its length, else 0); else -1. */
+static int64_t ra_reach(const ra_stream_t *s, uint32_t pg, uint32_t cap, uint32_t *run)
 {
+    *run = 0;
     if (!s->used || s->miss == UINT32_MAX) return -1; /* (an empty slot) */
     int64_t d = (int64_t)pg - (int64_t)s->miss;
     if (!d) return -1;
-    return (d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE) || ra_runs_from(s, pg, cap) ? (d < 0 ? -d : d) : -1;
+    *run = ra_runs_from(s, pg, cap);
+    return (d >= -RA_MAX_STRIDE && d <= RA_MAX_STRIDE) || *run ? (d < 0 ? -d : d) : -1;
 }
 
 /* The stream a miss on pg belongs to: one it continues (*how 1); else the one whose last
- * miss is nearest, turned into runs (2) or re-strided from its last miss (0); else a
- * fresh slot, the least recently used (-1). */
-static ra_stream_t *ra_pick(uint32_t pg, uint32_t cap, int *how)
+ * miss is nearest, turned into runs of *run pages (2) or re-strided from its last miss
+ * (0); else a fresh slot, the least recently used (-1). */
+static ra_stream_t *ra_pick(uint32_t pg, uint32_t cap, int *how, uint32_t *run)
 {
     ra_stream_t *near = NULL, *lru = &ra_st.s[0];
     int64_t best = -1;
@@ -423,10 +425,11 @@ static ra_stream_t *ra_pick(uint32_t pg, uint32_t cap, int *how)
         ra_stream_t *s = &ra_st.s[i];
         if (ra_continues(s, pg)) return *how = 1, s;
         if (s->used < lru->used) lru = s;
-        int64_t r = ra_reach(s, pg, cap);
-        if (r >= 0 && (best < 0 || r < best)) best = r, near = s;
+        uint32_t len;
+        int64_t r = ra_reach(s, pg, cap, &len);
+        if (r >= 0 && (best < 0 || r < best)) best = r, near = s, *run = len;
     }
-    if (near) return *how = ra_runs_from(near, pg, cap) ? 2 : 0, near;
+    if (near) return *how = *run ? 2 : 0, near;
     ra_clear(lru);
     return *how = -1, lru;
 }
@@ -435,11 +438,11 @@ cdsm__ra_t cdsm__ra_begin(uint32_t pg)
 {
     uint32_t cap = (uint32_t)cdsm__cfg.prefetch < CDSM_RA_MAX ? (uint32_t)cdsm__cfg.prefetch : CDSM_RA_MAX;
     int how;
-    ra_stream_t *s = ra_pick(pg, cap, &how);
+    uint32_t len = 0;
+    ra_stream_t *s = ra_pick(pg, cap, &how, &len);
     if (how == 1) {
         s->window *= 2;
     } else if (how == 2) {
-        uint32_t len = ra_runs_from(s, pg, cap);
         s->run = len;
         s->stride = (int32_t)((int64_t)pg - (int64_t)s->start);
         s->start = pg;
