@@ -311,6 +311,54 @@ TEST(Dsm, StatisticsCountTheProtocol)
     EXPECT_EQ(cdsm_stats_reduce(nullptr, &total), CDSM_ERR_INVALID_ARG);
 }
 
+// Fault-around follows what it pays for: scattered writes (one page in ten, each page once,
+// so none turns hot) leave the pages made writable ahead unwritten, and after the first
+// rounds a write fault makes at most a probe's worth of them (seven per fault without
+// the rule); then a sequential writer gets it back within its first pass. Every value
+// is checked on the other ranks.
+TEST(Dsm, FaultAroundFollowsTheWritesItPays)
+{
+    const char *fa = getenv("CDSM_FAULT_AROUND");
+    if (nr() < 2 || (fa && strcmp(fa, "1") == 0)) {
+        GTEST_SKIP() << "pages are tracked only when another rank reads them; fault-around must be on";
+    }
+    const size_t npg = 320, stride = 10, w = cdsm_page_size() / sizeof(uint64_t);
+    uint64_t *a = alloc<uint64_t>(npg * w);
+    if (me() == 0)
+        for (size_t pg = 0; pg < npg; pg++) a[pg * w] = pg;
+    barrier();
+    uint64_t sum = 0; // every rank reads every page: all are tracked from here on
+    for (size_t pg = 0; pg < npg; pg++) sum += a[pg * w];
+    EXPECT_EQ(sum, npg * (npg - 1) / 2);
+    barrier();
+    cdsm_stats_t s0{}, s1{}, s2{};
+    for (size_t round = 0; round < stride; round++) {
+        if (round == 3) {
+            ASSERT_EQ(cdsm_stats_get(&s0), CDSM_OK);
+        }
+        if (me() == 0)
+            for (size_t pg = round; pg < npg; pg += stride) a[pg * w + 1] = 1000 + pg;
+        barrier();
+    }
+    ASSERT_EQ(cdsm_stats_get(&s1), CDSM_OK);
+    if (me() == 0)
+        for (size_t pg = 0; pg < npg; pg++) a[pg * w + 2] = 2000 + pg;
+    barrier();
+    ASSERT_EQ(cdsm_stats_get(&s2), CDSM_OK);
+    if (me() == 0) {
+        uint64_t faults = s1.write_faults - s0.write_faults, ahead = s1.fault_around - s0.fault_around;
+        EXPECT_EQ(faults, (stride - 3) * npg / stride);
+        EXPECT_LT(ahead, faults / 2) << "pages made writable ahead of scattered writes";
+        EXPECT_GT(s1.fault_around_unused, 0u);
+        EXPECT_LT(s2.write_faults - s1.write_faults, npg / 3) << "a sequential pass over " << npg << " pages";
+    }
+    for (size_t pg = 0; pg < npg; pg++) {
+        ASSERT_EQ(a[pg * w + 1], 1000 + pg);
+        ASSERT_EQ(a[pg * w + 2], 2000 + pg);
+    }
+    barrier();
+}
+
 // A column walk (a stride of 3 pages) over pages another rank wrote fetches the stream's
 // pages in batches, and sees every write, whether the pages come whole or as diffs.
 TEST(Dsm, StridedReadsComeInBatchesAndSeeEveryWrite)

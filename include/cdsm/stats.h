@@ -73,7 +73,8 @@
     X(write_faults_wp, "write faults caught by a userfaultfd write-protect bit (CDSM_WRITE_DETECT=uffd)") \
     X(lock_claims, "first acquires of a node-mate's never-used lock, taken in shared memory (no message)") \
     X(archive_disk_bytes, "bytes of the diff archive written to its file on disk (past CDSM_ARCHIVE_MEM)") \
-    X(archive_disk_reads, "archived intervals read back from that file for a replacement")
+    X(archive_disk_reads, "archived intervals read back from that file for a replacement") \
+    X(fault_around_unused, "pages made writable ahead of a write fault that the interval did not write")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {
