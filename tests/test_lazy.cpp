@@ -157,6 +157,52 @@ TEST(LazyRelease, GrantsCarryTheCriticalSectionAndLoseNoLaterWrite)
     barrier();
 }
 
+// A remote acquire keeps the acquirer's interval open (lazy release on) unless the grant
+// names a page written in it: rank 0 writes page A outside any lock, then takes lock 1
+// from rank 1, whose critical section wrote page B only: no interval is closed, and rank
+// 0 still sees B. Then rank 1 takes the lock back and must see A (rank 0's grant closes
+// it). Second round: rank 0 writes word 0 of page C, and the grant names C (rank 1 wrote
+// word 1 of it): rank 0's interval ends before the notice, and both words survive on
+// both ranks. With lazy release off every acquire closes the interval.
+TEST(LazyRelease, ARemoteAcquireEndsTheIntervalOnlyForThePagesItsGrantNames)
+{
+    if (nr() < 2) GTEST_SKIP() << "needs two ranks";
+    const size_t W = ps() / sizeof(uint64_t);
+    uint64_t *pa = alloc<uint64_t>(3 * W), *pb = pa + W, *pc = pa + 2 * W;
+    share(pa, 3 * W);
+    const int lock = 1; // managed by rank 1: its token starts there
+    for (int round = 0; round < 2; round++) {
+        uint64_t *mine = round ? pc : pa, *theirs = round ? pc + 1 : pb;
+        if (me() == 1) {
+            ASSERT_EQ(cdsm_lock_acquire(lock), CDSM_OK);
+            *theirs = 100 + (uint64_t)round;
+            ASSERT_EQ(cdsm_lock_release(lock), CDSM_OK);
+            give_go(0);
+            wait_go(0);
+            ASSERT_EQ(cdsm_lock_acquire(lock), CDSM_OK);
+            EXPECT_EQ(*mine, 200 + (uint64_t)round) << "round " << round;
+            EXPECT_EQ(*theirs, 100 + (uint64_t)round) << "round " << round;
+            ASSERT_EQ(cdsm_lock_release(lock), CDSM_OK);
+        } else if (me() == 0) {
+            wait_go(1);
+            *mine = 200 + (uint64_t)round;
+            cdsm_stats_t s0 = stats();
+            ASSERT_EQ(cdsm_lock_acquire(lock), CDSM_OK);
+            cdsm_stats_t s1 = stats();
+            EXPECT_EQ(s1.lock_acquires_local, s0.lock_acquires_local) << "a remote acquire";
+            EXPECT_EQ(s1.intervals - s0.intervals, lazy_on() && round == 0 ? 0u : 1u) << "round " << round;
+            EXPECT_EQ(*theirs, 100 + (uint64_t)round) << "round " << round;
+            EXPECT_EQ(*mine, 200 + (uint64_t)round) << "round " << round;
+            ASSERT_EQ(cdsm_lock_release(lock), CDSM_OK);
+            give_go(1);
+        }
+        barrier();
+        EXPECT_EQ(round ? pc[0] : pa[0], 200 + (uint64_t)round);
+        EXPECT_EQ(round ? pc[1] : pb[0], 100 + (uint64_t)round);
+        barrier();
+    }
+}
+
 // Rank 0 writes two pages under lock 0 that rank 1 holds copies of; rank 1 then takes the
 // lock: the grant brings rank 0's diffs, and rank 1 reads both pages with no miss. Rank 2
 // (at 3 ranks and more) takes the lock from rank 1, whose grant carries only rank 1's own

@@ -123,6 +123,21 @@ static void unmark_dirty(uint32_t pg)
     p->dirty = 0;
 }
 
+static void fa_count(int used);
+
+int cdsm__dirty_yield(uint32_t pg)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    if (!p->dirty) return 1;
+    if (!p->spec || p->conv || memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) return 0;
+    p->spec = 0;
+    fa_count(0);
+    unmark_dirty(pg);
+    cdsm__twin_free(p);
+    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    return 1;
+}
+
 void cdsm__invalidate(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);

@@ -21,6 +21,10 @@ void cdsm__close_interval(void);
  * is write-protected first. Caller holds mu. */
 void cdsm__close_released(void);
 void cdsm__invalidate(uint32_t pg);
+/* A page a grant's notice is about to name while the interval is open: 1 if the interval
+ * can go on (not in the dirty set, or made writable ahead and not written: it leaves the
+ * set, write-protected again), 0 if its writes must be a diff first (close the interval). */
+int cdsm__dirty_yield(uint32_t pg);
 /* The one place a write notice is put on a page (newest first; counted in log_bytes). */
 void cdsm__notice_add(uint32_t pg, cdsm__interval_t *iv);
 cdsm__diffrec_t *cdsm__own_diff(cdsm__interval_t *iv, int j);

@@ -198,6 +198,21 @@ static void post_notice(uint32_t pg, cdsm__interval_t *iv, int empty)
     }
 }
 
+int cdsm__iv_names_written(cdsm__rd_t r, uint32_t nrec, uint32_t recent)
+{
+    for (uint32_t k = 0; k < nrec; k++) {
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(&r, &vc, &pages, &empty, &nempty);
+        if (!w) return 1; /* (malformed: incorporating it says so) */
+        for (uint32_t j = 0; j < w->npages; j++)
+            if (pages[j] < cdsm__heap.npages && cdsm__pg_made(pages[j]) &&
+                (!cdsm__dirty_yield(pages[j]) || (recent && cdsm__pg(pages[j])->last_wr == recent)))
+                return 1;
+    }
+    return 0;
+}
+
 static uint64_t incorporated;
 
 uint64_t cdsm__iv_incorporated(void)

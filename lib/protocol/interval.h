@@ -63,6 +63,10 @@ uint32_t cdsm__iv_serialize_between(cdsm__buf_t *b, const uint32_t *have, const 
 /* The one decoder: parse nrec records, store the ones not yet known, post their notices
  * (invalidating pages) and return 0; CDSM_ERR_PROTOCOL on malformed input. */
 int cdsm__iv_incorporate(cdsm__rd_t *r, uint32_t nrec);
+/* Whether any of the next nrec records in r (not consumed: r is a copy) names a page of
+ * the dirty set that cannot leave it (cdsm__dirty_yield), or one write-faulted in our
+ * interval `recent` (0: none). */
+int cdsm__iv_names_written(cdsm__rd_t r, uint32_t nrec, uint32_t recent);
 /* How many records this rank has incorporated so far: if it has not changed, no other
  * rank's write has reached this rank's copies (the PARMACS layer's globals copy skips its
  * pull then). */

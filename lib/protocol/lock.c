@@ -422,9 +422,12 @@ int cdsm_lock_acquire(int id)
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
     int claimed = fresh_token((uint32_t)id);
-    /* A cached token (or a claimed fresh one) brings nothing new: with lazy release the
-     * interval goes on. */
-    if (!(g->lazy && lk->state == CDSM_LK_TOKEN)) cdsm__close_interval();
+    /* With lazy release the interval goes on: a cached token (or a claimed fresh one)
+     * brings nothing new, and a grant ends it only if it names a page written in it;
+     * for a lock whose grants do (a queue both sides write), it ends before the request,
+     * which keeps the close out of the critical section. */
+    int eager = !g->lazy || (lk->state != CDSM_LK_TOKEN && lk->eager);
+    if (eager) cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
     cdsm__conv_sync();
     CDSM_STAT_ADD(lock_acquires, 1);
@@ -461,6 +464,14 @@ wait:
         if (!rc && gr.to_seq != seq) { /* a grant a replay took from the log already */
             cdsm__reply_free(rep);
             continue;
+        }
+        /* Writes before the acquire may stay in the open interval, stamped after the
+         * grant's records when it closes (race-free programs cannot tell: no byte is
+         * written on both sides, as for a lazy release); but a page the records name must
+         * have its writes in a diff before their notices invalidate it. */
+        if (!rc && g->lazy) {
+            lk->eager = (uint8_t)cdsm__iv_names_written(rd, gr.nrec, eager ? g->vc[cdsm__w.rank] : 0);
+            if (lk->eager && !eager) cdsm__close_interval();
         }
         /* From here to the return nothing waits and the program runs no shared access: each
          * page's protection is set once, at `out` (a page invalidated by the grant's

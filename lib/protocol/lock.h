@@ -14,6 +14,7 @@ enum { CDSM_LK_NONE = 0, CDSM_LK_TOKEN, CDSM_LK_HELD, CDSM_LK_WAITING };
 
 typedef struct cdsm__lock {
     uint8_t state;
+    uint8_t eager;     /* its last grant named a page we had just written: close before asking */
     int32_t tail;      /* manager only: last requester (token goes there next) */
     int32_t next;      /* successor waiting for our release, or -1 */
     uint32_t *next_vc; /* successor's vector clock (n entries) */
