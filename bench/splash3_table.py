@@ -6,7 +6,8 @@ Takes a Splash-3 tree (SPLASH3_DIR or --splash3, the folder that holds codes/), 
 codes/ twice into a scratch folder, builds every program with the suite's own pthreads
 macro file and with include/cdsm/c.m4.cdsm (only the four Makefile.config variables CC,
 CFLAGS, LDFLAGS and MACROS changed, as a user would), runs each with the suite's
-recommended input at every P (pthreads with P threads, cdsm under mpiexec -n P), and
+recommended input at every P (pthreads with P threads, cdsm under mpiexec -n P; a program
+that reads stdin opens its file in every process, `mpiexec -n P sh -c 'exec ./X < file'`), and
 prints a table: builds / runs / answer equal / time ratio. Answers are compared on the
 program's output with its timing lines removed: "equal", "DIFFERS", "n/a" (the program
 prints no answer line) or "varies" (two pthreads runs already print different answers).
@@ -138,7 +139,10 @@ def run(codes, folder, cmd, procs, cdsm, timeout, name=""):
     line = cmd.format(P=procs)
     if cdsm:
         exe, _, rest = line.partition(" ")
-        line = f"mpiexec -n {procs} {exe} {rest}"
+        # A program reading stdin from a file gets it in every process by its own
+        # redirection: hydra's forwarding of stdin ends the job past 64 KiB (README,
+        # CHOLESKY's 330 KB); only rank 0 reads it.
+        line = (f"mpiexec -n {procs} sh -c 'exec {line}'" if "<" in rest else f"mpiexec -n {procs} {exe} {rest}")
     t0 = time.monotonic()
     try:
         env = dict(os.environ, CDSM_STATS="1") if cdsm else None
