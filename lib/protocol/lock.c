@@ -403,6 +403,49 @@ static int request_token(int id, uint32_t seq)
     return CDSM_OK;
 }
 
+/* Wait for the grant of our acquire `seq` of lock `id` and take it (caller holds mu; the
+ * protection batch it opens is closed by the caller). eager: the interval was closed
+ * before the request. */
+static int await_grant(int id, cdsm__lock_t *lk, uint32_t seq, int eager)
+{
+    cdsm__state_t *g = &cdsm__g;
+    for (;;) {
+        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
+        if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
+        cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+        grant_t gr;
+        int rc = take_grant(&rd, &gr);
+        if (!rc && gr.to_seq != seq) { /* a grant a replay took from the log already */
+            cdsm__reply_free(rep);
+            continue;
+        }
+        /* Writes before the acquire may stay in the open interval, stamped after the
+         * grant's records when it closes (race-free programs cannot tell: no byte is
+         * written on both sides, as for a lazy release); but a page the records name must
+         * have its writes in a diff before their notices invalidate it. */
+        if (!rc && g->lazy) {
+            lk->eager = (uint8_t)cdsm__iv_names_written(rd, gr.nrec, eager ? g->vc[cdsm__w.rank] : 0);
+            if (lk->eager && !eager) cdsm__close_interval();
+        }
+        /* From here to the return nothing waits and the program runs no shared access:
+         * each page's protection is set once, when the caller ends the batch (a page
+         * invalidated by the grant's notices and made valid by its diffs keeps its
+         * protection). */
+        cdsm__protect_batch(1);
+        if (!rc) rc = cdsm__iv_incorporate(&rd, gr.nrec);
+        if (!rc) rc = cdsm__grant_take_diffs(&rd, (int)rep->hdr.src);
+        if (rc) {
+            cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
+        } else {
+            cdsm__ft.grant_taken(rep->hdr.src, (uint32_t)id, seq, gr.grant_seq, gr.vc);
+            cdsm__vc_merge(g->vc, gr.vc, cdsm__w.n);
+            lk->state = CDSM_LK_HELD;
+        }
+        cdsm__reply_free(rep);
+        return rc;
+    }
+}
+
 int cdsm_lock_acquire(int id)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -452,43 +495,7 @@ int cdsm_lock_acquire(int id)
     lk->req_seq = seq;
     if ((rc = request_token(id, seq))) goto out;
 wait:
-    for (;;) {
-        cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
-        if (!rep) {
-            rc = cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
-            goto out;
-        }
-        cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
-        grant_t gr;
-        rc = take_grant(&rd, &gr);
-        if (!rc && gr.to_seq != seq) { /* a grant a replay took from the log already */
-            cdsm__reply_free(rep);
-            continue;
-        }
-        /* Writes before the acquire may stay in the open interval, stamped after the
-         * grant's records when it closes (race-free programs cannot tell: no byte is
-         * written on both sides, as for a lazy release); but a page the records name must
-         * have its writes in a diff before their notices invalidate it. */
-        if (!rc && g->lazy) {
-            lk->eager = (uint8_t)cdsm__iv_names_written(rd, gr.nrec, eager ? g->vc[cdsm__w.rank] : 0);
-            if (lk->eager && !eager) cdsm__close_interval();
-        }
-        /* From here to the return nothing waits and the program runs no shared access: each
-         * page's protection is set once, at `out` (a page invalidated by the grant's
-         * notices and made valid by its diffs keeps its protection). */
-        cdsm__protect_batch(1);
-        if (!rc) rc = cdsm__iv_incorporate(&rd, gr.nrec);
-        if (!rc) rc = cdsm__grant_take_diffs(&rd, (int)rep->hdr.src);
-        if (rc) {
-            cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
-        } else {
-            cdsm__ft.grant_taken(rep->hdr.src, (uint32_t)id, seq, gr.grant_seq, gr.vc);
-            cdsm__vc_merge(g->vc, gr.vc, cdsm__w.n);
-            lk->state = CDSM_LK_HELD;
-        }
-        cdsm__reply_free(rep);
-        break;
-    }
+    rc = await_grant(id, lk, seq, eager);
 out:
     cdsm__protect_batch(0);
     pthread_mutex_unlock(&g->mu);
