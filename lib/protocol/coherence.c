@@ -125,11 +125,17 @@ static void unmark_dirty(uint32_t pg)
 
 static void fa_count(int used);
 
+/* Whether page pg still holds its twin's bytes (written, if at all, with the same values). */
+static int twin_same(uint32_t pg)
+{
+    return !memcmp(cdsm__sys_page(pg), cdsm__pg(pg)->twin, cdsm__heap.page_size);
+}
+
 int cdsm__dirty_yield(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     if (!p->dirty) return 1;
-    if (!p->spec || p->conv || memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) return 0;
+    if (!p->spec || p->conv || !twin_same(pg)) return 0;
     p->spec = 0;
     fa_count(0);
     unmark_dirty(pg);
@@ -297,7 +303,7 @@ static cdsm__diffrec_t *diff_hot(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     /* Most idle pages compare equal: memcmp is much faster than encoding. */
-    if (!memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size)) return NULL;
+    if (twin_same(pg)) return NULL;
     size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
     if (!len) return NULL;
     cdsm__diffrec_t *d = diffrec_from_scratch(len);
@@ -337,7 +343,7 @@ static void close_page(closing_t *c, uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     cdsm_assert(p->dirty && p->twin && p->twin_iv == CDSM_IV_OPEN);
-    int same = (p->spec || !p->hot) && !memcmp(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size);
+    int same = (p->spec || !p->hot) && twin_same(pg);
     if (p->spec) { /* made writable ahead of time: written only if it changed */
         p->spec = 0;
         fa_count(!same || p->conv);

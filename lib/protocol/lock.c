@@ -424,7 +424,9 @@ static int await_grant(int id, cdsm__lock_t *lk, uint32_t seq, int eager)
          * written on both sides, as for a lazy release); but a page the records name must
          * have its writes in a diff before their notices invalidate it. */
         if (!rc && g->lazy) {
-            lk->eager = (uint8_t)cdsm__iv_names_written(rd, gr.nrec, eager ? g->vc[cdsm__w.rank] : 0);
+            /* (nothing to match: an empty dirty set, and no close before the request) */
+            lk->eager = (g->ndirty || eager) &&
+                        cdsm__iv_names_written(rd, gr.nrec, eager ? g->vc[cdsm__w.rank] : 0);
             if (lk->eager && !eager) cdsm__close_interval();
         }
         /* From here to the return nothing waits and the program runs no shared access:
