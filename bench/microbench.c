@@ -11,8 +11,10 @@
  *   4. remote access miss served by a whole page (the page has >= CDSM_WHOLE_PAGE_NOTICES
  *      missing diffs; checked with the pages_fetched counter);
  *   5. uncontended lock acquire whose token is at the other rank: a lock never used (a
- *      node-mate claims it in shared memory), and one the other rank released (one
- *      request/grant round trip); the release, and a re-acquire of a cached token;
+ *      node-mate claims it in shared memory), one the other rank released before the
+ *      last barrier (a node-mate takes it in shared memory), and one it released since
+ *      (one request/grant round trip: the hand-off within a phase of a lock program);
+ *      the release, and a re-acquire of a cached token;
  *   6. contended lock: both ranks increment one shared counter under one lock; every
  *      acquire, and separately those that had to fetch the token from the other rank;
  *   7. cdsm_barrier().
@@ -549,13 +551,21 @@ typedef struct locks {
  * or, for a lock never used (fresh) whose manager is a node-mate, a claim in shared memory
  * with no message at all; releases it (local: nobody waits); re-acquires it (local: the
  * token is cached) and releases again. With `released`, rank 1 has acquired and released
- * every one of them first, so the token waits at rank 1 with the writes of a release: the
- * hand-off a lock program makes, always a request/grant. Rank 1 waits in the barrier, its
- * service thread answering (or computes, with `busy`). */
+ * every one of them first, so the token waits at rank 1: REL_BEFORE_BARRIER, a barrier
+ * comes between (a node-mate takes such a token in shared memory: the barrier brought
+ * everything before it), REL_THIS_PHASE, an MPI message on the benchmark's communicator
+ * does (it carries no shared-memory writes): the hand-off within a phase of a lock
+ * program, a request/grant. Rank 1 then waits in the barrier, its service thread
+ * answering (or computes, with `busy`). */
+enum { REL_NONE = 0, REL_BEFORE_BARRIER = 1, REL_THIS_PHASE = 2 };
+#define TAG_RELEASED 78
 static void uncontended_checks(const cdsm_stats_t *a, const cdsm_stats_t *b, int reps, locks_t *out)
 {
-    uint64_t claims = DELTA(*a, *b, lock_claims), msgs = DELTA(*a, *b, msgs_sent);
-    snprintf(out->path, sizeof out->path, "%s", claims ? "claim, shared memory" : "request/grant");
+    uint64_t claims = DELTA(*a, *b, lock_claims) + DELTA(*a, *b, lock_takes), msgs = DELTA(*a, *b, msgs_sent);
+    snprintf(out->path, sizeof out->path, "%s",
+             !claims                           ? "request/grant"
+             : DELTA(*a, *b, lock_takes) == 0 ? "claim, shared memory"
+                                               : "taken, shared memory");
     if (DELTA(*a, *b, lock_acquires) != 2u * (uint64_t)reps || DELTA(*a, *b, lock_acquires_local) != (uint64_t)reps)
         fail("uncontended locks: %llu acquires, %llu local; want %d and %d",
              (unsigned long long)DELTA(*a, *b, lock_acquires), (unsigned long long)DELTA(*a, *b, lock_acquires_local),
@@ -569,11 +579,14 @@ static locks_t uncontended_locks(int reps, int warm, int busy, int first, int re
 {
     locks_t out;
     double *va = samples(reps), *vr = samples(reps), *vc = samples(reps);
+    if (released == REL_THIS_PHASE) CHECK(cdsm_barrier());
     for (int i = -warm; released && me == 1 && i < reps; i++) {
         CHECK(cdsm_lock_acquire(first + 2 * (i + warm)));
         CHECK(cdsm_lock_release(first + 2 * (i + warm)));
     }
-    CHECK(cdsm_barrier());
+    if (released == REL_THIS_PHASE && me == 1) MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_RELEASED, bc);
+    if (released == REL_THIS_PHASE && me == 0) MPI_Recv(NULL, 0, MPI_BYTE, 1, TAG_RELEASED, bc, MPI_STATUS_IGNORE);
+    if (released != REL_THIS_PHASE) CHECK(cdsm_barrier());
     if (me == 0) {
         cdsm_stats_t a = stats_now(), b;
         for (int i = -warm; i < reps; i++) {
@@ -816,7 +829,7 @@ static int plan_repetitions(opts_t *o)
     o->mwarm = o->mreps / 10 < 20 ? o->mreps / 10 : 20;
     o->lreps = o->reps;
     o->lwarm = o->warm;
-    int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 8; /* odd ids >= LOCK_FIRST_FREE, four runs */
+    int avail = (cdsm_nlocks() - LOCK_FIRST_FREE + 1) / 12; /* odd ids >= LOCK_FIRST_FREE, six runs */
     if (o->lreps + o->lwarm > avail) {
         o->lwarm = avail / 10 < o->warm ? avail / 10 : o->warm;
         o->lreps = avail - o->lwarm;
@@ -837,7 +850,7 @@ typedef struct results {
     faults_t wf;
     char path_diff[64], path_whole[64], path_busy[64];
     summary_t miss_diff, miss_whole, miss_busy;
-    locks_t lk[4]; /* fresh, fresh busy, released, released busy */
+    locks_t lk[6]; /* fresh, released before the barrier, released this phase; each idle, busy */
     contended_t ct;
     summary_t cbar;
 } results_t;
@@ -862,7 +875,7 @@ static void run_tests(const opts_t *o, size_t ps, results_t *r)
     settle();
     /* 5. */
     int span = 2 * (o->lreps + o->lwarm);
-    for (int k = 0; k < 4; k++) { /* fresh, fresh busy, released, released busy */
+    for (int k = 0; k < 6; k++) { /* fresh, released before the barrier, released this phase; idle, busy */
         r->lk[k] = uncontended_locks(o->lreps, o->lwarm, k & 1, LOCK_FIRST_FREE + k * span, k >> 1);
         settle();
     }
@@ -911,9 +924,13 @@ static void add_rows(const results_t *x)
         r = add_row("node_mate_miss_busy", x->path_busy, x->miss_busy);
         set_ref(r, "write_fault", x->wf.fresh.med, 2.0);
     }
-    static const char *const lk_names[4] = {"lock_acquire_remote", "lock_acquire_remote_busy",
-                                            "lock_acquire_remote_released", "lock_acquire_remote_released_busy"};
-    for (int k = 0; k < 4; k++) {
+    static const char *const lk_names[6] = {"lock_acquire_remote",
+                                            "lock_acquire_remote_busy",
+                                            "lock_acquire_remote_released",
+                                            "lock_acquire_remote_released_busy",
+                                            "lock_acquire_remote_released_phase",
+                                            "lock_acquire_remote_released_phase_busy"};
+    for (int k = 0; k < 6; k++) {
         char path[96];
         snprintf(path, sizeof path, "%s%s", x->lk[k].path, k & 1 ? ", partner computing" : "");
         r = add_row(lk_names[k], path, x->lk[k].remote);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include <cdsm.h>
+#include <mpi.h>
 
 #include "config.h"
 #include "recovery.h"
@@ -18,16 +19,23 @@ TEST(LoggingAudit, AMissingGrantDeterminantIsNamed)
     ASSERT_GE(cdsm_nranks(), 2);
     // Lock 0 is managed by rank 0, which uses it first (a node-mate could otherwise claim
     // the never-used token with no grant at all) and keeps its token: rank 1 takes it by a
-    // grant.
+    // grant. Both acquires are in one barrier epoch (ordered by an MPI message, which
+    // carries no shared-memory writes): a token released before rank 1's last barrier
+    // would move in shared memory, with no grant either.
+    MPI_Comm order;
+    ASSERT_EQ(MPI_Comm_dup(MPI_COMM_WORLD, &order), MPI_SUCCESS);
+    ASSERT_EQ(cdsm_barrier(), CDSM_OK);
     if (me == 0) {
         ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
         ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+        MPI_Send(nullptr, 0, MPI_BYTE, 1, 7, order);
     }
-    ASSERT_EQ(cdsm_barrier(), CDSM_OK);
     if (me == 1) {
+        MPI_Recv(nullptr, 0, MPI_BYTE, 0, 7, order, MPI_STATUS_IGNORE);
         ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
         ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
     }
+    MPI_Comm_free(&order);
     ASSERT_EQ(cdsm_barrier(), CDSM_OK) << "the audit passes while both sides hold the grant";
     if (me == 0) {
         pthread_mutex_lock(&cdsm__g.mu);

@@ -335,7 +335,7 @@ static cdsm__ckpt_t *snapshot(int full)
     c->intervals[IV_SYNC] = g->sync_seq;
     c->intervals[IV_EPOCH] = cdsm__bar.epoch;
     for (int q = 0; q < n; q++) c->intervals[IV_BASES + q] = g->ivs[q].base;
-    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) c->lock_state[l] = cdsm__lock_get(l)->state;
+    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) c->lock_state[l] = cdsm__lock_state(l);
     c->log_pos[LP_SYNC] = g->sync_seq;
     c->log_pos[LP_EPOCH] = cdsm__bar.epoch;
     c->log_pos[LP_DET_LOGGED] = cdsm__st.det_logged;
@@ -664,6 +664,7 @@ int cdsm__ckpt_restore(void)
     cdsm__conv_sync(); /* (what the lost process converted after the checkpoint's barrier) */
     cdsm__bar.epoch = c->intervals[IV_EPOCH];
     for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) cdsm__lock_set_state(l, c->lock_state[l]);
+    cdsm__lock_words_restored();
     /* A whole job restarting: the barrier manager's view starts at the checkpoint (a
      * replacement took a later one from the log already). */
     if (restore_is_restart) cdsm__barrier_adopt(c->vc);

@@ -65,56 +65,97 @@ void cdsm__locks_fini(void)
     seen = NULL;
 }
 
-/* ---- fresh-lock claims ----------------------------------------------------------------
- * A lock nobody has used yet has no release whose writes its acquirer must see, so its
- * token can be taken without asking: a node-mate of the manager claims it by an atomic
- * exchange on the manager's word for the lock (shared memory, cdsm__words_of), 0 -> its
- * rank + 1. The manager settles the word the first time it touches the lock itself (its
- * own acquire, or a request): 0 -> SETTLED keeps the token with it as before, while a
- * claim found there means the claimant holds the token and is the queue's tail. Either
- * way the word never changes again, and the queue goes on as if the claimant had asked
- * first. (SPLASH programs initialise thousands of locks: their first acquires were one
- * round trip each to a manager that was usually computing.) */
-#define CLAIM_SETTLED UINT32_MAX
+/* ---- shared lock words ------------------------------------------------------------------
+ * Between node-mates (no spares) a token can change hands with no message. Two words per
+ * lock in shared memory (cdsm__words_of):
+ * - the manager's TAIL word names the queue's last requester (0: the manager itself). A
+ *   node-mate of the manager joins the queue by an atomic exchange on it instead of a
+ *   request to the manager, and learns the previous tail;
+ * - each process's FREE word says whether the token cached here may be taken: FRESH (the
+ *   manager's never-used token), BUSY, TAKEN, or FREE + the barrier epoch of the release
+ *   that cached it.
+ * A token released before the barrier the taker passed last (or never used) carries
+ * nothing the taker lacks: that barrier brought every write before it to every rank. The
+ * new tail then takes it by compare-and-exchange on the previous tail's FREE word, and
+ * holds it. Otherwise it sends its request to the previous tail, which grants as before.
+ * A holder re-acquiring its cached token first takes its own word back (FREE -> BUSY);
+ * finding it TAKEN, it joins the queue like anyone. Every take follows an exchange that
+ * made the taker the tail, so the one process that may find a given FREE word is the
+ * next tail, and the queue stays one line. (Splash-3's FMM hands over 30-45 % of its
+ * tokens this way; a lock program's first acquires of fresh locks are all such.) */
+enum { LW_FRESH = 0, LW_BUSY = 1, LW_TAKEN = 2, LW_FREE = 3 /* + the release's barrier epoch */ };
+enum { LW_TAIL = 0, LW_OWN = 1 };
 
-static uint32_t *claim_word(uint32_t l)
+/* Word `which` of lock l at rank `rank`, or NULL (no shared words with it). */
+static uint32_t *lword(int rank, uint32_t l, int which)
 {
-    uint32_t *w = cdsm__words_of((int)(l % (uint32_t)cdsm__w.n));
-    return w ? &w[l] : NULL;
+    uint32_t *w = cdsm__words_of(rank);
+    return w ? &w[(size_t)l * CDSM_WORDS_PER_LOCK + (size_t)which] : NULL;
 }
 
-/* Manager, before anything else touches lock l. Caller holds mu. */
-static void settle(uint32_t l)
+/* The queue's tail lives in the manager's word (ours or a node-mate's). */
+static int tail_shared(uint32_t l)
 {
-    uint32_t *w = claim_word(l), v = 0;
-    if (!w || __atomic_load_n(w, __ATOMIC_ACQUIRE) == CLAIM_SETTLED) return;
-    if (__atomic_compare_exchange_n(w, &v, CLAIM_SETTLED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return;
-    cdsm__lock_t *lk = &cdsm__lk.locks[l];
-    cdsm_check(lk->state == CDSM_LK_TOKEN && v - 1 < (uint32_t)cdsm__w.n);
-    lk->state = CDSM_LK_NONE; /* (never held here: no interval goes with it) */
-    lk->tail = (int)(v - 1);
-    __atomic_store_n(w, CLAIM_SETTLED, __ATOMIC_RELEASE);
+    return lword((int)(l % (uint32_t)cdsm__w.n), l, LW_TAIL) != NULL;
 }
 
-/* A node-mate's first acquire of lock l: whether it took the never-used token. */
-static int try_claim(uint32_t l)
+/* Make `requester` the tail of lock l's queue; returns the previous tail. */
+static int swap_tail(uint32_t l, int requester)
 {
-    uint32_t *w = claim_word(l), v = 0;
-    return w && __atomic_compare_exchange_n(w, &v, (uint32_t)cdsm__w.rank + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-}
-
-/* Before an acquire of lock l: its manager settles it; a node-mate without the token
- * tries to claim it (then holds the token: returns 1). Caller holds mu. */
-static int fresh_token(uint32_t l)
-{
-    cdsm__lock_t *lk = &cdsm__lk.locks[l];
-    if (l % (uint32_t)cdsm__w.n == (uint32_t)cdsm__w.rank) {
-        settle(l);
-        return 0;
+    int mgr = (int)(l % (uint32_t)cdsm__w.n);
+    uint32_t *t = lword(mgr, l, LW_TAIL);
+    if (!t) {
+        int prev = cdsm__lk.locks[l].tail;
+        cdsm__lk.locks[l].tail = requester;
+        return prev;
     }
-    if (lk->state != CDSM_LK_NONE || cdsm__mode.replaying || !try_claim(l)) return 0;
-    lk->state = CDSM_LK_TOKEN;
-    return 1;
+    uint32_t v = __atomic_exchange_n(t, (uint32_t)requester + 1, __ATOMIC_ACQ_REL);
+    return v ? (int)v - 1 : mgr;
+}
+
+/* The token cached here (state TOKEN) is still ours: our word taken back from FREE. */
+static int keep_token(uint32_t l)
+{
+    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN), v;
+    if (!w) return 1;
+    v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    while (v != LW_TAKEN)
+        if (__atomic_compare_exchange_n(w, &v, LW_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+    return 0;
+}
+
+/* Our token of lock l is cached (FREE, epoch of the release) or leaves (BUSY). */
+static void own_word(uint32_t l, uint32_t v)
+{
+    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
+    if (w) __atomic_store_n(w, v, __ATOMIC_RELEASE);
+}
+
+/* After becoming the tail behind `prev`: take its token if it carries nothing we lack
+ * (counted: 1 fresh, 2 released before our last barrier), else 0. */
+static int take_token(uint32_t l, int prev)
+{
+    uint32_t *w = lword(prev, l, LW_OWN);
+    if (!w) return 0;
+    uint32_t v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    int fresh = v == LW_FRESH && prev == (int)(l % (uint32_t)cdsm__w.n);
+    if (!fresh && (v < LW_FREE || v - LW_FREE >= cdsm__bar.epoch)) return 0;
+    if (!__atomic_compare_exchange_n(w, &v, LW_TAKEN, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 0;
+    return fresh ? 1 : 2;
+}
+
+uint8_t cdsm__lock_state(uint32_t l)
+{
+    const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
+    if (lk->state == CDSM_LK_TOKEN && w && __atomic_load_n(w, __ATOMIC_ACQUIRE) == LW_TAKEN) return CDSM_LK_NONE;
+    return lk->state;
+}
+
+void cdsm__lock_words_restored(void)
+{
+    for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(cdsm__w.rank, l, LW_OWN); l++)
+        own_word(l, cdsm__lk.locks[l].state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
 }
 
 /* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). The
@@ -236,6 +277,7 @@ static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t s
     cdsm__lock_t *lk = &cdsm__lk.locks[l];
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_NONE;
+        own_word(l, LW_BUSY); /* (only the requester could have taken it: it asked instead) */
         cdsm__close_released(); /* the writes of its last release go with the token */
         send_grant(l, requester, vc, seq);
         return;
@@ -270,9 +312,7 @@ void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq
 /* Manager: the requester becomes the tail; the previous tail hands the token on. */
 static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
-    cdsm__lock_t *lk = &cdsm__lk.locks[l];
-    int t = lk->tail;
-    lk->tail = requester;
+    int t = swap_tail(l, requester);
     if (t == cdsm__w.rank) {
         on_forward(l, requester, vc, seq);
         return;
@@ -310,7 +350,6 @@ static void lock_step(int type, uint32_t l, int req, const uint32_t *vc, uint32_
         /* Where a rank can be replaced, remember each request taken: the replacement may
          * ask again for an acquire its lost process had asked for. */
         if (cdsm__cfg.spares) cdsm__lock_placed(l, req, seq);
-        settle(l);
         manager_step(l, req, vc, seq);
     } else {
         on_forward(l, req, vc, seq);
@@ -392,10 +431,22 @@ static int check_id(const char *what, int id)
 /* Ask for lock id's token: its manager forwards the request to the last requester (or
  * this rank does, managing it). The request's receiver is woken only if it has not taken
  * the request itself by the time we stop waiting actively: a lock program's ranks call in
- * here often (CDSM_LATE_BELL_US). */
-static int request_token(int id, uint32_t seq)
+ * here often (CDSM_LATE_BELL_US). With shared lock words we join the queue ourselves,
+ * and take the previous tail's token where it carries nothing new (*took: 1 fresh, 2
+ * released before our last barrier; then held). */
+static int request_token(int id, uint32_t seq, int *took)
 {
     int mgr = id % cdsm__w.n;
+    *took = 0;
+    if (tail_shared((uint32_t)id)) {
+        own_word((uint32_t)id, LW_BUSY); /* (before we can be found as the tail) */
+        int prev = swap_tail((uint32_t)id, cdsm__w.rank);
+        if (prev == cdsm__w.rank)
+            return cdsm__error(CDSM_ERR_PROTOCOL, "cdsm_lock_acquire(%d): the lock's queue ends at this rank, which "
+                                                  "holds no token", id);
+        if ((*took = take_token((uint32_t)id, prev))) return CDSM_OK;
+        return send_req(CDSM_MSG_LOCK_FWD, prev, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc, 1);
+    }
     if (mgr != cdsm__w.rank) return send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc, 1);
     cdsm__tp_late(1); /* (the forward to the last requester, if lock_step sends one) */
     lock_step(CDSM_MSG_LOCK_REQ, (uint32_t)id, cdsm__w.rank, cdsm__g.vc, seq);
@@ -466,8 +517,9 @@ int cdsm_lock_acquire(int id)
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
-    int claimed = fresh_token((uint32_t)id);
-    /* With lazy release the interval goes on: a cached token (or a claimed fresh one)
+    /* (a node-mate may have taken the token cached here: then we ask like anyone) */
+    if (lk->state == CDSM_LK_TOKEN && !cdsm__mode.replaying && !keep_token((uint32_t)id)) lk->state = CDSM_LK_NONE;
+    /* With lazy release the interval goes on: a cached token (or a taken one)
      * brings nothing new, and a grant ends it only if it names a page written in it;
      * for a lock whose grants do (a queue both sides write), it ends before the request,
      * which keeps the close out of the critical section. */
@@ -486,16 +538,22 @@ int cdsm_lock_acquire(int id)
     }
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_HELD;
-        if (claimed)
-            CDSM_STAT_ADD(lock_claims, 1);
-        else
-            CDSM_STAT_ADD(lock_acquires_local, 1);
+        CDSM_STAT_ADD(lock_acquires_local, 1);
         pthread_mutex_unlock(&g->mu);
         return CDSM_OK;
     }
     lk->state = CDSM_LK_WAITING;
     lk->req_seq = seq;
-    if ((rc = request_token(id, seq))) goto out;
+    int took;
+    if ((rc = request_token(id, seq, &took))) goto out;
+    if (took) {
+        lk->state = CDSM_LK_HELD;
+        if (took == 1)
+            CDSM_STAT_ADD(lock_claims, 1);
+        else
+            CDSM_STAT_ADD(lock_takes, 1);
+        goto out;
+    }
 wait:
     rc = await_grant(id, lk, seq, eager);
 out:
@@ -535,6 +593,8 @@ int cdsm_lock_release(int id)
         rc = send_grant((uint32_t)id, to, lk->next_vc, lk->next_seq);
     } else {
         lk->state = CDSM_LK_TOKEN;
+        /* A node-mate may take it once it has passed a barrier after this release. */
+        own_word((uint32_t)id, LW_FREE + cdsm__bar.epoch);
     }
     pthread_mutex_unlock(&g->mu);
     if (!rc) rc = cdsm__tp_flush();

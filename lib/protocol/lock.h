@@ -61,6 +61,10 @@ void cdsm__lock_resume(void);
  * decided: its state, its queue's tail (manager), a rebuild under way (requests and
  * forwards wait). Caller holds mu. */
 const cdsm__lock_t *cdsm__lock_get(uint32_t l);
+/* Lock l's state here, a cached token a node-mate took counted as gone (checkpoints). */
+uint8_t cdsm__lock_state(uint32_t l);
+/* After lock states were restored from a checkpoint: our shared lock words follow them. */
+void cdsm__lock_words_restored(void);
 void cdsm__lock_set_state(uint32_t l, int state);
 void cdsm__lock_set_waiting(uint32_t l, uint32_t seq);
 void cdsm__lock_set_tail(uint32_t l, int tail);

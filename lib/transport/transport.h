@@ -128,9 +128,11 @@ int cdsm__board_on(void);
 void cdsm__board_put(uint64_t key, const void *data, uint32_t len);
 /* A malloc'd copy of the blob `key` of logical rank `rank` (0), or -1. */
 int cdsm__board_get(int rank, uint64_t key, void **out, uint32_t *len);
-/* Shared words (words.c; MPI-doorbell provider, node-mates, no spares): one 32-bit word
- * per lock id (CDSM_LOCKS) of logical rank `rank`, ours or a node-mate's, mapped
+/* Shared words (words.c; MPI-doorbell provider, node-mates, no spares):
+ * CDSM_WORDS_PER_LOCK 32-bit words per lock id (CDSM_LOCKS; lock l's at index
+ * l * CDSM_WORDS_PER_LOCK) of logical rank `rank`, ours or a node-mate's, mapped
  * read-write here; NULL where there are none (another host, spares, the socket provider). */
+#define CDSM_WORDS_PER_LOCK 2
 uint32_t *cdsm__words_of(int rank);
 /* The board's memory itself (for its unit test): bytes for a ring of `ring` bytes, an empty
  * board, one entry written (-1: too large for the ring), one read by a node-mate. */

@@ -1,11 +1,13 @@
-/* Shared words (MPI-doorbell provider, node-mates, no spares): each process has one 32-bit
- * word per lock id in a memfd its node-mates map read-write, passed over the doorbell
- * sockets at start-up. The protocol keeps there, for each lock it manages, whether a
- * node-mate took the lock's never-used token by an atomic exchange (lock.c, "fresh-lock
- * claims"), so that the first acquire of a lock costs no message and no wake-up of its
- * manager. Not populated: a page of words costs memory once a lock on it is used. With
- * spares a replacement rebuilds the lock queues from what the survivors report, which a
- * claim made in shared memory would bypass: off. */
+/* Shared words (MPI-doorbell provider, node-mates, no spares): each process has two 32-bit
+ * words per lock id in a memfd its node-mates map read-write, passed over the doorbell
+ * sockets at start-up. The protocol keeps there, for each lock, the tail of its queue
+ * (the manager's word: node-mates join the queue by an atomic exchange, without asking
+ * the manager) and whether the token cached here may be taken (each process's word: a
+ * lock released before the taker's last barrier, or never used, moves with no message
+ * and no wake-up; lock.c, "shared lock words"). Not populated: a page of words costs
+ * memory once a lock on it is used. With spares a replacement rebuilds the lock queues
+ * from what the survivors report, which a token moved in shared memory would bypass:
+ * off. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +26,10 @@ static struct words {
 int cdsm__words_setup(void)
 {
     if (cdsm__cfg.spares || cdsm__bell.stream || !cdsm__shmfd_any_mate()) return CDSM_OK;
-    sw.bytes = ((size_t)cdsm__cfg.locks * sizeof(uint32_t) + 4095) & ~(size_t)4095;
+    sw.bytes = ((size_t)cdsm__cfg.locks * CDSM_WORDS_PER_LOCK * sizeof(uint32_t) + 4095) & ~(size_t)4095;
     cdsm__shm_seg_t seg = {"cdsm-words", "lock words", sw.bytes, 0, PROT_READ | PROT_WRITE, WORDS_BYTE, NULL};
     sw.self = cdsm__shmfd_share(&seg, (void ***)&sw.peer);
-    if (!sw.self) cdsm__log(CDSM_LOG_INFO, "no shared lock words (%s): every first acquire asks the manager", strerror(errno));
+    if (!sw.self) cdsm__log(CDSM_LOG_INFO, "no shared lock words (%s): every acquire of a token held elsewhere asks by message", strerror(errno));
     return CDSM_OK;
 }
 
