@@ -91,14 +91,15 @@ namespace {
 
 // Acquire lock l: what the acquire changed in these counters.
 struct acquired {
-    uint64_t takes, msgs, local;
+    uint64_t takes, published, msgs, local;
 };
 acquired acquire_counted(int l)
 {
     cdsm_stats_t a = stats();
     EXPECT_EQ(cdsm_lock_acquire(l), CDSM_OK);
     cdsm_stats_t b = stats();
-    return {b.lock_takes - a.lock_takes, b.msgs_sent - a.msgs_sent, b.lock_acquires_local - a.lock_acquires_local};
+    return {b.lock_takes - a.lock_takes, b.lock_takes_published - a.lock_takes_published, b.msgs_sent - a.msgs_sent,
+            b.lock_acquires_local - a.lock_acquires_local};
 }
 
 void write_under(int l, uint64_t *v, uint64_t x)
@@ -142,9 +143,11 @@ TEST(Takes, ATokenReleasedBeforeTheBarrierMovesWithNoMessage)
     MPI_Comm_free(&order);
 }
 
-TEST(Takes, ATokenReleasedInThisPhaseComesWithAGrant)
+TEST(Takes, ATokenThatNeverMovedReleasedInThisPhaseComesWithAGrant)
 {
-    const int l = TAKE_LOCK + 2, holder = (l + 1) % nr(), taker = (l + 2) % nr();
+    // The manager's own token, used only there: its release leaves the writes in the open
+    // interval (lazy release), so a node-mate must ask.
+    const int l = TAKE_LOCK + 2, holder = l % nr(), taker = (l + 1) % nr();
     uint64_t *v = alloc<uint64_t>(1);
     MPI_Comm order;
     ASSERT_EQ(MPI_Comm_dup(MPI_COMM_WORLD, &order), MPI_SUCCESS);
@@ -155,10 +158,63 @@ TEST(Takes, ATokenReleasedInThisPhaseComesWithAGrant)
     } else if (me() == taker) {
         MPI_Recv(nullptr, 0, MPI_BYTE, holder, 9, order, MPI_STATUS_IGNORE);
         acquired d = acquire_counted(l);
-        EXPECT_EQ(d.takes, 0u) << "took a token whose release no barrier has shown it";
+        EXPECT_EQ(d.takes + d.published, 0u) << "took a token whose release no barrier has shown it";
         EXPECT_GT(d.msgs, 0u);
         EXPECT_EQ(*v, 99u) << "the holder's write did not come with lock " << l;
         ASSERT_EQ(cdsm_lock_release(l), CDSM_OK);
+    }
+    barrier();
+    MPI_Comm_free(&order);
+}
+
+TEST(Takes, AReleasePublishedWithItsRecordsIsTakenWithNoMessage)
+{
+    // Each round: rank a writes x under lock l1 and passes it on; rank b takes l1 (a's
+    // interval comes with it), writes y under l2 and releases it; rank c takes l2 in the
+    // same phase and must see y and, through the records b knew, x. After two rounds b
+    // has seen l2's token leave twice: with CDSM_PUBLISH_RELEASES=1 its release is then
+    // published, and c takes it, with a's and b's records, from the boards. At two ranks
+    // c is a.
+    const int l1 = TAKE_LOCK + 4, l2 = TAKE_LOCK + 7, a = 0, b = 1, c = nr() > 2 ? 2 : 0;
+    uint64_t *x = alloc<uint64_t>(1), *y = alloc<uint64_t>(1), published = 0;
+    MPI_Comm order;
+    ASSERT_EQ(MPI_Comm_dup(MPI_COMM_WORLD, &order), MPI_SUCCESS);
+    barrier();
+    for (uint64_t i = 0; i < 4; i++) {
+        if (me() == a) {
+            if (i && a != c) MPI_Recv(nullptr, 0, MPI_BYTE, c, 12, order, MPI_STATUS_IGNORE);
+            write_under(l1, x, 41 + i);
+            MPI_Send(nullptr, 0, MPI_BYTE, b, 10, order);
+        }
+        if (me() == b) {
+            MPI_Recv(nullptr, 0, MPI_BYTE, a, 10, order, MPI_STATUS_IGNORE);
+            ASSERT_EQ(cdsm_lock_acquire(l1), CDSM_OK);
+            EXPECT_EQ(*x, 41 + i);
+            ASSERT_EQ(cdsm_lock_release(l1), CDSM_OK);
+            write_under(l2, y, 42 + i);
+            MPI_Send(nullptr, 0, MPI_BYTE, c, 11, order);
+        }
+        if (me() == c) {
+            MPI_Recv(nullptr, 0, MPI_BYTE, b, 11, order, MPI_STATUS_IGNORE);
+            acquired d = acquire_counted(l2);
+            published += d.published;
+            if (d.published) {
+                EXPECT_EQ(d.msgs, 0u);
+            }
+            EXPECT_EQ(*y, 42 + i) << "the holder's write did not come with lock " << l2;
+            EXPECT_EQ(*x, 41 + i) << "a third rank's write the holder had seen did not come with lock " << l2;
+            ASSERT_EQ(cdsm_lock_release(l2), CDSM_OK);
+            if (a != c && i < 3) MPI_Send(nullptr, 0, MPI_BYTE, a, 12, order);
+        }
+    }
+    const char *pub = getenv("CDSM_PUBLISH_RELEASES");
+    const bool publishing = words_on() && pub && !strcmp(pub, "1");
+    if (me() == c) {
+        if (publishing) {
+            EXPECT_GE(published, 1u) << "no release of lock " << l2 << " was taken published";
+        } else {
+            EXPECT_EQ(published, 0u);
+        }
     }
     barrier();
     MPI_Comm_free(&order);

@@ -42,6 +42,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_BOOL, OFF(ownership), 0, 1, NULL},
     {"CDSM_LAZY_RELEASE", "1", "a lock release that hands the token to nobody closes no interval: its writes are recorded when they leave the process (a grant to another rank, a remote acquire, a barrier); only without CDSM_SPARES, where nothing replays intervals (0: every acquire and release closes one)",
      CDSM_CFG_BOOL, OFF(lazy_release), 0, 1, NULL},
+    {"CDSM_PUBLISH_RELEASES", "0", "processes on one host, no CDSM_SPARES: a release of a lock whose token keeps going to other processes closes its interval and publishes the token with its records in shared memory, where a node-mate takes it with no message (while fewer than half of such releases come back untaken); 0: off",
+     CDSM_CFG_BOOL, OFF(publish_releases), 0, 1, NULL},
     {"CDSM_GRANT_DIFFS", "16K", "a lock grant carries the granter's own diffs of the records it sends, newest first, up to this many bytes, and the acquirer applies those that bring a page up to date (no miss, no second request); only without CDSM_SPARES (0: never)",
      CDSM_CFG_SIZE, OFF(grant_diffs), 0, 1ull << 20, NULL},
     {"CDSM_PREFETCH", "32", "readahead: an access miss that continues a stream of misses (sequential or strided) also validates the stream's next pages in the same round trip, up to this many positions in all (1: off)",

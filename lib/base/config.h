@@ -49,6 +49,7 @@ typedef struct cdsm__config {
     uint64_t refetch;
     uint64_t ownership;
     uint64_t lazy_release;
+    uint64_t publish_releases;
     uint64_t grant_diffs;
     uint64_t spin_us;
     uint64_t skip_bells;

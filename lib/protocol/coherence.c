@@ -386,6 +386,16 @@ static void close_page(closing_t *c, uint32_t pg)
     cdsm__g.dirty[c->nkeep++] = pg;
 }
 
+/* Node-mates take records from the board too: an acquire of a token released here in
+ * this phase reads them without asking (lockwords.c). */
+static void publish_record(const cdsm__interval_t *iv)
+{
+    cdsm__buf_t b = {0};
+    cdsm__iv_serialize(&b, iv);
+    cdsm__board_put(cdsm__board_rec_key(iv->idx), b.p, (uint32_t)b.len);
+    cdsm__buf_free(&b);
+}
+
 /* The interval's record: its pages (sorted), its diffs where made, notices on each page. */
 static void record_interval(written_t *wr, size_t nw)
 {
@@ -402,6 +412,7 @@ static void record_interval(written_t *wr, size_t nw)
     cdsm_check(cdsm__iv_set_empty(iv, pages, ne) == 0);
     cdsm__iv_append(iv);
     int publish = cdsm__board_on();
+    if (publish && cdsm__lw_can_publish()) publish_record(iv);
     for (size_t k = 0; k < nw; k++) {
         iv->diffs[k] = wr[k].diff;
         if (!wr[k].diff) cdsm__pg(wr[k].pg)->twin_iv = idx; /* diffed when first needed */

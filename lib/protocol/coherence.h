@@ -36,6 +36,17 @@ static inline uint64_t cdsm__board_key(uint32_t pg, uint32_t idx)
 {
     return (uint64_t)idx << 32 | pg;
 }
+/* Keys beside the diffs (page numbers no heap page has): each interval record as it
+ * closed, and lock l's clock at a published release (lockwords.c). */
+#define CDSM_BOARD_FIRST_NONPAGE 0xFFE00000u
+static inline uint64_t cdsm__board_rec_key(uint32_t idx)
+{
+    return cdsm__board_key(0xFFFFFFFFu, idx);
+}
+static inline uint64_t cdsm__board_slot_key(uint32_t l, uint32_t c)
+{
+    return cdsm__board_key(CDSM_BOARD_FIRST_NONPAGE + l, c);
+}
 /* validate.c: the readahead of one access miss: the positions k in [1, window) of the
  * stream, page pg + (k / run) * stride + k % run (run 1: pg + k * stride), are fetched
  * with it where they need it; `covered` says how far the miss went (the stream's next

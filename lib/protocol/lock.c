@@ -65,99 +65,6 @@ void cdsm__locks_fini(void)
     seen = NULL;
 }
 
-/* ---- shared lock words ------------------------------------------------------------------
- * Between node-mates (no spares) a token can change hands with no message. Two words per
- * lock in shared memory (cdsm__words_of):
- * - the manager's TAIL word names the queue's last requester (0: the manager itself). A
- *   node-mate of the manager joins the queue by an atomic exchange on it instead of a
- *   request to the manager, and learns the previous tail;
- * - each process's FREE word says whether the token cached here may be taken: FRESH (the
- *   manager's never-used token), BUSY, TAKEN, or FREE + the barrier epoch of the release
- *   that cached it.
- * A token released before the barrier the taker passed last (or never used) carries
- * nothing the taker lacks: that barrier brought every write before it to every rank. The
- * new tail then takes it by compare-and-exchange on the previous tail's FREE word, and
- * holds it. Otherwise it sends its request to the previous tail, which grants as before.
- * A holder re-acquiring its cached token first takes its own word back (FREE -> BUSY);
- * finding it TAKEN, it joins the queue like anyone. Every take follows an exchange that
- * made the taker the tail, so the one process that may find a given FREE word is the
- * next tail, and the queue stays one line. (Splash-3's FMM hands over 30-45 % of its
- * tokens this way; a lock program's first acquires of fresh locks are all such.) */
-enum { LW_FRESH = 0, LW_BUSY = 1, LW_TAKEN = 2, LW_FREE = 3 /* + the release's barrier epoch */ };
-enum { LW_TAIL = 0, LW_OWN = 1 };
-
-/* Word `which` of lock l at rank `rank`, or NULL (no shared words with it). */
-static uint32_t *lword(int rank, uint32_t l, int which)
-{
-    uint32_t *w = cdsm__words_of(rank);
-    return w ? &w[(size_t)l * CDSM_WORDS_PER_LOCK + (size_t)which] : NULL;
-}
-
-/* The queue's tail lives in the manager's word (ours or a node-mate's). */
-static int tail_shared(uint32_t l)
-{
-    return lword((int)(l % (uint32_t)cdsm__w.n), l, LW_TAIL) != NULL;
-}
-
-/* Make `requester` the tail of lock l's queue; returns the previous tail. */
-static int swap_tail(uint32_t l, int requester)
-{
-    int mgr = (int)(l % (uint32_t)cdsm__w.n);
-    uint32_t *t = lword(mgr, l, LW_TAIL);
-    if (!t) {
-        int prev = cdsm__lk.locks[l].tail;
-        cdsm__lk.locks[l].tail = requester;
-        return prev;
-    }
-    uint32_t v = __atomic_exchange_n(t, (uint32_t)requester + 1, __ATOMIC_ACQ_REL);
-    return v ? (int)v - 1 : mgr;
-}
-
-/* The token cached here (state TOKEN) is still ours: our word taken back from FREE. */
-static int keep_token(uint32_t l)
-{
-    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN), v;
-    if (!w) return 1;
-    v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
-    while (v != LW_TAKEN)
-        if (__atomic_compare_exchange_n(w, &v, LW_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
-    return 0;
-}
-
-/* Our token of lock l is cached (FREE, epoch of the release) or leaves (BUSY). */
-static void own_word(uint32_t l, uint32_t v)
-{
-    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
-    if (w) __atomic_store_n(w, v, __ATOMIC_RELEASE);
-}
-
-/* After becoming the tail behind `prev`: take its token if it carries nothing we lack
- * (counted: 1 fresh, 2 released before our last barrier), else 0. */
-static int take_token(uint32_t l, int prev)
-{
-    uint32_t *w = lword(prev, l, LW_OWN);
-    if (!w) return 0;
-    uint32_t v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
-    int fresh = v == LW_FRESH && prev == (int)(l % (uint32_t)cdsm__w.n);
-    if (!fresh && (v < LW_FREE || v - LW_FREE >= cdsm__bar.epoch)) return 0;
-    if (!__atomic_compare_exchange_n(w, &v, LW_TAKEN, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 0;
-    return fresh ? 1 : 2;
-}
-
-uint8_t cdsm__lock_state(uint32_t l)
-{
-    const cdsm__lock_t *lk = &cdsm__lk.locks[l];
-    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
-    if (lk->state == CDSM_LK_TOKEN && w && __atomic_load_n(w, __ATOMIC_ACQUIRE) == LW_TAKEN) return CDSM_LK_NONE;
-    return lk->state;
-}
-
-void cdsm__lock_words_restored(void)
-{
-    for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(cdsm__w.rank, l, LW_OWN); l++)
-        own_word(l, cdsm__lk.locks[l].state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
-}
-
 /* Send the token of lock l to rank `to`, with the records it lacks (it has `to_vc`). The
  * grant is a determinant of the acquirer's acquire number to_seq: logged here (SENT) and by
  * the acquirer (RECV); it carries this rank's synchronisation number. */
@@ -271,13 +178,41 @@ static void set_next(cdsm__lock_t *lk, int requester, const uint32_t *vc, uint32
     memcpy(lk->next_vc, vc, bytes);
 }
 
+/* Where the token went after a release of ours: to another process (left) or back to us.
+ * A lock whose token keeps leaving is published at its release (cdsm_lock_release). */
+static struct {
+    uint32_t n, back, probe; /* published releases, those that came back to us (decayed) */
+} pub;
+
+static void hand_note(cdsm__lock_t *lk, int left)
+{
+    if (left && lk->hand < 3) lk->hand++;
+    /* A published release that nobody took cost an interval for nothing. */
+    if (!left && lk->hand) lk->hand = lk->published ? 0 : lk->hand - 1;
+    if (!left && lk->published) pub.back++;
+}
+
+/* Publish this release? The lock's token keeps leaving, and published releases pay here:
+ * fewer than half came back untaken (else only every 16th, to notice a change). */
+static int pub_pays(const cdsm__lock_t *lk)
+{
+    if (lk->hand < 2 || !cdsm__lw_can_publish()) return 0;
+    if (pub.back * 2 > pub.n && ++pub.probe % 16) return 0;
+    if (++pub.n > 256) {
+        pub.n /= 2;
+        pub.back /= 2;
+    }
+    return 1;
+}
+
 /* The token holder (or the rank about to hold it) learns who comes next. */
 static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
     cdsm__lock_t *lk = &cdsm__lk.locks[l];
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_NONE;
-        own_word(l, LW_BUSY); /* (only the requester could have taken it: it asked instead) */
+        cdsm__lw_busy(l); /* (only the requester could have taken it: it asked instead) */
+        hand_note(lk, 1);
         cdsm__close_released(); /* the writes of its last release go with the token */
         send_grant(l, requester, vc, seq);
         return;
@@ -312,7 +247,7 @@ void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq
 /* Manager: the requester becomes the tail; the previous tail hands the token on. */
 static void manager_step(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
-    int t = swap_tail(l, requester);
+    int t = cdsm__lw_swap_tail(l, requester);
     if (t == cdsm__w.rank) {
         on_forward(l, requester, vc, seq);
         return;
@@ -434,17 +369,17 @@ static int check_id(const char *what, int id)
  * here often (CDSM_LATE_BELL_US). With shared lock words we join the queue ourselves,
  * and take the previous tail's token where it carries nothing new (*took: 1 fresh, 2
  * released before our last barrier; then held). */
-static int request_token(int id, uint32_t seq, int *took)
+static int request_token(int id, uint32_t seq, cdsm__lw_taken_t *t)
 {
     int mgr = id % cdsm__w.n;
-    *took = 0;
-    if (tail_shared((uint32_t)id)) {
-        own_word((uint32_t)id, LW_BUSY); /* (before we can be found as the tail) */
-        int prev = swap_tail((uint32_t)id, cdsm__w.rank);
+    if (cdsm__lw_tail_shared((uint32_t)id)) {
+        cdsm__lw_busy((uint32_t)id); /* (before we can be found as the tail) */
+        int prev = cdsm__lw_swap_tail((uint32_t)id, cdsm__w.rank);
         if (prev == cdsm__w.rank)
             return cdsm__error(CDSM_ERR_PROTOCOL, "cdsm_lock_acquire(%d): the lock's queue ends at this rank, which "
                                                   "holds no token", id);
-        if ((*took = take_token((uint32_t)id, prev))) return CDSM_OK;
+        t->prev = prev;
+        if ((t->kind = cdsm__lw_take((uint32_t)id, prev, t))) return CDSM_OK;
         return send_req(CDSM_MSG_LOCK_FWD, prev, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc, 1);
     }
     if (mgr != cdsm__w.rank) return send_req(CDSM_MSG_LOCK_REQ, mgr, (uint32_t)id, cdsm__w.rank, seq, cdsm__g.vc, 1);
@@ -454,12 +389,38 @@ static int request_token(int id, uint32_t seq, int *took)
     return CDSM_OK;
 }
 
-/* Wait for the grant of our acquire `seq` of lock `id` and take it (caller holds mu; the
- * protection batch it opens is closed by the caller). eager: the interval was closed
- * before the request. */
-static int await_grant(int id, cdsm__lock_t *lk, uint32_t seq, int eager)
+/* Take what a grant brings, or a take of a published release from the boards: nrec
+ * records at rd, then the diff part, all from src, whose clock is vc. Caller holds mu;
+ * the protection batch opened here is closed by the caller. eager: the interval was
+ * closed before the request. */
+static int take_records(cdsm__lock_t *lk, cdsm__rd_t *rd, uint32_t nrec, int src, const uint32_t *vc, int eager)
 {
     cdsm__state_t *g = &cdsm__g;
+    /* Writes before the acquire may stay in the open interval, stamped after the
+     * records when it closes (race-free programs cannot tell: no byte is written on both
+     * sides, as for a lazy release); but a page the records name must have its writes in
+     * a diff before their notices invalidate it. */
+    if (g->lazy) {
+        /* (nothing to match: an empty dirty set, and no close before the request) */
+        lk->eager = (g->ndirty || eager) && cdsm__iv_names_written(*rd, nrec, eager ? g->vc[cdsm__w.rank] : 0);
+        if (lk->eager && !eager) cdsm__close_interval();
+    }
+    /* From here to the return nothing waits and the program runs no shared access: each
+     * page's protection is set once, when the caller ends the batch (a page invalidated
+     * by the notices and made valid by the diffs keeps its protection). */
+    cdsm__protect_batch(1);
+    int rc = cdsm__iv_incorporate(rd, nrec);
+    if (!rc) rc = cdsm__grant_take_diffs(rd, src);
+    if (rc) return rc;
+    cdsm__vc_merge(g->vc, vc, cdsm__w.n);
+    lk->state = CDSM_LK_HELD;
+    return CDSM_OK;
+}
+
+/* Wait for the grant of our acquire `seq` of lock `id` and take it (caller holds mu; the
+ * protection batch it opens is closed by the caller). */
+static int await_grant(int id, cdsm__lock_t *lk, uint32_t seq, int eager)
+{
     for (;;) {
         cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_LOCK_GRANT, (uint64_t)id);
         if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "cdsm_lock_acquire(%d): rank %d was lost", id, cdsm__lost());
@@ -470,33 +431,30 @@ static int await_grant(int id, cdsm__lock_t *lk, uint32_t seq, int eager)
             cdsm__reply_free(rep);
             continue;
         }
-        /* Writes before the acquire may stay in the open interval, stamped after the
-         * grant's records when it closes (race-free programs cannot tell: no byte is
-         * written on both sides, as for a lazy release); but a page the records name must
-         * have its writes in a diff before their notices invalidate it. */
-        if (!rc && g->lazy) {
-            /* (nothing to match: an empty dirty set, and no close before the request) */
-            lk->eager = (g->ndirty || eager) &&
-                        cdsm__iv_names_written(rd, gr.nrec, eager ? g->vc[cdsm__w.rank] : 0);
-            if (lk->eager && !eager) cdsm__close_interval();
-        }
-        /* From here to the return nothing waits and the program runs no shared access:
-         * each page's protection is set once, when the caller ends the batch (a page
-         * invalidated by the grant's notices and made valid by its diffs keeps its
-         * protection). */
-        cdsm__protect_batch(1);
-        if (!rc) rc = cdsm__iv_incorporate(&rd, gr.nrec);
-        if (!rc) rc = cdsm__grant_take_diffs(&rd, (int)rep->hdr.src);
-        if (rc) {
-            cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
-        } else {
+        if (!rc) {
             cdsm__ft.grant_taken(rep->hdr.src, (uint32_t)id, seq, gr.grant_seq, gr.vc);
-            cdsm__vc_merge(g->vc, gr.vc, cdsm__w.n);
-            lk->state = CDSM_LK_HELD;
+            rc = take_records(lk, &rd, gr.nrec, (int)rep->hdr.src, gr.vc, eager);
         }
+        if (rc) cdsm__error(rc, "cdsm_lock_acquire(%d): malformed grant from rank %u", id, rep->hdr.src);
         cdsm__reply_free(rep);
         return rc;
     }
+}
+
+/* A token taken from a node-mate's word (request_token): held now, with what it brings. */
+static int took_token(int id, cdsm__lock_t *lk, cdsm__lw_taken_t *t, int eager)
+{
+    if (t->kind == LW_TOOK_FRESH) CDSM_STAT_ADD(lock_claims, 1);
+    if (t->kind == LW_TOOK_OLD) CDSM_STAT_ADD(lock_takes, 1);
+    if (t->kind != LW_TOOK_RECORDS) {
+        lk->state = CDSM_LK_HELD;
+        return CDSM_OK;
+    }
+    CDSM_STAT_ADD(lock_takes_published, 1);
+    cdsm__rd_t rd = {t->b.p, t->b.len, 0, 0};
+    int rc = take_records(lk, &rd, t->nrec, t->prev, t->vc, eager);
+    if (rc) cdsm__error(rc, "cdsm_lock_acquire(%d): malformed records on rank %d's board", id, t->prev);
+    return rc;
 }
 
 int cdsm_lock_acquire(int id)
@@ -518,7 +476,11 @@ int cdsm_lock_acquire(int id)
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
     }
     /* (a node-mate may have taken the token cached here: then we ask like anyone) */
-    if (lk->state == CDSM_LK_TOKEN && !cdsm__mode.replaying && !keep_token((uint32_t)id)) lk->state = CDSM_LK_NONE;
+    if (lk->state == CDSM_LK_TOKEN && !cdsm__mode.replaying) {
+        int kept = cdsm__lw_keep_token((uint32_t)id);
+        hand_note(lk, !kept);
+        if (!kept) lk->state = CDSM_LK_NONE;
+    }
     /* With lazy release the interval goes on: a cached token (or a taken one)
      * brings nothing new, and a grant ends it only if it names a page written in it;
      * for a lock whose grants do (a queue both sides write), it ends before the request,
@@ -544,16 +506,13 @@ int cdsm_lock_acquire(int id)
     }
     lk->state = CDSM_LK_WAITING;
     lk->req_seq = seq;
-    int took;
-    if ((rc = request_token(id, seq, &took))) goto out;
-    if (took) {
-        lk->state = CDSM_LK_HELD;
-        if (took == 1)
-            CDSM_STAT_ADD(lock_claims, 1);
-        else
-            CDSM_STAT_ADD(lock_takes, 1);
-        goto out;
-    }
+    uint32_t *tvc = malloc(cdsm__u32s((size_t)cdsm__w.n));
+    cdsm_check(tvc != NULL);
+    cdsm__lw_taken_t t = {.vc = tvc};
+    if (!(rc = request_token(id, seq, &t)) && t.kind) rc = took_token(id, lk, &t, eager);
+    cdsm__buf_free(&t.b);
+    free(tvc);
+    if (rc || t.kind) goto out;
 wait:
     rc = await_grant(id, lk, seq, eager);
 out:
@@ -574,8 +533,13 @@ int cdsm_lock_release(int id)
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_release(%d): not held by this rank", id);
     }
     /* Lazy release: with nobody waiting the writes stay in the open interval, closed when
-     * they must leave (cdsm__close_released at a grant; a remote acquire; a barrier). */
-    if (g->lazy && lk->next < 0) {
+     * they must leave (cdsm__close_released at a grant; a remote acquire; a barrier). A
+     * lock whose token keeps going to other processes after our releases is published
+     * instead: the release closes the interval, and a node-mate takes the token with its
+     * records from shared memory without waking us. */
+    int publish = lk->next < 0 && !cdsm__mode.replaying && pub_pays(lk);
+    lk->published = (uint8_t)publish;
+    if (g->lazy && lk->next < 0 && !publish) {
         g->open_release = 1;
         CDSM_STAT_ADD(lazy_releases, 1);
     } else {
@@ -590,11 +554,13 @@ int cdsm_lock_release(int id)
         int to = lk->next;
         lk->next = -1;
         lk->state = CDSM_LK_NONE;
+        hand_note(lk, 1);
         rc = send_grant((uint32_t)id, to, lk->next_vc, lk->next_seq);
     } else {
         lk->state = CDSM_LK_TOKEN;
-        /* A node-mate may take it once it has passed a barrier after this release. */
-        own_word((uint32_t)id, LW_FREE + cdsm__bar.epoch);
+        /* A node-mate may take it once it has passed a barrier after this release, or
+         * now if it was published. */
+        cdsm__lw_release((uint32_t)id, publish);
     }
     pthread_mutex_unlock(&g->mu);
     if (!rc) rc = cdsm__tp_flush();

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "buf.h"
 #include "reply.h"
 
 #ifdef __cplusplus
@@ -15,6 +16,10 @@ enum { CDSM_LK_NONE = 0, CDSM_LK_TOKEN, CDSM_LK_HELD, CDSM_LK_WAITING };
 typedef struct cdsm__lock {
     uint8_t state;
     uint8_t eager;     /* its last grant named a page we had just written: close before asking */
+    uint8_t hand;      /* 0..3: after our releases the token went to another process (up) or
+                        * came back to us (down; to 0 after a published release): from 2 a
+                        * release is published (lockwords.c) */
+    uint8_t published; /* our last release was published */
     int32_t tail;      /* manager only: last requester (token goes there next) */
     int32_t next;      /* successor waiting for our release, or -1 */
     uint32_t *next_vc; /* successor's vector clock (n entries) */
@@ -61,6 +66,30 @@ void cdsm__lock_resume(void);
  * decided: its state, its queue's tail (manager), a rebuild under way (requests and
  * forwards wait). Caller holds mu. */
 const cdsm__lock_t *cdsm__lock_get(uint32_t l);
+/* lockwords.c: shared lock words (node-mates, no spares; DESIGN, "Shared lock words").
+ * Caller holds mu. Whether lock l's queue tail is in shared memory here; make `requester`
+ * the tail, returning the previous one (in the manager's lock table where not shared);
+ * take our cached token's word back (0: a node-mate took it); our word says the token is
+ * in use or leaving; a release with nobody waiting caches it (takeable after the next
+ * barrier) or, with `publish` (after closing the interval: cdsm__lw_can_publish),
+ * publishes our clock for a take now. */
+int cdsm__lw_tail_shared(uint32_t l);
+int cdsm__lw_swap_tail(uint32_t l, int requester);
+int cdsm__lw_keep_token(uint32_t l);
+void cdsm__lw_busy(uint32_t l);
+int cdsm__lw_can_publish(void);
+void cdsm__lw_release(uint32_t l, int publish);
+/* After becoming the tail behind `prev`: whether we took its token, and how. With
+ * RECORDS, t holds the records (t->nrec) and diff part to take as a grant's, and t->vc
+ * (n entries, the caller's) the holder's clock at its release. */
+enum { LW_TOOK_NOT = 0, LW_TOOK_FRESH = 1, LW_TOOK_OLD = 2, LW_TOOK_RECORDS = 3 };
+typedef struct cdsm__lw_taken {
+    int kind, prev; /* LW_TOOK_*, and from whom (the caller's) */
+    cdsm__buf_t b;
+    uint32_t nrec;
+    uint32_t *vc;
+} cdsm__lw_taken_t;
+int cdsm__lw_take(uint32_t l, int prev, cdsm__lw_taken_t *t);
 /* Lock l's state here, a cached token a node-mate took counted as gone (checkpoints). */
 uint8_t cdsm__lock_state(uint32_t l);
 /* After lock states were restored from a checkpoint: our shared lock words follow them. */

@@ -1,0 +1,218 @@
+/* Shared lock words (DESIGN, "Shared lock words"). Between node-mates (no spares) a token
+ * can change hands with no message. Two words per lock in shared memory (cdsm__words_of):
+ * - the manager's TAIL word names the queue's last requester (0: the manager itself). A
+ *   node-mate of the manager joins the queue by an atomic exchange on it instead of a
+ *   request to the manager, and learns the previous tail;
+ * - each process's OWN word says whether the token cached here may be taken: FRESH (the
+ *   manager's never-used token), BUSY, TAKEN, FREE + the barrier epoch of a release that
+ *   left its writes in the open interval, or PUB + c: a release that closed its interval
+ *   and published its clock on the board under (lock, c), beside its records and diffs.
+ * A token released before the barrier the taker passed last (or never used) carries
+ * nothing the taker lacks: that barrier brought every write before it to every rank. A
+ * published one carries the records between the taker's clock and the slot's, which the
+ * taker reads from its node-mates' boards. Either way the new tail takes the token by
+ * compare-and-exchange on the previous tail's OWN word, and holds it; otherwise it asks
+ * the previous tail, which grants. A holder re-acquiring its cached token first takes its
+ * own word back; finding it TAKEN, it joins the queue like anyone. Every take follows an
+ * exchange that made the taker the tail, so the one process that may find a given OWN
+ * word free is the next tail, and the queue stays one line. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+enum { LW_FRESH = 0, LW_BUSY = 1, LW_TAKEN = 2, LW_FREE = 3 /* + epoch */ };
+#define LW_PUB 0x80000000u /* | c: a published release */
+enum { LW_TAIL = 0, LW_OWN = 1 };
+/* The most records a take gathers from the boards; an acquirer further behind asks. */
+#define LW_MAX_RECORDS 64
+/* How many of the holder's newest intervals' diffs a take applies at once (a grant's). */
+#define LW_DIFF_INTERVALS 8
+
+static uint32_t releases; /* published releases so far (the slots' keys) */
+
+/* Word `which` of lock l at rank `rank`, or NULL (no shared words with it). */
+static uint32_t *lword(int rank, uint32_t l, int which)
+{
+    uint32_t *w = cdsm__words_of(rank);
+    return w ? &w[(size_t)l * CDSM_WORDS_PER_LOCK + (size_t)which] : NULL;
+}
+
+int cdsm__lw_tail_shared(uint32_t l)
+{
+    return lword((int)(l % (uint32_t)cdsm__w.n), l, LW_TAIL) != NULL;
+}
+
+int cdsm__lw_swap_tail(uint32_t l, int requester)
+{
+    int mgr = (int)(l % (uint32_t)cdsm__w.n);
+    uint32_t *t = lword(mgr, l, LW_TAIL);
+    if (!t) {
+        int prev = cdsm__lk.locks[l].tail;
+        cdsm__lk.locks[l].tail = requester;
+        return prev;
+    }
+    uint32_t v = __atomic_exchange_n(t, (uint32_t)requester + 1, __ATOMIC_ACQ_REL);
+    return v ? (int)v - 1 : mgr;
+}
+
+int cdsm__lw_keep_token(uint32_t l)
+{
+    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN), v;
+    if (!w) return 1;
+    v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    while (v != LW_TAKEN)
+        if (__atomic_compare_exchange_n(w, &v, LW_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+    return 0;
+}
+
+static void own_word(uint32_t l, uint32_t v)
+{
+    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
+    if (w) __atomic_store_n(w, v, __ATOMIC_RELEASE);
+}
+
+void cdsm__lw_busy(uint32_t l)
+{
+    own_word(l, LW_BUSY);
+}
+
+int cdsm__lw_can_publish(void)
+{
+    return cdsm__cfg.publish_releases && lword(cdsm__w.rank, 0, LW_OWN) && cdsm__board_on() &&
+           cdsm__heap.npages < CDSM_BOARD_FIRST_NONPAGE && releases < LW_PUB - 1;
+}
+
+void cdsm__lw_release(uint32_t l, int publish)
+{
+    if (!publish) {
+        own_word(l, LW_FREE + cdsm__bar.epoch);
+        return;
+    }
+    /* The slot: the epoch and our clock, with the interval just closed in it. */
+    size_t n = (size_t)cdsm__w.n;
+    uint32_t *slot = malloc(cdsm__u32s(n + 1)), c = ++releases;
+    cdsm_check(slot != NULL);
+    slot[0] = cdsm__bar.epoch;
+    memcpy(slot + 1, cdsm__g.vc, cdsm__u32s(n));
+    cdsm__board_put(cdsm__board_slot_key(l, c), slot, (uint32_t)cdsm__u32s(n + 1));
+    free(slot);
+    own_word(l, LW_PUB | c);
+}
+
+uint8_t cdsm__lock_state(uint32_t l)
+{
+    const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
+    if (lk->state == CDSM_LK_TOKEN && w && __atomic_load_n(w, __ATOMIC_ACQUIRE) == LW_TAKEN) return CDSM_LK_NONE;
+    return lk->state;
+}
+
+void cdsm__lock_words_restored(void)
+{
+    for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(cdsm__w.rank, l, LW_OWN); l++)
+        own_word(l, cdsm__lk.locks[l].state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
+}
+
+/* Append what the boards hold of the records between our clock and `upto` (each rank's
+ * in interval order, as a grant's). 0 if one is missing (overwritten, or too many). */
+static int gather_records(const uint32_t *upto, cdsm__buf_t *b, uint32_t *nrec)
+{
+    *nrec = 0;
+    for (int q = 0; q < cdsm__w.n; q++) {
+        if (q == cdsm__w.rank) continue;
+        for (uint32_t i = cdsm__g.vc[q] + 1; i <= upto[q]; i++) {
+            void *blob;
+            uint32_t len;
+            if (++*nrec > LW_MAX_RECORDS || cdsm__board_get(q, cdsm__board_rec_key(i), &blob, &len)) return 0;
+            cdsm__buf_put(b, blob, len);
+            free(blob);
+        }
+    }
+    return 1;
+}
+
+/* The diff part (grant_diffs.c's format) from the holder's board: its diffs of the pages
+ * of its newest records in b, those still there. */
+static void gather_diffs(int holder, const uint32_t *upto, cdsm__buf_t *b, uint32_t nrec)
+{
+    size_t budget = (size_t)cdsm__cfg.grant_diffs, np = 0, cap = 0;
+    uint32_t count = 0, (*want)[2] = NULL; /* (interval, page) */
+    cdsm__rd_t r = {b->p, b->len, 0, 0};
+    for (uint32_t k = 0; k < nrec; k++) {
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(&r, &vc, &pages, &empty, &nempty);
+        if (!w) break;
+        if ((int)w->rank != holder || w->idx + LW_DIFF_INTERVALS <= upto[holder]) continue;
+        for (uint32_t j = 0; j < w->npages; j++) {
+            if (np == cap) {
+                cap = cap ? 2 * cap : 64;
+                want = realloc(want, cap * sizeof *want);
+                cdsm_check(want != NULL);
+            }
+            want[np][0] = w->idx;
+            want[np++][1] = pages[j];
+        }
+    }
+    size_t at = b->len;
+    cdsm__buf_put_u32(b, 0);
+    for (size_t i = 0; i < np && budget; i++) {
+        void *blob;
+        uint32_t len;
+        if (cdsm__board_get(holder, cdsm__board_key(want[i][1], want[i][0]), &blob, &len)) continue;
+        if (len + 12 <= budget) {
+            cdsm__buf_put(b, want[i], 8);
+            cdsm__buf_put_u32(b, len);
+            cdsm__buf_put(b, blob, len);
+            budget -= len + 12;
+            count++;
+        }
+        free(blob);
+    }
+    free(want);
+    memcpy(b->p + at, &count, sizeof count);
+}
+
+/* A published release of lock l by `holder` (slot c): its clock in vc; 1 if that release
+ * is older than our last barrier (nothing to take), 2 with its records (and diffs) in b,
+ * 0 if the boards no longer hold what it needs. */
+static int read_published(uint32_t l, int holder, uint32_t c, uint32_t *vc, cdsm__buf_t *b, uint32_t *nrec)
+{
+    void *blob;
+    uint32_t len;
+    size_t n = (size_t)cdsm__w.n;
+    if (cdsm__board_get(holder, cdsm__board_slot_key(l, c), &blob, &len)) return 0;
+    int ok = len == cdsm__u32s(n + 1);
+    uint32_t epoch = 0;
+    if (ok) {
+        memcpy(&epoch, blob, 4);
+        memcpy(vc, (char *)blob + 4, cdsm__u32s(n));
+    }
+    free(blob);
+    if (!ok) return 0;
+    *nrec = 0;
+    if (epoch < cdsm__bar.epoch) return 1;
+    if (!gather_records(vc, b, nrec)) return 0;
+    gather_diffs(holder, vc, b, *nrec);
+    return 2;
+}
+
+int cdsm__lw_take(uint32_t l, int prev, cdsm__lw_taken_t *t)
+{
+    uint32_t *w = lword(prev, l, LW_OWN);
+    if (!w) return LW_TOOK_NOT;
+    uint32_t v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    int kind = LW_TOOK_NOT;
+    if (v == LW_FRESH && prev == (int)(l % (uint32_t)cdsm__w.n))
+        kind = LW_TOOK_FRESH;
+    else if (v >= LW_FREE && v < LW_PUB && v - LW_FREE < cdsm__bar.epoch)
+        kind = LW_TOOK_OLD;
+    else if (v & LW_PUB) {
+        int r = read_published(l, prev, v & ~LW_PUB, t->vc, &t->b, &t->nrec);
+        kind = r == 1 ? LW_TOOK_OLD : r == 2 ? LW_TOOK_RECORDS : LW_TOOK_NOT;
+    }
+    if (kind == LW_TOOK_NOT) return kind;
+    if (!__atomic_compare_exchange_n(w, &v, LW_TAKEN, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return LW_TOOK_NOT;
+    return kind;
+}
