@@ -367,8 +367,8 @@ static int check_id(const char *what, int id)
  * this rank does, managing it). The request's receiver is woken only if it has not taken
  * the request itself by the time we stop waiting actively: a lock program's ranks call in
  * here often (CDSM_LATE_BELL_US). With shared lock words we join the queue ourselves,
- * and take the previous tail's token where it carries nothing new (*took: 1 fresh, 2
- * released before our last barrier; then held). */
+ * and take the previous tail's token where we can (t->kind, LW_TOOK_*: then held, with
+ * what t holds still to take: took_token). */
 static int request_token(int id, uint32_t seq, cdsm__lw_taken_t *t)
 {
     int mgr = id % cdsm__w.n;
