@@ -77,6 +77,25 @@ static void snapshot_free(cdsm__ckpt_t *c)
     free(c);
 }
 
+/* The queue tails of the locks this rank manages that end elsewhere (at a checkpoint's
+ * barrier nothing is in flight: each tail holds the token). A whole-job restart puts them
+ * back; without them every queue would end at its manager, which may hold no token. */
+static int snapshot_tails(cdsm__ckpt_t *c)
+{
+    uint32_t n = 0, me = (uint32_t)cdsm__w.rank, nr = (uint32_t)cdsm__w.n;
+    for (uint32_t l = me; l < cdsm__lk.nlocks; l += nr) n += cdsm__lock_tail(l) != cdsm__w.rank;
+    c->lock_tails = malloc(((size_t)n + 1) * 2 * sizeof *c->lock_tails);
+    if (!c->lock_tails) return -1;
+    c->ntails = 0;
+    for (uint32_t l = me; l < cdsm__lk.nlocks; l += nr) {
+        int t = cdsm__lock_tail(l);
+        if (t == cdsm__w.rank) continue;
+        c->lock_tails[2 * c->ntails] = l;
+        c->lock_tails[2 * c->ntails++ + 1] = (uint32_t)t;
+    }
+    return 0;
+}
+
 /* Files older than the committed chain are no longer needed by anyone: a replay starts at
  * the last committed checkpoint, and determinants older than it are dropped by the others
  * once they learn of it. In resume mode the chain before it is kept too: a replacement
@@ -336,6 +355,7 @@ static cdsm__ckpt_t *snapshot(int full)
     c->intervals[IV_EPOCH] = cdsm__bar.epoch;
     for (int q = 0; q < n; q++) c->intervals[IV_BASES + q] = g->ivs[q].base;
     for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) c->lock_state[l] = cdsm__lock_state(l);
+    if (snapshot_tails(c)) goto nomem;
     c->log_pos[LP_SYNC] = g->sync_seq;
     c->log_pos[LP_EPOCH] = cdsm__bar.epoch;
     c->log_pos[LP_DET_LOGGED] = cdsm__st.det_logged;
@@ -664,6 +684,11 @@ int cdsm__ckpt_restore(void)
     cdsm__conv_sync(); /* (what the lost process converted after the checkpoint's barrier) */
     cdsm__bar.epoch = c->intervals[IV_EPOCH];
     for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) cdsm__lock_set_state(l, c->lock_state[l]);
+    /* A whole job restarting: each queue ends where it ended (a replacement's queues are
+     * rebuilt from what the survivors report instead). */
+    for (uint32_t i = 0; restore_is_restart && i < c->ntails; i++)
+        if (c->lock_tails[2 * i] % (uint32_t)n == (uint32_t)cdsm__w.rank)
+            cdsm__lock_set_tail(c->lock_tails[2 * i], (int)c->lock_tails[2 * i + 1]);
     cdsm__lock_words_restored();
     /* A whole job restarting: the barrier manager's view starts at the checkpoint (a
      * replacement took a later one from the log already). */

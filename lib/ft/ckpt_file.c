@@ -345,6 +345,9 @@ static int write_body(ckf_ctx_t *x, hid_t f, const cdsm__ckpt_t *c)
     if ((g = new_group(x, f, "locks")) < 0) goto out;
     d[0] = c->nlocks;
     if (put_ds(x, g, "state", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, 1, d, c->lock_state)) goto out;
+    d[0] = c->ntails;
+    d[1] = 2;
+    if (put_ds(x, g, "tails", H5T_STD_U32LE, H5T_NATIVE_UINT32, 4, 2, d, c->lock_tails)) goto out;
     H5Gclose(g);
 
     if ((g = new_group(x, f, "log")) < 0) goto out;

@@ -58,6 +58,9 @@ typedef struct cdsm__ckpt {
 
     uint32_t nlocks;
     uint8_t *lock_state;     /* [nlocks] one state byte per lock */
+    uint32_t ntails;
+    uint32_t *lock_tails;    /* [ntails * 2] (lock, rank): the locks this rank manages whose
+                              * queue ends at another rank (a whole-job restart's tails) */
     uint32_t nlog;
     uint64_t *log_pos;       /* [nlog] log positions */
     uint32_t nregions;

@@ -320,6 +320,29 @@ static int read_private(ckf_ctx_t *x, hid_t f, cdsm__ckpt_t *c)
     return rc;
 }
 
+/* /locks/tails, (lock, rank) pairs; absent in the files of older versions (no tails). */
+static int read_tails(ckf_ctx_t *x, hid_t f, cdsm__ckpt_t *c)
+{
+    c->ntails = 0;
+    hid_t g = open_group(x, f, "locks");
+    if (g < 0) return -1;
+    int rc = 0;
+    if (H5Lexists(g, "tails", H5P_DEFAULT) > 0) {
+        hsize_t d[2] = {DIM_ANY, 2};
+        void *p = NULL;
+        rc = load(x, g, "locks", "tails", H5T_NATIVE_UINT32, 4, 2, d, &p);
+        c->lock_tails = p;
+        if (!rc) rc = count32(x, d[0], &c->ntails);
+        for (uint32_t i = 0; !rc && i < c->ntails; i++)
+            if (c->lock_tails[2 * i] >= c->nlocks || c->lock_tails[2 * i + 1] >= c->nranks)
+                rc = cdsm__ckf_fail(x, CDSM_ERR_CORRUPT, "/locks/tails entry %" PRIu32 " names lock %" PRIu32
+                                    " and rank %" PRIu32 " (%" PRIu32 " locks, %" PRIu32 " ranks)", i,
+                                    c->lock_tails[2 * i], c->lock_tails[2 * i + 1], c->nlocks, c->nranks);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
 /* The whole file into c, group by group; stops at the first error (in x). */
 static int read_body(ckf_ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job, cdsm__ckpt_t *c)
 {
@@ -327,7 +350,7 @@ static int read_body(ckf_ctx_t *x, hid_t f, int expect_rank, uint64_t expect_job
     void *p;
     int rc = read_list(x, f, "locks", "state", H5T_NATIVE_UINT8, 1, &p, &c->nlocks);
     c->lock_state = p;
-    if (rc) return -1;
+    if (rc || read_tails(x, f, c)) return -1;
     rc = read_list(x, f, "log", "position", H5T_NATIVE_UINT64, 8, &p, &c->nlog);
     c->log_pos = p;
     if (rc) return -1;
@@ -344,6 +367,7 @@ void cdsm__ckpt_free(cdsm__ckpt_t *c)
     free(c->page_data);
     free(c->applied);
     free(c->lock_state);
+    free(c->lock_tails);
     free(c->log_pos);
     for (uint32_t i = 0; i < c->nregions; i++) {
         free(c->regions[i].name);

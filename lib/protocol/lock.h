@@ -92,7 +92,9 @@ typedef struct cdsm__lw_taken {
 int cdsm__lw_take(uint32_t l, int prev, cdsm__lw_taken_t *t);
 /* Lock l's state here, a cached token a node-mate took counted as gone (checkpoints). */
 uint8_t cdsm__lock_state(uint32_t l);
-/* After lock states were restored from a checkpoint: our shared lock words follow them. */
+/* The tail of the queue of lock l, which this rank manages (checkpoints). After lock
+ * states and tails were restored from a checkpoint: our shared lock words follow them. */
+int cdsm__lock_tail(uint32_t l);
 void cdsm__lock_words_restored(void);
 void cdsm__lock_set_state(uint32_t l, int state);
 void cdsm__lock_set_waiting(uint32_t l, uint32_t seq);

@@ -108,10 +108,23 @@ uint8_t cdsm__lock_state(uint32_t l)
     return lk->state;
 }
 
+int cdsm__lock_tail(uint32_t l)
+{
+    uint32_t *t = lword(cdsm__w.rank, l, LW_TAIL), v;
+    if (!t) return cdsm__lk.locks[l].tail;
+    v = __atomic_load_n(t, __ATOMIC_ACQUIRE);
+    return v ? (int)v - 1 : cdsm__w.rank;
+}
+
 void cdsm__lock_words_restored(void)
 {
-    for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(cdsm__w.rank, l, LW_OWN); l++)
-        own_word(l, cdsm__lk.locks[l].state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
+    int me = cdsm__w.rank;
+    for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(me, l, LW_OWN); l++) {
+        const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+        own_word(l, lk->state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
+        if (l % (uint32_t)cdsm__w.n == (uint32_t)me)
+            __atomic_store_n(lword(me, l, LW_TAIL), lk->tail == me ? 0 : (uint32_t)lk->tail + 1, __ATOMIC_RELEASE);
+    }
 }
 
 /* Append what the boards hold of the records between our clock and `upto` (each rank's
