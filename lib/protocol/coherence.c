@@ -412,7 +412,7 @@ static void record_interval(written_t *wr, size_t nw)
     cdsm_check(cdsm__iv_set_empty(iv, pages, ne) == 0);
     cdsm__iv_append(iv);
     int publish = cdsm__board_on();
-    if (publish && cdsm__lw_can_publish()) publish_record(iv);
+    if (cdsm__lw_can_publish()) publish_record(iv); /* (the board is on) */
     for (size_t k = 0; k < nw; k++) {
         iv->diffs[k] = wr[k].diff;
         if (!wr[k].diff) cdsm__pg(wr[k].pg)->twin_iv = idx; /* diffed when first needed */

@@ -8,16 +8,14 @@
  * replay takes its grants from the log, without this part).
  *
  * Wire (after the grant's records): u32 count, then count times: u32 interval index,
- * u32 page, u32 length, the diff. Both sides are here: cdsm__grant_put_diffs encodes,
- * cdsm__grant_take_diffs decodes and applies. */
+ * u32 page, u32 length, the diff. Both sides are here: cdsm__gd_begin/add/end encode
+ * (for cdsm__grant_put_diffs, and lockwords.c's take of a published release from the
+ * boards), cdsm__grant_take_diffs decodes and applies. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "diff.h"
 #include "proto.h"
-
-/* How many of the granter's newest intervals a grant looks at. */
-#define GRANT_INTERVALS 8
 
 int cdsm__grant_diffs_on(void)
 {
@@ -33,29 +31,46 @@ static cdsm__diffrec_t *grant_diff(cdsm__interval_t *iv, int j)
     return cdsm__own_diff_out(iv, j);
 }
 
+void cdsm__gd_begin(cdsm__buf_t *b, cdsm__gd_enc_t *e)
+{
+    e->at = b->len;
+    e->budget = (size_t)cdsm__cfg.grant_diffs;
+    e->count = 0;
+    cdsm__buf_put_u32(b, 0); /* count, patched by cdsm__gd_end */
+}
+
+int cdsm__gd_add(cdsm__buf_t *b, cdsm__gd_enc_t *e, uint32_t idx, uint32_t pg, const void *data, uint32_t len)
+{
+    if ((size_t)len + 12 > e->budget) return 0;
+    cdsm__buf_put_u32(b, idx);
+    cdsm__buf_put_u32(b, pg);
+    cdsm__buf_put_u32(b, len);
+    cdsm__buf_put(b, data, len);
+    e->budget -= (size_t)len + 12;
+    e->count++;
+    return 1;
+}
+
+void cdsm__gd_end(cdsm__buf_t *b, const cdsm__gd_enc_t *e)
+{
+    memcpy(b->p + e->at, &e->count, sizeof e->count);
+}
+
 void cdsm__grant_put_diffs(cdsm__buf_t *b, const uint32_t *to_vc, const uint32_t *vc)
 {
     int me = cdsm__w.rank;
-    size_t at = b->len, budget = (size_t)cdsm__cfg.grant_diffs;
-    uint32_t count = 0;
-    cdsm__buf_put_u32(b, 0); /* count, patched below */
+    cdsm__gd_enc_t e;
+    cdsm__gd_begin(b, &e);
     /* The last few intervals only: an acquirer far behind gets the rest at its misses. */
-    for (uint32_t idx = vc[me]; idx > to_vc[me] && idx + GRANT_INTERVALS > vc[me] && budget; idx--) {
+    for (uint32_t idx = vc[me]; idx > to_vc[me] && idx + CDSM_GRANT_INTERVALS > vc[me] && e.budget; idx--) {
         cdsm__interval_t *iv = cdsm__iv_get(me, idx);
         if (!iv || !iv->diffs) break; /* collected: the acquirer asks if it needs them */
-        for (uint32_t j = 0; j < iv->npages && budget; j++) {
+        for (uint32_t j = 0; j < iv->npages && e.budget; j++) {
             cdsm__diffrec_t *d = grant_diff(iv, (int)j);
-            if (!d || d->len + 12 > budget) continue;
-            cdsm__buf_put_u32(b, idx);
-            cdsm__buf_put_u32(b, iv->pages[j]);
-            cdsm__buf_put_u32(b, d->len);
-            cdsm__buf_put(b, d->data, d->len);
-            budget -= d->len + 12;
-            count++;
-            CDSM_STAT_ADD(grant_diffs_sent, 1);
+            if (d && cdsm__gd_add(b, &e, idx, iv->pages[j], d->data, d->len)) CDSM_STAT_ADD(grant_diffs_sent, 1);
         }
     }
-    memcpy(b->p + at, &count, sizeof count);
+    cdsm__gd_end(b, &e);
 }
 
 /* One diff of the grant, as read. */

@@ -506,12 +506,10 @@ int cdsm_lock_acquire(int id)
     }
     lk->state = CDSM_LK_WAITING;
     lk->req_seq = seq;
-    uint32_t *tvc = malloc(cdsm__u32s((size_t)cdsm__w.n));
-    cdsm_check(tvc != NULL);
-    cdsm__lw_taken_t t = {.vc = tvc};
+    cdsm__lw_taken_t t = {0};
     if (!(rc = request_token(id, seq, &t)) && t.kind) rc = took_token(id, lk, &t, eager);
     cdsm__buf_free(&t.b);
-    free(tvc);
+    free(t.vc);
     if (rc || t.kind) goto out;
 wait:
     rc = await_grant(id, lk, seq, eager);

@@ -45,6 +45,17 @@ void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
  * clock, vc: the granter's), and the acquirer's side, which applies those that bring a
  * page fully up to date (src: the granter). Caller holds mu. */
 int cdsm__grant_diffs_on(void);
+/* The diff part's one encoder (a grant's, and a published release's take from the
+ * boards): open it, add diffs while CDSM_GRANT_DIFFS bytes allow (1: added), close it.
+ * It covers the granter's CDSM_GRANT_INTERVALS newest intervals. */
+#define CDSM_GRANT_INTERVALS 8
+typedef struct cdsm__gd_enc {
+    size_t at, budget;
+    uint32_t count;
+} cdsm__gd_enc_t;
+void cdsm__gd_begin(cdsm__buf_t *b, cdsm__gd_enc_t *e);
+int cdsm__gd_add(cdsm__buf_t *b, cdsm__gd_enc_t *e, uint32_t idx, uint32_t pg, const void *data, uint32_t len);
+void cdsm__gd_end(cdsm__buf_t *b, const cdsm__gd_enc_t *e);
 void cdsm__grant_put_diffs(cdsm__buf_t *b, const uint32_t *to_vc, const uint32_t *vc);
 int cdsm__grant_take_diffs(cdsm__rd_t *r, int src);
 /* Build and send a grant of lock l to `to` for its acquire to_seq (vc: the granter's). */
@@ -81,7 +92,8 @@ int cdsm__lw_can_publish(void);
 void cdsm__lw_release(uint32_t l, int publish);
 /* After becoming the tail behind `prev`: whether we took its token, and how. With
  * RECORDS, t holds the records (t->nrec) and diff part to take as a grant's, and t->vc
- * (n entries, the caller's) the holder's clock at its release. */
+ * (n entries, malloc'd; the caller frees t->b and t->vc) the holder's clock at its
+ * release. */
 enum { LW_TOOK_NOT = 0, LW_TOOK_FRESH = 1, LW_TOOK_OLD = 2, LW_TOOK_RECORDS = 3 };
 typedef struct cdsm__lw_taken {
     int kind, prev; /* LW_TOOK_*, and from whom (the caller's) */

@@ -26,8 +26,6 @@ enum { LW_FRESH = 0, LW_BUSY = 1, LW_TAKEN = 2, LW_FREE = 3 /* + epoch */ };
 enum { LW_TAIL = 0, LW_OWN = 1 };
 /* The most records a take gathers from the boards; an acquirer further behind asks. */
 #define LW_MAX_RECORDS 64
-/* How many of the holder's newest intervals' diffs a take applies at once (a grant's). */
-#define LW_DIFF_INTERVALS 8
 
 static uint32_t releases; /* published releases so far (the slots' keys) */
 
@@ -149,15 +147,15 @@ static int gather_records(const uint32_t *upto, cdsm__buf_t *b, uint32_t *nrec)
  * of its newest records in b, those still there. */
 static void gather_diffs(int holder, const uint32_t *upto, cdsm__buf_t *b, uint32_t nrec)
 {
-    size_t budget = (size_t)cdsm__cfg.grant_diffs, np = 0, cap = 0;
-    uint32_t count = 0, (*want)[2] = NULL; /* (interval, page) */
+    size_t np = 0, cap = 0;
+    uint32_t(*want)[2] = NULL; /* (interval, page) */
     cdsm__rd_t r = {b->p, b->len, 0, 0};
     for (uint32_t k = 0; k < nrec; k++) {
         const uint32_t *vc, *pages, *empty;
         uint32_t nempty;
         const cdsm__wire_iv_t *w = cdsm__iv_take(&r, &vc, &pages, &empty, &nempty);
         if (!w) break;
-        if ((int)w->rank != holder || w->idx + LW_DIFF_INTERVALS <= upto[holder]) continue;
+        if ((int)w->rank != holder || w->idx + CDSM_GRANT_INTERVALS <= upto[holder]) continue;
         for (uint32_t j = 0; j < w->npages; j++) {
             if (np == cap) {
                 cap = cap ? 2 * cap : 64;
@@ -168,42 +166,38 @@ static void gather_diffs(int holder, const uint32_t *upto, cdsm__buf_t *b, uint3
             want[np++][1] = pages[j];
         }
     }
-    size_t at = b->len;
-    cdsm__buf_put_u32(b, 0);
-    for (size_t i = 0; i < np && budget; i++) {
+    cdsm__gd_enc_t e;
+    cdsm__gd_begin(b, &e);
+    for (size_t i = 0; i < np && e.budget; i++) {
         void *blob;
         uint32_t len;
         if (cdsm__board_get(holder, cdsm__board_key(want[i][1], want[i][0]), &blob, &len)) continue;
-        if (len + 12 <= budget) {
-            cdsm__buf_put(b, want[i], 8);
-            cdsm__buf_put_u32(b, len);
-            cdsm__buf_put(b, blob, len);
-            budget -= len + 12;
-            count++;
-        }
+        cdsm__gd_add(b, &e, want[i][0], want[i][1], blob, len);
         free(blob);
     }
     free(want);
-    memcpy(b->p + at, &count, sizeof count);
+    cdsm__gd_end(b, &e);
 }
 
 /* A published release of lock l by `holder` (slot c): its clock in vc; 1 if that release
  * is older than our last barrier (nothing to take), 2 with its records (and diffs) in b,
  * 0 if the boards no longer hold what it needs. */
-static int read_published(uint32_t l, int holder, uint32_t c, uint32_t *vc, cdsm__buf_t *b, uint32_t *nrec)
+static int read_published(uint32_t l, int holder, uint32_t c, uint32_t **vcp, cdsm__buf_t *b, uint32_t *nrec)
 {
     void *blob;
     uint32_t len;
     size_t n = (size_t)cdsm__w.n;
     if (cdsm__board_get(holder, cdsm__board_slot_key(l, c), &blob, &len)) return 0;
     int ok = len == cdsm__u32s(n + 1);
-    uint32_t epoch = 0;
+    uint32_t epoch = 0, *vc = ok ? malloc(cdsm__u32s(n)) : NULL;
     if (ok) {
+        cdsm_check(vc != NULL);
         memcpy(&epoch, blob, 4);
         memcpy(vc, (char *)blob + 4, cdsm__u32s(n));
     }
     free(blob);
     if (!ok) return 0;
+    *vcp = vc; /* (the caller frees it) */
     *nrec = 0;
     if (epoch < cdsm__bar.epoch) return 1;
     if (!gather_records(vc, b, nrec)) return 0;
@@ -222,7 +216,7 @@ int cdsm__lw_take(uint32_t l, int prev, cdsm__lw_taken_t *t)
     else if (v >= LW_FREE && v < LW_PUB && v - LW_FREE < cdsm__bar.epoch)
         kind = LW_TOOK_OLD;
     else if (v & LW_PUB) {
-        int r = read_published(l, prev, v & ~LW_PUB, t->vc, &t->b, &t->nrec);
+        int r = read_published(l, prev, v & ~LW_PUB, &t->vc, &t->b, &t->nrec);
         kind = r == 1 ? LW_TOOK_OLD : r == 2 ? LW_TOOK_RECORDS : LW_TOOK_NOT;
     }
     if (kind == LW_TOOK_NOT) return kind;

@@ -4,7 +4,7 @@
  * (the manager's word: node-mates join the queue by an atomic exchange, without asking
  * the manager) and whether the token cached here may be taken (each process's word: a
  * lock released before the taker's last barrier, or never used, moves with no message
- * and no wake-up; lock.c, "shared lock words"). Not populated: a page of words costs
+ * and no wake-up; protocol/lockwords.c). Not populated: a page of words costs
  * memory once a lock on it is used. With spares a replacement rebuilds the lock queues
  * from what the survivors report, which a token moved in shared memory would bypass:
  * off. */
