@@ -5,8 +5,9 @@
  *   init_ms        wall time of cdsm_init() (the slowest rank), from just before it
  *   mpi_barrier_us median MPI_Barrier on a duplicate of MPI_COMM_WORLD made here
  *   barrier_us     median cdsm_barrier() (empty intervals), and its 10th/90th percentiles
- *   release_bytes  bytes rank 0 (the barrier manager) sends per barrier, and
- *   arrival_bytes  bytes rank P-1 sends per barrier: what grows with the rank count
+ *   release_bytes  bytes rank 0 (the barrier manager, the tree's root) sends per barrier,
+ *   arrival_bytes  bytes rank P-1 sends per barrier: what grows with the rank count, and
+ *   busiest_bytes  bytes sent and received per barrier by the rank that moves the most
  *
  * Every rank does the same; a barrier is timed on rank 0 one at a time. Exit status 0, or
  * 2 when the library or MPI fails (the error is printed). */
@@ -77,15 +78,17 @@ int main(int argc, char **argv)
     }
     cdsm_stats_get(&s1);
     double sent = (double)(s1.bytes_sent - s0.bytes_sent) / reps, last_sent = sent;
+    double moved = (double)(s1.bytes_sent - s0.bytes_sent + s1.bytes_recv - s0.bytes_recv) / reps, busiest = moved;
     if (n > 1) {
         if (me == n - 1) MPI_Send(&sent, 1, MPI_DOUBLE, 0, 7, bc);
         if (me == 0) MPI_Recv(&last_sent, 1, MPI_DOUBLE, n - 1, 7, bc, MPI_STATUS_IGNORE);
+        MPI_Reduce(&moved, &busiest, 1, MPI_DOUBLE, MPI_MAX, 0, bc);
     }
     if (me == 0) {
         double p10 = pct(v, reps, 0.1), p50 = pct(v, reps, 0.5), p90 = pct(v, reps, 0.9);
         printf("ranks=%d init_ms=%.1f mpi_barrier_us=%.2f barrier_us=%.2f barrier_p10_us=%.2f barrier_p90_us=%.2f "
-               "release_bytes=%.0f arrival_bytes=%.0f\n",
-               n, init_max, mpi_us, p50, p10, p90, sent, last_sent);
+               "release_bytes=%.0f arrival_bytes=%.0f busiest_bytes=%.0f\n",
+               n, init_max, mpi_us, p50, p10, p90, sent, last_sent, busiest);
     }
     free(v);
     MPI_Comm_free(&bc);

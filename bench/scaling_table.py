@@ -2,8 +2,9 @@
 """Start-up and barrier time against the rank count (bench/scaling.c), on this host.
 
 For each P in --procs, runs `mpiexec -n P <build>/bench/scaling REPS MPI_REPS` with the
-library's defaults and with CDSM_SPIN_US=0 (waiters sleep at once), --reps times each,
-the two variants taking turns, and keeps the median of each column. Above 2 ranks this
+central barrier (CDSM_BARRIER_FANOUT=0), with the library's defaults (the barrier tree
+above 9 ranks) and with the tree and CDSM_SPIN_US=0 (waiters sleep at once), --reps times
+each, the variants taking turns, and keeps the median of each column. Above 2 ranks this
 2-core machine is oversubscribed: the table then shows what grows with the rank count
 (message bytes per barrier at the manager; start-up's MPI collectives) more than what a
 cluster with a core per rank would see. Prints the table; writes CSV, JSON and a PNG
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import time
 
-COLS = ["init_ms", "mpi_barrier_us", "barrier_us", "barrier_p10_us", "barrier_p90_us", "release_bytes", "arrival_bytes"]
-VARIANTS = [("default", {}), ("spin0", {"CDSM_SPIN_US": "0"})]
+COLS = ["init_ms", "mpi_barrier_us", "barrier_us", "barrier_p10_us", "barrier_p90_us", "release_bytes", "arrival_bytes",
+        "busiest_bytes"]
+VARIANTS = [("central", {"CDSM_BARRIER_FANOUT": "0"}), ("default", {}), ("spin0", {"CDSM_SPIN_US": "0"})]
 
 
 def one_run(exe, p, reps, mreps, env, timeout):
@@ -46,14 +48,17 @@ def gnuplot(rows, png):
     with open(dat, "w") as f:
         for r in rows:
             if r["variant"] == "default":
-                f.write("%d %f %f %f\n" % (r["ranks"], r["barrier_us"], r["mpi_barrier_us"], r["init_ms"]))
+                c = [x for x in rows if x["ranks"] == r["ranks"] and x["variant"] == "central"]
+                f.write("%d %f %f %f %f\n" % (r["ranks"], r["barrier_us"], r["mpi_barrier_us"], r["init_ms"],
+                                             c[0]["barrier_us"] if c else float("nan")))
     script = f"""set terminal png size 900,500
 set output '{png}'
 set logscale xy
 set xlabel 'ranks (2 cores: oversubscribed above 2)'
 set ylabel 'microseconds (barriers) / milliseconds (start-up)'
 set key top left
-plot '{dat}' using 1:2 with linespoints title 'cdsm_barrier (us)', \\
+plot '{dat}' using 1:2 with linespoints title 'cdsm_barrier, default (us)', \\
+     '{dat}' using 1:5 with linespoints title 'cdsm_barrier, central (us)', \\
      '{dat}' using 1:3 with linespoints title 'MPI_Barrier (us)', \\
      '{dat}' using 1:4 with linespoints title 'cdsm_init (ms)'
 """
@@ -94,9 +99,10 @@ def main():
                 row[c + "_spread"] = (max(vals) - min(vals)) / row[c] if row[c] else 0.0
             rows.append(row)
             print("%3d %-8s init %8.1f ms  cdsm_barrier %9.2f us (p10 %8.2f, p90 %9.2f, spread %.2f)  MPI_Barrier %11.2f us"
-                  "  manager sends %7.0f B/barrier, last rank %4.0f B" %
+                  "  rank 0 sends %7.0f B/barrier, last rank %4.0f B, busiest rank moves %7.0f B" %
                   (p, name, row["init_ms"], row["barrier_us"], row["barrier_p10_us"], row["barrier_p90_us"],
-                   row["barrier_us_spread"], row["mpi_barrier_us"], row["release_bytes"], row["arrival_bytes"]),
+                   row["barrier_us_spread"], row["mpi_barrier_us"], row["release_bytes"], row["arrival_bytes"],
+                   row["busiest_bytes"]),
                   flush=True)
     os.makedirs(a.outdir, exist_ok=True)
     base = os.path.join(a.outdir, "scaling-" + time.strftime("%Y%m%d-%H%M%S"))

@@ -76,7 +76,8 @@
     X(archive_disk_reads, "archived intervals read back from that file for a replacement") \
     X(fault_around_unused, "pages made writable ahead of a write fault that the interval did not write") \
     X(lock_takes, "acquires that took a node-mate's token released before the last barrier, in shared memory (no message)") \
-    X(lock_takes_published, "acquires that took a node-mate's published token with the records from its board (no message)")
+    X(lock_takes_published, "acquires that took a node-mate's published token with the records from its board (no message)") \
+    X(bar_forwarded, "barrier releases this rank passed on to its children in the barrier tree (CDSM_BARRIER_FANOUT)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

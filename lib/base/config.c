@@ -46,6 +46,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_BOOL, OFF(publish_releases), 0, 1, NULL},
     {"CDSM_GRANT_DIFFS", "16K", "a lock grant carries the granter's own diffs of the records it sends, newest first, up to this many bytes, and the acquirer applies those that bring a page up to date (no miss, no second request); only without CDSM_SPARES (0: never)",
      CDSM_CFG_SIZE, OFF(grant_diffs), 0, 1ull << 20, NULL},
+    {"CDSM_BARRIER_FANOUT", "8", "barriers of more than N+1 ranks, without CDSM_SPARES, run through a tree with N children per rank (arrivals combined on the way up, each subtree's release filtered on the way down) instead of every rank talking to rank 0; the final barrier and the checker's rounds stay central (0: always central)",
+     CDSM_CFG_INT, OFF(bar_fanout), 0, 1024, NULL},
     {"CDSM_PREFETCH", "32", "readahead: an access miss that continues a stream of misses (sequential or strided) also validates the stream's next pages in the same round trip, up to this many positions in all (1: off)",
      CDSM_CFG_INT, OFF(prefetch), 1, 64, NULL},
     {"CDSM_REFETCH", "1", "right after a barrier, fetch together the pages its write notices invalidated that this rank was using (missed on lately), instead of one miss at a time (0: never)",

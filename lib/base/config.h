@@ -51,6 +51,7 @@ typedef struct cdsm__config {
     uint64_t lazy_release;
     uint64_t publish_releases;
     uint64_t grant_diffs;
+    uint64_t bar_fanout;
     uint64_t spin_us;
     uint64_t skip_bells;
     uint64_t shm_diffs;

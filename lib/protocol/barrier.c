@@ -2,7 +2,14 @@
  * the manager merges them and sends each rank what it lacks. The same round trip carries
  * the garbage-collection decision, counters for cdsm_stats_reduce(), the checker's
  * agreement value and, when logging is on, every rank's last committed checkpoint
- * (through the fault-tolerance hooks). Garbage collection itself is in gc.c. */
+ * (through the fault-tolerance hooks). Garbage collection itself is in gc.c.
+ *
+ * Above CDSM_BARRIER_FANOUT + 1 ranks (and without spares) the round trip runs through a
+ * tree: each rank with children collects their arrivals and its own exactly as the
+ * manager does, sends its parent one combined arrival (its subtree's records, the
+ * element-wise minimum of their clocks, the sums), and passes the release on to each
+ * child with the records that child's subtree lacks. Rank 0, the root, decides as
+ * before; it exchanges only with its own children. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +31,9 @@ static struct manager {
     int gc_warned;         /* the archiving note is logged once */
     uint32_t bits;         /* CDSM_BAR_IN_RESUME / _WANT_CKPT of any arrival */
     uint32_t manifest;     /* epoch of the last restart manifest committed (0: none) */
-    uint8_t *arrived;      /* which ranks arrived at the barrier being collected */
+    uint8_t *arrived;      /* which slots (ranks; in the tree: self, children) arrived */
+    uint8_t *pos_have;     /* which ranks' checkpoint positions were collected */
+    size_t rows;           /* slots of vcs and arrived */
     uint8_t *gone;         /* ranks lost during finalize (FINAL barriers skip them) */
     int died;              /* a rank died during finalize (releases say so) */
     int finals;            /* FINAL barriers released */
@@ -32,32 +41,93 @@ static struct manager {
     uint32_t last_epoch;   /* epoch of the last barrier released */
 } mgr = {.kind = -1};
 
+/* ---- the tree ----------------------------------------------------------------------------- */
+
+/* The tree's shape is the job's: every rank computes the same from CDSM_BARRIER_FANOUT,
+ * the rank count and CDSM_SPARES (a replacement's recovery is built around the central
+ * manager). The final barrier (it must finish without a rank lost during finalize) and
+ * the checker's rounds (their audit parts are per rank) stay central. */
+static int tree_possible(void)
+{
+    return cdsm__cfg.bar_fanout && !cdsm__cfg.spares && (uint64_t)cdsm__w.n > cdsm__cfg.bar_fanout + 1;
+}
+
+static int tree_on(int kind)
+{
+    return tree_possible() && kind != CDSM_BAR_FINAL && kind != CDSM_BAR_AUDIT;
+}
+
+/* Rank r's children are k*r+1 .. k*r+k (those below n); its parent (r-1)/k. */
+static int tree_children(int r)
+{
+    int k = (int)cdsm__cfg.bar_fanout, first = k * r + 1;
+    if (first >= cdsm__w.n) return 0;
+    return first + k <= cdsm__w.n ? k : cdsm__w.n - first;
+}
+
+static int tree_parent(void)
+{
+    return (cdsm__w.rank - 1) / (int)cdsm__cfg.bar_fanout;
+}
+
+/* Slots of a collection: central, one per rank; in the tree, this rank (0) and its
+ * children (1..k). */
+static int slots(int tree)
+{
+    return tree ? 1 + tree_children(cdsm__w.rank) : cdsm__w.n;
+}
+
+static int slot_rank(int tree, int s)
+{
+    if (!tree) return s;
+    return s == 0 ? cdsm__w.rank : (int)cdsm__cfg.bar_fanout * cdsm__w.rank + s;
+}
+
+/* The slot of src, or -1 when src is no child of this rank. */
+static int slot_of(int tree, int src)
+{
+    if (!tree) return src;
+    if (src == cdsm__w.rank) return 0;
+    int s = src - (int)cdsm__cfg.bar_fanout * cdsm__w.rank;
+    return s >= 1 && s <= tree_children(cdsm__w.rank) ? s : -1;
+}
+
 /* ---- the messages: one encoder and one decoder each ----------------------------------- */
 
 /* An arrival, as parsed (pointers into the payload). The records and the audit's part
  * follow it in the payload. */
 typedef struct arrival {
-    uint32_t kind, bits, has_check, has_log, has_stats, nrec;
+    uint32_t kind, bits, has_check, npos, has_stats, nrec;
     uint64_t check, mem;
-    const void *cpos;
+    const uint8_t *pos; /* npos pairs: rank (u32), its last committed checkpoint */
     const uint64_t *stats;
     const uint32_t *vc;
 } arrival_t;
 
+/* The checkpoint positions: npos pairs of a rank and its position (ranks[i], pos[i]). */
+typedef struct pos_list {
+    uint32_t npos;
+    const uint32_t *ranks;
+    const cdsm__ckpt_pos_t *pos;
+} pos_list_t;
+
 static void put_arrival(cdsm__buf_t *b, uint32_t kword, int has_check, uint64_t check, uint64_t mem,
-                        const cdsm__ckpt_pos_t *cpos, const cdsm_stats_t *stats, size_t *nrec_at)
+                        const pos_list_t *pl, const void *stats, const uint32_t *vc, size_t *nrec_at)
 {
     cdsm__buf_put_u32(b, kword);
     cdsm__buf_put_u32(b, (uint32_t)has_check);
     cdsm__buf_put(b, &check, 8);
     cdsm__buf_put(b, &mem, 8);
-    cdsm__buf_put_u32(b, cpos != NULL);
-    if (cpos) cdsm__buf_put(b, cpos, sizeof *cpos);
+    cdsm__buf_put_u32(b, pl->npos);
+    for (uint32_t i = 0; i < pl->npos; i++) {
+        cdsm__buf_put_u32(b, pl->ranks[i]);
+        cdsm__buf_put(b, &pl->pos[i], sizeof pl->pos[i]);
+    }
     cdsm__buf_put_u32(b, stats != NULL);
-    if (stats) cdsm__buf_put(b, stats, sizeof *stats);
+    if (stats) cdsm__buf_put(b, stats, sizeof(cdsm_stats_t));
     cdsm__buf_put_u32(b, 0); /* nrec, patched once the records are written */
     *nrec_at = b->len - 4;
-    cdsm__buf_put(b, cdsm__g.vc, cdsm__u32s((size_t)cdsm__w.n));
+    cdsm__buf_put(b, vc, cdsm__u32s((size_t)cdsm__w.n));
 }
 
 static int take_arrival(cdsm__rd_t *r, arrival_t *a)
@@ -68,8 +138,9 @@ static int take_arrival(cdsm__rd_t *r, arrival_t *a)
     a->has_check = cdsm__rd_u32(r);
     a->check = cdsm__rd_u64(r);
     a->mem = cdsm__rd_u64(r);
-    a->has_log = cdsm__rd_u32(r);
-    a->cpos = a->has_log ? cdsm__rd_take(r, sizeof(cdsm__ckpt_pos_t)) : NULL;
+    a->npos = cdsm__rd_u32(r);
+    a->pos = a->npos <= (uint32_t)cdsm__w.n ? cdsm__rd_take(r, a->npos * (4 + sizeof(cdsm__ckpt_pos_t))) : NULL;
+    if (!a->pos && a->npos) return CDSM_ERR_PROTOCOL;
     a->has_stats = cdsm__rd_u32(r);
     a->stats = a->has_stats ? cdsm__rd_take(r, sizeof cdsm__bar.stats) : NULL;
     a->nrec = cdsm__rd_u32(r);
@@ -127,15 +198,20 @@ int cdsm__barrier_init(void)
     size_t n = (size_t)cdsm__w.n;
     b->vc_bar = calloc(n, sizeof *b->vc_bar);
     if (!b->vc_bar) return cdsm__error(CDSM_ERR_NOMEM, "barrier state");
-    if (cdsm__w.rank != MANAGER) return CDSM_OK;
-    b->vcs = calloc(n * n, sizeof *b->vcs);
+    int inner = tree_possible() && tree_children(cdsm__w.rank);
+    if (cdsm__w.rank != MANAGER && !inner) return CDSM_OK;
+    /* The manager keeps a row per rank; an inner node of the tree per slot. */
+    size_t rows = cdsm__w.rank == MANAGER ? n : (size_t)slots(1);
+    b->vcs = calloc(rows * n, sizeof *b->vcs);
     b->recs = calloc(n, sizeof *b->recs);
     b->maxidx = calloc(n, sizeof *b->maxidx);
     mgr.pos = calloc(n, sizeof *mgr.pos);
-    mgr.arrived = calloc(n, 1);
+    mgr.pos_have = calloc(n, 1);
+    mgr.arrived = calloc(rows, 1);
+    mgr.rows = rows;
     mgr.gone = calloc(n, 1);
     mgr.last = calloc(n, sizeof *mgr.last);
-    if (!b->vcs || !b->recs || !b->maxidx || !mgr.pos || !mgr.arrived || !mgr.last || !mgr.gone)
+    if (!b->vcs || !b->recs || !b->maxidx || !mgr.pos || !mgr.pos_have || !mgr.arrived || !mgr.last || !mgr.gone)
         return cdsm__error(CDSM_ERR_NOMEM, "barrier manager state");
     return CDSM_OK;
 }
@@ -152,6 +228,7 @@ void cdsm__barrier_fini(void)
     free(mgr.pos);
     free(mgr.last);
     free(mgr.arrived);
+    free(mgr.pos_have);
     free(mgr.gone);
     memset(b, 0, sizeof *b);
     memset(&mgr, 0, sizeof mgr);
@@ -184,7 +261,7 @@ static uint32_t release_flags(void)
     return flags;
 }
 
-/* The collected records rank `have` lacks (its arrival's vector clock). */
+/* The collected records rank `have` lacks (its arrival's vector clock; NULL: all). */
 static uint32_t put_lacking(cdsm__buf_t *b, const uint32_t *have)
 {
     uint32_t nrec = 0;
@@ -194,7 +271,7 @@ static uint32_t put_lacking(cdsm__buf_t *b, const uint32_t *have)
             cdsm__wire_iv_t w;
             memcpy(&w, p, sizeof w);
             size_t sz = cdsm__iv_wire_size(p);
-            if (w.idx > have[q]) {
+            if (!have || w.idx > have[q]) {
                 cdsm__buf_put(b, p, sz);
                 nrec++;
             }
@@ -218,7 +295,8 @@ static void send_release(int r, uint32_t epoch, cdsm__buf_t *b)
 static void reset_collection(void)
 {
     cdsm__barrier_t *b = &cdsm__bar;
-    memset(mgr.arrived, 0, (size_t)cdsm__w.n);
+    memset(mgr.arrived, 0, mgr.rows);
+    memset(mgr.pos_have, 0, (size_t)cdsm__w.n);
     for (int q = 0; q < cdsm__w.n; q++) b->recs[q].len = 0;
     b->arrived = 0;
     b->mem_max = 0;
@@ -240,22 +318,25 @@ static void release_all(void)
     }
     rl.pos = mgr.has_log ? mgr.pos : NULL;
     rl.stats = mgr.has_stats ? cdsm__bar.stats : NULL;
-    for (int r = 0; r < n; r++) {
+    int tree = tree_on(mgr.kind);
+    for (int s = 0; s < slots(tree); s++) { /* (in the tree, a child's row is its subtree's minimum) */
         cdsm__buf_t b = {0};
         size_t nrec_at;
         put_release(&b, &rl, &nrec_at);
-        uint32_t nrec = put_lacking(&b, &cdsm__bar.vcs[(size_t)r * (size_t)n]);
+        uint32_t nrec = put_lacking(&b, &cdsm__bar.vcs[(size_t)s * (size_t)n]);
         memcpy(b.p + nrec_at, &nrec, sizeof nrec);
-        send_release(r, mgr.epoch, &b);
+        send_release(slot_rank(tree, s), mgr.epoch, &b);
     }
     if (mgr.kind == CDSM_BAR_FINAL) mgr.finals++;
     reset_collection();
 }
 
-/* Manager: every rank arrived (at a FINAL barrier, ranks lost during finalize need not). */
+/* Manager: every rank arrived (at a FINAL barrier, ranks lost during finalize need not);
+ * in the tree, this rank and its children. */
 static int collected(void)
 {
     if (!cdsm__bar.arrived) return 0;
+    if (tree_on(mgr.kind)) return cdsm__bar.arrived == slots(1);
     int k = 0;
     for (int q = 0; q < cdsm__w.n; q++) k += mgr.arrived[q] || (mgr.gone[q] && mgr.kind == CDSM_BAR_FINAL);
     return k == cdsm__w.n;
@@ -298,16 +379,22 @@ uint32_t cdsm__bar_released(void)
     return cdsm__w.rank == MANAGER ? mgr.last_epoch : 0;
 }
 
-/* Merge an arrival's head into the collection. */
-static void collect_head(int src, const arrival_t *a)
+/* Merge an arrival's head into the collection (slot: its row). */
+static int collect_head(int slot, const arrival_t *a)
 {
     cdsm__barrier_t *b = &cdsm__bar;
-    memcpy(&b->vcs[(size_t)src * (size_t)cdsm__w.n], a->vc, cdsm__u32s((size_t)cdsm__w.n));
+    memcpy(&b->vcs[(size_t)slot * (size_t)cdsm__w.n], a->vc, cdsm__u32s((size_t)cdsm__w.n));
     mgr.bits |= a->bits;
+    if (a->bits & CDSM_BAR_SUB_MISMATCH) b->mismatch = 1;
     if (a->mem > b->mem_max) b->mem_max = a->mem;
-    if (a->cpos) {
+    for (uint32_t i = 0; i < a->npos; i++) {
+        uint32_t q;
+        const uint8_t *e = a->pos + i * (4 + sizeof(cdsm__ckpt_pos_t));
+        memcpy(&q, e, 4);
+        if (q >= (uint32_t)cdsm__w.n) return CDSM_ERR_PROTOCOL;
+        memcpy(&mgr.pos[q], e + 4, sizeof *mgr.pos);
+        mgr.pos_have[q] = 1;
         mgr.has_log = 1;
-        memcpy(&mgr.pos[src], a->cpos, sizeof *mgr.pos);
     }
     if (a->stats) {
         mgr.has_stats = 1;
@@ -319,9 +406,10 @@ static void collect_head(int src, const arrival_t *a)
     }
     if (a->has_check) {
         if (b->check_set && b->check != a->check) b->mismatch = 1;
-        b->check = a->check;
+        if (!b->check_set || slot == 0) b->check = a->check; /* (a subtree passes on its root's) */
         b->check_set = 1;
     }
+    return CDSM_OK;
 }
 
 /* Keep the arrival's records the manager lacks, in order. */
@@ -342,6 +430,40 @@ static int collect_records(cdsm__rd_t *r, uint32_t nrec)
     return CDSM_OK;
 }
 
+/* An inner node of the tree: its subtree arrived; send the parent one arrival for all of
+ * it. The rows of the collection stay until the release (they filter it for each child). */
+static void send_up(void)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    int n = cdsm__w.n;
+    uint32_t *minvc = malloc(cdsm__u32s((size_t)n) + (size_t)n * 4), *ranks = minvc + n;
+    cdsm__ckpt_pos_t *pos = malloc((size_t)n * sizeof *pos);
+    cdsm_check(minvc && pos); /* a few KiB: the barrier cannot go on without them */
+    /* What the subtree lacks starts where its least informed rank stands. */
+    memcpy(minvc, b->vcs, cdsm__u32s((size_t)n));
+    for (size_t s = 1; s < mgr.rows; s++)
+        for (int q = 0; q < n; q++)
+            if (b->vcs[s * (size_t)n + (size_t)q] < minvc[q]) minvc[q] = b->vcs[s * (size_t)n + (size_t)q];
+    pos_list_t pl = {0, ranks, pos};
+    for (int q = 0; q < n; q++)
+        if (mgr.pos_have[q]) {
+            ranks[pl.npos] = (uint32_t)q;
+            pos[pl.npos++] = mgr.pos[q];
+        }
+    uint32_t kword = (uint32_t)mgr.kind | mgr.bits | (b->mismatch ? CDSM_BAR_SUB_MISMATCH : 0u);
+    cdsm__buf_t m = {0};
+    size_t nrec_at;
+    put_arrival(&m, kword, b->check_set, b->check, b->mem_max, &pl, mgr.has_stats ? b->stats : NULL, minvc, &nrec_at);
+    uint32_t nrec = put_lacking(&m, NULL);
+    memcpy(m.p + nrec_at, &nrec, sizeof nrec);
+    cdsm__buf_put_u32(&m, 0); /* no audit part: the checker's rounds are central */
+    cdsm__tp_send(tree_parent(), CDSM_MSG_BAR_ARRIVE, mgr.epoch, m.p, m.len, NULL, 0);
+    cdsm__buf_free(&m);
+    free(minvc);
+    free(pos);
+    reset_collection();
+}
+
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
 {
     /* A replacement manager keeps arrivals until its replay has passed their barrier: a
@@ -349,7 +471,9 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
      * only (cdsm__bar_release_replayed). */
     if (cdsm__ft.defer(h, r)) return;
     arrival_t a;
-    if (take_arrival(r, &a) || cdsm__w.rank != MANAGER) goto bad;
+    if (take_arrival(r, &a) || !mgr.arrived) goto bad;
+    int tree = tree_on((int)a.kind), slot = slot_of(tree, (int)h->src);
+    if (slot < 0 || (!tree && cdsm__w.rank != MANAGER)) goto bad;
     if (h->tag == mgr.last_epoch && mgr.last_epoch) {
         /* A replacement arrives again at a barrier released while its process died. */
         cdsm__tp_send(h->src, CDSM_MSG_BAR_RELEASE, h->tag, mgr.last[h->src].p, mgr.last[h->src].len, NULL, 0);
@@ -366,16 +490,19 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
                   h->src, (unsigned long long)h->tag, a.kind, mgr.epoch, mgr.kind);
         cdsm_check(!"mismatched collective calls");
     }
-    collect_head(h->src, &a);
-    if (collect_records(r, a.nrec)) goto bad;
+    if (collect_head(slot, &a) || collect_records(r, a.nrec)) goto bad;
     uint32_t nhash = cdsm__rd_u32(r);
     if (r->bad || (a.kind == CDSM_BAR_AUDIT && cdsm__audit_collect(h->src, r, nhash))) goto bad;
-    if (a.kind == CDSM_BAR_AUDIT && a.has_log && cdsm__ft.audit_collect(h->src, r)) goto bad;
-    if (!mgr.arrived[h->src]) { /* a replacement may arrive again where its process had */
-        mgr.arrived[h->src] = 1;
+    if (a.kind == CDSM_BAR_AUDIT && a.npos && cdsm__ft.audit_collect(h->src, r)) goto bad;
+    if (!mgr.arrived[slot]) { /* a replacement may arrive again where its process had */
+        mgr.arrived[slot] = 1;
         ++cdsm__bar.arrived;
     }
-    if (collected()) release_all();
+    if (!collected()) return;
+    if (tree && cdsm__w.rank != MANAGER)
+        send_up();
+    else
+        release_all();
     return;
 bad:
     cdsm__log(CDSM_LOG_ERROR, "malformed barrier arrival from rank %u", h->src);
@@ -395,9 +522,11 @@ static int arrive(int kind, uint32_t epoch, uint64_t check, const cdsm_stats_t *
     /* Piggyback: this rank's last committed checkpoint, so that the others can drop the
      * determinants its replay can no longer need. */
     cdsm__ckpt_pos_t cp = has_log ? cdsm__ft.ckpt_committed() : (cdsm__ckpt_pos_t){0, 0};
-    if (has_log) CDSM_STAT_ADD(piggyback_bytes, 4 + sizeof cp);
+    if (has_log) CDSM_STAT_ADD(piggyback_bytes, 8 + sizeof cp);
+    uint32_t me = (uint32_t)cdsm__w.rank;
+    pos_list_t pl = {has_log ? 1u : 0u, &me, &cp};
     size_t nrec_at;
-    put_arrival(&b, kword, has_check, check, mem, has_log ? &cp : NULL, stats, &nrec_at);
+    put_arrival(&b, kword, has_check, check, mem, &pl, stats, cdsm__g.vc, &nrec_at);
     /* Everything up to the previous barrier is known to the manager already. */
     uint32_t nrec = cdsm__iv_serialize_newer(&b, cdsm__bar.vc_bar);
     memcpy(b.p + nrec_at, &nrec, sizeof nrec);
@@ -407,9 +536,46 @@ static int arrive(int kind, uint32_t epoch, uint64_t check, const cdsm_stats_t *
     if (kind == CDSM_BAR_AUDIT) cdsm__audit_hashes(&b, &nhash);
     memcpy(b.p + nhash_at, &nhash, sizeof nhash);
     if (kind == CDSM_BAR_AUDIT && has_log) cdsm__ft.audit_put(&b);
-    int rc = cdsm__tp_send(MANAGER, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
+    /* In the tree a rank with children collects its own arrival with theirs. */
+    int to = MANAGER;
+    if (tree_on(kind) && cdsm__w.rank != MANAGER)
+        to = tree_children(cdsm__w.rank) ? cdsm__w.rank : tree_parent();
+    int rc = cdsm__tp_send(to, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
+}
+
+/* An inner node of the tree, its release come: pass it on to each child with the records
+ * that child's subtree lacks (its row of the collection), and put in *own the records
+ * this rank lacks (*nown of them). rd stands at the release's records. Caller holds mu. */
+static int forward_release(uint32_t epoch, const release_t *rl, cdsm__rd_t *rd, cdsm__buf_t *own, uint32_t *nown)
+{
+    cdsm__barrier_t *b = &cdsm__bar;
+    int n = cdsm__w.n;
+    for (int q = 0; q < n; q++) b->recs[q].len = 0;
+    for (uint32_t k = 0; k < rl->nrec; k++) { /* (in order of rank, then index, as sent) */
+        const uint8_t *p = rd->p + rd->pos;
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(rd, &vc, &pages, &empty, &nempty);
+        if (!w || w->rank >= (uint32_t)n) return CDSM_ERR_PROTOCOL;
+        cdsm__buf_put(&b->recs[w->rank], p, (size_t)(rd->p + rd->pos - p));
+    }
+    /* The subtree's next arrivals bring records newer than this release's clock. */
+    memcpy(b->maxidx, rl->gvc, cdsm__u32s((size_t)n));
+    for (size_t s = 1; s < mgr.rows; s++) {
+        cdsm__buf_t m = {0};
+        size_t nrec_at;
+        put_release(&m, rl, &nrec_at);
+        uint32_t nrec = put_lacking(&m, &b->vcs[s * (size_t)n]);
+        memcpy(m.p + nrec_at, &nrec, sizeof nrec);
+        cdsm__tp_send(slot_rank(1, (int)s), CDSM_MSG_BAR_RELEASE, epoch, m.p, m.len, NULL, 0);
+        cdsm__buf_free(&m);
+        CDSM_STAT_ADD(bar_forwarded, 1);
+    }
+    *nown = put_lacking(own, b->vcs);
+    for (int q = 0; q < n; q++) b->recs[q].len = 0;
+    return CDSM_OK;
 }
 
 /* Take the release of barrier `epoch`: its records, clock, flags, positions and sums.
@@ -419,13 +585,22 @@ static int take_release_msg(int kind, uint32_t epoch, cdsm_stats_t *sum, uint32_
     int n = cdsm__w.n, rc;
     cdsm__reply_t *rep = cdsm__wait_reply(CDSM_MSG_BAR_RELEASE, epoch);
     if (!rep) return cdsm__error(CDSM_ERR_PEER_LOST, "barrier %u: rank %d was lost", epoch, cdsm__lost());
-    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0}, *recs = &rd;
     release_t rl;
     rc = take_release(&rd, &rl);
+    cdsm__buf_t own = {0};
+    cdsm__rd_t ord = {0};
+    uint32_t nrec = rl.nrec;
+    if (!rc && tree_on(kind) && cdsm__w.rank != MANAGER && tree_children(cdsm__w.rank)) {
+        rc = forward_release(epoch, &rl, &rd, &own, &nrec);
+        ord = (cdsm__rd_t){own.p, own.len, 0, 0};
+        recs = &ord;
+    }
     cdsm__refetch_collect(1);
-    if (!rc) rc = cdsm__iv_incorporate(&rd, rl.nrec);
+    if (!rc) rc = cdsm__iv_incorporate(recs, nrec);
     cdsm__refetch_collect(0);
-    if (!rc && rd.bad) rc = CDSM_ERR_PROTOCOL;
+    if (!rc && (rd.bad || ord.bad)) rc = CDSM_ERR_PROTOCOL;
+    cdsm__buf_free(&own);
     if (rc) {
         cdsm__reply_free(rep);
         return cdsm__error(rc, "barrier %u: malformed release", epoch);
@@ -560,7 +735,7 @@ void cdsm__bar_release_replayed(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *a
 
 void cdsm__barrier_adopt(const uint32_t *vc)
 {
-    if (cdsm__w.rank != MANAGER) return;
+    if (!cdsm__bar.maxidx) return; /* (the manager, and inner nodes of the tree) */
     memcpy(cdsm__bar.maxidx, vc, cdsm__u32s((size_t)cdsm__w.n));
     mgr.last_epoch = 0; /* its releases were lost with the process */
 }

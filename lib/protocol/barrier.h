@@ -1,4 +1,4 @@
-/* Barriers through a manager (rank 0), and garbage collection at barriers (internal,
+/* Barriers through a manager (rank 0) or a tree rooted there, and garbage collection at barriers (internal,
  * protocol). */
 #ifndef CDSM_BARRIER_H
 #define CDSM_BARRIER_H
@@ -35,8 +35,9 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
 void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 /* Called right after a barrier release that asked for it; takes mu itself. */
 int cdsm__gc(void);
-/* A replacement of the barrier manager takes the manager's view as of the last logged
- * barrier (its global vector clock). Caller holds mu. */
+/* A replacement of the barrier manager, or every collecting rank of a whole job restarting,
+ * takes the manager's view as of the last logged barrier or the checkpoint (its global
+ * vector clock). Caller holds mu. */
 void cdsm__barrier_adopt(const uint32_t *vc);
 /* Replacement manager, its replay past logged barrier epoch: release one survivor whose
  * arrival there waited (its release was lost with the manager). arg: the logged flags

@@ -60,8 +60,9 @@ enum { CDSM_BAR_GC = 1, CDSM_BAR_MISMATCH = 2, CDSM_BAR_DETLOST = 4, CDSM_BAR_DI
 /* Barrier kinds in an arrival. */
 enum { CDSM_BAR_PLAIN = 0, CDSM_BAR_GC_DONE = 1, CDSM_BAR_FINAL = 2, CDSM_BAR_AUDIT = 3, CDSM_BAR_RESUME = 4 };
 /* Bits above the kind in an arrival's kind word: the rank is in resume mode; its
- * checkpoint policy wants a checkpoint at this resume point. */
-enum { CDSM_BAR_KIND_MASK = 0xff, CDSM_BAR_IN_RESUME = 0x100, CDSM_BAR_WANT_CKPT = 0x200 };
+ * checkpoint policy wants a checkpoint at this resume point; (a subtree's combined
+ * arrival in the barrier tree) the check values of its ranks differ. */
+enum { CDSM_BAR_KIND_MASK = 0xff, CDSM_BAR_IN_RESUME = 0x100, CDSM_BAR_WANT_CKPT = 0x200, CDSM_BAR_SUB_MISMATCH = 0x400 };
 
 #ifdef __cplusplus
 }
