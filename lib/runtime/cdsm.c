@@ -100,6 +100,30 @@ static void agree_job_id(void)
     g->job_id = id;
 }
 
+/* Settings that shape the heap, the lock table and the protocol's rounds must be the same
+ * in every process (a job started with different environments per node): each compares
+ * its own with rank 0's and names the first that differs. */
+static int agree_settings(void)
+{
+    static const struct {
+        const char *name;
+        const uint64_t *v;
+    } shape[] = {{"CDSM_PAGE_SIZE", &cdsm__cfg.page_size}, {"CDSM_HEAP_SIZE", &cdsm__cfg.heap_size},
+                 {"CDSM_HEAP_ADDR", &cdsm__cfg.heap_addr}, {"CDSM_LOCKS", &cdsm__cfg.locks},
+                 {"CDSM_BARRIER_FANOUT", &cdsm__cfg.bar_fanout}, {"CDSM_SPARES", &cdsm__cfg.spares},
+                 {"CDSM_LOGGING", &cdsm__cfg.logging}};
+    enum { N = sizeof shape / sizeof shape[0] };
+    uint64_t mine[N], root[N];
+    for (int i = 0; i < N; i++) mine[i] = root[i] = *shape[i].v;
+    MPI_Bcast(root, N, MPI_UINT64_T, 0, cdsm__w.comm);
+    for (int i = 0; i < N; i++)
+        if (mine[i] != root[i])
+            return cdsm__error(CDSM_ERR_CONFIG, "%s is %llu in this process and %llu in rank 0's: every process of "
+                               "the job must run with the same value", shape[i].name,
+                               (unsigned long long)mine[i], (unsigned long long)root[i]);
+    return CDSM_OK;
+}
+
 static int init_state(void);
 static int mpi_left_behind; /* an MPI_Finalize that never returned: no second cdsm_init */
 
@@ -223,7 +247,8 @@ int cdsm_init(int *argc, char ***argv)
     if ((rc = init_mpi(argc, argv))) goto fail_mpi;
     agree_job_id();
     if (cdsm__w.rank >= 0) cdsm__inject_arm(cdsm__w.rank);
-    rc = cdsm__w.rank >= 0 ? init_state() : CDSM_OK; /* a spare's state is made when it takes over */
+    rc = agree_settings();
+    if (!rc && cdsm__w.rank >= 0) rc = init_state(); /* a spare's state is made when it takes over */
     /* Start-up is the one place for collectives: all ranks fail together or none. */
     int all = rc;
     MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, cdsm__w.comm);
