@@ -35,4 +35,12 @@ static inline struct timespec cdsm__deadline_ms(uint64_t ms)
     return dl;
 }
 
+/* A CLOCK_MONOTONIC instant (from cdsm__mono_ns) as a timespec: a pthread_cond_clockwait
+ * deadline on the same clock as the timeout it ends. */
+static inline struct timespec cdsm__mono_ts(uint64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    return ts;
+}
+
 #endif

@@ -56,11 +56,12 @@ int cdsm__bell_goodbye(uint64_t ms, int *missing, int *first)
     for (int p = 0; p < cdsm__w.wn; p++)
         if (p != cdsm__w.wrank && bl->bell[p] >= 0) bl->stream ? cdsm__sock_bye(p) : say_bye(p, deadline);
     if (bl->stream) cdsm__bell_kick(); /* (the service thread pushes what the sockets did not take) */
-    struct timespec dl = cdsm__deadline_ms(ms);
+    /* One deadline on one clock for the sends and the wait: ms in all. */
+    struct timespec dl = cdsm__mono_ts(deadline);
     pthread_mutex_lock(&bl->rx_mu);
     int rc = 0, died;
     while ((died = count_unsaid(missing, first)), *missing && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&bl->bye_cv, &bl->rx_mu, &dl);
+        rc = pthread_cond_clockwait(&bl->bye_cv, &bl->rx_mu, CLOCK_MONOTONIC, &dl);
     pthread_mutex_unlock(&bl->rx_mu);
     return died;
 }
