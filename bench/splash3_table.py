@@ -10,7 +10,8 @@ recommended input at every P (pthreads with P threads, cdsm under mpiexec -n P; 
 that reads stdin opens its file in every process, `mpiexec -n P sh -c 'exec ./X < file'`), and
 prints a table: builds / runs / answer equal / time ratio. Answers are compared on the
 program's output with its timing lines removed: "equal", "DIFFERS", "n/a" (the program
-prints no answer line) or "varies" (two pthreads runs already print different answers).
+prints no answer line) or "varies" (cdsm's answer is none of up to 4 pthreads runs', which
+already differ among themselves).
 Writes CSV."""
 import argparse
 import csv
@@ -155,6 +156,25 @@ def run(codes, folder, cmd, procs, cdsm, timeout, name=""):
     return ("ok" if r.returncode == 0 else f"exit {r.returncode}"), dt, "\n".join(out), roi_seconds(r.stderr, cdsm)
 
 
+def answer_verdict(res, pthreads_again):
+    """equal: cdsm printed the answer of a pthreads run; varies: it did not, and pthreads
+    runs print different answers from run to run (RADIOSITY's refinement order: up to 4
+    pthreads runs are tried before calling a difference); DIFFERS; n/a: no answer lines."""
+    pt, cd = res["pthreads"], res["cdsm"]
+    if pt[0] == "ok" and not pt[2]:
+        return "n/a"
+    if pt[0] != "ok" or cd[0] != "ok":
+        return "DIFFERS"
+    seen = {pt[2]}
+    for _ in range(3):
+        if cd[2] in seen:
+            return "equal"
+        again = pthreads_again()
+        if again[0] == "ok":
+            seen.add(again[2])
+    return "equal" if cd[2] in seen else "varies" if len(seen) > 1 else "DIFFERS"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--splash3", default=os.environ.get("SPLASH3_DIR"), help="Splash-3 tree (holds codes/)")
@@ -186,13 +206,8 @@ def main():
         for p in procs:
             res = {k: run(trees[k], folder, cmd, p, k == "cdsm", a.timeout, name) if built[k][0] else ("no build", 0, "", None)
                    for k in trees}
-            # A second pthreads run: a program whose answer lines differ from run to run
-            # under pthreads too (RADIOSITY's refinement order) cannot be compared exactly.
-            again = run(trees["pthreads"], folder, cmd, p, False, a.timeout, name) if built["pthreads"][0] else res["pthreads"]
-            same = res["pthreads"][0] == "ok" and res["cdsm"][0] == "ok" and res["pthreads"][2] == res["cdsm"][2]
-            verdict = ("n/a" if res["pthreads"][0] == "ok" and not res["pthreads"][2] else
-                       "varies" if res["cdsm"][0] == "ok" and again[0] == "ok" and again[2] != res["pthreads"][2] else
-                       "equal" if same else "DIFFERS")
+            verdict = answer_verdict(res, lambda: run(trees["pthreads"], folder, cmd, p, False, a.timeout, name)
+                                     if built["pthreads"][0] else res["pthreads"])
             ratio = res["cdsm"][1] / res["pthreads"][1] if res["pthreads"][1] and res["cdsm"][0] == "ok" else None
             proi, croi = res["pthreads"][3], res["cdsm"][3]
             roi_ratio = croi / proi if proi and croi and res["cdsm"][0] == "ok" else None
