@@ -469,16 +469,15 @@ static int bell_init(void)
                            (unsigned long long)cdsm__cfg.heartbeat_ms);
     for (int p = 0; p < cdsm__w.wn; p++) bl->bell[p] = -1;
     int rc = cdsm__bell_mesh();
-    /* Every rank must agree before anyone relies on the mesh. */
-    int all = rc;
-    MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, cdsm__w.comm);
-    if (all) {
+    /* Every rank must agree before anyone relies on the mesh, and on the provider (one
+     * reduction for both). */
+    int mine[3] = {rc, bl->stream, -bl->stream}, agreed[3];
+    MPI_Allreduce(mine, agreed, 3, MPI_INT, MPI_MIN, cdsm__w.comm);
+    if (agreed[0]) {
         if (!rc) rc = cdsm__error(CDSM_ERR_NET, "another rank could not set up its doorbells");
         return rc;
     }
-    int mode[2] = {bl->stream, -bl->stream}, agreed[2];
-    MPI_Allreduce(mode, agreed, 2, MPI_INT, MPI_MIN, cdsm__w.comm);
-    if (agreed[0] != -agreed[1])
+    if (agreed[1] != -agreed[2])
         return cdsm__error(CDSM_ERR_CONFIG, "CDSM_TRANSPORT differs between the job's processes (this one: %s)",
                            bl->stream ? "socket" : "mpi");
     if (pipe2(bl->stop_pipe, O_CLOEXEC)) return cdsm__error(CDSM_ERR_NET, "pipe: %s", strerror(errno));

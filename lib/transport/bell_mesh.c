@@ -38,8 +38,9 @@ static uint8_t job_secret[16];
 
 typedef struct peer_info {
     char host[64];
-    uint32_t port; /* TCP listener, for ranks on other hosts */
-    uint32_t pid;  /* names the abstract Unix listener, for ranks on this host */
+    uint32_t port;      /* TCP listener, for ranks on other hosts */
+    uint32_t pid;       /* names the abstract Unix listener, for ranks on this host */
+    uint8_t secret[16]; /* (world rank 0's: the job's) */
 } peer_info_t;
 
 static int set_sock_opts(int fd)
@@ -109,13 +110,12 @@ fail:;
     return cdsm__error(CDSM_ERR_NET, "connecting to rank %d at %s: %s", peer_rank, where, strerror(e));
 }
 
-/* Rank 0 draws the job's secret; every process learns it over MPI (start-up). */
-static int agree_secret(void)
+/* Rank 0 draws the job's secret; every process learns it over MPI with the addresses
+ * (start-up: one collective for both). */
+static int draw_secret(peer_info_t *me)
 {
-    if (cdsm__w.wrank == 0 && getrandom(job_secret, sizeof job_secret, 0) != (ssize_t)sizeof job_secret)
+    if (cdsm__w.wrank == 0 && getrandom(me->secret, sizeof me->secret, 0) != (ssize_t)sizeof me->secret)
         return cdsm__error(CDSM_ERR_NET, "drawing the job's doorbell secret: %s", strerror(errno));
-    if (MPI_Bcast(job_secret, sizeof job_secret, MPI_BYTE, 0, cdsm__w.comm) != MPI_SUCCESS)
-        return cdsm__error(CDSM_ERR_MPI, "sharing the job's doorbell secret");
     return CDSM_OK;
 }
 
@@ -195,13 +195,14 @@ int cdsm__bell_mesh(void)
         rc = cdsm__error(CDSM_ERR_NET, "bind/listen: %s", strerror(errno));
         goto out;
     }
-    if ((rc = agree_secret())) goto out;
+    if ((rc = draw_secret(&me))) goto out;
     gethostname(me.host, sizeof me.host - 1);
     me.port = ntohs(sa.sin_port);
     if (MPI_Allgather(&me, sizeof me, MPI_BYTE, all, sizeof me, MPI_BYTE, cdsm__w.comm) != MPI_SUCCESS) {
-        rc = cdsm__error(CDSM_ERR_MPI, "exchanging doorbell addresses");
+        rc = cdsm__error(CDSM_ERR_MPI, "exchanging doorbell addresses and the job's secret");
         goto out;
     }
+    memcpy(job_secret, all[0].secret, sizeof job_secret);
     for (int p = 0; p < cdsm__w.wn; p++) bl->peer_pid[p] = p != cdsm__w.wrank && !strcmp(me.host, all[p].host) ? (pid_t)all[p].pid : 0;
     for (int p = 0; p < cdsm__w.wrank && !rc; p++) rc = connect_to(&me, &all[p], p);
     /* Higher ranks connect to us, each on the listener for its host. */

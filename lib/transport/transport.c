@@ -256,6 +256,19 @@ void cdsm__tp_peer_info(int w, uint64_t *heard_ns, int *pid, int *open)
     ops->peer_info(w, heard_ns, pid, open);
 }
 
+void cdsm__tp_node_index(int *idx, int *count)
+{
+    *idx = 0;
+    *count = 1;
+    for (int w = 0; w < cdsm__w.wn; w++) {
+        uint64_t heard;
+        int pid = 0, open;
+        if (w != cdsm__w.wrank) ops->peer_info(w, &heard, &pid, &open);
+        *count += pid != 0;
+        *idx += pid != 0 && w < cdsm__w.wrank;
+    }
+}
+
 void cdsm__tp_cut(int w)
 {
     ops->cut(w);

@@ -199,6 +199,9 @@ void cdsm__tp_resend_clear(void);
 void cdsm__tp_resend_moved(void);
 /* Liveness facts and fencing (see cdsm__tp_ops_t). */
 void cdsm__tp_peer_info(int w, uint64_t *heard_ns, int *pid, int *open);
+/* This process's index among the job's processes on its host, and their count (spares
+ * included), from the mesh's exchange of host names: no collective of its own. */
+void cdsm__tp_node_index(int *idx, int *count);
 void cdsm__tp_cut(int w);
 pthread_t cdsm__tp_service_thread(void);
 
