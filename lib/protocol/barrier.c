@@ -46,7 +46,10 @@ static struct manager {
 /* The tree's shape is the job's: every rank computes the same from CDSM_BARRIER_FANOUT,
  * the rank count and CDSM_SPARES (a replacement's recovery is built around the central
  * manager). The final barrier (it must finish without a rank lost during finalize) and
- * the checker's rounds (their audit parts are per rank) stay central. */
+ * the checker's rounds (their audit parts are per rank) stay central. An inner rank's
+ * view of what its subtree's next arrivals start after is the clock of the last release
+ * it passed on: a central round never follows a tree barrier with intervals in between
+ * (the checker's comes right after the barrier it checks, the final one is last). */
 static int tree_possible(void)
 {
     return cdsm__cfg.bar_fanout && !cdsm__cfg.spares && (uint64_t)cdsm__w.n > cdsm__cfg.bar_fanout + 1;
