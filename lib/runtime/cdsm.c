@@ -254,7 +254,7 @@ int cdsm_init(int *argc, char ***argv)
     int all = rc;
     MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, cdsm__w.comm);
     if (all) {
-        if (!rc) rc = cdsm__error(all, "another rank failed to initialise (%s)", cdsm_status_name(all));
+        if (!rc) rc = cdsm__error(all, "another rank failed to initialise");
         goto fail_state;
     }
     if ((rc = cdsm__tp_init())) goto fail_state;
