@@ -10,7 +10,7 @@ recommended input at every P (pthreads with P threads, cdsm under mpiexec -n P; 
 that reads stdin opens its file in every process, `mpiexec -n P sh -c 'exec ./X < file'`), and
 prints a table: builds / runs / answer equal / time ratio. Answers are compared on the
 program's output with its timing lines removed: "equal", "DIFFERS", "n/a" (the program
-prints no answer line) or "varies" (cdsm's answer is none of up to 4 pthreads runs', which
+prints no answer line, or its pthreads run failed: nothing to compare with) or "varies" (cdsm's answer is none of up to 4 pthreads runs', which
 already differ among themselves).
 Writes CSV."""
 import argparse
@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -145,11 +146,18 @@ def run(codes, folder, cmd, procs, cdsm, timeout, name=""):
         # CHOLESKY's 330 KB); only rank 0 reads it.
         line = (f"mpiexec -n {procs} sh -c 'exec {line}'" if "<" in rest else f"mpiexec -n {procs} {exe} {rest}")
     t0 = time.monotonic()
+    env = dict(os.environ, CDSM_STATS="1") if cdsm else None
+    # Its own process group: a run past the timeout is killed whole (mpiexec and every
+    # rank), not only the shell, which left the ranks of a hung run behind.
+    p = subprocess.Popen(["sh", "-c", line], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env, start_new_session=True)
     try:
-        env = dict(os.environ, CDSM_STATS="1") if cdsm else None
-        r = subprocess.run(["sh", "-c", line], cwd=d, capture_output=True, text=True, timeout=timeout, env=env)
+        out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
         return "timeout", time.monotonic() - t0, "", None
+    r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
     dt = time.monotonic() - t0
     out = [l.strip() for l in r.stdout.splitlines() if ANSWER.search(l) and not TIMING.search(l)]
     out += output_files(d, name, False)
@@ -159,11 +167,12 @@ def run(codes, folder, cmd, procs, cdsm, timeout, name=""):
 def answer_verdict(res, pthreads_again):
     """equal: cdsm printed the answer of a pthreads run; varies: it did not, and pthreads
     runs print different answers from run to run (RADIOSITY's refinement order: up to 4
-    pthreads runs are tried before calling a difference); DIFFERS; n/a: no answer lines."""
+    pthreads runs are tried before calling a difference); DIFFERS (cdsm's run failed, or
+    its answer is another); n/a: the pthreads run failed or printed no answer lines."""
     pt, cd = res["pthreads"], res["cdsm"]
-    if pt[0] == "ok" and not pt[2]:
+    if pt[0] != "ok" or not pt[2]:  # (nothing to compare with: pthreads failed too, or printed no answer)
         return "n/a"
-    if pt[0] != "ok" or cd[0] != "ok":
+    if cd[0] != "ok":
         return "DIFFERS"
     seen = {pt[2]}
     for _ in range(3):
