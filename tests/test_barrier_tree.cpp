@@ -73,8 +73,7 @@ TEST(BarrierTree, LockRecordsPassThroughTheTree)
 // Counters summed over the tree: each rank adds a different amount.
 TEST(BarrierTree, StatsReduceSumsEveryRank)
 {
-    cdsm_stats_t mine = stats(), all;
-    memset(&mine, 0, sizeof mine);
+    cdsm_stats_t mine = {}, all;
     mine.lock_acquires = (uint64_t)me() + 1;
     mine.barriers = 1000u * (uint64_t)me();
     ASSERT_EQ(cdsm_stats_reduce(&mine, &all), CDSM_OK);

@@ -433,6 +433,19 @@ static int collect_records(cdsm__rd_t *r, uint32_t nrec)
     return CDSM_OK;
 }
 
+/* An inner node of the tree: the element-wise minimum of its rows (its own clock and its
+ * children's subtrees'): what its subtree lacks starts where its least informed rank
+ * stands. */
+static void rows_min(uint32_t *out)
+{
+    const uint32_t *v = cdsm__bar.vcs;
+    size_t n = (size_t)cdsm__w.n;
+    memcpy(out, v, cdsm__u32s(n));
+    for (size_t s = 1; s < mgr.rows; s++)
+        for (size_t q = 0; q < n; q++)
+            if (v[s * n + q] < out[q]) out[q] = v[s * n + q];
+}
+
 /* An inner node of the tree: its subtree arrived; send the parent one arrival for all of
  * it. The rows of the collection stay until the release (they filter it for each child). */
 static void send_up(void)
@@ -442,11 +455,7 @@ static void send_up(void)
     uint32_t *minvc = malloc(cdsm__u32s((size_t)n) + (size_t)n * 4), *ranks = minvc + n;
     cdsm__ckpt_pos_t *pos = malloc((size_t)n * sizeof *pos);
     cdsm_check(minvc && pos); /* a few KiB: the barrier cannot go on without them */
-    /* What the subtree lacks starts where its least informed rank stands. */
-    memcpy(minvc, b->vcs, cdsm__u32s((size_t)n));
-    for (size_t s = 1; s < mgr.rows; s++)
-        for (int q = 0; q < n; q++)
-            if (b->vcs[s * (size_t)n + (size_t)q] < minvc[q]) minvc[q] = b->vcs[s * (size_t)n + (size_t)q];
+    rows_min(minvc);
     pos_list_t pl = {0, ranks, pos};
     for (int q = 0; q < n; q++)
         if (mgr.pos_have[q]) {
@@ -555,17 +564,13 @@ static int forward_release(uint32_t epoch, const release_t *rl, cdsm__rd_t *rd, 
 {
     cdsm__barrier_t *b = &cdsm__bar;
     int n = cdsm__w.n;
+    /* The release brings, for each writer, its records after the subtree's minimum up to
+     * the release's clock, in order: collected as arrivals are, they leave maxidx at that
+     * clock, where the subtree's next arrivals start. */
     for (int q = 0; q < n; q++) b->recs[q].len = 0;
-    for (uint32_t k = 0; k < rl->nrec; k++) { /* (in order of rank, then index, as sent) */
-        const uint8_t *p = rd->p + rd->pos;
-        const uint32_t *vc, *pages, *empty;
-        uint32_t nempty;
-        const cdsm__wire_iv_t *w = cdsm__iv_take(rd, &vc, &pages, &empty, &nempty);
-        if (!w || w->rank >= (uint32_t)n) return CDSM_ERR_PROTOCOL;
-        cdsm__buf_put(&b->recs[w->rank], p, (size_t)(rd->p + rd->pos - p));
-    }
-    /* The subtree's next arrivals bring records newer than this release's clock. */
-    memcpy(b->maxidx, rl->gvc, cdsm__u32s((size_t)n));
+    rows_min(b->maxidx);
+    if (collect_records(rd, rl->nrec)) return CDSM_ERR_PROTOCOL;
+    cdsm_assert(!memcmp(b->maxidx, rl->gvc, cdsm__u32s((size_t)n)));
     for (size_t s = 1; s < mgr.rows; s++) {
         cdsm__buf_t m = {0};
         size_t nrec_at;
