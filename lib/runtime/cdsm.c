@@ -113,16 +113,16 @@ static int agree_with_rank0(void)
                  {"CDSM_BARRIER_FANOUT", &cdsm__cfg.bar_fanout}, {"CDSM_SPARES", &cdsm__cfg.spares},
                  {"CDSM_LOGGING", &cdsm__cfg.logging}};
     enum { N = sizeof shape / sizeof shape[0] };
-    uint64_t mine[N], root[N + 1];
-    for (int i = 0; i < N; i++) mine[i] = root[i] = *shape[i].v;
+    uint64_t root[N + 1];
+    for (int i = 0; i < N; i++) root[i] = *shape[i].v;
     root[N] = job_id_here();
     MPI_Bcast(root, N + 1, MPI_UINT64_T, 0, cdsm__w.comm);
     cdsm__g.job_id = root[N];
     for (int i = 0; i < N; i++)
-        if (mine[i] != root[i])
+        if (*shape[i].v != root[i])
             return cdsm__error(CDSM_ERR_CONFIG, "%s is %llu in this process and %llu in rank 0's: every process of "
                                "the job must run with the same value", shape[i].name,
-                               (unsigned long long)mine[i], (unsigned long long)root[i]);
+                               (unsigned long long)*shape[i].v, (unsigned long long)root[i]);
     return CDSM_OK;
 }
 
