@@ -281,3 +281,50 @@ TEST(GrantDiffs, APageLackingOtherWritesIsFetchedAtItsMiss)
     EXPECT_EQ(a[1], 7u);
     barrier();
 }
+
+// A page written under a lock that goes back and forth is hot on both sides. Its grant's
+// diff is applied in place, to the page and to its twin alike, and the page stays writable
+// (counter grant_patched): no fault and no new twin per hand-off. The same page holds each
+// rank's own slot, written outside the lock: had the twin kept the bytes of before the
+// grant, the holder's next diff would carry the other rank's slot as its own write, at an
+// older value, and that rank would see its slot go back when the diff came to it.
+TEST(GrantDiffs, AHotPageTakesTheGrantInPlace)
+{
+    if (nr() < 2) GTEST_SKIP() << "needs two ranks";
+    const size_t W = ps() / sizeof(uint64_t), TURN = 0, COUNT = 1, SLOT = 8;
+    const uint64_t ROUNDS = 60;
+    uint64_t *a = alloc<uint64_t>(W);
+    share(a, W);
+    if (me() < 2) {
+        const int other = 1 - me();
+        cdsm_stats_t s0 = stats();
+        uint64_t done = 0;
+        double since = MPI_Wtime(); // (a lost turn would leave both ranks waiting for it)
+        while (done < ROUNDS) {
+            ASSERT_EQ(cdsm_lock_acquire(0), CDSM_OK);
+            bool mine = a[TURN] == (uint64_t)me();
+            if (mine) {
+                a[COUNT]++;
+                a[TURN] = (uint64_t)other;
+                done++;
+                since = MPI_Wtime();
+            }
+            ASSERT_LT(MPI_Wtime() - since, 20.0) << "round " << done << ": no turn for 20 s, turn word " << a[TURN]
+                                                  << ", count " << a[COUNT];
+            ASSERT_EQ(cdsm_lock_release(0), CDSM_OK);
+            if (mine) a[SLOT + (size_t)me()] = done; // outside the lock: only this rank writes it
+            ASSERT_EQ(a[SLOT + (size_t)me()], done) << "round " << done << ": a diff brought back an old value";
+        }
+        cdsm_stats_t s1 = stats();
+        if (grant_diffs_on()) {
+            EXPECT_GT(s1.grant_patched - s0.grant_patched, 0u);
+        } else {
+            EXPECT_EQ(s1.grant_patched, s0.grant_patched);
+        }
+    }
+    barrier();
+    EXPECT_EQ(a[COUNT], 2 * ROUNDS);
+    EXPECT_EQ(a[SLOT], ROUNDS);
+    EXPECT_EQ(a[SLOT + 1], ROUNDS);
+    barrier();
+}

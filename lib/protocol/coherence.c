@@ -144,6 +144,70 @@ int cdsm__dirty_yield(uint32_t pg)
     return 1;
 }
 
+/* Hot pages a grant's notices invalidated, kept for its diffs (cdsm__patch_begin). A page
+ * written under a lock that moves back and forth (RAYTRACE's job queue) is hot on both
+ * sides; invalidating it dropped its twin and made the next write fault again, one fault,
+ * twin and pair of protection changes per hand-off. */
+static struct {
+    uint32_t *pg;
+    size_t n, cap;
+    int on;
+} patch;
+
+void cdsm__patch_begin(void)
+{
+    patch.on = cdsm__grant_diffs_on();
+}
+
+static int patch_keep(uint32_t pg)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    if (!patch.on || p->claim != CDSM_CLAIM_NONE || p->holder >= 0 || p->conv) return 0;
+    if (patch.n == patch.cap) {
+        patch.cap = patch.cap ? patch.cap * 2 : 64;
+        patch.pg = realloc(patch.pg, patch.cap * sizeof *patch.pg);
+        cdsm_check(patch.pg != NULL);
+    }
+    patch.pg[patch.n++] = pg;
+    p->patch = 1;
+    return 1;
+}
+
+int cdsm__patch_apply(uint32_t pg, const void *diff, uint32_t len)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    cdsm_check(p->patch && p->twin);
+    /* (the twin held the page's bytes, so the diff fits it exactly as it fits the page) */
+    if (cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, diff, len) ||
+        cdsm__diff_apply(p->twin, cdsm__heap.page_size, diff, len))
+        return CDSM_ERR_PROTOCOL;
+    return CDSM_OK;
+}
+
+void cdsm__patch_end(void)
+{
+    for (size_t i = 0; i < patch.n; i++) {
+        cdsm__page_t *p = cdsm__pg(patch.pg[i]);
+        if (!p->patch) continue;
+        p->patch = 0;
+        if (p->state != CDSM_PG_INVALID) { /* completed: writable and hot again */
+            CDSM_STAT_ADD(grant_patched, 1);
+            continue;
+        }
+        p->hot = 0;
+        unmark_dirty(patch.pg[i]);
+        cdsm__twin_free(p);
+    }
+    patch.n = 0;
+    patch.on = 0;
+}
+
+void cdsm__patch_fini(void)
+{
+    free(patch.pg);
+    memset(&patch, 0, sizeof patch);
+}
+
 void cdsm__invalidate(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
@@ -154,7 +218,9 @@ void cdsm__invalidate(uint32_t pg)
         cdsm__conv_served(pg);
     }
     cdsm_check(p->state != CDSM_PG_OWN); /* nobody else can write a page nobody else read */
-    if (p->hot) {
+    if (p->hot && patch_keep(pg)) {
+        /* (its twin holds the page's bytes, as below: kept for the grant's diffs) */
+    } else if (p->hot) {
         /* Its last diff was made when the interval closed (just now: notices come in
          * right after a close), so the twin holds nothing more. */
         p->hot = 0;

@@ -21,6 +21,15 @@ void cdsm__close_interval(void);
  * is write-protected first. Caller holds mu. */
 void cdsm__close_released(void);
 void cdsm__invalidate(uint32_t pg);
+/* While a grant is taken (begin .. end): a hot page its notices invalidate keeps its twin
+ * and its place in the dirty set (p->patch) until its diffs are seen; the grant's diffs
+ * that complete it go to page and twin alike (cdsm__patch_apply) and it stays writable
+ * and hot. end() invalidates, as usual, those the diffs did not complete. */
+void cdsm__patch_begin(void);
+void cdsm__patch_end(void);
+/* Apply diff (len bytes) to patch page pg and to its twin; 0 or CDSM_ERR_PROTOCOL. */
+int cdsm__patch_apply(uint32_t pg, const void *diff, uint32_t len);
+void cdsm__patch_fini(void);
 /* A page a grant's notice is about to name while the interval is open: 1 if the interval
  * can go on (not in the dirty set, or made writable ahead and not written: it leaves the
  * set, write-protected again), 0 if its writes must be a diff first (close the interval). */

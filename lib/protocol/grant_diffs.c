@@ -91,7 +91,8 @@ static int completes(uint32_t pg, int src, const gdiff_t *d, size_t n)
 {
     if (!cdsm__pg_made(pg)) return 0; /* never used here: no copy to bring up to date */
     cdsm__page_t *p = cdsm__pg(pg);
-    if (p->state != CDSM_PG_INVALID || p->claim != CDSM_CLAIM_NONE || p->holder >= 0 || p->twin) return 0;
+    if (p->state != CDSM_PG_INVALID || p->claim != CDSM_CLAIM_NONE || p->holder >= 0 || (p->twin && !p->patch))
+        return 0;
     const uint32_t *ap = cdsm__page_applied(pg);
     for (cdsm__notice_t *nt = p->notices; nt; nt = nt->next) {
         if (nt->iv->idx <= ap[nt->iv->rank]) continue;
@@ -108,9 +109,11 @@ static int completes(uint32_t pg, int src, const gdiff_t *d, size_t n)
 static int apply_page(int src, const gdiff_t *d, size_t n)
 {
     uint32_t pg = d[0].pg, *ap = cdsm__page_applied(pg);
+    cdsm__page_t *p = cdsm__pg(pg);
     for (size_t i = 0; i < n; i++) {
         if (d[i].idx <= ap[src]) continue;
-        if (cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, d[i].data, d[i].len))
+        if (p->patch ? cdsm__patch_apply(pg, d[i].data, d[i].len)
+                     : cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, d[i].data, d[i].len))
             return cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %d interval %u for page %u in a grant",
                                src, d[i].idx, pg);
         ap[src] = d[i].idx;
@@ -118,7 +121,8 @@ static int apply_page(int src, const gdiff_t *d, size_t n)
         CDSM_STAT_ADD(grant_diffs_applied, 1);
     }
     cdsm__prune_notices(pg);
-    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    /* (a hot page kept for its diffs goes on writable and hot: cdsm__patch_end) */
+    cdsm__page_protect(pg, 1, p->patch ? CDSM_PG_RW : CDSM_PG_RO);
     return CDSM_OK;
 }
 

@@ -44,6 +44,7 @@ typedef struct cdsm__page {
     uint8_t conv;      /* converted in the open interval (home ownership): listed in it */
     uint8_t wp : 1;     /* its userfaultfd write-protect bit is set (wprot.c) */
     uint8_t backed : 1; /* the memfd has memory for it (allocated once, never freed) */
+    uint8_t patch : 1;  /* hot, invalidated by a grant's notice, twin kept for its diffs */
     uint32_t twin_iv;  /* interval the twin belongs to (CDSM_IV_OPEN: the open one) */
     uint32_t dirty_pos; /* index in the dirty set while dirty */
     uint32_t last_wr;  /* our interval count when the page was last write-faulted (+1; 0: never) */

@@ -210,6 +210,7 @@ static void fini_state(void)
     cdsm__barrier_fini();
     cdsm__audit_fini();
     cdsm__refetch_fini();
+    cdsm__patch_fini();
     cdsm__locks_fini();
     cdsm__alloc_fini();
     cdsm__heap_fini();
