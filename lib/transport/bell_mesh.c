@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bell.h"
+#include "clock.h"
 
 static cdsm__bell_t *const bl = &cdsm__bell;
 
@@ -41,7 +42,13 @@ typedef struct peer_info {
     uint32_t port;      /* TCP listener, for ranks on other hosts */
     uint32_t pid;       /* names the abstract Unix listener, for ranks on this host */
     uint8_t secret[16]; /* (world rank 0's: the job's) */
+    uint32_t failed;    /* its listeners (or rank 0's secret) could not be set up */
 } peer_info_t;
+_Static_assert(sizeof(peer_info_t) == 92, "peer_info_t is exchanged between processes as bytes");
+
+/* How long a process waits for the higher ranks' connections: one that failed after the
+ * exchange (it could not reach this host) stops connecting and never comes. */
+enum { MESH_WAIT_MS = 60000 };
 
 static int set_sock_opts(int fd)
 {
@@ -171,56 +178,79 @@ static void turn_away_backlog(int lfd, int ufd)
     }
 }
 
-/* Full mesh: connect to lower ranks, accept higher ones (connects complete in the listen
- * backlog, so the order cannot deadlock). */
-int cdsm__bell_mesh(void)
+/* Open this process's listeners (TCP for other hosts, an abstract Unix socket for this
+ * one) and fill in its entry of the exchange. */
+static int listen_on(int *lfd, int *ufd, peer_info_t *me)
 {
-    int rc = CDSM_OK, lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    peer_info_t me = {{0}, 0, (uint32_t)getpid()}, *all = calloc((size_t)cdsm__w.wn, sizeof *all);
-    if (lfd < 0 || ufd < 0 || !all) {
-        rc = cdsm__error(CDSM_ERR_NET, "listen sockets: %s", strerror(errno));
-        goto out;
-    }
-    set_sock_opts(lfd);
+    *lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    *ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (*lfd < 0 || *ufd < 0) return cdsm__error(CDSM_ERR_NET, "listen sockets: %s", strerror(errno));
+    set_sock_opts(*lfd);
     struct sockaddr_in sa = {0};
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_ANY);
     socklen_t sl = sizeof sa;
     struct sockaddr_un ua;
-    socklen_t ul = uds_addr(&ua, me.pid);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, cdsm__w.wn + 16) ||
-        getsockname(lfd, (struct sockaddr *)&sa, &sl) || bind(ufd, (struct sockaddr *)&ua, ul) ||
-        listen(ufd, cdsm__w.wn + 16)) {
-        rc = cdsm__error(CDSM_ERR_NET, "bind/listen: %s", strerror(errno));
-        goto out;
-    }
-    if ((rc = draw_secret(&me))) goto out;
-    gethostname(me.host, sizeof me.host - 1);
-    me.port = ntohs(sa.sin_port);
-    if (MPI_Allgather(&me, sizeof me, MPI_BYTE, all, sizeof me, MPI_BYTE, cdsm__w.comm) != MPI_SUCCESS) {
-        rc = cdsm__error(CDSM_ERR_MPI, "exchanging doorbell addresses and the job's secret");
-        goto out;
-    }
-    memcpy(job_secret, all[0].secret, sizeof job_secret);
-    for (int p = 0; p < cdsm__w.wn; p++) bl->peer_pid[p] = p != cdsm__w.wrank && !strcmp(me.host, all[p].host) ? (pid_t)all[p].pid : 0;
-    for (int p = 0; p < cdsm__w.wrank && !rc; p++) rc = connect_to(&me, &all[p], p);
-    /* Higher ranks connect to us, each on the listener for its host. */
-    for (int k = cdsm__w.wrank + 1; k < cdsm__w.wn && !rc;) {
+    socklen_t ul = uds_addr(&ua, me->pid);
+    if (bind(*lfd, (struct sockaddr *)&sa, sizeof sa) || listen(*lfd, cdsm__w.wn + 16) ||
+        getsockname(*lfd, (struct sockaddr *)&sa, &sl) || bind(*ufd, (struct sockaddr *)&ua, ul) ||
+        listen(*ufd, cdsm__w.wn + 16))
+        return cdsm__error(CDSM_ERR_NET, "bind/listen: %s", strerror(errno));
+    me->port = ntohs(sa.sin_port);
+    return draw_secret(me);
+}
+
+/* Accept the higher ranks' connections, strangers turned away, for at most MESH_WAIT_MS. */
+static int accept_higher(int lfd, int ufd)
+{
+    uint64_t end = cdsm__mono_ns() + (uint64_t)MESH_WAIT_MS * 1000000u;
+    for (int k = cdsm__w.wrank + 1; k < cdsm__w.wn;) {
+        uint64_t now = cdsm__mono_ns();
         struct pollfd pf[2] = {{lfd, POLLIN, 0}, {ufd, POLLIN, 0}};
-        if (poll(pf, 2, -1) < 0) {
-            if (errno != EINTR) rc = cdsm__error(CDSM_ERR_NET, "waiting for doorbell connections: %s", strerror(errno));
-            continue;
+        int n = now < end ? poll(pf, 2, (int)((end - now) / 1000000u) + 1) : 0;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return cdsm__error(CDSM_ERR_NET, "waiting for doorbell connections: %s", strerror(errno));
+        if (n == 0) {
+            int r = cdsm__w.wrank + 1;
+            while (r < cdsm__w.wn && bl->bell[r] >= 0) r++;
+            return cdsm__error(CDSM_ERR_NET, "rank %d never connected its doorbell (waited %d s; its log says why)",
+                               r, MESH_WAIT_MS / 1000);
         }
         int tcp = pf[0].revents != 0, fd = accept4(tcp ? lfd : ufd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EINTR && errno != ECONNABORTED)
-                rc = cdsm__error(CDSM_ERR_NET, "accepting doorbell connections: %s", strerror(errno));
+                return cdsm__error(CDSM_ERR_NET, "accepting doorbell connections: %s", strerror(errno));
             continue;
         }
         if (take_greeting(fd, tcp)) continue; /* a stranger: closed, logged */
         k++;
     }
+    return CDSM_OK;
+}
+
+/* Full mesh: connect to lower ranks, accept higher ones (connects complete in the listen
+ * backlog, so the order cannot deadlock). A process whose listeners fail still takes part
+ * in the exchange, marked failed, so that nobody waits for it. */
+int cdsm__bell_mesh(void)
+{
+    int lfd = -1, ufd = -1;
+    peer_info_t me = {{0}, 0, (uint32_t)getpid(), {0}, 0}, *all = calloc((size_t)cdsm__w.wn, sizeof *all);
+    cdsm_check(all != NULL);
+    int rc = listen_on(&lfd, &ufd, &me);
+    me.failed = rc != CDSM_OK;
+    gethostname(me.host, sizeof me.host - 1);
+    if (MPI_Allgather(&me, sizeof me, MPI_BYTE, all, sizeof me, MPI_BYTE, cdsm__w.comm) != MPI_SUCCESS) {
+        rc = cdsm__error(CDSM_ERR_MPI, "exchanging doorbell addresses and the job's secret");
+        goto out;
+    }
+    for (int p = 0; p < cdsm__w.wn && !rc; p++)
+        if (all[p].failed) rc = cdsm__error(CDSM_ERR_NET, "rank %d could not set up its doorbell listeners or draw the job's secret (its log says why)", p);
+    if (rc) goto out;
+    memcpy(job_secret, all[0].secret, sizeof job_secret);
+    for (int p = 0; p < cdsm__w.wn; p++) bl->peer_pid[p] = p != cdsm__w.wrank && !strcmp(me.host, all[p].host) ? (pid_t)all[p].pid : 0;
+    for (int p = 0; p < cdsm__w.wrank && !rc; p++) rc = connect_to(&me, &all[p], p);
+    /* Higher ranks connect to us, each on the listener for its host. */
+    if (!rc) rc = accept_higher(lfd, ufd);
     if (!rc) turn_away_backlog(lfd, ufd);
     if (!rc) rc = cdsm__awake_setup();
     if (!rc) rc = cdsm__board_setup();
