@@ -3,6 +3,7 @@
  * destination moves to a spare, and the provider behind its ops table. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bell.h"
 
@@ -148,17 +149,20 @@ void cdsm__tp_resend_moved(void)
     }
 }
 
-/* Whether every process of the job runs on this host (collective, start-up only). */
+/* Whether every process of the job runs on this host (collective, start-up only), by the
+ * host names the doorbell mesh goes by: one reduction of the smallest and the largest hash
+ * of the name (MPI_Comm_split_type and a reduction were two collectives, each as dear as
+ * a barrier of the whole job at start-up). Two names with one hash would only choose the
+ * socket provider across hosts, which works there too. */
 static int one_host(void)
 {
-    MPI_Comm node;
-    int here = 0, all = 0;
-    if (MPI_Comm_split_type(cdsm__w.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 0;
-    MPI_Comm_size(node, &here);
-    MPI_Comm_free(&node);
-    here = here == cdsm__w.wn;
-    MPI_Allreduce(&here, &all, 1, MPI_INT, MPI_MIN, cdsm__w.comm);
-    return all;
+    char host[64] = {0};
+    gethostname(host, sizeof host - 1); /* (as bell_mesh.c: the first 63 bytes) */
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (const char *c = host; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    uint64_t v[2] = {h, ~h}, r[2];
+    if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MIN, cdsm__w.comm) != MPI_SUCCESS) return 0;
+    return r[0] == ~r[1];
 }
 
 int cdsm__tp_init(void)
