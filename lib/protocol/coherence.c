@@ -144,22 +144,19 @@ int cdsm__dirty_yield(uint32_t pg)
     return 1;
 }
 
-/* Hot pages a grant's or a barrier's notices invalidated, kept for their diffs
- * (cdsm__patch_begin). A page written under a lock that moves back and forth (RAYTRACE's
- * job queue) is hot on both sides, and so is a page two ranks write parts of in every
- * phase (radix's keys, LU's blocks of other owners); invalidating it dropped its twin and
- * made the next write fault again: a fault, a twin and a pair of protection changes per
- * hand-off or phase. */
+/* Hot pages a grant's notices invalidated, kept for its diffs (cdsm__patch_begin). A page
+ * written under a lock that moves back and forth (RAYTRACE's job queue) is hot on both
+ * sides; invalidating it dropped its twin and made the next write fault again, one fault,
+ * twin and pair of protection changes per hand-off. */
 static struct {
     uint32_t *pg;
     size_t n, cap;
-    int on, barrier;
+    int on;
 } patch;
 
-void cdsm__patch_begin(int on, int at_barrier)
+void cdsm__patch_begin(void)
 {
-    patch.on = on;
-    patch.barrier = at_barrier;
+    patch.on = cdsm__grant_diffs_on();
 }
 
 static int patch_keep(uint32_t pg)
@@ -193,14 +190,10 @@ void cdsm__patch_end(void)
         cdsm__page_t *p = cdsm__pg(patch.pg[i]);
         if (!p->patch) continue;
         p->patch = 0;
-        if (p->state == CDSM_PG_RW) { /* completed: writable and hot again */
-            if (patch.barrier)
-                CDSM_STAT_ADD(refetch_patched, 1);
-            else
-                CDSM_STAT_ADD(grant_patched, 1);
+        if (p->state != CDSM_PG_INVALID) { /* completed: writable and hot again */
+            CDSM_STAT_ADD(grant_patched, 1);
             continue;
         }
-        /* (invalid, or read-only with a whole copy fetched over it: the twin is stale) */
         p->hot = 0;
         unmark_dirty(patch.pg[i]);
         cdsm__twin_free(p);
