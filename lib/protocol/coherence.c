@@ -149,8 +149,7 @@ int cdsm__dirty_yield(uint32_t pg)
  * sides; invalidating it dropped its twin and made the next write fault again, one fault,
  * twin and pair of protection changes per hand-off. */
 static struct {
-    uint32_t *pg;
-    size_t n, cap;
+    cdsm__buf_t pages; /* (u32 page numbers) */
     int on;
 } patch;
 
@@ -163,12 +162,7 @@ static int patch_keep(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     if (!patch.on || p->claim != CDSM_CLAIM_NONE || p->holder >= 0 || p->conv) return 0;
-    if (patch.n == patch.cap) {
-        patch.cap = patch.cap ? patch.cap * 2 : 64;
-        patch.pg = realloc(patch.pg, patch.cap * sizeof *patch.pg);
-        cdsm_check(patch.pg != NULL);
-    }
-    patch.pg[patch.n++] = pg;
+    cdsm__buf_put_u32(&patch.pages, pg);
     p->patch = 1;
     return 1;
 }
@@ -186,8 +180,11 @@ int cdsm__patch_apply(uint32_t pg, const void *diff, uint32_t len)
 
 void cdsm__patch_end(void)
 {
-    for (size_t i = 0; i < patch.n; i++) {
-        cdsm__page_t *p = cdsm__pg(patch.pg[i]);
+    size_t n = patch.pages.len / sizeof(uint32_t);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t pg;
+        memcpy(&pg, patch.pages.p + i * sizeof pg, sizeof pg);
+        cdsm__page_t *p = cdsm__pg(pg);
         if (!p->patch) continue;
         p->patch = 0;
         if (p->state != CDSM_PG_INVALID) { /* completed: writable and hot again */
@@ -195,16 +192,16 @@ void cdsm__patch_end(void)
             continue;
         }
         p->hot = 0;
-        unmark_dirty(patch.pg[i]);
+        unmark_dirty(pg);
         cdsm__twin_free(p);
     }
-    patch.n = 0;
+    patch.pages.len = 0;
     patch.on = 0;
 }
 
 void cdsm__patch_fini(void)
 {
-    free(patch.pg);
+    cdsm__buf_free(&patch.pages);
     memset(&patch, 0, sizeof patch);
 }
 
