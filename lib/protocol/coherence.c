@@ -398,6 +398,7 @@ typedef struct closing {
     uint32_t *prot;  /* pages to write-protect again */
     size_t nw, nprot, nkeep, nidle;
     int pressure;    /* hot pages cost too much: unchanged ones cool now */
+    int live;        /* the service thread closes while the application may write */
 } closing_t;
 
 /* One page of the dirty set at the interval's end: a notice if its bytes changed, write
@@ -444,6 +445,81 @@ static void close_page(closing_t *c, uint32_t pg)
         cdsm__twin_free(p);
         c->prot[c->nprot++] = pg;
         return;
+    }
+    p->dirty_pos = (uint32_t)c->nkeep;
+    cdsm__g.dirty[c->nkeep++] = pg;
+}
+
+/* A close by the service thread (a grant of a token cached here) runs while the
+ * application may be writing the dirty set. A page that stays in the set is diffed from one
+ * copy of it, and that copy becomes its twin: a write that lands after the copy differs
+ * from the twin, so it goes in the next interval's diff; one that lands before is in this
+ * diff and in the twin alike. Page minus twin stays exactly the writes in no diff yet, with
+ * no write protection. (Copying the page itself into the twin instead would lose a write
+ * made between the comparison and the copy.) */
+static cdsm__diffrec_t *diff_live(uint32_t pg)
+{
+    static uint8_t *snap;
+    size_t ps = cdsm__heap.page_size;
+    cdsm__page_t *p = cdsm__pg(pg);
+    if (!snap) snap = malloc(ps);
+    cdsm_check(snap != NULL);
+    memcpy(snap, cdsm__sys_page(pg), ps);
+    if (!memcmp(snap, p->twin, ps)) return NULL;
+    size_t len = cdsm__diff_encode(snap, p->twin, ps, cdsm__g.scratch);
+    memcpy(p->twin, snap, ps);
+    return len ? diffrec_from_scratch(len) : NULL;
+}
+
+/* Whether a page leaves the dirty set at this close if it is unchanged: fault-around and
+ * cold pages, converted ones, hot pages idle too long or cooled by the pressure rule. */
+static int leaves_if_same(const cdsm__page_t *p, int pressure)
+{
+    if (p->conv || p->spec || !p->hot) return 1;
+    return (uint64_t)p->hot + 1 > cdsm__cfg.hot_idle || (pressure && p->sticky != CDSM_STICKY_IMMUNE);
+}
+
+/* Before a live close: the pages that may leave the dirty set are write-protected before
+ * they are compared (a write after that faults and waits for mu), and close as cold pages.
+ * The others become hot and stay writable: their next write takes no fault. */
+static void live_prepare(int pressure)
+{
+    cdsm__state_t *g = &cdsm__g;
+    uint32_t *v = malloc((g->ndirty + 1) * sizeof *v);
+    size_t n = 0;
+    cdsm_check(v != NULL);
+    for (size_t k = 0; k < g->ndirty; k++) {
+        uint32_t pg = g->dirty[k];
+        cdsm__page_t *p = cdsm__pg(pg);
+        if (!leaves_if_same(p, pressure) || (!p->conv && !twin_same(pg))) {
+            if (!p->hot) p->hot = 1;
+            continue;
+        }
+        if (p->hot) p->sticky = (uint64_t)p->hot + 1 > cdsm__cfg.hot_idle ? CDSM_STICKY_NONE : CDSM_STICKY_COOLED;
+        p->hot = 0;
+        v[n++] = pg;
+    }
+    qsort(v, n, sizeof *v, cdsm__cmp_u32);
+    protect_sorted(v, n, CDSM_PG_RO);
+    free(v);
+}
+
+/* A page that stays writable through a live close: listed if it changed, kept hot. */
+static void close_page_live(closing_t *c, uint32_t pg)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    if (p->spec) {
+        p->spec = 0;
+        fa_count(1);
+    }
+    cdsm__diffrec_t *d = diff_live(pg);
+    CDSM_STAT_ADD(live_closed, 1);
+    if (d) {
+        p->hot = 1;
+        c->wr[c->nw++] = (written_t){pg, d, 0};
+    } else {
+        c->nidle++;
+        if (p->hot < UINT8_MAX) p->hot++; /* (it leaves at a later close) */
     }
     p->dirty_pos = (uint32_t)c->nkeep;
     cdsm__g.dirty[c->nkeep++] = pg;
@@ -536,7 +612,7 @@ static void close_converted(closing_t *c)
     conv_open.n = 0;
 }
 
-void cdsm__close_interval(void)
+static void close_interval(int live)
 {
     cdsm__state_t *g = &cdsm__g;
     /* Hot pages cost a comparison at every interval end. When the last end spent more than
@@ -544,7 +620,7 @@ void cdsm__close_interval(void)
      * and unchanged hot pages go back to write protection now, not after CDSM_HOT_IDLE. */
     static uint64_t last_end, last_waste, cmp_ns;
     uint64_t start = cdsm__mono_ns();
-    closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end};
+    closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end, .live = live};
     cdsm__ra_reset(); /* the program's next phase: misses after this start a new stream */
     g->open_release = 0;
     if (!g->ndirty && !conv_open.n) {
@@ -556,8 +632,15 @@ void cdsm__close_interval(void)
     c.wr = malloc((g->ndirty + conv_open.n + 1) * sizeof *c.wr);
     c.prot = malloc((g->ndirty + 1) * sizeof *c.prot);
     cdsm_check(c.wr && c.prot);
+    if (live) live_prepare(c.pressure);
     close_converted(&c);
-    for (size_t k = 0; k < g->ndirty; k++) close_page(&c, g->dirty[k]);
+    for (size_t k = 0; k < g->ndirty; k++) {
+        uint32_t pg = g->dirty[k];
+        if (live && cdsm__pg(pg)->hot)
+            close_page_live(&c, pg);
+        else
+            close_page(&c, pg);
+    }
     g->ndirty = c.nkeep;
     if (c.nw) record_interval(c.wr, c.nw);
     qsort(c.prot, c.nprot, sizeof *c.prot, cdsm__cmp_u32);
@@ -568,22 +651,9 @@ void cdsm__close_interval(void)
     last_waste = c.nidle * cmp_ns;
 }
 
-/* The service thread ends the interval while the application may be writing: every page
- * of the dirty set is write-protected first, so no write lands between its comparison
- * with the twin and its protection (a write now faults and waits for mu). Hot pages end
- * as cold ones: they stay protected, and their next write faults as any other. */
-static void freeze_dirty(void)
+void cdsm__close_interval(void)
 {
-    cdsm__state_t *g = &cdsm__g;
-    uint32_t *v = malloc((g->ndirty + 1) * sizeof *v);
-    cdsm_check(v != NULL);
-    for (size_t k = 0; k < g->ndirty; k++) {
-        v[k] = g->dirty[k];
-        cdsm__pg(v[k])->hot = 0;
-    }
-    qsort(v, g->ndirty, sizeof *v, cdsm__cmp_u32);
-    protect_sorted(v, g->ndirty, CDSM_PG_RO);
-    free(v);
+    close_interval(0);
 }
 
 void cdsm__close_released(void)
@@ -591,8 +661,7 @@ void cdsm__close_released(void)
     cdsm__state_t *g = &cdsm__g;
     if (!g->open_release) return;
     if (g->ndirty) CDSM_STAT_ADD(lazy_closes, 1);
-    if (!pthread_equal(pthread_self(), g->app)) freeze_dirty();
-    cdsm__close_interval();
+    close_interval(!pthread_equal(pthread_self(), g->app));
 }
 
 /* Fault-around: after a write fault on the page before `first`, twin the following valid
