@@ -36,6 +36,13 @@ void give_go(int to)
     MPI_Send(&k, 1, MPI_INT, to, 79, MPI_COMM_WORLD);
 }
 
+// Hot pages (CDSM_HOT_IDLE=0 turns them off: then nothing is kept in place).
+bool hot_on()
+{
+    const char *v = getenv("CDSM_HOT_IDLE");
+    return !(v && strcmp(v, "0") == 0);
+}
+
 bool lazy_on()
 {
     const char *v = getenv("CDSM_LAZY_RELEASE");
@@ -322,7 +329,7 @@ TEST(GrantDiffs, AHotPageTakesTheGrantInPlace)
             ASSERT_EQ(a[SLOT + (size_t)me()], done) << "round " << done << ": a diff brought back an old value";
         }
         cdsm_stats_t s1 = stats();
-        if (grant_diffs_on()) {
+        if (grant_diffs_on() && hot_on()) {
             EXPECT_GT(s1.grant_patched - s0.grant_patched, 0u);
         } else {
             EXPECT_EQ(s1.grant_patched, s0.grant_patched);
@@ -332,5 +339,36 @@ TEST(GrantDiffs, AHotPageTakesTheGrantInPlace)
     EXPECT_EQ(a[COUNT], 2 * ROUNDS);
     EXPECT_EQ(a[SLOT], ROUNDS);
     EXPECT_EQ(a[SLOT + 1], ROUNDS);
+    barrier();
+}
+
+// The same at barriers: each rank writes its own part of a page in every phase, so the page
+// is hot on every side and every release's notices name it. The refetch applies the others'
+// diffs to page and twin and the page stays writable (counter refetch_patched). Had the
+// twin kept the others' old bytes, this rank's next diff would carry them as its own
+// writes, and each other rank would see its own part go back one phase right after the
+// next barrier (checked there: only its owner writes a part, so reading it is race-free).
+TEST(Refetch, AHotPageTakesTheOthersPartsInPlace)
+{
+    const size_t W = ps() / sizeof(uint64_t), PHASES = 24;
+    const int n = nr();
+    uint64_t *a = alloc<uint64_t>(W);
+    share(a, W);
+    const size_t part = W / (size_t)n, mine = part * (size_t)me();
+    cdsm_stats_t s0 = stats();
+    for (uint64_t ph = 1; ph <= PHASES; ph++) {
+        for (size_t i = mine; i < mine + part; i++) a[i] = ph * 1000 + (uint64_t)me();
+        barrier();
+        for (size_t i = mine; i < mine + part; i += 7)
+            ASSERT_EQ(a[i], ph * 1000 + (uint64_t)me()) << "phase " << ph << ": this rank's part went back, word " << i;
+    }
+    cdsm_stats_t s1 = stats();
+    barrier();
+    for (int r = 0; r < n; r++)
+        for (size_t i = part * (size_t)r; i < part * (size_t)(r + 1); i += 7)
+            ASSERT_EQ(a[i], PHASES * 1000 + (uint64_t)r) << "rank " << r << "'s part, word " << i;
+    if (n > 1 && hot_on()) {
+        EXPECT_GT(s1.refetch_patched - s0.refetch_patched, PHASES / 2) << "the page stayed hot";
+    }
     barrier();
 }

@@ -79,7 +79,8 @@
     X(lock_takes_published, "acquires that took a node-mate's published token with the records from its board (no message)") \
     X(bar_forwarded, "barrier releases this rank passed on to its children in the barrier tree (CDSM_BARRIER_FANOUT)") \
     X(grant_patched, "hot pages a grant's diffs brought up to date in place, twin included, so that they stayed writable") \
-    X(live_closed, "pages diffed from a copy and left writable by a close the service thread made while the program ran")
+    X(live_closed, "pages diffed from a copy and left writable by a close the service thread made while the program ran") \
+    X(refetch_patched, "hot pages a barrier's refetch brought up to date in place, twin included, so that they stayed writable")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -643,15 +643,18 @@ static int after_release(int kind, uint32_t flags)
     cdsm__state_t *g = &cdsm__g;
     int rc = CDSM_OK;
     if (flags & CDSM_BAR_GC) {
+        cdsm__patch_end(); /* (a collection sees only pages in their usual states) */
         pthread_mutex_unlock(&g->mu);
         rc = cdsm__gc();
         pthread_mutex_lock(&g->mu);
     } else if (kind == CDSM_BAR_PLAIN && !cdsm__mode.resume_mode) {
+        if (cdsm__ft.want_ckpt()) cdsm__patch_end(); /* (and so does a checkpoint) */
         rc = cdsm__ft.after_barrier();
     }
     /* Only at the program's barriers, after a GC they started (it may have named holders),
      * never inside one: a GC's own barrier comes before the writers drop their diffs. */
     if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME)) rc = cdsm__refetch_run();
+    cdsm__patch_end(); /* (before the checker: its audit sees usual states only) */
     if (!rc && (kind == CDSM_BAR_PLAIN || kind == CDSM_BAR_RESUME) && cdsm__cfg.check) {
         /* The checker: local invariants, then all valid copies compared across ranks. */
         rc = cdsm__audit_local();
@@ -694,9 +697,13 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     /* Until this returns the program runs nothing: a page the release's notices invalidate
      * and the refetch makes valid again keeps its protection (no mprotect at all). */
     cdsm__protect_batch(1);
+    /* Hot pages the release's notices invalidate keep their twins for the refetch: not
+     * with spares (a replay makes the same intervals, nothing more is changed there). */
+    cdsm__patch_begin(kind == CDSM_BAR_PLAIN && !cdsm__cfg.spares && !cdsm__mode.resume_mode, 1);
     rc = take_release_msg(kind, epoch, sum, &flags, &manifest);
     if (flags_out) *flags_out = (int)flags;
     if (!rc) rc = after_release(kind, flags);
+    cdsm__patch_end();
     cdsm__protect_batch(0);
 out:
     pthread_mutex_unlock(&g->mu);

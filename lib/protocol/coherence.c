@@ -144,18 +144,21 @@ int cdsm__dirty_yield(uint32_t pg)
     return 1;
 }
 
-/* Hot pages a grant's notices invalidated, kept for its diffs (cdsm__patch_begin). A page
- * written under a lock that moves back and forth (RAYTRACE's job queue) is hot on both
- * sides; invalidating it dropped its twin and made the next write fault again, one fault,
- * twin and pair of protection changes per hand-off. */
+/* Hot pages a grant's or a barrier's notices invalidated, kept for their diffs
+ * (cdsm__patch_begin). A page written under a lock that moves back and forth (RAYTRACE's
+ * job queue) is hot on both sides, and so is a page two ranks write parts of in every
+ * phase (radix's keys, LU's blocks of other owners); invalidating it dropped its twin and
+ * made the next write fault again: a fault, a twin and a pair of protection changes per
+ * hand-off or phase. */
 static struct {
     cdsm__buf_t pages; /* (u32 page numbers) */
-    int on;
+    int on, barrier;
 } patch;
 
-void cdsm__patch_begin(void)
+void cdsm__patch_begin(int on, int at_barrier)
 {
-    patch.on = cdsm__grant_diffs_on();
+    patch.on = on;
+    patch.barrier = at_barrier;
 }
 
 static int patch_keep(uint32_t pg)
@@ -178,6 +181,15 @@ int cdsm__patch_apply(uint32_t pg, const void *diff, uint32_t len)
     return CDSM_OK;
 }
 
+void cdsm__patch_drop(uint32_t pg)
+{
+    cdsm__page_t *p = cdsm__pg(pg);
+    p->patch = 0;
+    p->hot = 0;
+    unmark_dirty(pg);
+    cdsm__twin_free(p);
+}
+
 void cdsm__patch_end(void)
 {
     size_t n = patch.pages.len / sizeof(uint32_t);
@@ -186,14 +198,15 @@ void cdsm__patch_end(void)
         memcpy(&pg, patch.pages.p + i * sizeof pg, sizeof pg);
         cdsm__page_t *p = cdsm__pg(pg);
         if (!p->patch) continue;
-        p->patch = 0;
-        if (p->state != CDSM_PG_INVALID) { /* completed: writable and hot again */
-            CDSM_STAT_ADD(grant_patched, 1);
+        if (p->state == CDSM_PG_RW) { /* completed: writable and hot again */
+            p->patch = 0;
+            if (patch.barrier)
+                CDSM_STAT_ADD(refetch_patched, 1);
+            else
+                CDSM_STAT_ADD(grant_patched, 1);
             continue;
         }
-        p->hot = 0;
-        unmark_dirty(pg);
-        cdsm__twin_free(p);
+        cdsm__patch_drop(pg); /* (not completed: invalid) */
     }
     patch.pages.len = 0;
     patch.on = 0;

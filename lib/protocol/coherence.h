@@ -21,12 +21,17 @@ void cdsm__close_interval(void);
  * is write-protected first. Caller holds mu. */
 void cdsm__close_released(void);
 void cdsm__invalidate(uint32_t pg);
-/* While a grant is taken (begin .. end): a hot page its notices invalidate keeps its twin
- * and its place in the dirty set (p->patch) until its diffs are seen; the grant's diffs
- * that complete it go to page and twin alike (cdsm__patch_apply) and it stays writable
- * and hot. end() invalidates, as usual, those the diffs did not complete. */
-void cdsm__patch_begin(void);
+/* While a grant is taken, or a barrier's release and its refetch (begin .. end): a hot
+ * page the notices invalidate keeps its twin and its place in the dirty set (p->patch)
+ * until its diffs are seen; diffs that complete it go to page and twin alike
+ * (cdsm__patch_apply) and it is made writable (CDSM_PG_RW) and stays hot. end() drops, as
+ * an invalidation does, the twins of those the diffs did not complete. on: keep them at
+ * all; at_barrier: which counter the kept ones go to. */
+void cdsm__patch_begin(int on, int at_barrier);
 void cdsm__patch_end(void);
+/* A kept page whose bytes are replaced whole (a copy installed over it): its twin is stale
+ * at once, not at the window's end (the service thread serves the twin meanwhile). */
+void cdsm__patch_drop(uint32_t pg);
 /* Apply diff (len bytes) to patch page pg and to its twin; 0 or CDSM_ERR_PROTOCOL. */
 int cdsm__patch_apply(uint32_t pg, const void *diff, uint32_t len);
 void cdsm__patch_fini(void);

@@ -409,7 +409,7 @@ static int take_records(cdsm__lock_t *lk, cdsm__rd_t *rd, uint32_t nrec, int src
      * page's protection is set once, when the caller ends the batch (a page invalidated
      * by the notices and made valid by the diffs keeps its protection). */
     cdsm__protect_batch(1);
-    cdsm__patch_begin();
+    cdsm__patch_begin(cdsm__grant_diffs_on(), 0);
     int rc = cdsm__iv_incorporate(rd, nrec);
     if (!rc) rc = cdsm__grant_take_diffs(rd, src);
     cdsm__patch_end();

@@ -228,6 +228,7 @@ static int take_page(vstate_t *v, cdsm__reply_t *r)
 
 void cdsm__page_install(uint32_t pg, const void *bytes, const uint32_t *applied)
 {
+    if (cdsm__pg(pg)->patch) cdsm__patch_drop(pg);
     memcpy(cdsm__sys_page(pg), bytes, cdsm__heap.page_size);
     memcpy(cdsm__page_applied(pg), applied, cdsm__u32s((size_t)cdsm__w.n));
     cdsm__pg(pg)->holder = -1;
@@ -299,7 +300,7 @@ static int v_start(vstate_t *v)
 static int v_finish(vstate_t *v)
 {
     uint32_t pg = v->pg;
-    int rc;
+    int rc, whole = v->page_req; /* (collect_page clears it) */
     if (v->page_req && (rc = collect_page(v))) return rc;
     /* Fetch until every missing write is at hand: at most one more round after a whole
      * copy (whose vector may lack writes our old copy had). */
@@ -322,10 +323,14 @@ static int v_finish(vstate_t *v)
     k = missing(pg, &v->need, &v->capneed);
     qsort(v->need, k, sizeof *v->need, cmp_hb);
     uint32_t *ap = cdsm__page_applied(pg);
+    /* A hot page kept with its twin through a barrier's notices takes the diffs in both
+     * and stays writable (cdsm__patch_begin); not over a whole copy, which the twin lacks. */
+    int keep = cdsm__pg(pg)->patch && !whole;
     for (size_t i = 0; i < k; i++) {
         const avail_t *a = av_find(v, v->need[i]);
         cdsm_check(a != NULL);
-        if (cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, a->data, a->len))
+        if (keep ? cdsm__patch_apply(pg, a->data, a->len)
+                 : cdsm__diff_apply(cdsm__sys_page(pg), cdsm__heap.page_size, a->data, a->len))
             return cdsm__error(CDSM_ERR_PROTOCOL, "malformed diff of rank %u interval %u for page %u",
                                v->need[i]->rank, v->need[i]->idx, pg);
         if (v->need[i]->idx > ap[v->need[i]->rank]) ap[v->need[i]->rank] = v->need[i]->idx;
@@ -333,7 +338,7 @@ static int v_finish(vstate_t *v)
     }
     cdsm__pg(pg)->holder = -1;
     cdsm__prune_notices(pg);
-    cdsm__page_protect(pg, 1, CDSM_PG_RO);
+    cdsm__page_protect(pg, 1, keep ? CDSM_PG_RW : CDSM_PG_RO);
     return CDSM_OK;
 }
 
@@ -585,8 +590,9 @@ void cdsm__refetch_collect(int on)
 void cdsm__refetch_note(uint32_t pg)
 {
     cdsm__page_t *p = cdsm__pg(pg);
-    if (!rf.collecting || !p->ws) return;
-    p->ws--;
+    /* (a hot page kept with its twin is written in every phase: fetched whatever its credit) */
+    if (!rf.collecting || (!p->ws && !p->patch)) return;
+    if (p->ws) p->ws--;
     if (rf.n == rf.cap) {
         rf.cap = rf.cap ? rf.cap * 2 : 256;
         rf.pg = realloc(rf.pg, rf.cap * sizeof *rf.pg);
