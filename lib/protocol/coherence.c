@@ -472,11 +472,9 @@ static void close_page(closing_t *c, uint32_t pg)
  * made between the comparison and the copy.) */
 static cdsm__diffrec_t *diff_live(uint32_t pg)
 {
-    static uint8_t *snap;
+    uint8_t *snap = cdsm__g.snap;
     size_t ps = cdsm__heap.page_size;
     cdsm__page_t *p = cdsm__pg(pg);
-    if (!snap) snap = malloc(ps);
-    cdsm_check(snap != NULL);
     memcpy(snap, cdsm__sys_page(pg), ps);
     if (!memcmp(snap, p->twin, ps)) return NULL;
     size_t len = cdsm__diff_encode(snap, p->twin, ps, cdsm__g.scratch);

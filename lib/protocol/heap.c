@@ -199,7 +199,8 @@ int cdsm__heap_init(void)
     cdsm__heap.sys = s;
     g->scratch = malloc(cdsm__diff_max(cdsm__heap.page_size));
     g->scratch_n = malloc(cdsm__u32s((size_t)cdsm__w.n));
-    if (page_table_map() || !g->scratch || !g->scratch_n) {
+    g->snap = malloc(cdsm__heap.page_size);
+    if (page_table_map() || !g->scratch || !g->scratch_n || !g->snap) {
         cdsm__heap_fini();
         return cdsm__error(CDSM_ERR_NOMEM, "page table for %u pages", cdsm__heap.npages);
     }
@@ -243,10 +244,12 @@ void cdsm__heap_fini(void)
     cdsm__heap.made = NULL;
     free(g->scratch);
     free(g->scratch_n);
+    free(g->snap);
     free(pb.v);
     memset(&pb, 0, sizeof pb);
     g->scratch = NULL;
     g->scratch_n = NULL;
+    g->snap = NULL;
     /* The globals stay where they are, on the memfd, writable: the program lives on. */
     cdsm__wp_fini();
     if (cdsm__heap.gmapped) mprotect(cdsm__heap.gbase, cdsm__heap.gsize, PROT_READ | PROT_WRITE);

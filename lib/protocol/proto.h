@@ -39,6 +39,7 @@ typedef struct cdsm__state {
     int lost_rank;         /* first rank lost for good, or -1 (atomic) */
     uint8_t *scratch;      /* diff encode buffer (cdsm__diff_max(page)) */
     uint32_t *scratch_n;   /* n entries, for per-rank scans under mu */
+    uint8_t *snap;         /* one page: a live close's copy of a page being written */
     uint32_t sync_seq;     /* synchronisation operations (acquire, release, barrier) so far */
     int lazy;              /* lazy release: a release with nobody waiting closes no interval */
     int open_release;      /* the open interval holds writes of a release (lazy release) */
