@@ -411,7 +411,6 @@ typedef struct closing {
     uint32_t *prot;  /* pages to write-protect again */
     size_t nw, nprot, nkeep, nidle;
     int pressure;    /* hot pages cost too much: unchanged ones cool now */
-    int live;        /* the service thread closes while the application may write */
 } closing_t;
 
 /* One page of the dirty set at the interval's end: a notice if its bytes changed, write
@@ -623,6 +622,8 @@ static void close_converted(closing_t *c)
     conv_open.n = 0;
 }
 
+/* End the open interval; live: the service thread ends it while the program runs
+ * (live_prepare, close_page_live). */
 static void close_interval(int live)
 {
     cdsm__state_t *g = &cdsm__g;
@@ -631,7 +632,7 @@ static void close_interval(int live)
      * and unchanged hot pages go back to write protection now, not after CDSM_HOT_IDLE. */
     static uint64_t last_end, last_waste, cmp_ns;
     uint64_t start = cdsm__mono_ns();
-    closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end, .live = live};
+    closing_t c = {.pressure = last_end && last_waste * 4 > start - last_end};
     cdsm__ra_reset(); /* the program's next phase: misses after this start a new stream */
     g->open_release = 0;
     if (!g->ndirty && !conv_open.n) {
