@@ -18,10 +18,16 @@ using namespace dsmtest;
 
 namespace {
 
+// Whether a setting that is on by default was left on (only "0" turns it off).
+bool setting_on(const char *var)
+{
+    const char *v = getenv(var);
+    return !(v && strcmp(v, "0") == 0);
+}
+
 bool grant_diffs_on()
 {
-    const char *v = getenv("CDSM_GRANT_DIFFS");
-    return !(v && strcmp(v, "0") == 0);
+    return setting_on("CDSM_GRANT_DIFFS");
 }
 
 // Wait for rank `from`'s go (an MPI message: no interval sees it), or give rank `to` one.
@@ -39,14 +45,12 @@ void give_go(int to)
 // Hot pages (CDSM_HOT_IDLE=0 turns them off: then nothing is kept in place).
 bool hot_on()
 {
-    const char *v = getenv("CDSM_HOT_IDLE");
-    return !(v && strcmp(v, "0") == 0);
+    return setting_on("CDSM_HOT_IDLE");
 }
 
 bool lazy_on()
 {
-    const char *v = getenv("CDSM_LAZY_RELEASE");
-    return !(v && strcmp(v, "0") == 0);
+    return setting_on("CDSM_LAZY_RELEASE");
 }
 
 // Every rank reads the pages once, so that none stays owned by its first toucher: owned

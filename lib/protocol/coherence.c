@@ -375,15 +375,17 @@ static int cmp_written(const void *a, const void *b)
 
 /* A hot page at interval end: its diff now (the twin is refreshed for the next interval),
  * or NULL if it did not change. */
-static cdsm__diffrec_t *diff_hot(uint32_t pg)
+/* The diff of hot page pg from cur (its bytes now: the page itself, or a live close's copy
+ * of it) to its twin, which then takes cur's bytes; NULL if nothing changed. */
+static cdsm__diffrec_t *diff_twin(uint32_t pg, const void *cur)
 {
     cdsm__page_t *p = cdsm__pg(pg);
     /* Most idle pages compare equal: memcmp is much faster than encoding. */
-    if (twin_same(pg)) return NULL;
-    size_t len = cdsm__diff_encode(cdsm__sys_page(pg), p->twin, cdsm__heap.page_size, cdsm__g.scratch);
+    if (!memcmp(cur, p->twin, cdsm__heap.page_size)) return NULL;
+    size_t len = cdsm__diff_encode(cur, p->twin, cdsm__heap.page_size, cdsm__g.scratch);
     if (!len) return NULL;
     cdsm__diffrec_t *d = diffrec_from_scratch(len);
-    memcpy(p->twin, cdsm__sys_page(pg), cdsm__heap.page_size);
+    memcpy(p->twin, cur, cdsm__heap.page_size);
     return d;
 }
 
@@ -443,7 +445,7 @@ static void close_page(closing_t *c, uint32_t pg)
         p->conv = 0;
         return;
     }
-    cdsm__diffrec_t *d = diff_hot(pg);
+    cdsm__diffrec_t *d = diff_twin(pg, cdsm__sys_page(pg));
     int empty = !d && p->conv;
     if (empty) d = empty_diff(); /* (listed anyway) */
     p->conv = 0;
@@ -471,14 +473,8 @@ static void close_page(closing_t *c, uint32_t pg)
  * made between the comparison and the copy.) */
 static cdsm__diffrec_t *diff_live(uint32_t pg)
 {
-    uint8_t *snap = cdsm__g.snap;
-    size_t ps = cdsm__heap.page_size;
-    cdsm__page_t *p = cdsm__pg(pg);
-    memcpy(snap, cdsm__sys_page(pg), ps);
-    if (!memcmp(snap, p->twin, ps)) return NULL;
-    size_t len = cdsm__diff_encode(snap, p->twin, ps, cdsm__g.scratch);
-    memcpy(p->twin, snap, ps);
-    return len ? diffrec_from_scratch(len) : NULL;
+    memcpy(cdsm__g.snap, cdsm__sys_page(pg), cdsm__heap.page_size);
+    return diff_twin(pg, cdsm__g.snap);
 }
 
 /* Whether a page leaves the dirty set at this close if it is unchanged: fault-around and
