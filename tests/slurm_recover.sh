@@ -10,6 +10,9 @@
 # with a failing status and a message containing the text.
 # With CONCURRENT=1 all victims are killed at once, so that the later deaths come during
 # the first one's recovery (with EXPECT_FAILURE: a second failure during a recovery).
+# With GAP=S each victim after the first is killed S seconds after the one before, without
+# waiting for its replacement to be live: overlapping failures (the later loss lands while
+# the earlier replacement replays or rebuilds the lock queues).
 # With CKPT_EVERY=N the run with kills also checkpoints every N barriers (into a temporary
 # folder): kills then land in checkpoint writes, and the script says which did.
 # With SIGNAL=STOP the victims are frozen (kill -STOP) instead of killed: nothing closes
@@ -74,6 +77,15 @@ attempt() {
     for v in ${victims//,/ }; do
         [ -n "${KILL_AT:-}" ] && break # the victim kills itself
         # Wait until every rank is up (and, after a kill, until the replacement is live).
+        if [ -n "${GAP:-}" ] && [ "$k" -gt 0 ]; then
+            sleep "$GAP"
+            pid="$(holder "$v")"
+            echo "slurm_recover: kill -9 rank $v (pid $pid) ${GAP} s after the previous kill"
+            kill -9 "$pid"
+            killed+=("$v:$pid")
+            k=$((k + 1))
+            continue
+        fi
         for _ in $(seq 600); do
             up=$(grep -c "info: initialised: rank" "$out")
             live=$(grep -c "the rank is live again" "$out")

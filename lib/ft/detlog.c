@@ -37,11 +37,12 @@ int cdsm__det_init(void)
     D.a_first = calloc((size_t)n, sizeof(uint32_t));
     D.a_last = calloc((size_t)n, sizeof(uint32_t));
     if (!D.pos || !D.a_first || !D.a_last) return cdsm__error(CDSM_ERR_NOMEM, "determinant log");
-    return CDSM_OK;
+    return cdsm__gcopy_init();
 }
 
 void cdsm__det_fini(void)
 {
+    cdsm__gcopy_fini();
     free(D.log_v);
     free(D.pos);
     free(D.a_sent);
@@ -80,6 +81,9 @@ void cdsm__det_log(uint32_t kind, uint32_t peer, uint32_t id, uint32_t acq_seq, 
     d->grant_seq = grant_seq;
     memcpy(d->vc, vc, cdsm__u32s((size_t)cdsm__w.n));
     D.log_n++;
+    uint32_t me = (uint32_t)cdsm__w.rank;
+    if (kind == CDSM_DET_SENT) cdsm__gcopy_add(me, peer, id, acq_seq, grant_seq, vc, -1);
+    if (kind == CDSM_DET_RECV) cdsm__gcopy_add(peer, me, id, acq_seq, grant_seq, vc, -1);
     CDSM_STAT_ADD(det_logged, 1);
     account();
 }
@@ -115,6 +119,7 @@ void cdsm__det_trim(const void *np)
     /* With spares, only checkpoints a replacement can start from bound the log (those of a
      * program in resume mode; an unmodified one is replayed from its start). */
     if (cdsm__cfg.spares && !cdsm__mode.resume_mode) return;
+    cdsm__gcopy_trim(D.pos);
     uint32_t lo = min_epoch();
     size_t k = 0;
     for (size_t i = 0; i < D.log_n; i++) {

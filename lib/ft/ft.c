@@ -13,6 +13,7 @@ static void on_message(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     case CDSM_MSG_LK_FREEZE: cdsm__lk_on_freeze(h, r); break;
     case CDSM_MSG_LK_REBUILD: cdsm__lk_on_rebuild(h, r); break;
     case CDSM_MSG_KNOW_REQ: cdsm__serve_know(h, r); break;
+    case CDSM_MSG_REC_REQ: cdsm__serve_records(h, r); break;
     default: cdsm__log(CDSM_LOG_ERROR, "message type %u from rank %u is not fault tolerance's", h->type, h->src);
     }
 }
@@ -51,7 +52,11 @@ void cdsm__ft_init(void)
         .grant_sent = grant_sent,
         .grant_taken = grant_taken,
         .replay_acquire = cdsm__replay_acquire,
+        .replay_synced = cdsm__replay_serve_deferred,
         .replay_barrier = cdsm__replay_barrier_hook,
+        .trailer_put = cdsm__gcopy_put,
+        .trailer_take = cdsm__gcopy_take,
+        .converted = cdsm__replay_converted,
         .logging = cdsm__det_enabled,
         .ckpt_committed = cdsm__ckpt_committed,
         .want_ckpt = cdsm__ckpt_due,

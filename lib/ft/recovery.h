@@ -63,6 +63,33 @@ int cdsm__det_audit_collect(int src, cdsm__rd_t *r);
  * (acquirer, granter, acquire number, lock or epoch). Resets the round. */
 int cdsm__det_audit_finish(uint32_t out[4]);
 
+/* ---- gcopy.c: copies of every grant determinant, carried causally (two spares or more) -- */
+/* On with logging and CDSM_SPARES >= 2; made and dropped with the log. */
+int cdsm__gcopy_on(void);
+int cdsm__gcopy_init(void);
+void cdsm__gcopy_fini(void);
+/* A grant heard of (from: the rank that told us, -1 our own); a copy already held is kept. */
+void cdsm__gcopy_add(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq, uint32_t grant_seq,
+                     const uint32_t *vc, int from);
+/* The trailer of a message to `to` (the copies it has not had from us), and its decoder:
+ * takes them and shortens r to the message before it. */
+void cdsm__gcopy_put(int to, cdsm__buf_t *b);
+int cdsm__gcopy_take(int from, cdsm__rd_t *r);
+/* Every copy held (a replacement's replay data; `to` has them all afterwards), and its
+ * decoder. */
+void cdsm__gcopy_put_all(cdsm__buf_t *b, int to);
+int cdsm__gcopy_take_all(cdsm__rd_t *r, int from);
+/* Every grant copy held (conversions not). */
+void cdsm__gcopy_foreach(void (*fn)(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq,
+                                    uint32_t grant_seq, const uint32_t *vc, void *arg),
+                         void *arg);
+/* A conversion of page pg by its home at synchronisation seq (conv.c), carried the same
+ * way; and the ones of `home` held, each to fn. */
+void cdsm__gcopy_converted(uint32_t pg, int home, uint32_t seq);
+void cdsm__gcopy_conversions(int home, void (*fn)(uint32_t pg, uint32_t seq, void *arg), void *arg);
+/* Drop the copies no replay from these checkpoints (n positions) can need. */
+void cdsm__gcopy_trim(const cdsm__ckpt_pos_t *pos);
+
 /* ---- archive.c: own diffs kept after garbage collection for a replay from the start -- */
 /* Whether collected intervals must be archived (logging on, no checkpoints). */
 int cdsm__archive_needed(void);
@@ -128,6 +155,10 @@ void cdsm__on_retire(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 
 /* ---- replay_serve.c: survivors serve a replay ------------------------------------------ */
 void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+/* A replacement lost with the asking one: its own records first..last (REC_REQ), once its
+ * replay has made them again (kept until then); the newest one a request asks for. */
+void cdsm__serve_records(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+int cdsm__rec_req_newest(const uint8_t *p, size_t len, uint32_t *newest);
 /* How many of the asking rank's intervals this rank knows (KNOW_REQ). */
 void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 
@@ -142,6 +173,9 @@ int cdsm__replay_barrier_hook(int kind, uint32_t epoch, int *flags_out, int *rc)
 /* The protocol's replay_acquire hook (see ft_hooks.h). */
 int cdsm__replay_acquire(uint32_t l, uint32_t seq);
 void cdsm__replay_serve_deferred(void);
+/* The protocol's converted hook: keep a copy of the conversion, and (a replaying home)
+ * serve the first fetches that waited for its base. */
+void cdsm__replay_converted(uint32_t pg, int home, uint32_t seq);
 /* Whether barrier `epoch` is in the replay store's log (the survivors passed it). */
 int cdsm__replay_logged(uint32_t epoch);
 /* A checkpoint was restored (cdsm_resume): records up to its clock are applied. */
@@ -164,6 +198,33 @@ int cdsm__lock_rebuild(void);
 /* Survivor: freeze and report (LK_FREEZE); take the rebuilt queues (LK_REBUILD). */
 void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
 void cdsm__lk_on_rebuild(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd);
+
+/* A lock's state in a rebuild's report: the lock states, and waiting with the grant come
+ * but unread. */
+enum { CDSM_LKR_NONE = CDSM_LK_NONE, CDSM_LKR_TOKEN = CDSM_LK_TOKEN, CDSM_LKR_HELD = CDSM_LK_HELD,
+       CDSM_LKR_WAITING = CDSM_LK_WAITING, CDSM_LKR_GRANTED = 4 };
+uint32_t cdsm__lk_report_state(const cdsm__lock_t *lk, uint32_t l);
+/* Send the lost process's grant of lock l to `to` (its acquire seq; to_vc: its clock)
+ * again, from the log. */
+void cdsm__lk_regrant(uint32_t l, int to, uint32_t seq, const uint32_t *to_vc);
+/* A recovery wait's answer: a lower rank being replayed leads this rebuild instead. */
+enum { CDSM__LK_GIVE_WAY = 1 };
+
+/* ---- lockjoint.c: replacements going live together (caller holds mu) ------------------ */
+/* What the grants this replacement has heard of say of lock l: its lost process's last
+ * grant of it (to whom, *to_seq: for which acquire; -1: none), whether the token's path
+ * ends here, whether they name the lock at all. Dropped by cdsm__lk_know_free. */
+int cdsm__lk_know_last_to(uint32_t l, uint32_t *to_seq);
+int cdsm__lk_know_hold(uint32_t l);
+int cdsm__lk_know_named(uint32_t l);
+void cdsm__lk_know_free(void);
+/* Whether a rank lower than this one is being replayed (it leads the rebuild). */
+int cdsm__lk_lower_replayed(void);
+/* Wait at the live point until another's rebuild made this rank live (CDSM_OK), or
+ * nobody lower is replayed any more (CDSM__LK_GIVE_WAY: lead). */
+int cdsm__lk_follow(void);
+/* The rebuild h made this rank live: wake cdsm__lk_follow. */
+void cdsm__lk_joined(const cdsm__msg_hdr_t *h);
 
 /* ---- output.c: output commit (cdsm_printf, cdsm_fwrite) ----------------------------- */
 /* Register the output offsets as a private region (cdsm_init, every process). */

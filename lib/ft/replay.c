@@ -59,6 +59,7 @@ static struct replay_store {
     cdsm__buf_t *recs;   /* per rank: its own records as sent, increasing idx */
     size_t *rec_pos;     /* per rank: offset of the first record not incorporated */
     uint32_t *rec_first; /* per rank: idx of its first record sent (1 unless collected) */
+    uint32_t *rec_last;  /* per rank lost with this one: idx of the last record held */
     /* Ranks replayed at the same time as this one (lost with it: a node), and per rank the
      * furthest-reaching list of its records a survivor holds: theirs come from those. */
     uint8_t *co_lost;
@@ -76,6 +77,20 @@ static struct replay_store {
     deferred_t *deferred;
 } rs = {.bar0 = 1};
 
+/* A grant the lost process took (from `granter`), kept for its replay. */
+static void add_grant(uint32_t lock, uint32_t acq_seq, uint32_t grant_seq, int granter, const uint32_t *vc)
+{
+    if (rs.ngrants == rs.grants_cap) {
+        rs.grants_cap = rs.grants_cap ? 2 * rs.grants_cap : 64;
+        rs.grants = realloc(rs.grants, rs.grants_cap * sizeof *rs.grants);
+        cdsm_check(rs.grants != NULL);
+    }
+    uint32_t *copy = malloc(cdsm__u32s((size_t)cdsm__w.n));
+    cdsm_check(copy != NULL);
+    memcpy(copy, vc, cdsm__u32s((size_t)cdsm__w.n));
+    rs.grants[rs.ngrants++] = (grant_rec_t){lock, acq_seq, grant_seq, granter, copy};
+}
+
 /* The grants in a survivor's answer: those the lost process took (SENT by the survivor:
  * kept for its replay) and those it made (RECV: logged again as its own SENT). */
 static int take_grants(int q, cdsm__rd_t *rd)
@@ -92,15 +107,7 @@ static int take_grants(int q, cdsm__rd_t *rd)
                 if (grant_seq > rs.granted_last) rs.granted_last = grant_seq;
                 continue;
             }
-            if (rs.ngrants == rs.grants_cap) {
-                rs.grants_cap = rs.grants_cap ? 2 * rs.grants_cap : 64;
-                rs.grants = realloc(rs.grants, rs.grants_cap * sizeof *rs.grants);
-                cdsm_check(rs.grants != NULL);
-            }
-            uint32_t *copy = malloc(cdsm__u32s((size_t)n));
-            cdsm_check(copy != NULL);
-            memcpy(copy, vc, cdsm__u32s((size_t)n));
-            rs.grants[rs.ngrants++] = (grant_rec_t){lock, acq_seq, grant_seq, q, copy};
+            add_grant(lock, acq_seq, grant_seq, q, vc);
         }
     }
     return rd->bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
@@ -186,7 +193,8 @@ static int take_replay_rep(int q, cdsm__rd_t *rd)
     for (int x = 0; x < n; x++)
         if (x != cdsm__w.rank && take_records(q, x, rd)) return CDSM_ERR_PROTOCOL;
     uint32_t released = cdsm__rd_u32(rd);
-    if (rd->bad || cdsm__conv_take_due(rd) || cdsm__conv_take_listed(rd)) return CDSM_ERR_PROTOCOL;
+    if (rd->bad || cdsm__conv_take_due(rd) || cdsm__conv_take_listed(rd) || cdsm__gcopy_take_all(rd, q))
+        return CDSM_ERR_PROTOCOL;
     if (released > rs.released_max) rs.released_max = released;
     return CDSM_OK;
 }
@@ -197,10 +205,12 @@ static int store_alloc(int n)
     rs.rec_pos = calloc((size_t)n, sizeof *rs.rec_pos);
     rs.rec_first = calloc((size_t)n, sizeof *rs.rec_first);
     rs.co_lost = calloc((size_t)n, 1);
+    rs.rec_last = calloc((size_t)n, sizeof *rs.rec_last);
     rs.alt = calloc((size_t)n, sizeof *rs.alt);
     rs.alt_first = calloc((size_t)n, sizeof(uint32_t));
     rs.alt_last = calloc((size_t)n, sizeof(uint32_t));
-    if (!rs.recs || !rs.rec_pos || !rs.rec_first || !rs.co_lost || !rs.alt || !rs.alt_first || !rs.alt_last)
+    if (!rs.recs || !rs.rec_pos || !rs.rec_first || !rs.rec_last || !rs.co_lost || !rs.alt || !rs.alt_first ||
+        !rs.alt_last)
         return cdsm__error(CDSM_ERR_NOMEM, "replay store");
     for (int q = 0; q < n; q++) rs.rec_first[q] = 1;
     return CDSM_OK;
@@ -244,6 +254,7 @@ static int adopt_co_lost(int rc)
         rs.recs[x] = rs.alt[x]; /* (taken over: not freed below) */
         rs.alt[x] = (cdsm__buf_t){0};
         if (rs.recs[x].len) rs.rec_first[x] = rs.alt_first[x];
+        rs.rec_last[x] = rs.recs[x].len ? rs.alt_last[x] : 0;
         cdsm__log(CDSM_LOG_WARN, "replaying rank %d: rank %d is replayed at the same time; its records %u..%u come from "
                   "the survivors", cdsm__w.rank, x, rs.recs[x].len ? rs.alt_first[x] : 0, rs.recs[x].len ? rs.alt_last[x] : 0);
     }
@@ -257,6 +268,31 @@ static int adopt_co_lost(int rc)
         rc = cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: every other rank is being replayed too: no log survived",
                          cdsm__w.rank);
     return rc;
+}
+
+/* Grants of the lost rank whose other party was lost too, as a survivor heard of them
+ * (gcopy.c): taken ones join the replay's grants, made ones its log. */
+static void adopt_copy(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq, uint32_t grant_seq,
+                       const uint32_t *vc, void *arg)
+{
+    int *added = arg, me = cdsm__w.rank;
+    if (granter == (uint32_t)me && acquirer != (uint32_t)me) {
+        if (acquirer >= (uint32_t)cdsm__w.n || !rs.co_lost[acquirer]) return; /* (a survivor's own log served it) */
+        cdsm__det_log(CDSM_DET_SENT, acquirer, lock, acq_seq, grant_seq, vc);
+        if (grant_seq > rs.granted_last) rs.granted_last = grant_seq;
+        return;
+    }
+    if (acquirer != (uint32_t)me || granter == (uint32_t)me || lock >= cdsm__lk.nlocks) return;
+    for (uint32_t i = 0; i < rs.ngrants; i++)
+        if (rs.grants[i].acq_seq == acq_seq) return;
+    add_grant(lock, acq_seq, grant_seq, (int)granter, vc);
+    (*added)++;
+}
+
+static void due_pair(uint32_t pg, uint32_t seq, void *arg)
+{
+    cdsm__buf_put_u32(arg, pg);
+    cdsm__buf_put_u32(arg, seq);
 }
 
 /* Without a checkpoint to restore, the replay starts from the program's start: every
@@ -283,6 +319,16 @@ int cdsm__replay_begin(void)
     if (rc) return rc;
     pthread_mutex_lock(&g->mu);
     rc = adopt_co_lost(gather());
+    int copied = 0;
+    if (!rc) cdsm__gcopy_foreach(adopt_copy, &copied);
+    if (copied)
+        cdsm__log(CDSM_LOG_INFO, "rank %d: %d grants from ranks lost with it, as the survivors heard of them",
+                  cdsm__w.rank, copied);
+    /* Its conversions as the survivors heard of them (the reader may be lost with it). */
+    cdsm__buf_t due = {0};
+    cdsm__gcopy_conversions(cdsm__w.rank, due_pair, &due);
+    if (due.len) cdsm__conv_due_add((const uint32_t *)(const void *)due.p, due.len / 8);
+    cdsm__buf_free(&due);
     uint64_t ck = 0;
     if (!rc) rc = cdsm__ckpt_takeover(rs.nbars > rs.released_max ? rs.nbars : rs.released_max, &ck);
     if (!rc && !ck) rc = from_start_possible();
@@ -301,6 +347,39 @@ int cdsm__replay_begin(void)
     return rc;
 }
 
+/* Rank x's records after the list held, up to idx upto, from its replacement (x was lost
+ * with this rank, and its grant brought them to this rank's lost process only): asked
+ * again of its next replacement if it dies first. Caller holds mu. */
+static int fetch_records(int x, uint32_t upto)
+{
+    uint32_t req[2] = {rs.rec_last[x] + 1, upto};
+    uint64_t tag = (uint64_t)x << 32 | upto;
+    int rc = cdsm__tp_send(x, CDSM_MSG_REC_REQ, tag, req, sizeof req, NULL, 0), late = 1;
+    cdsm__reply_t *rep = NULL;
+    while (!rc && !(rep = cdsm__wait_reply_for(CDSM_MSG_REC_REP, tag, 1000, &late)) && late)
+        rc = cdsm__tp_send(x, CDSM_MSG_REC_REQ, tag, req, sizeof req, NULL, 0); /* (a second answer is dropped) */
+    if (rc || !rep)
+        return rc ? rc : cdsm__error(CDSM_ERR_PEER_LOST, "replaying rank %d: rank %d was lost", cdsm__w.rank, cdsm__lost());
+    cdsm__rd_t rd = {rep->payload, rep->hdr.len, 0, 0};
+    uint32_t n = cdsm__rd_u32(&rd), want = req[0];
+    size_t start = rd.pos;
+    for (uint32_t k = 0; k < n && !rd.bad; k++) {
+        const uint32_t *vc, *pages, *empty;
+        uint32_t nempty;
+        const cdsm__wire_iv_t *w = cdsm__iv_take(&rd, &vc, &pages, &empty, &nempty);
+        if (!w || w->rank != (uint32_t)x || w->idx != want++) rd.bad = 1;
+    }
+    if (!rd.bad && want == upto + 1) {
+        cdsm__buf_put(&rs.recs[x], rd.p + start, rd.pos - start);
+        rs.rec_last[x] = upto;
+    } else {
+        rc = cdsm__error(CDSM_ERR_PROTOCOL, "replaying rank %d: rank %d sent records %u..%u for %u..%u", cdsm__w.rank,
+                         x, req[0], want - 1, req[0], upto);
+    }
+    cdsm__reply_free(rep);
+    return rc;
+}
+
 /* Records of every other rank with idx <= vc[q], not incorporated yet. Caller holds mu. */
 static int incorporate_upto(const uint32_t *vc)
 {
@@ -308,6 +387,10 @@ static int incorporate_upto(const uint32_t *vc)
     uint32_t nrec = 0;
     for (int q = 0; q < cdsm__w.n; q++) {
         if (q == cdsm__w.rank) continue;
+        if (rs.co_lost[q] && vc[q] > rs.rec_last[q] && vc[q] > cdsm__g.vc[q]) {
+            int rc = fetch_records(q, vc[q]);
+            if (rc) return rc;
+        }
         while (rs.rec_pos[q] < rs.recs[q].len) {
             const uint8_t *p = rs.recs[q].p + rs.rec_pos[q];
             cdsm__wire_iv_t w;
@@ -407,16 +490,6 @@ out:
 int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 {
     cdsm__state_t *g = &cdsm__g;
-    for (int x = 0; rs.co_lost && x < cdsm__w.n; x++)
-        if (rs.co_lost[x]) {
-            /* A grant between two ranks lost together died with both, and the lock queues
-             * cannot be rebuilt by two replacements at once: not survived (yet). */
-            cdsm__log(CDSM_LOG_ERROR,
-                      "replaying rank %d: lock %u acquire %u while rank %d, lost at the same time, is replayed too: a "
-                      "lock program cannot survive losing two ranks at once",
-                      cdsm__w.rank, l, seq, x);
-            return CDSM_ERR_PEER_LOST;
-        }
     /* The lost process got further if its next barrier is logged, or a later grant it
      * took or made (then the survivors may know its intervals from after this point). */
     int later = cdsm__bar.epoch < rs.nbars || rs.granted_last > seq;
@@ -457,6 +530,9 @@ int cdsm__replay_acquire(uint32_t l, uint32_t seq)
 static int servable(const deferred_t *d)
 {
     cdsm__state_t *g = &cdsm__g;
+    uint32_t upto;
+    if (d->hdr.type == CDSM_MSG_REC_REQ)
+        return cdsm__rec_req_newest(d->payload, d->hdr.len, &upto) || upto <= g->vc[cdsm__w.rank];
     if (d->hdr.type == CDSM_MSG_DIR_REQ) return !cdsm__mode.replaying || cdsm__own_dir_req_ready(d->payload, d->hdr.len);
     if (d->hdr.type != CDSM_MSG_DIFF_REQ) return !cdsm__mode.replaying;
     uint32_t newest;
@@ -482,6 +558,9 @@ int cdsm__replay_defer(const cdsm__msg_hdr_t *h, const cdsm__rd_t *r)
 /* Serve the deferred requests that can be served now. Caller holds mu. */
 void cdsm__replay_serve_deferred(void)
 {
+    static int serving; /* (a served request may convert a page: see cdsm__replay_converted) */
+    if (serving) return;
+    serving = 1;
     for (deferred_t **pp = &rs.deferred; *pp;) {
         deferred_t *d = *pp;
         if (!servable(d)) {
@@ -496,11 +575,24 @@ void cdsm__replay_serve_deferred(void)
             cdsm__own_on_dir_req(&d->hdr, &rd);
         else if (d->hdr.type == CDSM_MSG_BAR_ARRIVE)
             cdsm__bar_on_arrive(&d->hdr, &rd); /* live: collected as usual */
+        else if (d->hdr.type == CDSM_MSG_REC_REQ)
+            cdsm__serve_records(&d->hdr, &rd);
+        else if (d->hdr.type == CDSM_MSG_LK_FREEZE)
+            cdsm__lk_on_freeze(&d->hdr, &rd); /* at the live point: report, and wait for the rebuild */
         else
             cdsm__serve_diffs(&d->hdr, &rd);
         free(d->payload);
         free(d);
     }
+    serving = 0;
+}
+
+void cdsm__replay_converted(uint32_t pg, int home, uint32_t seq)
+{
+    cdsm__gcopy_converted(pg, home, seq);
+    /* A replaying home that made a base answers the first fetches that waited for it now:
+     * the asker may be another replay this one is about to wait for. */
+    if (home == cdsm__w.rank && cdsm__mode.replaying) cdsm__replay_serve_deferred();
 }
 
 void cdsm__replay_take(int type, uint64_t tag, void (*fn)(const cdsm__msg_hdr_t *h, cdsm__rd_t *r, void *arg),
@@ -554,6 +646,8 @@ int cdsm__replay_finish(void)
     free(rs.recs);
     free(rs.rec_pos);
     free(rs.rec_first);
+    free(rs.rec_last);
+    rs.rec_last = NULL;
     free(rs.co_lost);
     rs.co_lost = NULL;
     rs.recs = NULL;

@@ -148,7 +148,47 @@ void cdsm__serve_replay(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     /* The pages of the lost rank this one saw converted, and when (conv.c). */
     cdsm__conv_put_for(&b, (int)h->src);
     put_listed(&b, (int)h->src);
+    /* Every grant this rank has heard of (two spares or more): the replacement's own among
+     * them where its other party was lost too, and what its lost process knew. */
+    cdsm__gcopy_put_all(&b, (int)h->src);
     cdsm__tp_send(h->src, CDSM_MSG_REPLAY_REP, h->tag, b.p, b.len, NULL, 0);
+    cdsm__buf_free(&b);
+}
+
+/* The asker's request for this rank's records first..last (u32 each). */
+static int take_rec_req(const uint8_t *p, size_t len, uint32_t *first, uint32_t *last)
+{
+    cdsm__rd_t rd = {p, len, 0, 0};
+    *first = cdsm__rd_u32(&rd);
+    *last = cdsm__rd_u32(&rd);
+    return rd.bad || !*first || *first > *last ? CDSM_ERR_PROTOCOL : CDSM_OK;
+}
+
+int cdsm__rec_req_newest(const uint8_t *p, size_t len, uint32_t *newest)
+{
+    uint32_t first;
+    return take_rec_req(p, len, &first, newest);
+}
+
+void cdsm__serve_records(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
+{
+    uint32_t first, last;
+    if (cdsm__replay_defer(h, rd)) return; /* (not made again yet) */
+    cdsm__buf_t b = {0};
+    cdsm__buf_put_u32(&b, 0);
+    uint32_t count = 0;
+    if (!take_rec_req(rd->p, rd->len, &first, &last))
+        for (uint32_t idx = first; idx <= last; idx++) {
+            const cdsm__interval_t *iv = cdsm__iv_get(cdsm__w.rank, idx);
+            if (!iv) iv = cdsm__archive_find(idx);
+            if (!iv) break;
+            cdsm__iv_serialize(&b, iv);
+            count++;
+        }
+    else
+        cdsm__log(CDSM_LOG_ERROR, "malformed record request from rank %u", h->src);
+    memcpy(b.p, &count, sizeof count);
+    cdsm__tp_send(h->src, CDSM_MSG_REC_REP, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }
 
@@ -157,6 +197,7 @@ void cdsm__serve_know(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     cdsm__state_t *g = &cdsm__g;
     (void)rd;
     uint32_t r = h->src, known = g->vc[r];
+    if (cdsm__bar_collected((int)r) > known) known = cdsm__bar_collected((int)r);
     /* A grant not read yet carries its granter's knowledge too (the lost process's own
      * grant among them). */
     for (cdsm__reply_t *rep = g->replies; rep; rep = rep->next) {

@@ -288,6 +288,7 @@ static uint32_t put_lacking(cdsm__buf_t *b, const uint32_t *have)
  * sent asks again. */
 static void send_release(int r, uint32_t epoch, cdsm__buf_t *b)
 {
+    cdsm__ft.trailer_put(r, b);
     cdsm__tp_send(r, CDSM_MSG_BAR_RELEASE, epoch, b->p, b->len, NULL, 0);
     cdsm__buf_free(&mgr.last[r]);
     mgr.last[r] = *b;
@@ -375,6 +376,11 @@ void cdsm__bar_lost(int r)
 void cdsm__bar_manifest(uint32_t epoch)
 {
     if (cdsm__w.rank == MANAGER) mgr.manifest = epoch;
+}
+
+uint32_t cdsm__bar_collected(int r)
+{
+    return cdsm__w.rank == MANAGER && cdsm__bar.maxidx ? cdsm__bar.maxidx[r] : 0;
 }
 
 uint32_t cdsm__bar_released(void)
@@ -469,6 +475,7 @@ static void send_up(void)
     uint32_t nrec = put_lacking(&m, NULL);
     memcpy(m.p + nrec_at, &nrec, sizeof nrec);
     cdsm__buf_put_u32(&m, 0); /* no audit part: the checker's rounds are central */
+    cdsm__ft.trailer_put(tree_parent(), &m);
     cdsm__tp_send(tree_parent(), CDSM_MSG_BAR_ARRIVE, mgr.epoch, m.p, m.len, NULL, 0);
     cdsm__buf_free(&m);
     free(minvc);
@@ -552,6 +559,7 @@ static int arrive(int kind, uint32_t epoch, uint64_t check, const cdsm_stats_t *
     int to = MANAGER;
     if (tree_on(kind) && cdsm__w.rank != MANAGER)
         to = tree_children(cdsm__w.rank) ? cdsm__w.rank : tree_parent();
+    cdsm__ft.trailer_put(to, &b);
     int rc = cdsm__tp_send(to, CDSM_MSG_BAR_ARRIVE, epoch, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
@@ -577,6 +585,7 @@ static int forward_release(uint32_t epoch, const release_t *rl, cdsm__rd_t *rd, 
         put_release(&m, rl, &nrec_at);
         uint32_t nrec = put_lacking(&m, &b->vcs[s * (size_t)n]);
         memcpy(m.p + nrec_at, &nrec, sizeof nrec);
+        cdsm__ft.trailer_put(slot_rank(1, (int)s), &m);
         cdsm__tp_send(slot_rank(1, (int)s), CDSM_MSG_BAR_RELEASE, epoch, m.p, m.len, NULL, 0);
         cdsm__buf_free(&m);
         CDSM_STAT_ADD(bar_forwarded, 1);

@@ -51,6 +51,9 @@ void cdsm__bar_gone(int r);
 void cdsm__bar_lost(int r);
 /* Barrier manager: the epoch of the last barrier it released (0 elsewhere). */
 uint32_t cdsm__bar_released(void);
+/* The manager: the newest record of rank r it holds, a barrier being collected included
+ * (a lost process's arrival brought it; its replay must make it again). 0 elsewhere. */
+uint32_t cdsm__bar_collected(int r);
 /* Barrier manager: a restart manifest of barrier epoch was committed; later releases say so. */
 void cdsm__bar_manifest(uint32_t epoch);
 

@@ -110,6 +110,7 @@ uint32_t cdsm__conv_served(uint32_t pg)
     memcpy(c->applied, cdsm__page_applied(pg), cdsm__u32s((size_t)cdsm__w.n));
     c->idx = cdsm__g.vc[cdsm__w.rank] + 1;
     CDSM_STAT_ADD(conv_base_bytes, ps);
+    cdsm__ft.converted(pg, cdsm__w.rank, c->seq);
     return c->seq;
 }
 
@@ -118,6 +119,7 @@ void cdsm__conv_learned(uint32_t pg, int home, uint32_t seq)
     conv_t *c = get(pg);
     c->home = home;
     c->seq = seq;
+    cdsm__ft.converted(pg, home, seq);
 }
 
 uint32_t cdsm__conv_base(uint32_t pg, const void **bytes, const uint32_t **applied)
@@ -167,15 +169,32 @@ static int take_pairs(cdsm__rd_t *rd, uint32_t **v, size_t *n)
     return CDSM_OK;
 }
 
-int cdsm__conv_take_due(cdsm__rd_t *rd)
+/* The pairs from index `from` of cv.due are new: known, and in order with the others. */
+static void due_added(size_t from)
 {
-    size_t from = cv.ndue;
-    if (take_pairs(rd, &cv.due, &cv.ndue)) return CDSM_ERR_PROTOCOL;
     for (size_t i = from; i < cv.ndue; i++) /* (known: not taken from the listed ones) */
         cdsm__conv_learned(cv.due[2 * i], cdsm__w.rank, cv.due[2 * i + 1]);
     qsort(cv.due, cv.ndue, 8, cmp_due);
     cv.due_at = 0;
+}
+
+int cdsm__conv_take_due(cdsm__rd_t *rd)
+{
+    size_t from = cv.ndue;
+    if (take_pairs(rd, &cv.due, &cv.ndue)) return CDSM_ERR_PROTOCOL;
+    due_added(from);
     return CDSM_OK;
+}
+
+void cdsm__conv_due_add(const uint32_t *pairs, size_t k)
+{
+    size_t from = cv.ndue;
+    uint32_t *nv = realloc(cv.due, (cv.ndue + k) * 8 + 8);
+    cdsm_check(nv != NULL);
+    memcpy(&nv[2 * cv.ndue], pairs, k * 8);
+    cv.due = nv;
+    cv.ndue += k;
+    due_added(from);
 }
 
 int cdsm__conv_take_listed(cdsm__rd_t *rd)

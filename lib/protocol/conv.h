@@ -17,6 +17,8 @@ extern "C" {
 uint32_t cdsm__conv_served(uint32_t pg);
 /* A reader learned that `home` converted pg at synchronisation seq. */
 void cdsm__conv_learned(uint32_t pg, int home, uint32_t seq);
+/* Replacement: conversions of its pages it must make again, (pg, seq) pairs (k of them). */
+void cdsm__conv_due_add(const uint32_t *pairs, size_t k);
 /* The home's conversion of pg: its synchronisation number (0 and NULLs when none), and
  * its base copy with the copy's applied vector. */
 uint32_t cdsm__conv_base(uint32_t pg, const void **bytes, const uint32_t **applied);

@@ -14,6 +14,13 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
         pthread_mutex_unlock(&g->mu);
         return;
     }
+    /* Copies of determinants ride at the end of messages that carry causality: taken
+     * before the message has any effect (a reply is parsed later, from its start). */
+    if (cdsm__carries_causality(h->type) && cdsm__ft.trailer_take(h->src, &rd)) {
+        pthread_mutex_unlock(&g->mu); /* (logged where it was found malformed) */
+        free(buf);
+        return;
+    }
     switch (h->type) {
     case CDSM_MSG_LOCK_REQ: cdsm__lock_on_req(h, &rd); break;
     case CDSM_MSG_LOCK_FWD: cdsm__lock_on_fwd(h, &rd); break;
@@ -26,11 +33,15 @@ void cdsm__dispatch(const cdsm__msg_hdr_t *h, uint8_t *buf)
     case CDSM_MSG_REPLAY_REQ:
     case CDSM_MSG_LK_FREEZE:
     case CDSM_MSG_LK_REBUILD:
-    case CDSM_MSG_KNOW_REQ: cdsm__ft.on_message(h, &rd); break;
-    default: /* a reply: the buffer now belongs to the queue */
-        cdsm__reply_queue(h, buf);
+    case CDSM_MSG_KNOW_REQ:
+    case CDSM_MSG_REC_REQ: cdsm__ft.on_message(h, &rd); break;
+    default: { /* a reply: the buffer now belongs to the queue (without the trailer) */
+        cdsm__msg_hdr_t rh = *h;
+        rh.len = (uint32_t)rd.len;
+        cdsm__reply_queue(&rh, buf);
         pthread_mutex_unlock(&g->mu);
         return;
+    }
     }
     pthread_mutex_unlock(&g->mu);
     free(buf);

@@ -80,8 +80,21 @@ static const cdsm__interval_t *no_archived(uint32_t idx)
     (void)idx;
     return NULL;
 }
-static void no_manifest(void)
+static void nothing(void)
 {
+}
+static void no_trailer_put(int to, cdsm__buf_t *b)
+{
+    (void)to, (void)b;
+}
+static int no_trailer_take(int from, cdsm__rd_t *r)
+{
+    (void)from, (void)r;
+    return 0;
+}
+static void no_converted(uint32_t pg, int home, uint32_t seq)
+{
+    (void)pg, (void)home, (void)seq;
 }
 
 cdsm__ft_hooks_t cdsm__ft = {
@@ -91,7 +104,11 @@ cdsm__ft_hooks_t cdsm__ft = {
     .grant_sent = no_grant,
     .grant_taken = no_grant,
     .replay_acquire = no_replay_acquire,
+    .replay_synced = nothing,
     .replay_barrier = no_replay_barrier,
+    .trailer_put = no_trailer_put,
+    .trailer_take = no_trailer_take,
+    .converted = no_converted,
     .logging = none,
     .ckpt_committed = no_pos,
     .want_ckpt = none,
@@ -107,7 +124,7 @@ cdsm__ft_hooks_t cdsm__ft = {
     .archived = no_archived,
     .ckpt_enabled = none,
     .ckpt_commit = none,
-    .ckpt_manifest = no_manifest,
+    .ckpt_manifest = nothing,
 };
 
 /* Copy the entries fault tolerance sets; keep the defaults of the others. */
@@ -116,7 +133,8 @@ void cdsm__ft_register(const cdsm__ft_hooks_t *h)
 #define TAKE(f)                                                                              \
     if (h->f) cdsm__ft.f = h->f;
     TAKE(on_message) TAKE(hold_early) TAKE(defer) TAKE(grant_sent) TAKE(grant_taken)
-    TAKE(replay_acquire) TAKE(replay_barrier) TAKE(logging) TAKE(ckpt_committed) TAKE(want_ckpt)
+    TAKE(replay_acquire) TAKE(replay_synced) TAKE(replay_barrier) TAKE(trailer_put) TAKE(trailer_take)
+    TAKE(converted) TAKE(logging) TAKE(ckpt_committed) TAKE(want_ckpt)
     TAKE(released) TAKE(after_barrier) TAKE(release_output) TAKE(audit_put) TAKE(audit_collect)
     TAKE(audit_finish) TAKE(archive_needed) TAKE(archive_own) TAKE(archive_other) TAKE(archived)
     TAKE(ckpt_enabled) TAKE(ckpt_commit) TAKE(ckpt_manifest)

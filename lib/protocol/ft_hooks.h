@@ -51,6 +51,19 @@ typedef struct cdsm__ft_hooks {
     /* Replacement, at acquire seq of lock l: take it as the lost process did (0, state
      * HELD), or go live here (0, state HELD if the token is here, else WAITING). */
     int (*replay_acquire)(uint32_t l, uint32_t seq);
+    /* Replacement, past an acquire's or a release's synchronisation point: serve the
+     * requests that waited for what it has made again since. */
+    void (*replay_synced)(void);
+
+    /* ---- causality (two spares or more: gcopy.c) */
+    /* The trailer of a message that carries causality to `to` (lock requests, forwards
+     * and grants, barrier arrivals and releases), and at its receipt: taken, and r
+     * shortened to the message before it (non-zero: malformed). */
+    void (*trailer_put)(int to, cdsm__buf_t *b);
+    int (*trailer_take)(int from, cdsm__rd_t *r);
+    /* Page pg was converted by its home at synchronisation seq (made here, or learned
+     * from the copy served). */
+    void (*converted)(uint32_t pg, int home, uint32_t seq);
 
     /* ---- barriers */
     /* Replacement in barrier `epoch` (kind as entered): 1 if the barrier was replayed

@@ -89,6 +89,7 @@ int cdsm__lock_grant_msg(uint32_t l, int to, uint32_t to_seq, uint32_t grant_seq
     uint32_t nrec = cdsm__iv_serialize_between(&b, to_vc, vc);
     memcpy(b.p, &nrec, sizeof nrec);
     if (cdsm__grant_diffs_on()) cdsm__grant_put_diffs(&b, to_vc, vc);
+    cdsm__ft.trailer_put(to, &b);
     int rc = cdsm__tp_send(to, CDSM_MSG_LOCK_GRANT, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
@@ -161,6 +162,7 @@ static int send_req(int type, int to, uint32_t l, int requester, uint32_t seq, c
     cdsm__buf_put_u32(&b, seq);
     cdsm__buf_put(&b, vc, cdsm__u32s((size_t)cdsm__w.n));
     CDSM_STAT_ADD(piggyback_bytes, 4);
+    cdsm__ft.trailer_put(to, &b);
     int rc = (late ? cdsm__tp_send_late : cdsm__tp_send)(to, type, l, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
     return rc;
@@ -491,6 +493,7 @@ int cdsm_lock_acquire(int id)
     if (eager) cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
     cdsm__conv_sync();
+    if (cdsm__mode.replaying) cdsm__ft.replay_synced(); /* (an interval may have closed) */
     CDSM_STAT_ADD(lock_acquires, 1);
     if (cdsm__mode.replaying) {
         /* The lost process passed this acquire (from the log, or by itself), or this is
@@ -547,6 +550,7 @@ int cdsm_lock_release(int id)
     }
     g->sync_seq++;
     cdsm__conv_sync();
+    if (cdsm__mode.replaying) cdsm__ft.replay_synced(); /* (an interval may have closed) */
     if (cdsm__mode.replaying) {
         /* Whether the lost process passed the token on is known to the rebuild. */
         lk->state = CDSM_LK_NONE;

@@ -33,6 +33,8 @@ enum {
     CDSM_MSG_KNOW_REP,     /* survivor -> replacement: that number (grants not yet read included) */
     CDSM_MSG_DIR_REQ,      /* first toucher -> directory rank: page (claim it, or who owns it?) */
     CDSM_MSG_DIR_REP,      /* directory rank -> first toucher: page, its owner */
+    CDSM_MSG_REC_REQ,      /* replacement -> replacement lost with it: your records first..last */
+    CDSM_MSG_REC_REP,      /* those records, once its replay has made them again */
     CDSM_MSG_TYPES
 };
 CDSM__STATIC_ASSERT((int)CDSM_MSG_TYPES <= (int)CDSM_TP_MAX_TYPES, "message types fit the transport's tables");
@@ -40,6 +42,13 @@ CDSM__STATIC_ASSERT((int)CDSM_MSG_TYPES <= (int)CDSM_TP_MAX_TYPES, "message type
 static inline int cdsm__is_lock_msg(int type)
 {
     return type == CDSM_MSG_LOCK_REQ || type == CDSM_MSG_LOCK_FWD || type == CDSM_MSG_LOCK_GRANT;
+}
+
+/* Messages after which the receiver may depend on the sender's state: they carry copies
+ * of determinants when fault tolerance asks for them (ft_hooks.h, trailer_put). */
+static inline int cdsm__carries_causality(int type)
+{
+    return cdsm__is_lock_msg(type) || type == CDSM_MSG_BAR_ARRIVE || type == CDSM_MSG_BAR_RELEASE;
 }
 
 /* Interval record on the wire: header, then vc[n], then pages[npages]; with CDSM_IV_EMPTY
