@@ -125,6 +125,7 @@ int cdsm__lk_follow(void)
 {
     cdsm__log(CDSM_LOG_INFO, "rank %d: at its live point; a lower rank being replayed rebuilds the lock queues",
               cdsm__w.rank);
+    uint64_t t0 = cdsm__mono_ns(), said_s = 60;
     for (;;) {
         int late = 0;
         cdsm__reply_t *r = cdsm__wait_reply_for(CDSM_MSG_LK_REBUILD, 0, 200, &late);
@@ -135,5 +136,11 @@ int cdsm__lk_follow(void)
         if (!late) return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d waiting for the lock rebuild: rank %d was lost",
                                       cdsm__w.rank, cdsm__lost());
         if (!cdsm__lk_lower_replayed()) return CDSM__LK_GIVE_WAY; /* nobody lower is replayed: lead */
+        uint64_t waited_s = (cdsm__mono_ns() - t0) / 1000000000u;
+        if (waited_s >= said_s) { /* (a lower replay still runs: it is alive, or it would be replaced) */
+            cdsm__log(CDSM_LOG_WARN, "rank %d: waiting %llu s at its live point for a lower rank's replay", cdsm__w.rank,
+                      (unsigned long long)waited_s);
+            said_s = waited_s + 60;
+        }
     }
 }

@@ -273,7 +273,7 @@ static int rebuild_one(uint32_t l, node_t *nd, int *chain, int *regrant)
 
 int cdsm__ft_wait_each(int req_type, int type, uint64_t tag, int *sent_to, const char *what, cdsm__reply_t **out)
 {
-    uint64_t t0 = cdsm__mono_ns();
+    uint64_t t0 = cdsm__mono_ns(), said_ms = FT_WAIT_MAX_MS;
     for (;;) {
         int late = 0;
         cdsm__reply_t *r = cdsm__wait_reply_for(type, tag, FT_WAIT_STEP_MS, &late);
@@ -294,12 +294,19 @@ int cdsm__ft_wait_each(int req_type, int type, uint64_t tag, int *sent_to, const
                 int rc = cdsm__tp_send(q, req_type, tag, NULL, 0, NULL, 0);
                 if (rc) return rc;
             }
-        /* (A replacement still replaying is waited for while it replays.) */
-        if ((cdsm__mono_ns() - t0) / 1000000u >= FT_WAIT_MAX_MS)
-            for (int q = 0; q < cdsm__w.n; q++)
-                if (sent_to[q] >= 0 && !cdsm__member_replayed_now(q))
+        /* A replacement still replaying is waited for while it replays (said each minute). */
+        uint64_t waited_ms = (cdsm__mono_ns() - t0) / 1000000u;
+        if (waited_ms >= FT_WAIT_MAX_MS)
+            for (int q = 0; q < cdsm__w.n; q++) {
+                if (sent_to[q] < 0) continue;
+                if (!cdsm__member_replayed_now(q))
                     return cdsm__error(CDSM_ERR_PEER_LOST, "%s: no answer from rank %d in %d s", what, q,
                                        FT_WAIT_MAX_MS / 1000);
+                if (waited_ms >= said_ms)
+                    cdsm__log(CDSM_LOG_WARN, "%s: rank %d is still being replayed after %llu s", what, q,
+                              (unsigned long long)(waited_ms / 1000));
+            }
+        if (waited_ms >= said_ms) said_ms = waited_ms + FT_WAIT_MAX_MS;
     }
 }
 
