@@ -93,6 +93,8 @@ static const cdsm__cfg_entry_t recovery_entries[] = {
      CDSM_CFG_INT, OFF(heartbeat_ms), 0, 60000, NULL},
     {"CDSM_HEARTBEAT_TIMEOUT", "2000", "milliseconds of silence (no heartbeat, no doorbell) after which a process is declared lost and fenced (at least twice CDSM_HEARTBEAT_MS)",
      CDSM_CFG_INT, OFF(heartbeat_timeout_ms), 1, 3600000, NULL},
+    {"CDSM_REPLAY_WAIT", "600", "seconds a recovery waits for a replacement that is still replaying to reach its live point (a lock rebuild for several replacements) before it ends the run naming it (0: no bound)",
+     CDSM_CFG_INT, OFF(replay_wait_s), 0, 1u << 24, NULL},
     {"CDSM_FINALIZE_TIMEOUT", "5000", "milliseconds cdsm_finalize waits for MPI_Finalize after the last barrier before it returns and leaves it behind (UCX over TCP can hang there; 0: wait forever)",
      CDSM_CFG_INT, OFF(finalize_timeout_ms), 0, 3600000, NULL},
     {"CDSM_CKPT_FULL_EVERY", "8", "every N-th checkpoint is full, the others hold only the pages changed since the previous one (1: always full)",

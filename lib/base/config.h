@@ -73,6 +73,7 @@ typedef struct cdsm__config {
     uint64_t heartbeat_ms;
     uint64_t heartbeat_timeout_ms;
     uint64_t finalize_timeout_ms;
+    uint64_t replay_wait_s; /* CDSM_REPLAY_WAIT */
     /* diagnostics */
     uint64_t stats;
     uint64_t output_tags;

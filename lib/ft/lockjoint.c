@@ -137,6 +137,9 @@ int cdsm__lk_follow(void)
                                       cdsm__w.rank, cdsm__lost());
         if (!cdsm__lk_lower_replayed()) return CDSM__LK_GIVE_WAY; /* nobody lower is replayed: lead */
         uint64_t waited_s = (cdsm__mono_ns() - t0) / 1000000000u;
+        if (cdsm__cfg.replay_wait_s && waited_s >= cdsm__cfg.replay_wait_s)
+            return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d: no lock rebuild after %llu s at its live point while a lower "
+                               "rank is being replayed (CDSM_REPLAY_WAIT)", cdsm__w.rank, (unsigned long long)waited_s);
         if (waited_s >= said_s) { /* (a lower replay still runs: it is alive, or it would be replaced) */
             cdsm__log(CDSM_LOG_WARN, "rank %d: waiting %llu s at its live point for a lower rank's replay", cdsm__w.rank,
                       (unsigned long long)waited_s);

@@ -302,6 +302,9 @@ int cdsm__ft_wait_each(int req_type, int type, uint64_t tag, int *sent_to, const
                 if (!cdsm__member_replayed_now(q))
                     return cdsm__error(CDSM_ERR_PEER_LOST, "%s: no answer from rank %d in %d s", what, q,
                                        FT_WAIT_MAX_MS / 1000);
+                if (cdsm__cfg.replay_wait_s && waited_ms >= cdsm__cfg.replay_wait_s * 1000u)
+                    return cdsm__error(CDSM_ERR_PEER_LOST, "%s: rank %d is still being replayed after %llu s "
+                                       "(CDSM_REPLAY_WAIT)", what, q, (unsigned long long)(waited_ms / 1000));
                 if (waited_ms >= said_ms)
                     cdsm__log(CDSM_LOG_WARN, "%s: rank %d is still being replayed after %llu s", what, q,
                               (unsigned long long)(waited_ms / 1000));
