@@ -28,7 +28,8 @@ typedef struct know {
 } know_t;
 
 static struct joint {
-    know_t *k;   /* made at the first question, dropped when the rank is live */
+    know_t *k;      /* made at the first question, dropped when the rank is live */
+    int made_live;  /* another replacement's rebuild made this one live: its own gives way */
 } J;
 
 static void note_sent(uint32_t l, int to, uint32_t acq_seq, uint32_t grant_seq)
@@ -110,8 +111,14 @@ int cdsm__lk_lower_replayed(void)
     return 0;
 }
 
+int cdsm__lk_made_live(void)
+{
+    return J.made_live;
+}
+
 void cdsm__lk_joined(const cdsm__msg_hdr_t *h)
 {
+    J.made_live = 1;
     /* A note to the waiting thread, as a reply (it waits like any other). */
     cdsm__msg_hdr_t note = *h;
     note.len = 0;
@@ -131,6 +138,7 @@ int cdsm__lk_follow(void)
         cdsm__reply_t *r = cdsm__wait_reply_for(CDSM_MSG_LK_REBUILD, 0, 200, &late);
         if (r) {
             cdsm__reply_free(r);
+            J.made_live = 0;
             return CDSM_OK;
         }
         if (!late) return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d waiting for the lock rebuild: rank %d was lost",
@@ -138,11 +146,13 @@ int cdsm__lk_follow(void)
         if (!cdsm__lk_lower_replayed()) return CDSM__LK_GIVE_WAY; /* nobody lower is replayed: lead */
         uint64_t waited_s = (cdsm__mono_ns() - t0) / 1000000000u;
         if (cdsm__cfg.replay_wait_s && waited_s >= cdsm__cfg.replay_wait_s)
-            return cdsm__error(CDSM_ERR_PEER_LOST, "rank %d: no lock rebuild after %llu s at its live point while a lower "
-                               "rank is being replayed (CDSM_REPLAY_WAIT)", cdsm__w.rank, (unsigned long long)waited_s);
+            return cdsm__error(CDSM_ERR_PEER_LOST,
+                               "rank %d: no lock rebuild after %llu s at its live point while a lower rank is being "
+                               "replayed (CDSM_REPLAY_WAIT)",
+                               cdsm__w.rank, (unsigned long long)waited_s);
         if (waited_s >= said_s) { /* (a lower replay still runs: it is alive, or it would be replaced) */
-            cdsm__log(CDSM_LOG_WARN, "rank %d: waiting %llu s at its live point for a lower rank's replay", cdsm__w.rank,
-                      (unsigned long long)waited_s);
+            cdsm__log(CDSM_LOG_WARN, "rank %d: waiting %llu s at its live point for a lower rank's replay",
+                      cdsm__w.rank, (unsigned long long)waited_s);
             said_s = waited_s + 60;
         }
     }

@@ -284,7 +284,7 @@ int cdsm__ft_wait_each(int req_type, int type, uint64_t tag, int *sent_to, const
         }
         if (!late) return cdsm__error(CDSM_ERR_PEER_LOST, "%s: rank %d was lost", what, cdsm__lost());
         /* A lower rank being replayed leads this rebuild (lockjoint.c): give way. */
-        if (type == CDSM_MSG_LK_STATE && cdsm__lk_lower_replayed()) return CDSM__LK_GIVE_WAY;
+        if (type == CDSM_MSG_LK_STATE && (cdsm__lk_lower_replayed() || cdsm__lk_made_live())) return CDSM__LK_GIVE_WAY;
         /* Asked of a process that has been replaced since: it died before it answered.
          * Ask its replacement (it answers once it has taken the rank over). */
         for (int q = 0; q < cdsm__w.n; q++)
@@ -336,6 +336,12 @@ static int gather_reports(node_t **rows, report_t *rp)
             rp[rep->hdr.src].rep = rep;
         }
         if (rc) break;
+        /* Another replacement leads, or made this one live already: give way between rounds
+         * (no freeze of ours is then on its way to anyone: every one was answered). */
+        if (cdsm__lk_lower_replayed() || cdsm__lk_made_live()) {
+            rc = CDSM__LK_GIVE_WAY;
+            break;
+        }
         for (uint32_t l = 0; l < cdsm__lk.nlocks; l++)
             if (rows[l]) reset_row(rows[l]);
         for (int q = 0; q < n && !rc; q++) {

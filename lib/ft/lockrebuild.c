@@ -100,7 +100,9 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     if (cdsm__replay_defer(h, rd)) return;
     int n = cdsm__w.n, repl = cdsm__member_replayed_now(cdsm__w.rank);
     cdsm__inject(cdsm__w.rank, "lk_freeze"); /* (a test's moment: a survivor lost during a rebuild) */
-    cdsm__lock_freeze(1);
+    /* A freeze from a replacement made live since (by another's rebuild, whose end unfroze
+     * us) is late: answered, but nothing stays frozen for it. */
+    if (cdsm__member_replayed_now(h->src)) cdsm__lock_freeze(1);
     uint8_t replayed[n];
     for (int q = 0; q < n; q++) replayed[q] = (uint8_t)cdsm__member_replayed_now(q);
     cdsm__buf_t b = {0};

@@ -223,8 +223,10 @@ int cdsm__lk_lower_replayed(void);
 /* Wait at the live point until another's rebuild made this rank live (CDSM_OK), or
  * nobody lower is replayed any more (CDSM__LK_GIVE_WAY: lead). */
 int cdsm__lk_follow(void);
-/* The rebuild h made this rank live: wake cdsm__lk_follow. */
+/* The rebuild h made this rank live: wake cdsm__lk_follow; a rebuild this rank leads meanwhile
+ * gives way (cdsm__lk_made_live: until cdsm__lk_follow took the note). */
 void cdsm__lk_joined(const cdsm__msg_hdr_t *h);
+int cdsm__lk_made_live(void);
 
 /* ---- output.c: output commit (cdsm_printf, cdsm_fwrite) ----------------------------- */
 /* Register the output offsets as a private region (cdsm_init, every process). */

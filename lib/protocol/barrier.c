@@ -512,7 +512,8 @@ void cdsm__bar_on_arrive(const cdsm__msg_hdr_t *h, cdsm__rd_t *r)
     if (collect_head(slot, &a) || collect_records(r, a.nrec)) goto bad;
     uint32_t nhash = cdsm__rd_u32(r);
     if (r->bad || (a.kind == CDSM_BAR_AUDIT && cdsm__audit_collect(h->src, r, nhash))) goto bad;
-    if (a.kind == CDSM_BAR_AUDIT && a.npos && cdsm__ft.audit_collect(h->src, r)) goto bad;
+    /* (A replacement arriving again where its process had: the logs were collected once.) */
+    if (a.kind == CDSM_BAR_AUDIT && a.npos && !mgr.arrived[slot] && cdsm__ft.audit_collect(h->src, r)) goto bad;
     if (!mgr.arrived[slot]) { /* a replacement may arrive again where its process had */
         mgr.arrived[slot] = 1;
         ++cdsm__bar.arrived;
