@@ -104,6 +104,16 @@ static const gc_ent_t *find(uint32_t acquirer, uint32_t acq_seq)
     return NULL;
 }
 
+/* A grant this rank's lost process made, heard of from another rank (a replacement; a
+ * process never hears of its own grant first): its log keeps it as its own, so that the
+ * acquirer's next replay finds it here too. */
+static void mine(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq, uint32_t grant_seq,
+                 const uint32_t *vc, int from)
+{
+    if (from >= 0 && granter == (uint32_t)cdsm__w.rank && acquirer != GC_CONV && acquirer != granter)
+        cdsm__det_log(CDSM_DET_SENT, acquirer, lock, acq_seq, grant_seq, vc);
+}
+
 void cdsm__gcopy_add(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq, uint32_t grant_seq,
                      const uint32_t *vc, int from)
 {
@@ -120,11 +130,13 @@ void cdsm__gcopy_add(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_
     G.from[G.n++] = (int16_t)from;
     if (2 * G.n > G.hcap) {
         rehash(G.hcap ? 2 * G.hcap : 1024);
+        mine(granter, acquirer, lock, acq_seq, grant_seq, vc, from);
         return;
     }
     size_t s = slot_of(acquirer, acq_seq);
     while (G.hash[s]) s = (s + 1) & (G.hcap - 1);
     G.hash[s] = (uint32_t)G.n;
+    mine(granter, acquirer, lock, acq_seq, grant_seq, vc, from);
 }
 
 void cdsm__gcopy_converted(uint32_t pg, int home, uint32_t seq)
@@ -143,8 +155,10 @@ static uint32_t put_from(cdsm__buf_t *b, int to, size_t first)
     uint32_t count = 0;
     for (size_t i = first; i < G.n; i++) {
         const gc_ent_t *e = ent(i);
-        if (to >= 0 && (e->granter == (uint32_t)to || e->acquirer == (uint32_t)to || G.from[i] == to)) continue;
-        /* (GC_CONV is no rank: never equal to `to`) */
+        /* (A party knows its own grant, unless its process was replaced since: a
+         * replacement learns its lost process's grants this way too. GC_CONV is no rank.) */
+        int party = e->granter == (uint32_t)to || e->acquirer == (uint32_t)to;
+        if (to >= 0 && ((party && cdsm__w.phys[to] == to) || G.from[i] == to)) continue;
         if (b) cdsm__buf_put(b, e, G.esz);
         count++;
     }

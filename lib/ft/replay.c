@@ -103,7 +103,8 @@ static int take_grants(int q, cdsm__rd_t *rd)
             const uint32_t *vc = cdsm__rd_take(rd, cdsm__u32s((size_t)n));
             if (rd->bad || lock >= cdsm__lk.nlocks) return CDSM_ERR_PROTOCOL;
             if (kind == CDSM_DET_RECV) { /* a grant the lost process made: its log had it */
-                cdsm__det_log(CDSM_DET_SENT, (uint32_t)q, lock, acq_seq, grant_seq, vc);
+                if (!cdsm__gcopy_on()) /* (else its copy logs it: gcopy.c) */
+                    cdsm__det_log(CDSM_DET_SENT, (uint32_t)q, lock, acq_seq, grant_seq, vc);
                 if (grant_seq > rs.granted_last) rs.granted_last = grant_seq;
                 continue;
             }
@@ -270,15 +271,13 @@ static int adopt_co_lost(int rc)
     return rc;
 }
 
-/* Grants of the lost rank whose other party was lost too, as a survivor heard of them
- * (gcopy.c): taken ones join the replay's grants, made ones its log. */
+/* Grants of the lost rank as the survivors heard of them (gcopy.c): the taken ones its
+ * other party was lost with join the replay's grants; the made ones were logged. */
 static void adopt_copy(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq, uint32_t grant_seq,
                        const uint32_t *vc, void *arg)
 {
     int *added = arg, me = cdsm__w.rank;
-    if (granter == (uint32_t)me && acquirer != (uint32_t)me) {
-        if (acquirer >= (uint32_t)cdsm__w.n || !rs.co_lost[acquirer]) return; /* (a survivor's own log served it) */
-        cdsm__det_log(CDSM_DET_SENT, acquirer, lock, acq_seq, grant_seq, vc);
+    if (granter == (uint32_t)me && acquirer != (uint32_t)me) { /* (logged as it came: gcopy.c) */
         if (grant_seq > rs.granted_last) rs.granted_last = grant_seq;
         return;
     }
