@@ -151,9 +151,12 @@ static void regrant_one(const cdsm__det_t *d, void *arg)
  * (rank[0] holds the token; regrant: someone sends it a lost grant again). */
 static void take_own_part(uint32_t l, const int *rank, uint32_t k, int regrant)
 {
-    int state = cdsm__lock_get(l)->state, me = cdsm__w.rank;
+    const cdsm__lock_t *lk = cdsm__lock_get(l);
+    int state = lk->state, me = cdsm__w.rank;
     if (k > 0 && rank[0] == me) {
-        if (state == CDSM_LK_WAITING && regrant < 0) cdsm__lock_set_state(l, CDSM_LK_HELD); /* the token was here */
+        /* (Waiting with the grant come but unread: it takes the grant next, records and all.) */
+        if (cdsm__lk_report_state(lk, l) == CDSM_LKR_WAITING && regrant < 0)
+            cdsm__lock_set_state(l, CDSM_LK_HELD); /* the token was here */
         if (state == CDSM_LK_NONE) cdsm__lock_set_state(l, CDSM_LK_TOKEN);
     } else if (state == CDSM_LK_TOKEN) {
         cdsm__lock_set_state(l, CDSM_LK_NONE); /* it moved on */
