@@ -29,6 +29,7 @@ typedef struct know {
 
 static struct joint {
     know_t *k;      /* made at the first question, dropped when the rank is live */
+    know_t **of;    /* the leader's: per replacement made live with it (NULL for others) */
     int made_live;  /* another replacement's rebuild made this one live: its own gives way */
 } J;
 
@@ -98,10 +99,51 @@ int cdsm__lk_know_named(uint32_t l)
     return k->gseq >= 0 || k->aseq >= 0; /* (a lock it manages is named by its first token) */
 }
 
+/* The leader's view of every replacement's grants: from the copies alone (its own log's
+ * entries are copies too), which the reports brought up to the cut. */
+static void of_copy(uint32_t granter, uint32_t acquirer, uint32_t lock, uint32_t acq_seq, uint32_t grant_seq,
+                    const uint32_t *vc, void *arg)
+{
+    (void)vc, (void)arg;
+    if (lock >= cdsm__lk.nlocks || granter == acquirer) return;
+    uint32_t n = (uint32_t)cdsm__w.n;
+    know_t *g = granter < n ? J.of[granter] : NULL, *a = acquirer < n ? J.of[acquirer] : NULL;
+    if (g && (int64_t)grant_seq >= g[lock].gseq) {
+        g[lock].gseq = grant_seq;
+        g[lock].to = (int)acquirer;
+        g[lock].to_seq = acq_seq;
+    }
+    if (a && (int64_t)acq_seq > a[lock].aseq) a[lock].aseq = acq_seq;
+}
+
+void cdsm__lk_know_all(const uint8_t *repl)
+{
+    int n = cdsm__w.n;
+    J.of = calloc((size_t)n, sizeof *J.of);
+    cdsm_check(J.of != NULL);
+    for (int x = 0; x < n; x++) {
+        if (!repl[x]) continue;
+        J.of[x] = malloc(cdsm__lk.nlocks * sizeof **J.of);
+        cdsm_check(J.of[x] != NULL);
+        for (uint32_t i = 0; i < cdsm__lk.nlocks; i++)
+            J.of[x][i] = (know_t){-1, 0, -1, (int)(i % (uint32_t)n) == x ? 0 : -1};
+    }
+    cdsm__gcopy_foreach(of_copy, NULL);
+}
+
+int cdsm__lk_know_hold_of(int x, uint32_t l)
+{
+    const know_t *k = J.of && J.of[x] ? &J.of[x][l] : NULL;
+    return k && k->aseq >= 0 && k->gseq < k->aseq;
+}
+
 void cdsm__lk_know_free(void)
 {
     free(J.k);
     J.k = NULL;
+    for (int x = 0; J.of && x < cdsm__w.n; x++) free(J.of[x]);
+    free(J.of);
+    J.of = NULL;
 }
 
 int cdsm__lk_lower_replayed(void)

@@ -214,12 +214,17 @@ static int find_holder(uint32_t l, node_t *nd, int *regrant)
         }
     if (!holders && RB.joint) /* at the replacement where the grants heard of end */
         for (int x = 0; x < n; x++)
-            if (is_repl(x) && nd[x].hold) {
+            if (is_repl(x) && cdsm__lk_know_hold_of(x, l)) {
                 holder = x;
                 holders++;
             }
     if (holders > 1) {
-        cdsm__log(CDSM_LOG_ERROR, "lock %u: the reports put its token at %d ranks", l, holders);
+        char line[160];
+        int len = 0;
+        for (int q = 0; q < n && len < (int)sizeof line - 32; q++)
+            len += snprintf(line + len, sizeof line - (size_t)len, " %d:%u%s%s", q, nd[q].st, is_repl(q) ? "r" : "",
+                            nd[q].hold ? "h" : "");
+        cdsm__log(CDSM_LOG_ERROR, "lock %u: the reports put its token at %d ranks (rank:state%s)", l, holders, line);
         return -1;
     }
     if (holder < 0) { /* with the lost process, or its grant never left it */
@@ -506,6 +511,11 @@ static int lead(void)
     if ((rc = gather_reports(rows, rp))) goto out;
     RB.joint = 0;
     for (int q = 0; q < n; q++) RB.joint |= q != me && rp[q].repl;
+    if (RB.joint) { /* (the reports brought every copy the others hold: one view for all) */
+        uint8_t repl[n];
+        for (int q = 0; q < n; q++) repl[q] = (uint8_t)is_repl(q);
+        cdsm__lk_know_all(repl);
+    }
     cdsm__lock_waiting_foreach(own_fwd, &of);
     if (of.nomem) {
         rc = cdsm__error(CDSM_ERR_NOMEM, "lock rebuild: the forwards held back");

@@ -126,6 +126,7 @@ void cdsm__lk_on_freeze(const cdsm__msg_hdr_t *h, cdsm__rd_t *rd)
     struct put_fwd pf = {&b, 0};
     cdsm__lock_waiting_foreach(put_fwd, &pf);
     memcpy(b.p + nfwd_at, &pf.count, 4);
+    cdsm__gcopy_put(h->src, &b); /* (the copies it lacks: where each token's path ends) */
     cdsm__tp_send(h->src, CDSM_MSG_LK_STATE, h->tag, b.p, b.len, NULL, 0);
     cdsm__buf_free(&b);
 }

@@ -218,6 +218,10 @@ int cdsm__lk_know_last_to(uint32_t l, uint32_t *to_seq);
 int cdsm__lk_know_hold(uint32_t l);
 int cdsm__lk_know_named(uint32_t l);
 void cdsm__lk_know_free(void);
+/* The leader of a rebuild for several replacements (repl[x]: x is one): whether the grants
+ * it has heard of (every report brings the reporter's) end lock l's token path at x. */
+void cdsm__lk_know_all(const uint8_t *repl);
+int cdsm__lk_know_hold_of(int x, uint32_t l);
 /* Whether a rank lower than this one is being replayed (it leads the rebuild). */
 int cdsm__lk_lower_replayed(void);
 /* Wait at the live point until another's rebuild made this rank live (CDSM_OK), or

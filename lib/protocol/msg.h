@@ -44,11 +44,13 @@ static inline int cdsm__is_lock_msg(int type)
     return type == CDSM_MSG_LOCK_REQ || type == CDSM_MSG_LOCK_FWD || type == CDSM_MSG_LOCK_GRANT;
 }
 
-/* Messages after which the receiver may depend on the sender's state: they carry copies
- * of determinants when fault tolerance asks for them (ft_hooks.h, trailer_put). */
+/* Messages after which the receiver may depend on the sender's state (and a lock
+ * rebuild's reports, which tell where each token is): they carry copies of determinants
+ * when fault tolerance asks for them (ft_hooks.h, trailer_put). */
 static inline int cdsm__carries_causality(int type)
 {
-    return cdsm__is_lock_msg(type) || type == CDSM_MSG_BAR_ARRIVE || type == CDSM_MSG_BAR_RELEASE;
+    return cdsm__is_lock_msg(type) || type == CDSM_MSG_BAR_ARRIVE || type == CDSM_MSG_BAR_RELEASE ||
+           type == CDSM_MSG_LK_STATE;
 }
 
 /* Interval record on the wire: header, then vc[n], then pages[npages]; with CDSM_IV_EMPTY
