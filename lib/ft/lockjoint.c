@@ -87,12 +87,6 @@ int cdsm__lk_know_last_to(uint32_t l, uint32_t *to_seq)
     return k->to;
 }
 
-int cdsm__lk_know_hold(uint32_t l)
-{
-    const know_t *k = know(l);
-    return k->aseq >= 0 && k->gseq < k->aseq;
-}
-
 int cdsm__lk_know_named(uint32_t l)
 {
     const know_t *k = know(l);

@@ -25,7 +25,6 @@ typedef struct node {
     int next, tail, to;
     const uint32_t *vc;
     int virt; /* a replacement, queued for an acquire it has not reached again */
-    int hold; /* a replacement at which the grants it heard of end the token's path */
     int given; /* holds the token now, which it did not know it had */
 } node_t;
 
@@ -77,7 +76,7 @@ static int quiet(const report_t *rp)
  * lock ids are many (CDSM_LOCKS), the locks in use few. */
 static void reset_row(node_t *nd)
 {
-    for (int q = 0; q < cdsm__w.n; q++) nd[q] = (node_t){CDSM_LKR_NONE, 0, 0, 0, -1, -1, -1, NULL, 0, 0, 0};
+    for (int q = 0; q < cdsm__w.n; q++) nd[q] = (node_t){CDSM_LKR_NONE, 0, 0, 0, -1, -1, -1, NULL, 0, 0};
 }
 
 static node_t *row_of(node_t **rows, uint32_t l)
@@ -97,7 +96,6 @@ static int take_node(cdsm__rd_t *rd, node_t *nd)
     nd->to = (int)cdsm__rd_u32(rd);
     nd->to_seq = cdsm__rd_u32(rd);
     nd->tail = (int)cdsm__rd_u32(rd);
-    nd->hold = cdsm__rd_u32(rd) != 0;
     if (nd->st == CDSM_LKR_WAITING || nd->st == CDSM_LKR_GRANTED) nd->vc = cdsm__rd_take(rd, cdsm__u32s((size_t)n));
     if (nd->st > CDSM_LKR_GRANTED || nd->next >= n || nd->tail >= n || nd->to >= n) return CDSM_ERR_PROTOCOL;
     return rd->bad ? CDSM_ERR_PROTOCOL : CDSM_OK;
@@ -166,10 +164,7 @@ static void own_node(uint32_t l, node_t *nd)
     if (!RB.joint && nd->st == CDSM_LKR_TOKEN) nd->st = CDSM_LKR_NONE;
     nd->seq = lk->req_seq;
     nd->vc = cdsm__g.vc;
-    if (RB.joint) {
-        nd->to = cdsm__lk_know_last_to(l, &nd->to_seq);
-        nd->hold = cdsm__lk_know_hold(l);
-    }
+    if (RB.joint) nd->to = cdsm__lk_know_last_to(l, &nd->to_seq);
 }
 
 static int waits(const node_t *nd)
@@ -223,7 +218,7 @@ static int find_holder(uint32_t l, node_t *nd, int *regrant)
         int len = 0;
         for (int q = 0; q < n && len < (int)sizeof line - 32; q++)
             len += snprintf(line + len, sizeof line - (size_t)len, " %d:%u%s%s", q, nd[q].st, is_repl(q) ? "r" : "",
-                            nd[q].hold ? "h" : "");
+                            is_repl(q) && cdsm__lk_know_hold_of(q, l) ? "h" : "");
         cdsm__log(CDSM_LOG_ERROR, "lock %u: the reports put its token at %d ranks (rank:state%s)", l, holders, line);
         return -1;
     }

@@ -58,17 +58,13 @@ static void put_fwd(int type, uint32_t l, int req, uint32_t seq, void *arg)
 /* ---- survivors ------------------------------------------------------------------------ */
 
 /* The report's part of one lock (LK_STATE entry): its state, successor, last grant,
- * tail; for a replacement (repl) its state as its replay left it, and whether the grants
- * it has heard of end the token's path at it (lockjoint.c). */
+ * tail; for a replacement (repl) its state as its replay left it, and its lost process's
+ * last grant as the grants it has heard of say (lockjoint.c). */
 static void put_lock(cdsm__buf_t *b, uint32_t l, const cdsm__lock_t *lk, int repl)
 {
     int n = cdsm__w.n, mgr = (int)(l % (uint32_t)n) == cdsm__w.rank;
-    uint32_t st = cdsm__lk_report_state(lk, l), to_seq = lk->last_to_seq, hold = 0;
-    int to = lk->last_to;
-    if (repl) {
-        to = cdsm__lk_know_last_to(l, &to_seq);
-        hold = (uint32_t)cdsm__lk_know_hold(l);
-    }
+    uint32_t st = cdsm__lk_report_state(lk, l), to_seq = lk->last_to_seq;
+    int to = repl ? cdsm__lk_know_last_to(l, &to_seq) : lk->last_to;
     cdsm__buf_put_u32(b, l);
     cdsm__buf_put_u32(b, st);
     cdsm__buf_put_u32(b, lk->req_seq);
@@ -77,7 +73,6 @@ static void put_lock(cdsm__buf_t *b, uint32_t l, const cdsm__lock_t *lk, int rep
     cdsm__buf_put_u32(b, (uint32_t)to);
     cdsm__buf_put_u32(b, to >= 0 ? to_seq : 0);
     cdsm__buf_put_u32(b, (uint32_t)(mgr ? lk->tail : -1));
-    cdsm__buf_put_u32(b, hold);
     if (st == CDSM_LKR_WAITING || st == CDSM_LKR_GRANTED) cdsm__buf_put(b, cdsm__g.vc, cdsm__u32s((size_t)n));
 }
 

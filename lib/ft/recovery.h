@@ -212,10 +212,9 @@ enum { CDSM__LK_GIVE_WAY = 1 };
 
 /* ---- lockjoint.c: replacements going live together (caller holds mu) ------------------ */
 /* What the grants this replacement has heard of say of lock l: its lost process's last
- * grant of it (to whom, *to_seq: for which acquire; -1: none), whether the token's path
- * ends here, whether they name the lock at all. Dropped by cdsm__lk_know_free. */
+ * grant of it (to whom, *to_seq: for which acquire; -1: none), and whether they name the
+ * lock at all. Dropped by cdsm__lk_know_free. */
 int cdsm__lk_know_last_to(uint32_t l, uint32_t *to_seq);
-int cdsm__lk_know_hold(uint32_t l);
 int cdsm__lk_know_named(uint32_t l);
 void cdsm__lk_know_free(void);
 /* The leader of a rebuild for several replacements (repl[x]: x is one): whether the grants

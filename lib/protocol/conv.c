@@ -153,6 +153,16 @@ static int cmp_due(const void *a, const void *b)
     return x[1] != y[1] ? (x[1] < y[1] ? -1 : 1) : (x[0] > y[0]) - (x[0] < y[0]);
 }
 
+/* Append k (pg, x) pairs to *v (n of them). */
+static void append_pairs(uint32_t **v, size_t *n, const uint32_t *pairs, size_t k)
+{
+    uint32_t *nv = realloc(*v, (*n + k) * 8 + 8);
+    cdsm_check(nv != NULL);
+    memcpy(&nv[2 * *n], pairs, k * 8);
+    *v = nv;
+    *n += k;
+}
+
 /* Append a report's (pg, x) pairs (u32 count, then the pairs) to *v; pages checked. */
 static int take_pairs(cdsm__rd_t *rd, uint32_t **v, size_t *n)
 {
@@ -161,11 +171,7 @@ static int take_pairs(cdsm__rd_t *rd, uint32_t **v, size_t *n)
     if (!pairs) return CDSM_ERR_PROTOCOL;
     for (uint32_t i = 0; i < k; i++)
         if (pairs[2 * i] >= cdsm__heap.npages) return CDSM_ERR_PROTOCOL;
-    uint32_t *nv = realloc(*v, (*n + k) * 8 + 8);
-    cdsm_check(nv != NULL);
-    memcpy(&nv[2 * *n], pairs, (size_t)k * 8);
-    *v = nv;
-    *n += k;
+    append_pairs(v, n, pairs, k);
     return CDSM_OK;
 }
 
@@ -189,11 +195,7 @@ int cdsm__conv_take_due(cdsm__rd_t *rd)
 void cdsm__conv_due_add(const uint32_t *pairs, size_t k)
 {
     size_t from = cv.ndue;
-    uint32_t *nv = realloc(cv.due, (cv.ndue + k) * 8 + 8);
-    cdsm_check(nv != NULL);
-    memcpy(&nv[2 * cv.ndue], pairs, k * 8);
-    cv.due = nv;
-    cv.ndue += k;
+    append_pairs(&cv.due, &cv.ndue, pairs, k);
     due_added(from);
 }
 

@@ -493,9 +493,9 @@ int cdsm_lock_acquire(int id)
     if (eager) cdsm__close_interval();
     uint32_t seq = ++g->sync_seq;
     cdsm__conv_sync();
-    if (cdsm__mode.replaying) cdsm__ft.replay_synced(); /* (an interval may have closed) */
     CDSM_STAT_ADD(lock_acquires, 1);
     if (cdsm__mode.replaying) {
+        cdsm__ft.replay_synced(); /* (an interval may have closed) */
         /* The lost process passed this acquire (from the log, or by itself), or this is
          * where it stopped: then the rank is live again and the rebuilt queue decides. */
         rc = cdsm__ft.replay_acquire((uint32_t)id, seq);
@@ -550,8 +550,8 @@ int cdsm_lock_release(int id)
     }
     g->sync_seq++;
     cdsm__conv_sync();
-    if (cdsm__mode.replaying) cdsm__ft.replay_synced(); /* (an interval may have closed) */
     if (cdsm__mode.replaying) {
+        cdsm__ft.replay_synced(); /* (an interval may have closed) */
         /* Whether the lost process passed the token on is known to the rebuild. */
         lk->state = CDSM_LK_NONE;
     } else if (lk->next >= 0) {
