@@ -7,7 +7,8 @@ bench/splash3_table.py does, in --work, kept between runs), then runs each progr
 ranks under every variant in turn, round after round, so that a noisy moment hits the
 variants alike. A variant is NAME=SPEC: SPEC is a folder holding another libcdsm.so (the
 same binaries run against it through LD_LIBRARY_PATH), or CDSM_* assignments joined by
-'+' (an empty SPEC: the library of --build as it is). The first variant is the baseline.
+'+' (an empty SPEC: the library of --build as it is), or @pthreads (the pthreads build, run
+in turn with the others). The first variant is the baseline.
 
 Prints per program and variant the median whole-run and region-of-interest seconds, the
 spread of the region ((max - min) / median), its ratio to the baseline's median, and
@@ -36,6 +37,8 @@ def parse_variant(text):
     name, sep, spec = text.partition("=")
     if not sep or not name:
         sys.exit(f"splash3_ab: a variant is NAME=SPEC, not {text!r}")
+    if spec == "@pthreads":
+        return name, "@pthreads", {}
     if spec and os.path.isdir(spec):
         if not os.path.exists(os.path.join(spec, "libcdsm.so.0")):
             sys.exit(f"splash3_ab: variant {name}: {spec} holds no libcdsm.so.0")
@@ -61,7 +64,9 @@ def prepare(splash3, work, build_dir):
 
 
 def run_variant(trees, prog, procs, lib, env, timeout):
-    """One cdsm run under a variant's library or settings."""
+    """One cdsm run under a variant's library or settings (or the pthreads build: @pthreads)."""
+    if lib == "@pthreads":
+        return s3.run(trees["pthreads"], prog[1], prog[3], procs, False, timeout, prog[0])
     saved = {k: os.environ.get(k) for k in list(env) + ["LD_LIBRARY_PATH"]}
     os.environ.update(env)
     if lib:

@@ -45,6 +45,8 @@ static struct {
     char *shadow;      /* [mixed_bytes] in shared memory */
     char *twin;        /* [mixed_bytes] the shadow as this rank last synchronised it */
     uint64_t pulled_gen; /* cdsm__iv_incorporated() at the last pull */
+    uint64_t *gen;       /* node heap: pushes that changed the shadow (in shared memory) */
+    uint64_t pulled_push; /* node heap: *gen at the last pull */
     int pulled;        /* the first pull of a rank > 0 takes every byte */
     uint64_t fingerprint;
 } gl;
@@ -266,22 +268,58 @@ uint64_t cdsm__pm_globals_fingerprint(void)
     return gl.fingerprint ^ gl.seg_bytes ^ ((uint64_t)cdsm__heap.gsize << 20);
 }
 
+/* The shadow's first bytes: the node heap's push count (a cache line of its own). */
+#define SHADOW_HEAD 64
+
+/* A node heap: the whole pages of the other pieces (only the program's globals on them)
+ * are mapped from the heap's memfd too, rank 0's bytes first, so that only the pages
+ * beside libc's objects are copied at each lock (RADIOSITY's 44 KB of .data were). */
+static void share_whole_pages(int rank)
+{
+    uintptr_t os = (uintptr_t)cdsm__heap.os_page;
+    pm_ranges_t whole = {0};
+    size_t total = 0;
+    for (size_t i = 0; i < gl.mixed.n; i++) {
+        uintptr_t a = (gl.mixed.v[i].lo + os - 1) & ~(os - 1), b = gl.mixed.v[i].hi & ~(os - 1);
+        if (b <= a || whole.n == CDSM_NODE_PIECES) continue; /* (the rest stays in the shadow) */
+        ranges_add(&whole, a, b);
+        total += b - a;
+    }
+    void *s = NULL;
+    if (!total) return;
+    if (cdsm_alloc(total + os, &s))
+        cdsm__pm_die("no shared memory for %zu bytes of globals: %s", total, cdsm_last_error());
+    uintptr_t at = ((uintptr_t)s + os - 1) & ~(os - 1);
+    for (size_t i = 0, off = 0; rank == 0 && i < whole.n; off += whole.v[i].hi - whole.v[i].lo, i++)
+        memcpy((char *)at + off, (const void *)whole.v[i].lo, whole.v[i].hi - whole.v[i].lo);
+    if (cdsm_barrier()) cdsm__pm_die("start: cdsm_barrier failed: %s", cdsm_last_error());
+    for (size_t i = 0, off = 0; i < whole.n; off += whole.v[i].hi - whole.v[i].lo, i++) {
+        if (cdsm__node_share_pages((void *)whole.v[i].lo, whole.v[i].hi - whole.v[i].lo,
+                                   (uint64_t)(at - (uintptr_t)cdsm__heap.base) + off))
+            cdsm__pm_die("%s", cdsm_last_error());
+        ranges_sub(&gl.mixed, whole.v[i].lo, whole.v[i].hi);
+    }
+    free(whole.v);
+}
+
 /* After cdsm_init, collectively: what is not DSM pages gets a shadow in shared memory. */
 void cdsm__pm_globals_setup(int rank, int nranks)
 {
     uintptr_t glo = (uintptr_t)cdsm__heap.gbase, ghi = glo + cdsm__heap.gsize;
     for (size_t i = 0; i < gl.seg.n; i++) ranges_add(&gl.mixed, gl.seg.v[i].lo, gl.seg.v[i].hi);
     ranges_sub(&gl.mixed, glo, ghi);
+    if (cdsm__node.on) share_whole_pages(rank);
     qsort(gl.mixed.v, gl.mixed.n, sizeof *gl.mixed.v, range_cmp);
     gl.mixed_bytes = 0;
     for (size_t i = 0; i < gl.mixed.n; i++) gl.mixed_bytes += gl.mixed.v[i].hi - gl.mixed.v[i].lo;
     gl.pulled = rank == 0; /* rank 0's globals are the program's from the start */
     if (nranks == 1 || !gl.mixed_bytes) return;
     void *s;
-    if (cdsm_alloc(gl.mixed_bytes, &s))
+    if (cdsm_alloc(SHADOW_HEAD + gl.mixed_bytes, &s))
         cdsm__pm_die("no shared memory for the %zu bytes of globals that share pages with libc's objects: %s",
                      gl.mixed_bytes, cdsm_last_error());
-    gl.shadow = s;
+    gl.gen = s;
+    gl.shadow = (char *)s + SHADOW_HEAD;
     /* Zero, as the shadow starts: rank 0's first push writes every byte that is not. */
     gl.twin = calloc(1, gl.mixed_bytes);
     if (!gl.twin) cdsm__pm_die("out of memory (%zu bytes for the globals' twin)", gl.mixed_bytes);
@@ -327,30 +365,43 @@ __attribute__((no_sanitize_address)) static int chunk_equal(const char *a, const
 #else
 #define SYNC_EQUAL(a, b, m) (memcmp((a), (b), (m)) == 0)
 #endif
-__attribute__((no_sanitize_address)) static void sync_bytes(const char *from, char *twin, char *to, size_t n, int all)
+__attribute__((no_sanitize_address)) static int sync_bytes(const char *from, char *twin, char *to, size_t n, int all)
 {
+    int changed = 0;
+    if (!all && SYNC_EQUAL(from, twin, n)) return 0; /* (the usual case, in one call) */
     for (size_t c = 0; c < n; c += SYNC_CHUNK) {
         size_t m = n - c < SYNC_CHUNK ? n - c : SYNC_CHUNK;
         if (!all && SYNC_EQUAL(from + c, twin + c, m)) continue;
+        changed = 1;
         for (size_t k = c; k < c + m; k++)
             if (from[k] != twin[k] || all) to[k] = twin[k] = from[k];
     }
+    return changed;
 }
 
 void cdsm__pm_globals_push(void)
 {
     if (!gl.shadow || !gl.pulled) return; /* (a rank > 0 has no program values before its first pull) */
     size_t off = 0;
+    int changed = 0;
     for (size_t i = 0; i < gl.mixed.n; i++) {
         size_t len = gl.mixed.v[i].hi - gl.mixed.v[i].lo;
-        sync_bytes((const char *)gl.mixed.v[i].lo, gl.twin + off, gl.shadow + off, len, 0);
+        changed |= sync_bytes((const char *)gl.mixed.v[i].lo, gl.twin + off, gl.shadow + off, len, 0);
         off += len;
+    }
+    if (changed && cdsm__node.on) {
+        uint64_t before = __atomic_fetch_add(gl.gen, 1, __ATOMIC_RELEASE);
+        if (before == gl.pulled_push) gl.pulled_push = before + 1; /* (only ours since our pull: nothing to take) */
     }
 }
 
 void cdsm__pm_globals_pull(void)
 {
     if (!gl.shadow) return;
+    /* A node heap's shadow is one for every rank: unchanged since our last pull, skip it. */
+    uint64_t push = cdsm__node.on ? __atomic_load_n(gl.gen, __ATOMIC_ACQUIRE) : 0;
+    if (cdsm__node.on && gl.pulled && push == gl.pulled_push) return;
+    gl.pulled_push = push;
     size_t off = 0;
     for (size_t i = 0; i < gl.mixed.n; i++) {
         size_t len = gl.mixed.v[i].hi - gl.mixed.v[i].lo;
@@ -363,7 +414,8 @@ void cdsm__pm_globals_pull(void)
 
 void cdsm__pm_globals_sync_if_new(void)
 {
-    if (!gl.shadow || (gl.pulled && cdsm__iv_incorporated() == gl.pulled_gen)) return;
+    /* (A node heap incorporates no records: its acquires tell nothing, so each pulls.) */
+    if (!gl.shadow || (gl.pulled && !cdsm__node.on && cdsm__iv_incorporated() == gl.pulled_gen)) return;
     /* This rank's writes since its last synchronisation go first, so that the pull cannot
      * overwrite them (another rank's newer bytes are other bytes: the program is race-free). */
     cdsm__pm_globals_push();

@@ -87,13 +87,19 @@ echo "$msg" | grep -q "its manifest is of a job of $ntasks ranks, this one has $
     { echo "sbatch_restart: FAIL: a restart with another rank count: $msg"; fail=1; }
 # Checkpoints of pages owned by first touch (no spares) restarted by a run that tracks every
 # page (CDSM_OWNERSHIP=0), or that owns pages by their home (with a spare), are refused,
-# naming both.
+# naming both. A job on one host without spares has a node heap (unless CDSM_NODE_HEAP=0
+# or the socket transport): its checkpoints are refused by any run without one.
+node=1
+{ [ "${CDSM_TRANSPORT:-}" = socket ] || [ "${CDSM_NODE_HEAP:-auto}" = 0 ]; } && node=0
 if [ "$ntasks" -gt 1 ]; then
+    want1="was written with pages owned (by first touch, or by their home with spares), and this run tracks every page"
+    want2="written with pages owned by first touch (no spares), and this run owns them by their home (spares)"
+    [ "$node" = 1 ] && want1="was written with a node heap, and this run has not one" want2="$want1"
     msg="$(CDSM_OWNERSHIP=0 "$root/cmd/cdsmrun" -n "$ntasks" --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
-    echo "$msg" | grep -q "was written with pages owned (by first touch, or by their home with spares), and this run tracks every page" &&
+    echo "$msg" | grep -q "$want1" &&
         [ "$rc" -ne 0 ] || { echo "sbatch_restart: FAIL: a restart with another page ownership: $msg"; fail=1; }
     msg="$("$root/cmd/cdsmrun" -n "$ntasks" -s 1 --restart "$ck" "$app" "$@" 2>&1)"; rc=$?
-    echo "$msg" | grep -q "written with pages owned by first touch (no spares), and this run owns them by their home (spares)" &&
+    echo "$msg" | grep -q "$want2" &&
         [ "$rc" -ne 0 ] || { echo "sbatch_restart: FAIL: a restart with spares of a run without: $msg"; fail=1; }
 fi
 # A checkpoint folder of another job: the restarted job's files under the first job's

@@ -58,6 +58,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_ENUM, OFF(bind_service), 0, 0, "auto,same,apart"},
     {"CDSM_MPI_IO_TOPOLOGY", "0", "when cdsm_init starts MPI: 1 lets MPI's hwloc read the I/O devices (PCI) as usual; 0 hides them from it during MPI_Init (HWLOC_COMPONENTS=-linuxio, only where HWLOC_COMPONENTS is unset), which costs 12-15 ms per process on a virtual machine and that cdsm's placement does not need",
      CDSM_CFG_BOOL, OFF(mpi_io_topology), 0, 1, NULL},
+    {"CDSM_NODE_HEAP", "auto", "node heap: when every rank of the job runs on one host (no CDSM_SPARES, mpi transport, no CDSM_CHECK), the ranks map one heap and take locks by atomic operations on shared words, so sharing costs what it costs threads and the page protocol steps aside; 1: required (start-up fails, saying why, where it cannot be), 0: never, auto: where it can be",
+     CDSM_CFG_ENUM, OFF(node_heap), 0, 0, "auto,1,0"},
     {"CDSM_TRANSPORT", "auto", "how protocol messages travel: mpi (MPI messages, each announced by a byte on a per-peer socket), socket (frames on those sockets: a process killed mid-send harms only its own stream) or auto (socket with CDSM_SPARES, else mpi)",
      CDSM_CFG_ENUM, OFF(transport), 0, 0, "auto,mpi,socket"},
     {"CDSM_SPIN_US", "100", "an application thread waiting for a reply receives messages itself for this long before it sleeps (0: sleep at once)",

@@ -59,6 +59,7 @@ typedef struct cdsm__config {
     uint64_t bind;
     uint64_t bind_service;
     uint64_t transport;
+    uint64_t node_heap; /* CDSM_NODE_HEAP: 0 auto, 1 required, 2 never */
     uint64_t mpi_io_topology;
     /* recovery */
     uint64_t spares;

@@ -25,12 +25,6 @@
 enum { IV_OWN = 0, IV_SYNC = 1, IV_EPOCH = 2, IV_BASES = 3 };
 enum { LP_SYNC = 0, LP_EPOCH = 1, LP_DET_LOGGED = 2, LP_RESUME = 3, LP_COUNT = 4 };
 
-typedef struct region {
-    char *name;
-    void *ptr;
-    size_t size;
-} region_t;
-
 static struct {
     int on;
     char dir[CDSM_CFG_PATH_MAX + 64];
@@ -53,9 +47,6 @@ static struct {
     uint64_t log_at_last;
     uint64_t taken;
 } W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .next_seq = 1, .oldest_file = 1};
-
-static region_t *regions;
-static size_t nregions;
 
 /* Replacement: the lost rank's checkpoint that cdsm_resume() restores. */
 static cdsm__ckpt_t *restore_ck;
@@ -258,6 +249,9 @@ cdsm__ckpt_pos_t cdsm__ckpt_committed(void)
  * trace, so every one that holds data counts as changed). Pages are asked in order. */
 static int want_page(uint32_t pg, int full, cdsm__runs_t *data)
 {
+    /* A node heap is one: each rank takes its share, every n-th page. */
+    if (cdsm__heap.own_mode == CDSM_OWN_NODE)
+        return pg % (uint32_t)cdsm__w.n == (uint32_t)cdsm__w.rank && cdsm__runs_has(data, pg);
     if (!cdsm__pg_made(pg)) return cdsm__heap.own_mode == CDSM_OWN_ALL && cdsm__runs_has(data, pg); /* (never touched) */
     const cdsm__page_t *p = cdsm__pg(pg);
     if (p->state == CDSM_PG_OWN) return cdsm__runs_has(data, pg);
@@ -270,6 +264,7 @@ static int want_page(uint32_t pg, int full, cdsm__runs_t *data)
  * entry). Neither visits the untouched rest of a large heap. */
 static uint32_t candidate(uint32_t pg, cdsm__runs_t *data)
 {
+    if (cdsm__heap.own_mode == CDSM_OWN_NODE) return cdsm__runs_next(data, pg); /* (no fault made entries) */
     uint32_t m = cdsm__pg_next_made(pg);
     if (cdsm__heap.own_mode != CDSM_OWN_ALL) return m;
     uint32_t d = cdsm__runs_next(data, pg);
@@ -291,7 +286,8 @@ static int library_region(cdsm__ckpt_t *c, const char *name, size_t size, void (
 
 static int is_library_region(const char *name)
 {
-    return !strcmp(name, CDSM_OUTPUT_HELD) || !strcmp(name, CDSM_OWN_REGION) || !strcmp(name, CDSM_CONV_REGION);
+    return !strcmp(name, CDSM_OUTPUT_HELD) || !strcmp(name, CDSM_OWN_REGION) || !strcmp(name, CDSM_CONV_REGION) ||
+           !strcmp(name, CDSM_NODE_REGION);
 }
 
 /* Nothing can fail here: the change marks are cleared as the pages are copied (every
@@ -344,8 +340,10 @@ static cdsm__ckpt_t *snapshot(int full)
     c->page_state = malloc((size_t)np + 1);
     c->page_data = malloc((size_t)np * cdsm__heap.page_size + 1);
     c->applied = calloc((size_t)np * (size_t)n + 1, 4);
+    size_t nregions;
+    const cdsm__region_t *regions = cdsm__protect_regions(&nregions);
     c->nregions = (uint32_t)nregions;
-    c->regions = calloc(nregions + 3, sizeof *c->regions);
+    c->regions = calloc(nregions + 4, sizeof *c->regions) /* (+ the library's) */;
     if (!c->vc || !c->intervals || !c->lock_state || !c->log_pos || !c->page_index || !c->page_state ||
         !c->page_data || !c->applied || !c->regions)
         goto nomem;
@@ -372,6 +370,7 @@ static cdsm__ckpt_t *snapshot(int full)
     if (library_region(c, CDSM_OUTPUT_HELD, cdsm__output_held_bytes(), cdsm__output_held_put)) goto nomem;
     if (library_region(c, CDSM_OWN_REGION, cdsm__own_state_bytes(), cdsm__own_state_put)) goto nomem;
     if (library_region(c, CDSM_CONV_REGION, cdsm__conv_state_bytes(), cdsm__conv_state_put)) goto nomem;
+    if (library_region(c, CDSM_NODE_REGION, cdsm__node_state_bytes(), cdsm__node_state_put)) goto nomem;
     copy_pages(c, full, &data);
     free(data.v);
     return c;
@@ -569,8 +568,6 @@ int cdsm__ckpt_takeover(uint32_t last_epoch, uint64_t *seq_out)
     return CDSM_OK;
 }
 
-static region_t *find_region(const char *name);
-
 /* The checkpoint's private regions and the program's registrations must match one to
  * one; then copy them. Nothing is changed when they do not. */
 static int restore_regions(const cdsm__ckpt_t *c)
@@ -581,7 +578,7 @@ static int restore_regions(const cdsm__ckpt_t *c)
             held++;
             continue;
         }
-        const region_t *r = find_region(c->regions[i].name);
+        const cdsm__region_t *r = cdsm__protect_find(c->regions[i].name);
         if (!r)
             return cdsm__error(CDSM_ERR_INVALID_ARG,
                                "cdsm_resume: checkpoint %" PRIu64 " holds private region \"%s\", which the program "
@@ -593,6 +590,8 @@ static int restore_regions(const cdsm__ckpt_t *c)
                                " holds %" PRIu64,
                                r->name, r->size, restore_seq, c->regions[i].size);
     }
+    size_t nregions;
+    cdsm__protect_regions(&nregions);
     if (c->nregions - held != nregions)
         return cdsm__error(CDSM_ERR_INVALID_ARG,
                            "cdsm_resume: %zu private regions are registered, checkpoint %" PRIu64 " holds %u",
@@ -607,6 +606,11 @@ static int restore_regions(const cdsm__ckpt_t *c)
             if (rc) return rc;
             continue;
         }
+        if (!strcmp(c->regions[i].name, CDSM_NODE_REGION)) {
+            int rc = cdsm__node_state_take(c->regions[i].data, c->regions[i].size);
+            if (rc) return rc;
+            continue;
+        }
         if (!strcmp(c->regions[i].name, CDSM_OWN_REGION) || !strcmp(c->regions[i].name, CDSM_CONV_REGION)) {
             int rc = !strcmp(c->regions[i].name, CDSM_OWN_REGION)
                          ? cdsm__own_state_take(c->regions[i].data, c->regions[i].size)
@@ -614,7 +618,7 @@ static int restore_regions(const cdsm__ckpt_t *c)
             if (rc) return rc;
             continue;
         }
-        memcpy(find_region(c->regions[i].name)->ptr, c->regions[i].data, c->regions[i].size);
+        memcpy(cdsm__protect_find(c->regions[i].name)->ptr, c->regions[i].data, c->regions[i].size);
     }
     return CDSM_OK;
 }
@@ -626,7 +630,7 @@ static int restore_regions(const cdsm__ckpt_t *c)
 static void restore_state(uint32_t pg, uint8_t saved)
 {
     int st = saved == CDSM_PG_INVALID ? CDSM_PG_INVALID
-             : saved == CDSM_PG_OWN || cdsm__heap.own_mode == CDSM_OWN_ALL ? CDSM_PG_OWN
+             : saved == CDSM_PG_OWN || cdsm__heap.own_mode == CDSM_OWN_ALL || cdsm__node.on ? CDSM_PG_OWN
                                                                          : CDSM_PG_RO;
     cdsm__pg(pg)->claim = CDSM_CLAIM_NONE;
     cdsm__page_protect(pg, 1, st);
@@ -639,7 +643,17 @@ static void restore_state(uint32_t pg, uint8_t saved)
 static int same_ownership(const cdsm__ckpt_t *c)
 {
     int has = 0, first_touch = cdsm__heap.own_mode == CDSM_OWN_FIRST_TOUCH || cdsm__heap.own_mode == CDSM_OWN_HOME;
-    for (uint32_t i = 0; i < c->nregions; i++) has |= !strcmp(c->regions[i].name, CDSM_OWN_REGION);
+    int node = 0;
+    for (uint32_t i = 0; i < c->nregions; i++) {
+        has |= !strcmp(c->regions[i].name, CDSM_OWN_REGION);
+        node |= !strcmp(c->regions[i].name, CDSM_NODE_REGION);
+    }
+    if (node != cdsm__node.on)
+        return cdsm__error(CDSM_ERR_STATE,
+                           "cdsm_resume: checkpoint %" PRIu64 " of rank %d was written %s a node heap, and this run "
+                           "%s one: restart it with the settings and placement it was written with (CDSM_NODE_HEAP, "
+                           "every rank on one host)",
+                           restore_seq, cdsm__w.rank, node ? "with" : "without", cdsm__node.on ? "has" : "has not");
     if (has == first_touch) return CDSM_OK;
     return cdsm__error(CDSM_ERR_STATE,
                        "cdsm_resume: checkpoint %" PRIu64 " of rank %d was written %s, and this run %s: restart it "
@@ -721,73 +735,4 @@ int cdsm__ckpt_restore(void)
 const char *cdsm_checkpoint_dir(void)
 {
     return cdsm__g.initialized && W.on ? W.dir : NULL;
-}
-
-/* ---- cdsm_protect ---------------------------------------------------------------------- */
-
-static region_t *find_region(const char *name)
-{
-    for (size_t i = 0; i < nregions; i++)
-        if (!strcmp(regions[i].name, name)) return &regions[i];
-    return NULL;
-}
-
-int cdsm_protect(const char *name, void *ptr, size_t size)
-{
-    cdsm__state_t *g = &cdsm__g;
-    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_protect before cdsm_init");
-    if (!cdsm__ckpt_region_name_ok(name))
-        return cdsm__error(CDSM_ERR_INVALID_ARG,
-                           "cdsm_protect(\"%.64s\"): a name is 1..%d bytes, without '/', not starting with '.'",
-                           name ? name : "(null)", CDSM_CKPT_NAME_MAX);
-    if (!ptr || !size) return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_protect(\"%s\"): NULL pointer or size 0", name);
-    const char *a = ptr;
-    if (a < cdsm__heap.base + cdsm__heap.heap_size && a + size > cdsm__heap.base)
-        return cdsm__error(CDSM_ERR_INVALID_ARG,
-                           "cdsm_protect(\"%s\"): %p..+%zu is in the shared heap, which checkpoints hold already",
-                           name, ptr, size);
-    pthread_mutex_lock(&g->mu);
-    int rc = CDSM_OK;
-    if (find_region(name)) {
-        rc = cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_protect(\"%s\"): name registered already", name);
-        goto out;
-    }
-    region_t *v = realloc(regions, (nregions + 1) * sizeof *v);
-    char *nm = strdup(name);
-    if (v) regions = v;
-    if (!v || !nm) {
-        free(nm);
-        rc = cdsm__error(CDSM_ERR_NOMEM, "cdsm_protect(\"%s\")", name);
-        goto out;
-    }
-    regions[nregions++] = (region_t){nm, ptr, size};
-out:
-    pthread_mutex_unlock(&g->mu);
-    return rc;
-}
-
-int cdsm_unprotect(const char *name)
-{
-    cdsm__state_t *g = &cdsm__g;
-    if (!g->initialized) return cdsm__error(CDSM_ERR_STATE, "cdsm_unprotect before cdsm_init");
-    if (!name) return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_unprotect(NULL)");
-    pthread_mutex_lock(&g->mu);
-    region_t *r = find_region(name);
-    int rc = CDSM_OK;
-    if (!r) {
-        rc = cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_unprotect(\"%s\"): no region of that name", name);
-    } else {
-        free(r->name);
-        *r = regions[--nregions];
-    }
-    pthread_mutex_unlock(&g->mu);
-    return rc;
-}
-
-void cdsm__protect_fini(void)
-{
-    for (size_t i = 0; i < nregions; i++) free(regions[i].name);
-    free(regions);
-    regions = NULL;
-    nregions = 0;
 }

@@ -242,7 +242,18 @@ void cdsm__output_fini(void);
  * bytes as a private region named CDSM_OUTPUT_HELD, and its bytes. */
 #define CDSM_OUTPUT_HELD "cdsm-output-held"
 /* The ownership directory and placement (first-touch ownership): a region of its own. */
+/* protect.c: the regions the program registered (cdsm_protect), by name. */
+typedef struct cdsm__region {
+    char *name;
+    void *ptr;
+    size_t size;
+} cdsm__region_t;
+const cdsm__region_t *cdsm__protect_regions(size_t *n);
+cdsm__region_t *cdsm__protect_find(const char *name);
 #define CDSM_OWN_REGION "cdsm-ownership"
+/* In a checkpoint of a node heap (and only there): the locks the rank holds; its pages are
+ * the rank's share of the heap. */
+#define CDSM_NODE_REGION "cdsm-node-heap"
 size_t cdsm__output_held_bytes(void);
 void cdsm__output_held_put(uint8_t *dst);
 /* A replacement whose lost process may have died holding output, or a restarted job's

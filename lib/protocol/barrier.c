@@ -685,6 +685,7 @@ int cdsm__barrier_full(int kind, uint64_t check, const cdsm_stats_t *stats, cdsm
     uint32_t due = cdsm__bar.manifest_due;
     cdsm__bar.manifest_due = 0;
     if (due) cdsm__ft.release_output(due);
+    if (cdsm__node.on) __atomic_thread_fence(__ATOMIC_SEQ_CST);
     pthread_mutex_lock(&g->mu);
     if (cdsm__mode.fast_forward) {
         /* A replacement that will restore a checkpoint in cdsm_resume(): the program's
@@ -719,6 +720,8 @@ out:
     pthread_mutex_unlock(&g->mu);
     if (!rc) rc = cdsm__tp_flush();
     if (!rc && manifest) cdsm__bar.manifest_due = manifest; /* out at the next arrival */
+    /* A node heap's writes are plain stores: the messages order them, and so does this. */
+    if (cdsm__node.on) __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return rc;
 }
 

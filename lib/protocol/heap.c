@@ -50,7 +50,13 @@ static const struct {
     [CDSM_OWN_ALL] = {PROT_READ | PROT_WRITE, CDSM_PG_OWN, CDSM_CLAIM_NONE},
     [CDSM_OWN_FIRST_TOUCH] = {PROT_NONE, CDSM_PG_INVALID, CDSM_CLAIM_UNCLAIMED},
     [CDSM_OWN_HOME] = {PROT_NONE, CDSM_PG_INVALID, CDSM_CLAIM_UNCLAIMED},
+    [CDSM_OWN_NODE] = {PROT_READ | PROT_WRITE, CDSM_PG_OWN, CDSM_CLAIM_NONE},
 };
+
+int cdsm__heap_initial_prot(void)
+{
+    return initial[cdsm__heap.own_mode].prot;
+}
 
 /* The program's globals to share (cdsm__heap_share_globals, before cdsm_init). */
 static struct {
@@ -88,20 +94,27 @@ __attribute__((no_sanitize_address)) static void raw_copy(char *dst, const char 
 /* Copy the globals' bytes into the memfd (zero pages stay holes: a large .bss that was
  * never touched costs nothing), then map the memfd over them. Every rank starts from the
  * same bytes (same program, same addresses), as every heap page starts zero. */
-int cdsm__heap_globals_map(void)
+void cdsm__heap_globals_copy(void)
 {
-    if (!cdsm__heap.gsize || cdsm__heap.gmapped) return CDSM_OK;
     char *dst = cdsm__heap.sys + cdsm__heap.heap_size;
     for (size_t off = 0; off < cdsm__heap.gsize; off += cdsm__heap.os_page)
         if (!zero_page(cdsm__heap.gbase + off, cdsm__heap.os_page))
             raw_copy(dst + off, cdsm__heap.gbase + off, cdsm__heap.os_page);
+}
+
+/* (In a node heap rank 0 copied them before handing the memfd out, and nobody copies
+ * again: a rank already running may have written them.) */
+int cdsm__heap_globals_map(void)
+{
+    if (!cdsm__heap.gsize || cdsm__heap.gmapped) return CDSM_OK;
+    if (!cdsm__node.on) cdsm__heap_globals_copy();
     void *a = mmap(cdsm__heap.gbase, cdsm__heap.gsize, initial[cdsm__heap.own_mode].prot, MAP_SHARED | MAP_FIXED,
                    cdsm__heap.memfd, (off_t)cdsm__heap.heap_size);
     if (a == MAP_FAILED) /* (the old mapping is intact: MAP_FIXED fails before unmapping) */
         return cdsm__error(CDSM_ERR_HEAP_MAP, "cannot map the program's globals (%p..+%zu) onto the heap: %s",
                            (void *)cdsm__heap.gbase, cdsm__heap.gsize, strerror(errno));
     cdsm__heap.gmapped = 1;
-    return cdsm__wp_register(cdsm__heap.gbase, cdsm__heap.gsize);
+    return cdsm__node.on ? CDSM_OK : cdsm__wp_register(cdsm__heap.gbase, cdsm__heap.gsize);
 }
 
 /* The page table: zero pages of an anonymous mapping until a chunk is made. */
@@ -170,7 +183,7 @@ int cdsm__heap_init(void)
     cdsm__heap.memfd = memfd_create("cdsm-heap", MFD_CLOEXEC);
     if (cdsm__heap.memfd < 0)
         return cdsm__error(CDSM_ERR_HEAP_MAP, "memfd_create: %s", strerror(errno));
-    if (ftruncate(cdsm__heap.memfd, (off_t)total)) {
+    if (ftruncate(cdsm__heap.memfd, (off_t)(total + cdsm__node_extra_bytes()))) { /* (a hole until used) */
         int e = errno;
         close(cdsm__heap.memfd);
         return cdsm__error(CDSM_ERR_HEAP_MAP, "ftruncate(%zu): %s", total, strerror(e));
@@ -253,6 +266,7 @@ void cdsm__heap_fini(void)
     /* The globals stay where they are, on the memfd, writable: the program lives on. */
     cdsm__wp_fini();
     if (cdsm__heap.gmapped) mprotect(cdsm__heap.gbase, cdsm__heap.gsize, PROT_READ | PROT_WRITE);
+    cdsm__node_fini();
     cdsm__heap.gmapped = 0;
     if (cdsm__heap.sys) munmap(cdsm__heap.sys, cdsm__heap.heap_size + cdsm__heap.gsize);
     if (cdsm__heap.base) munmap(cdsm__heap.base, cdsm__heap.heap_size);
@@ -449,7 +463,8 @@ const char *cdsm__heap_detection(void)
     static const char *const what[] = {"write detection by %s on every page",
                                        "write detection off (one rank owns every page)",
                                        "pages owned by first touch, write detection by %s once shared",
-                                       "pages owned by their home, write detection by %s once shared"};
+                                       "pages owned by their home, write detection by %s once shared",
+                                       "node heap: one heap for every rank, no write detection"};
     static char line[96];
     snprintf(line, sizeof line, what[cdsm__heap.own_mode], cdsm__wp_uffd() ? "userfaultfd write-protect" : "mprotect");
     return line;

@@ -17,8 +17,9 @@ extern "C" {
 enum { CDSM_PG_INVALID = 0, CDSM_PG_RO = 1, CDSM_PG_RW = 2, CDSM_PG_OWN = 3 };
 /* Ownership modes (owner.c): off (every page tracked), all (one rank owns every page),
  * first touch (a directory names each page's first toucher its owner), home (with
- * spares: each page's directory rank owns it; conv.c). */
-enum { CDSM_OWN_OFF = 0, CDSM_OWN_ALL = 1, CDSM_OWN_FIRST_TOUCH = 2, CDSM_OWN_HOME = 3 };
+ * spares: each page's directory rank owns it; conv.c), node (every rank maps one heap:
+ * nodeheap.c). */
+enum { CDSM_OWN_OFF = 0, CDSM_OWN_ALL = 1, CDSM_OWN_FIRST_TOUCH = 2, CDSM_OWN_HOME = 3, CDSM_OWN_NODE = 4 };
 /* A page's claim under first-touch ownership: none (owned, or its base copy is known),
  * unclaimed (never touched here: the first access asks the directory), unclaimed and
  * served meanwhile (the directory named this rank while another already read the page). */
@@ -73,6 +74,47 @@ typedef struct cdsm__heap {
 } cdsm__heap_t;
 
 extern cdsm__heap_t cdsm__heap;
+
+/* nodeheap.c: the node heap (one heap for every rank of a job on one host). */
+#define CDSM_NODE_PIECES 8
+typedef struct cdsm__node_piece {
+    void *addr;
+    size_t len;
+} cdsm__node_piece_t;
+typedef struct cdsm__node {
+    int on;
+    int npieces;                                /* globals mapped beside the heap's own */
+    cdsm__node_piece_t pieces[CDSM_NODE_PIECES];
+    uint32_t *words;  /* per lock id: free, taken, taken with waiters (a futex) */
+    uint8_t *held;    /* per lock id: held by this rank */
+    uint32_t nheld;   /* how many */
+    uint32_t *waiting; /* the word the application thread sleeps on, or NULL (atomic) */
+} cdsm__node_t;
+extern cdsm__node_t cdsm__node;
+/* Bytes the heap's memfd keeps after the globals for the lock words. */
+size_t cdsm__node_extra_bytes(void);
+/* Before the transport: offer the heap's memfd to be handed out (rank 0 first copies the
+ * globals into it). After it: agree and map (an error only where CDSM_NODE_HEAP=1). */
+void cdsm__node_offer(void);
+int cdsm__node_attach(void);
+void cdsm__node_fini(void);
+int cdsm__node_lock_acquire(int id);
+int cdsm__node_lock_release(int id);
+/* A rank was lost for good: wake the application thread if it sleeps on a lock word. */
+void cdsm__node_wake(void);
+void cdsm__node_unshare_globals(void);
+/* The locks this rank holds, as a checkpoint keeps them (a region of their own), and
+ * taken again at a restart. */
+size_t cdsm__node_state_bytes(void);
+void cdsm__node_state_put(uint8_t *b);
+int cdsm__node_state_take(const uint8_t *b, size_t n);
+/* Map len bytes of the heap's memfd from heap_off at addr (whole pages of the program's
+ * globals the PARMACS layer shares this way); private again at cdsm_finalize. */
+int cdsm__node_share_pages(void *addr, size_t len, uint64_t heap_off);
+/* heap.c: the protection the heap is mapped with at the start (by the ownership mode). */
+int cdsm__heap_initial_prot(void);
+/* heap.c: copy the program's globals into the memfd (their shared copy's first bytes). */
+void cdsm__heap_globals_copy(void);
 
 #define CDSM_PG_CHUNK_SHIFT 10
 #define CDSM_PG_CHUNK (1u << CDSM_PG_CHUNK_SHIFT)

@@ -469,6 +469,7 @@ int cdsm_lock_acquire(int id)
     if (cdsm__mode.fast_forward)
         return cdsm__error(CDSM_ERR_STATE, "cdsm_lock_acquire(%d) before cdsm_resume in a program that resumes from "
                                            "checkpoints (only allocations and cdsm_protect may come before it)", id);
+    if (cdsm__node.on) return cdsm__node_lock_acquire(id);
     /* Serve requests that have arrived first: a forwarded request for this lock takes the
      * cached token away, so a rank re-acquiring in a loop cannot starve the others while
      * its service thread waits to be scheduled. */
@@ -529,6 +530,7 @@ int cdsm_lock_release(int id)
     cdsm__state_t *g = &cdsm__g;
     int rc = check_id("cdsm_lock_release", id);
     if (rc) return rc;
+    if (cdsm__node.on) return cdsm__node_lock_release(id);
     pthread_mutex_lock(&g->mu);
     cdsm__lock_t *lk = &cdsm__lk.locks[id];
     if (lk->state != CDSM_LK_HELD) {

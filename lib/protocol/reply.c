@@ -38,6 +38,7 @@ void cdsm__peer_lost(int rank, const char *why)
     pthread_mutex_lock(&g->mu);
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
+    cdsm__node_wake();
 }
 
 /* ---- replies to the application thread ------------------------------------------------- */

@@ -258,7 +258,9 @@ int cdsm_init(int *argc, char ***argv)
         if (!rc) rc = cdsm__error(all, "another rank failed to initialise");
         goto fail_state;
     }
+    if (cdsm__w.rank >= 0) cdsm__node_offer();
     if ((rc = cdsm__tp_init())) goto fail_state;
+    if ((rc = cdsm__node_attach())) goto fail_tp;
     if ((rc = cdsm__place(cdsm__tp_service_thread()))) goto fail_tp;
     if (cdsm__w.rank < 0) spare(); /* returns only as the replacement of a lost rank */
     if ((rc = cdsm__fault_install())) goto fail_tp;
@@ -374,6 +376,7 @@ int cdsm_finalize(void)
     int rc = cdsm__barrier_full(CDSM_BAR_FINAL, 0, cdsm__cfg.stats >= 2 ? &mine : NULL, &total, NULL);
     if (rc) return rc;
     cdsm__output_release(UINT32_MAX); /* the run's work is done: no output can be redone */
+    cdsm__node_unshare_globals(); /* (before the second barrier: no rank writes them yet) */
     __atomic_store_n(&cdsm__w.finalizing, 1, __ATOMIC_RELEASE);
     /* Second: everyone knows the others are finishing, so closed doorbells are expected.
      * A rank lost now had done all its work: the barrier completes without it. */

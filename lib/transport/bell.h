@@ -102,6 +102,8 @@ typedef struct cdsm__shm_seg {
 void *cdsm__shmfd_share(const cdsm__shm_seg_t *seg, void ***peer);
 /* Whether another process of the job runs on this host. */
 int cdsm__shmfd_any_mate(void);
+/* The node heap's fd, handed out by rank 0's process at start-up (after the words). */
+void cdsm__heapfd_setup(void);
 /* board.c: the published diffs, shared with node-mates at start-up (after the flags). */
 int cdsm__board_setup(void);
 void cdsm__board_fini(void);

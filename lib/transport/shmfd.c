@@ -117,3 +117,86 @@ int cdsm__shmfd_any_mate(void)
         if (cdsm__bell.peer_pid[p]) return 1;
     return 0;
 }
+
+/* ---- the node heap: one process's segment handed to every other ------------------------ */
+
+enum { HEAPFD_BYTE = 6 };
+
+static struct {
+    int offered; /* the fd the layer above offered (ours, not closed here), or -1 */
+    int got;     /* rank 0's, received (the layer above takes it), or -1 */
+    int shared;  /* rank 0: handed to every other process */
+} hf = {-1, -1, 0};
+
+void cdsm__tp_offer_heap_fd(int fd)
+{
+    hf.offered = fd;
+    hf.got = -1;
+    hf.shared = 0;
+}
+
+/* Only when every process of the job is on this host: the heap is then one. */
+static int all_mates(void)
+{
+    for (int p = 0; p < cdsm__w.wn; p++)
+        if (p != cdsm__w.wrank && !cdsm__bell.peer_pid[p]) return 0;
+    return cdsm__w.wn > 1;
+}
+
+/* Receive p's fd with the tag (no mapping); -1, logged, if anything is off. */
+static int shmfd_take_fd(int p, uint8_t tag, const char *what)
+{
+    int s = cdsm__bell.bell[p], fd = -1;
+    struct pollfd pf = {s, POLLIN, 0};
+    char byte = 0;
+    struct iovec iov = {&byte, 1};
+    fd_ctl_t ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space, .msg_controllen = sizeof ctl.space};
+    if (poll(&pf, 1, SHMFD_WAIT_MS) == 1 && recvmsg(s, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) == 1) {
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    }
+    if (fd >= 0 && byte == (char)tag) return fd;
+    if (fd >= 0) close(fd);
+    if (byte != (char)tag) cdsm__log(CDSM_LOG_INFO, "process %d's %s did not arrive", p, what);
+    return -1;
+}
+
+/* Tell p there is no fd: the tag byte alone. */
+static void shmfd_send_none(int p, uint8_t tag)
+{
+    char byte = (char)tag;
+    if (send(cdsm__bell.bell[p], &byte, 1, MSG_NOSIGNAL) != 1)
+        cdsm__log(CDSM_LOG_INFO, "telling process %d there is no node heap: %s", p, strerror(errno));
+}
+
+/* At start-up, after the lock words, when every process runs on this host: the process
+ * of rank 0 hands the heap fd it was offered to every other one (the tag byte alone if
+ * it was offered none), and every other one takes it, whether it offered one or not, so
+ * that nothing is left on the doorbell sockets. Whether the heap is then one is decided
+ * above, by every rank together (a receiver may have failed). */
+void cdsm__heapfd_setup(void)
+{
+    if (cdsm__bell.stream || !all_mates()) return;
+    int zero = cdsm__w.phys[0];
+    if (cdsm__w.wrank == zero) {
+        for (int p = 0; p < cdsm__w.wn; p++)
+            if (p != zero && hf.offered >= 0) shmfd_send(p, hf.offered, HEAPFD_BYTE, "the node heap");
+            else if (p != zero) shmfd_send_none(p, HEAPFD_BYTE);
+        hf.shared = hf.offered >= 0;
+        return;
+    }
+    int fd = shmfd_take_fd(zero, HEAPFD_BYTE, "node heap");
+    if (fd >= 0 && hf.offered < 0) {
+        close(fd); /* (this process wants none: CDSM_NODE_HEAP=0, or a setting rules it out) */
+        fd = -1;
+    }
+    hf.got = fd;
+}
+
+int cdsm__tp_node_heap_fd(void)
+{
+    int fd = hf.shared ? -2 : hf.got;
+    hf.got = -1;
+    return fd;
+}

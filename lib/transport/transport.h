@@ -204,6 +204,13 @@ void cdsm__tp_peer_info(int w, uint64_t *heard_ns, int *pid, int *open);
 void cdsm__tp_node_index(int *idx, int *count);
 void cdsm__tp_cut(int w);
 pthread_t cdsm__tp_service_thread(void);
+/* The node heap (DESIGN, "The node heap"): before cdsm__tp_init the layer above offers
+ * the memfd of its heap; at start-up, when every process of the job runs on this host
+ * (no socket provider), the process of rank 0 hands it to every other one over the
+ * doorbell sockets. Afterwards: rank 0's fd as received here (the caller's to close),
+ * -2 on rank 0 when it handed its own out, else -1. Asked once. */
+void cdsm__tp_offer_heap_fd(int fd);
+int cdsm__tp_node_heap_fd(void);
 
 /* For the provider: events registered by the layers above. */
 extern cdsm__tp_events_t cdsm__tp_ev;
