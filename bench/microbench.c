@@ -49,6 +49,8 @@
 
 #include <cdsm.h>
 
+#include "bench_util.h"
+
 #define LOCK_CONTENDED 0  /* manager rank 0 */
 #define LOCK_FIRST_FREE 3 /* odd ids from here: one fresh lock per uncontended acquire */
 
@@ -68,13 +70,6 @@ static int failures;
         }                                                                                     \
     } while (0)
 
-static inline uint64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 #define COMPILER_FENCE() __asm__ __volatile__("" ::: "memory")
 
 static double us(uint64_t a, uint64_t b)
@@ -90,34 +85,6 @@ static double *samples(int n)
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     return v;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-typedef struct summary {
-    double med, min, p90, mean;
-    int n;
-} summary_t;
-
-/* Sorts v. Median of an even count is the mean of the middle two; p90 is the smallest
- * sample with at least 90% of the samples at or below it. */
-static summary_t summarize(double *v, int n)
-{
-    summary_t s = {NAN, NAN, NAN, NAN, n};
-    if (n <= 0) return s;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += v[i];
-    s.mean = sum / n;
-    s.min = v[0];
-    s.med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    int k = (int)ceil(0.9 * n) - 1;
-    s.p90 = v[k < 0 ? 0 : k];
-    return s;
 }
 
 /* Rank 0's samples summarized, then freed (other ranks took none). */

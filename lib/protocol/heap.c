@@ -12,6 +12,7 @@
 
 #include "diff.h"
 #include "pool.h"
+#include "untouched.h"
 #include "proto.h"
 
 cdsm__heap_t cdsm__heap = {.memfd = -1};
@@ -97,9 +98,13 @@ __attribute__((no_sanitize_address)) static void raw_copy(char *dst, const char 
 void cdsm__heap_globals_copy(void)
 {
     char *dst = cdsm__heap.sys + cdsm__heap.heap_size;
-    for (size_t off = 0; off < cdsm__heap.gsize; off += cdsm__heap.os_page)
-        if (!zero_page(cdsm__heap.gbase + off, cdsm__heap.os_page))
-            raw_copy(dst + off, cdsm__heap.gbase + off, cdsm__heap.os_page);
+    size_t os = cdsm__heap.os_page, n = cdsm__heap.gsize / os;
+    uint8_t *never = malloc(n); /* (pages never touched are zero: not even read) */
+    if (never) cdsm__untouched(cdsm__heap.gbase, n, os, never);
+    for (size_t i = 0; i < n; i++)
+        if (!(never && never[i]) && !zero_page(cdsm__heap.gbase + i * os, os))
+            raw_copy(dst + i * os, cdsm__heap.gbase + i * os, os);
+    free(never);
 }
 
 /* (In a node heap rank 0 copied them before handing the memfd out, and nobody copies
