@@ -46,6 +46,19 @@ static void add_row(const char *op, double *v, int n, const char *ref_name, doub
     rows[nrows++] = (row_t){op, ref_name, s.med, s.min, s.p90, s.mean, ref};
 }
 
+/* Spin until *w == want; a node heap shows the other rank's store within microseconds,
+ * the page protocol never (no synchronisation here): 10 s, then exit 2 saying so. */
+static void await_word(_Atomic uint64_t *w, uint64_t want)
+{
+    uint64_t end = now_ns() + 10000000000ull;
+    while (atomic_load_explicit(w, memory_order_acquire) != want)
+        if (now_ns() > end) {
+            fprintf(stderr, "nodebench: rank %d: the other rank's store never arrived: is the node heap on "
+                            "(CDSM_NODE_HEAP=1, both ranks on this host)?\n", me);
+            exit(2);
+        }
+}
+
 static void die(const char *what, int rc)
 {
     fprintf(stderr, "nodebench: %s: %s (%s)\n", what, cdsm_last_error(), cdsm_status_name(rc));
@@ -95,11 +108,9 @@ static int word_handover(_Atomic uint64_t *w, double *v, double ref)
         uint64_t t0 = now_ns();
         if (me == 0) {
             atomic_store_explicit(&w[0], (uint64_t)i, memory_order_release);
-            while (atomic_load_explicit(&w[8], memory_order_acquire) != (uint64_t)i) {
-            }
+            await_word(&w[8], (uint64_t)i);
         } else {
-            while (atomic_load_explicit(&w[0], memory_order_acquire) != (uint64_t)i) {
-            }
+            await_word(&w[0], (uint64_t)i);
             atomic_store_explicit(&w[8], (uint64_t)i, memory_order_release);
         }
         if (i > 100) v[i - 101] = (double)(now_ns() - t0) / 2000;
@@ -115,8 +126,7 @@ static int lock_handoff(_Atomic uint64_t *w, double *v, double ref)
     int bad = 0, rc;
     for (int i = 0; i < 2 * (REPS + 100); i++) {
         if (i % 2 != me) continue;
-        while (atomic_load_explicit(&w[16], memory_order_acquire) != (uint64_t)i) {
-        }
+        await_word(&w[16], (uint64_t)i);
         uint64_t t0 = now_ns();
         if ((rc = cdsm_lock_acquire(LOCK_A))) die("cdsm_lock_acquire", rc);
         double dt = (double)(now_ns() - t0) / 1000;

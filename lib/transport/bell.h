@@ -102,9 +102,13 @@ typedef struct cdsm__shm_seg {
 void *cdsm__shmfd_share(const cdsm__shm_seg_t *seg, void ***peer);
 /* Whether another process of the job runs on this host. */
 int cdsm__shmfd_any_mate(void);
-/* The node heap's fd, handed out by rank 0's process at start-up (after the words). */
+/* The node heap's fd, handed out by rank 0's process at start-up (before the board and
+ * the words, which a node heap does without: neither is set up once the fd passed; if
+ * the ranks then fail to agree on one heap, diffs and tokens go by message). */
 void cdsm__heapfd_setup(void);
-/* board.c: the published diffs, shared with node-mates at start-up (after the flags). */
+int cdsm__heapfd_passed(void);
+/* board.c: the published diffs, shared with node-mates at start-up (after the flags and
+ * the node heap's fd). */
 int cdsm__board_setup(void);
 void cdsm__board_fini(void);
 /* words.c: the lock words, shared with node-mates at start-up (after the board). */

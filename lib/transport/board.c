@@ -161,6 +161,7 @@ int cdsm__board_setup(void)
     /* With spares a replacement makes its diffs again while others may look for them:
      * they ask it, as they always did (the board is for runs without spares). */
     if (!cdsm__cfg.shm_diffs || cdsm__cfg.spares || cdsm__bell.stream || !cdsm__shmfd_any_mate()) return CDSM_OK;
+    if (cdsm__heapfd_passed()) return CDSM_OK; /* (a node heap publishes no diff) */
     bd.ring = (cdsm__cfg.shm_diffs + 4095) & ~4095ull;
     bd.nslots = nslots_for(bd.ring);
     bd.bytes = cdsm__board_bytes(bd.ring);

@@ -170,11 +170,11 @@ static void shmfd_send_none(int p, uint8_t tag)
         cdsm__log(CDSM_LOG_INFO, "telling process %d there is no node heap: %s", p, strerror(errno));
 }
 
-/* At start-up, after the lock words, when every process runs on this host: the process
- * of rank 0 hands the heap fd it was offered to every other one (the tag byte alone if
- * it was offered none), and every other one takes it, whether it offered one or not, so
- * that nothing is left on the doorbell sockets. Whether the heap is then one is decided
- * above, by every rank together (a receiver may have failed). */
+/* At start-up, before the board and the lock words, when every process runs on this
+ * host: the process of rank 0 hands the heap fd it was offered to every other one (the
+ * tag byte alone if it was offered none), and every other one takes it, whether it
+ * offered one or not, so that nothing is left on the doorbell sockets. Whether the heap
+ * is then one is decided above, by every rank together (a receiver may have failed). */
 void cdsm__heapfd_setup(void)
 {
     if (cdsm__bell.stream || !all_mates()) return;
@@ -192,6 +192,11 @@ void cdsm__heapfd_setup(void)
         fd = -1;
     }
     hf.got = fd;
+}
+
+int cdsm__heapfd_passed(void)
+{
+    return hf.shared || hf.got >= 0;
 }
 
 int cdsm__tp_node_heap_fd(void)

@@ -25,7 +25,7 @@ static struct words {
 
 int cdsm__words_setup(void)
 {
-    if (cdsm__cfg.spares || cdsm__bell.stream || !cdsm__shmfd_any_mate()) return CDSM_OK;
+    if (cdsm__cfg.spares || cdsm__bell.stream || !cdsm__shmfd_any_mate() || cdsm__heapfd_passed()) return CDSM_OK;
     sw.bytes = ((size_t)cdsm__cfg.locks * CDSM_WORDS_PER_LOCK * sizeof(uint32_t) + 4095) & ~(size_t)4095;
     cdsm__shm_seg_t seg = {"cdsm-words", "lock words", sw.bytes, 0, PROT_READ | PROT_WRITE, WORDS_BYTE, NULL};
     sw.self = cdsm__shmfd_share(&seg, (void ***)&sw.peer);
