@@ -4,7 +4,8 @@
 For each P in --procs, runs `mpiexec -n P <build>/bench/scaling REPS MPI_REPS` with the
 central barrier (CDSM_BARRIER_FANOUT=0), with the library's defaults (the barrier tree
 above 9 ranks) and with the tree and CDSM_SPIN_US=0 (waiters sleep at once), --reps times
-each, the variants taking turns, and keeps the median of each column. Above 2 ranks this
+each (--variants; also "pages": CDSM_NODE_HEAP=0), the variants taking turns, and keeps the
+median of each column. Above 2 ranks this
 2-core machine is oversubscribed: the table then shows what grows with the rank count
 (message bytes per barrier at the manager; start-up's MPI collectives) more than what a
 cluster with a core per rank would see. Prints the table; writes CSV, JSON and a PNG
@@ -23,7 +24,9 @@ import time
 
 COLS = ["init_ms", "mpi_barrier_us", "barrier_us", "barrier_p10_us", "barrier_p90_us", "release_bytes", "arrival_bytes",
         "busiest_bytes"]
-VARIANTS = [("central", {"CDSM_BARRIER_FANOUT": "0"}), ("default", {}), ("spin0", {"CDSM_SPIN_US": "0"})]
+ALL_VARIANTS = {"central": {"CDSM_BARRIER_FANOUT": "0"}, "default": {}, "spin0": {"CDSM_SPIN_US": "0"},
+                "pages": {"CDSM_NODE_HEAP": "0"}}
+VARIANTS = []
 
 
 def one_run(exe, p, reps, mreps, env, timeout):
@@ -75,8 +78,14 @@ def main():
     ap.add_argument("--mpi-barriers", type=int, default=20, help="MPI barriers timed per run")
     ap.add_argument("--build", default=os.path.join(os.path.dirname(here), "build"))
     ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--variants", default="central,default,spin0",
+                    help="of " + ",".join(ALL_VARIANTS) + " (pages: the page protocol between the ranks, CDSM_NODE_HEAP=0)")
     ap.add_argument("-o", "--outdir", default=os.path.join(here, "results"))
     a = ap.parse_args()
+    for v in a.variants.split(","):
+        if v not in ALL_VARIANTS:
+            sys.exit("scaling_table: no variant %r (%s)" % (v, ",".join(ALL_VARIANTS)))
+        VARIANTS.append((v, ALL_VARIANTS[v]))
     exe = os.path.join(a.build, "bench", "scaling")
     if not os.access(exe, os.X_OK):
         sys.exit("scaling_table: %s not built (ninja -C %s)" % (exe, a.build))
