@@ -12,7 +12,8 @@
 #include "log.h"
 
 static const char *const steps[] = {"ckpt_snapshot", "ckpt_write", "ckpt_rename", "ckpt_fsync", "ckpt_commit",
-                                    "ckpt_collect",  "output_release", "barrier", "lk_freeze", "finished"};
+                                    "ckpt_collect",  "output_release", "barrier", "lk_freeze", "finished",
+                                    "lock_held"};
 
 static struct {
     int set, on, rank; /* a valid value was given; this process is armed */

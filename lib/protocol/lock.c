@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "inject.h"
 #include "proto.h"
 #include "vclock.h"
 
@@ -522,6 +523,7 @@ wait:
 out:
     cdsm__protect_batch(0);
     pthread_mutex_unlock(&g->mu);
+    if (!rc) cdsm__inject(cdsm__w.rank, "lock_held"); /* (a test's moment: a holder that dies) */
     return rc;
 }
 

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "inject.h"
 #include "proto.h"
 
 /* A lock word: free, taken, or taken with a waiter sleeping on it (Drepper's mutex). */
@@ -189,6 +190,7 @@ int cdsm__node_lock_acquire(int id)
     }
     cdsm__node.held[id] = 1;
     cdsm__node.nheld++;
+    cdsm__inject(cdsm__w.rank, "lock_held"); /* (a test's moment: a holder that dies) */
     return CDSM_OK;
 }
 
