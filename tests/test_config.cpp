@@ -220,3 +220,12 @@ TEST(Api, CallsBeforeInitFailCleanly)
     EXPECT_EQ(cdsm_rank(), -1);
     EXPECT_EQ(cdsm_nranks(), -1);
 }
+
+TEST(Config, ValueTextNamesAnEnumerationsChoice)
+{
+    char b[32];
+    EXPECT_STREQ(cdsm__config_value_text("CDSM_NODE_HEAP", 0, b, sizeof b), "auto");
+    EXPECT_STREQ(cdsm__config_value_text("CDSM_NODE_HEAP", 2, b, sizeof b), "0");
+    EXPECT_STREQ(cdsm__config_value_text("CDSM_TRANSPORT", 2, b, sizeof b), "socket");
+    EXPECT_STREQ(cdsm__config_value_text("CDSM_LOCKS", 65536, b, sizeof b), "65536");
+}

@@ -136,6 +136,23 @@ static const cdsm__cfg_entry_t *find_entry(const char *name)
     return NULL;
 }
 
+const char *cdsm__config_value_text(const char *name, uint64_t v, char *buf, size_t n)
+{
+    const cdsm__cfg_entry_t *e = find_entry(name);
+    const char *c = e && e->type == CDSM_CFG_ENUM ? e->choices : NULL;
+    for (uint64_t i = 0; c && i < v; i++) {
+        c = strchr(c, ',');
+        if (c) c++;
+    }
+    if (!c) {
+        snprintf(buf, n, "%llu", (unsigned long long)v);
+        return buf;
+    }
+    size_t len = strchr(c, ',') ? (size_t)(strchr(c, ',') - c) : strlen(c);
+    snprintf(buf, n, "%.*s", (int)len, c);
+    return buf;
+}
+
 static int parse_u64(const char *s, int allow_suffix, uint64_t *out)
 {
     if (*s == '\0' || *s == '-' || isspace((unsigned char)*s)) return -1;

@@ -92,6 +92,10 @@ extern const size_t cdsm__cfg_ntables;
  * message names the variable and the reason; the returned status is CDSM_ERR_CONFIG. */
 int cdsm__config_load(cdsm__config_t *cfg);
 
+/* A parsed value as it is written: an enumeration's name (its index v), else the number.
+ * Into buf (n bytes), which is returned. */
+const char *cdsm__config_value_text(const char *name, uint64_t v, char *buf, size_t n);
+
 /* Parse one value for entry e into cfg (used by the loader and by tests). */
 int cdsm__config_set(cdsm__config_t *cfg, const char *name, const char *value, const char *origin);
 

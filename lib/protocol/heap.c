@@ -105,14 +105,16 @@ void cdsm__heap_globals_copy(void)
         if (!(never && never[i]) && !zero_page(cdsm__heap.gbase + i * os, os))
             raw_copy(dst + i * os, cdsm__heap.gbase + i * os, os);
     free(never);
+    cdsm__heap.gcopied = 1;
 }
 
-/* (In a node heap rank 0 copied them before handing the memfd out, and nobody copies
- * again: a rank already running may have written them.) */
+/* (Rank 0 copied them before offering its memfd for a node heap, with nothing of the
+ * program run since, and in a node heap nobody copies again: a rank already running may
+ * have written them.) */
 int cdsm__heap_globals_map(void)
 {
     if (!cdsm__heap.gsize || cdsm__heap.gmapped) return CDSM_OK;
-    if (!cdsm__node.on) cdsm__heap_globals_copy();
+    if (!cdsm__node.on && !cdsm__heap.gcopied) cdsm__heap_globals_copy();
     void *a = mmap(cdsm__heap.gbase, cdsm__heap.gsize, initial[cdsm__heap.own_mode].prot, MAP_SHARED | MAP_FIXED,
                    cdsm__heap.memfd, (off_t)cdsm__heap.heap_size);
     if (a == MAP_FAILED) /* (the old mapping is intact: MAP_FIXED fails before unmapping) */
@@ -272,7 +274,7 @@ void cdsm__heap_fini(void)
     cdsm__wp_fini();
     if (cdsm__heap.gmapped) mprotect(cdsm__heap.gbase, cdsm__heap.gsize, PROT_READ | PROT_WRITE);
     cdsm__node_fini();
-    cdsm__heap.gmapped = 0;
+    cdsm__heap.gmapped = cdsm__heap.gcopied = 0;
     if (cdsm__heap.sys) munmap(cdsm__heap.sys, cdsm__heap.heap_size + cdsm__heap.gsize);
     if (cdsm__heap.base) munmap(cdsm__heap.base, cdsm__heap.heap_size);
     if (cdsm__heap.memfd > 0) close(cdsm__heap.memfd);

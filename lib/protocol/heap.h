@@ -64,6 +64,7 @@ typedef struct cdsm__heap {
     char *gbase;     /* application view of the shared globals (their own address), or NULL */
     size_t gsize;    /* bytes of shared globals (a whole number of pages) */
     int gmapped;     /* the globals are mapped onto the memfd (after the fault handler) */
+    int gcopied;     /* their bytes are in the memfd already (rank 0 offering a node heap) */
     int own_mode; /* CDSM_OWN_* */
     /* The page table covers the whole reservation (CDSM_HEAP_SIZE), but only chunks of
      * CDSM_PG_CHUNK entries that something touched are made (cdsm__pg): untouched entries

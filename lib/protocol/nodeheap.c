@@ -236,7 +236,8 @@ int cdsm__node_state_take(const uint8_t *b, size_t n)
     uint32_t k = 0, id;
     if (n >= 4) memcpy(&k, b, 4);
     if (n < 4 || n != 4 + 4 * (size_t)k)
-        return cdsm__error(CDSM_ERR_CORRUPT, "cdsm_resume: the node heap's lock list is %zu bytes, not 4 + 4 x %u", n, k);
+        return cdsm__error(CDSM_ERR_CORRUPT, "cdsm_resume: the node heap's lock list is %zu bytes, not 4 + 4 x %u", n,
+                           k);
     for (uint32_t i = 0; i < k; i++) {
         memcpy(&id, b + 4 + 4 * (size_t)i, 4);
         if (id >= cdsm__cfg.locks || cdsm__node.held[id])
@@ -263,17 +264,6 @@ int cdsm__node_share_pages(void *addr, size_t len, uint64_t heap_off)
     return CDSM_OK;
 }
 
-/* A private copy of a shared piece of globals, moved over it. */
-static int unshare_piece(void *addr, size_t len)
-{
-    void *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (copy == MAP_FAILED) return -1;
-    memcpy(copy, addr, len);
-    if (mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) != MAP_FAILED) return 0;
-    munmap(copy, len);
-    return -1;
-}
-
 /* Copy the globals' bytes that hold data (the memfd's data runs: a large .bss never
  * touched stays a hole, and reading it would allocate it) to `to`. */
 static int copy_data(char *to)
@@ -292,26 +282,29 @@ static int copy_data(char *to)
     return 0;
 }
 
+/* A private copy of shared globals (all their bytes, or for the heap's own piece only its
+ * data runs), moved over the shared mapping in one step; logged if it stays shared. */
+static int unshare_globals(char *addr, size_t len, int data_only)
+{
+    char *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED) goto fail;
+    if (data_only ? copy_data(copy) : (memcpy(copy, addr, len), 0)) goto fail;
+    if (mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr) != MAP_FAILED) return 0;
+fail:
+    cdsm__log(CDSM_LOG_WARN, "node heap: the globals at %p stay shared after cdsm_finalize: %s", (void *)addr,
+              strerror(errno));
+    if (copy != MAP_FAILED) munmap(copy, len);
+    return -1;
+}
+
 /* Each rank's globals become its own again (the values every rank sees at the last
  * barrier), so that a program going on after cdsm_finalize does not write its
- * node-mates' globals. Between the two barriers of cdsm_finalize: a private copy of
- * the bytes with data, moved over the shared mapping in one step. */
+ * node-mates' globals. Between the two barriers of cdsm_finalize. */
 void cdsm__node_unshare_globals(void)
 {
     if (!cdsm__node.on) return;
     for (int i = 0; i < cdsm__node.npieces; i++)
-        if (unshare_piece(cdsm__node.pieces[i].addr, cdsm__node.pieces[i].len))
-            cdsm__log(CDSM_LOG_WARN, "node heap: globals at %p stay shared after cdsm_finalize: %s",
-                      cdsm__node.pieces[i].addr, strerror(errno));
+        unshare_globals(cdsm__node.pieces[i].addr, cdsm__node.pieces[i].len, 0);
     cdsm__node.npieces = 0;
-    if (!cdsm__heap.gmapped) return;
-    size_t n = cdsm__heap.gsize;
-    char *copy = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (copy != MAP_FAILED && !copy_data(copy) &&
-        mremap(copy, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, cdsm__heap.gbase) != MAP_FAILED) {
-        cdsm__heap.gmapped = 0;
-        return;
-    }
-    cdsm__log(CDSM_LOG_WARN, "node heap: the globals stay shared after cdsm_finalize: %s", strerror(errno));
-    if (copy != MAP_FAILED) munmap(copy, n);
+    if (cdsm__heap.gmapped && !unshare_globals(cdsm__heap.gbase, cdsm__heap.gsize, 1)) cdsm__heap.gmapped = 0;
 }

@@ -105,16 +105,14 @@ static uint64_t job_id_here(void)
  * collective costs half a second). */
 static int agree_with_rank0(void)
 {
-    static const char *const node_heap[] = {"auto", "1", "0"}; /* (CDSM_NODE_HEAP's names) */
     static const struct {
         const char *name;
         const uint64_t *v;
-        const char *const *names; /* an enumeration's names, by value; NULL: a number */
-    } shape[] = {{"CDSM_PAGE_SIZE", &cdsm__cfg.page_size, NULL},   {"CDSM_HEAP_SIZE", &cdsm__cfg.heap_size, NULL},
-                 {"CDSM_HEAP_ADDR", &cdsm__cfg.heap_addr, NULL},   {"CDSM_LOCKS", &cdsm__cfg.locks, NULL},
-                 {"CDSM_BARRIER_FANOUT", &cdsm__cfg.bar_fanout, NULL}, {"CDSM_SPARES", &cdsm__cfg.spares, NULL},
-                 {"CDSM_LOGGING", &cdsm__cfg.logging, NULL},       {"CDSM_NODE_HEAP", &cdsm__cfg.node_heap, node_heap},
-                 {"CDSM_OWNERSHIP", &cdsm__cfg.ownership, NULL},   {"CDSM_CHECK", &cdsm__cfg.check, NULL}};
+    } shape[] = {{"CDSM_PAGE_SIZE", &cdsm__cfg.page_size},     {"CDSM_HEAP_SIZE", &cdsm__cfg.heap_size},
+                 {"CDSM_HEAP_ADDR", &cdsm__cfg.heap_addr},     {"CDSM_LOCKS", &cdsm__cfg.locks},
+                 {"CDSM_BARRIER_FANOUT", &cdsm__cfg.bar_fanout}, {"CDSM_SPARES", &cdsm__cfg.spares},
+                 {"CDSM_LOGGING", &cdsm__cfg.logging},         {"CDSM_NODE_HEAP", &cdsm__cfg.node_heap},
+                 {"CDSM_OWNERSHIP", &cdsm__cfg.ownership},     {"CDSM_CHECK", &cdsm__cfg.check}};
     enum { N = sizeof shape / sizeof shape[0] };
     uint64_t root[N + 1];
     for (int i = 0; i < N; i++) root[i] = *shape[i].v;
@@ -123,13 +121,11 @@ static int agree_with_rank0(void)
     cdsm__g.job_id = root[N];
     for (int i = 0; i < N; i++) {
         if (*shape[i].v == root[i]) continue;
-        char mine[24], theirs[24];
-        snprintf(mine, sizeof mine, "%llu", (unsigned long long)*shape[i].v);
-        snprintf(theirs, sizeof theirs, "%llu", (unsigned long long)root[i]);
-        const char *const *nm = shape[i].names;
+        char mine[32], theirs[32]; /* (as they are written: an enumeration by its name) */
         return cdsm__error(CDSM_ERR_CONFIG, "%s is %s in this process and %s in rank 0's: every process of the job "
-                           "must run with the same value", shape[i].name, nm ? nm[*shape[i].v] : mine,
-                           nm ? nm[root[i]] : theirs);
+                           "must run with the same value", shape[i].name,
+                           cdsm__config_value_text(shape[i].name, *shape[i].v, mine, sizeof mine),
+                           cdsm__config_value_text(shape[i].name, root[i], theirs, sizeof theirs));
     }
     return CDSM_OK;
 }

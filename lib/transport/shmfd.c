@@ -38,27 +38,34 @@ static void shmfd_send(int p, int fd, uint8_t tag, const char *what)
         cdsm__log(CDSM_LOG_INFO, "sharing %s with process %d: %s", what, p, strerror(errno));
 }
 
+/* Receive one tag byte from p (waiting up to SHMFD_WAIT_MS), and the fd that came with it
+ * (-1: none, or nothing came: *byte then 0). */
+static int shmfd_recv(int p, char *byte)
+{
+    int s = cdsm__bell.bell[p], fd = -1;
+    struct pollfd pf = {s, POLLIN, 0};
+    struct iovec iov = {byte, 1};
+    fd_ctl_t ctl;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space, .msg_controllen = sizeof ctl.space};
+    *byte = 0;
+    if (poll(&pf, 1, SHMFD_WAIT_MS) != 1 || recvmsg(s, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
 /* Take p's fd (the tag must match) and map `bytes` of it with prot; NULL, logged, if
  * anything is off. */
 static void *shmfd_take(int p, uint8_t tag, size_t bytes, int prot, const char *what)
 {
-    int s = cdsm__bell.bell[p], fd = -1;
-    struct pollfd pf = {s, POLLIN, 0};
-    if (poll(&pf, 1, SHMFD_WAIT_MS) != 1) goto off;
-    char byte = 0;
-    struct iovec iov = {&byte, 1};
-    fd_ctl_t ctl;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space, .msg_controllen = sizeof ctl.space};
-    if (recvmsg(s, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1) goto off;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    char byte;
+    int fd = shmfd_recv(p, &byte);
     struct stat st;
     void *m = MAP_FAILED;
     if (byte == (char)tag && fd >= 0 && !fstat(fd, &st) && (size_t)st.st_size >= bytes)
         m = mmap(NULL, bytes, prot, MAP_SHARED, fd, 0);
     if (fd >= 0) close(fd);
     if (m != MAP_FAILED) return m;
-off:
     cdsm__log(CDSM_LOG_INFO, "process %d's %s could not be mapped (its messages take the usual path)", p, what);
     return NULL;
 }
@@ -143,19 +150,12 @@ static int all_mates(void)
     return cdsm__w.wn > 1;
 }
 
-/* Receive p's fd with the tag (no mapping); -1, logged, if anything is off. */
+/* Take p's fd with the tag (no mapping); -1 if none came with it (logged only when the tag
+ * itself did not come). */
 static int shmfd_take_fd(int p, uint8_t tag, const char *what)
 {
-    int s = cdsm__bell.bell[p], fd = -1;
-    struct pollfd pf = {s, POLLIN, 0};
-    char byte = 0;
-    struct iovec iov = {&byte, 1};
-    fd_ctl_t ctl;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space, .msg_controllen = sizeof ctl.space};
-    if (poll(&pf, 1, SHMFD_WAIT_MS) == 1 && recvmsg(s, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) == 1) {
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    }
+    char byte;
+    int fd = shmfd_recv(p, &byte);
     if (fd >= 0 && byte == (char)tag) return fd;
     if (fd >= 0) close(fd);
     if (byte != (char)tag) cdsm__log(CDSM_LOG_INFO, "process %d's %s did not arrive", p, what);
