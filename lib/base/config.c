@@ -85,6 +85,8 @@ static const cdsm__cfg_entry_t recovery_entries[] = {
      CDSM_CFG_STR, OFF(ckpt_dir), 0, CDSM_CFG_PATH_MAX, NULL},
     {"CDSM_RESTART", "", "restart the whole job from the manifest in this job folder of an earlier run (<CDSM_CKPT_DIR>/job-<id>); the program must call cdsm_resume; empty: a fresh start",
      CDSM_CFG_STR, OFF(restart), 0, CDSM_CFG_PATH_MAX, NULL},
+    {"CDSM_HDF5_LIBRARY", "", "the HDF5 shared library loaded at the first checkpoint read or write (a soname or a path); empty: the one this library was built against",
+     CDSM_CFG_STR, OFF(hdf5_library), 0, CDSM_CFG_PATH_MAX, NULL},
     {"CDSM_CKPT_BARRIERS", "0", "checkpoint at every N-th barrier (0: not by barrier count)",
      CDSM_CFG_INT, OFF(ckpt_barriers), 0, 1u << 30, NULL},
     {"CDSM_CKPT_SECONDS", "60", "checkpoint at the first barrier this many seconds after the previous checkpoint (or the start) (0: not by time)",

@@ -66,6 +66,7 @@ typedef struct cdsm__config {
     uint64_t logging;
     char ckpt_dir[CDSM_CFG_PATH_MAX];
     char restart[CDSM_CFG_PATH_MAX];
+    char hdf5_library[CDSM_CFG_PATH_MAX]; /* CDSM_HDF5_LIBRARY: empty, the build's soname */
     char kill_at[64];      /* CDSM_KILL_AT: fault injection (tests) */
     uint64_t ckpt_barriers;
     uint64_t ckpt_seconds;

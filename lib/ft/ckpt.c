@@ -190,6 +190,9 @@ int cdsm__ckpt_init(void)
     if (access(W.dir, W_OK | X_OK))
         return cdsm__error(CDSM_ERR_IO, "CDSM_CKPT_DIR=%s: %s is not writable: %s", cdsm__cfg.ckpt_dir, W.dir,
                            strerror(errno));
+    /* HDF5 is loaded at the first checkpoint (h5shim.h): fail here, not at a barrier. */
+    int rc = cdsm__ckpt_files_ready();
+    if (rc) return rc;
     if (pthread_create(&W.th, NULL, writer_main, NULL))
         return cdsm__error(CDSM_ERR_NOMEM, "checkpoint writer thread");
     W.started = 1;

@@ -5,7 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <hdf5.h>
+#include "h5shim.h"
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -394,6 +394,8 @@ int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c)
     cdsm__ckpt_t h = *c;
     if (!h.created) h.created = (int64_t)time(NULL);
 
+    const char *why;
+    if (cdsm__h5_load(&why)) return cdsm__error(CDSM_ERR_IO, "checkpoint %s: %s", path, why);
     ckf_h5quiet_t q;
     cdsm__ckf_h5_quiet(&q);
     /* Newest object header versions: HDF5 checksums its own metadata too. */
@@ -421,6 +423,13 @@ int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c)
     cdsm__inject((int)c->rank, "ckpt_fsync");
     if (cdsm__fsync_path(dir, 1))
         return cdsm__error(CDSM_ERR_IO, "checkpoint %s: fsync of folder %s: %s", path, dir, strerror(errno));
+    return CDSM_OK;
+}
+
+int cdsm__ckpt_files_ready(void)
+{
+    const char *why;
+    if (cdsm__h5_load(&why)) return cdsm__error(CDSM_ERR_IO, "checkpoint files: %s", why);
     return CDSM_OK;
 }
 

@@ -83,6 +83,10 @@ int cdsm__ckpt_path(char *buf, size_t size, const char *dir, uint32_t rank, uint
  * and a committed file of the same name, if any, is untouched. */
 int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c);
 
+/* Whether checkpoint files can be written and read: HDF5 is loaded at the first use, not
+ * at start-up (h5shim.h). CDSM_OK, or CDSM_ERR_IO (logged) naming the library and why. */
+int cdsm__ckpt_files_ready(void);
+
 /* Read and verify the checkpoint at path into *out (zeroed first; on error it holds
  * nothing to free). expect_rank (or CDSM_CKPT_ANY_RANK) and expect_job (or
  * CDSM_CKPT_ANY_JOB) must match the file. Errors, each naming the file:

@@ -3,7 +3,7 @@
 #ifndef CDSM_CKPT_FILE_INT_H
 #define CDSM_CKPT_FILE_INT_H
 
-#include <hdf5.h>
+#include "h5shim.h"
 #include <stddef.h>
 #include <stdint.h>
 
