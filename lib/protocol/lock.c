@@ -31,16 +31,10 @@ static uint32_t **seen; /* per lock, made at its first placement: per requester,
 int cdsm__locks_init(void)
 {
     cdsm__lk.nlocks = (uint32_t)cdsm__cfg.locks;
+    /* (Zero pages until used: calloc of this size maps fresh memory.) */
     cdsm__lk.locks = calloc(cdsm__lk.nlocks, sizeof *cdsm__lk.locks);
     if (!cdsm__lk.locks) return cdsm__error(CDSM_ERR_NOMEM, "lock table of %u locks", cdsm__lk.nlocks);
-    for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) {
-        cdsm__lock_t *lk = &cdsm__lk.locks[l];
-        int mgr = (int)(l % (uint32_t)cdsm__w.n);
-        lk->tail = mgr;
-        lk->next = -1;
-        lk->last_to = -1;
-        lk->state = mgr == cdsm__w.rank ? CDSM_LK_TOKEN : CDSM_LK_NONE;
-    }
+    cdsm__lk.any_vc = 0;
     /* Lazy release only where no replay must make the same intervals (DESIGN, "Lazy
      * release"): where an interval ends would then depend on timing. */
     cdsm__g.lazy = cdsm__cfg.lazy_release && !cdsm__cfg.spares;
@@ -49,10 +43,17 @@ int cdsm__locks_init(void)
     return CDSM_OK;
 }
 
+void cdsm__lock_fresh(cdsm__lock_t *lk, uint32_t l)
+{
+    int mgr = (int)(l % (uint32_t)cdsm__w.n);
+    *lk = (cdsm__lock_t){.state = mgr == cdsm__w.rank ? CDSM_LK_TOKEN : CDSM_LK_NONE, .ready = 1, .tail = mgr,
+                         .next = -1, .last_to = -1};
+}
+
 void cdsm__locks_fini(void)
 {
-    if (cdsm__lk.locks)
-        for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) free(cdsm__lk.locks[l].next_vc);
+    if (cdsm__lk.locks && cdsm__lk.any_vc)
+        for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) free(cdsm__lock_entry(l)->next_vc);
     free(cdsm__lk.locks);
     cdsm__lk.locks = NULL;
     while (waiting) {
@@ -73,8 +74,8 @@ static int send_grant(uint32_t l, int to, const uint32_t *to_vc, uint32_t to_seq
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__ft.grant_sent(to, l, to_seq, g->sync_seq, g->vc);
-    cdsm__lk.locks[l].last_to = to;
-    cdsm__lk.locks[l].last_to_seq = to_seq;
+    cdsm__lock_entry(l)->last_to = to;
+    cdsm__lock_entry(l)->last_to_seq = to_seq;
     return cdsm__lock_grant_msg(l, to, to_seq, g->sync_seq, g->vc, to_vc);
 }
 
@@ -175,6 +176,7 @@ static void set_next(cdsm__lock_t *lk, int requester, const uint32_t *vc, uint32
     if (!lk->next_vc) {
         lk->next_vc = malloc(bytes);
         cdsm_check(lk->next_vc != NULL);
+        cdsm__lk.any_vc = 1;
     }
     lk->next = requester;
     lk->next_seq = seq;
@@ -211,7 +213,7 @@ static int pub_pays(const cdsm__lock_t *lk)
 /* The token holder (or the rank about to hold it) learns who comes next. */
 static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
-    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    cdsm__lock_t *lk = cdsm__lock_entry(l);
     if (lk->state == CDSM_LK_TOKEN) {
         lk->state = CDSM_LK_NONE;
         cdsm__lw_busy(l); /* (only the requester could have taken it: it asked instead) */
@@ -230,7 +232,7 @@ static void on_forward(uint32_t l, int requester, const uint32_t *vc, uint32_t s
 
 void cdsm__lock_link(uint32_t l, int requester, const uint32_t *vc, uint32_t seq)
 {
-    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    cdsm__lock_t *lk = cdsm__lock_entry(l);
     if (requester < 0) { /* the end of the queue */
         lk->next = -1;
         return;
@@ -333,23 +335,23 @@ void cdsm__lock_resume(void)
 
 const cdsm__lock_t *cdsm__lock_get(uint32_t l)
 {
-    return &cdsm__lk.locks[l];
+    return cdsm__lock_entry(l);
 }
 
 void cdsm__lock_set_state(uint32_t l, int state)
 {
-    cdsm__lk.locks[l].state = (uint8_t)state;
+    cdsm__lock_entry(l)->state = (uint8_t)state;
 }
 
 void cdsm__lock_set_waiting(uint32_t l, uint32_t seq)
 {
-    cdsm__lk.locks[l].state = CDSM_LK_WAITING;
-    cdsm__lk.locks[l].req_seq = seq;
+    cdsm__lock_entry(l)->state = CDSM_LK_WAITING;
+    cdsm__lock_entry(l)->req_seq = seq;
 }
 
 void cdsm__lock_set_tail(uint32_t l, int tail)
 {
-    cdsm__lk.locks[l].tail = tail;
+    cdsm__lock_entry(l)->tail = tail;
 }
 
 void cdsm__lock_freeze(int on)
@@ -476,7 +478,7 @@ int cdsm_lock_acquire(int id)
      * its service thread waits to be scheduled. */
     cdsm__tp_progress();
     pthread_mutex_lock(&g->mu);
-    cdsm__lock_t *lk = &cdsm__lk.locks[id];
+    cdsm__lock_t *lk = cdsm__lock_entry(id);
     if (lk->state == CDSM_LK_HELD) {
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_acquire(%d): already held by this rank", id);
@@ -534,7 +536,7 @@ int cdsm_lock_release(int id)
     if (rc) return rc;
     if (cdsm__node.on) return cdsm__node_lock_release(id);
     pthread_mutex_lock(&g->mu);
-    cdsm__lock_t *lk = &cdsm__lk.locks[id];
+    cdsm__lock_t *lk = cdsm__lock_entry(id);
     if (lk->state != CDSM_LK_HELD) {
         pthread_mutex_unlock(&g->mu);
         return cdsm__error(CDSM_ERR_INVALID_ARG, "cdsm_lock_release(%d): not held by this rank", id);

@@ -20,6 +20,7 @@ typedef struct cdsm__lock {
                         * came back to us (down; to 0 after a published release): from 2 a
                         * release is published (lockwords.c) */
     uint8_t published; /* our last release was published */
+    uint8_t ready;     /* set to its initial state (cdsm__lock_entry) */
     int32_t tail;      /* manager only: last requester (token goes there next) */
     int32_t next;      /* successor waiting for our release, or -1 */
     uint32_t *next_vc; /* successor's vector clock (n entries) */
@@ -30,8 +31,9 @@ typedef struct cdsm__lock {
 } cdsm__lock_t;
 
 typedef struct cdsm__locks {
-    cdsm__lock_t *locks;
+    cdsm__lock_t *locks; /* zero until an entry is first used (cdsm__lock_entry) */
     uint32_t nlocks;
+    int any_vc;          /* some entry holds a successor's clock (freed at the end) */
     int frozen; /* a lock rebuild is under way: requests and forwards wait */
 } cdsm__locks_t;
 
@@ -39,6 +41,17 @@ extern cdsm__locks_t cdsm__lk;
 
 int cdsm__locks_init(void);
 void cdsm__locks_fini(void);
+
+/* Entry l of the lock table, set to its initial state at its first use: writing all of
+ * CDSM_LOCKS (65536) entries at start-up cost every process 2.6 MB of page faults, and
+ * a program uses a few of them (DESIGN, "Start-up"). Caller holds mu. */
+void cdsm__lock_fresh(cdsm__lock_t *lk, uint32_t l);
+static inline cdsm__lock_t *cdsm__lock_entry(uint32_t l)
+{
+    cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    if (__builtin_expect(!lk->ready, 0)) cdsm__lock_fresh(lk, l);
+    return lk;
+}
 void cdsm__lock_on_req(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 void cdsm__lock_on_fwd(const cdsm__msg_hdr_t *h, cdsm__rd_t *r);
 /* grant_diffs.c: the granter's own diffs that go with a grant (to_vc: the acquirer's

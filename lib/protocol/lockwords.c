@@ -46,8 +46,8 @@ int cdsm__lw_swap_tail(uint32_t l, int requester)
     int mgr = (int)(l % (uint32_t)cdsm__w.n);
     uint32_t *t = lword(mgr, l, LW_TAIL);
     if (!t) {
-        int prev = cdsm__lk.locks[l].tail;
-        cdsm__lk.locks[l].tail = requester;
+        int prev = cdsm__lock_entry(l)->tail;
+        cdsm__lock_entry(l)->tail = requester;
         return prev;
     }
     uint32_t v = __atomic_exchange_n(t, (uint32_t)requester + 1, __ATOMIC_ACQ_REL);
@@ -100,7 +100,7 @@ void cdsm__lw_release(uint32_t l, int publish)
 
 uint8_t cdsm__lock_state(uint32_t l)
 {
-    const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+    const cdsm__lock_t *lk = cdsm__lock_entry(l);
     uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
     if (lk->state == CDSM_LK_TOKEN && w && __atomic_load_n(w, __ATOMIC_ACQUIRE) == LW_TAKEN) return CDSM_LK_NONE;
     return lk->state;
@@ -109,7 +109,7 @@ uint8_t cdsm__lock_state(uint32_t l)
 int cdsm__lock_tail(uint32_t l)
 {
     uint32_t *t = lword(cdsm__w.rank, l, LW_TAIL), v;
-    if (!t) return cdsm__lk.locks[l].tail;
+    if (!t) return cdsm__lock_entry(l)->tail;
     v = __atomic_load_n(t, __ATOMIC_ACQUIRE);
     return v ? (int)v - 1 : cdsm__w.rank;
 }
@@ -118,7 +118,7 @@ void cdsm__lock_words_restored(void)
 {
     int me = cdsm__w.rank;
     for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(me, l, LW_OWN); l++) {
-        const cdsm__lock_t *lk = &cdsm__lk.locks[l];
+        const cdsm__lock_t *lk = cdsm__lock_entry(l);
         own_word(l, lk->state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
         if (l % (uint32_t)cdsm__w.n == (uint32_t)me)
             __atomic_store_n(lword(me, l, LW_TAIL), lk->tail == me ? 0 : (uint32_t)lk->tail + 1, __ATOMIC_RELEASE);
