@@ -6,7 +6,9 @@
  * re-executes itself with address-space randomisation off, while a run without
  * CDSM_CKPT_DIR never writes a checkpoint (DESIGN.md, "Start-up"). Include this instead
  * of <hdf5.h>: every HDF5 function and global the checkpoint files use becomes a call
- * through cdsm__h5. One used without an entry here is an undefined symbol at link time. */
+ * through cdsm__h5. One used without an entry here is an undefined symbol at link time.
+ * The names are those HDF5 1.10 (Debian 12) exports after its API-version macros; an HDF5
+ * whose macros map to other names fails the build or the load, naming the symbol. */
 #ifndef CDSM_H5SHIM_H
 #define CDSM_H5SHIM_H
 
