@@ -4,7 +4,8 @@
 For each P in --procs, runs `mpiexec -n P <build>/bench/scaling REPS MPI_REPS` with the
 central barrier (CDSM_BARRIER_FANOUT=0), with the library's defaults (the barrier tree
 above 9 ranks) and with the tree and CDSM_SPIN_US=0 (waiters sleep at once), --reps times
-each (--variants; also "pages": CDSM_NODE_HEAP=0), the variants taking turns, and keeps the
+each (--variants; also "pages": CDSM_NODE_HEAP=0, and NAME=BUILDDIR: another build's
+bench/scaling with the defaults, to compare libraries), the variants taking turns, and keeps the
 median of each column. Above 2 ranks this
 2-core machine is oversubscribed: the table then shows what grows with the rank count
 (message bytes per barrier at the manager; start-up's MPI collectives) more than what a
@@ -79,26 +80,32 @@ def main():
     ap.add_argument("--build", default=os.path.join(os.path.dirname(here), "build"))
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--variants", default="central,default,spin0",
-                    help="of " + ",".join(ALL_VARIANTS) + " (pages: the page protocol between the ranks, CDSM_NODE_HEAP=0)")
+                    help="of " + ",".join(ALL_VARIANTS) + " (pages: the page protocol between the ranks, CDSM_NODE_HEAP=0)"
+                    ", or NAME=BUILDDIR (that build's bench/scaling, defaults)")
     ap.add_argument("-o", "--outdir", default=os.path.join(here, "results"))
     a = ap.parse_args()
-    for v in a.variants.split(","):
-        if v not in ALL_VARIANTS:
-            sys.exit("scaling_table: no variant %r (%s)" % (v, ",".join(ALL_VARIANTS)))
-        VARIANTS.append((v, ALL_VARIANTS[v]))
     exe = os.path.join(a.build, "bench", "scaling")
-    if not os.access(exe, os.X_OK):
-        sys.exit("scaling_table: %s not built (ninja -C %s)" % (exe, a.build))
+    for v in a.variants.split(","):
+        name, eq, other = v.partition("=")
+        if eq:
+            VARIANTS.append((name, {}, os.path.join(other, "bench", "scaling")))
+        elif v in ALL_VARIANTS:
+            VARIANTS.append((v, ALL_VARIANTS[v], exe))
+        else:
+            sys.exit("scaling_table: no variant %r (%s, or NAME=BUILDDIR)" % (v, ",".join(ALL_VARIANTS)))
+    for _, _, x in VARIANTS:
+        if not os.access(x, os.X_OK):
+            sys.exit("scaling_table: %s not built (ninja -C %s bench/scaling)" % (x, os.path.dirname(os.path.dirname(x))))
     rows = []
     for p in [int(x) for x in a.procs.split(",")]:
-        got = {v: [] for v, _ in VARIANTS}
+        got = {v: [] for v, _, _ in VARIANTS}
         for i in range(a.reps):
             order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]
-            for name, env in order:
-                r = one_run(exe, p, a.barriers, a.mpi_barriers, env, a.timeout)
+            for name, env, x in order:
+                r = one_run(x, p, a.barriers, a.mpi_barriers, env, a.timeout)
                 if r:
                     got[name].append(r)
-        for name, _ in VARIANTS:
+        for name, _, _ in VARIANTS:
             if not got[name]:
                 continue
             row = {"ranks": p, "variant": name, "runs": len(got[name])}

@@ -52,8 +52,8 @@ void cdsm__lock_fresh(cdsm__lock_t *lk, uint32_t l)
 
 void cdsm__locks_fini(void)
 {
-    if (cdsm__lk.locks && cdsm__lk.any_vc)
-        for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) free(cdsm__lock_entry(l)->next_vc);
+    if (cdsm__lk.locks && cdsm__lk.any_vc) /* (an entry never used is zero: no clock) */
+        for (uint32_t l = 0; l < cdsm__lk.nlocks; l++) free(cdsm__lk.locks[l].next_vc);
     free(cdsm__lk.locks);
     cdsm__lk.locks = NULL;
     while (waiting) {
