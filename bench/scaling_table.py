@@ -23,8 +23,8 @@ import subprocess
 import sys
 import time
 
-COLS = ["init_ms", "mpi_barrier_us", "barrier_us", "barrier_p10_us", "barrier_p90_us", "release_bytes", "arrival_bytes",
-        "busiest_bytes"]
+COLS = ["wall_ms", "init_ms", "mpi_barrier_us", "barrier_us", "barrier_p10_us", "barrier_p90_us", "release_bytes",
+        "arrival_bytes", "busiest_bytes"]
 ALL_VARIANTS = {"central": {"CDSM_BARRIER_FANOUT": "0"}, "default": {}, "spin0": {"CDSM_SPIN_US": "0"},
                 "pages": {"CDSM_NODE_HEAP": "0"}}
 VARIANTS = []
@@ -33,6 +33,7 @@ VARIANTS = []
 def one_run(exe, p, reps, mreps, env, timeout):
     e = dict(os.environ)
     e.update(env)
+    t0 = time.monotonic()
     try:
         r = subprocess.run(["mpiexec", "-n", str(p), exe, str(reps), str(mreps)], capture_output=True, text=True,
                            env=e, timeout=timeout)
@@ -42,7 +43,9 @@ def one_run(exe, p, reps, mreps, env, timeout):
     if r.returncode != 0 or not m:
         sys.stderr.write("scaling at %d ranks failed (status %d):\n%s%s" % (p, r.returncode, r.stdout, r.stderr))
         return None
-    return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", m.group(2))}
+    got = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", m.group(2))}
+    got["wall_ms"] = 1000 * (time.monotonic() - t0)  # the whole job: processes' start, init, barriers, end
+    return got
 
 
 def gnuplot(rows, png):
@@ -80,8 +83,8 @@ def main():
     ap.add_argument("--build", default=os.path.join(os.path.dirname(here), "build"))
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--variants", default="central,default,spin0",
-                    help="of " + ",".join(ALL_VARIANTS) + " (pages: the page protocol between the ranks, CDSM_NODE_HEAP=0)"
-                    ", or NAME=BUILDDIR (that build's bench/scaling, defaults)")
+                    help="of " + ",".join(ALL_VARIANTS) + " (pages: the page protocol between the ranks, "
+                    "CDSM_NODE_HEAP=0), or NAME=BUILDDIR (that build's bench/scaling, defaults)")
     ap.add_argument("-o", "--outdir", default=os.path.join(here, "results"))
     a = ap.parse_args()
     exe = os.path.join(a.build, "bench", "scaling")
@@ -95,7 +98,8 @@ def main():
             sys.exit("scaling_table: no variant %r (%s, or NAME=BUILDDIR)" % (v, ",".join(ALL_VARIANTS)))
     for _, _, x in VARIANTS:
         if not os.access(x, os.X_OK):
-            sys.exit("scaling_table: %s not built (ninja -C %s bench/scaling)" % (x, os.path.dirname(os.path.dirname(x))))
+            sys.exit("scaling_table: %s not built (ninja -C %s bench/scaling)"
+                     % (x, os.path.dirname(os.path.dirname(x))))
     rows = []
     for p in [int(x) for x in a.procs.split(",")]:
         got = {v: [] for v, _, _ in VARIANTS}
@@ -114,9 +118,11 @@ def main():
                 row[c] = statistics.median(vals)
                 row[c + "_spread"] = (max(vals) - min(vals)) / row[c] if row[c] else 0.0
             rows.append(row)
-            print("%3d %-8s init %8.1f ms  cdsm_barrier %9.2f us (p10 %8.2f, p90 %9.2f, spread %.2f)  MPI_Barrier %11.2f us"
+            print("%3d %-8s job %8.1f ms  init %8.1f ms  cdsm_barrier %9.2f us (p10 %8.2f, p90 %9.2f, spread %.2f)"
+                  "  MPI_Barrier %11.2f us"
                   "  rank 0 sends %7.0f B/barrier, last rank %4.0f B, busiest rank moves %7.0f B" %
-                  (p, name, row["init_ms"], row["barrier_us"], row["barrier_p10_us"], row["barrier_p90_us"],
+                  (p, name, row["wall_ms"], row["init_ms"], row["barrier_us"], row["barrier_p10_us"],
+                   row["barrier_p90_us"],
                    row["barrier_us_spread"], row["mpi_barrier_us"], row["release_bytes"], row["arrival_bytes"],
                    row["busiest_bytes"]),
                   flush=True)

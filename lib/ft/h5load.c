@@ -50,8 +50,8 @@ static void h5_load_once(void)
         void *p = h5_syms[i].var ? dlsym(RTLD_DEFAULT, h5_syms[i].name) : NULL;
         if (!p) p = dlsym(h, h5_syms[i].name);
         if (!p) {
-            snprintf(h5_why, sizeof h5_why, "%s lacks %s: not an HDF5 like the one this library was built with (%s, %s)", lib,
-                     h5_syms[i].name, H5_VERS_INFO, CDSM_HDF5_SONAME);
+            snprintf(h5_why, sizeof h5_why, "%s lacks %s: not an HDF5 like the one cdsm was built with (%s, %s)",
+                     lib, h5_syms[i].name, H5_VERS_INFO, CDSM_HDF5_SONAME);
             return;
         }
         *h5_syms[i].slot = p;
