@@ -394,8 +394,7 @@ int cdsm__ckpt_write(const char *dir, const cdsm__ckpt_t *c)
     cdsm__ckpt_t h = *c;
     if (!h.created) h.created = (int64_t)time(NULL);
 
-    const char *why;
-    if (cdsm__h5_load(&why)) return cdsm__error(CDSM_ERR_IO, "checkpoint %s: %s", path, why);
+    if ((rc = cdsm__ckpt_files_ready())) return rc;
     ckf_h5quiet_t q;
     cdsm__ckf_h5_quiet(&q);
     /* Newest object header versions: HDF5 checksums its own metadata too. */

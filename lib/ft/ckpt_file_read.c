@@ -416,8 +416,8 @@ int cdsm__ckpt_read(const char *path, int expect_rank, uint64_t expect_job, cdsm
     memset(out, 0, sizeof *out);
     ckf_ctx_t x = {.path = path};
     if (precheck(&x, path)) return cdsm__error(x.status, "checkpoint %s: %s", path, x.why);
-    const char *why;
-    if (cdsm__h5_load(&why)) return cdsm__error(CDSM_ERR_IO, "checkpoint %s: %s", path, why);
+    int rc = cdsm__ckpt_files_ready();
+    if (rc) return rc;
     ckf_h5quiet_t q;
     cdsm__ckf_h5_quiet(&q);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

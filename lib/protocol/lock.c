@@ -74,8 +74,9 @@ static int send_grant(uint32_t l, int to, const uint32_t *to_vc, uint32_t to_seq
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__ft.grant_sent(to, l, to_seq, g->sync_seq, g->vc);
-    cdsm__lock_entry(l)->last_to = to;
-    cdsm__lock_entry(l)->last_to_seq = to_seq;
+    cdsm__lock_t *lk = cdsm__lock_entry(l);
+    lk->last_to = to;
+    lk->last_to_seq = to_seq;
     return cdsm__lock_grant_msg(l, to, to_seq, g->sync_seq, g->vc, to_vc);
 }
 
@@ -345,8 +346,9 @@ void cdsm__lock_set_state(uint32_t l, int state)
 
 void cdsm__lock_set_waiting(uint32_t l, uint32_t seq)
 {
-    cdsm__lock_entry(l)->state = CDSM_LK_WAITING;
-    cdsm__lock_entry(l)->req_seq = seq;
+    cdsm__lock_t *lk = cdsm__lock_entry(l);
+    lk->state = CDSM_LK_WAITING;
+    lk->req_seq = seq;
 }
 
 void cdsm__lock_set_tail(uint32_t l, int tail)

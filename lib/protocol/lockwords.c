@@ -46,8 +46,9 @@ int cdsm__lw_swap_tail(uint32_t l, int requester)
     int mgr = (int)(l % (uint32_t)cdsm__w.n);
     uint32_t *t = lword(mgr, l, LW_TAIL);
     if (!t) {
-        int prev = cdsm__lock_entry(l)->tail;
-        cdsm__lock_entry(l)->tail = requester;
+        cdsm__lock_t *lk = cdsm__lock_entry(l);
+        int prev = lk->tail;
+        lk->tail = requester;
         return prev;
     }
     uint32_t v = __atomic_exchange_n(t, (uint32_t)requester + 1, __ATOMIC_ACQ_REL);
