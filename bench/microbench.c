@@ -54,6 +54,10 @@
 #define LOCK_CONTENDED 0  /* manager rank 0 */
 #define LOCK_FIRST_FREE 3 /* odd ids from here: one fresh lock per uncontended acquire */
 
+/* Where a miss found published diffs: a node-mate's shared memory, or (CDSM_RMA=all) a
+ * one-sided read. */
+static const char *board_where = "shared memory";
+
 static int me;
 static MPI_Comm bc; /* the benchmark's own communicator */
 static int failures;
@@ -484,18 +488,20 @@ static summary_t remote_miss(size_t ps, int reps, int warm, int intervals, int b
         if (bad) fail("remote miss (%d intervals): %ld words read back wrong", intervals, bad);
         uint64_t misses = DELTA(a, b, read_faults), whole = DELTA(a, b, pages_fetched),
                  diffs = DELTA(a, b, diffs_applied), shared = DELTA(a, b, board_taken);
+        if (shared && DELTA(a, b, board_rma_taken) == shared) board_where = "MPI RMA"; /* (CDSM_RMA=all) */
         if (misses != (uint64_t)reps)
             fail("remote miss (%d intervals): %llu access misses for %d reads", intervals,
                  (unsigned long long)misses, reps);
         if (whole == (uint64_t)reps && diffs == 0)
             snprintf(path, pathlen, "whole page");
         else if (whole == 0 && diffs == (uint64_t)reps * (uint64_t)intervals && shared == diffs)
-            snprintf(path, pathlen, intervals == 1 ? "diff, shared memory" : "%d diffs, shared memory", intervals);
+            if (intervals == 1) snprintf(path, pathlen, "diff, %s", board_where);
+            else snprintf(path, pathlen, "%d diffs, %s", intervals, board_where);
         else if (whole == 0 && diffs == (uint64_t)reps * (uint64_t)intervals && shared == 0)
             snprintf(path, pathlen, intervals == 1 ? "diff" : "%d diffs", intervals);
         else if (whole == 0 && diffs == (uint64_t)reps * (uint64_t)intervals) /* (some overwritten) */
-            snprintf(path, pathlen, "%d diffs, %llu%% shared memory", intervals,
-                     (unsigned long long)(100 * shared / diffs));
+            snprintf(path, pathlen, "%d diffs, %llu%% %s", intervals, (unsigned long long)(100 * shared / diffs),
+                     board_where);
         else
             snprintf(path, pathlen, "mixed: %llu pages %llu diffs", (unsigned long long)whole,
                      (unsigned long long)diffs);
@@ -859,12 +865,13 @@ static void check_paths(const opts_t *o, const results_t *r)
     /* Published diffs (node-mates) are at hand: no whole copy is asked for. */
     int shm = r->wf.published, want_whole = !shm && o->lib_wpn > 0 && o->wp >= o->lib_wpn;
     char want[64];
-    snprintf(want, sizeof want, want_whole ? "whole page" : shm ? "%d diffs, shared memory" : "%d diffs", o->wp);
+    snprintf(want, sizeof want, want_whole ? "whole page" : shm ? "%d diffs, %s" : "%d diffs", o->wp, board_where);
     /* (published diffs the ring overwrote before the miss are asked for: a share of them) */
-    size_t cut = shm ? strlen(want) - strlen("shared memory") : strlen(want) + 1;
-    if (strncmp(r->path_whole, want, cut) || (shm && !strstr(r->path_whole, "shared memory")))
+    size_t cut = shm ? strlen(want) - strlen(board_where) : strlen(want) + 1;
+    if (strncmp(r->path_whole, want, cut) || (shm && !strstr(r->path_whole, board_where)))
         fail("multi-interval miss took path \"%s\", expected \"%s\"", r->path_whole, want);
-    const char *one = shm ? "diff, shared memory" : o->lib_wpn == 1 ? "whole page" : "diff";
+    char one[64];
+    snprintf(one, sizeof one, "%s%s", shm ? "diff, " : o->lib_wpn == 1 ? "whole page" : "diff", shm ? board_where : "");
     if (strcmp(r->path_diff, one)) fail("single-diff miss took path \"%s\"", r->path_diff);
 }
 

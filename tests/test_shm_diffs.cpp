@@ -4,7 +4,9 @@
 // Run with the board on (the default without spares: no diff is asked for by message), on
 // with a ring too small for a round's diffs (what was overwritten is asked for, and the
 // answers stay exact), off (every diff asked for), and with the ranks given different
-// ring sizes (each ignores the other's board: every diff asked for).
+// ring sizes (each ignores the other's board: every diff asked for). With CDSM_RMA=all
+// every board is read one-sided (MPI RMA), node-mates' too: the same answers, and the
+// counters say the diffs came through the window.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -42,7 +44,9 @@ TEST(SharedDiffs, NodeMatesTakeDiffsWithoutAsking)
     }
     cdsm_stats_t s1 = stats();
     uint64_t taken = s1.board_taken - s0.board_taken, served = s1.diffs_served - s0.diffs_served;
-    uint64_t missed = s1.board_missed - s0.board_missed;
+    uint64_t missed = s1.board_missed - s0.board_missed, rma = s1.board_rma_taken - s0.board_rma_taken;
+    const char *rv = getenv("CDSM_RMA");
+    bool one_sided = rv && !strcmp(rv, "all");
     if (n < 2) return;
     // Ranks started with different CDSM_SHM_DIFFS (MPMD launch): a node-mate's board of
     // another layout is not used, so every diff is asked for, and the answers stay exact.
@@ -59,6 +63,12 @@ TEST(SharedDiffs, NodeMatesTakeDiffsWithoutAsking)
         EXPECT_GT(taken, 0u);
         EXPECT_EQ(missed, 0u);
         EXPECT_EQ(served, 0u) << "a diff was asked for by message";
+        if (one_sided) {
+            EXPECT_EQ(rma, taken) << "a diff was copied from a mapped board";
+            EXPECT_GT(s1.rma_gets - s0.rma_gets, 0u);
+        } else {
+            EXPECT_EQ(rma, 0u);
+        }
     } else { // a round's diffs (64 pages per writer) do not fit: the first ones are asked for
         EXPECT_GT(missed, 0u);
         EXPECT_GT(served, 0u);

@@ -80,7 +80,10 @@
     X(bar_forwarded, "barrier releases this rank passed on to its children in the barrier tree (CDSM_BARRIER_FANOUT)") \
     X(grant_patched, "hot pages a grant's diffs brought up to date in place, twin included, so that they stayed writable") \
     X(live_closed, "pages diffed from a copy and left writable by a close the service thread made while the program ran") \
-    X(refetch_patched, "hot pages a barrier's refetch brought up to date in place, twin included, so that they stayed writable")
+    X(refetch_patched, "hot pages a barrier's refetch brought up to date in place, twin included, so that they stayed writable") \
+    X(board_rma_taken, "diffs read one-sided (MPI RMA) from the board of a process on another host (CDSM_RMA)") \
+    X(rma_gets, "one-sided reads (MPI RMA gets) of other processes' boards") \
+    X(rma_nudges, "nudges rung because a one-sided read waited for its target to enter MPI (a network without RDMA)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */
 typedef struct cdsm_stats {

@@ -68,6 +68,8 @@ static const cdsm__cfg_entry_t protocol_entries[] = {
      CDSM_CFG_BOOL, OFF(skip_bells), 0, 1, NULL},
     {"CDSM_SHM_DIFFS", "8M", "mpi transport, processes on one host: each publishes the diffs it makes in a ring of this many bytes of shared memory that its node-mates map, and a node-mate's miss copies them from there with no message and no wake-up of the writer (a diff overwritten since is asked for as usual); only without CDSM_SPARES (0: off)",
      CDSM_CFG_SIZE, OFF(shm_diffs), 0, 1ull << 34, NULL},
+    {"CDSM_RMA", "auto", "mpi transport, no CDSM_SPARES: the published diffs of processes on other hosts read one-sided (MPI RMA on a window over each process's ring), with no message and, where the network offers RDMA, no wake-up of the writer; 1: for processes on other hosts, all: for every process (node-mates too: for tests and measurements), 0: never, auto: 1 where this host has an RDMA device (/sys/class/infiniband), else 0",
+     CDSM_CFG_ENUM, OFF(rma), 0, 0, "auto,1,all,0"},
     {"CDSM_LATE_BELL_US", "50", "mpi transport, processes on one host: a lock request or an access miss's request rings the receiver's doorbell only if the receiver has not taken it from MPI itself (at its own next lock call or access fault) within this many microseconds; needs CDSM_SKIP_BELLS (0: ring at once)",
      CDSM_CFG_INT, OFF(late_bell_us), 0, 1000, NULL},
 };

@@ -60,6 +60,7 @@ typedef struct cdsm__config {
     uint64_t bind_service;
     uint64_t transport;
     uint64_t node_heap; /* CDSM_NODE_HEAP: 0 auto, 1 required, 2 never */
+    uint64_t rma;       /* CDSM_RMA: 0 auto, 1 other hosts, 2 every process, 3 never */
     uint64_t mpi_io_topology;
     /* recovery */
     uint64_t spares;

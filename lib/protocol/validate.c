@@ -67,24 +67,42 @@ static void keep_reply(vstate_t *v, cdsm__reply_t *r)
     v->replies[v->nrep++] = r;
 }
 
-/* The diffs of need[0..nreq) that node-mates published (transport's board): copied, no
- * message. Only outside a replay (which has no board: runs with spares). */
-static void board_take(vstate_t *v)
+/* Keep the blobs board_take found. */
+static void board_keep(vstate_t *v, cdsm__interval_t **iv, void **blob, const uint32_t *len, size_t n)
 {
-    for (size_t j = 0; j < v->nreq; j++) {
-        cdsm__interval_t *iv = v->need[j];
-        void *blob;
-        uint32_t len;
-        if (iv->rank == cdsm__w.rank || av_find(v, iv) ||
-            cdsm__board_get(iv->rank, cdsm__board_key(v->pg, iv->idx), &blob, &len))
-            continue;
+    for (size_t i = 0; i < n; i++) {
+        if (!blob[i]) continue;
         if (v->nblob == v->capblob) {
             v->capblob = v->capblob ? v->capblob * 2 : 8;
             v->blobs = realloc(v->blobs, v->capblob * sizeof *v->blobs);
             cdsm_check(v->blobs != NULL);
         }
-        v->blobs[v->nblob++] = blob;
-        av_add(v, iv, blob, len);
+        v->blobs[v->nblob++] = blob[i];
+        av_add(v, iv[i], blob[i], len[i]);
+    }
+}
+
+/* The diffs of need[0..nreq) that other processes published (transport's board): copied
+ * from a node-mate's memory, or read one-sided from another host's (CDSM_RMA: one batch
+ * for them all), no message. Only outside a replay (which has no board: runs with spares). */
+static void board_take(vstate_t *v)
+{
+    enum { MAX = 64 };
+    int rank[MAX];
+    uint64_t key[MAX];
+    void *blob[MAX];
+    uint32_t len[MAX];
+    cdsm__interval_t *iv[MAX];
+    for (size_t j = 0; j < v->nreq;) {
+        size_t n = 0;
+        for (; j < v->nreq && n < MAX; j++) {
+            if (v->need[j]->rank == cdsm__w.rank || av_find(v, v->need[j])) continue;
+            iv[n] = v->need[j];
+            rank[n] = iv[n]->rank;
+            key[n] = cdsm__board_key(v->pg, iv[n]->idx);
+            n++;
+        }
+        if (n && cdsm__board_get_many(n, rank, key, blob, len)) board_keep(v, iv, blob, len, n);
     }
 }
 

@@ -112,7 +112,8 @@ static int agree_with_rank0(void)
                  {"CDSM_HEAP_ADDR", &cdsm__cfg.heap_addr},     {"CDSM_LOCKS", &cdsm__cfg.locks},
                  {"CDSM_BARRIER_FANOUT", &cdsm__cfg.bar_fanout}, {"CDSM_SPARES", &cdsm__cfg.spares},
                  {"CDSM_LOGGING", &cdsm__cfg.logging},         {"CDSM_NODE_HEAP", &cdsm__cfg.node_heap},
-                 {"CDSM_OWNERSHIP", &cdsm__cfg.ownership},     {"CDSM_CHECK", &cdsm__cfg.check}};
+                 {"CDSM_OWNERSHIP", &cdsm__cfg.ownership},     {"CDSM_CHECK", &cdsm__cfg.check},
+                 {"CDSM_RMA", &cdsm__cfg.rma}};
     enum { N = sizeof shape / sizeof shape[0] };
     uint64_t root[N + 1];
     for (int i = 0; i < N; i++) root[i] = *shape[i].v;

@@ -302,6 +302,7 @@ static int bell_read(int p)
         for (ssize_t i = 0; i < r; i++) {
             rings += tmp[i] == BELL_BYTE;
             if (tmp[i] == BYE_BYTE) cdsm__bell_heard_bye(p);
+            bl->nudged |= tmp[i] == NUDGE_BYTE;
         }
         bl->heard_ns[p] = cdsm__mono_ns();
         bl->rx_count[p] += rings;
@@ -392,6 +393,12 @@ int cdsm__bell_rx_drain(const struct epoll_event *ev, int nev)
         cdsm__awake_collect(bl->rx_count);
         cdsm__bell_rx_messages();
     }
+    /* A one-sided read waits for our MPI progress (no RDMA): passes for RMA_SERVE_US serve
+     * its batch of gets (one pass served one or two of eight, measured here) and the
+     * reader's next batch, which follows within microseconds; then back to sleep. */
+    for (uint64_t end = cdsm__mono_ns() + RMA_SERVE_US * 1000ull; bl->nudged && cdsm__mono_ns() < end;)
+        cdsm__bell_rx_messages();
+    bl->nudged = 0;
     return stop;
 }
 
@@ -469,10 +476,12 @@ static int bell_init(void)
                            (unsigned long long)cdsm__cfg.heartbeat_ms);
     for (int p = 0; p < cdsm__w.wn; p++) bl->bell[p] = -1;
     int rc = cdsm__bell_mesh();
-    /* Every rank must agree before anyone relies on the mesh, and on the provider (one
-     * reduction for both). */
-    int mine[3] = {rc, bl->stream, -bl->stream}, agreed[3];
-    MPI_Allreduce(mine, agreed, 3, MPI_INT, MPI_MIN, cdsm__w.comm);
+    /* Every rank must agree before anyone relies on the mesh, on the provider, and on
+     * whether boards are read one-sided (every process wants it, with one board size):
+     * one reduction for all. */
+    int vote = cdsm__board_rma_vote();
+    int mine[5] = {rc, bl->stream, -bl->stream, vote, -vote}, agreed[5];
+    MPI_Allreduce(mine, agreed, 5, MPI_INT, MPI_MIN, cdsm__w.comm);
     if (agreed[0]) {
         if (!rc) rc = cdsm__error(CDSM_ERR_NET, "another rank could not set up its doorbells");
         return rc;
@@ -510,6 +519,8 @@ static int bell_init(void)
     free(one);
     free(got);
     if (wrc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "connecting every pair of processes (MPI_Alltoall)");
+    int rc2 = cdsm__board_reach(agreed[3] > 0 && agreed[3] == -agreed[4]); /* (collective when 1) */
+    if (rc2) return rc2;
     uint64_t now = cdsm__mono_ns(); /* silence is counted from here */
     for (int p = 0; p < cdsm__w.wn; p++) bl->heard_ns[p] = now;
     bl->next_beat_ns = now;

@@ -8,8 +8,9 @@
 
 #include "transport.h"
 
-/* Doorbell bytes are 1, heartbeats 2, the goodbye at the end 3 (goodbye.c). */
-enum { BELL_BYTE = 1, BEAT_BYTE = 2, BYE_BYTE = 3 };
+/* Doorbell bytes are 1, heartbeats 2, the goodbye at the end 3 (goodbye.c); a nudge 7
+ * wakes the service thread into MPI for a one-sided read (rma.c) and counts for nothing. */
+enum { BELL_BYTE = 1, BEAT_BYTE = 2, BYE_BYTE = 3, NUDGE_BYTE = 7, RMA_SERVE_US = 50 };
 
 /* Sockets, counts and debts are per process of the communicator (world rank: spares
  * included). */
@@ -35,6 +36,7 @@ typedef struct cdsm__bell {
     uint64_t next_beat_ns;
     pid_t *peer_pid;    /* per peer: its pid, when it runs on this host (else 0) */
     int stream;         /* the socket provider: messages travel on these sockets (sock.c) */
+    int nudged;         /* a nudge byte came (under rx_mu): serve one-sided reads (rma.c) */
 } cdsm__bell_t;
 
 extern cdsm__bell_t cdsm__bell;
@@ -111,6 +113,29 @@ int cdsm__heapfd_passed(void);
  * the node heap's fd). */
 int cdsm__board_setup(void);
 void cdsm__board_fini(void);
+/* board.c: this process's vote for one-sided reads (its board's size in pages where it
+ * wants them, else 0; every process must vote the same, start-up's agreement); then, once
+ * all agreed (rma: they did, and the call is collective), whether other processes' boards
+ * are read one-sided, and so whether publishing is worth it. */
+int cdsm__board_rma_vote(void);
+int cdsm__board_reach(int rma);
+/* rma.c: one-sided reads of other processes' boards (CDSM_RMA). wanted: 0 no, 1 for
+ * processes on other hosts, 2 for every process. setup (want: 1 or 2) is collective: the
+ * window over every process's board. */
+typedef struct cdsm__rma_op {
+    int w;              /* the process read */
+    uint64_t off;       /* from this byte of its board */
+    void *dst;
+    size_t len;
+    int ok, lost;       /* read; its process was lost meanwhile (dst must then stay allocated) */
+} cdsm__rma_op_t;
+int cdsm__rma_wanted(void);
+int cdsm__rma_setup(void *mem, size_t bytes, int want);
+void cdsm__rma_fini(void);
+int cdsm__rma_on(void);
+int cdsm__rma_reaches(int w);
+/* Do the n reads and wait for them all (nudging their targets when they wait long). */
+void cdsm__rma_get(cdsm__rma_op_t *op, size_t n);
 /* words.c: the lock words, shared with node-mates at start-up (after the board). */
 int cdsm__words_setup(void);
 void cdsm__words_fini(void);

@@ -11,6 +11,7 @@
  * is simply not there: the reader asks the writer by message, as without the board. So
  * the board is a cache that can only miss, never serve a wrong byte. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -99,6 +100,20 @@ int cdsm__board_write(void *mem, uint64_t key, const void *data, uint32_t len)
     return 0;
 }
 
+/* Whether entry e, read at ring offset off, can be key's. (A torn header is caught by the
+ * reserve check after the copy; this only keeps the copy inside the ring.) */
+static int entry_fits(const board_entry_t *e, uint64_t key, uint64_t off, uint64_t ring)
+{
+    return e->key == key && e->len <= ring / 4 && off + sizeof *e + e->len <= ring;
+}
+
+/* Whether the writer reserved the bytes of the entry at ring position pos again (reserve
+ * read after the entry was copied): the copy may be torn. */
+static int overwritten(uint64_t reserve, uint64_t pos, uint64_t ring)
+{
+    return reserve > pos + ring;
+}
+
 /* The entry that slot value s names, copied, if it holds key and was not overwritten. */
 static int read_slot(const void *mem, uint64_t ring, uint64_t nslots, uint64_t s, uint64_t key, void **out, uint32_t *len)
 {
@@ -108,13 +123,12 @@ static int read_slot(const void *mem, uint64_t ring, uint64_t nslots, uint64_t s
     board_entry_t e;
     if (off + sizeof e > ring) return -1;
     memcpy(&e, ring_at(mem, nslots, off), sizeof e);
-    /* (a torn header is caught below; these only keep the copy inside the ring) */
-    if (e.key != key || e.len > ring / 4 || off + sizeof e + e.len > ring) return -1;
+    if (!entry_fits(&e, key, off, ring)) return -1;
     void *buf = malloc(e.len ? e.len : 1);
     cdsm_check(buf != NULL);
     memcpy(buf, ring_at(mem, nslots, off) + sizeof e, e.len);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&h->reserve, __ATOMIC_RELAXED) > pos + ring) { /* overwritten meanwhile */
+    if (overwritten(__atomic_load_n(&h->reserve, __ATOMIC_RELAXED), pos, ring)) {
         free(buf);
         return -1;
     }
@@ -131,14 +145,15 @@ int cdsm__board_read(const void *mem, uint64_t ring, uint64_t nslots, uint64_t k
     return -1;
 }
 
-/* ---- this process's board and its node-mates' ------------------------------------------ */
+/* ---- this process's board, its node-mates' and (one-sided) the others' ----------------- */
 
 static struct board {
     void *self;   /* ours, written here */
     void **peer;  /* per process: its board mapped read-only here, or NULL */
     uint64_t ring, nslots;
     size_t bytes;
-    int on;       /* some node-mate maps ours (we map theirs: the configuration is one) */
+    int on;       /* someone reads ours (we read theirs: the configuration is one) */
+    int want;     /* cdsm__rma_wanted() here, before every process agreed */
 } bd;
 
 /* A node-mate's board as we expect it (same size), or unmapped. */
@@ -160,8 +175,10 @@ int cdsm__board_setup(void)
 {
     /* With spares a replacement makes its diffs again while others may look for them:
      * they ask it, as they always did (the board is for runs without spares). */
-    if (!cdsm__cfg.shm_diffs || cdsm__cfg.spares || cdsm__bell.stream || !cdsm__shmfd_any_mate()) return CDSM_OK;
+    if (!cdsm__cfg.shm_diffs || cdsm__cfg.spares || cdsm__bell.stream) return CDSM_OK;
     if (cdsm__heapfd_passed()) return CDSM_OK; /* (a node heap publishes no diff) */
+    bd.want = cdsm__rma_wanted();
+    if (!cdsm__shmfd_any_mate() && !bd.want) return CDSM_OK;
     bd.ring = (cdsm__cfg.shm_diffs + 4095) & ~4095ull;
     bd.nslots = nslots_for(bd.ring);
     bd.bytes = cdsm__board_bytes(bd.ring);
@@ -172,6 +189,7 @@ int cdsm__board_setup(void)
     bd.self = cdsm__shmfd_share(&seg, &bd.peer);
     if (!bd.self) {
         cdsm__log(CDSM_LOG_INFO, "no published diffs (%s): node-mates ask for every diff", strerror(errno));
+        bd.want = 0;
         return CDSM_OK;
     }
     for (int p = 0; p < cdsm__w.wn; p++) {
@@ -181,8 +199,25 @@ int cdsm__board_setup(void)
     return CDSM_OK;
 }
 
+int cdsm__board_rma_vote(void)
+{
+    return bd.self && bd.want ? (int)(bd.bytes >> 12) : 0;
+}
+
+int cdsm__board_reach(int rma)
+{
+    if (bd.want && !rma)
+        cdsm__log(CDSM_LOG_INFO, "no one-sided reads (CDSM_RMA): another process cannot take part, or its "
+                  "CDSM_SHM_DIFFS differs");
+    int rc = rma ? cdsm__rma_setup(bd.self, bd.bytes, bd.want) : CDSM_OK;
+    bd.on |= cdsm__rma_on();
+    if (!rc && !bd.on && bd.self) cdsm__board_fini(); /* (wanted for one-sided reads that are not made) */
+    return rc;
+}
+
 void cdsm__board_fini(void)
 {
+    cdsm__rma_fini();
     cdsm__shmfd_unmap(bd.self, (void **)bd.peer, bd.bytes);
     memset(&bd, 0, sizeof bd);
 }
@@ -197,13 +232,175 @@ void cdsm__board_put(uint64_t key, const void *data, uint32_t len)
     if (bd.on && !cdsm__board_write(bd.self, key, data, len)) CDSM_STAT_ADD(board_published, 1);
 }
 
+/* ---- one-sided reads: the mapped reader's steps, each a batch of gets -------------------- */
+
+/* Bytes after an entry's header read with it: a diff of a 4 KiB page fits. */
+enum { RMA_GUESS = 8192 };
+
+typedef struct rma_item {
+    int w;             /* the process read */
+    uint64_t key;
+    uint64_t slot[2];  /* the key's slot pair as read */
+    uint8_t *ent[2];   /* each slot's entry: header and data */
+    size_t got[2];     /* bytes of it read */
+} rma_item_t;
+
+static uint64_t ring_base(void)
+{
+    return sizeof(board_hdr_t) + bd.nslots * sizeof(uint64_t);
+}
+
+/* Run the gets; 1 if one of them went to a process lost meanwhile (its buffer must stay). */
+static int rma_run(cdsm__rma_op_t *op, size_t n)
+{
+    cdsm__rma_get(op, n);
+    int lost = 0;
+    for (size_t i = 0; i < n; i++) lost |= op[i].lost;
+    return lost;
+}
+
+/* Step 2: the entries the slots name, with RMA_GUESS bytes of data, then the rest of longer
+ * ones. Entries not of their key, or not read whole, are dropped. */
+static int rma_entries(rma_item_t *it, size_t n, cdsm__rma_op_t *op)
+{
+    size_t k = 0, *who = malloc(2 * n * sizeof *who); /* op -> item * 2 + slot */
+    cdsm_check(who != NULL);
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 2; j++) {
+            uint64_t s = it[i].slot[j], off = s ? (s - 1) % bd.ring : 0, most = sizeof(board_entry_t) + RMA_GUESS;
+            if (!s || off + sizeof(board_entry_t) > bd.ring) continue;
+            it[i].got[j] = bd.ring - off < most ? bd.ring - off : most;
+            it[i].ent[j] = malloc(it[i].got[j]);
+            cdsm_check(it[i].ent[j] != NULL);
+            who[k] = i * 2 + (size_t)j;
+            op[k++] = (cdsm__rma_op_t){.w = it[i].w, .off = ring_base() + off, .dst = it[i].ent[j],
+                                       .len = it[i].got[j]};
+        }
+    int lost = rma_run(op, k);
+    size_t m = 0;
+    for (size_t q = 0; q < k && !lost; q++) {
+        rma_item_t *t = &it[who[q] / 2];
+        int j = (int)(who[q] % 2);
+        board_entry_t e;
+        memcpy(&e, t->ent[j], sizeof e);
+        uint64_t off = (t->slot[j] - 1) % bd.ring, need = sizeof e + e.len;
+        if (!op[q].ok || !entry_fits(&e, t->key, off, bd.ring)) {
+            free(t->ent[j]);
+            t->ent[j] = NULL;
+        } else if (need > t->got[j]) {
+            t->ent[j] = realloc(t->ent[j], need);
+            cdsm_check(t->ent[j] != NULL);
+            who[m] = who[q];
+            op[m++] = (cdsm__rma_op_t){.w = t->w, .off = ring_base() + off + t->got[j], .dst = t->ent[j] + t->got[j],
+                                       .len = need - t->got[j]};
+            t->got[j] = need;
+        }
+    }
+    lost = lost || rma_run(op, m);
+    for (size_t q = 0; q < m && !lost; q++)
+        if (!op[q].ok) it[who[q] / 2].got[who[q] % 2] = 0; /* (not read whole: as good as overwritten) */
+    free(who);
+    return lost ? -1 : 0;
+}
+
+/* Step 3: each process's reserve, read after its entries; an entry it covers again may be
+ * torn. The good ones are handed out. */
+static int rma_check(rma_item_t *it, size_t n, cdsm__rma_op_t *op, uint64_t *res, void **out, uint32_t *len)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t q = 0;
+        while (q < k && op[q].w != it[i].w) q++;
+        if (q == k)
+            op[k++] = (cdsm__rma_op_t){.w = it[i].w, .off = offsetof(board_hdr_t, reserve), .dst = &res[q], .len = 8};
+    }
+    if (rma_run(op, k)) return -1;
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t q = 0;
+        while (op[q].w != it[i].w) q++;
+        for (int j = 0; j < 2 && op[q].ok && !out[i]; j++) {
+            if (!it[i].ent[j] || !it[i].got[j] || overwritten(res[q], it[i].slot[j] - 1, bd.ring)) continue;
+            board_entry_t e;
+            memcpy(&e, it[i].ent[j], sizeof e);
+            memmove(it[i].ent[j], it[i].ent[j] + sizeof e, e.len);
+            out[i] = it[i].ent[j];
+            len[i] = e.len;
+            it[i].ent[j] = NULL;
+            found++;
+        }
+    }
+    return found;
+}
+
+/* Items it[0..n) read one-sided in three batches (slots, entries, reserves: three round
+ * trips whatever n); out[i] set where found. -1: a read went to a process lost meanwhile;
+ * its buffers (it[] too) are left where MPI may still write (the run is ending: no spares). */
+static int rma_take(rma_item_t *it, size_t n, void **out, uint32_t *len)
+{
+    cdsm__rma_op_t *op = malloc(2 * n * sizeof *op);
+    uint64_t *res = malloc(n * sizeof *res);
+    cdsm_check(op && res);
+    for (size_t i = 0; i < n; i++)
+        op[i] = (cdsm__rma_op_t){.w = it[i].w, .off = sizeof(board_hdr_t) + (slot_of(it[i].key, bd.nslots) & ~1ull) * 8,
+                                 .dst = it[i].slot, .len = sizeof it[i].slot};
+    if (rma_run(op, n)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!op[i].ok) it[i].slot[0] = it[i].slot[1] = 0;
+    int found = rma_entries(it, n, op) ? -1 : rma_check(it, n, op, res, out, len);
+    if (found < 0) return -1;
+    for (size_t i = 0; i < n; i++) free(it[i].ent[0]), free(it[i].ent[1]);
+    free(op);
+    free(res);
+    CDSM_STAT_ADD(board_rma_taken, (uint64_t)found);
+    return found;
+}
+
+/* A mapped node-mate's blob. */
+static int mapped_get(int w, uint64_t key, void **out, uint32_t *len)
+{
+    const void *m = bd.peer[w];
+    return m ? cdsm__board_read(m, bd.ring, bd.nslots, key, out, len) : -1;
+}
+
+size_t cdsm__board_get_many(size_t n, const int *rank, const uint64_t *key, void **out, uint32_t *len)
+{
+    size_t found = 0, nr = 0;
+    rma_item_t *it = NULL;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = NULL;
+        if (!bd.on || rank[i] < 0 || rank[i] >= cdsm__w.n) continue;
+        int w = cdsm__w.phys[rank[i]];
+        if (cdsm__rma_reaches(w)) {
+            if (!it) it = calloc(n, sizeof *it);
+            cdsm_check(it != NULL);
+            it[nr++] = (rma_item_t){.w = w, .key = key[i]};
+            continue;
+        }
+        if (mapped_get(w, key[i], &out[i], &len[i])) CDSM_STAT_ADD(board_missed, 1);
+        else found++;
+    }
+    if (nr) {
+        void **o = calloc(nr, sizeof *o);
+        uint32_t *l = calloc(nr, sizeof *l);
+        cdsm_check(o && l);
+        int got = rma_take(it, nr, o, l);
+        if (got < 0) it = NULL, got = 0; /* (left to MPI) */
+        for (size_t i = 0, r = 0; i < n; i++) /* (the items are in the order of their ranks' calls) */
+            if (bd.on && rank[i] >= 0 && rank[i] < cdsm__w.n && cdsm__rma_reaches(cdsm__w.phys[rank[i]])) {
+                out[i] = o[r], len[i] = l[r], r++;
+            }
+        CDSM_STAT_ADD(board_missed, nr - (size_t)got);
+        found += (size_t)got;
+        free(o);
+        free(l);
+        free(it);
+    }
+    CDSM_STAT_ADD(board_taken, found);
+    return found;
+}
+
 int cdsm__board_get(int rank, uint64_t key, void **out, uint32_t *len)
 {
-    if (!bd.on || rank < 0 || rank >= cdsm__w.n) return -1;
-    const void *m = bd.peer[cdsm__w.phys[rank]];
-    if (!m) return -1;
-    int rc = cdsm__board_read(m, bd.ring, bd.nslots, key, out, len);
-    if (rc) CDSM_STAT_ADD(board_missed, 1);
-    else CDSM_STAT_ADD(board_taken, 1);
-    return rc;
+    return cdsm__board_get_many(1, &rank, &key, out, len) ? 0 : -1;
 }

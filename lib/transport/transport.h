@@ -122,12 +122,15 @@ typedef struct cdsm__tp_ops {
 /* Published diffs (board.c; MPI-doorbell provider, node-mates): a process publishes the
  * diffs it makes, by key, in shared memory its node-mates map; a node-mate copies one
  * without a message. A cache that can only miss: cdsm__board_get returns -1 for a key
- * never published, overwritten since, or of a rank on another host, and the caller asks
- * by message. cdsm__board_on: node-mates read ours, so publishing is worth it. */
+ * never published, overwritten since, or of a rank on another host (unless CDSM_RMA reads
+ * it one-sided), and the caller asks by message. cdsm__board_on: node-mates read ours, so publishing is worth it. */
 int cdsm__board_on(void);
 void cdsm__board_put(uint64_t key, const void *data, uint32_t len);
 /* A malloc'd copy of the blob `key` of logical rank `rank` (0), or -1. */
 int cdsm__board_get(int rank, uint64_t key, void **out, uint32_t *len);
+/* The same for n blobs at once (out[i] NULL where not found; how many were): a board
+ * read one-sided (CDSM_RMA, a process on another host) costs three round trips a batch. */
+size_t cdsm__board_get_many(size_t n, const int *rank, const uint64_t *key, void **out, uint32_t *len);
 /* Shared words (words.c; MPI-doorbell provider, node-mates, no spares):
  * CDSM_WORDS_PER_LOCK 32-bit words per lock id (CDSM_LOCKS; lock l's at index
  * l * CDSM_WORDS_PER_LOCK) of logical rank `rank`, ours or a node-mate's, mapped

@@ -1,0 +1,185 @@
+/* One-sided reads (MPI-doorbell provider, CDSM_RMA): each process exposes its board (the
+ * published diffs, board.c) in an MPI window, and a reader on another host copies what it
+ * needs with MPI_Rget instead of asking the writer by message (DESIGN, "Published diffs":
+ * the cross-host provider behind cdsm__board_get).
+ *
+ * Where the network offers RDMA (UCX over InfiniBand or RoCE), a get completes without the
+ * target's CPU. Where it does not (UCX over TCP or shared memory, as on a machine without
+ * an RDMA device), MPICH serves a get only when the target enters MPI: its service thread
+ * sleeps in epoll and its application thread may compute for seconds. So a read that has
+ * not completed within RMA_NUDGE_US rings the target's doorbell with a nudge byte (not a
+ * message: it counts for nothing), which wakes its service thread into one MPI progress
+ * call; again every RMA_RENUDGE_US while it waits. Nothing spins while idle: the reader
+ * waits only for its own reads, yielding the core after the first nudge. */
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "bell.h"
+
+/* A get over RDMA takes a few microseconds: nudging sooner would wake targets that need
+ * no waking; one over an emulated path waits for the target, so nudging later only adds
+ * delay (measured here: 10-30 us a get with the target woken, 1-2 s without). */
+enum { RMA_NUDGE_US = 20, RMA_RENUDGE_US = 100 };
+
+static struct rma {
+    MPI_Win win;
+    int on;
+    int all;        /* node-mates too (CDSM_RMA=all) */
+    uint8_t *eager; /* per process: its last read needed a nudge, so the next nudges at once */
+    uint64_t batches;
+} rm = {MPI_WIN_NULL, 0, 0, NULL, 0};
+
+/* Whether this host has an RDMA device (what CDSM_RMA=auto asks). */
+static int rdma_device(void)
+{
+    DIR *d = opendir("/sys/class/infiniband");
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) found = e->d_name[0] != '.';
+    closedir(d);
+    return found;
+}
+
+/* Whether some process of the job runs on another host. */
+static int other_host(void)
+{
+    for (int p = 0; p < cdsm__w.wn; p++)
+        if (p != cdsm__w.wrank && !cdsm__bell.peer_pid[p]) return 1;
+    return 0;
+}
+
+int cdsm__rma_wanted(void)
+{
+    enum { RMA_AUTO, RMA_HOSTS, RMA_ALL, RMA_NEVER };
+    if (cdsm__cfg.rma == RMA_NEVER || cdsm__cfg.spares || cdsm__bell.stream) return 0;
+    if (cdsm__cfg.rma == RMA_ALL) return cdsm__w.wn > 1 ? 2 : 0;
+    if (!other_host()) return 0;
+    return cdsm__cfg.rma == RMA_HOSTS || rdma_device();
+}
+
+int cdsm__rma_setup(void *mem, size_t bytes, int want)
+{
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "accumulate_ordering", "none");
+    MPI_Info_set(info, "same_disp_unit", "true");
+    int rc = MPI_Win_create(mem, (MPI_Aint)bytes, 1, info, cdsm__w.comm, &rm.win);
+    MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "CDSM_RMA: MPI_Win_create over the published diffs failed");
+    MPI_Win_set_errhandler(rm.win, MPI_ERRORS_RETURN);
+    if (MPI_Win_lock_all(MPI_MODE_NOCHECK, rm.win) != MPI_SUCCESS)
+        return cdsm__error(CDSM_ERR_MPI, "CDSM_RMA: MPI_Win_lock_all failed");
+    rm.eager = calloc((size_t)cdsm__w.wn, 1);
+    if (!rm.eager) return cdsm__error(CDSM_ERR_NOMEM, "CDSM_RMA: a byte per process");
+    rm.on = 1;
+    rm.all = want == 2;
+    return CDSM_OK;
+}
+
+void cdsm__rma_fini(void)
+{
+    if (rm.win == MPI_WIN_NULL) return;
+    /* Freeing a window is collective: only where every process is finishing with us (not
+     * on a failed start-up, nor after a death, where it would wait for ever). */
+    int dead = __atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE);
+    for (int p = 0; p < cdsm__w.wn; p++) dead |= __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&cdsm__w.finalizing, __ATOMIC_ACQUIRE) && !dead) {
+        MPI_Win_unlock_all(rm.win);
+        MPI_Win_free(&rm.win);
+    }
+    rm.win = MPI_WIN_NULL;
+    rm.on = rm.all = 0;
+    free(rm.eager);
+    rm.eager = NULL;
+}
+
+int cdsm__rma_on(void)
+{
+    return rm.on;
+}
+
+int cdsm__rma_reaches(int w)
+{
+    return rm.on && w != cdsm__w.wrank && (rm.all || !cdsm__bell.peer_pid[w]);
+}
+
+/* Wake process w's service thread into MPI (see the top). A full socket means it has
+ * bytes to read and will wake anyway. */
+static void nudge(int w)
+{
+    char b = NUDGE_BYTE;
+    if (send(cdsm__bell.bell[w], &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) CDSM_STAT_ADD(rma_nudges, 1);
+}
+
+/* Nudge the targets of the reads still open (each once). */
+static void nudge_open(cdsm__rma_op_t *op, const MPI_Request *rq, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (rq[i] == MPI_REQUEST_NULL || op[i].ok) continue;
+        size_t j = 0;
+        while (j < i && !(op[j].w == op[i].w && rq[j] != MPI_REQUEST_NULL && !op[j].ok)) j++;
+        if (j == i) nudge(op[i].w);
+    }
+}
+
+/* Test the open reads; 1 while some are still open. A read from a process found dead
+ * is left (its buffer with it: op.lost) and fails. */
+static int test_open(cdsm__rma_op_t *op, MPI_Request *rq, size_t n)
+{
+    int open = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rq[i] == MPI_REQUEST_NULL) continue;
+        int flag = 0;
+        if (MPI_Test(&rq[i], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            rq[i] = MPI_REQUEST_NULL; /* (an error completes the request: nothing read) */
+            continue;
+        }
+        if (flag) {
+            op[i].ok = 1;
+        } else if (__atomic_load_n(&cdsm__w.wdead[op[i].w], __ATOMIC_ACQUIRE)) {
+            op[i].lost = 1;
+            rq[i] = MPI_REQUEST_NULL;
+        } else {
+            open = 1;
+        }
+    }
+    return open;
+}
+
+void cdsm__rma_get(cdsm__rma_op_t *op, size_t n)
+{
+    MPI_Request stack[16], *rq = n <= 16 ? stack : malloc(n * sizeof *rq);
+    cdsm_check(rq != NULL);
+    for (size_t i = 0; i < n; i++) {
+        op[i].ok = op[i].lost = 0;
+        rq[i] = MPI_REQUEST_NULL;
+        if (!rm.on || !op[i].len) continue;
+        if (MPI_Rget(op[i].dst, (int)op[i].len, MPI_BYTE, op[i].w, (MPI_Aint)op[i].off, (int)op[i].len, MPI_BYTE,
+                     rm.win, &rq[i]) != MPI_SUCCESS)
+            rq[i] = MPI_REQUEST_NULL;
+        else
+            CDSM_STAT_ADD(rma_gets, 1);
+    }
+    /* A target whose last reads needed a nudge is nudged at once, but every 64th batch
+     * waits first, to learn whether the network still needs it. */
+    uint64_t t0 = cdsm__mono_ns(), wait = RMA_NUDGE_US * 1000ull;
+    int eager = 0, nudged = 0;
+    if (++rm.batches % 64)
+        for (size_t i = 0; i < n; i++) eager |= rq[i] != MPI_REQUEST_NULL && rm.eager[op[i].w];
+    uint64_t next = eager ? t0 : t0 + wait;
+    while (test_open(op, rq, n)) {
+        uint64_t now = cdsm__mono_ns();
+        if (now >= next) {
+            nudge_open(op, rq, n);
+            nudged = 1;
+            next = now + RMA_RENUDGE_US * 1000ull;
+        }
+        if (now - t0 >= wait) sched_yield(); /* (the target may need this core to answer) */
+    }
+    for (size_t i = 0; i < n && !eager; i++) rm.eager[op[i].w] = (uint8_t)nudged;
+    if (rq != stack) free(rq);
+}
