@@ -7,7 +7,8 @@
 # process may be named lost or fence itself (with DELAY_US=D the switch adds D us one way:
 # a slow link must raise no false alarm). With WANT_RMA=1 (and CDSM_RMA=1 CDSM_STATS=1 in
 # the environment, which srun passes on) the diffs of ranks on other nodes must have been
-# read one-sided (MPI RMA over UCX/TCP, each read nudging its writer): board_rma_taken > 0.
+# read one-sided (MPI RMA over UCX/TCP, each read nudging its writer): board_rma_taken > 0;
+# with WANT_RMA_ATOMICS=1 (a lock program) lock words must have been used through MPI.
 #   simcluster_smoke.sh SOURCE_ROOT STATE_DIR NETSIM APP APP_SEQ
 # Exit 77 (skipped) where the machine cannot host it: not root, no ip netns, no Slurm.
 set -uo pipefail
@@ -67,10 +68,14 @@ grep -q 'result: VERIFIED' "$out" || { cat "$out"; fail "the app across 3 nodes 
 # A slow link is no lost node: no process may be named lost or fence itself.
 alarms="$(grep -E 'declared lost|cut off|lost \(' "$out")"
 [ -z "$alarms" ] || { cat "$out"; fail "a false alarm on a link with ${DELAY_US:-0} us of one-way delay: $alarms"; }
-if [ -n "${WANT_RMA:-}" ]; then
-    rma="$(awk '$(NF-1) == "board_rma_taken" && $NF ~ /^[0-9]+$/ {s += $NF} END {print s + 0}' "$out")"
-    nudges="$(awk '$(NF-1) == "rma_nudges" && $NF ~ /^[0-9]+$/ {s += $NF} END {print s + 0}' "$out")"
-    echo "diffs read one-sided across nodes (all ranks): $rma; nudges: $nudges"
-    [ "$rma" -gt 0 ] || { cat "$out"; fail "CDSM_RMA=1: no diff was read one-sided across nodes"; }
+if [ -n "${WANT_RMA:-}${WANT_RMA_ATOMICS:-}" ]; then
+    sum() { awk -v k="$1" '$(NF-1) == k && $NF ~ /^[0-9]+$/ {s += $NF} END {print s + 0}' "$out"; }
+    rma="$(sum board_rma_taken)" atomics="$(sum rma_atomics)"
+    echo "diffs read one-sided across nodes: $rma; lock word operations through MPI RMA: $atomics;" \
+         "nudges: $(sum rma_nudges) (all ranks)"
+    [ -z "${WANT_RMA:-}" ] || [ "$rma" -gt 0 ] ||
+        { cat "$out"; fail "CDSM_RMA=1: no diff was read one-sided across nodes"; }
+    [ -z "${WANT_RMA_ATOMICS:-}" ] || [ "$atomics" -gt 0 ] ||
+        { cat "$out"; fail "CDSM_RMA=1: no lock word operation went through MPI RMA"; }
 fi
 echo "simcluster_smoke: OK"

@@ -50,11 +50,19 @@ TEST(Claims, RacingFirstAcquiresKeepMutualExclusion)
     cdsm_stats_t s1 = stats(), all;
     cdsm_stats_t mine = s1;
     mine.lock_claims = s1.lock_claims - s0.lock_claims;
+    mine.rma_atomics = s1.rma_atomics - s0.rma_atomics;
     ASSERT_EQ(cdsm_stats_reduce(&mine, &all), CDSM_OK);
     // Node-mates (every test runs on one host) claim some: the first acquire of a lock
     // whose manager had not reached it yet.
     if (words_on()) {
         EXPECT_GT(all.lock_claims, 0u);
+    }
+    // With CDSM_RMA=all every word operation goes through MPI RMA (none in shared memory).
+    const char *rma = getenv("CDSM_RMA");
+    if (rma && !strcmp(rma, "all")) {
+        EXPECT_GT(all.rma_atomics, 0u);
+    } else {
+        EXPECT_EQ(all.rma_atomics, 0u);
     }
     barrier();
 }

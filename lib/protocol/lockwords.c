@@ -1,5 +1,6 @@
-/* Shared lock words (DESIGN, "Shared lock words"). Between node-mates (no spares) a token
- * can change hands with no message. Two words per lock in shared memory (cdsm__words_of):
+/* Shared lock words (DESIGN, "Shared lock words"). Between node-mates (no spares), and with
+ * CDSM_RMA between any processes, a token can change hands with no message. Two words per
+ * lock (transport's cdsm__word_*: a node-mate's in shared memory, or through MPI RMA):
  * - the manager's TAIL word names the queue's last requester (0: the manager itself). A
  *   node-mate of the manager joins the queue by an atomic exchange on it instead of a
  *   request to the manager, and learns the previous tail;
@@ -29,46 +30,43 @@ enum { LW_TAIL = 0, LW_OWN = 1 };
 
 static uint32_t releases; /* published releases so far (the slots' keys) */
 
-/* Word `which` of lock l at rank `rank`, or NULL (no shared words with it). */
-static uint32_t *lword(int rank, uint32_t l, int which)
+/* The index of word `which` of lock l (in any rank's words). */
+static size_t lw(uint32_t l, int which)
 {
-    uint32_t *w = cdsm__words_of(rank);
-    return w ? &w[(size_t)l * CDSM_WORDS_PER_LOCK + (size_t)which] : NULL;
+    return (size_t)l * CDSM_WORDS_PER_LOCK + (size_t)which;
 }
 
 int cdsm__lw_tail_shared(uint32_t l)
 {
-    return lword((int)(l % (uint32_t)cdsm__w.n), l, LW_TAIL) != NULL;
+    return cdsm__words_reach((int)(l % (uint32_t)cdsm__w.n));
 }
 
 int cdsm__lw_swap_tail(uint32_t l, int requester)
 {
     int mgr = (int)(l % (uint32_t)cdsm__w.n);
-    uint32_t *t = lword(mgr, l, LW_TAIL);
-    if (!t) {
+    if (!cdsm__words_reach(mgr)) {
         cdsm__lock_t *lk = cdsm__lock_entry(l);
         int prev = lk->tail;
         lk->tail = requester;
         return prev;
     }
-    uint32_t v = __atomic_exchange_n(t, (uint32_t)requester + 1, __ATOMIC_ACQ_REL);
+    uint32_t v = cdsm__word_swap(mgr, lw(l, LW_TAIL), (uint32_t)requester + 1);
     return v ? (int)v - 1 : mgr;
 }
 
 int cdsm__lw_keep_token(uint32_t l)
 {
-    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN), v;
-    if (!w) return 1;
-    v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    int me = cdsm__w.rank;
+    if (!cdsm__words_reach(me)) return 1;
+    uint32_t v = cdsm__word_load(me, lw(l, LW_OWN));
     while (v != LW_TAKEN)
-        if (__atomic_compare_exchange_n(w, &v, LW_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+        if (cdsm__word_cas(me, lw(l, LW_OWN), &v, LW_BUSY)) return 1;
     return 0;
 }
 
 static void own_word(uint32_t l, uint32_t v)
 {
-    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
-    if (w) __atomic_store_n(w, v, __ATOMIC_RELEASE);
+    if (cdsm__words_reach(cdsm__w.rank)) cdsm__word_store(cdsm__w.rank, lw(l, LW_OWN), v);
 }
 
 void cdsm__lw_busy(uint32_t l)
@@ -78,7 +76,7 @@ void cdsm__lw_busy(uint32_t l)
 
 int cdsm__lw_can_publish(void)
 {
-    return cdsm__cfg.publish_releases && lword(cdsm__w.rank, 0, LW_OWN) && cdsm__board_on() &&
+    return cdsm__cfg.publish_releases && cdsm__words_reach(cdsm__w.rank) && cdsm__board_on() &&
            cdsm__heap.npages < CDSM_BOARD_FIRST_NONPAGE && releases < LW_PUB - 1;
 }
 
@@ -102,27 +100,27 @@ void cdsm__lw_release(uint32_t l, int publish)
 uint8_t cdsm__lock_state(uint32_t l)
 {
     const cdsm__lock_t *lk = cdsm__lock_entry(l);
-    uint32_t *w = lword(cdsm__w.rank, l, LW_OWN);
-    if (lk->state == CDSM_LK_TOKEN && w && __atomic_load_n(w, __ATOMIC_ACQUIRE) == LW_TAKEN) return CDSM_LK_NONE;
+    int me = cdsm__w.rank;
+    if (lk->state == CDSM_LK_TOKEN && cdsm__words_reach(me) && cdsm__word_load(me, lw(l, LW_OWN)) == LW_TAKEN)
+        return CDSM_LK_NONE;
     return lk->state;
 }
 
 int cdsm__lock_tail(uint32_t l)
 {
-    uint32_t *t = lword(cdsm__w.rank, l, LW_TAIL), v;
-    if (!t) return cdsm__lock_entry(l)->tail;
-    v = __atomic_load_n(t, __ATOMIC_ACQUIRE);
+    if (!cdsm__words_reach(cdsm__w.rank)) return cdsm__lock_entry(l)->tail;
+    uint32_t v = cdsm__word_load(cdsm__w.rank, lw(l, LW_TAIL));
     return v ? (int)v - 1 : cdsm__w.rank;
 }
 
 void cdsm__lock_words_restored(void)
 {
     int me = cdsm__w.rank;
-    for (uint32_t l = 0; l < cdsm__lk.nlocks && lword(me, l, LW_OWN); l++) {
+    for (uint32_t l = 0; l < cdsm__lk.nlocks && cdsm__words_reach(me); l++) {
         const cdsm__lock_t *lk = cdsm__lock_entry(l);
         own_word(l, lk->state == CDSM_LK_TOKEN ? LW_FREE : LW_BUSY);
         if (l % (uint32_t)cdsm__w.n == (uint32_t)me)
-            __atomic_store_n(lword(me, l, LW_TAIL), lk->tail == me ? 0 : (uint32_t)lk->tail + 1, __ATOMIC_RELEASE);
+            cdsm__word_store(me, lw(l, LW_TAIL), lk->tail == me ? 0 : (uint32_t)lk->tail + 1);
     }
 }
 
@@ -208,9 +206,8 @@ static int read_published(uint32_t l, int holder, uint32_t c, uint32_t **vcp, cd
 
 int cdsm__lw_take(uint32_t l, int prev, cdsm__lw_taken_t *t)
 {
-    uint32_t *w = lword(prev, l, LW_OWN);
-    if (!w) return LW_TOOK_NOT;
-    uint32_t v = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    if (!cdsm__words_reach(prev)) return LW_TOOK_NOT;
+    uint32_t v = cdsm__word_load(prev, lw(l, LW_OWN));
     int kind = LW_TOOK_NOT;
     if (v == LW_FRESH && prev == (int)(l % (uint32_t)cdsm__w.n))
         kind = LW_TOOK_FRESH;
@@ -221,6 +218,6 @@ int cdsm__lw_take(uint32_t l, int prev, cdsm__lw_taken_t *t)
         kind = r == 1 ? LW_TOOK_OLD : r == 2 ? LW_TOOK_RECORDS : LW_TOOK_NOT;
     }
     if (kind == LW_TOOK_NOT) return kind;
-    if (!__atomic_compare_exchange_n(w, &v, LW_TAKEN, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return LW_TOOK_NOT;
+    if (!cdsm__word_cas(prev, lw(l, LW_OWN), &v, LW_TAKEN)) return LW_TOOK_NOT;
     return kind;
 }

@@ -519,7 +519,8 @@ static int bell_init(void)
     free(one);
     free(got);
     if (wrc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "connecting every pair of processes (MPI_Alltoall)");
-    int rc2 = cdsm__board_reach(agreed[3] > 0 && agreed[3] == -agreed[4]); /* (collective when 1) */
+    int rma = agreed[3] > 0 && agreed[3] == -agreed[4], rc2 = cdsm__board_reach(rma); /* (collective when 1) */
+    if (!rc2) rc2 = cdsm__words_reach_setup(rma);
     if (rc2) return rc2;
     uint64_t now = cdsm__mono_ns(); /* silence is counted from here */
     for (int p = 0; p < cdsm__w.wn; p++) bl->heard_ns[p] = now;
@@ -541,6 +542,7 @@ static void bell_fini(void)
     bell_flush();
     cdsm__loop_drop();
     cdsm__awake_fini();
+    cdsm__rma_fini(); /* (before the memory its windows expose goes) */
     cdsm__board_fini();
     cdsm__words_fini();
     for (int i = 0; i < 2; i++)

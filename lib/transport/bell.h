@@ -119,9 +119,10 @@ void cdsm__board_fini(void);
  * are read one-sided, and so whether publishing is worth it. */
 int cdsm__board_rma_vote(void);
 int cdsm__board_reach(int rma);
-/* rma.c: one-sided reads of other processes' boards (CDSM_RMA). wanted: 0 no, 1 for
- * processes on other hosts, 2 for every process. setup (want: 1 or 2) is collective: the
- * window over every process's board. */
+/* rma.c: one-sided access to other processes' boards and lock words (CDSM_RMA). wanted:
+ * 0 no, 1 for processes on other hosts, 2 for every process. setup (want: 1 or 2) once all
+ * agreed; expose is collective: a window over every process's board, or words. */
+enum { CDSM_RMA_BOARD, CDSM_RMA_WORDS, CDSM_RMA_WINS };
 typedef struct cdsm__rma_op {
     int w;              /* the process read */
     uint64_t off;       /* from this byte of its board */
@@ -130,15 +131,24 @@ typedef struct cdsm__rma_op {
     int ok, lost;       /* read; its process was lost meanwhile (dst must then stay allocated) */
 } cdsm__rma_op_t;
 int cdsm__rma_wanted(void);
-int cdsm__rma_setup(void *mem, size_t bytes, int want);
+int cdsm__rma_setup(int want);
+int cdsm__rma_expose(int which, void *mem, size_t bytes);
 void cdsm__rma_fini(void);
 int cdsm__rma_on(void);
 int cdsm__rma_reaches(int w);
+/* A 32-bit word of process w's lock words at byte off, atomically: load, store (swap),
+ * or compare-and-swap (expected a, desired b); what was there (UINT32_MAX on an error). */
+enum { CDSM_RMA_LOAD, CDSM_RMA_SWAP, CDSM_RMA_CAS };
+uint32_t cdsm__rma_word(int w, uint64_t off, int op, uint32_t a, uint32_t b);
 /* Do the n reads and wait for them all (nudging their targets when they wait long). */
 void cdsm__rma_get(cdsm__rma_op_t *op, size_t n);
 /* words.c: the lock words, shared with node-mates at start-up (after the board). */
 int cdsm__words_setup(void);
 void cdsm__words_fini(void);
+/* Whether our words are ready for one-sided access (the vote's other half), and, once all
+ * agreed (rma, collective), their window; without it, words made only for it go. */
+int cdsm__words_ready(void);
+int cdsm__words_reach_setup(int rma);
 void cdsm__awake_fini(void);
 void cdsm__awake_receiving(int on);
 int cdsm__awake_skip(int w);

@@ -201,7 +201,7 @@ int cdsm__board_setup(void)
 
 int cdsm__board_rma_vote(void)
 {
-    return bd.self && bd.want ? (int)(bd.bytes >> 12) : 0;
+    return bd.self && bd.want && cdsm__words_ready() ? (int)(bd.bytes >> 12) : 0;
 }
 
 int cdsm__board_reach(int rma)
@@ -209,15 +209,15 @@ int cdsm__board_reach(int rma)
     if (bd.want && !rma)
         cdsm__log(CDSM_LOG_INFO, "no one-sided reads (CDSM_RMA): another process cannot take part, or its "
                   "CDSM_SHM_DIFFS differs");
-    int rc = rma ? cdsm__rma_setup(bd.self, bd.bytes, bd.want) : CDSM_OK;
+    int rc = rma ? cdsm__rma_setup(bd.want) : CDSM_OK;
+    if (!rc && rma) rc = cdsm__rma_expose(CDSM_RMA_BOARD, bd.self, bd.bytes);
     bd.on |= cdsm__rma_on();
-    if (!rc && !bd.on && bd.self) cdsm__board_fini(); /* (wanted for one-sided reads that are not made) */
+    if (!rc && !bd.on && bd.self) cdsm__board_fini(); /* (made for one-sided reads that are not made) */
     return rc;
 }
 
 void cdsm__board_fini(void)
 {
-    cdsm__rma_fini();
     cdsm__shmfd_unmap(bd.self, (void **)bd.peer, bd.bytes);
     memset(&bd, 0, sizeof bd);
 }

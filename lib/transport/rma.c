@@ -26,12 +26,13 @@
 enum { RMA_NUDGE_US = 20, RMA_RENUDGE_US = 100 };
 
 static struct rma {
-    MPI_Win win;
+    MPI_Win win[CDSM_RMA_WINS];
     int on;
+    int rdma;       /* this host has an RDMA device: remote atomics need no nudge */
     int all;        /* node-mates too (CDSM_RMA=all) */
     uint8_t *eager; /* per process: its last read needed a nudge, so the next nudges at once */
     uint64_t batches;
-} rm = {MPI_WIN_NULL, 0, 0, NULL, 0};
+} rm = {{MPI_WIN_NULL, MPI_WIN_NULL}, 0, 0, 0, NULL, 0};
 
 /* Whether this host has an RDMA device (what CDSM_RMA=auto asks). */
 static int rdma_device(void)
@@ -61,37 +62,44 @@ int cdsm__rma_wanted(void)
     return cdsm__cfg.rma == RMA_HOSTS || rdma_device();
 }
 
-int cdsm__rma_setup(void *mem, size_t bytes, int want)
+int cdsm__rma_setup(int want)
 {
-    MPI_Info info;
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "accumulate_ordering", "none");
-    MPI_Info_set(info, "same_disp_unit", "true");
-    int rc = MPI_Win_create(mem, (MPI_Aint)bytes, 1, info, cdsm__w.comm, &rm.win);
-    MPI_Info_free(&info);
-    if (rc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "CDSM_RMA: MPI_Win_create over the published diffs failed");
-    MPI_Win_set_errhandler(rm.win, MPI_ERRORS_RETURN);
-    if (MPI_Win_lock_all(MPI_MODE_NOCHECK, rm.win) != MPI_SUCCESS)
-        return cdsm__error(CDSM_ERR_MPI, "CDSM_RMA: MPI_Win_lock_all failed");
     rm.eager = calloc((size_t)cdsm__w.wn, 1);
     if (!rm.eager) return cdsm__error(CDSM_ERR_NOMEM, "CDSM_RMA: a byte per process");
     rm.on = 1;
     rm.all = want == 2;
+    rm.rdma = rdma_device();
+    return CDSM_OK;
+}
+
+int cdsm__rma_expose(int which, void *mem, size_t bytes)
+{
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "same_disp_unit", "true");
+    int rc = MPI_Win_create(mem, (MPI_Aint)bytes, 1, info, cdsm__w.comm, &rm.win[which]);
+    MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS) return cdsm__error(CDSM_ERR_MPI, "CDSM_RMA: MPI_Win_create failed");
+    MPI_Win_set_errhandler(rm.win[which], MPI_ERRORS_RETURN);
+    if (MPI_Win_lock_all(MPI_MODE_NOCHECK, rm.win[which]) != MPI_SUCCESS)
+        return cdsm__error(CDSM_ERR_MPI, "CDSM_RMA: MPI_Win_lock_all failed");
     return CDSM_OK;
 }
 
 void cdsm__rma_fini(void)
 {
-    if (rm.win == MPI_WIN_NULL) return;
     /* Freeing a window is collective: only where every process is finishing with us (not
      * on a failed start-up, nor after a death, where it would wait for ever). */
     int dead = __atomic_load_n(&cdsm__w.recovered, __ATOMIC_ACQUIRE);
     for (int p = 0; p < cdsm__w.wn; p++) dead |= __atomic_load_n(&cdsm__w.wdead[p], __ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&cdsm__w.finalizing, __ATOMIC_ACQUIRE) && !dead) {
-        MPI_Win_unlock_all(rm.win);
-        MPI_Win_free(&rm.win);
+    for (int k = 0; k < CDSM_RMA_WINS; k++) {
+        if (rm.win[k] == MPI_WIN_NULL) continue;
+        if (__atomic_load_n(&cdsm__w.finalizing, __ATOMIC_ACQUIRE) && !dead) {
+            MPI_Win_unlock_all(rm.win[k]);
+            MPI_Win_free(&rm.win[k]);
+        }
+        rm.win[k] = MPI_WIN_NULL;
     }
-    rm.win = MPI_WIN_NULL;
     rm.on = rm.all = 0;
     free(rm.eager);
     rm.eager = NULL;
@@ -157,9 +165,9 @@ void cdsm__rma_get(cdsm__rma_op_t *op, size_t n)
     for (size_t i = 0; i < n; i++) {
         op[i].ok = op[i].lost = 0;
         rq[i] = MPI_REQUEST_NULL;
-        if (!rm.on || !op[i].len) continue;
+        if (rm.win[CDSM_RMA_BOARD] == MPI_WIN_NULL || !op[i].len) continue;
         if (MPI_Rget(op[i].dst, (int)op[i].len, MPI_BYTE, op[i].w, (MPI_Aint)op[i].off, (int)op[i].len, MPI_BYTE,
-                     rm.win, &rq[i]) != MPI_SUCCESS)
+                     rm.win[CDSM_RMA_BOARD], &rq[i]) != MPI_SUCCESS)
             rq[i] = MPI_REQUEST_NULL;
         else
             CDSM_STAT_ADD(rma_gets, 1);
@@ -182,4 +190,25 @@ void cdsm__rma_get(cdsm__rma_op_t *op, size_t n)
     }
     for (size_t i = 0; i < n && !eager; i++) rm.eager[op[i].w] = (uint8_t)nudged;
     if (rq != stack) free(rq);
+}
+
+uint32_t cdsm__rma_word(int w, uint64_t off, int op, uint32_t a, uint32_t b)
+{
+    MPI_Win win = rm.win[CDSM_RMA_WORDS];
+    uint32_t res = 0;
+    /* MPI_Win_flush cannot be left to nudge later: nudge first where the target must serve
+     * (another process, no RDMA here, or its last reads needed it). */
+    if (w != cdsm__w.wrank && (!rm.rdma || rm.eager[w])) nudge(w);
+    int rc;
+    if (op == CDSM_RMA_CAS)
+        rc = MPI_Compare_and_swap(&b, &a, &res, MPI_UINT32_T, w, (MPI_Aint)off, win);
+    else
+        rc = MPI_Fetch_and_op(&a, &res, MPI_UINT32_T, w, (MPI_Aint)off, op == CDSM_RMA_LOAD ? MPI_NO_OP : MPI_REPLACE,
+                              win);
+    if (rc == MPI_SUCCESS) rc = MPI_Win_flush(w, win);
+    /* (a lost process: the run ends without spares; what the caller reads is no token) */
+    if (rc != MPI_SUCCESS)
+        cdsm__log(CDSM_LOG_ERROR, "CDSM_RMA: an atomic operation on process %d's lock words failed", w);
+    CDSM_STAT_ADD(rma_atomics, 1);
+    return rc == MPI_SUCCESS ? res : UINT32_MAX;
 }

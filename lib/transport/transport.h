@@ -131,12 +131,18 @@ int cdsm__board_get(int rank, uint64_t key, void **out, uint32_t *len);
 /* The same for n blobs at once (out[i] NULL where not found; how many were): a board
  * read one-sided (CDSM_RMA, a process on another host) costs three round trips a batch. */
 size_t cdsm__board_get_many(size_t n, const int *rank, const uint64_t *key, void **out, uint32_t *len);
-/* Shared words (words.c; MPI-doorbell provider, node-mates, no spares):
- * CDSM_WORDS_PER_LOCK 32-bit words per lock id (CDSM_LOCKS; lock l's at index
- * l * CDSM_WORDS_PER_LOCK) of logical rank `rank`, ours or a node-mate's, mapped
- * read-write here; NULL where there are none (another host, spares, the socket provider). */
+/* Shared words (words.c; MPI-doorbell provider, no spares): CDSM_WORDS_PER_LOCK 32-bit
+ * words per lock id (CDSM_LOCKS; lock l's at index l * CDSM_WORDS_PER_LOCK) of each
+ * logical rank. reach: whether rank's words can be used here (a node-mate's, mapped, or
+ * any rank's through MPI RMA with CDSM_RMA; not on another host without it, with spares,
+ * on the socket provider); the operations are atomic (cas: 1 if *expect was there and
+ * desired is now, else *expect is what is there) and only for a rank reached. */
 #define CDSM_WORDS_PER_LOCK 2
-uint32_t *cdsm__words_of(int rank);
+int cdsm__words_reach(int rank);
+uint32_t cdsm__word_load(int rank, size_t i);
+void cdsm__word_store(int rank, size_t i, uint32_t v);
+uint32_t cdsm__word_swap(int rank, size_t i, uint32_t v);
+int cdsm__word_cas(int rank, size_t i, uint32_t *expect, uint32_t desired);
 /* The board's memory itself (for its unit test): bytes for a ring of `ring` bytes, an empty
  * board, one entry written (-1: too large for the ring), one read by a node-mate. */
 size_t cdsm__board_bytes(uint64_t ring);
