@@ -132,13 +132,13 @@ def run_bounded(cmd, timeout, env, inner):
     return rc, wall, out, hung
 
 
-def app_runs(cl, appdir, app, args, reps, timeout, np_):
+def app_runs(cl, appdir, app, args, reps, timeout, np_, env_extra=None):
     runs = []
     inner = max(10, timeout - 15)
     for i in range(reps):
         cmd = cl.launcher(inner) + ["srun", "-O", "--mpi=pmi2", "-n", str(np_), "-J", "lat-" + app] + REF_LAYOUT + \
             [os.path.join(appdir, app)] + args
-        rc, wall, out, hung = run_bounded(cmd, timeout, clean_env({}), inner)
+        rc, wall, out, hung = run_bounded(cmd, timeout, clean_env(env_extra or {}), inner)
         r = parse_result(out)
         runs.append({"rep": i, "srun_exit": rc, "wall_s": wall, "time_s": r["time"], "answer": r["answer"],
                      "verified": rc == 0 and r["result_verified"], "watchdog_procs": watchdog_count(out),
@@ -210,6 +210,8 @@ def main():
     ap.add_argument("--at", type=float, default=0.5, help="kill point, fraction of the failure-free time")
     ap.add_argument("--args", action="append", default=[], help="APP=ARGS to replace an app's default arguments")
     ap.add_argument("--timeout", type=int, default=240, help="bound of every run, s")
+    ap.add_argument("--app-env", action="append", default=[],
+                    help="NAME=VALUE for the app table's runs (library settings, e.g. CDSM_RMA=1; repeatable)")
     ap.add_argument("-o", "--outdir", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args()
 
@@ -222,6 +224,7 @@ def main():
     napps = [x for x in a.node_apps.split(",") if x]
     node_victims = [int(v) for v in a.node_victims.split(",")]
     app_args = {k: v.split() for k, v in DEFAULT_ARGS.items()}
+    app_env = dict(e.split("=", 1) for e in a.app_env)
     for s in a.args:
         k, _, v = s.partition("=")
         app_args[k] = v.split()
@@ -259,7 +262,7 @@ def main():
             for i in range(a.reps):
                 for d in delays:
                     cl.sim("delay", d, timeout=30)
-                    r = app_runs(cl, appdir, app, app_args.get(app, []), 1, a.timeout, np_)[0]
+                    r = app_runs(cl, appdir, app, app_args.get(app, []), 1, a.timeout, np_, app_env)[0]
                     r["rep"] = i
                     by_delay[d].append(r)
             for d in delays:
@@ -391,7 +394,8 @@ def main():
                               timeout=30).stdout.strip()
     except Exception:
         head = None
-    doc = {"settings": {"delays_us": delays, "reps": a.reps, "apps": apps, "recovery_apps": rapps,
+    doc = {"settings": {"delays_us": delays, "reps": a.reps, "apps": apps, "app_env": app_env,
+                        "recovery_apps": rapps,
                         "node_apps": napps, "victim": a.victim, "node_victims": node_victims, "at": a.at,
                         "args": {k: app_args.get(k) for k in set(apps + rapps + napps)},
                         "timeout_s": a.timeout, "build": build, "git_head": head,

@@ -535,10 +535,9 @@ enum { REL_NONE = 0, REL_BEFORE_BARRIER = 1, REL_THIS_PHASE = 2 };
 static void uncontended_checks(const cdsm_stats_t *a, const cdsm_stats_t *b, int reps, locks_t *out)
 {
     uint64_t claims = DELTA(*a, *b, lock_claims) + DELTA(*a, *b, lock_takes), msgs = DELTA(*a, *b, msgs_sent);
-    snprintf(out->path, sizeof out->path, "%s",
-             !claims                           ? "request/grant"
-             : DELTA(*a, *b, lock_takes) == 0 ? "claim, shared memory"
-                                               : "taken, shared memory");
+    const char *where = DELTA(*a, *b, rma_atomics) ? "MPI RMA" : "shared memory"; /* (CDSM_RMA=all) */
+    snprintf(out->path, sizeof out->path, "%s%s",
+             !claims ? "request/grant" : DELTA(*a, *b, lock_takes) == 0 ? "claim, " : "taken, ", claims ? where : "");
     if (DELTA(*a, *b, lock_acquires) != 2u * (uint64_t)reps || DELTA(*a, *b, lock_acquires_local) != (uint64_t)reps)
         fail("uncontended locks: %llu acquires, %llu local; want %d and %d",
              (unsigned long long)DELTA(*a, *b, lock_acquires), (unsigned long long)DELTA(*a, *b, lock_acquires_local),

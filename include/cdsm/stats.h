@@ -84,6 +84,7 @@
     X(board_rma_taken, "diffs read one-sided (MPI RMA) from the board of a process on another host (CDSM_RMA)") \
     X(rma_gets, "one-sided reads (MPI RMA gets) of other processes' boards") \
     X(rma_atomics, "atomic operations on lock words through MPI RMA (CDSM_RMA: every word operation then)") \
+    X(rma_shunned, "times a process's board was left for messages for a while: its one-sided reads were slow") \
     X(rma_nudges, "nudges rung because a one-sided read waited for its target to enter MPI (a network without RDMA)")
 
 /** A snapshot of one rank's counters (or their sum over ranks). */

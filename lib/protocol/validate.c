@@ -30,6 +30,7 @@ typedef struct vstate {
     cdsm__interval_t **need; /* missing()'s answer; need[0..nreq): to ask the writers for */
     size_t capneed, nreq;
     /* requests sent by v_start, answered in v_finish */
+    int held;                /* its holder keeps it in hand: v_start takes no diffs from the board */
     int page_req;            /* a whole copy was asked for (id page_id) */
     uint64_t page_id;
 } vstate_t;
@@ -67,43 +68,41 @@ static void keep_reply(vstate_t *v, cdsm__reply_t *r)
     v->replies[v->nrep++] = r;
 }
 
-/* Keep the blobs board_take found. */
-static void board_keep(vstate_t *v, cdsm__interval_t **iv, void **blob, const uint32_t *len, size_t n)
+/* The diffs of need[0..nreq) of pages v[0..nv) that other processes published
+ * (transport's board): copied from a node-mate's memory, or read one-sided from another
+ * host's (CDSM_RMA: one batch for every page of the set, three round trips), no message.
+ * Only outside a replay (which has no board: runs with spares). */
+static void board_take(vstate_t *v, uint32_t nv)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (!blob[i]) continue;
-        if (v->nblob == v->capblob) {
-            v->capblob = v->capblob ? v->capblob * 2 : 8;
-            v->blobs = realloc(v->blobs, v->capblob * sizeof *v->blobs);
-            cdsm_check(v->blobs != NULL);
+    size_t n = 0, cap = 0;
+    for (uint32_t p = 0; p < nv; p++) cap += v[p].nreq;
+    if (!cap) return;
+    int *rank = malloc(cap * sizeof *rank);
+    uint64_t *key = malloc(cap * sizeof *key);
+    void **blob = malloc(cap * sizeof *blob);
+    uint32_t *len = malloc(cap * sizeof *len), *page = malloc(cap * sizeof *page);
+    cdsm__interval_t **iv = malloc(cap * sizeof *iv);
+    cdsm_check(rank && key && blob && len && page && iv);
+    for (uint32_t p = 0; p < nv; p++)
+        for (size_t j = 0; j < v[p].nreq && !v[p].held; j++) {
+            cdsm__interval_t *x = v[p].need[j];
+            if (x->rank == cdsm__w.rank || av_find(&v[p], x)) continue;
+            iv[n] = x, page[n] = p, rank[n] = x->rank;
+            key[n++] = cdsm__board_key(v[p].pg, x->idx);
         }
-        v->blobs[v->nblob++] = blob[i];
-        av_add(v, iv[i], blob[i], len[i]);
-    }
-}
-
-/* The diffs of need[0..nreq) that other processes published (transport's board): copied
- * from a node-mate's memory, or read one-sided from another host's (CDSM_RMA: one batch
- * for them all), no message. Only outside a replay (which has no board: runs with spares). */
-static void board_take(vstate_t *v)
-{
-    enum { MAX = 64 };
-    int rank[MAX];
-    uint64_t key[MAX];
-    void *blob[MAX];
-    uint32_t len[MAX];
-    cdsm__interval_t *iv[MAX];
-    for (size_t j = 0; j < v->nreq;) {
-        size_t n = 0;
-        for (; j < v->nreq && n < MAX; j++) {
-            if (v->need[j]->rank == cdsm__w.rank || av_find(v, v->need[j])) continue;
-            iv[n] = v->need[j];
-            rank[n] = iv[n]->rank;
-            key[n] = cdsm__board_key(v->pg, iv[n]->idx);
-            n++;
+    if (n && cdsm__board_get_many(n, rank, key, blob, len))
+        for (size_t i = 0; i < n; i++) {
+            vstate_t *w = &v[page[i]];
+            if (!blob[i]) continue;
+            if (w->nblob == w->capblob) {
+                w->capblob = w->capblob ? w->capblob * 2 : 8;
+                w->blobs = realloc(w->blobs, w->capblob * sizeof *w->blobs);
+                cdsm_check(w->blobs != NULL);
+            }
+            w->blobs[w->nblob++] = blob[i];
+            av_add(w, iv[i], blob[i], len[i]);
         }
-        if (n && cdsm__board_get_many(n, rank, key, blob, len)) board_keep(v, iv, blob, len, n);
-    }
+    free(rank), free(key), free(blob), free(len), free(page), free(iv);
 }
 
 /* Notices of pg whose writes this copy lacks. */
@@ -292,9 +291,7 @@ static int v_start(vstate_t *v)
 {
     cdsm__state_t *g = &cdsm__g;
     cdsm__interval_t *latest = NULL;
-    size_t k = missing(v->pg, &v->need, &v->capneed);
-    v->nreq = k;
-    if (cdsm__pg(v->pg)->holder < 0) board_take(v);
+    size_t k = v->nreq; /* (missing()'s, with the board's diffs at hand: validate_set) */
     int src = whole_source(v, k, &latest);
     if (src < 0) return CDSM_OK;
     /* A whole copy from the writer of the latest notice holds every write that happened
@@ -325,7 +322,8 @@ static int v_finish(vstate_t *v)
     size_t k;
     for (;;) {
         k = v->nreq = missing(pg, &v->need, &v->capneed);
-        board_take(v);
+        v->held = 0; /* (what the copy lacks is taken from the board whoever holds it) */
+        board_take(v, 1);
         for (size_t i = 0; i < k; i++)
             if (v->need[i]->rank == cdsm__w.rank && !av_find(v, v->need[i])) {
                 int j = cdsm__iv_find_page(v->need[i], pg);
@@ -554,6 +552,13 @@ static int validate_set(vstate_t *v, uint32_t nv)
 {
     int rc = CDSM_OK;
     round_t rn = {0, 0};
+    /* Every page's missing writes first, then the board's diffs for all of them at once
+     * (pages a holder keeps in hand take none), then each page's choice. */
+    for (uint32_t i = 0; i < nv; i++) {
+        v[i].nreq = missing(v[i].pg, &v[i].need, &v[i].capneed);
+        v[i].held = cdsm__pg(v[i].pg)->holder >= 0;
+    }
+    board_take(v, nv);
     for (uint32_t i = 0; i < nv && !rc; i++) rc = v_start(&v[i]);
     if (!rc) rc = request_diffs(v, nv, &rn);
     /* After a failure, still take the replies already asked for, then give up. */

@@ -136,6 +136,9 @@ int cdsm__rma_expose(int which, void *mem, size_t bytes);
 void cdsm__rma_fini(void);
 int cdsm__rma_on(void);
 int cdsm__rma_reaches(int w);
+/* A read of process w was given up lately (it did not serve within RMA_GIVE_UP_MS): its
+ * board is not read one-sided for a while, its diffs are asked for by message. */
+int cdsm__rma_shunned(int w);
 /* A 32-bit word of process w's lock words at byte off, atomically: load, store (swap),
  * or compare-and-swap (expected a, desired b); what was there (UINT32_MAX on an error). */
 enum { CDSM_RMA_LOAD, CDSM_RMA_SWAP, CDSM_RMA_CAS };

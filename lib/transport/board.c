@@ -363,39 +363,44 @@ static int mapped_get(int w, uint64_t key, void **out, uint32_t *len)
     return m ? cdsm__board_read(m, bd.ring, bd.nslots, key, out, len) : -1;
 }
 
+/* The blobs of at[0..nr) read one-sided (items it[]), into out[at[r]]. Returns how many. */
+static size_t rma_many(rma_item_t *it, const size_t *at, size_t nr, void **out, uint32_t *len)
+{
+    void **o = calloc(nr, sizeof *o);
+    uint32_t *l = calloc(nr, sizeof *l);
+    cdsm_check(o && l);
+    int got = rma_take(it, nr, o, l);
+    if (got < 0) got = 0;
+    else free(it); /* (else left to MPI) */
+    for (size_t r = 0; r < nr; r++) out[at[r]] = o[r], len[at[r]] = l[r];
+    CDSM_STAT_ADD(board_missed, nr - (size_t)got);
+    free(o);
+    free(l);
+    return (size_t)got;
+}
+
 size_t cdsm__board_get_many(size_t n, const int *rank, const uint64_t *key, void **out, uint32_t *len)
 {
-    size_t found = 0, nr = 0;
+    size_t found = 0, nr = 0, *at = NULL;
     rma_item_t *it = NULL;
     for (size_t i = 0; i < n; i++) {
         out[i] = NULL;
         if (!bd.on || rank[i] < 0 || rank[i] >= cdsm__w.n) continue;
         int w = cdsm__w.phys[rank[i]];
-        if (cdsm__rma_reaches(w)) {
-            if (!it) it = calloc(n, sizeof *it);
-            cdsm_check(it != NULL);
+        if (!cdsm__rma_reaches(w)) {
+            if (mapped_get(w, key[i], &out[i], &len[i])) CDSM_STAT_ADD(board_missed, 1);
+            else found++;
+        } else if (cdsm__rma_shunned(w)) { /* (asked for by message) */
+            CDSM_STAT_ADD(board_missed, 1);
+        } else {
+            if (!it) it = calloc(n, sizeof *it), at = calloc(n, sizeof *at);
+            cdsm_check(it && at);
+            at[nr] = i;
             it[nr++] = (rma_item_t){.w = w, .key = key[i]};
-            continue;
         }
-        if (mapped_get(w, key[i], &out[i], &len[i])) CDSM_STAT_ADD(board_missed, 1);
-        else found++;
     }
-    if (nr) {
-        void **o = calloc(nr, sizeof *o);
-        uint32_t *l = calloc(nr, sizeof *l);
-        cdsm_check(o && l);
-        int got = rma_take(it, nr, o, l);
-        if (got < 0) it = NULL, got = 0; /* (left to MPI) */
-        for (size_t i = 0, r = 0; i < n; i++) /* (the items are in the order of their ranks' calls) */
-            if (bd.on && rank[i] >= 0 && rank[i] < cdsm__w.n && cdsm__rma_reaches(cdsm__w.phys[rank[i]])) {
-                out[i] = o[r], len[i] = l[r], r++;
-            }
-        CDSM_STAT_ADD(board_missed, nr - (size_t)got);
-        found += (size_t)got;
-        free(o);
-        free(l);
-        free(it);
-    }
+    if (nr) found += rma_many(it, at, nr, out, len);
+    free(at);
     CDSM_STAT_ADD(board_taken, found);
     return found;
 }

@@ -23,7 +23,7 @@
 /* A get over RDMA takes a few microseconds: nudging sooner would wake targets that need
  * no waking; one over an emulated path waits for the target, so nudging later only adds
  * delay (measured here: 10-30 us a get with the target woken, 1-2 s without). */
-enum { RMA_NUDGE_US = 20, RMA_RENUDGE_US = 100 };
+enum { RMA_NUDGE_US = 20, RMA_RENUDGE_US = 100, RMA_SLOW_MS = 10, RMA_GIVE_UP_MS = 100, RMA_SHUN_MS = 1000 };
 
 static struct rma {
     MPI_Win win[CDSM_RMA_WINS];
@@ -31,8 +31,9 @@ static struct rma {
     int rdma;       /* this host has an RDMA device: remote atomics need no nudge */
     int all;        /* node-mates too (CDSM_RMA=all) */
     uint8_t *eager; /* per process: its last read needed a nudge, so the next nudges at once */
-    uint64_t batches;
-} rm = {{MPI_WIN_NULL, MPI_WIN_NULL}, 0, 0, 0, NULL, 0};
+    uint64_t *shun_ns; /* per process: a read of it was given up; until then none is tried */
+    uint64_t batches, gave_up;
+} rm = {{MPI_WIN_NULL, MPI_WIN_NULL}, 0, 0, 0, NULL, NULL, 0, 0};
 
 /* Whether this host has an RDMA device (what CDSM_RMA=auto asks). */
 static int rdma_device(void)
@@ -65,7 +66,8 @@ int cdsm__rma_wanted(void)
 int cdsm__rma_setup(int want)
 {
     rm.eager = calloc((size_t)cdsm__w.wn, 1);
-    if (!rm.eager) return cdsm__error(CDSM_ERR_NOMEM, "CDSM_RMA: a byte per process");
+    rm.shun_ns = calloc((size_t)cdsm__w.wn, sizeof *rm.shun_ns);
+    if (!rm.eager || !rm.shun_ns) return cdsm__error(CDSM_ERR_NOMEM, "CDSM_RMA: a table per process");
     rm.on = 1;
     rm.all = want == 2;
     rm.rdma = rdma_device();
@@ -102,7 +104,9 @@ void cdsm__rma_fini(void)
     }
     rm.on = rm.all = 0;
     free(rm.eager);
+    free(rm.shun_ns);
     rm.eager = NULL;
+    rm.shun_ns = NULL;
 }
 
 int cdsm__rma_on(void)
@@ -113,6 +117,11 @@ int cdsm__rma_on(void)
 int cdsm__rma_reaches(int w)
 {
     return rm.on && w != cdsm__w.wrank && (rm.all || !cdsm__bell.peer_pid[w]);
+}
+
+int cdsm__rma_shunned(int w)
+{
+    return rm.shun_ns[w] && cdsm__mono_ns() < rm.shun_ns[w];
 }
 
 /* Wake process w's service thread into MPI (see the top). A full socket means it has
@@ -134,9 +143,12 @@ static void nudge_open(cdsm__rma_op_t *op, const MPI_Request *rq, size_t n)
     }
 }
 
-/* Test the open reads; 1 while some are still open. A read from a process found dead
- * is left (its buffer with it: op.lost) and fails. */
-static int test_open(cdsm__rma_op_t *op, MPI_Request *rq, size_t n)
+/* Test the open reads; 1 while some are still open. A read from a process found dead,
+ * or still open after RMA_GIVE_UP_MS (late: a nudged live process serves within
+ * milliseconds, and the caller may hold the protocol's lock, which our service thread
+ * needs to learn of a death), is left (its buffer with it: op.lost) and fails: the caller
+ * asks by message, which has its own ways with a lost peer. */
+static int test_open(cdsm__rma_op_t *op, MPI_Request *rq, size_t n, int late)
 {
     int open = 0;
     for (size_t i = 0; i < n; i++) {
@@ -148,7 +160,10 @@ static int test_open(cdsm__rma_op_t *op, MPI_Request *rq, size_t n)
         }
         if (flag) {
             op[i].ok = 1;
-        } else if (__atomic_load_n(&cdsm__w.wdead[op[i].w], __ATOMIC_ACQUIRE)) {
+        } else if (late || __atomic_load_n(&cdsm__w.wdead[op[i].w], __ATOMIC_ACQUIRE)) {
+            if (late && !rm.gave_up++)
+                cdsm__log(CDSM_LOG_WARN, "CDSM_RMA: a one-sided read of process %d waited %d ms: asked for by message "
+                          "(counter rma_shunned; logged once)", op[i].w, RMA_GIVE_UP_MS);
             op[i].lost = 1;
             rq[i] = MPI_REQUEST_NULL;
         } else {
@@ -179,8 +194,8 @@ void cdsm__rma_get(cdsm__rma_op_t *op, size_t n)
     if (++rm.batches % 64)
         for (size_t i = 0; i < n; i++) eager |= rq[i] != MPI_REQUEST_NULL && rm.eager[op[i].w];
     uint64_t next = eager ? t0 : t0 + wait;
-    while (test_open(op, rq, n)) {
-        uint64_t now = cdsm__mono_ns();
+    for (uint64_t now = t0; test_open(op, rq, n, now - t0 > RMA_GIVE_UP_MS * 1000000ull);) {
+        now = cdsm__mono_ns();
         if (now >= next) {
             nudge_open(op, rq, n);
             nudged = 1;
@@ -189,6 +204,15 @@ void cdsm__rma_get(cdsm__rma_op_t *op, size_t n)
         if (now - t0 >= wait) sched_yield(); /* (the target may need this core to answer) */
     }
     for (size_t i = 0; i < n && !eager; i++) rm.eager[op[i].w] = (uint8_t)nudged;
+    /* A batch that took RMA_SLOW_MS (a round trip is microseconds with RDMA, a wake-up
+     * without) means its targets do not serve: their diffs go by message for a while. The
+     * caller holds the protocol's lock, which our service thread needs to deliver and to
+     * send heartbeats: slow reads would starve it, and a silent process is fenced. */
+    uint64_t end = cdsm__mono_ns();
+    for (size_t i = 0; i < n && end - t0 > RMA_SLOW_MS * 1000000ull; i++) {
+        if (!rm.shun_ns[op[i].w]) CDSM_STAT_ADD(rma_shunned, 1);
+        rm.shun_ns[op[i].w] = end + RMA_SHUN_MS * 1000000ull;
+    }
     if (rq != stack) free(rq);
 }
 

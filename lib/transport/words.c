@@ -60,9 +60,10 @@ int cdsm__words_reach_setup(int rma)
         sw.rma = 1;
         return CDSM_OK;
     }
-    int mapped = 0;
-    for (int p = 0; sw.peer && p < cdsm__w.wn; p++) mapped |= sw.peer[p] != NULL;
-    if (sw.self && !mapped) cdsm__words_fini(); /* (made for one-sided access that is not made) */
+    /* Made for one-sided access that is not made (no node-mate: nobody else can map
+     * them). With node-mates they stay, even where none could be mapped here: a
+     * node-mate that mapped ours reads our own word. */
+    if (sw.self && !cdsm__shmfd_any_mate()) cdsm__words_fini();
     return CDSM_OK;
 }
 
