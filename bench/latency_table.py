@@ -14,6 +14,9 @@ under /tmp) once, then, for the one-way delays of the switch (--delays, microsec
     between them are logged nowhere else): such a run ends with the library's error and
     is recorded as "not survivable", not as a failure of the benchmark.
 Every figure is also given as a ratio to the same row at the first delay (0 us).
+--app-env NAME=VALUE (repeatable) gives the app table's runs a library setting (the
+recovery experiments keep the defaults), e.g. CDSM_RMA=1 to compare one-sided access
+across the hosts with the messages of a run without it.
 Every run is bounded (--timeout); a run that hits it is recorded as hung. For each run
 the table records srun's exit status and whether the library's finalize watchdog fired
 ("MPI_Finalize did not return": the known hang of MPICH/UCX endpoint close over TCP,
