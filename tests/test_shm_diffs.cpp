@@ -60,9 +60,24 @@ TEST(SharedDiffs, NodeMatesTakeDiffsWithoutAsking)
         EXPECT_EQ(s1.board_published, 0u);
         EXPECT_GT(served, 0u);
     } else if (ring_bytes() >= (1u << 20)) {
+        // One-sided reads that a loaded machine made slow (a batch over 10 ms: the nudged
+        // writer was not scheduled) leave that writer's board to messages for a while
+        // (rma_shunned): those diffs are asked for, and the answers above stayed exact.
+        // (summed over the ranks: one rank's shunning makes another serve)
+        cdsm_stats_t mine = s1, all;
+        mine.rma_shunned = s1.rma_shunned - s0.rma_shunned;
+        mine.diffs_served = served;
+        mine.board_missed = missed;
+        ASSERT_EQ(cdsm_stats_reduce(&mine, &all), CDSM_OK);
         EXPECT_GT(taken, 0u);
-        EXPECT_EQ(missed, 0u);
-        EXPECT_EQ(served, 0u) << "a diff was asked for by message";
+        if (!all.rma_shunned) {
+            EXPECT_EQ(missed, 0u);
+            EXPECT_EQ(served, 0u) << "a diff was asked for by message";
+        } else {
+            EXPECT_TRUE(one_sided) << "a board was left to messages without CDSM_RMA";
+            EXPECT_GT(all.board_missed, 0u);
+            EXPECT_GT(all.diffs_served, 0u);
+        }
         if (one_sided) {
             EXPECT_EQ(rma, taken) << "a diff was copied from a mapped board";
             EXPECT_GT(s1.rma_gets - s0.rma_gets, 0u);
