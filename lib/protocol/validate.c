@@ -30,7 +30,6 @@ typedef struct vstate {
     cdsm__interval_t **need; /* missing()'s answer; need[0..nreq): to ask the writers for */
     size_t capneed, nreq;
     /* requests sent by v_start, answered in v_finish */
-    int held;                /* its holder keeps it in hand: v_start takes no diffs from the board */
     int page_req;            /* a whole copy was asked for (id page_id) */
     uint64_t page_id;
 } vstate_t;
@@ -71,8 +70,9 @@ static void keep_reply(vstate_t *v, cdsm__reply_t *r)
 /* The diffs of need[0..nreq) of pages v[0..nv) that other processes published
  * (transport's board): copied from a node-mate's memory, or read one-sided from another
  * host's (CDSM_RMA: one batch for every page of the set, three round trips), no message.
- * Only outside a replay (which has no board: runs with spares). */
-static void board_take(vstate_t *v, uint32_t nv)
+ * held: also for pages a holder keeps in hand (a choice's start leaves those out). Only
+ * outside a replay (which has no board: runs with spares). */
+static void board_take(vstate_t *v, uint32_t nv, int held)
 {
     size_t n = 0, cap = 0;
     for (uint32_t p = 0; p < nv; p++) cap += v[p].nreq;
@@ -83,13 +83,15 @@ static void board_take(vstate_t *v, uint32_t nv)
     uint32_t *len = malloc(cap * sizeof *len), *page = malloc(cap * sizeof *page);
     cdsm__interval_t **iv = malloc(cap * sizeof *iv);
     cdsm_check(rank && key && blob && len && page && iv);
-    for (uint32_t p = 0; p < nv; p++)
-        for (size_t j = 0; j < v[p].nreq && !v[p].held; j++) {
+    for (uint32_t p = 0; p < nv; p++) {
+        if (!held && cdsm__pg(v[p].pg)->holder >= 0) continue;
+        for (size_t j = 0; j < v[p].nreq; j++) {
             cdsm__interval_t *x = v[p].need[j];
             if (x->rank == cdsm__w.rank || av_find(&v[p], x)) continue;
             iv[n] = x, page[n] = p, rank[n] = x->rank;
             key[n++] = cdsm__board_key(v[p].pg, x->idx);
         }
+    }
     if (n && cdsm__board_get_many(n, rank, key, blob, len))
         for (size_t i = 0; i < n; i++) {
             vstate_t *w = &v[page[i]];
@@ -322,8 +324,7 @@ static int v_finish(vstate_t *v)
     size_t k;
     for (;;) {
         k = v->nreq = missing(pg, &v->need, &v->capneed);
-        v->held = 0; /* (what the copy lacks is taken from the board whoever holds it) */
-        board_take(v, 1);
+        board_take(v, 1, 1);
         for (size_t i = 0; i < k; i++)
             if (v->need[i]->rank == cdsm__w.rank && !av_find(v, v->need[i])) {
                 int j = cdsm__iv_find_page(v->need[i], pg);
@@ -554,11 +555,8 @@ static int validate_set(vstate_t *v, uint32_t nv)
     round_t rn = {0, 0};
     /* Every page's missing writes first, then the board's diffs for all of them at once
      * (pages a holder keeps in hand take none), then each page's choice. */
-    for (uint32_t i = 0; i < nv; i++) {
-        v[i].nreq = missing(v[i].pg, &v[i].need, &v[i].capneed);
-        v[i].held = cdsm__pg(v[i].pg)->holder >= 0;
-    }
-    board_take(v, nv);
+    for (uint32_t i = 0; i < nv; i++) v[i].nreq = missing(v[i].pg, &v[i].need, &v[i].capneed);
+    board_take(v, nv, 0);
     for (uint32_t i = 0; i < nv && !rc; i++) rc = v_start(&v[i]);
     if (!rc) rc = request_diffs(v, nv, &rn);
     /* After a failure, still take the replies already asked for, then give up. */

@@ -119,9 +119,11 @@ void cdsm__board_fini(void);
  * are read one-sided, and so whether publishing is worth it. */
 int cdsm__board_rma_vote(void);
 int cdsm__board_reach(int rma);
-/* rma.c: one-sided access to other processes' boards and lock words (CDSM_RMA). wanted:
- * 0 no, 1 for processes on other hosts, 2 for every process. setup (want: 1 or 2) once all
- * agreed; expose is collective: a window over every process's board, or words. */
+/* rma.c: one-sided access to other processes' boards and lock words (CDSM_RMA). plan:
+ * whether this process wants it, decided once in the mesh before the board and the words
+ * are made; wanted: that answer, 0 no, 1 for processes on other hosts, 2 for every process.
+ * expose, once all agreed, is collective: a window over every process's board, or words
+ * (the board's first: its window is what turns one-sided access on). */
 enum { CDSM_RMA_BOARD, CDSM_RMA_WORDS, CDSM_RMA_WINS };
 typedef struct cdsm__rma_op {
     int w;              /* the process read */
@@ -130,8 +132,8 @@ typedef struct cdsm__rma_op {
     size_t len;
     int ok, lost;       /* read; its process was lost meanwhile (dst must then stay allocated) */
 } cdsm__rma_op_t;
+void cdsm__rma_plan(void);
 int cdsm__rma_wanted(void);
-int cdsm__rma_setup(int want);
 int cdsm__rma_expose(int which, void *mem, size_t bytes);
 void cdsm__rma_fini(void);
 int cdsm__rma_on(void);

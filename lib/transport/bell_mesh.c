@@ -254,6 +254,7 @@ int cdsm__bell_mesh(void)
     if (!rc) turn_away_backlog(lfd, ufd);
     if (!rc) rc = cdsm__awake_setup();
     if (!rc) cdsm__heapfd_setup();
+    if (!rc) cdsm__rma_plan();
     if (!rc) rc = cdsm__board_setup();
     if (!rc) rc = cdsm__words_setup();
     if (!rc && (bl->self_in = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)

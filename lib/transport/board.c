@@ -62,19 +62,29 @@ void cdsm__board_format(void *mem, uint64_t ring)
     h->nslots = nslots_for(ring);
 }
 
-static uint64_t *slots(const void *mem)
-{
-    return (uint64_t *)((char *)mem + sizeof(board_hdr_t));
-}
 
-static uint8_t *ring_at(const void *mem, uint64_t nslots, uint64_t off)
-{
-    return (uint8_t *)mem + sizeof(board_hdr_t) + nslots * sizeof(uint64_t) + off;
-}
 
 static uint64_t slot_of(uint64_t key, uint64_t nslots)
 {
     return (key * 0x9e3779b97f4a7c15ull) >> (64 - __builtin_ctzll(nslots));
+}
+
+/* Where things are in a board, in bytes from its start: the one layout that mapped readers
+ * (pointers) and one-sided reads (window displacements) both use. Key's slot pair (two
+ * slots per key, in one cache line), and ring offset off. */
+static uint64_t pair_off(uint64_t key, uint64_t nslots)
+{
+    return sizeof(board_hdr_t) + (slot_of(key, nslots) & ~1ull) * sizeof(uint64_t);
+}
+
+static uint64_t ring_off(uint64_t nslots, uint64_t off)
+{
+    return sizeof(board_hdr_t) + nslots * sizeof(uint64_t) + off;
+}
+
+static uint8_t *ring_at(const void *mem, uint64_t nslots, uint64_t off)
+{
+    return (uint8_t *)mem + ring_off(nslots, off);
 }
 
 int cdsm__board_write(void *mem, uint64_t key, const void *data, uint32_t len)
@@ -94,7 +104,7 @@ int cdsm__board_write(void *mem, uint64_t key, const void *data, uint32_t len)
     __atomic_store_n(&h->head, pos + need, __ATOMIC_RELEASE);
     /* Two slots per key (a pair in one cache line): the older entry's gives way, so a key
      * is pushed out by the ring's wrapping rather than by another key's hash. */
-    uint64_t *sl = &slots(mem)[slot_of(key, h->nslots) & ~1ull];
+    uint64_t *sl = (uint64_t *)((char *)mem + pair_off(key, h->nslots));
     int i = __atomic_load_n(&sl[0], __ATOMIC_RELAXED) <= __atomic_load_n(&sl[1], __ATOMIC_RELAXED) ? 0 : 1;
     __atomic_store_n(&sl[i], pos + 1, __ATOMIC_RELEASE);
     return 0;
@@ -139,7 +149,7 @@ static int read_slot(const void *mem, uint64_t ring, uint64_t nslots, uint64_t s
 
 int cdsm__board_read(const void *mem, uint64_t ring, uint64_t nslots, uint64_t key, void **out, uint32_t *len)
 {
-    const uint64_t *sl = &slots(mem)[slot_of(key, nslots) & ~1ull];
+    const uint64_t *sl = (const uint64_t *)((const char *)mem + pair_off(key, nslots));
     for (int i = 0; i < 2; i++)
         if (!read_slot(mem, ring, nslots, __atomic_load_n(&sl[i], __ATOMIC_ACQUIRE), key, out, len)) return 0;
     return -1;
@@ -153,7 +163,6 @@ static struct board {
     uint64_t ring, nslots;
     size_t bytes;
     int on;       /* someone reads ours (we read theirs: the configuration is one) */
-    int want;     /* cdsm__rma_wanted() here, before every process agreed */
 } bd;
 
 /* A node-mate's board as we expect it (same size), or unmapped. */
@@ -177,8 +186,7 @@ int cdsm__board_setup(void)
      * they ask it, as they always did (the board is for runs without spares). */
     if (!cdsm__cfg.shm_diffs || cdsm__cfg.spares || cdsm__bell.stream) return CDSM_OK;
     if (cdsm__heapfd_passed()) return CDSM_OK; /* (a node heap publishes no diff) */
-    bd.want = cdsm__rma_wanted();
-    if (!cdsm__shmfd_any_mate() && !bd.want) return CDSM_OK;
+    if (!cdsm__shmfd_any_mate() && !cdsm__rma_wanted()) return CDSM_OK;
     bd.ring = (cdsm__cfg.shm_diffs + 4095) & ~4095ull;
     bd.nslots = nslots_for(bd.ring);
     bd.bytes = cdsm__board_bytes(bd.ring);
@@ -189,7 +197,6 @@ int cdsm__board_setup(void)
     bd.self = cdsm__shmfd_share(&seg, &bd.peer);
     if (!bd.self) {
         cdsm__log(CDSM_LOG_INFO, "no published diffs (%s): node-mates ask for every diff", strerror(errno));
-        bd.want = 0;
         return CDSM_OK;
     }
     for (int p = 0; p < cdsm__w.wn; p++) {
@@ -201,16 +208,15 @@ int cdsm__board_setup(void)
 
 int cdsm__board_rma_vote(void)
 {
-    return bd.self && bd.want && cdsm__words_ready() ? (int)(bd.bytes >> 12) : 0;
+    return bd.self && cdsm__rma_wanted() && cdsm__words_ready() ? (int)(bd.bytes >> 12) : 0;
 }
 
 int cdsm__board_reach(int rma)
 {
-    if (bd.want && !rma)
+    if (bd.self && cdsm__rma_wanted() && !rma)
         cdsm__log(CDSM_LOG_INFO, "no one-sided reads (CDSM_RMA): another process cannot take part, or its "
                   "CDSM_SHM_DIFFS differs");
-    int rc = rma ? cdsm__rma_setup(bd.want) : CDSM_OK;
-    if (!rc && rma) rc = cdsm__rma_expose(CDSM_RMA_BOARD, bd.self, bd.bytes);
+    int rc = rma ? cdsm__rma_expose(CDSM_RMA_BOARD, bd.self, bd.bytes) : CDSM_OK;
     bd.on |= cdsm__rma_on();
     if (!rc && !bd.on && bd.self) cdsm__board_fini(); /* (made for one-sided reads that are not made) */
     return rc;
@@ -245,11 +251,6 @@ typedef struct rma_item {
     size_t got[2];     /* bytes of it read */
 } rma_item_t;
 
-static uint64_t ring_base(void)
-{
-    return sizeof(board_hdr_t) + bd.nslots * sizeof(uint64_t);
-}
-
 /* Run the gets; 1 if one of them went to a process lost meanwhile (its buffer must stay). */
 static int rma_run(cdsm__rma_op_t *op, size_t n)
 {
@@ -273,7 +274,7 @@ static int rma_entries(rma_item_t *it, size_t n, cdsm__rma_op_t *op)
             it[i].ent[j] = malloc(it[i].got[j]);
             cdsm_check(it[i].ent[j] != NULL);
             who[k] = i * 2 + (size_t)j;
-            op[k++] = (cdsm__rma_op_t){.w = it[i].w, .off = ring_base() + off, .dst = it[i].ent[j],
+            op[k++] = (cdsm__rma_op_t){.w = it[i].w, .off = ring_off(bd.nslots, off), .dst = it[i].ent[j],
                                        .len = it[i].got[j]};
         }
     int lost = rma_run(op, k);
@@ -291,8 +292,8 @@ static int rma_entries(rma_item_t *it, size_t n, cdsm__rma_op_t *op)
             t->ent[j] = realloc(t->ent[j], need);
             cdsm_check(t->ent[j] != NULL);
             who[m] = who[q];
-            op[m++] = (cdsm__rma_op_t){.w = t->w, .off = ring_base() + off + t->got[j], .dst = t->ent[j] + t->got[j],
-                                       .len = need - t->got[j]};
+            op[m++] = (cdsm__rma_op_t){.w = t->w, .off = ring_off(bd.nslots, off + t->got[j]),
+                                       .dst = t->ent[j] + t->got[j], .len = need - t->got[j]};
             t->got[j] = need;
         }
     }
@@ -342,8 +343,8 @@ static int rma_take(rma_item_t *it, size_t n, void **out, uint32_t *len)
     uint64_t *res = malloc(n * sizeof *res);
     cdsm_check(op && res);
     for (size_t i = 0; i < n; i++)
-        op[i] = (cdsm__rma_op_t){.w = it[i].w, .off = sizeof(board_hdr_t) + (slot_of(it[i].key, bd.nslots) & ~1ull) * 8,
-                                 .dst = it[i].slot, .len = sizeof it[i].slot};
+        op[i] = (cdsm__rma_op_t){.w = it[i].w, .off = pair_off(it[i].key, bd.nslots), .dst = it[i].slot,
+                                 .len = sizeof it[i].slot};
     if (rma_run(op, n)) return -1;
     for (size_t i = 0; i < n; i++)
         if (!op[i].ok) it[i].slot[0] = it[i].slot[1] = 0;

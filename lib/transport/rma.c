@@ -1,16 +1,16 @@
 /* One-sided reads (MPI-doorbell provider, CDSM_RMA): each process exposes its board (the
  * published diffs, board.c) in an MPI window, and a reader on another host copies what it
- * needs with MPI_Rget instead of asking the writer by message (DESIGN, "Published diffs":
- * the cross-host provider behind cdsm__board_get).
+ * needs with MPI_Rget instead of asking the writer by message; its lock words likewise, with
+ * MPI atomics (DESIGN section 2, "One-sided access across hosts").
  *
  * Where the network offers RDMA (UCX over InfiniBand or RoCE), a get completes without the
  * target's CPU. Where it does not (UCX over TCP or shared memory, as on a machine without
  * an RDMA device), MPICH serves a get only when the target enters MPI: its service thread
  * sleeps in epoll and its application thread may compute for seconds. So a read that has
  * not completed within RMA_NUDGE_US rings the target's doorbell with a nudge byte (not a
- * message: it counts for nothing), which wakes its service thread into one MPI progress
- * call; again every RMA_RENUDGE_US while it waits. Nothing spins while idle: the reader
- * waits only for its own reads, yielding the core after the first nudge. */
+ * message: it counts for nothing), which wakes its service thread into RMA_SERVE_US of MPI
+ * progress (bell.c); again every RMA_RENUDGE_US while it waits. Nothing spins while idle:
+ * the reader waits only for its own reads, yielding the core after RMA_NUDGE_US. */
 #include <dirent.h>
 #include <errno.h>
 #include <sched.h>
@@ -26,14 +26,13 @@
 enum { RMA_NUDGE_US = 20, RMA_RENUDGE_US = 100, RMA_SLOW_MS = 10, RMA_GIVE_UP_MS = 100, RMA_SHUN_MS = 1000 };
 
 static struct rma {
-    MPI_Win win[CDSM_RMA_WINS];
-    int on;
+    MPI_Win win[CDSM_RMA_WINS]; /* the board's window exists: one-sided access is on */
+    int want;       /* cdsm__rma_plan's answer (2: node-mates too, CDSM_RMA=all) */
     int rdma;       /* this host has an RDMA device: remote atomics need no nudge */
-    int all;        /* node-mates too (CDSM_RMA=all) */
     uint8_t *eager; /* per process: its last read needed a nudge, so the next nudges at once */
-    uint64_t *shun_ns; /* per process: a read of it was given up; until then none is tried */
+    uint64_t *shun_ns; /* per process: a read of it was slow; until then none is tried */
     uint64_t batches, gave_up;
-} rm = {{MPI_WIN_NULL, MPI_WIN_NULL}, 0, 0, 0, NULL, NULL, 0, 0};
+} rm = {{MPI_WIN_NULL, MPI_WIN_NULL}, 0, 0, NULL, NULL, 0, 0};
 
 /* Whether this host has an RDMA device (what CDSM_RMA=auto asks). */
 static int rdma_device(void)
@@ -54,28 +53,28 @@ static int other_host(void)
     return 0;
 }
 
-int cdsm__rma_wanted(void)
+void cdsm__rma_plan(void)
 {
     enum { RMA_AUTO, RMA_HOSTS, RMA_ALL, RMA_NEVER };
-    if (cdsm__cfg.rma == RMA_NEVER || cdsm__cfg.spares || cdsm__bell.stream) return 0;
-    if (cdsm__cfg.rma == RMA_ALL) return cdsm__w.wn > 1 ? 2 : 0;
-    if (!other_host()) return 0;
-    return cdsm__cfg.rma == RMA_HOSTS || rdma_device();
+    rm.rdma = rdma_device();
+    rm.want = 0;
+    if (cdsm__cfg.rma == RMA_NEVER || cdsm__cfg.spares || cdsm__bell.stream) return;
+    if (cdsm__cfg.rma == RMA_ALL) rm.want = cdsm__w.wn > 1 ? 2 : 0;
+    else if (other_host()) rm.want = cdsm__cfg.rma == RMA_HOSTS || rm.rdma;
 }
 
-int cdsm__rma_setup(int want)
+int cdsm__rma_wanted(void)
 {
-    rm.eager = calloc((size_t)cdsm__w.wn, 1);
-    rm.shun_ns = calloc((size_t)cdsm__w.wn, sizeof *rm.shun_ns);
-    if (!rm.eager || !rm.shun_ns) return cdsm__error(CDSM_ERR_NOMEM, "CDSM_RMA: a table per process");
-    rm.on = 1;
-    rm.all = want == 2;
-    rm.rdma = rdma_device();
-    return CDSM_OK;
+    return rm.want;
 }
 
 int cdsm__rma_expose(int which, void *mem, size_t bytes)
 {
+    if (!rm.eager) {
+        rm.eager = calloc((size_t)cdsm__w.wn, 1);
+        rm.shun_ns = calloc((size_t)cdsm__w.wn, sizeof *rm.shun_ns);
+        if (!rm.eager || !rm.shun_ns) return cdsm__error(CDSM_ERR_NOMEM, "CDSM_RMA: a table per process");
+    }
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Info_set(info, "same_disp_unit", "true");
@@ -102,7 +101,7 @@ void cdsm__rma_fini(void)
         }
         rm.win[k] = MPI_WIN_NULL;
     }
-    rm.on = rm.all = 0;
+    rm.want = 0;
     free(rm.eager);
     free(rm.shun_ns);
     rm.eager = NULL;
@@ -111,12 +110,12 @@ void cdsm__rma_fini(void)
 
 int cdsm__rma_on(void)
 {
-    return rm.on;
+    return rm.win[CDSM_RMA_BOARD] != MPI_WIN_NULL;
 }
 
 int cdsm__rma_reaches(int w)
 {
-    return rm.on && w != cdsm__w.wrank && (rm.all || !cdsm__bell.peer_pid[w]);
+    return cdsm__rma_on() && w != cdsm__w.wrank && (rm.want == 2 || !cdsm__bell.peer_pid[w]);
 }
 
 int cdsm__rma_shunned(int w)

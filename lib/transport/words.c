@@ -27,29 +27,25 @@ static struct words {
     uint32_t *self;   /* ours; node-mates map it too */
     uint32_t **peer;  /* per process: its words mapped here, or NULL */
     size_t bytes;
-    int want;         /* one-sided access wanted here (cdsm__rma_wanted) */
     int rma;          /* every operation goes through MPI (the window exists) */
 } sw;
 
 int cdsm__words_setup(void)
 {
     if (cdsm__cfg.spares || cdsm__bell.stream || cdsm__heapfd_passed()) return CDSM_OK;
-    sw.want = cdsm__rma_wanted();
-    if (!cdsm__shmfd_any_mate() && !sw.want) return CDSM_OK;
+    if (!cdsm__shmfd_any_mate() && !cdsm__rma_wanted()) return CDSM_OK;
     sw.bytes = ((size_t)cdsm__cfg.locks * CDSM_WORDS_PER_LOCK * sizeof(uint32_t) + 4095) & ~(size_t)4095;
     cdsm__shm_seg_t seg = {"cdsm-words", "lock words", sw.bytes, 0, PROT_READ | PROT_WRITE, WORDS_BYTE, NULL};
     sw.self = cdsm__shmfd_share(&seg, (void ***)&sw.peer);
-    if (!sw.self) {
+    if (!sw.self)
         cdsm__log(CDSM_LOG_INFO, "no shared lock words (%s): every acquire of a token held elsewhere asks by message",
                   strerror(errno));
-        sw.want = 0;
-    }
     return CDSM_OK;
 }
 
 int cdsm__words_ready(void)
 {
-    return sw.self && sw.want;
+    return sw.self && cdsm__rma_wanted();
 }
 
 int cdsm__words_reach_setup(int rma)
